@@ -1,16 +1,28 @@
-"""dicomflow: DICOM archives to analysis-ready data and back."""
+"""dicomflow: DICOM archives to analysis-ready data and back.
+
+>>> import dicomflow as dfl
+>>> cat = dfl.scan("archive/")            # doctest: +SKIP
+>>> df = cat.to_polars()                  # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .catalog import Catalog, ScanStats, scan
 from .errors import ConfigError, DicomflowError, InvalidDicomError, SourceError, TruncatedError
+from .schema import DEFAULT_COLUMNS, private_column
 
 __all__ = [
+    "DEFAULT_COLUMNS",
+    "Catalog",
     "ConfigError",
     "DicomflowError",
     "InvalidDicomError",
+    "ScanStats",
     "SourceError",
     "TruncatedError",
     "__version__",
+    "private_column",
+    "scan",
 ]

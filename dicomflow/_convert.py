@@ -1,0 +1,298 @@
+"""Encoded element values -> typed Arrow columns, one column of a batch at a time.
+
+Text follows pydicom's rules exactly (which VRs use the Specific Character Set, which padding is
+stripped, where values split), and non-ASCII or ISO 2022 text is decoded by pydicom's own
+``decode_bytes``, so a decoded string here equals ``str(ds.Keyword)`` in pydicom.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from struct import Struct
+from struct import error as StructError
+from typing import Any
+
+import pyarrow as pa
+from pydicom.charset import convert_encodings as _convert_encodings
+from pydicom.charset import decode_bytes, default_encoding
+
+from .readers.header import _ALL_VRS, ParsedHeader
+from .schema import ColumnSpec
+
+__all__ = ["column_array", "encodings_of", "to_text"]
+
+_CHARSET_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})
+_SINGLE_VALUE_TEXT = frozenset({"ST", "LT", "UT", "UR"})
+_TEXT_DELIMS = {0x5C, 0x09, 0x0A, 0x0C, 0x0D}  # pydicom's TEXT_VR_DELIMS
+_PN_DELIMS = {0x5E, 0x3D, 0x5C}  # ^ = and the value separator
+_BINARY_NUMBER_FORMATS = {
+    "US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q", "FL": "f", "FD": "d",
+}  # fmt: skip
+_ESC = 0x1B
+_FALLBACK_ENCODING = [default_encoding]
+
+
+@lru_cache(maxsize=256)
+def _encodings_for(charset: tuple[str, ...]) -> tuple[str, ...]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tuple(_convert_encodings(list(charset)))
+
+
+def encodings_of(header: ParsedHeader) -> tuple[str, ...]:
+    """Python codecs for the object's Specific Character Set, as pydicom chooses them."""
+    raw = header.value(0x00080005)
+    if not raw:
+        return tuple(_FALLBACK_ENCODING)
+    terms = raw.decode("latin-1").rstrip("\x00 ").split("\\")
+    return _encodings_for(tuple(t.strip() for t in terms))
+
+
+def to_text(raw: bytes, vr: str, encodings: Sequence[str]) -> str:
+    """Decode a text value with pydicom's padding rules; multiple values stay ``\\``-joined."""
+    if vr == "PN":
+        raw = raw.rstrip(b"\x00 ")
+    if vr in _CHARSET_VRS:
+        if raw.isascii() and _ESC not in raw:
+            text = raw.decode("ascii")
+        else:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                text = decode_bytes(
+                    raw, list(encodings), _PN_DELIMS if vr == "PN" else _TEXT_DELIMS
+                )
+    else:
+        text = raw.decode("latin-1")
+    if vr in ("SH", "LO", "UC"):
+        if "\\" in text:
+            return "\\".join(v.rstrip("\x00 ") for v in text.split("\\"))
+        return text.rstrip("\x00 ")
+    if vr == "PN":
+        return text
+    if vr == "AE":
+        return "\\".join(v.strip() for v in text.split("\\"))
+    if vr in ("UR", "DA", "TM", "DT"):
+        return text.rstrip() if vr == "UR" else text.rstrip("\x00 ")
+    return text.rstrip("\x00 ")
+
+
+def _parse_is(text: str) -> int | None:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+        return int(value) if value.is_integer() else None
+
+
+def _parse_ds(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _parse_da(text: str) -> dt.date | None:
+    text = text.strip()
+    try:
+        if len(text) == 8 and text.isdigit():
+            return dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+        if len(text) == 10 and text[4] == "." and text[7] == ".":  # ACR-NEMA YYYY.MM.DD
+            return dt.date(int(text[:4]), int(text[5:7]), int(text[8:10]))
+    except ValueError:
+        return None
+    return None
+
+
+def _parse_tm(text: str) -> dt.time | None:
+    text = text.strip().replace(":", "")  # ACR-NEMA HH:MM:SS
+    whole, _, frac = text.partition(".")
+    if not whole.isdigit() or len(whole) not in (2, 4, 6) or (frac and not frac.isdigit()):
+        return None
+    try:
+        return dt.time(
+            int(whole[:2]),
+            int(whole[2:4] or 0),
+            min(int(whole[4:6] or 0), 59),  # 60 is a valid leap second in DICOM
+            int(frac[:6].ljust(6, "0")) if frac else 0,
+        )
+    except ValueError:
+        return None
+
+
+def _parse_dt(text: str) -> dt.datetime | None:
+    """DICOM DT to a naive datetime; a UTC offset suffix is not applied (the header keeps it)."""
+    text = text.strip()
+    for sign in "+-":
+        if sign in text[4:]:
+            text = text[: 4 + text[4:].index(sign)]
+    whole, _, frac = text.partition(".")
+    if not whole.isdigit() or len(whole) not in (4, 6, 8, 10, 12, 14):
+        return None
+    try:
+        return dt.datetime(
+            int(whole[:4]),
+            int(whole[4:6] or 1),
+            int(whole[6:8] or 1),
+            int(whole[8:10] or 0),
+            int(whole[10:12] or 0),
+            min(int(whole[12:14] or 0), 59),
+            int(frac[:6].ljust(6, "0")) if frac and frac.isdigit() else 0,
+        )
+    except ValueError:
+        return None
+
+
+_TEXT_PARSERS: dict[str, Callable[[str], Any]] = {
+    "IS": _parse_is,
+    "DS": _parse_ds,
+    "DA": _parse_da,
+    "TM": _parse_tm,
+    "DT": _parse_dt,
+}
+
+
+@lru_cache(maxsize=64)
+def _struct(vr: str, little: bool, count: int) -> Struct:
+    return Struct(("<" if little else ">") + str(count) + _BINARY_NUMBER_FORMATS[vr])
+
+
+def _binary_numbers(raw: bytes, vr: str, little: bool) -> tuple[Any, ...] | None:
+    size = _struct(vr, True, 1).size
+    if len(raw) % size:
+        return None
+    try:
+        return _struct(vr, little, len(raw) // size).unpack(raw)
+    except StructError:
+        return None
+
+
+def _effective_vr(spec: ColumnSpec, actual: bytes | None, header: ParsedHeader) -> str:
+    """The VR to decode with: the encoded VR when explicit and known, else the dictionary's."""
+    if actual is not None and actual != b"UN" and actual in _ALL_VRS:
+        return actual.decode("latin-1")
+    if spec.vr in ("US or SS", "US or SS or OW"):
+        rep = header.value(0x00280103)
+        signed = rep is not None and len(rep) == 2 and rep != b"\x00\x00"
+        return "SS" if signed else "US"
+    if spec.vr in ("OB or OW", "US or OW"):
+        return "OW"
+    return spec.vr
+
+
+def _python_value(spec: ColumnSpec, header: ParsedHeader, tag: int, encodings) -> Any:
+    entry = header.elements.get(tag)
+    if entry is None:
+        return None
+    actual, pos, length = entry
+    raw = header.data[pos : pos + length]
+    vr = _effective_vr(spec, actual, header)
+    column_vr = spec.vr
+    if column_vr == "SQ" or vr == "SQ":
+        return _sequence_json(raw, header, encodings) if column_vr == "SQ" else None
+    if column_vr in ("OB", "OW", "OD", "OF", "OL", "OV", "UN", "NONE") or "OW" in column_vr:
+        return raw
+    if not raw:
+        return "" if not spec.multi and spec.arrow_type == pa.string() else None
+    if vr in _BINARY_NUMBER_FORMATS:
+        values = _binary_numbers(raw, vr, header.little)
+        if values is None:
+            return None
+        if column_vr not in _BINARY_NUMBER_FORMATS and column_vr != "US or SS":
+            values = tuple(str(v) for v in values)  # a number where text was expected
+    elif vr == "AT":
+        numbers = _binary_numbers(raw, "US", header.little)
+        if numbers is None or len(numbers) % 2:
+            return None
+        values = tuple(f"{numbers[i]:04X}{numbers[i + 1]:04X}" for i in range(0, len(numbers), 2))
+    else:
+        text = to_text(raw, vr if vr in _CHARSET_VRS or vr in _TEXT_PARSERS else column_vr,
+                       encodings)  # fmt: skip
+        if column_vr in _SINGLE_VALUE_TEXT:
+            return text
+        parser = _TEXT_PARSERS.get(column_vr)
+        if parser is None and column_vr in _BINARY_NUMBER_FORMATS:
+            parser = _parse_is if column_vr not in ("FL", "FD") else _parse_ds
+        if not spec.multi:
+            if parser is None:
+                return text
+            return parser(text) if "\\" not in text else None
+        parts = text.split("\\")
+        if parser is None:
+            return parts
+        values = tuple(parser(p) for p in parts)
+        return list(values)
+    if not spec.multi:
+        return values[0] if len(values) == 1 else None
+    return list(values)
+
+
+def _sequence_json(raw: bytes, header: ParsedHeader, encodings: Sequence[str]) -> str | None:
+    from pydicom.values import convert_SQ
+
+    try:
+        seq = convert_SQ(raw, header.implicit, header.little, list(encodings))
+        return json.dumps([item.to_json_dict(1024, _bulk_placeholder) for item in seq])
+    except Exception:  # noqa: BLE001 - a sequence that does not decode becomes null
+        return None
+
+
+def _bulk_placeholder(elem: Any) -> str:
+    return f"bulkdata:{elem.tag:08X}"
+
+
+def _private_tag(header: ParsedHeader, spec: ColumnSpec) -> int | None:
+    group = spec.tag >> 16
+    wanted = spec.creator
+    for block in range(0x10, 0x100):
+        raw = header.value(group << 16 | block)
+        if raw is None:
+            continue
+        if raw.decode("latin-1").rstrip("\x00 ") == wanted:
+            return group << 16 | block << 8 | (spec.tag & 0xFF)
+    return None
+
+
+def column_array(
+    spec: ColumnSpec,
+    headers: Sequence[ParsedHeader | None],
+    encodings: Sequence[Sequence[str]],
+) -> pa.Array:
+    """The Arrow array of one attribute column over a batch of parsed headers."""
+    out: list[Any] = []
+    append = out.append
+    tag = spec.tag
+    for header, enc in zip(headers, encodings):
+        if header is None:
+            append(None)
+            continue
+        if spec.creator is not None:
+            found = _private_tag(header, spec)
+            append(None if found is None else _python_value(spec, header, found, enc))
+        elif tag in header.elements:
+            append(_python_value(spec, header, tag, enc))
+        else:
+            append(None)
+    try:
+        return pa.array(out, type=spec.arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([_coerce(v, spec.arrow_type) for v in out], type=spec.arrow_type)
+
+
+def _coerce(value: Any, type_: pa.DataType) -> Any:
+    """Values that do not fit the dictionary's type become null (the header keeps the raw)."""
+    try:
+        pa.array([value], type=type_)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None
+    return value

@@ -1,0 +1,367 @@
+"""``scan``: DICOM objects anywhere -> a lazy catalog, one typed Arrow row per instance."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from ._convert import column_array, encodings_of
+from .errors import ConfigError
+from .pipeline.executors import Executor, InProcessExecutor, make_executor
+from .readers.files import DEFAULT_PREFIX, FileRef, iter_sources, read_headers
+from .readers.header import ParsedHeader
+from .schema import FIXED_SCHEMA, ColumnSpec, catalog_schema, resolve_columns, specs_for_tags
+
+if TYPE_CHECKING:
+    import dask.dataframe
+    import polars
+
+__all__ = ["Catalog", "ScanOptions", "ScanStats", "scan", "scan_batch"]
+
+_TS_BY_ENCODING = {
+    (True, True): "1.2.840.10008.1.2",
+    (True, False): "1.2.840.10008.1.2.1",
+    (False, False): "1.2.840.10008.1.2.2",
+}
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """What a scan reads: picklable, sent with every batch to the workers."""
+
+    specs: tuple[ColumnSpec, ...] | None  # None: every public attribute present
+    header: str | None = None
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    prefix: int = DEFAULT_PREFIX
+
+
+@dataclass
+class ScanStats:
+    """Counters of a scan, filled while its batches stream."""
+
+    files: int = 0
+    errors: int = 0
+    bytes_read: int = 0
+    fallbacks: int = 0
+    seconds: float = 0.0
+
+    @property
+    def instances(self) -> int:
+        return self.files - self.errors
+
+    @property
+    def files_per_second(self) -> float:
+        return self.files / self.seconds if self.seconds else 0.0
+
+
+def _text(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    return raw.decode("latin-1").rstrip("\x00 ")
+
+
+def _fixed_row(uri: str, size: int | None, h: ParsedHeader | None, error: str | None) -> tuple:
+    if h is None:
+        return (uri, size, None, None, None, None, None, None, None, None, error)
+    ts = _text(h.meta.get(0x00020010)) or _TS_BY_ENCODING[(h.little, h.implicit)]
+    sop_class = _text(h.value(0x00080016)) or _text(h.meta.get(0x00020002))
+    sop_instance = _text(h.value(0x00080018)) or _text(h.meta.get(0x00020003))
+    frames: int | None = None
+    pixel_offset = h.pixel_offset
+    pixel_length: int | None = None
+    if h.pixel is not None:
+        frames_raw = _text(h.value(0x00280008))
+        try:
+            frames = int(float(frames_raw)) if frames_raw else 1
+        except ValueError:
+            frames = 1
+        declared = h.pixel[3]
+        if declared == 0xFFFFFFFF:
+            pixel_length = (
+                size - pixel_offset if size is not None and pixel_offset is not None else None
+            )
+        else:
+            pixel_length = declared
+            if size is not None and pixel_offset is not None and pixel_offset + declared > size:
+                error = error or (
+                    f"Pixel Data truncated: {declared} bytes declared at byte {pixel_offset}, "
+                    f"the file has {size - pixel_offset}"
+                )
+    return (
+        uri,
+        size,
+        ts,
+        sop_class,
+        sop_instance,
+        _text(h.value(0x0020000D)),
+        _text(h.value(0x0020000E)),
+        pixel_offset,
+        pixel_length,
+        frames,
+        error,
+    )
+
+
+def _header_json(uri: str, h: ParsedHeader, held: bytes) -> str | None:
+    from pydicom import dcmread
+
+    source = held[: h.header_end] if held else None
+    if source is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = dcmread(BytesIO(source), force=True, stop_before_pixels=True)
+            doc = ds.to_json_dict(
+                bulk_data_threshold=4096,
+                bulk_data_element_handler=lambda e: f"{uri}#tag={int(e.tag):08X}",
+            )
+        except Exception as exc:  # noqa: BLE001 - the header of a broken file stays null
+            return json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+    if h.pixel is not None and h.pixel_offset is not None:
+        tag, vr, _, length = h.pixel
+        doc[f"{tag:08X}"] = {
+            "vr": (vr or b"OW").decode("latin-1"),
+            "BulkDataURI": f"{uri}#offset={h.pixel_offset}&length={length}",
+        }
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def scan_batch(refs: Sequence[FileRef], options: ScanOptions) -> tuple[pa.RecordBatch, dict]:
+    """Scan one batch of objects into a record batch (runs in a worker)."""
+    results, counters = read_headers(refs, options.storage_options, options.prefix)
+    headers = [r[1] for r in results]
+    encodings = [encodings_of(h) if h is not None else () for h in headers]
+    rows = [
+        _fixed_row(uri, size, h, error)
+        for (uri, _), (size, h, _, error) in zip(refs, results, strict=True)
+    ]
+    fixed = [pa.array(col, type=f.type) for col, f in zip(zip(*rows), FIXED_SCHEMA, strict=True)]
+    specs = options.specs
+    if specs is None:
+        specs = specs_for_tags(itertools.chain.from_iterable(h.elements for h in headers if h))
+    arrays = fixed + [column_array(spec, headers, encodings) for spec in specs]
+    if options.header == "json":
+        values = [
+            _header_json(uri, h, held) if h is not None else None
+            for (uri, _), (_, h, held, _) in zip(refs, results)
+        ]
+        arrays.append(pa.array(values, type=pa.string()))
+    elif options.header == "raw":
+        values = [
+            held[: h.header_end] if h is not None and held else None for (_, h, held, _) in results
+        ]
+        arrays.append(pa.array(values, type=pa.binary()))
+    schema = catalog_schema(specs, header=options.header)
+    counters["errors"] = sum(1 for r in rows if r[-1] is not None)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema), counters
+
+
+def _scan_task(args: tuple[Sequence[FileRef], ScanOptions]) -> tuple[pa.RecordBatch, dict]:
+    return scan_batch(*args)
+
+
+def _batched(items: Iterable[FileRef], size: int) -> Iterator[list[FileRef]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+class Catalog:
+    """A lazy scan: nothing is listed or read until batches are asked for.
+
+    Iterate it for ``pyarrow.RecordBatch`` es (bounded memory), or turn it into a
+    ``pyarrow.Table`` (:meth:`to_arrow`), a polars ``DataFrame``/``LazyFrame``
+    (:meth:`to_polars`, :meth:`lazy`), a dask ``DataFrame`` (:meth:`to_dask`), or a Parquet
+    file (:meth:`to_parquet`). Every input file is exactly one row; a file that is not a
+    readable DICOM object has its ``error`` column set.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        options: ScanOptions,
+        *,
+        workers: int | None = None,
+        client: Any = None,
+        batch_size: int = 256,
+    ):
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.source = source
+        self.options = options
+        self.workers = workers
+        self.client = client
+        self.batch_size = batch_size
+        self.stats = ScanStats()
+
+    def __repr__(self) -> str:
+        cols = "all" if self.options.specs is None else len(self.options.specs)
+        return f"<dicomflow.Catalog source={self.source!r} columns={cols}>"
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The schema of every batch (for ``columns="all"``: the fixed part and header)."""
+        return catalog_schema(self.options.specs or (), header=self.options.header)
+
+    def files(self) -> Iterator[FileRef]:
+        """``(uri, size)`` of every input, in scan order."""
+        return iter_sources(self.source, self.options.storage_options)
+
+    def _executor(self, batches: Iterator[list[FileRef]]) -> tuple[Executor, Iterator]:
+        """Small inputs run in process: starting workers would cost more than it saves."""
+        if self.client is None and self.workers is None:
+            head = list(itertools.islice(batches, 2))
+            batches = itertools.chain(head, batches)
+            if len(head) < 2:
+                return InProcessExecutor(), batches
+        return make_executor(self.workers, self.client), batches
+
+    def iter_batches(
+        self, progress: Callable[[ScanStats], None] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the catalog as record batches, in input order."""
+        self.stats = stats = ScanStats()
+        start = time.perf_counter()
+        batches = _batched(self.files(), self.batch_size)
+        executor, batches = self._executor(batches)
+        try:
+            tasks = ((batch, self.options) for batch in batches)
+            for record_batch, counters in executor.map(_scan_task, tasks):
+                stats.files += record_batch.num_rows
+                stats.errors += counters["errors"]
+                stats.bytes_read += counters["bytes_read"]
+                stats.fallbacks += counters["fallbacks"]
+                stats.seconds = time.perf_counter() - start
+                if progress is not None:
+                    progress(stats)
+                yield record_batch
+        finally:
+            executor.close()
+            stats.seconds = time.perf_counter() - start
+
+    __iter__ = iter_batches
+
+    def to_arrow(self) -> pa.Table:
+        """The whole catalog as one ``pyarrow.Table``."""
+        return unify(list(self.iter_batches()), self.schema)
+
+    def to_polars(self) -> polars.DataFrame:
+        """The whole catalog as a polars ``DataFrame``."""
+        import polars as pl
+
+        return pl.from_arrow(self.to_arrow())  # type: ignore[return-value]
+
+    def lazy(self) -> polars.LazyFrame:
+        """A polars ``LazyFrame`` over the catalog."""
+        return self.to_polars().lazy()
+
+    def to_pandas(self) -> Any:
+        return self.to_arrow().to_pandas()
+
+    def to_dask(self) -> dask.dataframe.DataFrame:
+        """A dask ``DataFrame`` with one partition per batch; each partition scans its files."""
+        import dask.dataframe as dd
+
+        if self.options.specs is None:
+            raise ConfigError(
+                "to_dask() needs a schema known before reading: pass explicit columns "
+                "(columns='all' decides its columns from the data)"
+            )
+        batches = list(_batched(self.files(), self.batch_size))
+        meta = self.schema.empty_table().to_pandas()
+        return dd.from_map(_scan_frame, batches, options=self.options, meta=meta)
+
+    def to_parquet(self, path: str | os.PathLike[str], **kwargs: Any) -> ScanStats:
+        """Write the catalog to one Parquet file (atomically); returns the scan's counters."""
+        from .writers.parquet import write_catalog
+
+        return write_catalog(self, path, **kwargs)
+
+
+def _scan_frame(batch: list[FileRef], options: ScanOptions) -> Any:
+    return pa.Table.from_batches([scan_batch(batch, options)[0]]).to_pandas()
+
+
+def unify(batches: Sequence[pa.RecordBatch | pa.Table], schema: pa.Schema) -> pa.Table:
+    """One table from batches whose attribute columns may differ (``columns="all"``).
+
+    Columns are the fixed ones, then attributes in tag order, then ``header``: the same for
+    the same files however they were batched.
+    """
+    if not batches:
+        return schema.empty_table()
+    tables = [b if isinstance(b, pa.Table) else pa.Table.from_batches([b]) for b in batches]
+    if all(t.schema.equals(tables[0].schema) for t in tables):
+        return pa.concat_tables(tables)
+    table = pa.concat_tables(tables, promote_options="default")
+    return table.select(_ordered_names(table.schema))
+
+
+def _ordered_names(schema: pa.Schema) -> list[str]:
+    from pydicom.datadict import keyword_dict
+
+    fixed = [f.name for f in FIXED_SCHEMA]
+    rest = [n for n in schema.names if n not in fixed and n != "header"]
+    rest.sort(key=lambda n: (keyword_dict.get(n, 0xFFFFFFFF), n))
+    return fixed + rest + (["header"] if "header" in schema.names else [])
+
+
+def scan(
+    source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    *,
+    columns: str | Sequence[str] | None = "default",
+    header: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    workers: int | None = None,
+    client: Any = None,
+    batch_size: int = 256,
+    prefix: int = DEFAULT_PREFIX,
+) -> Catalog:
+    """Catalog DICOM objects: one typed Arrow row per instance, read lazily.
+
+    Parameters
+    ----------
+    source
+        A local path (a file or a folder, scanned recursively), a glob (``"archive/**/*.dcm"``),
+        an fsspec URL (``s3://``, ``gs://``, ``zip://...::...``, ``http(s)://``, ``memory://``),
+        or a list of them.
+    columns
+        ``"default"`` (about 70 attributes people filter on), ``"all"`` (every public attribute
+        present), or a list of DICOM keywords, tags (``"(0018,0050)"``) and private attributes
+        named ``"CREATOR:ggggxxee"`` (see :func:`dicomflow.private_column`).
+    header
+        ``"json"`` adds a ``header`` column with the whole header as DICOM JSON (PS3.18 F.2,
+        Pixel Data as a BulkDataURI); ``"raw"`` adds the encoded header bytes.
+    storage_options
+        Passed to fsspec for URLs (credentials, ``endpoint_url``, ...).
+    workers
+        ``None``: one process per core (in process for small inputs); ``1``: in this process.
+    client
+        A ``dask.distributed.Client``: batches run on its cluster instead.
+    batch_size
+        Files per task and per record batch.
+    prefix
+        Bytes read first from each object; more is fetched only when the header is longer.
+
+    Examples
+    --------
+    >>> cat = dfl.scan("archive/", columns=["PatientID", "Modality"])  # doctest: +SKIP
+    >>> cat.to_polars().group_by("Modality").len()  # doctest: +SKIP
+    """
+    specs = resolve_columns(columns)
+    if header not in (None, "json", "raw"):
+        raise ConfigError(f"header={header!r}: expected None, 'json' or 'raw'")
+    if prefix < 256:
+        raise ConfigError(f"prefix must be at least 256 bytes, got {prefix}")
+    options = ScanOptions(specs, header, dict(storage_options or {}), prefix)
+    return Catalog(source, options, workers=workers, client=client, batch_size=batch_size)

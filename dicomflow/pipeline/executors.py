@@ -1,0 +1,104 @@
+"""Where tasks run: in this process, in a process pool, or on a dask.distributed cluster.
+
+An executor maps a picklable module-level function over items and yields the results in input
+order, keeping only a bounded number of tasks in flight, so memory stays bounded however many
+items there are. Stage and reader code never imports an executor: they only write functions.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+from ..errors import ConfigError
+
+__all__ = ["DaskExecutor", "Executor", "InProcessExecutor", "ProcessExecutor", "make_executor"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Executor(Protocol):
+    """Maps ``fn`` over ``items``; results come back in input order."""
+
+    workers: int
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessExecutor:
+    """Runs every task in the calling process: for notebooks, debugging and small inputs."""
+
+    workers = 1
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        for item in items:
+            yield fn(item)
+
+    def close(self) -> None:
+        pass
+
+
+def _ordered(submit: Callable[[T], Any], items: Iterable[T], window: int) -> Iterator[Any]:
+    pending: deque[Any] = deque()
+    for item in items:
+        pending.append(submit(item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+class ProcessExecutor:
+    """A pool of worker processes (started with ``forkserver``, safe beside threads)."""
+
+    def __init__(self, workers: int | None = None, *, start_method: str = "forkserver"):
+        self.workers = workers or os.cpu_count() or 1
+        self._pool = ProcessPoolExecutor(
+            self.workers, mp_context=multiprocessing.get_context(start_method)
+        )
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        def submit(item: T) -> Future[R]:
+            return self._pool.submit(fn, item)
+
+        return _ordered(submit, items, 2 * self.workers)
+
+    def close(self) -> None:
+        self._pool.shutdown(cancel_futures=True)
+
+
+class DaskExecutor:
+    """Tasks on a ``dask.distributed`` cluster, through the client the user passes."""
+
+    def __init__(self, client: Any):
+        self.client = client
+        info = client.scheduler_info()
+        threads = sum(w.get("nthreads", 1) for w in info.get("workers", {}).values())
+        self.workers = max(threads, 1)
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        def submit(item: T) -> Any:
+            return self.client.submit(fn, item, pure=False)
+
+        return _ordered(submit, items, 2 * self.workers)
+
+    def close(self) -> None:
+        pass  # the client belongs to the caller
+
+
+def make_executor(workers: int | None = None, client: Any = None) -> Executor:
+    """The executor for ``workers`` (``1``: in process; ``None``: one per core) or a client."""
+    if client is not None:
+        return DaskExecutor(client)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if workers == 1:
+        return InProcessExecutor()
+    return ProcessExecutor(workers)

@@ -1,0 +1,312 @@
+"""Part 10 files from anywhere fsspec reaches: listing sources, reading header prefixes.
+
+A source is a local path, a glob, or an fsspec URL (``s3://``, ``gs://``, ``zip://...::...``,
+``http(s)://``, ``memory://``). Listing yields ``(uri, size)`` pairs in a deterministic order;
+reading fetches only a prefix of each object, growing it when the header is longer.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from io import BytesIO
+from typing import Any
+
+from ..errors import InvalidDicomError, SourceError
+from .header import _ALL_VRS, NeedMore, ParsedHeader, _Unsupported, _walk, parse_header
+
+__all__ = ["iter_sources", "read_headers"]
+
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+#: first read; headers of CT/MR objects are typically 4-16 KiB
+DEFAULT_PREFIX = 64 * 1024
+
+FileRef = tuple[str, int | None]
+
+
+def _is_url(source: str) -> bool:
+    return "::" in source or (bool(_URL_RE.match(source)) and not source.startswith("file://"))
+
+
+def iter_sources(
+    source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    storage_options: Mapping[str, Any] | None = None,
+) -> Iterator[FileRef]:
+    """Yield ``(uri, size)`` for every file a source names, in a deterministic order.
+
+    Raises :class:`~dicomflow.errors.SourceError` when a source does not exist or cannot be
+    listed. ``size`` is None where listing does not tell it (local files are sized on read).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        sources: Iterable[str | os.PathLike[str]] = [source]
+    else:
+        sources = source
+    for item in sources:
+        text = os.fspath(item)
+        if _is_url(text):
+            yield from _iter_url(text, dict(storage_options or {}))
+        else:
+            yield from _iter_local(text.removeprefix("file://"))
+
+
+def _iter_local(path: str) -> Iterator[FileRef]:
+    path = os.path.expanduser(path)
+    if _GLOB_CHARS.search(path):
+        matches = sorted(glob.glob(path, recursive=True))
+        files = [os.path.abspath(m) for m in matches if os.path.isfile(m)]
+        if not matches:
+            raise SourceError(f"no files match {path!r}")
+        for f in files:
+            yield f, None
+    elif os.path.isdir(path):
+        for root, dirs, files in os.walk(path, onerror=_raise_source_error):
+            dirs.sort()
+            for name in sorted(files):
+                yield os.path.abspath(os.path.join(root, name)), None
+    elif os.path.exists(path):
+        yield os.path.abspath(path), None
+    else:
+        raise SourceError(f"no such file or directory: {path!r}")
+
+
+def _raise_source_error(exc: OSError) -> None:
+    raise SourceError(f"cannot list {exc.filename!r}: {exc.strerror}") from exc
+
+
+def _iter_url(url: str, storage_options: dict[str, Any]) -> Iterator[FileRef]:
+    import fsspec
+
+    head, sep, chain = url.partition("::")
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **storage_options)
+        if _GLOB_CHARS.search(path):
+            found = fs.glob(path, detail=True)
+        elif fs.isdir(path):
+            found = fs.find(path, detail=True)
+        elif fs.exists(path):
+            found = {path: fs.info(path)}
+        else:
+            raise SourceError(f"no such object: {url!r}")
+    except SourceError:
+        raise
+    except (OSError, ValueError, ImportError) as exc:
+        raise SourceError(f"cannot list {url!r}: {exc}") from exc
+    suffix = f"::{chain}" if sep else ""
+    for name in sorted(found):
+        info = found[name]
+        if info.get("type", "file") != "file":
+            continue
+        yield fs.unstrip_protocol(name) + suffix, info.get("size")
+
+
+class _Reader:
+    """Reads byte ranges of the objects of one batch, one filesystem per URL family."""
+
+    def __init__(self, storage_options: Mapping[str, Any]):
+        self.storage_options = dict(storage_options)
+        self._fs: dict[str, Any] = {}
+        self.bytes_read = 0
+
+    def _fs_path(self, uri: str) -> tuple[Any, str]:
+        import fsspec
+
+        key = uri.split("://", 1)[0] + "|" + uri.partition("::")[2]
+        fs = self._fs.get(key)
+        if fs is None:
+            fs, path = fsspec.core.url_to_fs(uri, **self.storage_options)
+            self._fs[key] = fs
+            return fs, path
+        return fs, fs._strip_protocol(uri.partition("::")[0])
+
+    def read(self, uri: str, start: int, end: int) -> bytes:
+        if _is_url(uri):
+            fs, path = self._fs_path(uri)
+            data = fs.cat_file(path, start=start, end=end)
+        else:
+            with open(uri, "rb") as f:
+                f.seek(start)
+                data = f.read(end - start)
+        self.bytes_read += len(data)
+        return data
+
+    def size(self, uri: str) -> int:
+        if _is_url(uri):
+            fs, path = self._fs_path(uri)
+            return int(fs.size(path))
+        return os.stat(uri).st_size
+
+    def first_reads(self, refs: Sequence[FileRef], prefix: int) -> list[bytes | Exception]:
+        """The first ``prefix`` bytes of every object (concurrently where the filesystem can)."""
+        out: list[bytes | Exception] = [b""] * len(refs)
+        remote = [i for i, (uri, _) in enumerate(refs) if _is_url(uri)]
+        for i, (uri, size) in enumerate(refs):
+            if i in remote:
+                continue
+            try:
+                with open(uri, "rb") as f:
+                    out[i] = f.read(prefix)
+            except OSError as exc:
+                out[i] = exc
+        if remote:
+            groups: dict[int, list[int]] = {}
+            for i in remote:
+                try:
+                    fs, _ = self._fs_path(refs[i][0])
+                except Exception as exc:  # noqa: BLE001 - a URL that cannot be opened is a row
+                    out[i] = exc
+                    continue
+                groups.setdefault(id(fs), []).append(i)
+            for members in groups.values():
+                fs, _ = self._fs_path(refs[members[0]][0])
+                paths = [self._fs_path(refs[i][0])[1] for i in members]
+                ends = [prefix if refs[i][1] is None else min(prefix, refs[i][1]) for i in members]
+                try:
+                    results = fs.cat_ranges(paths, [0] * len(paths), ends, on_error="return")
+                except Exception as exc:  # noqa: BLE001
+                    results = [exc] * len(paths)
+                for i, res in zip(members, results):
+                    out[i] = res if isinstance(res, (bytes, Exception)) else OSError(str(res))
+        for res in out:
+            if isinstance(res, bytes):
+                self.bytes_read += len(res)
+        return out
+
+
+def _parse_growing(
+    uri: str, first: bytes, size: int, prefix: int, read: Callable[[str, int, int], bytes]
+) -> tuple[ParsedHeader, bytes]:
+    """Parse, fetching more of the object while the header runs past the bytes held."""
+    buf = first
+    while True:
+        try:
+            return parse_header(buf, complete=len(buf) >= size), buf
+        except NeedMore as more:
+            want = min(size, max(more.needed + 4096, 2 * len(buf), prefix))
+            buf = buf + read(uri, len(buf), want)
+            if len(buf) < want:  # the object shrank while we read it
+                size = len(buf)
+
+
+def _fallback(
+    uri: str, size: int, read: Callable[[str, int, int], bytes]
+) -> tuple[ParsedHeader, bytes]:
+    """Let pydicom read an object the fast scanner does not handle, and re-encode its header.
+
+    The dataset pydicom builds is written back as explicit VR little endian and scanned again,
+    so every value goes through the same column conversion as the fast path. Pixel Data is
+    located in the original bytes, where pydicom stopped.
+    """
+    import warnings
+
+    from pydicom import dcmread
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    whole = read(uri, 0, size)
+    fp = BytesIO(whole)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = dcmread(fp, force=True, stop_before_pixels=True)
+            header_end = fp.tell()
+            out = DicomBytesIO()
+            out.is_little_endian, out.is_implicit_VR = True, False
+            write_dataset(out, ds)
+        except Exception as exc:  # noqa: BLE001 - pydicom's own reason becomes the message
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InvalidDicomError(f"not readable as DICOM (pydicom: {reason})") from exc
+    data = out.getvalue()
+    elements: dict[int, tuple[bytes | None, int, int]] = {}
+    if data:
+        _walk(data, 0, True, False, elements, True)  # stops at the end: no pixel data in it
+    meta = {}
+    for elem in getattr(ds, "file_meta", {}).values():
+        value = elem.value
+        meta[int(elem.tag)] = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    implicit, little = ds.original_encoding
+    pixel = _pixel_element(whole, header_end, bool(little), bool(implicit))
+    parsed = ParsedHeader(
+        data=data,
+        little=True,
+        implicit=False,
+        transfer_syntax=str(ts) if ts else None,
+        meta=meta,
+        elements=elements,
+        data_offset=None,
+        header_end=header_end,
+        pixel=pixel,
+        pixel_offset=pixel[2] if pixel else None,
+        preamble=whole[128:132] == b"DICM",
+        notes=["read through pydicom: non-standard encoding"],
+    )
+    return parsed, whole
+
+
+def _pixel_element(
+    whole: bytes, pos: int, little: bool, implicit: bool
+) -> tuple[int, bytes | None, int, int] | None:
+    """(tag, VR, value offset, length) of the Pixel Data element starting at ``pos``, if any."""
+    import struct
+
+    if pos + 8 > len(whole):
+        return None
+    endian = "<" if little else ">"
+    group, elem = struct.unpack_from(endian + "HH", whole, pos)
+    if group != 0x7FE0:
+        return None
+    vr = whole[pos + 4 : pos + 6]
+    if implicit or vr not in _ALL_VRS:
+        return (
+            group << 16 | elem,
+            None,
+            pos + 8,
+            struct.unpack_from(endian + "L", whole, pos + 4)[0],
+        )
+    length = struct.unpack_from(endian + "L", whole, pos + 8)[0]
+    return group << 16 | elem, vr, pos + 12, length
+
+
+def read_headers(
+    refs: Sequence[FileRef],
+    storage_options: Mapping[str, Any],
+    prefix: int = DEFAULT_PREFIX,
+) -> tuple[list[tuple[int | None, ParsedHeader | None, bytes, str | None]], dict[str, int]]:
+    """Parse the header of every object of a batch.
+
+    Returns per object ``(size, parsed or None, bytes held, error message or None)`` and the
+    batch's counters (bytes read, objects read through the pydicom fallback).
+    """
+    reader = _Reader(storage_options)
+    firsts = reader.first_reads(refs, prefix)
+    results = []
+    fallbacks = 0
+    for (uri, size), first in zip(refs, firsts):
+        if isinstance(first, Exception):
+            results.append((size, None, b"", _describe_read_error(first)))
+            continue
+        try:
+            if size is None:
+                size = reader.size(uri) if len(first) >= prefix else len(first)
+            try:
+                parsed, held = _parse_growing(uri, first, size, prefix, reader.read)
+            except _Unsupported:
+                fallbacks += 1
+                parsed, held = _fallback(uri, size, reader.read)
+            results.append((size, parsed, held, parsed.error))
+        except InvalidDicomError as exc:
+            results.append((size, None, b"", str(exc)))
+        except OSError as exc:
+            results.append((size, None, b"", _describe_read_error(exc)))
+    return results, {"bytes_read": reader.bytes_read, "fallbacks": fallbacks}
+
+
+def _describe_read_error(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"cannot read: file not found ({exc})"
+    if isinstance(exc, PermissionError):
+        return f"cannot read: permission denied ({exc})"
+    return f"cannot read: {type(exc).__name__}: {exc}"

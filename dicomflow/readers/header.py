@@ -1,0 +1,319 @@
+"""A purpose-built DICOM header scanner.
+
+pydicom builds a Python object for every element it reads; a catalog needs the position of each
+top-level element and the values of a few dozen. This module walks the encoded elements once,
+records ``tag -> (VR, value offset, value length)`` for the top-level dataset, steps over
+sequences without building them, and stops at Pixel Data, whose offset and length it records.
+Values are decoded later, column by column (``dicomflow._convert``), with pydicom's character-set
+code, so decoded text equals pydicom's.
+
+It reads from a byte prefix of the object; when the header is longer than the prefix it says how
+many bytes it needs (:class:`NeedMore`) and the caller fetches a longer prefix.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from struct import Struct
+
+from ..errors import InvalidDicomError, TruncatedError
+
+__all__ = ["NeedMore", "ParsedHeader", "parse_header"]
+
+IMPLICIT_VR_LE = "1.2.840.10008.1.2"
+EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
+EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
+
+_UNDEFINED = 0xFFFFFFFF
+_LONG_VRS = frozenset(
+    v.encode() for v in ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT")
+)
+_SHORT_VRS = frozenset(
+    v.encode()
+    for v in (
+        "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "PN", "SH",
+        "SL", "SS", "ST", "SV", "TM", "UI", "UL", "US", "UV",
+    )
+)  # fmt: skip
+_ALL_VRS = _SHORT_VRS | _LONG_VRS
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+
+_LE_EXPLICIT = Struct("<HH2sH").unpack_from
+_BE_EXPLICIT = Struct(">HH2sH").unpack_from
+_LE_IMPLICIT = Struct("<HHL").unpack_from
+_BE_IMPLICIT = Struct(">HHL").unpack_from
+_LE_U32 = Struct("<L").unpack_from
+_BE_U32 = Struct(">L").unpack_from
+_LE_U16 = Struct("<H").unpack_from
+
+
+class NeedMore(Exception):
+    """The prefix ends inside the header; at least ``needed`` bytes are required."""
+
+    def __init__(self, needed: int) -> None:
+        super().__init__(needed)
+        self.needed = needed
+
+
+class _Unsupported(InvalidDicomError):
+    """An encoding anomaly this scanner does not handle; the caller may fall back to pydicom."""
+
+
+#: tag -> (VR bytes or None for implicit VR, value offset in ``data``, value length)
+Elements = dict[int, tuple[bytes | None, int, int]]
+
+
+@dataclass(slots=True)
+class ParsedHeader:
+    """Where the elements of one object are.
+
+    Offsets in ``elements`` index ``data``: the object's own bytes, or for a deflated transfer
+    syntax the inflated dataset. ``data_offset`` is the file offset of ``data[0]`` (None when
+    inflated: no file offset corresponds).
+    """
+
+    data: bytes
+    little: bool
+    implicit: bool
+    transfer_syntax: str | None
+    meta: dict[int, bytes]
+    elements: Elements
+    data_offset: int | None
+    header_end: int  # file offset where the header ends (Pixel Data's tag, or the end)
+    pixel: tuple[int, bytes | None, int, int] | None = None  # tag, VR, value offset, length
+    pixel_offset: int | None = None  # file offset of the Pixel Data value
+    preamble: bool = True
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None  # set when the object ends inside the header (partial elements)
+
+    def value(self, tag: int) -> bytes | None:
+        entry = self.elements.get(tag)
+        if entry is None:
+            return None
+        _, pos, length = entry
+        return self.data[pos : pos + length]
+
+
+class _OutOfData(Exception):
+    def __init__(self, needed: int) -> None:
+        self.needed = needed
+
+
+def _walk(
+    buf: bytes, pos: int, little: bool, implicit: bool, out: Elements | None, top: bool
+) -> tuple[int, tuple[int, bytes | None, int, int] | None]:
+    """Walk elements from ``pos``.
+
+    Returns at the end of ``buf`` (top level), after an Item Delimitation Item (inside an
+    undefined-length item), or at a Pixel Data element (top level), which it returns.
+    """
+    n = len(buf)
+    if little:
+        explicit_hdr, implicit_hdr, u32 = _LE_EXPLICIT, _LE_IMPLICIT, _LE_U32
+    else:
+        explicit_hdr, implicit_hdr, u32 = _BE_EXPLICIT, _BE_IMPLICIT, _BE_U32
+    long_vrs, short_vrs = _LONG_VRS, _SHORT_VRS
+    while True:
+        if pos + 8 > n:
+            if top and pos == n:
+                raise _OutOfData(n + 1)  # the caller decides whether n is the end of the file
+            raise _OutOfData(pos + 8)
+        if implicit:
+            group, elem, length = implicit_hdr(buf, pos)
+            vr = None
+            vpos = pos + 8
+        else:
+            group, elem, vr, length = explicit_hdr(buf, pos)
+            if vr in short_vrs:
+                vpos = pos + 8
+            elif vr in long_vrs:
+                if pos + 12 > n:
+                    raise _OutOfData(pos + 12)
+                length = u32(buf, pos + 8)[0]
+                vpos = pos + 12
+            elif not (b"AA" <= vr <= b"ZZ"):
+                # no VR here: an item tag, or an element written in implicit VR inside an
+                # explicit dataset (pydicom reads it the same way)
+                length = u32(buf, pos + 4)[0]
+                vr = None
+                vpos = pos + 8
+            else:
+                vpos = pos + 8  # an unknown VR: a 2-byte length, typed from the dictionary
+        if group == 0xFFFE:
+            if elem == 0xE00D and not top:
+                return vpos, None
+            if elem == 0xE000 and length != _UNDEFINED and vpos + length <= n:
+                pos = vpos + length  # a stray item outside a sequence: stepped over, as pydicom
+                continue
+            raise _Unsupported(f"unexpected delimiter ({group:04X},{elem:04X}) at byte {pos}")
+        tag = group << 16 | elem
+        if top and tag in _PIXEL_TAGS:
+            return pos, (tag, vr, vpos, length)
+        if length == _UNDEFINED:
+            end = _skip_sequence(buf, vpos, little, implicit or vr == b"UN")
+            if out is not None:
+                out[tag] = (vr, vpos, end - 8 - vpos)  # the items, without the delimiter
+            pos = end
+        else:
+            if out is not None:
+                out[tag] = (vr, vpos, length)
+            pos = vpos + length
+            if pos > n:
+                raise _OutOfData(pos)
+
+
+def _skip_sequence(buf: bytes, pos: int, little: bool, implicit: bool) -> int:
+    """Step over the items of an undefined-length sequence; return the offset after it."""
+    n = len(buf)
+    item_hdr = _LE_IMPLICIT if little else _BE_IMPLICIT
+    while True:
+        if pos + 8 > n:
+            raise _OutOfData(pos + 8)
+        group, elem, length = item_hdr(buf, pos)
+        pos += 8
+        if group != 0xFFFE:
+            raise _Unsupported(f"expected an item in a sequence at byte {pos - 8}")
+        if elem == 0xE0DD:
+            return pos
+        if elem != 0xE000:
+            raise _Unsupported(f"unexpected ({group:04X},{elem:04X}) in a sequence")
+        if length == _UNDEFINED:
+            pos, _ = _walk(buf, pos, little, implicit, None, False)
+        else:
+            pos += length
+
+
+def _parse_meta(buf: bytes, pos: int) -> tuple[int, dict[int, bytes]]:
+    """File Meta Information: group 0002, always explicit VR little endian."""
+    meta: dict[int, bytes] = {}
+    n = len(buf)
+    while pos + 8 <= n:
+        group, elem, vr, length = _LE_EXPLICIT(buf, pos)
+        if group != 0x0002:
+            return pos, meta
+        if vr in _LONG_VRS:
+            if pos + 12 > n:
+                raise _OutOfData(pos + 12)
+            length = _LE_U32(buf, pos + 8)[0]
+            vpos = pos + 12
+        elif vr in _SHORT_VRS:
+            vpos = pos + 8
+        else:
+            raise _Unsupported("File Meta Information is not explicit VR little endian")
+        if vpos + length > n:
+            raise _OutOfData(vpos + length)
+        meta[0x00020000 | elem] = buf[vpos : vpos + length]
+        pos = vpos + length
+    raise _OutOfData(pos + 8)
+
+
+def _guess_encoding(buf: bytes, pos: int) -> tuple[bool, bool]:
+    """(little, implicit) for a dataset without File Meta Information."""
+    if pos + 8 > len(buf):
+        raise _OutOfData(pos + 8)
+    group_le = _LE_U16(buf, pos)[0]
+    group_be = group_le >> 8 | (group_le & 0xFF) << 8
+    explicit = buf[pos + 4 : pos + 6] in _ALL_VRS
+    if group_le <= 0x0008 or group_le in (0x0010, 0x0018, 0x0020, 0x0028):
+        return True, not explicit
+    if group_be <= 0x0008:
+        return False, not explicit
+    raise InvalidDicomError(
+        "not a DICOM file: no 'DICM' marker at byte 128 and no DICOM element at byte 0"
+    )
+
+
+def parse_header(buf: bytes, complete: bool) -> ParsedHeader:
+    """Locate the elements of the DICOM object whose first bytes are ``buf``.
+
+    ``complete`` says ``buf`` is the whole object. Raises :class:`NeedMore` when a longer
+    prefix is required, :class:`~dicomflow.errors.TruncatedError` when the whole object ends
+    inside the header, and :class:`~dicomflow.errors.InvalidDicomError` for bytes that are not
+    DICOM.
+    """
+    partial: list[ParsedHeader] = []
+    try:
+        return _parse(buf, complete, partial)
+    except _OutOfData as exc:
+        if not complete:
+            raise NeedMore(exc.needed) from None
+        if not buf:
+            raise InvalidDicomError("empty file (0 bytes)") from None
+        message = (
+            f"truncated: the object ends at byte {len(buf)} inside an element "
+            f"that needs {exc.needed} bytes"
+        )
+        if partial and partial[0].elements:
+            partial[0].error = message
+            partial[0].header_end = len(buf)
+            return partial[0]
+        raise TruncatedError(message) from None
+
+
+def _parse(buf: bytes, complete: bool, partial: list[ParsedHeader]) -> ParsedHeader:
+    if len(buf) < 132 and not complete:
+        raise _OutOfData(132)
+    preamble = buf[128:132] == b"DICM"
+    pos = 132 if preamble else 0
+    meta: dict[int, bytes] = {}
+    if pos + 4 <= len(buf) and _LE_U16(buf, pos)[0] == 0x0002:
+        pos, meta = _parse_meta(buf, pos)
+    elif preamble:
+        raise _Unsupported("'DICM' marker but no File Meta Information")
+    elif not buf:
+        raise _OutOfData(8)
+    ts_raw = meta.get(0x00020010)
+    ts = ts_raw.decode("ascii", "replace").rstrip("\x00 ") if ts_raw else None
+    notes = [] if preamble else ["no preamble"]
+    if ts is None:
+        little, implicit = _guess_encoding(buf, pos)
+        notes.append("no transfer syntax: encoding guessed from the first element")
+    elif ts == IMPLICIT_VR_LE:
+        little, implicit = True, True
+    elif ts == EXPLICIT_VR_BE:
+        little, implicit = False, False
+    else:
+        little, implicit = True, False
+
+    if ts == DEFLATED_LE:
+        if not complete:
+            raise _OutOfData(len(buf) + 1)  # inflating needs the whole stream
+        try:
+            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(buf[pos:])
+        except zlib.error as exc:
+            raise InvalidDicomError(f"deflated dataset cannot be inflated: {exc}") from None
+        elements: Elements = {}
+        try:
+            _, pixel = _walk(data, 0, little, implicit, elements, True)
+        except _OutOfData as exc:
+            if exc.needed != len(data) + 1:
+                raise TruncatedError("the inflated dataset ends inside an element") from None
+            pixel = None
+        return ParsedHeader(
+            data, little, implicit, ts, meta, elements, None, len(buf), pixel, None, preamble, notes
+        )
+
+    elements = {}
+    partial.append(
+        ParsedHeader(
+            buf, little, implicit, ts, meta, elements, 0, len(buf), None, None, preamble, notes
+        )
+    )
+    if not implicit and pos + 6 <= len(buf) and buf[pos + 4 : pos + 6] not in _ALL_VRS:
+        implicit = True  # as pydicom does: the data says implicit VR whatever the meta says
+        notes.append("transfer syntax says explicit VR but the dataset is implicit VR")
+    try:
+        end, pixel = _walk(buf, pos, little, implicit, elements, True)
+    except _OutOfData as exc:
+        # At the end of the whole object with every element complete: no Pixel Data.
+        if complete and exc.needed == len(buf) + 1:
+            return ParsedHeader(
+                buf, little, implicit, ts, meta, elements, 0, len(buf), None, None, preamble, notes
+            )
+        raise
+    return ParsedHeader(
+        buf, little, implicit, ts, meta, elements, 0, end, pixel,
+        pixel[2] if pixel else None, preamble, notes,
+    )  # fmt: skip
