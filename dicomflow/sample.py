@@ -61,37 +61,32 @@ __all__ = [
     "set_instance",
 ]
 
-#: Keywords of the standard attributes that carry planted identifying values (top level or
-#: nested in a sequence item).
+# Identifying values written from the Patient, Study and Series fields of the same name.
+_PATIENT_PLANTED = (
+    "PatientName PatientID PatientBirthDate PatientAddress PatientTelephoneNumbers "
+    "MedicalRecordLocator PatientComments AdditionalPatientHistory"
+).split()
+_STUDY_PLANTED = (
+    "StudyInstanceUID StudyDate StudyTime AccessionNumber StudyID ReferringPhysicianName "
+    "RequestedProcedureDescription InstitutionName InstitutionAddress"
+).split()
+_SERIES_PLANTED = (
+    "SeriesInstanceUID PerformingPhysicianName OperatorsName StationName DeviceSerialNumber "
+    "ImageComments"
+).split()
+
+#: Keywords of the standard attributes that carry planted identifying values (top level, or
+#: nested in an item of the sequences named here).
 PLANTED_KEYWORDS = (
-    "PatientName",
-    "PatientID",
+    *_PATIENT_PLANTED,
     "OtherPatientIDsSequence",
-    "PatientBirthDate",
-    "PatientAddress",
-    "PatientTelephoneNumbers",
-    "MedicalRecordLocator",
-    "PatientComments",
-    "AdditionalPatientHistory",
-    "StudyInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "SeriesDate",
-    "AcquisitionDateTime",
-    "AccessionNumber",
-    "StudyID",
-    "ReferringPhysicianName",
-    "PerformingPhysicianName",
-    "OperatorsName",
-    "InstitutionName",
-    "InstitutionAddress",
-    "StationName",
-    "DeviceSerialNumber",
-    "DateOfLastCalibration",
-    "RequestedProcedureDescription",
+    *_STUDY_PLANTED,
     "RequestAttributesSequence",
     "ReferencedStudySequence",
-    "ImageComments",
+    *_SERIES_PLANTED,
+    "SeriesDate",
+    "AcquisitionDateTime",
+    "DateOfLastCalibration",
 )
 
 #: Private elements that carry planted identifying values: (group, private creator, element
@@ -779,7 +774,6 @@ def _stack_instance(series: Series, index: int, header: Dataset) -> bytes:
     rng = _rng(series.seed, "pixels", series.folder, index)
     set_instance(header, series, index)
     _set_pixels(header, series, phantom_slice(series, slice_offset(series, index), rng))
-    header.file_meta.TransferSyntaxUID = series.transfer_syntax
     return _encode(header)
 
 
@@ -801,21 +795,12 @@ def _enhanced_ct(series: Series) -> bytes:
     ]
     shared.FrameVOILUTSequence = [_item(WindowCenter=ds.WindowCenter, WindowWidth=ds.WindowWidth)]
     shared.CTImageFrameTypeSequence = [_item(FrameType=["ORIGINAL", "PRIMARY", "AXIAL", "NONE"])]
-    for keyword in (
-        "PixelSpacing",
-        "SliceThickness",
-        "SpacingBetweenSlices",
-        "SliceLocation",
-        "ImageOrientationPatient",
-        "ImagePositionPatient",
-        "RescaleIntercept",
-        "RescaleSlope",
-        "RescaleType",
-        "WindowCenter",
-        "WindowWidth",
-        "WindowCenterWidthExplanation",
-        "ImageType",
-    ):
+    moved = (
+        "PixelSpacing SliceThickness SpacingBetweenSlices SliceLocation ImageOrientationPatient "
+        "ImagePositionPatient RescaleIntercept RescaleSlope RescaleType WindowCenter WindowWidth "
+        "WindowCenterWidthExplanation ImageType"
+    )
+    for keyword in moved.split():
         delattr(ds, keyword)
     dimensions = derive_uid(series.seed, "dimensions", series.folder)
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = EnhancedCTImageStorage
@@ -859,34 +844,9 @@ def _enhanced_ct(series: Series) -> bytes:
 def planted_values(series: Series) -> dict[str, str]:
     """Return the identifying values in every file of ``series``, keyed ``"<folder> <what>"``."""
     study, patient = series.study, series.study.patient
-    values = {
-        f"{patient.folder} {keyword}": getattr(patient, keyword)
-        for keyword in (
-            "PatientName",
-            "PatientID",
-            "PatientBirthDate",
-            "PatientAddress",
-            "PatientTelephoneNumbers",
-            "MedicalRecordLocator",
-            "PatientComments",
-            "AdditionalPatientHistory",
-        )
-    }
+    values = {f"{patient.folder} {key}": getattr(patient, key) for key in _PATIENT_PLANTED}
     values[f"{patient.folder} OtherPatientIDsSequence PatientID"] = patient.OtherPatientID
-    values |= {
-        f"{study.folder} {keyword}": getattr(study, keyword)
-        for keyword in (
-            "StudyInstanceUID",
-            "StudyDate",
-            "StudyTime",
-            "AccessionNumber",
-            "StudyID",
-            "ReferringPhysicianName",
-            "RequestedProcedureDescription",
-            "InstitutionName",
-            "InstitutionAddress",
-        )
-    }
+    values |= {f"{study.folder} {key}": getattr(study, key) for key in _STUDY_PLANTED}
     values[f"{study.folder} RequestAttributesSequence RequestedProcedureID"] = (
         study.RequestedProcedureID
     )
@@ -899,17 +859,7 @@ def planted_values(series: Series) -> dict[str, str]:
     values[f"{series.folder} DateOfLastCalibration (= StudyDate)"] = study.StudyDate
     values[f"{series.folder} SeriesDate"] = study.StudyDate
     values[f"{series.folder} AcquisitionDateTime"] = f"{study.StudyDate}{series.SeriesTime}.000000"
-    values |= {
-        f"{series.folder} {keyword}": getattr(series, keyword)
-        for keyword in (
-            "SeriesInstanceUID",
-            "PerformingPhysicianName",
-            "OperatorsName",
-            "StationName",
-            "DeviceSerialNumber",
-            "ImageComments",
-        )
-    }
+    values |= {f"{series.folder} {key}": getattr(series, key) for key in _SERIES_PLANTED}
     values[f"{series.folder} private (0011,xx10) DICOMFLOW SAMPLE"] = patient.PatientName
     values[f"{series.folder} private sequence (0011,xx12) note"] = series.private_note
     return values

@@ -142,7 +142,7 @@ class _Reader:
         """The first ``prefix`` bytes of every object (concurrently where the filesystem can)."""
         out: list[bytes | Exception] = [b""] * len(refs)
         remote = [i for i, (uri, _) in enumerate(refs) if _is_url(uri)]
-        for i, (uri, size) in enumerate(refs):
+        for i, (uri, _) in enumerate(refs):
             if i in remote:
                 continue
             try:
