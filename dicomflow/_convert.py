@@ -75,12 +75,20 @@ def to_text(raw: bytes, vr: str, encodings: Sequence[str]) -> str:
             return "\\".join(v.rstrip("\x00 ") for v in text.split("\\"))
         return text.rstrip("\x00 ")
     if vr == "PN":
-        return text
+        return "\\".join(_trim_pn(v) for v in text.split("\\")) if "=" in text else text
     if vr == "AE":
         return "\\".join(v.strip() for v in text.split("\\"))
     if vr in ("UR", "DA", "TM", "DT"):
         return text.rstrip() if vr == "UR" else text.rstrip("\x00 ")
     return text.rstrip("\x00 ")
+
+
+def _trim_pn(value: str) -> str:
+    """Drop empty component groups from the end, as pydicom's PersonName does."""
+    groups = value.split("=")
+    while len(groups) > 1 and not groups[-1]:
+        groups.pop()
+    return "=".join(groups)
 
 
 def _parse_is(text: str) -> int | None:
@@ -227,6 +235,8 @@ def _python_value(spec: ColumnSpec, header: ParsedHeader, tag: int, encodings) -
             if parser is None:
                 return text
             return parser(text) if "\\" not in text else None
+        if not text:
+            return None
         parts = text.split("\\")
         if parser is None:
             return parts

@@ -73,8 +73,8 @@ def _fixed_row(uri: str, size: int | None, h: ParsedHeader | None, error: str | 
     if h is None:
         return (uri, size, None, None, None, None, None, None, None, None, error)
     ts = _text(h.meta.get(0x00020010)) or _TS_BY_ENCODING[(h.little, h.implicit)]
-    sop_class = _text(h.value(0x00080016)) or _text(h.meta.get(0x00020002))
-    sop_instance = _text(h.value(0x00080018)) or _text(h.meta.get(0x00020003))
+    sop_class = _text(h.value(0x00080016)) or _text(h.meta.get(0x00020002)) or None
+    sop_instance = _text(h.value(0x00080018)) or _text(h.meta.get(0x00020003)) or None
     frames: int | None = None
     pixel_offset = h.pixel_offset
     pixel_length: int | None = None
@@ -102,8 +102,8 @@ def _fixed_row(uri: str, size: int | None, h: ParsedHeader | None, error: str | 
         ts,
         sop_class,
         sop_instance,
-        _text(h.value(0x0020000D)),
-        _text(h.value(0x0020000E)),
+        _text(h.value(0x0020000D)) or None,
+        _text(h.value(0x0020000E)) or None,
         pixel_offset,
         pixel_length,
         frames,
