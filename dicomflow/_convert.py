@@ -273,6 +273,102 @@ def _private_tag(header: ParsedHeader, spec: ColumnSpec) -> int | None:
     return None
 
 
+_SLOW = object()  # a fast converter's "take the general path"
+
+
+def _fast_text(raw: bytes) -> Any:
+    if raw.isascii() and _ESC not in raw and 0x5C not in raw:
+        return raw.decode("ascii").rstrip("\x00 ")
+    return _SLOW
+
+
+def _fast_pn(raw: bytes) -> Any:
+    if raw.isascii() and _ESC not in raw and 0x3D not in raw:
+        return raw.rstrip(b"\x00 ").decode("ascii")
+    return _SLOW
+
+
+def _fast_code(raw: bytes) -> Any:
+    return raw.decode("latin-1").rstrip("\x00 ")
+
+
+def _fast_codes(raw: bytes) -> Any:
+    text = raw.decode("latin-1").rstrip("\x00 ")
+    return text.split("\\") if text else None
+
+
+def _fast_ds(raw: bytes) -> Any:
+    if 0x5C in raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        return _SLOW
+
+
+def _fast_is(raw: bytes) -> Any:
+    if 0x5C in raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return _SLOW
+
+
+def _fast_numbers(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def convert(raw: bytes) -> Any:
+        try:
+            return [parse(part) for part in raw.split(b"\\")]
+        except ValueError:
+            return _SLOW
+
+    return convert
+
+
+def _fast_da(raw: bytes) -> Any:
+    if len(raw) == 8 and raw.isdigit():
+        try:
+            return dt.date(int(raw[:4]), int(raw[4:6]), int(raw[6:8]))
+        except ValueError:
+            return None
+    return _SLOW
+
+
+def _fast_tm(raw: bytes) -> Any:
+    return _parse_tm(raw.decode("latin-1"))
+
+
+def _fast_unsigned(raw: bytes) -> Any:
+    return int.from_bytes(raw, "little")
+
+
+def _fast_signed(raw: bytes) -> Any:
+    return int.from_bytes(raw, "little", signed=True)
+
+
+_FAST_SCALAR: dict[str, Callable[[bytes], Any]] = {
+    "SH": _fast_text, "LO": _fast_text, "UC": _fast_text, "ST": _fast_text, "LT": _fast_text,
+    "UT": _fast_text, "PN": _fast_pn, "CS": _fast_code, "UI": _fast_code, "AS": _fast_code,
+    "DS": _fast_ds, "IS": _fast_is, "DA": _fast_da, "TM": _fast_tm,
+}  # fmt: skip
+_FAST_MULTI: dict[str, Callable[[bytes], Any]] = {
+    "CS": _fast_codes,
+    "DS": _fast_numbers(float),
+    "IS": _fast_numbers(int),
+}
+_INT_SIZES = {"US": 2, "UL": 4, "UV": 8, "SS": 2, "SL": 4, "SV": 8}
+
+
+def _fast_converter(spec: ColumnSpec) -> tuple[Callable[[bytes], Any] | None, int]:
+    """A converter for the common case (the dictionary's VR, little endian) and its value size."""
+    if spec.multi:
+        return _FAST_MULTI.get(spec.vr), 0
+    if spec.vr in _INT_SIZES:
+        signed = spec.vr.startswith("S")
+        return (_fast_signed if signed else _fast_unsigned), _INT_SIZES[spec.vr]
+    return _FAST_SCALAR.get(spec.vr), 0
+
+
 def column_array(
     spec: ColumnSpec,
     headers: Sequence[ParsedHeader | None],
@@ -282,6 +378,8 @@ def column_array(
     out: list[Any] = []
     append = out.append
     tag = spec.tag
+    fast, size = _fast_converter(spec) if spec.creator is None else (None, 0)
+    expected = spec.vr.encode()
     for header, enc in zip(headers, encodings):
         if header is None:
             append(None)
@@ -289,10 +387,19 @@ def column_array(
         if spec.creator is not None:
             found = _private_tag(header, spec)
             append(None if found is None else _python_value(spec, header, found, enc))
-        elif tag in header.elements:
-            append(_python_value(spec, header, tag, enc))
-        else:
+            continue
+        entry = header.elements.get(tag)
+        if entry is None:
             append(None)
+            continue
+        if fast is not None and header.little and (entry[0] == expected or entry[0] is None):
+            _, pos, length = entry
+            if length and (not size or length == size):
+                value = fast(header.data[pos : pos + length])
+                if value is not _SLOW:
+                    append(value)
+                    continue
+        append(_python_value(spec, header, tag, enc))
     try:
         return pa.array(out, type=spec.arrow_type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):

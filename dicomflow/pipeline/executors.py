@@ -60,9 +60,11 @@ class ProcessExecutor:
 
     def __init__(self, workers: int | None = None, *, start_method: str = "forkserver"):
         self.workers = workers or os.cpu_count() or 1
-        self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context(start_method)
-        )
+        context = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            # the fork server imports dicomflow once; each worker then starts in milliseconds
+            context.set_forkserver_preload(["dicomflow.catalog"])
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         def submit(item: T) -> Future[R]:

@@ -23,6 +23,8 @@ _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 #: first read; headers of CT/MR objects are typically 4-16 KiB
 DEFAULT_PREFIX = 64 * 1024
+#: first read of a local file: one page-cache copy is cheap, so start small and grow
+LOCAL_PREFIX = 16 * 1024
 
 FileRef = tuple[str, int | None]
 
@@ -138,40 +140,50 @@ class _Reader:
             return int(fs.size(path))
         return os.stat(uri).st_size
 
-    def first_reads(self, refs: Sequence[FileRef], prefix: int) -> list[bytes | Exception]:
-        """The first ``prefix`` bytes of every object (concurrently where the filesystem can)."""
-        out: list[bytes | Exception] = [b""] * len(refs)
-        remote = [i for i, (uri, _) in enumerate(refs) if _is_url(uri)]
-        for i, (uri, _) in enumerate(refs):
-            if i in remote:
+    def first_reads(
+        self, refs: Sequence[FileRef], prefix: int
+    ) -> list[tuple[bytes | Exception, int | None]]:
+        """The first bytes of every object and its size (concurrently where the fs can).
+
+        Local files get a smaller first read (:data:`LOCAL_PREFIX`): growing is cheap there.
+        """
+        out: list[tuple[bytes | Exception, int | None]] = [(b"", None)] * len(refs)
+        remote = []
+        local_prefix = min(prefix, LOCAL_PREFIX)
+        for i, (uri, size) in enumerate(refs):
+            if _is_url(uri):
+                remote.append(i)
                 continue
             try:
                 with open(uri, "rb") as f:
-                    out[i] = f.read(prefix)
+                    size = os.fstat(f.fileno()).st_size
+                    data = f.read(local_prefix)
+                self.bytes_read += len(data)
+                out[i] = (data, size)
             except OSError as exc:
-                out[i] = exc
-        if remote:
-            groups: dict[int, list[int]] = {}
-            for i in remote:
-                try:
-                    fs, _ = self._fs_path(refs[i][0])
-                except Exception as exc:  # noqa: BLE001 - a URL that cannot be opened is a row
-                    out[i] = exc
-                    continue
-                groups.setdefault(id(fs), []).append(i)
-            for members in groups.values():
-                fs, _ = self._fs_path(refs[members[0]][0])
-                paths = [self._fs_path(refs[i][0])[1] for i in members]
-                ends = [prefix if refs[i][1] is None else min(prefix, refs[i][1]) for i in members]
-                try:
-                    results = fs.cat_ranges(paths, [0] * len(paths), ends, on_error="return")
-                except Exception as exc:  # noqa: BLE001
-                    results = [exc] * len(paths)
-                for i, res in zip(members, results):
-                    out[i] = res if isinstance(res, (bytes, Exception)) else OSError(str(res))
-        for res in out:
-            if isinstance(res, bytes):
-                self.bytes_read += len(res)
+                out[i] = (exc, size)
+        groups: dict[int, list[int]] = {}
+        for i in remote:
+            try:
+                fs, _ = self._fs_path(refs[i][0])
+            except Exception as exc:  # noqa: BLE001 - a URL that cannot be opened is a row
+                out[i] = (exc, refs[i][1])
+                continue
+            groups.setdefault(id(fs), []).append(i)
+        for members in groups.values():
+            fs, _ = self._fs_path(refs[members[0]][0])
+            paths = [self._fs_path(refs[i][0])[1] for i in members]
+            ends = [prefix if refs[i][1] is None else min(prefix, refs[i][1]) for i in members]
+            try:
+                results = fs.cat_ranges(paths, [0] * len(paths), ends, on_error="return")
+            except Exception as exc:  # noqa: BLE001
+                results = [exc] * len(paths)
+            for i, res in zip(members, results):
+                if isinstance(res, bytes):
+                    self.bytes_read += len(res)
+                elif not isinstance(res, Exception):
+                    res = OSError(str(res))
+                out[i] = (res, refs[i][1])
         return out
 
 
@@ -284,7 +296,7 @@ def read_headers(
     firsts = reader.first_reads(refs, prefix)
     results = []
     fallbacks = 0
-    for (uri, size), first in zip(refs, firsts):
+    for (uri, _), (first, size) in zip(refs, firsts):
         if isinstance(first, Exception):
             results.append((size, None, b"", _describe_read_error(first)))
             continue
