@@ -10,7 +10,14 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .catalog import Catalog, ScanStats, scan
-from .errors import ConfigError, DicomflowError, InvalidDicomError, SourceError, TruncatedError
+from .errors import (
+    ConfigError,
+    DicomflowError,
+    InvalidDicomError,
+    SourceError,
+    SourceNotFoundError,
+    TruncatedError,
+)
 from .schema import DEFAULT_COLUMNS, private_column
 
 __all__ = [
@@ -21,6 +28,7 @@ __all__ = [
     "InvalidDicomError",
     "ScanStats",
     "SourceError",
+    "SourceNotFoundError",
     "TruncatedError",
     "__version__",
     "private_column",

@@ -399,7 +399,10 @@ def column_array(
                 if value is not _SLOW:
                     append(value)
                     continue
-        append(_python_value(spec, header, tag, enc))
+        try:
+            append(_python_value(spec, header, tag, enc))
+        except Exception:  # noqa: BLE001 - a value that does not convert is null
+            append(None)
     try:
         return pa.array(out, type=spec.arrow_type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):

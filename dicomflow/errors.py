@@ -4,6 +4,7 @@
 
     DicomflowError                      root of everything dicomflow raises
     +-- SourceError(DicomflowError, OSError)        a source cannot be listed or reached
+    |   +-- SourceNotFoundError(FileNotFoundError)  it does not exist
     +-- InvalidDicomError(DicomflowError, ValueError) bytes that are not a readable DICOM object
     |   +-- TruncatedError                          the object ends inside an element
     +-- ConfigError(DicomflowError, ValueError)     bad options, column names, pipeline files
@@ -15,7 +16,14 @@ Each class also derives from the builtin a caller would naturally catch.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DicomflowError", "InvalidDicomError", "SourceError", "TruncatedError"]
+__all__ = [
+    "ConfigError",
+    "DicomflowError",
+    "InvalidDicomError",
+    "SourceError",
+    "SourceNotFoundError",
+    "TruncatedError",
+]
 
 
 class DicomflowError(Exception):
@@ -24,6 +32,10 @@ class DicomflowError(Exception):
 
 class SourceError(DicomflowError, OSError):
     """A source (path, glob, URL) cannot be listed or reached."""
+
+
+class SourceNotFoundError(SourceError, FileNotFoundError):
+    """A path, glob or object named as a source does not exist."""
 
 
 class InvalidDicomError(DicomflowError, ValueError):

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydicom import dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -45,6 +44,7 @@ from pydicom.uid import (
 )
 
 __all__ = [
+    "INSTANCE_KEYWORDS",
     "PLANTED_KEYWORDS",
     "PLANTED_PRIVATE",
     "Patient",
@@ -58,7 +58,10 @@ __all__ = [
     "make_series",
     "make_study",
     "phantom_slice",
+    "seeded_rng",
     "set_instance",
+    "slice_offset",
+    "slice_position",
 ]
 
 # Identifying values written from the Patient, Study and Series fields of the same name.
@@ -312,8 +315,14 @@ def derive_uid(*parts: object) -> str:
 IMPLEMENTATION_CLASS_UID = derive_uid("dicomflow", "implementation class")
 
 
-def _rng(*parts: object) -> np.random.Generator:
-    """Return a numpy Generator seeded from ``parts`` alone."""
+def seeded_rng(*parts: object) -> np.random.Generator:
+    """Return a numpy Generator seeded from ``parts`` alone (any objects, e.g. seed and names).
+
+    Examples
+    --------
+    >>> int(seeded_rng(0, "x").integers(100)) == int(seeded_rng(0, "x").integers(100))
+    True
+    """
     return np.random.default_rng(_digest(*parts))
 
 
@@ -354,7 +363,7 @@ def make_patient(seed: int, index: int) -> Patient:
     Patients 0 to 3 are an ASCII name, a Latin-1 name (ISO_IR 100), a name outside Latin-1
     (ISO_IR 192) and an ASCII name, whatever the seed.
     """
-    rng = _rng(seed, "patient", index)
+    rng = seeded_rng(seed, "patient", index)
     given, sex = _GIVEN[(index + index // len(_SURNAMES)) % len(_GIVEN)]
     name = f"{_SURNAMES[index % len(_SURNAMES)]}^{given}"
     birth = dt.date(
@@ -386,13 +395,15 @@ def make_patient(seed: int, index: int) -> Patient:
 def make_study(
     patient: Patient, index: int, *, seed: int, exam: str, prior: Study | None = None
 ) -> Study:
-    """Return study number ``index`` of ``patient``, an ``exam`` of ``_EXAMS``.
+    """Return study number ``index`` of ``patient``, an ``exam`` such as ``"CT CHEST"``.
 
     ``prior`` is the earlier study it is compared with (ReferencedStudySequence); without one
     the reference is to a prior study that is not in the archive.
     """
+    if exam not in _EXAMS:
+        raise ValueError(f"exam must be one of {sorted(_EXAMS)}, not {exam!r}")
     folder = f"{patient.folder}/STU{index + 1:03d}"
-    rng = _rng(seed, "study", folder)
+    rng = seeded_rng(seed, "study", folder)
     day = _EPOCH + dt.timedelta(days=int(rng.integers(0, 365)))
     institution, address = _INSTITUTIONS[int(rng.integers(len(_INSTITUTIONS)))]
     accession = f"A{int(rng.integers(10**8, 10**9))}"
@@ -431,8 +442,10 @@ def make_series(
     ``kind`` is ``"CT"``, ``"T1"`` or ``"T2"``; the transfer syntax is used when writing;
     ``enhanced`` makes the series one multi-frame Enhanced CT object instead of a stack.
     """
+    if kind not in _WEIGHTINGS or (kind == "CT") != (_EXAMS[study.exam].Modality == "CT"):
+        raise ValueError(f"kind {kind!r} does not fit a {study.exam} study")
     folder = f"{study.folder}/SER{index + 1:03d}"
-    rng = _rng(seed, "series", folder)
+    rng = seeded_rng(seed, "series", folder)
     operator = _OPERATORS[int(rng.integers(len(_OPERATORS)))]
     station = f"{study.exam[:2]}{int(rng.integers(1, 10))}-{study.InstitutionName.split()[0]}"
     surname = study.patient.PatientName.split("^")[0]
@@ -702,10 +715,11 @@ def slice_position(series: Series, index: int) -> tuple[float, float, float]:
     half_width = (series.columns - 1) / 2 * series.pixel_spacing
     half_height = (series.rows - 1) / 2 * series.pixel_spacing
     offset = slice_offset(series, index)
-    return tuple(  # type: ignore[return-value]
+    x, y, z = (
         centre[axis] + offset * normal[axis] - half_width * row[axis] - half_height * column[axis]
         for axis in range(3)
     )
+    return (x, y, z)
 
 
 def _normal(orientation: tuple[float, ...]) -> tuple[float, float, float]:
@@ -713,8 +727,23 @@ def _normal(orientation: tuple[float, ...]) -> tuple[float, float, float]:
     return (ry * cz - rz * cy, rz * cx - rx * cz, rx * cy - ry * cx)
 
 
+#: The attributes :func:`set_instance` changes from one instance of a series to the next
+#: (besides MediaStorageSOPInstanceUID in the file meta information and Pixel Data).
+INSTANCE_KEYWORDS = (
+    "InstanceCreationTime",
+    "SOPInstanceUID",
+    "ContentTime",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "SliceLocation",
+)
+
+
 def set_instance(ds: Dataset, series: Series, index: int) -> None:
-    """Set the values of instance ``index`` (0-based) of ``series`` on its header ``ds``."""
+    """Set the values of instance ``index`` (0-based) of ``series`` on its header ``ds``.
+
+    Only the attributes of :data:`INSTANCE_KEYWORDS` and MediaStorageSOPInstanceUID change.
+    """
     uid = derive_uid(series.seed, "instance", series.folder, index)
     position = slice_position(series, index)
     ds.SOPInstanceUID = uid
@@ -759,7 +788,7 @@ def phantom_slice(series: Series, offset: float, rng: np.random.Generator) -> np
 
 def _encode(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
-    dcmwrite(buffer, ds, enforce_file_format=True)
+    ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
 
 
@@ -771,7 +800,7 @@ def _set_pixels(ds: Dataset, series: Series, pixels: np.ndarray) -> None:
 
 
 def _stack_instance(series: Series, index: int, header: Dataset) -> bytes:
-    rng = _rng(series.seed, "pixels", series.folder, index)
+    rng = seeded_rng(series.seed, "pixels", series.folder, index)
     set_instance(header, series, index)
     _set_pixels(header, series, phantom_slice(series, slice_offset(series, index), rng))
     return _encode(header)
@@ -834,7 +863,7 @@ def _enhanced_ct(series: Series) -> bytes:
                 PlanePositionSequence=[_item(ImagePositionPatient=[_ds(p) for p in position])],
             )
         )
-        rng = _rng(series.seed, "pixels", series.folder, index)
+        rng = seeded_rng(series.seed, "pixels", series.folder, index)
         frames.append(phantom_slice(series, slice_offset(series, index), rng))
     ds.PerFrameFunctionalGroupsSequence = per_frame
     ds.PixelData = np.stack(frames).tobytes()

@@ -205,7 +205,8 @@ def resolve_columns(columns: str | Sequence[str] | None) -> tuple[ColumnSpec, ..
     elif columns == "all":
         return None
     elif isinstance(columns, str):
-        names = [c.strip() for c in columns.split(",") if c.strip()]
+        # commas separate names, except inside a parenthesised tag such as "(0018,0050)"
+        names = [c.strip() for c in re.findall(r"\([^)]*\)|[^,]+", columns) if c.strip()]
     else:
         names = columns
     specs: dict[str, ColumnSpec] = {}

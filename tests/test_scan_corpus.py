@@ -202,6 +202,7 @@ def test_pixel_locator_points_at_pydicoms_pixel_bytes(corpus: Path, rows_by_uri)
                 continue
         ts = ds.file_meta.get("TransferSyntaxUID")
         data = Path(path).read_bytes()
+        start = row["pixel_offset"]
         if ts == "1.2.840.10008.1.2.1.99":  # deflated dataset
             assert row["pixel_offset"] is None  # inside the deflated stream: no file offset
             continue

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from io import BytesIO
 from typing import Any
 
-from ..errors import InvalidDicomError, SourceError
+from ..errors import InvalidDicomError, SourceError, SourceNotFoundError
 from .header import _ALL_VRS, NeedMore, ParsedHeader, _Unsupported, _walk, parse_header
 
 __all__ = ["iter_sources", "read_headers"]
@@ -60,7 +60,7 @@ def _iter_local(path: str) -> Iterator[FileRef]:
         matches = sorted(glob.glob(path, recursive=True))
         files = [os.path.abspath(m) for m in matches if os.path.isfile(m)]
         if not matches:
-            raise SourceError(f"no files match {path!r}")
+            raise SourceNotFoundError(f"no files match {path!r}")
         for f in files:
             yield f, None
     elif os.path.isdir(path):
@@ -71,7 +71,7 @@ def _iter_local(path: str) -> Iterator[FileRef]:
     elif os.path.exists(path):
         yield os.path.abspath(path), None
     else:
-        raise SourceError(f"no such file or directory: {path!r}")
+        raise SourceNotFoundError(f"no such file or directory: {path!r}")
 
 
 def _raise_source_error(exc: OSError) -> None:
@@ -91,7 +91,7 @@ def _iter_url(url: str, storage_options: dict[str, Any]) -> Iterator[FileRef]:
         elif fs.exists(path):
             found = {path: fs.info(path)}
         else:
-            raise SourceError(f"no such object: {url!r}")
+            raise SourceNotFoundError(f"no such object: {url!r}")
     except SourceError:
         raise
     except (OSError, ValueError, ImportError) as exc:
@@ -224,6 +224,8 @@ def _fallback(
         try:
             ds = dcmread(fp, force=True, stop_before_pixels=True)
             header_end = fp.tell()
+            if not len(ds):
+                raise ValueError("no data elements")
             out = DicomBytesIO()
             out.is_little_endian, out.is_implicit_VR = True, False
             write_dataset(out, ds)
@@ -234,10 +236,11 @@ def _fallback(
     elements: dict[int, tuple[bytes | None, int, int]] = {}
     if data:
         _walk(data, 0, True, False, elements, True)  # stops at the end: no pixel data in it
-    meta = {}
-    for elem in getattr(ds, "file_meta", {}).values():
-        value = elem.value
-        meta[int(elem.tag)] = value.encode("latin-1") if isinstance(value, str) else bytes(value)
+    meta = {
+        int(elem.tag): elem.value.encode("latin-1", "replace")
+        for elem in getattr(ds, "file_meta", {}).values()
+        if isinstance(elem.value, str)
+    }
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     implicit, little = ds.original_encoding
     pixel = _pixel_element(whole, header_end, bool(little), bool(implicit))
@@ -308,11 +311,16 @@ def read_headers(
             except _Unsupported:
                 fallbacks += 1
                 parsed, held = _fallback(uri, size, reader.read)
-            results.append((size, parsed, held, parsed.error))
+            error = parsed.error
+            if not parsed.elements and parsed.pixel is None:
+                error = "no DICOM data elements after the file meta information"
+            results.append((size, parsed, held, error))
         except InvalidDicomError as exc:
             results.append((size, None, b"", str(exc)))
         except OSError as exc:
             results.append((size, None, b"", _describe_read_error(exc)))
+        except Exception as exc:  # noqa: BLE001 - one object must never stop its batch
+            results.append((size, None, b"", f"unexpected {type(exc).__name__}: {exc}"))
     return results, {"bytes_read": reader.bytes_read, "fallbacks": fallbacks}
 
 
