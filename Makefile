@@ -1,0 +1,36 @@
+# Two entry points that work on a fresh machine with only Python, pip and apt:
+#   make demo   - set up, then run the main job on the built-in sample archive
+#   make test   - set up (system packages + virtualenv), then run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+system-deps:
+	bash scripts/system-deps.sh
+
+demo: setup
+	$(VENV)/bin/dicomflow demo demo-out
+
+test: system-deps setup
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check dicomflow tests benchmarks
+	$(VENV)/bin/ruff format --check dicomflow tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/bench_scan.py
+
+clean:
+	rm -rf demo-out .bench .pytest_cache
