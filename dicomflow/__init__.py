@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import writers  # noqa: E402 - dfl.writers.Part10Folder(...)
 from .catalog import Catalog, ScanStats, scan
 from .errors import (
     ConfigError,
@@ -18,11 +19,26 @@ from .errors import (
     SourceNotFoundError,
     TruncatedError,
 )
+from .pipeline.instance import Instance, Output, Skip
+from .pipeline.pipeline import DiskFullError, Pipeline, RunReport, pipeline
+from .pipeline.stages import Filter, Map, filter, map
 from .schema import DEFAULT_COLUMNS, private_column
 
 __all__ = [
     "DEFAULT_COLUMNS",
     "Catalog",
+    "DiskFullError",
+    "Filter",
+    "Instance",
+    "Map",
+    "Output",
+    "Pipeline",
+    "RunReport",
+    "Skip",
+    "filter",
+    "map",
+    "pipeline",
+    "writers",
     "ConfigError",
     "DicomflowError",
     "InvalidDicomError",

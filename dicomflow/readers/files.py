@@ -65,9 +65,10 @@ def _iter_local(path: str) -> Iterator[FileRef]:
             yield f, None
     elif os.path.isdir(path):
         for root, dirs, files in os.walk(path, onerror=_raise_source_error):
-            dirs.sort()
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
-                yield os.path.abspath(os.path.join(root, name)), None
+                if not name.startswith("."):  # hidden: dicomflow's own records, temp files
+                    yield os.path.abspath(os.path.join(root, name)), None
     elif os.path.exists(path):
         yield os.path.abspath(path), None
     else:
@@ -97,7 +98,11 @@ def _iter_url(url: str, storage_options: dict[str, Any]) -> Iterator[FileRef]:
     except (OSError, ValueError, ImportError) as exc:
         raise SourceError(f"cannot list {url!r}: {exc}") from exc
     suffix = f"::{chain}" if sep else ""
+    base = path.rstrip("/")
     for name in sorted(found):
+        relative = name[len(base) :] if name.startswith(base) else name
+        if any(part.startswith(".") for part in relative.split("/")):
+            continue  # hidden files and folders, as in a local walk
         info = found[name]
         if info.get("type", "file") != "file":
             continue

@@ -1,0 +1,135 @@
+"""What a stage sees and what a sink writes: one instance, its catalog row, and where it came from.
+
+Contracts (the whole of them):
+
+* A **stage** is a callable ``stage(instance) -> Instance | None``. Returning None drops the
+  instance ("skipped", the reason naming the stage); raising :class:`Skip` drops it with a reason
+  of the stage's choosing; any other exception fails the instance with that reason. A stage may
+  also define ``name`` (shown in the manifest) and ``config()`` (a JSON-able dict recorded in the
+  manifest and hashed, never holding secrets).
+* A **sink** has ``name``, ``config()``, ``open(context)`` (once, in the driving process, before
+  any instance), ``write(instance) -> list[Output]`` (in workers; atomic per output) and
+  ``close(context, manifest)`` (once, in the driving process, after every instance, e.g. to build
+  a DICOMDIR from what was written).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from pydicom import Dataset, dcmread
+
+from ..errors import DicomflowError
+
+__all__ = ["Instance", "Output", "RunContext", "Sink", "Skip", "Stage", "read_bytes"]
+
+
+class Skip(DicomflowError):
+    """Raised by a stage to drop an instance on purpose; the message is the manifest's reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One object a sink wrote: where, its SHA-256 and size."""
+
+    sink: str
+    path: str
+    sha256: str
+    size: int
+
+    @classmethod
+    def of_bytes(cls, sink: str, path: str, data: bytes) -> Output:
+        return cls(sink, path, hashlib.sha256(data).hexdigest(), len(data))
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What sinks learn about the run when it opens and closes."""
+
+    run_id: str
+    config_hash: str
+    version: str
+
+
+def read_bytes(uri: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
+    """The whole object at ``uri`` (a local path or an fsspec URL)."""
+    if "://" in uri or "::" in uri:
+        import fsspec
+
+        with fsspec.open(uri, "rb", **dict(storage_options or {})) as f:
+            return f.read()
+    with open(uri, "rb") as f:
+        return f.read()
+
+
+@dataclass
+class Instance:
+    """One SOP instance moving through a pipeline.
+
+    ``dataset`` is parsed on first use from the source bytes (Pixel Data kept encoded, nothing
+    decoded); stages may replace or modify it. ``row`` is the instance's catalog row.
+    ``provenance`` lists what was done, in order, for the manifest.
+    """
+
+    uri: str
+    row: Mapping[str, Any] = field(default_factory=dict)
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    provenance: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    _dataset: Dataset | None = None
+    _raw: bytes | None = None
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, uri: str = "", **kwargs: Any) -> Instance:
+        inst = cls(uri, **kwargs)
+        inst._dataset = dataset
+        return inst
+
+    @property
+    def raw(self) -> bytes:
+        """The source object's bytes, read once."""
+        if self._raw is None:
+            self._raw = read_bytes(self.uri, self.storage_options)
+        return self._raw
+
+    @property
+    def dataset(self) -> Dataset:
+        """The full dataset (with file meta), parsed on first use."""
+        if self._dataset is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._dataset = dcmread(io.BytesIO(self.raw), force=True)
+        return self._dataset
+
+    @dataset.setter
+    def dataset(self, value: Dataset) -> None:
+        self._dataset = value
+
+    @property
+    def sop_instance_uid(self) -> str | None:
+        if self._dataset is not None:
+            return str(self._dataset.get("SOPInstanceUID", "")) or None
+        return self.row.get("sop_instance_uid")
+
+
+@runtime_checkable
+class Stage(Protocol):
+    def __call__(self, instance: Instance) -> Instance | None: ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    name: str
+
+    def config(self) -> dict[str, Any]: ...
+
+    def open(self, context: RunContext) -> None: ...
+
+    def write(self, instance: Instance) -> list[Output]: ...
+
+    def close(self, context: RunContext, manifest: Any) -> None: ...

@@ -1,0 +1,110 @@
+"""The manifest: one row per input instance of a run, written as the run goes.
+
+Each finished task appends a Parquet part under ``<dir>/run-<id>/`` (written atomically), so a
+run killed at any moment leaves a manifest of everything it finished; a rerun reads every run's
+rows to skip what is done. When a run ends, its parts are merged into ``<dir>/run-<id>.parquet``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["MANIFEST_SCHEMA", "ManifestWriter", "done_inputs", "read_manifests"]
+
+OUTPUT_TYPE = pa.struct(
+    [("sink", pa.string()), ("path", pa.string()), ("sha256", pa.string()), ("size", pa.int64())]
+)
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("source_uri", pa.string()),
+        ("sop_instance_uid", pa.string()),
+        ("status", pa.string()),  # done | skipped | failed
+        ("reason", pa.string()),
+        ("stage", pa.string()),
+        ("outputs", pa.list_(OUTPUT_TYPE)),
+        ("counts", pa.string()),  # JSON object: what stages did (e.g. de-identification actions)
+        ("seconds", pa.float64()),
+        ("resumed_from", pa.string()),  # run id whose result this row carries over
+        ("run_id", pa.string()),
+        ("config_hash", pa.string()),
+        ("version", pa.string()),
+    ]
+)
+
+
+def manifest_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    rows = list(rows)
+    for row in rows:
+        counts = row.get("counts")
+        if counts is not None and not isinstance(counts, str):
+            row["counts"] = json.dumps(counts, sort_keys=True)
+    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+
+
+class ManifestWriter:
+    """Appends parts for one run; merges them when the run ends."""
+
+    def __init__(self, folder: str, run_id: str, config: Mapping[str, Any]):
+        self.folder = folder
+        self.run_id = run_id
+        self.parts_dir = os.path.join(folder, f"run-{run_id}")
+        self.metadata = {b"dicomflow.pipeline": json.dumps(config, sort_keys=True).encode()}
+        self._count = 0
+        os.makedirs(self.parts_dir, exist_ok=True)
+
+    def append(self, rows: list[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        table = manifest_table(rows).replace_schema_metadata(self.metadata)
+        path = os.path.join(self.parts_dir, f"part-{self._count:06d}.parquet")
+        tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+        self._count += 1
+
+    def finish(self) -> str:
+        """Merge the parts into ``run-<id>.parquet`` (atomically) and return its path."""
+        parts = sorted(glob.glob(os.path.join(self.parts_dir, "part-*.parquet")))
+        tables = [pq.read_table(p) for p in parts]
+        table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
+        final = os.path.join(self.folder, f"run-{self.run_id}.parquet")
+        tmp = f"{final}.tmp"
+        pq.write_table(table.replace_schema_metadata(self.metadata), tmp)
+        os.replace(tmp, final)
+        for p in parts:
+            os.unlink(p)
+        os.rmdir(self.parts_dir)
+        return final
+
+
+def read_manifests(folder: str) -> pa.Table:
+    """Every manifest row under ``folder``: finished runs and parts of interrupted ones."""
+    paths = sorted(glob.glob(os.path.join(folder, "run-*.parquet")))
+    paths += sorted(glob.glob(os.path.join(folder, "run-*", "part-*.parquet")))
+    tables = []
+    for p in paths:
+        try:
+            tables.append(pq.read_table(p, schema=MANIFEST_SCHEMA))
+        except (OSError, pa.ArrowInvalid):
+            continue  # a part cut short by a crash is not trusted: its inputs are redone
+    return pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
+
+
+def done_inputs(folder: str, config_hash: str) -> dict[tuple[str, str | None], dict[str, Any]]:
+    """``(source_uri, sop_instance_uid) -> row`` of inputs already done with this configuration."""
+    table = read_manifests(folder)
+    done: dict[tuple[str, str | None], dict[str, Any]] = {}
+    if not table.num_rows:
+        return done
+    for row in table.to_pylist():
+        if row["status"] == "done" and row["config_hash"] == config_hash:
+            done[(row["source_uri"], row["sop_instance_uid"])] = row
+    return done

@@ -1,0 +1,138 @@
+"""Writing objects atomically, locally or through fsspec, and naming them safely."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import DicomflowError
+
+__all__ = [
+    "CollisionError",
+    "atomic_write",
+    "join",
+    "remove_stale_temporaries",
+    "safe_component",
+]
+
+_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
+MAX_COMPONENT = 120
+
+
+class CollisionError(DicomflowError, FileExistsError):
+    """Two different instances would be written to the same path."""
+
+
+def safe_component(value: object, *, max_length: int = MAX_COMPONENT) -> str:
+    """One path component from an attribute value: no separators, traversal or reserved names.
+
+    Characters that separate paths or are unsafe on common filesystems become ``_``; a result
+    of only dots or nothing becomes ``_``; Windows device names get a ``_`` prefix; a long
+    value is cut and suffixed with a short hash of the whole, so distinct values stay distinct.
+
+    >>> safe_component("../../etc")
+    '.._.._etc'
+    >>> safe_component("CON")
+    '_CON'
+    """
+    text = _UNSAFE.sub("_", str(value if value is not None else "")).strip(" ")
+    if not text.strip("."):
+        text = "_" + text.replace(".", "_") if text else "_"
+    if text.split(".")[0].upper() in _RESERVED:
+        text = "_" + text
+    if len(text.encode()) > max_length:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        cut = text.encode()[: max_length - 13].decode("utf-8", "ignore")
+        text = f"{cut}_{digest}"
+    return text
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path or "::" in path
+
+
+def join(root: str, *parts: str) -> str:
+    root = root.rstrip("/") if _is_url(root) else os.fspath(root)
+    return "/".join([root, *parts]) if _is_url(root) else os.path.join(root, *parts)
+
+
+_TMP_SUFFIX = ".dfltmp"
+
+
+def atomic_write(
+    path: str, data: bytes, *, storage_options: Mapping[str, Any] | None = None
+) -> None:
+    """Write ``data`` to ``path`` under a temporary name, then move it into place.
+
+    Locally the final step is ``os.link``, which fails if the path exists, so a file is never
+    silently overwritten: an existing file with the same bytes (a rerun after an interruption)
+    is fine, different bytes are a :class:`CollisionError`. The data is fsynced before it gets
+    its name. With fsspec URLs the temporary object is moved into place with ``fs.mv``.
+    """
+    if _is_url(path):
+        _atomic_write_fsspec(path, data, dict(storage_options or {}))
+        return
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            with open(path, "rb") as f:
+                existing = f.read()
+            if existing != data:
+                raise CollisionError(
+                    f"{path} already holds different content; refusing to overwrite it"
+                ) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_write_fsspec(path: str, data: bytes, storage_options: dict[str, Any]) -> None:
+    import fsspec
+
+    fs, fs_path = fsspec.core.url_to_fs(path, **storage_options)
+    if fs.exists(fs_path):
+        if fs.cat_file(fs_path) != data:
+            raise CollisionError(f"{path} already holds different content")
+        return
+    parent = fs_path.rsplit("/", 1)[0]
+    tmp = f"{parent}/.{fs_path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}"
+    fs.pipe_file(tmp, data)
+    try:
+        fs.mv(tmp, fs_path)
+    finally:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+
+
+def remove_stale_temporaries(root: str, storage_options: Mapping[str, Any] | None = None) -> int:
+    """Delete temporary files :func:`atomic_write` left under ``root`` when a run was killed."""
+    count = 0
+    if _is_url(root):
+        import fsspec
+
+        fs, base = fsspec.core.url_to_fs(root, **dict(storage_options or {}))
+        if fs.exists(base):
+            for path in fs.find(base):
+                if path.endswith(_TMP_SUFFIX):
+                    fs.rm(path)
+                    count += 1
+        return count
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(_TMP_SUFFIX):
+                os.unlink(os.path.join(folder, name))
+                count += 1
+    return count

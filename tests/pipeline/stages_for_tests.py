@@ -1,0 +1,34 @@
+"""Module-level stage functions for pipeline tests (importable by worker processes)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from dicomflow import Instance, Skip
+
+
+def stamp(instance: Instance) -> Instance:
+    instance.dataset.ImageComments = "through dicomflow"
+    return instance
+
+
+def fail_on_mr(instance: Instance) -> Instance:
+    if instance.row.get("Modality") == "MR":
+        raise RuntimeError("no MR today")
+    return instance
+
+
+def skip_odd(instance: Instance) -> Instance:
+    if (instance.row.get("InstanceNumber") or 0) % 2:
+        raise Skip("odd instance number")
+    return instance
+
+
+def drop_all(instance: Instance) -> None:
+    return None
+
+
+def slow(instance: Instance) -> Instance:
+    time.sleep(float(os.environ.get("DICOMFLOW_TEST_DELAY", "0.05")))
+    return instance

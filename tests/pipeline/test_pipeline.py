@@ -1,0 +1,229 @@
+"""Pipelines end to end: stages, sinks, manifest, executors, resume, kills, full disks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from pydicom import dcmread
+
+import dicomflow as dfl
+from dicomflow.sample import make_sample
+
+sys.path.insert(0, str(Path(__file__).parent))
+import stages_for_tests as st  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sample")
+    make_sample(root)
+    return root
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """relative path -> sha256 of every visible file (hidden records excluded)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+            out[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _pipeline(sample: Path, dest: Path, *stages) -> dfl.Pipeline:
+    p = dfl.pipeline(dfl.scan(sample))
+    for s in stages:
+        p = p | s
+    return p.write(dfl.writers.Part10Folder(str(dest)))
+
+
+def test_every_input_is_one_manifest_row(sample: Path, tmp_path: Path) -> None:
+    n_inputs = dfl.scan(sample).to_arrow().num_rows
+    report = _pipeline(sample, tmp_path, dfl.filter("Modality = 'CT'"), dfl.map(st.stamp)).execute(
+        workers=1
+    )
+    m = report.manifest
+    assert m.num_rows == n_inputs
+    assert sorted(m["source_uri"].to_pylist()) == sorted(set(m["source_uri"].to_pylist()))
+    rows = m.to_pylist()
+    assert {r["status"] for r in rows} == {"done", "skipped", "failed"}
+    assert all(r["stage"] == "scan" for r in rows if r["status"] == "failed")
+    assert all(
+        "filtered out by Modality = 'CT'" == r["reason"] for r in rows if r["status"] == "skipped"
+    )
+    done = [r for r in rows if r["status"] == "done"]
+    assert len(done) == len(_tree(tmp_path))
+    for r in done:
+        (out,) = r["outputs"]
+        data = Path(out["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == out["sha256"] and len(data) == out["size"]
+        ds = dcmread(out["path"])
+        assert ds.ImageComments == "through dicomflow" and ds.Modality == "CT"
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        assert ds.file_meta.ImplementationClassUID.startswith("2.25.")
+    # the manifest on disk is the same table, with the pipeline's configuration in it
+    on_disk = pq.read_table(report.manifest_path)
+    assert on_disk.num_rows == n_inputs
+    assert b"dicomflow.pipeline" in on_disk.schema.metadata
+
+
+def test_stage_failures_skips_and_drops_are_recorded(sample: Path, tmp_path: Path) -> None:
+    report = _pipeline(sample, tmp_path, dfl.map(st.fail_on_mr), dfl.map(st.skip_odd)).execute(
+        workers=1
+    )
+    rows = [r for r in report.manifest.to_pylist() if r["stage"] != "scan"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert failed and all(r["stage"] == "map(fail_on_mr)" for r in failed)
+    assert all(r["reason"] == "RuntimeError: no MR today" for r in failed)
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert skipped and all(r["reason"] == "odd instance number" for r in skipped)
+    dropped = _pipeline(sample, tmp_path / "d", dfl.map(st.drop_all)).execute(workers=1)
+    assert {r["reason"] for r in dropped.manifest.to_pylist() if r["stage"] != "scan"} == {
+        "dropped by map(drop_all)"
+    }
+    assert not _tree(tmp_path / "d")
+
+
+def test_executors_give_byte_identical_outputs(sample: Path, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    _pipeline(sample, tmp_path / "inproc", dfl.map(st.stamp)).execute(workers=1)
+    _pipeline(sample, tmp_path / "pool", dfl.map(st.stamp)).execute(workers=2, batch_size=8)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        scheduler_port=0, dashboard_address=None,
+    ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
+        report = _pipeline(sample, tmp_path / "dask", dfl.map(st.stamp)).execute(
+            client=client, batch_size=8
+        )
+    assert report.failed == 3  # the sample's broken files
+    reference = _tree(tmp_path / "inproc")
+    assert len(reference) == 129
+    assert _tree(tmp_path / "pool") == reference
+    assert _tree(tmp_path / "dask") == reference
+
+
+def test_rerun_resumes_instead_of_redoing(sample: Path, tmp_path: Path) -> None:
+    first = _pipeline(sample, tmp_path, dfl.map(st.stamp)).execute(workers=1)
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.dcm")}
+    second = _pipeline(sample, tmp_path, dfl.map(st.stamp)).execute(workers=1)
+    assert second.done == first.done
+    resumed = [r for r in second.manifest.to_pylist() if r["resumed_from"]]
+    assert len(resumed) == first.done and {r["resumed_from"] for r in resumed} == {first.run_id}
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.dcm")} == mtimes
+    # a different configuration is not "done": it runs (and refuses to overwrite what differs)
+    third = _pipeline(sample, tmp_path).execute(workers=1)
+    assert third.failed > 100
+    assert all("CollisionError" in r["reason"] for r in third.manifest.to_pylist()
+               if r["status"] == "failed" and r["stage"] == "folder")  # fmt: skip
+
+
+def test_sigkill_midway_then_rerun_gives_exactly_the_full_output(
+    sample: Path, tmp_path: Path
+) -> None:
+    reference = tmp_path / "reference"
+    _pipeline(sample, reference, dfl.map(st.stamp)).execute(workers=1)
+    dest = tmp_path / "killed"
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[3]);"
+        "import dicomflow as dfl, stages_for_tests as st\n"
+        "if __name__ == '__main__':\n"
+        "    (dfl.pipeline(dfl.scan(sys.argv[1])) | dfl.map(st.stamp) | dfl.map(st.slow))"
+        ".write(dfl.writers.Part10Folder(sys.argv[2])).execute(workers=2, batch_size=4)\n"
+    )
+    env = {**os.environ, "DICOMFLOW_TEST_DELAY": "0.05"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(sample), str(dest), str(Path(__file__).parent)],
+        env=env,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(dest.rglob("*.dcm"))) < 30:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    written = len(list(dest.rglob("*.dcm")))
+    assert 30 <= written < 129, written  # really killed in the middle
+    report = _pipeline(sample, dest, dfl.map(st.stamp)).execute(workers=2, batch_size=4)
+    assert report.done == 129 and report.failed == 3
+    assert _tree(dest) == _tree(reference)  # exactly the full output, same bytes
+    leftovers = [p for p in dest.rglob("*") if p.name.endswith(".dfltmp")]
+    assert not leftovers
+
+
+def test_full_disk_stops_cleanly_and_accounts_for_every_input(sample: Path, tmp_path: Path) -> None:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)]).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        report = _pipeline(sample, mount / "out").execute(
+            workers=1, batch_size=4, manifest=tmp_path / "manifests"
+        )
+        assert report.stopped and "no space left" in report.stopped
+        assert report.manifest.num_rows == 132
+        rows = report.manifest.to_pylist()
+        assert any(r["reason"].startswith("not processed: the run stopped early")
+                   for r in rows if r["reason"])  # fmt: skip
+        for r in rows:  # what was written is whole and valid
+            for out in r["outputs"]:
+                assert hashlib.sha256(Path(out["path"]).read_bytes()).hexdigest() == out["sha256"]
+        assert not [p for p in mount.rglob("*") if p.name.endswith(".dfltmp")]
+    finally:
+        subprocess.run(["umount", str(mount)])
+
+
+def test_paths_are_sanitized_and_collisions_refused(corpus: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    ds = dcmread(corpus / "transfer-syntax" / "explicit-vr-le" / sorted(
+        os.listdir(corpus / "transfer-syntax" / "explicit-vr-le"))[0])  # fmt: skip
+    ds.PatientID = "../../escape"
+    ds.save_as(src / "a.dcm")
+    ds.SOPInstanceUID = "1.2.3.4.5"
+    ds.save_as(src / "b.dcm")
+    out = tmp_path / "out"
+    report = (dfl.pipeline(dfl.scan(src))
+              .write(dfl.writers.Part10Folder(str(out), template="{PatientID}/{StudyID}.dcm"))
+              .execute(workers=1))  # fmt: skip
+    written = [p for p in tmp_path.rglob("*.dcm") if not p.is_relative_to(src)]
+    assert written and all(p.is_relative_to(out) for p in written)
+    assert [p.parent.name for p in written] == [".._.._escape"]
+    statuses = sorted(report.manifest["status"].to_pylist())
+    assert statuses == ["done", "failed"]
+    failed = [r for r in report.manifest.to_pylist() if r["status"] == "failed"][0]
+    assert "CollisionError" in failed["reason"]
+
+
+def test_pipeline_is_picklable_and_described_by_a_file(sample: Path, tmp_path: Path) -> None:
+    p = _pipeline(sample, tmp_path / "a", dfl.filter("Modality = 'MR'"), dfl.map(st.stamp))
+    assert pickle.loads(pickle.dumps(p)).config() == p.config()
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        f'[source]\nscan = "{sample}"\n\n'
+        '[[stages]]\ntype = "filter"\nexpr = "Modality = \'MR\'"\n\n'
+        '[[stages]]\ntype = "map"\nfn = "stages_for_tests:stamp"\n\n'
+        f'[[sinks]]\ntype = "folder"\nroot = "{tmp_path / "b"}"\n'
+    )
+    from_file = dfl.Pipeline.from_file(toml)
+    a = p.execute(workers=1)
+    b = from_file.execute(workers=1)
+    assert a.done == b.done > 0
+    assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
+    assert from_file.config_hash() != p.config_hash()  # the sink root differs
+
+
+def test_dry_run_writes_nothing(sample: Path, tmp_path: Path) -> None:
+    report = _pipeline(sample, tmp_path, dfl.filter("Modality = 'CT'")).execute(dry_run=True)
+    assert report.count("planned") == 73 and report.skipped == 56
+    assert not list(tmp_path.rglob("*"))
