@@ -281,10 +281,20 @@ class Catalog:
         meta = self.schema.empty_table().to_pandas()
         return dd.from_map(_scan_frame, batches, options=self.options, meta=meta)
 
-    def to_parquet(self, path: str | os.PathLike[str], **kwargs: Any) -> ScanStats:
-        """Write the catalog to one Parquet file (atomically); returns the scan's counters."""
-        from .writers.parquet import write_catalog
+    def to_parquet(
+        self, path: str | os.PathLike[str], *, partition_by: Sequence[str] = (), **kwargs: Any
+    ) -> ScanStats:
+        """Write the catalog to one Parquet file, atomically; returns the scan's counters.
 
+        With ``partition_by`` (e.g. ``["Modality"]``), ``path`` is a folder and the rows are
+        appended to a hive-partitioned dataset there instead.
+        """
+        from .writers.parquet import write_catalog, write_dataset
+
+        if partition_by:
+            table = self.to_arrow()
+            write_dataset(table, path, partition_by=tuple(partition_by), **kwargs)
+            return self.stats
         return write_catalog(self, path, **kwargs)
 
 

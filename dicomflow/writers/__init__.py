@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .parquet import write_catalog
+from .parquet import ParquetDataset, write_catalog, write_dataset
 from .part10 import Part10Folder
 
-__all__ = ["Part10Folder", "write_catalog"]
+__all__ = ["ParquetDataset", "Part10Folder", "write_catalog", "write_dataset"]

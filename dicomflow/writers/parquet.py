@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 if TYPE_CHECKING:
     from ..catalog import Catalog, ScanStats
 
-__all__ = ["write_catalog"]
+__all__ = ["ParquetDataset", "write_catalog", "write_dataset"]
 
 ROW_GROUP_ROWS = 64 * 1024
 
@@ -88,3 +88,94 @@ def _write_spooled(
                             merged.field(name), pa.nulls(table.num_rows, merged.field(name).type)
                         )
                 writer.write_table(table.select(merged.names).cast(merged))
+
+
+def write_dataset(
+    source: Catalog | pa.Table,
+    root: str | os.PathLike[str],
+    *,
+    partition_by: tuple[str, ...] | list[str] = (),
+    compression: str = "zstd",
+) -> list[str]:
+    """Append a catalog to a (hive-)partitioned Parquet dataset under ``root``.
+
+    Each call adds new files (named by a fresh id), never rewriting existing ones, so
+    appending is safe while readers read; files are written under temporary names and renamed.
+    Read it back with ``polars.scan_parquet(f"{root}/**/*.parquet", hive_partitioning=True)``,
+    ``pyarrow.dataset.dataset(root, partitioning="hive")`` or DuckDB.
+    """
+    import pyarrow.dataset as pads
+
+    from ..catalog import Catalog
+
+    table = source.to_arrow() if isinstance(source, Catalog) else source
+    root = os.fspath(root)
+    os.makedirs(root, exist_ok=True)
+    token = uuid.uuid4().hex[:12]
+    staging = os.path.join(root, f".staging-{token}")
+    written: list[str] = []
+
+    def visit(f: Any) -> None:
+        written.append(f.path)
+
+    pads.write_dataset(
+        table,
+        staging,
+        format="parquet",
+        partitioning=list(partition_by) or None,
+        partitioning_flavor="hive" if partition_by else None,
+        basename_template=f"part-{token}-{{i}}.parquet",
+        file_options=pads.ParquetFileFormat().make_write_options(compression=compression),
+        existing_data_behavior="overwrite_or_ignore",
+        file_visitor=visit,
+    )
+    final = []
+    for path in written:
+        target = os.path.join(root, os.path.relpath(path, staging))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(path, target)
+        final.append(target)
+    for folder, _, _ in sorted(os.walk(staging), reverse=True):
+        os.rmdir(folder)
+    return final
+
+
+class ParquetDataset:
+    """Sink: a partitioned Parquet catalog of what the pipeline wrote (appended per run).
+
+    At the end of a run it scans the files the other sinks wrote (or, alone, the inputs that
+    were done) and appends their catalog rows to the dataset at ``root``.
+    """
+
+    name = "parquet"
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        partition_by: tuple[str, ...] | list[str] = (),
+        columns: Any = "default",
+    ):
+        self.root = os.fspath(root)
+        self.partition_by = tuple(partition_by)
+        self.columns = columns
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "parquet", "root": self.root, "partition_by": list(self.partition_by)}
+
+    def open(self, context: Any) -> None:
+        pass
+
+    def write(self, instance: Any) -> list[Any]:
+        return []
+
+    def close(self, context: Any, manifest: pa.Table) -> None:
+        from ..catalog import scan
+
+        done = [r for r in manifest.to_pylist() if r["status"] == "done"]
+        paths = [o["path"] for r in done for o in r["outputs"] if o["sink"] != self.name]
+        if not paths:
+            paths = [r["source_uri"] for r in done]
+        if paths:
+            write_dataset(
+                scan(paths, columns=self.columns), self.root, partition_by=self.partition_by
+            )

@@ -1,0 +1,66 @@
+"""``dicomflow run``: execute a pipeline described in a TOML (or JSON) file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a pipeline file (TOML or JSON: source, stages, sinks)",
+        description=(
+            "Run a pipeline described in a file. Every input ends as one row of the manifest "
+            "(done, skipped or failed, with the reason); rerunning resumes."
+        ),
+    )
+    p.add_argument("pipeline_file", metavar="PIPELINE_FILE")
+    add_run_options(p)
+    p.set_defaults(func=run)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options every command that runs a pipeline shares."""
+    p.add_argument("--workers", type=int, help="processes (default: one per core)")
+    p.add_argument("--batch-size", type=int, default=32, help="instances per task")
+    p.add_argument("--manifest", metavar="DIR", help="manifest folder (default: in the output)")
+    p.add_argument("--no-resume", action="store_true", help="redo inputs done by earlier runs")
+    p.add_argument("--dry-run", action="store_true", help="show what would be done, do nothing")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def execute(pipeline: Any, args: argparse.Namespace) -> int:
+    """Run ``pipeline`` with the shared options; print the summary; the exit code."""
+    report = pipeline.execute(
+        workers=args.workers,
+        batch_size=args.batch_size,
+        manifest=args.manifest,
+        resume=not args.no_resume,
+        dry_run=args.dry_run,
+        progress=not args.quiet,
+    )
+    if args.dry_run:
+        import polars as pl
+
+        with pl.Config(tbl_rows=20, fmt_str_lengths=70, tbl_width_chars=140):
+            print(
+                report.to_polars()
+                .group_by("status", "stage", "reason")
+                .len()
+                .sort("status", "len", descending=[False, True])
+            )
+    print(report.summary(), file=sys.stderr)
+    if report.manifest_path:
+        print(f"manifest: {report.manifest_path}", file=sys.stderr)
+    failures = [r for r in report.manifest.to_pylist() if r["status"] == "failed"][:5]
+    for r in failures:
+        print(f"  failed {r['source_uri']}: [{r['stage']}] {r['reason']}", file=sys.stderr)
+    return 3 if report.stopped else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..pipeline.pipeline import Pipeline
+
+    return execute(Pipeline.from_file(args.pipeline_file), args)
