@@ -157,10 +157,10 @@ def scan_batch(refs: Sequence[FileRef], options: ScanOptions) -> tuple[pa.Record
         ]
         arrays.append(pa.array(values, type=pa.string()))
     elif options.header == "raw":
-        values = [
+        raw = [
             held[: h.header_end] if h is not None and held else None for (_, h, held, _) in results
         ]
-        arrays.append(pa.array(values, type=pa.binary()))
+        arrays.append(pa.array(raw, type=pa.binary()))
     schema = catalog_schema(specs, header=options.header)
     counters["errors"] = sum(1 for r in rows if r[-1] is not None)
     return pa.RecordBatch.from_arrays(arrays, schema=schema), counters

@@ -11,7 +11,7 @@ import glob
 import json
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -41,12 +41,12 @@ MANIFEST_SCHEMA = pa.schema(
 
 
 def manifest_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
-    rows = list(rows)
-    for row in rows:
+    table_rows = [dict(r) for r in rows]
+    for row in table_rows:
         counts = row.get("counts")
         if counts is not None and not isinstance(counts, str):
             row["counts"] = json.dumps(counts, sort_keys=True)
-    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    return pa.Table.from_pylist(table_rows, schema=MANIFEST_SCHEMA)
 
 
 class ManifestWriter:
@@ -60,7 +60,7 @@ class ManifestWriter:
         self._count = 0
         os.makedirs(self.parts_dir, exist_ok=True)
 
-    def append(self, rows: list[Mapping[str, Any]]) -> None:
+    def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
         table = manifest_table(rows).replace_schema_metadata(self.metadata)

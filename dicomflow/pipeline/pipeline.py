@@ -92,7 +92,8 @@ class _Task:
 
 
 def _stage_name(stage: Any) -> str:
-    return getattr(stage, "name", None) or getattr(stage, "__name__", type(stage).__name__)
+    name = getattr(stage, "name", None) or getattr(stage, "__name__", None)
+    return str(name or type(stage).__name__)
 
 
 def _run_one(row: dict[str, Any], task: _Task) -> dict[str, Any]:
@@ -127,7 +128,7 @@ def _run_one(row: dict[str, Any], task: _Task) -> dict[str, Any]:
                     {"sink": o.sink, "path": o.path, "sha256": o.sha256, "size": o.size}
                     for o in outputs
                 )
-            result["counts"] = instance.counts or None
+            result["counts"] = (instance.counts or None) if instance is not None else None
     except Skip as exc:
         result.update(status="skipped", stage=current, reason=str(exc))
     except OSError as exc:
@@ -344,9 +345,9 @@ class Pipeline:
         for batch in _catalog_batches(self.source):
             reasons: list[str | None] = [None] * batch.num_rows
             if expressions:
-                frame = pl.from_arrow(pa.Table.from_batches([batch]))
+                frame = pl.DataFrame(pa.Table.from_batches([batch]))
                 for f, expr in expressions:
-                    mask = frame.select(expr.fill_null(False).alias("m"))["m"].to_list()
+                    mask = frame.select(expr.fill_null(False).alias("m")).to_series().to_list()
                     for i, ok in enumerate(mask):
                         if not ok and reasons[i] is None:
                             reasons[i] = f"filtered out by {f.describe()}"

@@ -178,7 +178,7 @@ class _Reader:
         for members in groups.values():
             fs, _ = self._fs_path(refs[members[0]][0])
             paths = [self._fs_path(refs[i][0])[1] for i in members]
-            ends = [prefix if refs[i][1] is None else min(prefix, refs[i][1]) for i in members]
+            ends = [min(prefix, refs[i][1] or prefix) for i in members]
             try:
                 results = fs.cat_ranges(paths, [0] * len(paths), ends, on_error="return")
             except Exception as exc:  # noqa: BLE001
@@ -302,7 +302,7 @@ def read_headers(
     """
     reader = _Reader(storage_options)
     firsts = reader.first_reads(refs, prefix)
-    results = []
+    results: list[tuple[int | None, ParsedHeader | None, bytes, str | None]] = []
     fallbacks = 0
     for (uri, _), (first, size) in zip(refs, firsts):
         if isinstance(first, Exception):

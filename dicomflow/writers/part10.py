@@ -34,12 +34,12 @@ def encode_part10(ds: Dataset, transfer_syntax: str | None = None) -> bytes:
     transfer syntax from ``transfer_syntax`` or the dataset's current one.
     """
     old = getattr(ds, "file_meta", None) or FileMetaDataset()
-    ts = UID(transfer_syntax or old.get("TransferSyntaxUID") or ExplicitVRLittleEndian)
+    ts = UID(str(transfer_syntax or old.get("TransferSyntaxUID") or ExplicitVRLittleEndian))
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = ts
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     ds.file_meta = meta
     ds.preamble = b"\x00" * 128
