@@ -22,6 +22,7 @@ from .errors import (
 from .pipeline.instance import Instance, Output, Skip
 from .pipeline.pipeline import DiskFullError, Pipeline, RunReport, pipeline
 from .pipeline.stages import Filter, Map, filter, map
+from .readers.mediaset import read_mediaset
 from .schema import DEFAULT_COLUMNS, private_column
 
 __all__ = [
@@ -48,5 +49,6 @@ __all__ = [
     "TruncatedError",
     "__version__",
     "private_column",
+    "read_mediaset",
     "scan",
 ]

@@ -236,6 +236,9 @@ class Pipeline:
         if manifest is not None:
             return os.fspath(manifest)
         for sink in self.sinks:
+            folder = getattr(sink, "manifest_folder", None)
+            if folder is not None and "://" not in str(folder):
+                return os.fspath(folder)
             root = getattr(sink, "root", None)
             if root is not None and "://" not in str(root):
                 return os.path.join(os.fspath(root), ".dicomflow", "manifests")

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from .mediaset import MediaSet, write_mediaset
 from .parquet import ParquetDataset, write_catalog, write_dataset
 from .part10 import Part10Folder
 
-__all__ = ["ParquetDataset", "Part10Folder", "write_catalog", "write_dataset"]
+__all__ = [
+    "MediaSet",
+    "ParquetDataset",
+    "Part10Folder",
+    "write_catalog",
+    "write_dataset",
+    "write_mediaset",
+]
