@@ -1,0 +1,46 @@
+"""De-identification by DICOM PS3.15 Annex E: the Basic Application Level Confidentiality
+Profile and its Options, keyed and deterministic, with a verifier.
+
+The standard's tables (E.1-1, E.1-1a, E.3.10-1, E.3.4-1, CID 7050, and the PS3.3 attribute
+Types the compound codes need) are package data; see ``docs/deidentification.md`` for the
+conformance statement.
+
+Exceptions::
+
+    DicomflowError
+    +-- DeidentificationError(DicomflowError, ValueError)  an instance that cannot be
+    |                                                        de-identified with certainty
+    +-- ConfigError(DicomflowError, ValueError)            bad options, secret or lookup table
+
+Examples
+--------
+>>> from pydicom import Dataset
+>>> from dicomflow.anonymize import Deidentifier, DeidOptions, verify
+>>> ds = Dataset()
+>>> ds.PatientName, ds.PatientID, ds.StudyDate = "Doe^Jane", "12345", "20240102"
+>>> engine = Deidentifier(b"project secret, 32 bytes long...", DeidOptions())
+>>> out, counts = engine.deidentify(ds)
+>>> verify(ds, out)
+[]
+"""
+
+from __future__ import annotations
+
+from ._engine import ActionCounts, Deidentifier
+from ._errors import DeidentificationError
+from ._keys import Crosswalk, load_lookup
+from ._options import OPTIONS, DeidOptions, OptionSpec
+from ._verify import Finding, verify
+
+__all__ = [
+    "OPTIONS",
+    "ActionCounts",
+    "Crosswalk",
+    "DeidOptions",
+    "DeidentificationError",
+    "Deidentifier",
+    "Finding",
+    "OptionSpec",
+    "load_lookup",
+    "verify",
+]

@@ -1,0 +1,159 @@
+"""What happens around the attribute walk: the burned-in check, the record of what was done,
+and the regenerated File Meta Information."""
+
+from __future__ import annotations
+
+import uuid
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from .. import __version__
+from ._errors import DeidentificationError
+from ._options import BASIC_PROFILE_CODE, DeidOptions
+from ._tables import iod_for_sop_class, method_codes
+
+__all__ = ["IMPLEMENTATION_UID", "INSERTED_TEXTS", "check_pixels", "file_meta", "record_method"]
+
+#: Values the engine inserts into every output (besides the CID 7050 codes).
+INSERTED_TEXTS = ("YES", "UNMODIFIED", "MODIFIED", "REMOVED", "DCM", "PS3.15 Annex E")
+
+#: Implementation Class UID of dicomflow's de-identifier (2.25 form of a fixed name-based UUID).
+IMPLEMENTATION_UID = UID("2.25." + str(uuid.uuid5(uuid.NAMESPACE_URL, "dicomflow.anonymize").int))
+IMPLEMENTATION_VERSION = f"DICOMFLOW_{__version__}"[:16]
+
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+#: Modalities whose images often carry burned-in text.
+BURNED_IN_MODALITIES = frozenset({"US", "OT", "XC", "SC"})
+
+
+def _burned_in_iod(ciod: str | None) -> bool:
+    if ciod is None:
+        return False
+    return (
+        "Secondary Capture" in ciod
+        or ciod.startswith("Ultrasound")
+        or ciod in ("VL Photographic Image", "Video Photographic Image")
+    )
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    try:
+        value = ds.get(keyword)
+    except Exception:  # noqa: BLE001 - an unreadable value is reported by the walk
+        return ""
+    if value is None:
+        return ""
+    return str(value).strip().upper()
+
+
+def check_pixels(ds: Dataset, options: DeidOptions) -> None:
+    """Fail closed on pixel data that may show identifying text.
+
+    Raises
+    ------
+    DeidentificationError
+        Pixel data with Burned In Annotation ``YES``, or of a modality or SOP Class that often
+        carries burned-in text (US, SC, OT, XC, secondary and screen captures, VL photographs),
+        unless Clean Pixel Data is chosen; with it, always (pixel cleaning is not implemented).
+    """
+    if not any(tag in ds for tag in _PIXEL_TAGS):
+        return
+    reasons = []
+    if _text(ds, "BurnedInAnnotation") == "YES":
+        reasons.append("Burned In Annotation is YES")
+    modality = _text(ds, "Modality")
+    if modality in BURNED_IN_MODALITIES:
+        reasons.append(f"modality {modality} often carries burned-in text")
+    sop_class = _text(ds, "SOPClassUID")
+    ciod = iod_for_sop_class(sop_class)
+    if _burned_in_iod(ciod):
+        reasons.append(f"{ciod} instances often carry burned-in text")
+    if not reasons:
+        return
+    why = "; ".join(reasons)
+    if not options.clean_pixel_data:
+        raise DeidentificationError(
+            f"pixel data may show identifying text ({why}); not de-identified. Choose the "
+            "clean-pixel-data option to blank it, or leave the instance out"
+        )
+    raise DeidentificationError(
+        f"pixel data may show identifying text ({why}) and clean-pixel-data is not implemented "
+        "yet: blanking regions in the stored pixel values comes in a later release"
+    )
+
+
+def _code_item(code_value: str) -> Dataset:
+    row = method_codes()[code_value]
+    item = Dataset()
+    item.CodeValue = row.code_value
+    item.CodingSchemeDesignator = row.scheme
+    item.CodeMeaning = row.meaning
+    return item
+
+
+def record_method(out: Dataset, options: DeidOptions) -> None:
+    """Add Patient Identity Removed, the method text and codes, and the longitudinal flag.
+
+    The method text and code items are appended to any already present (PS3.15 E.1.1).
+    Clean Pixel Data is not recorded: no pixel data was changed.
+    """
+    codes = [BASIC_PROFILE_CODE] + [
+        s.code_value for s in options.selected if s.name != "clean-pixel-data"
+    ]
+    out.PatientIdentityRemoved = "YES"
+    texts = [f"dicomflow {__version__} PS3.15 Annex E"]
+    texts += [method_codes()[c].meaning for c in codes]
+    old = out.get(0x00120063)
+    if old is not None and old.value:
+        previous = list(old.value) if old.VM > 1 else [old.value]
+        texts = [str(t) for t in previous] + texts
+    out.DeidentificationMethod = texts
+    previous_items = out.get(0x00120064)
+    items = list(previous_items.value) if previous_items is not None else []
+    out.DeidentificationMethodCodeSequence = Sequence(items + [_code_item(c) for c in codes])
+    if options.retain_longitudinal_full_dates:
+        out.LongitudinalTemporalInformationModified = "UNMODIFIED"
+    elif options.retain_longitudinal_modified_dates:
+        out.LongitudinalTemporalInformationModified = "MODIFIED"
+    else:
+        out.LongitudinalTemporalInformationModified = "REMOVED"
+
+
+def _transfer_syntax(src: Dataset) -> UID:
+    meta = getattr(src, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return UID(meta.TransferSyntaxUID)
+    implicit, little = src.original_encoding
+    if implicit:
+        return ImplicitVRLittleEndian
+    if little is False:
+        return ExplicitVRBigEndian
+    return ExplicitVRLittleEndian
+
+
+def file_meta(src: Dataset, out: Dataset, instance_uid: str | None) -> FileMetaDataset:
+    """New File Meta Information describing dicomflow, for the de-identified ``out``.
+
+    Parameters
+    ----------
+    src : Dataset
+        The original (for its transfer syntax and Media Storage SOP Class).
+    out : Dataset
+        The de-identified data set.
+    instance_uid : str or None
+        Media Storage SOP Instance UID to write (already replaced by the caller).
+    """
+    meta = FileMetaDataset()
+    old = getattr(src, "file_meta", None)
+    sop_class = out.get("SOPClassUID") or (old.get("MediaStorageSOPClassUID") if old else None)
+    if sop_class:
+        meta.MediaStorageSOPClassUID = sop_class
+    uid: str | None = out.get("SOPInstanceUID") or instance_uid
+    if uid:
+        meta.MediaStorageSOPInstanceUID = UID(uid)
+    meta.TransferSyntaxUID = _transfer_syntax(src)
+    meta.ImplementationClassUID = IMPLEMENTATION_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    return meta
