@@ -25,10 +25,38 @@ from .pipeline.stages import Filter, Map, filter, map
 from .readers.mediaset import read_mediaset
 from .schema import DEFAULT_COLUMNS, private_column
 
+# Pixel arrays and volumes load dask.array, nibabel and zarr: imported on first use.
+_LAZY = {
+    name: "dicomflow.pixels"
+    for name in (
+        "FrameDecodeError", "GeometryError", "PixelDataError", "PixelOptions", "PixelSizeError",
+        "Volume", "Volumes", "frames", "locate_frames", "volumes",
+    )
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dicomflow' has no attribute {name!r}")
+
+
 __all__ = [
     "DEFAULT_COLUMNS",
     "Catalog",
     "DiskFullError",
+    "FrameDecodeError",
+    "GeometryError",
+    "PixelDataError",
+    "PixelOptions",
+    "PixelSizeError",
+    "Volume",
+    "Volumes",
+    "frames",
+    "locate_frames",
+    "volumes",
     "Filter",
     "Instance",
     "Map",

@@ -4,23 +4,27 @@ The voxel array is ``[column, rows - 1 - row, slice(, time)]`` with a RAS affine
 sform and, when the grid is not sheared, the qform. Stored values are written as they are in
 DICOM, with Rescale Slope/Intercept in ``scl_slope``/``scl_inter`` when every slice shares them,
 else rescaled to float32. Because NIfTI's x-fastest order is the C order of the volume's
-``[(time,) slice, row, column]`` array, slices stream to disk as they are decoded: an
-uncompressed file is filled through a memory map by dask in parallel, a ``.nii.gz`` in batches.
+``[(time,) slice, row, column]`` array, slices stream to disk as they are decoded, in batches
+decoded in parallel while the previous batch is written (``.nii.gz`` through gzip level 1).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import ConfigError
+
 if TYPE_CHECKING:
     from ..pixels import Volume
 
-__all__ = ["bids_sidecar", "nifti_header", "write_nifti"]
+__all__ = ["bids_sidecar", "nifti_header", "nifti_layout", "write_nifti"]
 
 _VOX_OFFSET = 352
 
@@ -37,23 +41,72 @@ def _sheared(affine: np.ndarray) -> bool:
     return bool(np.max(np.abs(cols.T @ cols - np.eye(3))) > 1e-4)
 
 
-def nifti_header(volume: Volume, dtype: np.dtype, scale: tuple[float, float] | None):
-    """A nibabel ``Nifti1Header`` for ``volume`` stored as ``dtype``."""
+def wants_reorientation(volume: Volume) -> bool:
+    """dcm2niix's default: 3-D (non-EPI) MR acquisitions are stored closest to RAS."""
+    info = volume.info
+    if str(info.get("MRAcquisitionType") or "").upper() != "3D":
+        return False
+    if str(info.get("EchoPlanarPulseSequence") or "").upper() == "YES":
+        return False
+    scanning = str(info.get("ScanningSequence") or "").upper().replace("\\", " ").split()
+    return "EP" not in scanning and "EPI" not in str(info.get("SequenceName") or "").upper()
+
+
+def nifti_layout(volume: Volume, reorient: bool | str = "auto"):
+    """The volume as a dask array in NIfTI order (C-order ``[(t,) z, y, x]``) and its RAS affine.
+
+    Rows are flipped as dcm2niix does. ``reorient=True`` (or ``"auto"`` for 3-D MR
+    acquisitions, as dcm2niix) permutes and flips axes losslessly to the closest RAS layout.
+    """
+    from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+    arr = volume.array[..., ::-1, :]
+    affine = pixel_affine(volume)
+    if reorient == "auto":
+        reorient = wants_reorientation(volume)
+    if not reorient or volume.grid is None:
+        return arr, affine
+    spatial = arr.shape[-3:][::-1]  # (x, y, z)
+    # ornt[i] = (new axis of NIfTI axis i, flip); NIfTI axis i is array axis ndim - 1 - i
+    ornt = ornt_transform(io_orientation(affine), axcodes2ornt("RAS"))
+    for i, (_, flip) in enumerate(ornt):
+        if flip < 0:
+            index = [slice(None)] * arr.ndim
+            index[arr.ndim - 1 - i] = slice(None, None, -1)
+            arr = arr[tuple(index)]
+    source = np.argsort(ornt[:, 0])  # source[j]: the NIfTI axis that becomes axis j
+    lead = arr.ndim - 3
+    arr = arr.transpose(*range(lead), *(arr.ndim - 1 - int(source[j]) for j in (2, 1, 0)))
+    affine = affine @ inv_ornt_aff(ornt, spatial)
+    return arr, affine
+
+
+def pixel_affine(volume: Volume) -> np.ndarray:
+    """The NIfTI affine, or only the voxel size when the volume has no patient geometry."""
+    if volume.grid is not None:
+        return volume.nifti_affine
+    dr, dc = volume.planes[0].pixel_spacing or (1.0, 1.0)
+    return np.diag([float(dc), float(dr), 1.0, 1.0])
+
+
+def nifti_header(volume: Volume, dtype: np.dtype, scale: tuple[float, float] | None, affine, shape):
+    """A nibabel ``Nifti1Header`` for data of C-order ``shape`` stored as ``dtype``."""
     import nibabel as nib
 
-    shape = volume.shape
     if volume.planes[0].ref.fmt.samples_per_pixel > 1:
-        raise NotImplementedError("colour volumes are written as Zarr or PNG, not NIfTI")
-    spatial = shape[-3:]
-    dims = (spatial[2], spatial[1], spatial[0], *((shape[0],) if volume.is_4d else ()))
+        raise ConfigError("colour volumes are written as Zarr or PNG, not NIfTI")
+    dims = tuple(int(n) for n in shape[::-1])
     header = nib.Nifti1Header()
     header.set_data_dtype(dtype)
     header.set_data_shape(dims)
-    affine = volume.nifti_affine
-    header.set_sform(affine, code=1)
-    if _sheared(affine):
+    if volume.grid is None:  # NIfTI code 0: no orientation known, the voxel size only
+        header.set_sform(affine, code=0)
+        header.set_qform(affine, code=0)
+    elif _sheared(affine):
+        header.set_sform(affine, code=1)
         header.set_qform(None, code=0)  # a qform cannot hold a shear: leave it unset
     else:
+        header.set_sform(affine, code=1)
         header.set_qform(affine, code=1)
     zooms = [float(np.linalg.norm(affine[:3, i])) for i in range(3)]
     if volume.is_4d:
@@ -124,6 +177,7 @@ def write_nifti(
     path,
     *,
     sidecar: bool = True,
+    reorient: bool | str = "auto",
     batch: int = 64,
     scheduler: str | None = "threads",
     num_workers: int | None = None,
@@ -138,6 +192,9 @@ def write_nifti(
         Output file; ``.nii.gz`` is gzip-compressed.
     sidecar : bool
         Also write ``<name>.json`` (BIDS-style metadata, provenance, geometry warnings).
+    reorient : bool or "auto"
+        Permute/flip axes losslessly to the layout closest to RAS; ``"auto"`` does it for 3-D
+        MR acquisitions only, as dcm2niix does. Rows are always flipped (dcm2niix's layout).
     batch : int
         Slices decoded per step when compressing.
     scheduler, num_workers
@@ -152,8 +209,6 @@ def write_nifti(
     --------
     >>> vol.to_nifti("sub-01_ct.nii.gz")    # doctest: +SKIP
     """
-    import dask.array as da
-
     path = Path(path)
     arr = volume.array
     dtype = np.dtype(arr.dtype)
@@ -162,6 +217,11 @@ def write_nifti(
         rescale = volume.rescale
         if rescale is None:  # slices scaled differently: store real values
             slopes, intercepts = _plane_scales(volume)
+            if int(np.prod(arr.shape[:-2])) != len(volume.sop_instance_uids):
+                raise ConfigError(
+                    "slices scaled differently cannot be written from a resampled volume; "
+                    "build the volumes with PixelOptions(modality_lut=True)"
+                )
             per = arr.reshape((len(volume.planes), -1, *arr.shape[-2:]))
             arr = (
                 per.astype(np.float32) * slopes[:, None, None, None].astype(np.float32)
@@ -170,30 +230,30 @@ def write_nifti(
             dtype = np.dtype(np.float32)
         elif rescale != (1.0, 0.0):
             scale = rescale
-    header = nifti_header(volume, dtype, scale)
-    flipped = arr[..., ::-1, :]
-    compute = {"scheduler": scheduler}
+    shadow = replace(volume, array=arr)
+    flipped, affine = nifti_layout(shadow, reorient)
+    header = nifti_header(volume, dtype, scale, affine, flipped.shape)
+    compute: dict[str, Any] = {"scheduler": scheduler}
     if num_workers:
         compute["num_workers"] = num_workers
     path.parent.mkdir(parents=True, exist_ok=True)
     header_bytes = header.binaryblock + b"\x00" * (_VOX_OFFSET - len(header.binaryblock))
-    if path.name.endswith(".gz"):
-        with gzip.open(path, "wb", compresslevel=1) as f:
-            f.write(header_bytes)
-            lead = flipped.reshape((-1, *flipped.shape[-2:]))
-            for start in range(0, lead.shape[0], batch):
-                block = lead[start : start + batch].compute(**compute)
-                f.write(np.ascontiguousarray(block, dtype=dtype.newbyteorder("<")).tobytes())
-    else:
-        with open(path, "wb") as f:
-            f.write(header_bytes)
-            f.truncate(_VOX_OFFSET + int(np.prod(arr.shape)) * dtype.itemsize)
-        target = np.memmap(
-            path, dtype=dtype.newbyteorder("<"), mode="r+", offset=_VOX_OFFSET, shape=arr.shape
-        )
-        da.store(flipped.astype(target.dtype, copy=False), target, lock=False, **compute)
-        target.flush()
-        del target
+    lead = flipped.reshape((-1, *flipped.shape[-2:]))  # type: ignore[union-attr]
+    little = dtype.newbyteorder("<")
+    opener = gzip.open(path, "wb", compresslevel=1) if path.name.endswith(".gz") else None
+    with opener or open(path, "wb") as f, ThreadPoolExecutor(1) as prefetch:
+        f.write(header_bytes)
+        starts = range(0, lead.shape[0], batch)
+
+        def block(first: int) -> np.ndarray:
+            return lead[first : first + batch].compute(**compute)
+
+        pending: Future[np.ndarray] | None = None
+        for start in starts:  # decode the next batch (dask threads) while this one is written
+            current = pending.result() if pending else block(start)
+            following = start + batch
+            pending = prefetch.submit(block, following) if following < lead.shape[0] else None
+            f.write(np.ascontiguousarray(current, dtype=little).data.cast("B"))
     if sidecar:
         _sidecar_path(path).write_text(json.dumps(bids_sidecar(volume), indent=2))
     return path

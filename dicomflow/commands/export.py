@@ -1,0 +1,162 @@
+"""``dicomflow export SRC DST --format nifti|zarr|png``: one output per volume, with a report."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+_SUFFIX = {"nifti": ".nii.gz", "zarr": ".zarr", "png": ".png"}
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``export`` subcommand."""
+    parser = subparsers.add_parser(
+        "export",
+        help="write every volume of a DICOM source as NIfTI, Zarr or PNG",
+        description=(
+            "Group the images of SRC into volumes (series split into stacks, sorted along the "
+            "slice normal, 4-D for repeats) and write one output per volume into DST, with a "
+            "geometry report (DST/export-report.parquet). SRC is a folder, glob or URL (scanned "
+            "with dicomflow.scan) or a catalog saved as .parquet."
+        ),
+    )
+    parser.add_argument("src", metavar="SRC", help="folder, glob, fsspec URL, or catalog .parquet")
+    parser.add_argument("dst", metavar="DST", help="output folder (local path)")
+    parser.add_argument("--format", choices=sorted(_SUFFIX), default="nifti")
+    parser.add_argument(
+        "--uncompressed", action="store_true", help="NIfTI: write .nii instead of .nii.gz"
+    )
+    parser.add_argument(
+        "--resample",
+        action="store_true",
+        help="resample tilted or irregularly spaced stacks onto a regular grid",
+    )
+    parser.add_argument(
+        "--reorient",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="NIfTI: store closest to RAS (auto: 3-D MR acquisitions, as dcm2niix)",
+    )
+    parser.add_argument("--window", help="PNG window: a preset (brain, lung, bone...) or C,W")
+    parser.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fsspec storage option for reading SRC (repeatable)",
+    )
+    parser.add_argument("--workers", type=int, default=None, help="decoding threads")
+    parser.set_defaults(func=run)
+
+
+def _storage_options(pairs: list[str]) -> dict[str, Any]:
+    from ..errors import ConfigError
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--storage-option {pair!r}: expected KEY=VALUE")
+        lowered = value.lower()
+        options[key] = {"true": True, "false": False}.get(lowered, value)
+    return options
+
+
+def _catalog(src: str, storage_options: dict[str, Any]):
+    from ..errors import ConfigError
+
+    if src.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(src)
+    try:
+        from .. import scan  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise ConfigError(
+            "scanning SRC needs dicomflow.scan; pass a catalog .parquet instead"
+        ) from exc
+    return scan(src, storage_options=storage_options or None)
+
+
+def _name(index: int, volume) -> str:
+    info = volume.info
+    number = info.get("SeriesNumber")
+    number = "" if number is None else f"_s{int(float(number)):03d}"
+    desc = str(info.get("SeriesDescription") or info.get("Modality") or "volume")
+    desc = re.sub(r"[^A-Za-z0-9]+", "-", desc).strip("-")[:48] or "volume"
+    return f"{index:03d}{number}_{desc}"
+
+
+def _window(text: str | None):
+    if text is None:
+        return None
+    if "," in text:
+        center, width = text.split(",", 1)
+        return float(center), float(width)
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export every volume of ``args.src``; 0 when all were written, 1 otherwise."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..pixels import volumes
+
+    started = time.perf_counter()
+    storage_options = _storage_options(args.storage_option)
+    catalog = _catalog(args.src, storage_options)
+    vols = volumes(catalog, storage_options=storage_options or None, resample=args.resample)
+    dst = Path(args.dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    total = len(vols)
+    print(f"{total} volume(s) from {args.src}", file=sys.stderr)
+    outputs: list[str | None] = []
+    statuses: list[str] = []
+    errors: list[str | None] = []
+    suffix = ".nii" if args.format == "nifti" and args.uncompressed else _SUFFIX[args.format]
+    compute = {"num_workers": args.workers} if args.workers else {}
+    for i, volume in enumerate(vols):
+        target = dst / (_name(i, volume) + suffix)
+        try:
+            if args.format == "nifti":
+                reorient = {"auto": "auto", "yes": True, "no": False}[args.reorient]
+                volume.to_nifti(target, reorient=reorient, **compute)
+            elif args.format == "zarr":
+                volume.to_zarr(target)
+            else:
+                volume.to_png(target, window=_window(args.window))
+        except Exception as exc:  # one failed volume is a row in the report, not the end
+            outputs.append(None)
+            statuses.append("failed")
+            errors.append(f"{type(exc).__name__}: {exc}")
+            print(f"[{i + 1}/{total}] FAILED {target.name}: {exc}", file=sys.stderr)
+            continue
+        outputs.append(str(target))
+        statuses.append("written")
+        errors.append(None)
+        shape = "x".join(str(n) for n in volume.shape)
+        print(f"[{i + 1}/{total}] {target.name} {shape}", file=sys.stderr)
+        for warning in volume.warnings:
+            print(f"    warning: {warning}", file=sys.stderr)
+    report = vols.report
+    report = report.append_column("output", pa.array(outputs, pa.string()))
+    report = report.append_column("status", pa.array(statuses, pa.string()))
+    report = report.append_column("export_error", pa.array(errors, pa.string()))
+    pq.write_table(report, dst / "export-report.parquet")
+    failed = statuses.count("failed")
+    warned = sum(1 for v in vols if v.warnings)
+    elapsed = time.perf_counter() - started
+    print(
+        f"{total - failed} written, {failed} failed, {warned} with geometry warnings, "
+        f"{len(vols.skipped)} catalog row(s) without an image; {elapsed:.1f} s; "
+        f"report: {dst / 'export-report.parquet'}",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0

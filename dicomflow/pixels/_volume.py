@@ -1,0 +1,261 @@
+"""The ``Volume``: a lazy array with its geometry and provenance; ``Volumes`` and the report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pyarrow as pa
+
+from ._errors import GeometryError
+from ._frames import PixelOptions
+from ._geometry import Grid
+from ._slices import Plane
+
+__all__ = ["Volume", "Volumes"]
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """A series (or part of one) as a lazy array with its geometry and provenance.
+
+    Attributes
+    ----------
+    array : dask.array.Array
+        ``(slices, rows, columns)``, or ``(time, slices, rows, columns)`` for repeated stacks;
+        a trailing samples axis for colour. Nothing is read until computed.
+    grid : Grid or None
+        Origin, directions, spacing and shape; None when the planes carry no geometry.
+    planes : tuple of Plane
+        The source planes in array order (time-major); one per time point for mosaics.
+    warnings : tuple of str
+        Geometry findings: missing or duplicate slices, irregular spacing, tilt, dropped images.
+    info : dict
+        Report fields (see :attr:`Volumes.report`) and sidecar metadata.
+    """
+
+    array: da.Array
+    grid: Grid | None
+    planes: tuple[Plane, ...]
+    warnings: tuple[str, ...] = ()
+    info: Mapping[str, Any] = field(default_factory=dict)
+    storage_options: Mapping[str, Any] | None = None
+    options: PixelOptions = PixelOptions()
+
+    # -- geometry ----------------------------------------------------------------------------
+    @property
+    def affine(self) -> np.ndarray:
+        """4x4 LPS affine mapping ``(column, row, slice, 1)`` to patient millimetres."""
+        if self.grid is None:
+            raise GeometryError("this volume has no patient geometry (no position/orientation)")
+        return self.grid.affine
+
+    @property
+    def nifti_affine(self) -> np.ndarray:
+        """4x4 RAS affine of the NIfTI layout (x = column, y = flipped row, z = slice)."""
+        if self.grid is None:
+            raise GeometryError("this volume has no patient geometry (no position/orientation)")
+        return self.grid.nifti_affine()
+
+    @property
+    def spacing(self) -> tuple[float, float, float] | None:
+        """(slice, row, column) spacing in mm."""
+        return None if self.grid is None else self.grid.spacing
+
+    @property
+    def origin(self) -> np.ndarray | None:
+        """LPS position of voxel [0, 0, 0]."""
+        return None if self.grid is None else self.grid.origin
+
+    @property
+    def direction(self) -> np.ndarray | None:
+        """3x3 direction cosines (columns: column, row, slice axes), LPS."""
+        return None if self.grid is None else self.grid.direction
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    @property
+    def is_4d(self) -> bool:
+        samples = 1 if self.planes[0].ref.fmt.samples_per_pixel == 1 else 2
+        return self.array.ndim - samples == 3
+
+    @property
+    def sop_instance_uids(self) -> list[str | None]:
+        """Source SOP Instance UID of every slice, in array order (time-major)."""
+        out = []
+        for plane in self.planes:
+            n = plane.mosaic.count if plane.mosaic else 1
+            out.extend([plane.sop_instance_uid] * n)
+        return out
+
+    @property
+    def rescale(self) -> tuple[float, float] | None:
+        """(slope, intercept) shared by every plane, or None when they differ."""
+        pairs = {(p.slope, p.intercept) for p in self.planes}
+        return pairs.pop() if len(pairs) == 1 else None
+
+    # -- conversions -------------------------------------------------------------------------
+    def to_nifti(self, path, *, sidecar: bool = True, **kwargs):
+        """Write NIfTI-1 (``.nii`` or ``.nii.gz``) and a BIDS-style JSON sidecar."""
+        from ..writers.nifti import write_nifti
+
+        return write_nifti(self, path, sidecar=sidecar, **kwargs)
+
+    def to_zarr(self, path, **kwargs):
+        """Write a Zarr v3 group (compressed, chunked along slices, OME-NGFF metadata)."""
+        from ..writers.zarr import write_zarr
+
+        return write_zarr(self, path, **kwargs)
+
+    def to_png(self, path, **kwargs):
+        """Write a windowed PNG preview (middle slice by default)."""
+        from ..writers.preview import write_png
+
+        return write_png(self, path, **kwargs)
+
+    def to_xarray(self):
+        """An ``xarray.DataArray`` (lazy) with physical coordinates in mm.
+
+        Dimensions are ``("t",) "z", "y", "x" (, "c")``; ``z`` is the distance along the slice
+        normal, ``y``/``x`` the distance along the column/row directions from the origin. The LPS
+        affine, origin and direction are in ``attrs``.
+        """
+        import xarray as xr
+
+        dims: list[str] = ["z", "y", "x"]
+        if self.is_4d:
+            dims.insert(0, "t")
+        if self.array.ndim > len(dims):
+            dims.append("c")
+        coords: dict[str, Any] = {}
+        sz, sy, sx = self.spacing or (1.0, 1.0, 1.0)
+        axis = dims.index("z")
+        coords["z"] = ("z", np.arange(self.array.shape[axis]) * sz, {"units": "mm"})
+        coords["y"] = ("y", np.arange(self.array.shape[axis + 1]) * sy, {"units": "mm"})
+        coords["x"] = ("x", np.arange(self.array.shape[axis + 2]) * sx, {"units": "mm"})
+        if self.is_4d:
+            coords["t"] = ("t", np.arange(self.array.shape[0]))
+        attrs = {k: v for k, v in self.info.items() if isinstance(v, str | int | float)}
+        if self.grid is not None:
+            attrs["affine_lps"] = self.affine.tolist()
+            attrs["origin_lps"] = self.grid.origin.tolist()
+            attrs["direction_lps"] = self.grid.direction.tolist()
+        attrs["warnings"] = list(self.warnings)
+        return xr.DataArray(self.array, dims=dims, coords=coords, attrs=attrs, name="pixels")
+
+    def resampled(self, spacing: float | None = None) -> Volume:
+        """This volume on a regular grid orthogonal to its slices (tilt and spacing corrected).
+
+        Each output slice is a linear interpolation of the two input slices around it, after
+        shifting them in-plane so that the stack runs along the normal; rows are added so that no
+        shifted pixel is lost (as dcm2niix's tilt correction does). Lazy like the input.
+        """
+        from ._resample import resample_volume
+
+        return resample_volume(self, spacing)
+
+    def __repr__(self) -> str:
+        desc = self.info.get("SeriesDescription") or ""
+        return (
+            f"<Volume {self.info.get('Modality') or ''} {desc!r} shape={self.shape} "
+            f"dtype={self.dtype} spacing={self.spacing} warnings={len(self.warnings)}>"
+        )
+
+
+class Volumes(Sequence[Volume]):
+    """The volumes of a catalog, plus a geometry report table (one row per volume)."""
+
+    def __init__(self, items: Sequence[Volume], skipped: Sequence[tuple[str, str]] = ()):
+        self._items = tuple(items)
+        self.skipped = tuple(skipped)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return Volumes(self._items[index])
+        return self._items[index]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Volume]:
+        return iter(self._items)
+
+    def __repr__(self) -> str:
+        return f"<Volumes: {len(self)} volume(s), {len(self.skipped)} row(s) skipped>"
+
+    @property
+    def report(self) -> pa.Table:
+        """One row per volume: identity, shape, spacing, orientation and geometry warnings."""
+        rows = [_report_row(i, v) for i, v in enumerate(self._items)]
+        return pa.Table.from_pylist(rows, schema=_REPORT_SCHEMA)
+
+    def to_polars(self):
+        """The report as a polars DataFrame."""
+        import polars as pl
+
+        return pl.from_arrow(self.report)
+
+
+_REPORT_SCHEMA = pa.schema(
+    [
+        ("volume", pa.int32()),
+        ("series_instance_uid", pa.string()),
+        ("SeriesNumber", pa.float64()),
+        ("SeriesDescription", pa.string()),
+        ("Modality", pa.string()),
+        ("shape", pa.list_(pa.int64())),
+        ("dtype", pa.string()),
+        ("timepoints", pa.int32()),
+        ("slices", pa.int32()),
+        ("spacing", pa.list_(pa.float64())),
+        ("origin", pa.list_(pa.float64())),
+        ("orientation", pa.list_(pa.float64())),
+        ("tilt_degrees", pa.float64()),
+        ("irregular_spacing", pa.bool_()),
+        ("max_spacing_deviation", pa.float64()),
+        ("missing_slices", pa.int32()),
+        ("duplicate_slices", pa.int32()),
+        ("dropped_images", pa.int32()),
+        ("has_geometry", pa.bool_()),
+        ("files", pa.int32()),
+        ("first_uri", pa.string()),
+        ("warnings", pa.list_(pa.string())),
+    ]
+)
+
+
+def _report_row(i: int, v: Volume) -> dict:
+    info = v.info
+    return {
+        "volume": i,
+        "series_instance_uid": info.get("SeriesInstanceUID"),
+        "SeriesNumber": info.get("SeriesNumber"),
+        "SeriesDescription": info.get("SeriesDescription"),
+        "Modality": info.get("Modality"),
+        "shape": list(v.shape),
+        "dtype": str(v.dtype),
+        "timepoints": v.shape[0] if v.is_4d else 1,
+        "slices": info.get("slices"),
+        "spacing": list(v.spacing) if v.spacing else None,
+        "origin": v.grid.origin.tolist() if v.grid is not None else None,
+        "orientation": list(info.get("orientation") or []) or None,
+        "tilt_degrees": info.get("tilt_degrees", 0.0),
+        "irregular_spacing": info.get("irregular_spacing", False),
+        "max_spacing_deviation": info.get("max_spacing_deviation", 0.0),
+        "missing_slices": info.get("missing_slices", 0),
+        "duplicate_slices": info.get("duplicate_slices", 0),
+        "dropped_images": info.get("dropped_images", 0),
+        "has_geometry": v.grid is not None,
+        "files": len({p.ref.uri for p in v.planes}),
+        "first_uri": v.planes[0].ref.uri,
+        "warnings": list(v.warnings),
+    }
