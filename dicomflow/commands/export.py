@@ -1,4 +1,9 @@
-"""``dicomflow export SRC DST --format nifti|zarr|png``: one output per volume, with a report."""
+"""``dicomflow export SRC DST --format nifti|zarr|png|dicom``.
+
+Volumes (NIfTI, Zarr, PNG): one output per volume, with a geometry report. DICOM: every
+instance as a Part 10 file (or a DICOMDIR media set with ``--dicomdir``) through a pipeline,
+with its manifest.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ def register(subparsers: Any) -> None:
     """Add the ``export`` subcommand."""
     parser = subparsers.add_parser(
         "export",
-        help="write every volume of a DICOM source as NIfTI, Zarr or PNG",
+        help="write a DICOM source as NIfTI/Zarr/PNG volumes or as DICOM (folder or DICOMDIR)",
         description=(
             "Group the images of SRC into volumes (series split into stacks, sorted along the "
             "slice normal, 4-D for repeats) and write one output per volume into DST, with a "
@@ -28,7 +33,17 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("src", metavar="SRC", help="folder, glob, fsspec URL, or catalog .parquet")
     parser.add_argument("dst", metavar="DST", help="output folder (local path)")
-    parser.add_argument("--format", choices=sorted(_SUFFIX), default="nifti")
+    parser.add_argument("--format", choices=[*sorted(_SUFFIX), "dicom"], default="nifti")
+    parser.add_argument(
+        "--dicomdir", action="store_true", help="DICOM: write a PS3.10 media set with a DICOMDIR"
+    )
+    parser.add_argument(
+        "--template",
+        default=None,
+        help="DICOM folder: path template of {Keyword} fields (default "
+        "{PatientID}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="DICOM: show the plan only")
     parser.add_argument(
         "--uncompressed", action="store_true", help="NIfTI: write .nii instead of .nii.gz"
     )
@@ -112,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     storage_options = _storage_options(args.storage_option)
     catalog = _catalog(args.src, storage_options)
+    if args.format == "dicom":
+        return _export_dicom(catalog, args, storage_options)
     vols = volumes(catalog, storage_options=storage_options or None, resample=args.resample)
     dst = Path(args.dst)
     dst.mkdir(parents=True, exist_ok=True)
@@ -160,3 +177,21 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if failed else 0
+
+
+def _export_dicom(catalog: Any, args: argparse.Namespace, storage_options: dict[str, Any]) -> int:
+    """Every instance of the catalog into a Part 10 folder or a media set, via a pipeline."""
+    from ..pipeline.pipeline import pipeline
+    from ..writers.mediaset import MediaSet
+    from ..writers.part10 import DEFAULT_TEMPLATE, Part10Folder
+    from .run import execute
+
+    if args.dicomdir:
+        sink: Any = MediaSet(args.dst)
+    else:
+        sink = Part10Folder(args.dst, template=args.template or DEFAULT_TEMPLATE)
+    run_args = argparse.Namespace(
+        workers=args.workers, batch_size=32, manifest=None, no_resume=False,
+        dry_run=args.dry_run, quiet=False,
+    )  # fmt: skip
+    return execute(pipeline(catalog, storage_options=storage_options).write(sink), run_args)
