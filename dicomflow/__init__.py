@@ -36,6 +36,10 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> object:
+    if name == "network":  # DIMSE and DICOMweb: dfl.network.find(...), dfl.network.pull(...)
+        import importlib
+
+        return importlib.import_module("dicomflow.network")
     if name in _LAZY:
         import importlib
 

@@ -1,0 +1,63 @@
+"""DICOM networking: DIMSE and DICOMweb as sources and sinks, a Storage SCP, bulk pulls.
+
+>>> from dicomflow import network as net
+>>> pacs = net.Peer.parse("ORTHANC@127.0.0.1:4242")
+>>> net.find(pacs, "Modality=CT", level="series")            # doctest: +SKIP
+>>> net.pull(pacs, "StudyDate=20240101-20240131", "lake/")   # doctest: +SKIP
+
+Nothing here runs at import: no sockets, no threads, no pynetdicom settings changed.
+Exceptions: see :mod:`dicomflow.network._errors` (all derive from ``DicomflowError`` and the
+builtin a caller would catch: ``ConnectionRefusedError``, ``TimeoutError``, ``LookupError``).
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    AssociationAbortedError,
+    AssociationRejectedError,
+    DicomWebError,
+    DimseStatusError,
+    MoveDestinationError,
+    NetworkError,
+    NetworkTimeoutError,
+    SubOperationsFailedError,
+)
+from ._lake import Lake, Landed, read_records
+from ._options import AssociationOptions, Peer
+from .dicomweb import DicomWeb, DicomWebOptions, StowSink, retrieve_frames
+from .pull import PullEvent, PullOptions, PullReport, plan, pull
+from .scp import SCPOptions, StorageSCP
+from .scu import RetrieveResult, StoreSink, echo, find, get, move
+
+__all__ = [
+    "AssociationAbortedError",
+    "AssociationOptions",
+    "AssociationRejectedError",
+    "DicomWeb",
+    "DicomWebError",
+    "DicomWebOptions",
+    "DimseStatusError",
+    "Lake",
+    "Landed",
+    "MoveDestinationError",
+    "NetworkError",
+    "NetworkTimeoutError",
+    "Peer",
+    "PullEvent",
+    "PullOptions",
+    "PullReport",
+    "RetrieveResult",
+    "SCPOptions",
+    "StorageSCP",
+    "StoreSink",
+    "StowSink",
+    "SubOperationsFailedError",
+    "echo",
+    "find",
+    "get",
+    "move",
+    "plan",
+    "pull",
+    "read_records",
+    "retrieve_frames",
+]

@@ -20,8 +20,8 @@ SINKS = {
     "folder": "dicomflow.writers.part10:Part10Folder",
     "mediaset": "dicomflow.writers.mediaset:MediaSet",
     "parquet": "dicomflow.writers.parquet:ParquetDataset",
-    "cstore": "dicomflow.network.scu:CStoreSink",
-    "stow": "dicomflow.network.dicomweb:StowSink",
+    "c-store": "dicomflow.network.scu:StoreSink",
+    "stow-rs": "dicomflow.network.dicomweb:StowSink",
 }
 
 

@@ -1,0 +1,248 @@
+"""``dicomflow echo|find|pull|receive``: talk to a PACS, fill a lake from it, or listen for one."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import threading
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["register"]
+
+
+def _add_peer(parser: argparse.ArgumentParser, *, ae_default: str = "DICOMFLOW") -> None:
+    parser.add_argument("--pacs", required=True, metavar="AE@HOST:PORT", help="the peer")
+    parser.add_argument("--ae", default=ae_default, help=f"our AE title (default: {ae_default})")
+    parser.add_argument("--timeout", type=float, default=120.0, help="DIMSE timeout, seconds")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``echo``, ``find``, ``pull`` and ``receive`` subcommands."""
+    p = subparsers.add_parser("echo", help="C-ECHO a DICOM peer")
+    _add_peer(p)
+    p.set_defaults(func=run_echo)
+
+    p = subparsers.add_parser(
+        "find",
+        help="C-FIND a DICOM peer; answers as a table (or Parquet)",
+        description="Query a peer at one level; the answers are typed like a dicomflow catalog.",
+    )
+    _add_peer(p)
+    p.add_argument("--level", default="study", choices=["patient", "study", "series", "image"])
+    p.add_argument("--model", default="study", choices=["study", "patient"])
+    p.add_argument("--query", default="", help="e.g. 'Modality=CT StudyDate=20240101-20240131'")
+    p.add_argument("--columns", default="", help="extra return keys, comma separated")
+    p.add_argument("-o", "--output", metavar="OUT.parquet", help="write the answers here")
+    p.set_defaults(func=run_find)
+
+    p = subparsers.add_parser(
+        "pull",
+        help="pull every matching series from a PACS into a lake (resumable)",
+        description=(
+            "Plan with C-FIND (study, then series), fetch series by series with C-GET (or "
+            "C-MOVE to a Storage SCP started here), check every series is complete. Rerunning "
+            "the same command fetches only what is missing."
+        ),
+    )
+    _add_peer(p)
+    p.add_argument("--query", default="", help="e.g. 'Modality=CT StudyDate=20240101-20240131'")
+    p.add_argument("--lake", required=True, metavar="DST", help="lake folder (or fsspec URL)")
+    p.add_argument("--port", type=int, default=11113, help="our Storage SCP port (C-MOVE)")
+    p.add_argument("--bind", default="0.0.0.0", help="address our Storage SCP listens on")
+    p.add_argument("--concurrency", type=int, default=2, help="series fetched at once")
+    p.add_argument(
+        "--store-ae",
+        action="append",
+        default=[],
+        metavar="AE",
+        help="calling AE the PACS stores with on C-MOVE, if not its own (repeatable)",
+    )
+    p.add_argument("--method", default="auto", choices=["auto", "get", "move"])
+    p.add_argument("--model", default="study", choices=["study", "patient"])
+    p.add_argument("--retries", type=int, default=3)
+    p.add_argument("--fsync", default="batch", choices=["each", "batch", "none"])
+    _add_stages(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run_pull)
+
+    p = subparsers.add_parser(
+        "receive",
+        help="run a Storage SCP that lands every received instance in a lake",
+        description=(
+            "Listen for C-STORE from the allowed calling AE titles; write each instance as "
+            "received (no decoding) to DST/<study>/<series>/<sop>.dcm, acknowledge once it is "
+            "durable, record it in DST/_lake/received-*.parquet. Stops on Ctrl-C or SIGTERM."
+        ),
+    )
+    p.add_argument("--ae", required=True, help="the AE title we answer to")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--lake", required=True, metavar="DST")
+    p.add_argument("--bind", default="0.0.0.0", help="address to listen on")
+    p.add_argument(
+        "--allow", action="append", default=[], metavar="AE", help="allowed calling AE (repeat)"
+    )
+    p.add_argument("--allow-any", action="store_true", help="accept any calling AE title")
+    p.add_argument(
+        "--allow-host", action="append", default=None, metavar="IP", help="allowed peer address"
+    )
+    p.add_argument("--fsync", default="each", choices=["each", "batch", "none"])
+    p.add_argument("--max-associations", type=int, default=16)
+    _add_stages(p)
+    p.set_defaults(func=run_receive)
+
+
+def _add_stages(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--stage",
+        action="append",
+        default=[],
+        metavar="MODULE:CALLABLE",
+        help="apply a stage (Instance -> Instance | None) before landing (repeatable)",
+    )
+    p.add_argument(
+        "--deid", metavar="KEYFILE", help="de-identify before landing, keyed by this secret file"
+    )
+
+
+def _stages(args: argparse.Namespace) -> list[Any]:
+    stages: list[Any] = []
+    for spec in args.stage:
+        module, sep, name = spec.partition(":")
+        if not sep:
+            raise ConfigError(f"--stage {spec!r}: expected MODULE:CALLABLE")
+        try:
+            stages.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"--stage {spec!r}: {exc}") from exc
+    if args.deid:
+        stages.append(_deid_stage(args.deid))
+    return stages
+
+
+def _deid_stage(keyfile: str) -> Any:
+    from ..anonymize import Deidentifier
+
+    with open(keyfile, "rb") as f:
+        secret = f.read().strip()
+    engine = Deidentifier(secret)
+
+    def deidentify(instance: Any) -> Any:
+        out, _ = engine.deidentify(instance.dataset)
+        instance.dataset = out
+        return instance
+
+    deidentify.name = "deidentify"  # type: ignore[attr-defined]
+    return deidentify
+
+
+def _assoc_options(args: argparse.Namespace) -> Any:
+    from ..network import AssociationOptions
+
+    return AssociationOptions(calling_ae=args.ae, dimse_timeout=args.timeout)
+
+
+def run_echo(args: argparse.Namespace) -> int:
+    from ..network import echo
+
+    seconds = echo(args.pacs, options=_assoc_options(args))
+    print(f"{args.pacs}: C-ECHO ok in {seconds * 1000:.1f} ms")
+    return 0
+
+
+def run_find(args: argparse.Namespace) -> int:
+    from ..network import find
+
+    columns = tuple(c.strip() for c in args.columns.split(",") if c.strip())
+    table = find(
+        args.pacs, args.query, level=args.level, model=args.model, columns=columns,
+        options=_assoc_options(args),
+    )  # fmt: skip
+    if args.output:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, args.output)
+        print(f"{table.num_rows} answers -> {args.output}", file=sys.stderr)
+        return 0
+    import polars as pl
+
+    with pl.Config(tbl_rows=50, tbl_cols=12, fmt_str_lengths=40, tbl_width_chars=160):
+        print(pl.from_arrow(table))
+    print(f"{table.num_rows} answers", file=sys.stderr)
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    from ..network import PullOptions, pull
+    from ..progress import Progress
+
+    opts = PullOptions(
+        ae_title=args.ae, port=args.port, host=args.bind, method=args.method,
+        concurrency=args.concurrency, retries=args.retries, fsync=args.fsync, model=args.model,
+        store_aes=tuple(args.store_ae),
+        association=_assoc_options(args),
+    )  # fmt: skip
+    bar = Progress("pulling", unit="series", enabled=not args.quiet)
+    lock = threading.Lock()
+
+    def progress(event: Any) -> None:
+        if args.quiet:
+            return
+        with lock:
+            if event.kind == "planned":
+                print(f"planned {event.series_total} series in {event.detail}", file=sys.stderr)
+            elif event.kind == "series-done":
+                mb = event.bytes / 1e6
+                print(
+                    f"[{event.series_done}/{event.series_total}] study {event.study} series "
+                    f"{event.series}: {event.status}"
+                    + (f" ({event.detail})" if event.detail else "")
+                    + f"; {event.instances:,} instances, {mb:,.1f} MB so far",
+                    file=sys.stderr,
+                )
+                bar.update(event.series_done)
+            elif event.kind == "study-done":
+                print(f"study {event.study}: {event.status}", file=sys.stderr)
+            elif event.kind == "series-retry":
+                print(f"retrying series {event.series}: {event.detail}", file=sys.stderr)
+
+    with bar:
+        report = pull(args.pacs, args.query, args.lake, opts, stages=_stages(args),
+                      progress=progress)  # fmt: skip
+    print(report.summary(), file=sys.stderr)
+    if report.path:
+        print(f"report: {report.path}", file=sys.stderr)
+    if not report.complete:
+        print("(interrupted or incomplete? run the same command again: only what is missing "
+              "is fetched)", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def run_receive(args: argparse.Namespace) -> int:
+    from ..network import SCPOptions, StorageSCP
+
+    if not args.allow and not args.allow_any:
+        raise ConfigError("say who may store: --allow AE (repeatable) or --allow-any")
+    opts = SCPOptions(
+        ae_title=args.ae, host=args.bind, port=args.port,
+        calling_aes=("*",) if args.allow_any else tuple(args.allow),
+        hosts=tuple(args.allow_host) if args.allow_host else None,
+        fsync=args.fsync, max_associations=args.max_associations,
+    )  # fmt: skip
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with StorageSCP(args.lake, opts, stages=_stages(args)) as scp:
+        who = "any AE" if args.allow_any else ", ".join(args.allow)
+        print(f"{opts.ae_title} listening on {opts.host}:{scp.port} for {who} -> {args.lake}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        while not stop.wait(1.0):
+            pass
+        stats = scp.lake.stats
+    print(f"stopped: {stats.landed:,} instances landed ({stats.bytes / 1e6:,.1f} MB), "
+          f"{stats.failed} failed, {stats.dropped} dropped", file=sys.stderr)  # fmt: skip
+    return 0

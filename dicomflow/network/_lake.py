@@ -1,0 +1,625 @@
+"""Landing received instances in a lake: bytes as received, atomically, durably, recorded.
+
+Layout::
+
+    DST/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm   (each part safe_component'd)
+    DST/_lake/received-<time>-<id>.parquet                           one row per landed instance
+    DST/_lake/pull-<time>-<id>.parquet                               one row per series of a pull
+
+A received data set is written after a File Meta Information group built here (no pydicom, no
+decoding), under a temporary name in its final folder, then linked into place. ``fsync``:
+
+* ``"each"``: file and folder are fsync'ed before :meth:`Lake.receive` returns, so a Storage
+  SCP acknowledges only what is durable (the default);
+* ``"batch"``: written files are fsync'ed together by :meth:`Lake.sync` (a pull calls it at the
+  end of every series, before recording the series); records are written only after it;
+* ``"none"``: left to the operating system.
+
+Records (path, UIDs, SHA-256, size, calling AE, time) are hashed and written by one background
+thread, so hashing never delays the acknowledgement. A file present without a record (the
+process was killed before its record was written) is *adopted* by :meth:`Lake.reconcile`
+after its header proves it complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import queue
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ConfigError, InvalidDicomError
+from ..pipeline.instance import Instance, Skip
+from ..readers.header import parse_header
+from ..writers._files import atomic_write, join, safe_component
+from ..writers.part10 import encode_part10
+from ._part10 import file_meta, header_uids, meta_uids, uid_of
+
+__all__ = ["RECORD_SCHEMA", "Lake", "Landed", "read_records", "read_state"]
+
+STATE_DIR = "_lake"
+RECORD_SCHEMA = pa.schema(
+    [
+        ("uri", pa.string()),
+        ("sop_class_uid", pa.string()),
+        ("sop_instance_uid", pa.string()),
+        ("study_instance_uid", pa.string()),
+        ("series_instance_uid", pa.string()),
+        ("transfer_syntax_uid", pa.string()),
+        ("source_sop_instance_uid", pa.string()),  # as received, before any stage
+        ("sha256", pa.string()),
+        ("size", pa.int64()),
+        ("calling_ae", pa.string()),
+        ("source", pa.string()),  # c-store, c-get, c-move, wado-rs, adopted
+        ("received_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+_FSYNC = ("each", "batch", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class Landed:
+    """What happened to one received instance: ``status`` is landed, dropped or failed."""
+
+    status: str
+    path: str | None = None
+    sop_instance_uid: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class _Record:
+    path: str
+    parts: tuple[Any, ...]
+    sop_class: str
+    sop_instance: str
+    study: str
+    series: str
+    ts: str
+    source_sop: str
+    calling_ae: str
+    source: str
+    when: dt.datetime
+    digest: str | None = None
+    size: int | None = None
+    write: bool = False
+
+
+@dataclass
+class LakeStats:
+    """Counters since the lake was opened."""
+
+    landed: int = 0
+    dropped: int = 0
+    failed: int = 0
+    bytes: int = 0
+    adopted: int = 0
+    by_source: dict[str, int] = field(default_factory=dict)
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path or "::" in path
+
+
+class Lake:
+    """A folder (or fsspec URL) that received instances land in; see the module docstring.
+
+    Parameters
+    ----------
+    root
+        Local folder or fsspec URL.
+    fsync
+        ``"each"``, ``"batch"`` or ``"none"`` (see above).
+    stages
+        Callables ``Instance -> Instance | None`` run on each received instance before it
+        lands (e.g. de-identification). A stage that parses or changes ``instance.dataset``
+        makes the instance re-encoded; otherwise the bytes land as received.
+    flush_every, flush_seconds
+        Records are written as a Parquet part every this many instances or seconds
+        (``fsync="batch"``: only at :meth:`sync`).
+    writers
+        Background threads that write queued files and hash every landed instance (writing
+        and SHA-256 release the GIL, so two keep up with a fast sender on two cores).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        fsync: str = "each",
+        stages: Sequence[Callable[[Instance], Instance | None]] = (),
+        storage_options: Mapping[str, Any] | None = None,
+        flush_every: int = 1024,
+        flush_seconds: float = 2.0,
+        writers: int = 2,
+    ) -> None:
+        if fsync not in _FSYNC:
+            raise ConfigError(f"fsync={fsync!r}: expected one of {', '.join(_FSYNC)}")
+        self.root = os.fspath(root)
+        self.url = _is_url(self.root)
+        if not self.url:
+            self.root = os.path.abspath(self.root)
+            os.makedirs(os.path.join(self.root, STATE_DIR), exist_ok=True)
+        self.fsync = fsync
+        self.stages = tuple(stages)
+        self.storage_options = dict(storage_options or {})
+        self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
+        self.stats = LakeStats()
+        self._dirs: set[str] = set()
+        self._lock = threading.Lock()
+        self._records_lock = threading.Lock()
+        self._unsynced: list[str] = []
+        self._pending: list[_Record] = []
+        self._queue: queue.Queue[_Record | None] = queue.Queue(maxsize=64)
+        self._outstanding = 0
+        self._idle = threading.Condition()
+        self._last_flush = time.monotonic()
+        self._recorded: dict[str, int] | None = None
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"dicomflow-lake-{i}", daemon=True)
+            for i in range(max(1, writers))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # -- paths -----------------------------------------------------------------------------
+    def series_dir(self, study: str, series: str) -> str:
+        return join(self.root, safe_component(study or "_"), safe_component(series or "_"))
+
+    def path_for(self, study: str, series: str, sop: str) -> str:
+        return join(self.series_dir(study, series), safe_component(sop or "_") + ".dcm")
+
+    def files_in(self, study: str, series: str) -> dict[str, int]:
+        """``.dcm`` files in a series folder and their sizes (empty when there is none)."""
+        folder = self.series_dir(study, series)
+        if self.url:
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(folder, **self.storage_options)
+            try:
+                entries = fs.ls(path, detail=True)
+            except FileNotFoundError:
+                return {}
+            return {
+                e["name"].rsplit("/", 1)[-1]: int(e.get("size") or 0)
+                for e in entries
+                if e["name"].endswith(".dcm")
+            }
+        try:
+            with os.scandir(folder) as it:
+                return {
+                    e.name: e.stat().st_size
+                    for e in it
+                    if e.name.endswith(".dcm") and not e.name.startswith(".")
+                }
+        except FileNotFoundError:
+            return {}
+
+    # -- receiving -------------------------------------------------------------------------
+    def receive(
+        self,
+        *,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        dataset: bytes | bytearray | memoryview,
+        calling_ae: str = "",
+        source: str = "c-store",
+    ) -> Landed:
+        """Land one received data set (without its meta); returns where, or why not.
+
+        With ``fsync="each"`` the file is written, fsync'ed and linked before this returns.
+        Otherwise it is handed to the lake's writer thread and this returns at once (status
+        ``"queued"``): a pull acknowledges while the previous instance is still being written,
+        and proves completeness from the files afterwards (:meth:`sync`, :meth:`reconcile`).
+        The caller must not modify ``dataset`` afterwards.
+        """
+        meta = file_meta(sop_class, sop_instance, transfer_syntax, calling_ae)
+        parts: tuple[Any, ...] = (meta, dataset)
+        source_sop = sop_instance
+        try:
+            if self.stages:
+                staged = self._run_stages(meta, dataset, calling_ae)
+                if isinstance(staged, Landed):
+                    with self._lock:
+                        self.stats.dropped += 1
+                    return staged
+                parts = staged
+            if len(parts) == 1:
+                study, series, sop = header_uids(b"", parts[0])
+                sop_class, transfer_syntax = meta_uids(parts[0])
+            else:
+                study, series, sop = header_uids(meta, dataset)
+            sop = sop or sop_instance
+            path = self.path_for(study, series, sop)
+            record = _Record(
+                path, parts, sop_class, sop, study, series, transfer_syntax, source_sop,
+                calling_ae, source, dt.datetime.now(dt.UTC),
+            )  # fmt: skip
+            if self.fsync == "each":
+                self._write(path, parts)
+                self._submit(record)
+                return Landed("landed", path, sop)
+        except Exception as exc:  # one bad instance is a failed status, not a dead SCP
+            with self._lock:
+                self.stats.failed += 1
+            return Landed("failed", None, sop_instance, f"{type(exc).__name__}: {exc}")
+        record.write = True
+        self._submit(record)
+        return Landed("queued", path, sop)
+
+    def _run_stages(self, meta: bytes, dataset: Any, calling_ae: str) -> tuple[Any, ...] | Landed:
+        inst = Instance(uri=f"dicom://{calling_ae or 'peer'}/received")
+        inst._raw = meta + bytes(dataset)
+        for stage in self.stages:
+            name = getattr(stage, "name", None) or getattr(stage, "__name__", type(stage).__name__)
+            try:
+                result = stage(inst)
+            except Skip as exc:
+                return Landed("dropped", None, None, f"{name}: {exc}")
+            if result is None:
+                return Landed("dropped", None, None, f"dropped by {name}")
+            inst = result
+            inst.provenance.append(name)
+        if inst._dataset is None:
+            return (inst.raw,)
+        return (encode_part10(inst.dataset),)
+
+    def _write(self, path: str, parts: tuple[Any, ...]) -> None:
+        if self.url:
+            self._write_url(path, b"".join(bytes(p) for p in parts))
+            return
+        folder = os.path.dirname(path)
+        if folder not in self._dirs:
+            os.makedirs(folder, exist_ok=True)
+            self._dirs.add(folder)
+        tmp = f"{folder}/.{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            total = sum(len(p) for p in parts)
+            written = os.writev(fd, parts)
+            if written != total:  # a short write: finish it the slow way
+                rest = b"".join(bytes(p) for p in parts)[written:]
+                while rest:
+                    rest = rest[os.write(fd, rest) :]
+            if self.fsync == "each":
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        try:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                os.replace(tmp, path)  # the same instance again (a rerun): the newest wins
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        if self.fsync == "each":
+            _fsync_dir(folder)
+        elif self.fsync == "batch":
+            with self._lock:
+                self._unsynced.append(path)
+
+    def _write_url(self, path: str, data: bytes) -> None:
+        """Through fsspec: a temporary object moved into place (the newest copy wins, as
+        locally: the same SOP Instance UID is the same instance)."""
+        import fsspec
+
+        fs, target = fsspec.core.url_to_fs(path, **self.storage_options)
+        parent, name = target.rsplit("/", 1)
+        tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:12]}.tmp"
+        fs.pipe_file(tmp, data)
+        try:
+            fs.mv(tmp, target)
+        finally:
+            if fs.exists(tmp):
+                fs.rm(tmp)
+
+    # -- durability and records ------------------------------------------------------------
+    def sync(self) -> None:
+        """Wait for queued writes, make every file durable, then write the pending records."""
+        self._drain()
+        with self._lock:
+            paths, self._unsynced = self._unsynced, []
+        if paths and not self.url:
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(_fsync_file, paths))
+                list(pool.map(_fsync_dir, sorted({os.path.dirname(p) for p in paths})))
+        self._write_records()
+
+    def flush(self) -> None:
+        """Wait for queued writes and write the records of everything landed so far."""
+        if self.fsync == "batch":
+            self.sync()
+            return
+        self._drain()
+        self._write_records()
+
+    def _submit(self, record: _Record) -> None:
+        with self._idle:
+            self._outstanding += 1
+        self._queue.put(record)  # blocks when the writers are 64 instances behind
+
+    def _drain(self) -> None:
+        """Wait until every submitted instance is written and hashed."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._outstanding == 0)
+
+    def _work(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.25)
+            except queue.Empty:
+                item = False  # type: ignore[assignment]
+            if item is None:
+                return
+            if item:
+                try:
+                    self._complete(item)
+                finally:
+                    with self._idle:
+                        self._outstanding -= 1
+                        if self._outstanding == 0:
+                            self._idle.notify_all()
+            if self.fsync != "batch":
+                with self._lock:
+                    due = len(self._pending) >= self.flush_every or (
+                        self._pending and time.monotonic() - self._last_flush >= self.flush_seconds
+                    )
+                if due:
+                    self._write_records()
+
+    def _complete(self, item: _Record) -> None:
+        """Write (if queued), hash and keep the record of one instance (writer thread)."""
+        if item.write:
+            try:
+                self._write(item.path, item.parts)
+            except Exception:  # noqa: BLE001 - counted; the instance is missing, refetched
+                with self._lock:
+                    self.stats.failed += 1
+                return
+        h = hashlib.sha256()
+        for part in item.parts:
+            h.update(part)
+        item.digest = h.hexdigest()
+        item.size = sum(len(p) for p in item.parts)
+        item.parts = ()
+        with self._lock:
+            self._pending.append(item)
+            self.stats.landed += 1
+            self.stats.bytes += item.size
+            self.stats.by_source[item.source] = self.stats.by_source.get(item.source, 0) + 1
+
+    def _write_records(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._last_flush = time.monotonic()
+        if not pending:
+            return
+        columns = {
+            "uri": [r.path for r in pending],
+            "sop_class_uid": [r.sop_class for r in pending],
+            "sop_instance_uid": [r.sop_instance for r in pending],
+            "study_instance_uid": [r.study for r in pending],
+            "series_instance_uid": [r.series for r in pending],
+            "transfer_syntax_uid": [r.ts for r in pending],
+            "source_sop_instance_uid": [r.source_sop for r in pending],
+            "sha256": [r.digest for r in pending],
+            "size": [r.size for r in pending],
+            "calling_ae": [r.calling_ae for r in pending],
+            "source": [r.source for r in pending],
+            "received_at": [r.when for r in pending],
+        }
+        table = pa.table(columns, schema=RECORD_SCHEMA)
+        with self._records_lock:
+            self.write_state_table("received", table)
+            if self._recorded is not None:
+                self._recorded.update((r.source_sop, r.size or 0) for r in pending)
+
+    def write_state_table(self, kind: str, table: pa.Table) -> str:
+        """Write ``table`` as ``_lake/<kind>-<time>-<id>.parquet``, atomically; returns the path."""
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+        name = f"{kind}-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+        path = join(self.root, STATE_DIR, name)
+        if self.url:
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink, compression="zstd")
+            atomic_write(path, sink.getvalue().to_pybytes(), storage_options=self.storage_options)
+            return path
+        tmp = join(self.root, STATE_DIR, f".{name}.tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        if self.fsync != "none":
+            _fsync_file(tmp)
+        os.replace(tmp, path)
+        return path
+
+    def records(self) -> pa.Table:
+        """Every instance recorded in this lake, one row per SOP Instance UID (latest wins)."""
+        self.flush()
+        return read_records(self.root, self.storage_options)
+
+    def recorded_sources(self) -> dict[str, int]:
+        """SOP Instance UIDs (as received) with a record, and the recorded file sizes."""
+        with self._records_lock:  # not while a part is being written: it would be missed
+            if self._recorded is None:
+                table = read_records(self.root, self.storage_options)
+                uids = table.column("source_sop_instance_uid").to_pylist()
+                sizes = table.column("size").to_pylist()
+                self._recorded = dict(zip(uids, sizes))
+            return self._recorded
+
+    def reconcile(self, study: str, series: str) -> tuple[set[str], int]:
+        """Complete files in a series folder as SOP UIDs, adopting unrecorded ones.
+
+        A file with a record counts when its size is the recorded one. Any other file is
+        read: if its header is complete and names the SOP Instance UID its file name says,
+        it gets a record (``source="adopted"``); otherwise it is a torn write and is deleted.
+        Returns (present SOP UIDs, how many were adopted).
+        """
+        self.flush()
+        files = self.files_in(study, series)
+        if not files:
+            return set(), 0
+        recorded = self.recorded_sources()
+        present: set[str] = set()
+        adopted = 0
+        for name, size in files.items():
+            uid = name[:-4]
+            if recorded.get(uid) == size and safe_component(uid) == uid:
+                present.add(uid)
+                continue
+            path = join(self.series_dir(study, series), name)
+            record = self._adopt(path, name)
+            if record is not None:
+                present.add(record.source_sop)
+                self._submit(record)
+                adopted += 1
+        if adopted:
+            self.flush()
+        with self._lock:
+            self.stats.adopted += adopted
+        return present, adopted
+
+    def _adopt(self, path: str, name: str) -> _Record | None:
+        from ..pipeline.instance import read_bytes
+
+        try:
+            data = read_bytes(path, self.storage_options)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                h = parse_header(data, complete=True)
+            if h.error:
+                raise InvalidDicomError(h.error)
+            sop = uid_of(h, 0x00080018)
+            if not sop or safe_component(sop) + ".dcm" != name:
+                raise InvalidDicomError(f"{name} holds SOP Instance UID {sop!r}")
+            if h.pixel is not None and h.pixel[3] != 0xFFFFFFFF:
+                if (h.pixel_offset or 0) + h.pixel[3] > len(data):
+                    raise InvalidDicomError("Pixel Data is truncated")
+        except Exception:  # noqa: BLE001 - a torn or foreign file is removed and fetched again
+            if not self.url:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            return None
+        meta = h.meta
+        text = lambda raw: raw.decode("ascii", "replace").rstrip("\0 ") if raw else ""  # noqa: E731
+        return _Record(
+            path, (data,), text(meta.get(0x00020002)) or uid_of(h, 0x00080016), sop,
+            uid_of(h, 0x0020000D), uid_of(h, 0x0020000E), text(meta.get(0x00020010)), sop,
+            text(meta.get(0x00020016)), "adopted", dt.datetime.now(dt.UTC),
+        )  # fmt: skip
+
+    # -- lifetime --------------------------------------------------------------------------
+    def close(self) -> None:
+        """Sync (per the fsync policy), write the last records and stop the record thread."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def __enter__(self) -> Lake:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<dicomflow Lake {self.root!r} fsync={self.fsync}>"
+
+
+def _fsync_file(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_records(root: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
+    """The lake's instance records (``_lake/received-*.parquet``), deduplicated by SOP UID."""
+    parts = _state_parts(root, "received", storage_options)
+    if not parts:
+        return RECORD_SCHEMA.empty_table()
+    tables = [pq.read_table(p, filesystem=fs) for fs, p in parts]
+    table = pa.concat_tables([t.cast(RECORD_SCHEMA) for t in tables])
+    return _latest_per_uid(table)
+
+
+def _latest_per_uid(table: pa.Table) -> pa.Table:
+    if table.num_rows == 0:
+        return table
+    uids = table.column("sop_instance_uid").to_pylist()
+    last: dict[str, int] = {}
+    for i, u in enumerate(uids):
+        last[u] = i
+    keep = sorted(last.values())
+    return table.take(pa.array(keep, pa.int64()))
+
+
+def _state_parts(
+    root: str, kind: str, storage_options: Mapping[str, Any] | None
+) -> list[tuple[Any, str]]:
+    folder = join(os.fspath(root), STATE_DIR)
+    if _is_url(folder):
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(folder, **dict(storage_options or {}))
+        try:
+            names = fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return []
+        return [(fs, n) for n in sorted(names) if n.rsplit("/", 1)[-1].startswith(kind + "-")]
+    try:
+        names = sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+    return [
+        (None, os.path.join(folder, n))
+        for n in names
+        if n.startswith(kind + "-") and n.endswith(".parquet")
+    ]
+
+
+def read_state(root: str, kind: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
+    """All ``_lake/<kind>-*.parquet`` parts of a lake as one table (e.g. ``kind="pull"``)."""
+    parts = _state_parts(root, kind, storage_options)
+    if not parts:
+        return pa.table({})
+    return pa.concat_tables(
+        [pq.read_table(p, filesystem=fs) for fs, p in parts], promote_options="default"
+    )

@@ -1,0 +1,106 @@
+"""Part 10 framing without pydicom: build a File Meta group, read one, split a file, and find
+the UIDs of a data set from its first bytes (with :func:`dicomflow.readers.header.parse_header`).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from ..errors import ConfigError
+from ..readers.header import NeedMore, parse_header
+from ..writers.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+
+__all__ = ["file_meta", "header_uids", "meta_uids", "read_meta", "split_part10", "uid_of"]
+
+
+def _element(tag: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\0" if vr == b"UI" else b" "
+    group, elem = tag >> 16, tag & 0xFFFF
+    if vr == b"OB":
+        return struct.pack("<HH2sHL", group, elem, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
+
+
+def file_meta(
+    sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str = ""
+) -> bytes:
+    """Preamble, ``DICM`` and a File Meta Information group for a received data set."""
+    body = (
+        _element(0x00020001, b"OB", b"\0\1")
+        + _element(0x00020002, b"UI", sop_class.encode("ascii"))
+        + _element(0x00020003, b"UI", sop_instance.encode("ascii"))
+        + _element(0x00020010, b"UI", transfer_syntax.encode("ascii"))
+        + _element(0x00020012, b"UI", IMPLEMENTATION_CLASS_UID.encode())
+        + _element(0x00020013, b"SH", IMPLEMENTATION_VERSION_NAME.encode())
+    )
+    if source_ae:
+        body += _element(0x00020016, b"AE", source_ae.encode("ascii", "replace")[:16])
+    return b"\0" * 128 + b"DICM" + _element(0x00020000, b"UL", struct.pack("<L", len(body))) + body
+
+
+def read_meta(data: bytes | memoryview) -> tuple[dict[int, str], int]:
+    """File Meta Information text values and where the data set starts (0: no meta)."""
+    if bytes(data[128:132]) != b"DICM":
+        return {}, 0
+    out: dict[int, str] = {}
+    pos, n = 132, len(data)
+    while pos + 8 <= n:
+        group, elem, vr = struct.unpack_from("<HH2s", data, pos)
+        if group != 0x0002:
+            break
+        if vr in (b"OB", b"OW", b"UN", b"SQ", b"UT", b"UC", b"UR"):
+            length = struct.unpack_from("<L", data, pos + 8)[0]
+            start = pos + 12
+        else:
+            length = struct.unpack_from("<H", data, pos + 6)[0]
+            start = pos + 8
+        if vr in (b"UI", b"AE", b"SH", b"CS", b"LO"):
+            out[0x00020000 | elem] = (
+                bytes(data[start : start + length]).decode("ascii", "replace").rstrip("\0 ")
+            )
+        pos = start + length
+    return out, pos
+
+
+def uid_of(header: Any, tag: int) -> str:
+    raw = header.value(tag)
+    return raw.decode("ascii", "replace").rstrip("\0 ") if raw else ""
+
+
+def header_uids(meta: bytes, dataset: bytes | bytearray | memoryview) -> tuple[str, str, str]:
+    """(Study, Series, SOP Instance UID) of a data set, reading only its first bytes."""
+    size = 16384
+    while True:
+        complete = size >= len(dataset)
+        try:
+            h = parse_header(meta + bytes(dataset[:size]), complete)
+        except NeedMore as more:
+            size = max(size * 4, more.needed - len(meta))
+            continue
+        return uid_of(h, 0x0020000D), uid_of(h, 0x0020000E), uid_of(h, 0x00080018)
+
+
+def meta_uids(data: bytes) -> tuple[str, str]:
+    meta, _ = read_meta(data)
+    return meta.get(0x00020002, ""), meta.get(0x00020010, "")
+
+
+def split_part10(data: bytes) -> tuple[str, str, str, memoryview]:
+    """(SOP class, SOP instance, transfer syntax, data set bytes) of a Part 10 object."""
+    meta, start = read_meta(data)
+    ts = meta.get(0x00020010, "")
+    if not ts:
+        raise ConfigError("C-STORE of raw bytes needs a Part 10 file with File Meta Information")
+    sop_class, sop = meta.get(0x00020002, ""), meta.get(0x00020003, "")
+    if not (sop_class and sop):
+        h = parse_header(data, complete=True)
+        sop_class = sop_class or _text_of(h, 0x00080016)
+        sop = sop or _text_of(h, 0x00080018)
+    return sop_class, sop, ts, memoryview(data)[start:]
+
+
+def _text_of(h: Any, tag: int) -> str:
+    raw = h.value(tag)
+    return raw.decode("ascii", "replace").rstrip("\0 ") if raw else ""

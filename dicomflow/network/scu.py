@@ -1,0 +1,461 @@
+"""DIMSE client: C-ECHO, C-FIND to Arrow, C-GET into a lake, C-MOVE, C-STORE as a sink.
+
+>>> from dicomflow.network import Peer, echo, find, get
+>>> pacs = Peer.parse("ORTHANC@127.0.0.1:4242")
+>>> echo(pacs)  # doctest: +SKIP
+0.004
+>>> studies = find(pacs, "Modality=CT StudyDate=20240101-20240131", level="study")  # doctest: +SKIP
+>>> uid = studies["study_instance_uid"][0].as_py()
+>>> get(pacs, {"StudyInstanceUID": uid}, "lake/")  # doctest: +SKIP
+RetrieveResult(operation='c-get', status=0, completed=120, failed=0, ...)
+
+C-ECHO and C-FIND use pynetdicom (with TCP_NODELAY, see :mod:`._transport`). C-GET, C-MOVE
+requests and C-STORE sending use :mod:`._ul`, which moves data set bytes without decoding them.
+Failures raise the classes of :mod:`._errors`; results are values.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from pydicom import Dataset
+
+from ..errors import ConfigError
+from ..pipeline.instance import Instance, Output, RunContext
+from ..writers.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from ._errors import (
+    AssociationAbortedError,
+    AssociationRejectedError,
+    DimseStatusError,
+    NetworkError,
+)
+from ._lake import Lake
+from ._options import AssociationOptions, Peer, check_ae_title
+from ._part10 import split_part10
+from ._query import check_level, identifier, parse_query, results_table
+from ._retrieve import (
+    _PENDING,
+    MODEL_UIDS,
+    QR_SYNTAXES,
+    RetrieveResult,
+    check_retrieve,
+    retrieve,
+    retrieve_level,
+    status_category,
+)
+from ._ul import (
+    AFFECTED_SOP_CLASS,
+    AFFECTED_SOP_INSTANCE,
+    C_STORE_RSP,
+    COMMAND_FIELD,
+    DATASET_TYPE,
+    ERROR_COMMENT,
+    MESSAGE_ID,
+    PRIORITY,
+    STATUS,
+    AssociateRequest,
+    Connection,
+    encode_command,
+    request_association,
+    text,
+    us,
+)
+
+__all__ = [
+    "RetrieveResult",
+    "StoreSink",
+    "echo",
+    "find",
+    "get",
+    "move",
+]
+
+
+def _options(options: AssociationOptions | None) -> AssociationOptions:
+    return options or AssociationOptions()
+
+
+# -- C-ECHO ----------------------------------------------------------------------------------
+
+
+def echo(peer: Peer | str, *, options: AssociationOptions | None = None) -> float:
+    """C-ECHO ``peer``; returns the round trip in seconds, raises if it does not answer."""
+    from pynetdicom.sop_class import Verification
+
+    from ._transport import associate
+
+    peer, opts = Peer.parse(peer), _options(options)
+    started = time.perf_counter()
+    assoc = associate(peer, opts, [_context(Verification, QR_SYNTAXES)])
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        _end(assoc)
+    _check_answered(status, peer, "C-ECHO")
+    if status.Status != 0x0000:
+        raise DimseStatusError(f"{peer} answered C-ECHO with 0x{status.Status:04X}",
+                               status=status.Status)  # fmt: skip
+    return time.perf_counter() - started
+
+
+def _context(uid: str, syntaxes: Sequence[str]) -> Any:
+    from pynetdicom.presentation import build_context
+
+    return build_context(uid, list(syntaxes))
+
+
+def _end(assoc: Any) -> None:
+    if assoc.is_established:
+        assoc.release()
+    else:
+        assoc.abort()
+
+
+def _check_answered(status: Dataset | None, peer: Peer, what: str) -> None:
+    """pynetdicom yields an empty Dataset when no valid response came back."""
+    if status is None or "Status" not in status:
+        raise AssociationAbortedError(
+            f"{peer} gave no {what} response (association aborted, timed out, or the peer "
+            "refused the request: Orthanc does so for calling AEs it does not know unless "
+            "DicomAlwaysAllowFind/Get/Move is true)"
+        )
+
+
+# -- C-FIND ----------------------------------------------------------------------------------
+
+
+def find(
+    peer: Peer | str,
+    query: str | Mapping[str, Any] | None = None,
+    *,
+    level: str = "study",
+    model: str = "study",
+    columns: Sequence[str] = (),
+    options: AssociationOptions | None = None,
+) -> pa.Table:
+    """C-FIND at ``level`` (patient, study, series, image); answers as a typed Arrow table.
+
+    Parameters
+    ----------
+    query
+        ``'Modality=CT StudyDate=20240101-20240131'`` or a mapping of keywords to values
+        (wildcards, ranges and ``\\``-separated UID lists as DICOM matching allows).
+    level
+        Query/Retrieve level.
+    model
+        ``"study"`` (Study Root) or ``"patient"`` (Patient Root).
+    columns
+        Extra return keys (DICOM keywords) beyond the level's defaults.
+
+    Returns
+    -------
+    pyarrow.Table
+        One row per answer: UIDs in the catalog's columns (``study_instance_uid``...), every
+        other attribute by keyword, typed from the data dictionary as in :func:`dicomflow.scan`.
+    """
+    level = check_level(level)
+    if model not in ("study", "patient"):
+        raise ConfigError(f"model={model!r}: expected 'study' or 'patient'")
+    if model == "study" and level == "PATIENT":
+        raise ConfigError("the Study Root model has no PATIENT level; use model='patient'")
+    from ._query import LEVEL_KEYS
+
+    keys = parse_query(query)
+    ds = identifier(level, keys, (*LEVEL_KEYS[level], *columns), model=model)
+    answers = list(iter_find(peer, ds, model=model, options=options))
+    return results_table(level, answers, extra=(*keys, *columns))
+
+
+def iter_find(
+    peer: Peer | str,
+    ds: Dataset,
+    *,
+    model: str = "study",
+    options: AssociationOptions | None = None,
+) -> Iterator[Dataset]:
+    """Stream the C-FIND answers (identifiers) to ``ds``; raises on a failure status."""
+    from ._transport import associate
+
+    peer, opts = Peer.parse(peer), _options(options)
+    uid = MODEL_UIDS[(model, "find")]
+    assoc = associate(peer, opts, [_context(uid, QR_SYNTAXES)])
+    try:
+        if not any(cx.abstract_syntax == uid for cx in assoc.accepted_contexts):
+            raise AssociationRejectedError(f"{peer} does not accept C-FIND for the {model} root")
+        for status, answer in assoc.send_c_find(ds, uid):
+            _check_answered(status, peer, "C-FIND")
+            code = status.Status
+            if code in _PENDING:
+                if answer is not None:
+                    yield answer
+                continue
+            if status_category(code) == "failure":
+                comment = status.get("ErrorComment", "")
+                raise DimseStatusError(
+                    f"{peer} failed the C-FIND with 0x{code:04X}"
+                    + (f": {comment}" if comment else ""),
+                    status=code,
+                )
+            break
+    finally:
+        _end(assoc)
+
+
+# -- C-GET / C-MOVE --------------------------------------------------------------------------
+
+
+def sop_classes_of(
+    peer: Peer | str,
+    query: Mapping[str, Any],
+    *,
+    model: str = "study",
+    options: AssociationOptions | None = None,
+) -> list[str]:
+    """The SOP classes a retrieve of ``query`` will send: from ``SOPClassesInStudy`` where the
+    peer answers it (Orthanc), else from a C-FIND at image level."""
+    keys = {k: v for k, v in query.items() if k in _UNIQUE_KEYS and v}
+    classes: set[str] = set()
+    if set(keys) == {"StudyInstanceUID"}:
+        found = find(
+            peer, keys, level="study", model=model, columns=("SOPClassesInStudy",),
+            options=options,
+        )  # fmt: skip
+        for value in found.column("SOPClassesInStudy").to_pylist():
+            classes.update(v for v in value or () if v)
+    if not classes and keys:
+        found = find(peer, keys, level="image", model=model, options=options)
+        classes.update(v for v in found.column("sop_class_uid").to_pylist() if v)
+    return sorted(classes)
+
+
+_UNIQUE_KEYS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def get(
+    peer: Peer | str,
+    query: str | Mapping[str, Any],
+    lake: Lake | str,
+    *,
+    level: str | None = None,
+    model: str = "study",
+    sop_classes: Sequence[str] | None = None,
+    options: AssociationOptions | None = None,
+    progress: Callable[[RetrieveResult], None] | None = None,
+    check: bool = True,
+) -> RetrieveResult:
+    """C-GET what ``query`` names into ``lake``: instances land as received, no decoding.
+
+    Parameters
+    ----------
+    query
+        Unique keys: ``{"StudyInstanceUID": uid}``, plus ``SeriesInstanceUID`` /
+        ``SOPInstanceUID`` (a list or ``\\``-joined string retrieves several).
+    lake
+        A :class:`~dicomflow.network.Lake` or a folder (opened with ``fsync="each"``).
+    level
+        Defaults to the most specific UID given.
+    sop_classes
+        Storage SOP classes to expect (proposed with their own presentation contexts, so the
+        peer sends every transfer syntax unchanged); default: about 30 common ones.
+    check
+        Raise :class:`SubOperationsFailedError` / :class:`DimseStatusError` on failures
+        (otherwise they are only in the returned counts).
+    """
+    peer, opts = Peer.parse(peer), _options(options)
+    keys = parse_query(query)
+    lvl = retrieve_level(keys, level)
+    ds = identifier(lvl, keys, model=model)
+    if sop_classes is None:
+        sop_classes = sop_classes_of(peer, keys, model=model, options=opts) or None
+    own = not isinstance(lake, Lake)
+    target = Lake(lake) if own else lake
+    try:
+        result = retrieve(
+            "c-get", peer, ds, opts, model=model, lake=target, sop_classes=sop_classes,
+            progress=progress,
+        )  # fmt: skip
+    finally:
+        if own:
+            target.close()
+    if check:
+        check_retrieve(result, peer, None)
+    return result
+
+
+def move(
+    peer: Peer | str,
+    query: str | Mapping[str, Any],
+    destination: str | Any,
+    *,
+    level: str | None = None,
+    model: str = "study",
+    options: AssociationOptions | None = None,
+    progress: Callable[[RetrieveResult], None] | None = None,
+    check: bool = True,
+) -> RetrieveResult:
+    """C-MOVE what ``query`` names to ``destination`` (an AE title, or a running StorageSCP).
+
+    The peer must know the destination AE title with its host and port (Orthanc:
+    ``DicomModalities``; DCMTK dcmqrscp: its ``HostTable``). To pull into a lake, run a
+    :class:`~dicomflow.network.StorageSCP` with that AE title and pass it here.
+
+    Raises
+    ------
+    MoveDestinationError
+        The peer refused the destination (0xA801, or a failure before any sub-operation).
+    SubOperationsFailedError
+        Some C-STOREs to the destination failed (with the counts).
+    """
+    peer, opts = Peer.parse(peer), _options(options)
+    dest = destination if isinstance(destination, str) else destination.ae_title
+    dest = check_ae_title(dest, "move destination")
+    keys = parse_query(query)
+    lvl = retrieve_level(keys, level)
+    ds = identifier(lvl, keys, model=model)
+    result = retrieve("c-move", peer, ds, opts, model=model, destination=dest, progress=progress)
+    if check:
+        check_retrieve(result, peer, dest)
+    return result
+
+
+# -- C-STORE as a sink -----------------------------------------------------------------------
+
+
+@dataclass
+class StoreSink:
+    """Sink: C-STORE every instance to ``peer``, bytes as they are (no decoding).
+
+    Associations are opened lazily, one per thread, with a presentation context per (SOP
+    class, transfer syntax) seen so far; a new pair re-associates. An instance whose
+    ``dataset`` a stage parsed is re-encoded first.
+    """
+
+    peer: Peer | str
+    options: AssociationOptions = field(default_factory=AssociationOptions)
+    name: str = "c-store"
+
+    def __post_init__(self) -> None:
+        self.peer = Peer.parse(self.peer)
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+        self._message_id = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"peer": self.peer, "options": self.options, "name": self.name}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "c-store", "peer": str(self.peer), "calling_ae": self.options.calling_ae}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> StoreSink:
+        """From a pipeline file: ``peer = "AE@HOST:PORT"``, optional ``calling_ae``."""
+        options = AssociationOptions(calling_ae=config.get("calling_ae", "DICOMFLOW"))
+        return cls(config["peer"], options)
+
+    def open(self, context: RunContext) -> None:
+        pass
+
+    def write(self, instance: Instance) -> list[Output]:
+        if instance._dataset is not None:
+            from ..writers.part10 import encode_part10
+
+            data = encode_part10(instance.dataset)
+        else:
+            data = instance.raw
+        sop_class, sop, ts, body = split_part10(data)
+        status, comment = self.store(sop_class, sop, ts, body)
+        if status not in (0x0000, 0xB000, 0xB007, 0xB006):
+            raise DimseStatusError(
+                f"{self.peer} refused C-STORE of {sop} with 0x{status:04X}"
+                + (f": {comment}" if comment else ""),
+                status=status,
+            )
+        return [Output.of_bytes(self.name, f"dicom://{self.peer}/{sop}", data)]
+
+    def store(
+        self, sop_class: str, sop: str, ts: str, dataset: bytes | memoryview
+    ) -> tuple[int, str]:
+        """C-STORE one data set; returns the peer's status and error comment."""
+        conn, cid = self._association(sop_class, ts)
+        with self._lock:
+            self._message_id = self._message_id % 65535 + 1
+            message_id = self._message_id
+        command = encode_command(
+            [
+                (AFFECTED_SOP_CLASS, sop_class),
+                (COMMAND_FIELD, 0x0001),
+                (MESSAGE_ID, message_id),
+                (PRIORITY, 0),
+                (DATASET_TYPE, 0x0001),
+                (AFFECTED_SOP_INSTANCE, sop),
+            ]
+        )
+        try:
+            conn.send_message(cid, command, dataset)
+            for msg in conn.messages():
+                if msg.command_field == C_STORE_RSP:
+                    return us(msg.command, STATUS), text(msg.command, ERROR_COMMENT)
+            raise AssociationAbortedError(f"{self.peer} released during a C-STORE")
+        except NetworkError:
+            self._drop()
+            raise
+
+    def _association(self, sop_class: str, ts: str) -> tuple[Connection, int]:
+        state = getattr(self._local, "state", None)
+        if state is not None:
+            conn, accepted = state
+            cid = accepted.get((sop_class, ts))
+            if cid is not None and not conn.closed:
+                return conn, cid
+        wanted = set(state[1]) if state else set()
+        wanted.add((sop_class, ts))
+        if state is not None:
+            state[0].release()
+        pairs = sorted(wanted)[:127]
+        peer = self.peer
+        assert isinstance(peer, Peer)
+        opts = self.options
+        request = AssociateRequest(
+            peer.ae_title, opts.calling_ae,
+            [(2 * i + 1, c, [t]) for i, (c, t) in enumerate(pairs)], opts.max_pdu,
+            IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME,
+        )  # fmt: skip
+        conn, accept = request_association(
+            peer.host, peer.port, request,
+            connect_timeout=opts.connection_timeout, acse_timeout=opts.acse_timeout,
+            network_timeout=opts.dimse_timeout, max_pdu=opts.max_pdu,
+        )  # fmt: skip
+        accepted = {pairs[(cid - 1) // 2]: cid for cid, (r, _) in accept.results.items() if r == 0}
+        self._local.state = (conn, accepted)
+        with self._lock:
+            self._all.append(conn)
+        if (sop_class, ts) not in accepted:
+            conn.release()
+            self._local.state = None
+            raise AssociationRejectedError(
+                f"{peer} does not accept {sop_class} in transfer syntax {ts}"
+            )
+        return conn, accepted[(sop_class, ts)]
+
+    def _drop(self) -> None:
+        state = getattr(self._local, "state", None)
+        if state is not None:
+            state[0].abort()
+        self._local.state = None
+
+    def close(self, context: RunContext | None = None, manifest: Any = None) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.release()
+        self._local = threading.local()

@@ -1,0 +1,165 @@
+"""Pieces that need no peer: addresses, queries, command sets, association PDUs, the meta group."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import pyarrow as pa
+import pytest
+from pydicom import Dataset, dcmread
+
+from dicomflow.errors import ConfigError, DicomflowError
+from dicomflow.network import (
+    AssociationRejectedError,
+    MoveDestinationError,
+    NetworkTimeoutError,
+    Peer,
+    SubOperationsFailedError,
+)
+from dicomflow.network._part10 import file_meta, read_meta
+from dicomflow.network._query import level_keys, parse_query, results_table
+from dicomflow.network._ul import (
+    AssociateAccept,
+    AssociateRequest,
+    decode_command,
+    encode_command,
+    text,
+    us,
+)
+from dicomflow.network.dicomweb import iter_multipart
+from dicomflow.schema import resolve_columns
+
+
+def test_peer_parse_and_print():
+    assert Peer.parse("PACS@10.0.0.5:104") == Peer("PACS", "10.0.0.5", 104)
+    assert str(Peer.parse("A@[::1]:11112")) == "A@[::1]:11112"
+    for bad in ("PACS10.0.0.5:104", "PACS@host", "@h:1", "THIS_AE_TITLE_IS_TOO_LONG@h:1", "A@h:0"):
+        with pytest.raises(ConfigError):
+            Peer.parse(bad)
+
+
+def test_query_parsing_and_levels():
+    q = parse_query(
+        "Modality=CT StudyDate=20240101-20240131 'StudyDescription=CT CHEST' PatientName"
+    )
+    assert q == {
+        "Modality": "CT",
+        "StudyDate": "20240101-20240131",
+        "StudyDescription": "CT CHEST",
+        "PatientName": None,
+    }
+    study = level_keys(q, "STUDY")
+    assert study["ModalitiesInStudy"] == "CT" and "StudyDate" in study
+    assert parse_query({"SOPInstanceUID": ["1.2", "1.3"]}) == {"SOPInstanceUID": "1.2\\1.3"}
+    with pytest.raises(ConfigError, match="not a DICOM keyword"):
+        parse_query("Modalty=CT")
+
+
+def test_results_are_typed_like_the_catalog():
+    ds = Dataset()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3", "1.2.3.4"
+    ds.Modality, ds.SeriesNumber, ds.SeriesDate = "CT", "7", "20240102"
+    ds.NumberOfSeriesRelatedInstances = "120"
+    table = results_table("SERIES", [ds, Dataset()])
+    specs = {s.name: s.arrow_type for s in resolve_columns(["SeriesNumber", "SeriesDate"])}
+    assert table.schema.field("SeriesNumber").type == specs["SeriesNumber"] == pa.int64()
+    assert table.schema.field("SeriesDate").type == specs["SeriesDate"] == pa.date32()
+    row = table.to_pylist()[0]
+    assert row["series_instance_uid"] == "1.2.3.4" and row["NumberOfSeriesRelatedInstances"] == 120
+    assert table.to_pylist()[1]["Modality"] is None
+
+
+def test_command_set_round_trip():
+    raw = encode_command(
+        [(0x0100, 0x8001), (0x0120, 7), (0x0900, 0), (0x0002, "1.2.840.10008.5.1.4.1.1.2")]
+    )
+    cmd = decode_command(raw)
+    assert us(cmd, 0x0100) == 0x8001 and us(cmd, 0x0120) == 7 and us(cmd, 0x0900) == 0
+    assert text(cmd, 0x0002) == "1.2.840.10008.5.1.4.1.1.2"
+    assert int.from_bytes(cmd[0x0000], "little") == len(raw) - 12  # group length
+    # the same bytes as pydicom would write for the command set
+    from pydicom.filereader import read_dataset
+
+    ds = read_dataset(io.BytesIO(raw), True, True)
+    assert ds.CommandField == 0x8001 and ds.MessageIDBeingRespondedTo == 7
+
+
+def test_association_pdus_round_trip():
+    rq = AssociateRequest(
+        "ORTHANC", "LAKE",
+        [(1, "1.2.840.10008.5.1.4.1.2.2.3", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])],
+        1 << 20, "1.2.3.4", "DICOMFLOW", {"1.2.840.10008.5.1.4.1.1.2": (0, 1)},
+    )  # fmt: skip
+    back = AssociateRequest.decode(rq.encode())
+    assert (back.called_ae, back.calling_ae, back.max_pdu) == ("ORTHANC", "LAKE", 1 << 20)
+    assert back.contexts == rq.contexts and back.roles == rq.roles
+    assert back.implementation_uid == "1.2.3.4"
+    ac = AssociateAccept("ORTHANC", "LAKE", {1: (0, "1.2.840.10008.1.2.1"), 3: (3, "1.2")}, 16384)
+    again = AssociateAccept.decode(ac.encode())
+    assert again.results == ac.results and again.max_pdu == 16384
+
+
+def test_file_meta_is_valid_part10():
+    meta = file_meta("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4.5", "1.2.840.10008.1.2.1", "ORTHANC")
+    ds = Dataset()
+    ds.SOPInstanceUID = "1.2.3.4.5"
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, False
+    write_dataset(buf, ds)
+    parsed = dcmread(io.BytesIO(meta + buf.getvalue()))
+    assert parsed.file_meta.SourceApplicationEntityTitle == "ORTHANC"
+    assert parsed.file_meta.MediaStorageSOPInstanceUID == "1.2.3.4.5"
+    values, start = read_meta(meta)
+    assert start == len(meta) and values[0x00020010] == "1.2.840.10008.1.2.1"
+
+
+def test_multipart_parser_streams_parts():
+    body = (
+        b"preamble\r\n--XyZ\r\nContent-Type: application/dicom\r\n\r\nfirst\r\n--XyZ\r\n"
+        b"Content-Type: application/dicom\r\n\r\nsec\r\n--ond\r\n--XyZ--\r\n"
+    )
+    chunks = [body[i : i + 5] for i in range(0, len(body), 5)]
+    assert list(iter_multipart(chunks, b"XyZ")) == [b"first", b"sec\r\n--ond"]
+
+
+def test_error_tree():
+    assert issubclass(AssociationRejectedError, ConnectionRefusedError)
+    assert issubclass(NetworkTimeoutError, TimeoutError)
+    assert issubclass(MoveDestinationError, LookupError)
+    assert issubclass(SubOperationsFailedError, DicomflowError)
+    err = SubOperationsFailedError("x", status=0xB000, completed=3, failed=2, failed_uids=("1.2",))
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.completed, back.failed, back.failed_uids) == (3, 2, ("1.2",))
+
+
+def test_public_namespace():
+    import dicomflow.network as net
+
+    for name in net.__all__:
+        assert getattr(net, name) is not None
+
+
+def test_lake_on_an_fsspec_url(corpus):
+    """A lake can be any fsspec URL: files, records and reconciliation go through fsspec."""
+    import uuid
+
+    from dicomflow.network import Lake, read_records
+    from dicomflow.network._part10 import split_part10
+
+    root = f"memory://lake-{uuid.uuid4().hex[:8]}"
+    path = corpus / "series" / "dcm_qa_ct_ge" / "01.dcm"
+    sop_class, sop, ts, body = split_part10(path.read_bytes())
+    with Lake(root) as lake:
+        landed = lake.receive(sop_class=sop_class, sop_instance=sop, transfer_syntax=ts,
+                              dataset=body, calling_ae="TEST")  # fmt: skip
+        assert landed.status == "landed" and landed.path.startswith(root)
+    records = read_records(root)
+    assert records.column("sop_instance_uid").to_pylist() == [sop]
+    with Lake(root) as lake:
+        row = records.to_pylist()[0]
+        present, adopted = lake.reconcile(row["study_instance_uid"], row["series_instance_uid"])
+    assert present == {sop} and adopted == 0

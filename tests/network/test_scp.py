@@ -1,0 +1,236 @@
+"""The Storage SCP: who may store, what lands where, records, stages, the ``receive`` command."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from pydicom import Dataset, dcmread
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicomflow.network import (
+    AssociationOptions,
+    AssociationRejectedError,
+    Lake,
+    SCPOptions,
+    StorageSCP,
+    StoreSink,
+    read_records,
+)
+from dicomflow.pipeline.instance import Instance, Skip
+
+from .conftest import PEER_ENV, dataset_bytes, free_port, lake_files, wait_until
+
+SENDER = AssociationOptions(calling_ae="MODALITY")
+
+
+def scp_options(port: int, **kw) -> SCPOptions:
+    return SCPOptions(ae_title="LAKE", host="127.0.0.1", port=port,
+                      calling_aes=kw.pop("calling_aes", ("MODALITY",)), **kw)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _quiet_pydicom():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # invalid UIDs on purpose, pydicom warns on reading
+        yield
+
+
+def crafted_instance(study: str, series: str, sop: str) -> bytes:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, sop
+    ds.PatientName, ds.PatientID, ds.Modality = "Doe^Jane", "CRAFTED", "OT"
+    ds.file_meta = Dataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = sop
+    out = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the UIDs are invalid on purpose
+        ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def send(port: int, data: bytes, options: AssociationOptions = SENDER) -> None:
+    inst = Instance("crafted")
+    inst._raw = data
+    sink = StoreSink(f"LAKE@127.0.0.1:{port}", options)
+    try:
+        sink.write(inst)
+    finally:
+        sink.close()
+
+
+def test_unknown_calling_ae_is_refused(tmp_path, round_trip_files):
+    port = free_port()
+    with StorageSCP(tmp_path, scp_options(port)) as scp:
+        with pytest.raises(AssociationRejectedError, match="calling AE title not recognized"):
+            send(port, round_trip_files[0].read_bytes(), AssociationOptions(calling_ae="INTRUDER"))
+        # DCMTK's storescu is refused the same way
+        result = subprocess.run(
+            ["storescu", "-aet", "INTRUDER", "-aec", "LAKE", "127.0.0.1", str(port),
+             str(round_trip_files[0])],
+            env=PEER_ENV, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert result.returncode != 0 and "Rejected" in result.stderr
+        # a wrong called AE title and a host not in the list are refused too
+        with pytest.raises(AssociationRejectedError, match="called AE title not recognized"):
+            sink = StoreSink(f"OTHER@127.0.0.1:{port}", SENDER)
+            inst = Instance(str(round_trip_files[0]))
+            sink.write(inst)
+        assert all(not a.accepted for a in scp.associations)
+    with StorageSCP(tmp_path, scp_options(port, hosts=("10.9.9.9",))):
+        with pytest.raises(AssociationRejectedError):
+            send(port, round_trip_files[0].read_bytes())
+    assert lake_files(tmp_path) == []
+
+
+def test_crafted_uids_stay_inside_the_lake(tmp_path):
+    lake = tmp_path / "lake"
+    port = free_port()
+    evil = [
+        ("../../../escape", "..", "../../../../etc/passwd"),
+        ("/abs/olute", "a/../../b", "\\..\\..\\win"),
+        ("..", ".", "CON"),
+    ]
+    with StorageSCP(lake, scp_options(port)):
+        for study, series, sop in evil:
+            send(port, crafted_instance(study, series, sop))
+    files = lake_files(lake)
+    assert len(files) == len(evil)
+    everything = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(p.resolve().is_relative_to(lake.resolve()) for p in everything)
+    records = read_records(str(lake))
+    assert set(records["sop_instance_uid"].to_pylist()) == {e[2] for e in evil}
+    assert all(Path(u).resolve().is_relative_to(lake.resolve()) for u in records["uri"].to_pylist())
+
+
+def test_instances_land_as_received_with_records(tmp_path, round_trip_files):
+    port = free_port()
+    # storescu does not offer SEG, and converts big endian to the first syntax we accept
+    files = [p for p in round_trip_files if "SEG" not in str(p) and "BigEnd" not in str(p)]
+    with StorageSCP(tmp_path, scp_options(port, calling_aes=("*",))) as scp:
+        assert scp.options.fsync == "each"  # acknowledged only once durable
+        procs = [  # four concurrent associations from DCMTK's storescu
+            subprocess.Popen(
+                [
+                    "storescu",
+                    "-aet",
+                    f"SENDER{i}",
+                    "-aec",
+                    "LAKE",
+                    "-xy",
+                    "127.0.0.1",
+                    str(port),
+                    *[str(p) for p in files[i::4]],
+                ],
+                env=PEER_ENV,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )  # fmt: skip
+            for i in range(4)
+        ]
+        for p in procs:
+            assert p.wait(60) == 0, p.stderr.read()
+        scp.wait_idle(idle=0.2, timeout=30)
+        assert sum(a.stored for a in scp.associations) == len(files)
+    originals = {}
+    for p in files:
+        data = p.read_bytes()
+        originals[dcmread(p, stop_before_pixels=True).SOPInstanceUID] = dataset_bytes(data)
+    landed = {p.stem: p for p in lake_files(tmp_path)}
+    assert set(landed) == set(originals)
+    for sop, path in landed.items():
+        assert dataset_bytes(path.read_bytes()) == originals[sop]
+        ds = dcmread(path, stop_before_pixels=True)
+        assert path.parent.name == ds.SeriesInstanceUID
+        assert path.parent.parent.name == ds.StudyInstanceUID
+        assert ds.file_meta.SourceApplicationEntityTitle.startswith("SENDER")
+    records = read_records(str(tmp_path))
+    assert sorted(records["sop_instance_uid"].to_pylist()) == sorted(originals)
+    import hashlib
+
+    for row in records.to_pylist():
+        data = Path(row["uri"]).read_bytes()
+        assert row["sha256"] == hashlib.sha256(data).hexdigest() and row["size"] == len(data)
+
+
+def test_stages_run_before_landing(tmp_path, round_trip_files):
+    def rename(instance):
+        instance.dataset.PatientName = "Anonymous"
+        return instance
+
+    def drop_sr(instance):
+        if instance.dataset.get("Modality") == "SR":
+            raise Skip("no reports")
+        return instance
+
+    port = free_port()
+    with StorageSCP(tmp_path, scp_options(port), stages=[drop_sr, rename]) as scp:
+        sink = StoreSink(f"LAKE@127.0.0.1:{port}", SENDER)
+        for p in round_trip_files:
+            sink.write(Instance(str(p)))
+        sink.close()
+        scp.wait_idle(idle=0.2, timeout=30)
+        assert scp.lake.stats.dropped == 1
+    landed = lake_files(tmp_path)
+    assert len(landed) == len(round_trip_files) - 1
+    assert {str(dcmread(p, stop_before_pixels=True).PatientName) for p in landed} == {"Anonymous"}
+
+
+def test_receive_command(tmp_path, round_trip_files):
+    port = free_port()
+    lake = tmp_path / "lake"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dicomflow.cli", "receive", "--ae", "LAKE", "--port", str(port),
+         "--bind", "127.0.0.1", "--lake", str(lake), "--allow", "MODALITY"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: (lake / "_lake").is_dir() and _listening(port), 30, "receive", proc)
+        result = subprocess.run(
+            ["storescu", "-aet", "MODALITY", "-aec", "LAKE", "-xy", "127.0.0.1", str(port),
+             *[str(p) for p in round_trip_files[:5]]],
+            env=PEER_ENV, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "5 instances landed" in err
+    assert len(lake_files(lake)) == 5
+    assert read_records(str(lake)).num_rows == 5
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_lake_reconcile_adopts_and_removes(tmp_path, round_trip_files):
+    """A file without a record is adopted if complete, removed if torn."""
+    port = free_port()
+    with StorageSCP(tmp_path, scp_options(port)):
+        send(port, round_trip_files[0].read_bytes())
+        send(port, round_trip_files[1].read_bytes())
+    for part in (tmp_path / "_lake").glob("received-*"):
+        part.unlink()  # as if the process had been killed before writing its records
+    first, second = lake_files(tmp_path)
+    second.write_bytes(second.read_bytes()[:2000])  # a torn write
+    ds = dcmread(first, stop_before_pixels=True)
+    with Lake(tmp_path) as lake:
+        present, adopted = lake.reconcile(ds.StudyInstanceUID, ds.SeriesInstanceUID)
+    assert adopted >= 1 and ds.SOPInstanceUID in present
+    assert not second.exists() or second.parent != first.parent or second.stem not in present
+    records = read_records(str(tmp_path))
+    assert "adopted" in records["source"].to_pylist()
