@@ -2,7 +2,7 @@
 # Debian packages the test suite talks to (real peers, reference tools). Idempotent; needs root
 # (or sudo) and apt. Skips what is already installed.
 set -euo pipefail
-packages=(dcmtk dcm2niix dicom3tools orthanc orthanc-dicomweb)
+packages=(dcmtk dcm2niix dicom3tools orthanc orthanc-dicomweb libgdcm-tools)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

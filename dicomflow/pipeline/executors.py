@@ -63,7 +63,7 @@ class ProcessExecutor:
         context = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             # the fork server imports dicomflow once; each worker then starts in milliseconds
-            context.set_forkserver_preload(["dicomflow.catalog"])
+            context.set_forkserver_preload(["dicomflow", "dicomflow.catalog"])
         self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:

@@ -106,5 +106,24 @@ def done_inputs(folder: str, config_hash: str) -> dict[tuple[str, str | None], d
         return done
     for row in table.to_pylist():
         if row["status"] == "done" and row["config_hash"] == config_hash:
-            done[(row["source_uri"], row["sop_instance_uid"])] = row
+            if all(_present(o) for o in row["outputs"] or ()):
+                done[(row["source_uri"], row["sop_instance_uid"])] = row
     return done
+
+
+def _present(output: Mapping[str, Any]) -> bool:
+    """A recorded output is still there, whole (local files; remote ones are trusted).
+
+    A file of the wrong size at a recorded path (cut short by a power loss) is this run's own
+    damaged output: it is removed so that the input is redone and written again.
+    """
+    path = output["path"]
+    if "://" in path or "::" in path:
+        return True
+    try:
+        if os.stat(path).st_size == output["size"]:
+            return True
+    except OSError:
+        return False
+    os.unlink(path)
+    return False

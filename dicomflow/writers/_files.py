@@ -65,14 +65,20 @@ _TMP_SUFFIX = ".dfltmp"
 
 
 def atomic_write(
-    path: str, data: bytes, *, storage_options: Mapping[str, Any] | None = None
+    path: str,
+    data: bytes,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    fsync: bool = True,
 ) -> None:
     """Write ``data`` to ``path`` under a temporary name, then move it into place.
 
     Locally the final step is ``os.link``, which fails if the path exists, so a file is never
     silently overwritten: an existing file with the same bytes (a rerun after an interruption)
     is fine, different bytes are a :class:`CollisionError`. The data is fsynced before it gets
-    its name. With fsspec URLs the temporary object is moved into place with ``fs.mv``.
+    its name (unless ``fsync=False``: still atomic, but not durable across a power loss;
+    pipelines then check outputs on resume). With fsspec URLs the temporary object is moved
+    into place with ``fs.mv``.
     """
     if _is_url(path):
         _atomic_write_fsspec(path, data, dict(storage_options or {}))
@@ -83,8 +89,9 @@ def atomic_write(
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         try:
             os.link(tmp, path)
         except FileExistsError:

@@ -68,12 +68,16 @@ class Part10Folder:
     ``template`` fields are DICOM keywords (``{PatientID}``, ``{SOPInstanceUID}``...); every
     component is sanitized (no separators or traversal, no reserved names, bounded length). Two
     different instances rendering to the same path fail the second one (never overwritten).
+    Files are written under a temporary name and renamed; ``fsync=True`` also flushes each to
+    disk first (durable across power loss, about 0.6 ms per file here). Without it, a resumed
+    run re-checks that every output recorded as done is still there with its size.
     """
 
     root: str
     template: str = DEFAULT_TEMPLATE
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     name: str = "folder"
+    fsync: bool = False
 
     def __post_init__(self) -> None:
         names = [n for _, n, _, _ in string.Formatter().parse(self.template) if n]
@@ -97,7 +101,7 @@ class Part10Folder:
         ds = instance.dataset
         data = encode_part10(ds)
         path = self.path_for(ds)
-        atomic_write(path, data, storage_options=self.storage_options)
+        atomic_write(path, data, storage_options=self.storage_options, fsync=self.fsync)
         return [Output.of_bytes(self.name, path, data)]
 
     def close(self, context: RunContext, manifest: Any) -> None:

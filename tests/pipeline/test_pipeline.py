@@ -128,6 +128,33 @@ def test_rerun_resumes_instead_of_redoing(sample: Path, tmp_path: Path) -> None:
                if r["status"] == "failed" and r["stage"] == "folder")  # fmt: skip
 
 
+def test_resume_redoes_an_input_whose_output_went_missing(sample: Path, tmp_path: Path) -> None:
+    first = _pipeline(sample, tmp_path, dfl.map(st.stamp)).execute(workers=1)
+    done = [r for r in first.manifest.to_pylist() if r["status"] == "done"]
+    lost = Path(done[0]["outputs"][0]["path"])
+    lost.unlink()
+    cut = Path(done[1]["outputs"][0]["path"])
+    cut.write_bytes(cut.read_bytes()[:100])  # as a power loss could leave it
+    second = _pipeline(sample, tmp_path, dfl.map(st.stamp)).execute(workers=1)
+    redone = [
+        r for r in second.manifest.to_pylist() if r["status"] == "done" and not r["resumed_from"]
+    ]
+    assert sorted(r["source_uri"] for r in redone) == sorted(
+        [done[0]["source_uri"], done[1]["source_uri"]]
+    )
+    assert lost.exists() and cut.exists()
+    assert _tree(tmp_path) == _tree_of(first)
+
+
+def _tree_of(report: dfl.RunReport) -> dict[str, str]:
+    root = Path(report.manifest_path).parents[2]
+    return {
+        str(Path(o["path"]).relative_to(root)): o["sha256"]
+        for r in report.manifest.to_pylist()
+        for o in r["outputs"]
+    }
+
+
 def test_sigkill_midway_then_rerun_gives_exactly_the_full_output(
     sample: Path, tmp_path: Path
 ) -> None:
