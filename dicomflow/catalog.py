@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from ._convert import column_array, encodings_of
 from .errors import ConfigError
-from .pipeline.executors import Executor, InProcessExecutor, make_executor
+from .pipeline.executors import Executor, InProcessExecutor, fork_is_safe, make_executor
 from .readers.files import DEFAULT_PREFIX, FileRef, iter_sources, read_headers
 from .readers.header import ParsedHeader
 from .schema import FIXED_SCHEMA, ColumnSpec, catalog_schema, resolve_columns, specs_for_tags
@@ -232,6 +232,11 @@ class Catalog:
             batches = itertools.chain(head, batches)
             if len(head) < POOL_THRESHOLD:
                 return InProcessExecutor(), batches
+        if self.client is None and fork_is_safe():
+            # pyarrow imports pandas on its first array from a list: once here, not per worker
+            import pandas  # noqa: F401
+
+            return make_executor(self.workers, start_method="fork"), batches
         return make_executor(self.workers, self.client), batches
 
     def iter_batches(

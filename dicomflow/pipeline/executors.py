@@ -95,7 +95,9 @@ class DaskExecutor:
         pass  # the client belongs to the caller
 
 
-def make_executor(workers: int | None = None, client: Any = None) -> Executor:
+def make_executor(
+    workers: int | None = None, client: Any = None, *, start_method: str = "forkserver"
+) -> Executor:
     """The executor for ``workers`` (``1``: in process; ``None``: one per core) or a client."""
     if client is not None:
         return DaskExecutor(client)
@@ -103,4 +105,18 @@ def make_executor(workers: int | None = None, client: Any = None) -> Executor:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     if workers == 1:
         return InProcessExecutor()
-    return ProcessExecutor(workers)
+    return ProcessExecutor(workers, start_method=start_method)
+
+
+def fork_is_safe() -> bool:
+    """Whether plain ``fork`` may start workers: Linux, and no Python threads running.
+
+    ``fork`` starts a worker in milliseconds where ``forkserver`` needs a fresh interpreter
+    (about half a second here). Header scanning in the workers uses no threads, locks or BLAS,
+    so it is safe to fork from a single-threaded parent; pipelines, whose stages may use
+    anything, keep ``forkserver``.
+    """
+    import sys
+    import threading
+
+    return sys.platform.startswith("linux") and threading.active_count() == 1
