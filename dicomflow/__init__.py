@@ -10,6 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import writers  # noqa: E402 - dfl.writers.Part10Folder(...)
+from .anonymize import DeidentificationError, Deidentify, DeidOptions
 from .catalog import Catalog, ScanStats, scan
 from .errors import (
     ConfigError,
@@ -26,7 +27,7 @@ from .readers.mediaset import read_mediaset
 from .schema import DEFAULT_COLUMNS, private_column
 
 # Pixel arrays and volumes load dask.array, nibabel and zarr: imported on first use.
-_LAZY = {
+_LAZY = {"Transcode": "dicomflow.pipeline.transcode"} | {
     name: "dicomflow.pixels"
     for name in (
         "FrameDecodeError", "GeometryError", "PixelDataError", "PixelOptions", "PixelSizeError",
@@ -50,6 +51,9 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "DEFAULT_COLUMNS",
     "Catalog",
+    "DeidOptions",
+    "DeidentificationError",
+    "Deidentify",
     "DiskFullError",
     "FrameDecodeError",
     "GeometryError",
@@ -68,6 +72,7 @@ __all__ = [
     "Pipeline",
     "RunReport",
     "Skip",
+    "Transcode",
     "filter",
     "map",
     "pipeline",

@@ -3,7 +3,8 @@ Profile and its Options, keyed and deterministic, with a verifier.
 
 The standard's tables (E.1-1, E.1-1a, E.3.10-1, E.3.4-1, CID 7050, and the PS3.3 attribute
 Types the compound codes need) are package data; see ``docs/deidentification.md`` for the
-conformance statement.
+conformance statement. `Deidentify` is the pipeline stage; `verify_folders` checks a whole
+de-identified folder against its originals (``dicomflow verify-deid``).
 
 Exceptions::
 
@@ -26,21 +27,36 @@ Examples
 
 from __future__ import annotations
 
+from ._crosswalk import merge_crosswalk, read_crosswalk
 from ._engine import ActionCounts, Deidentifier
 from ._errors import DeidentificationError
+from ._explain import AttributeAction, explain
 from ._keys import Crosswalk, load_lookup
 from ._options import OPTIONS, DeidOptions, OptionSpec
+from ._pixels import PixelRule, PixelRules
 from ._verify import Finding, verify
+from ._verify_folders import FolderFinding, FolderReport, verify_folders
+from .stage import Deidentify
 
 __all__ = [
     "OPTIONS",
     "ActionCounts",
+    "AttributeAction",
     "Crosswalk",
     "DeidOptions",
     "DeidentificationError",
     "Deidentifier",
+    "Deidentify",
     "Finding",
+    "FolderFinding",
+    "FolderReport",
     "OptionSpec",
+    "PixelRule",
+    "PixelRules",
+    "explain",
     "load_lookup",
+    "merge_crosswalk",
+    "read_crosswalk",
     "verify",
+    "verify_folders",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import cast
 
 from pydicom import config
 from pydicom.datadict import DicomDictionary
@@ -11,10 +13,14 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
 from ._errors import DeidentificationError
+from ._fastwrite import DeidentifiedDataset, Fallback
+from ._fastwrite import Writer as _SequenceWriter
 from ._keys import Crosswalk, Keyring
 from ._options import DeidOptions
+from ._pixels import PixelRules, blank_pixels, describe_device
 from ._policy import CURVE_GROUPS, KEEP_REFS, OVERLAY_GROUPS, TEXT_VRS, Policy, policy_for, resolve
 from ._record import check_pixels, file_meta, record_method
 from ._structured import STRUCTURED_SEQUENCES, content_overrides
@@ -71,12 +77,17 @@ class _Run:
         self.counts = dict.fromkeys("XZDKCU", 0)
 
 
+def _value(ds: Dataset, tag: int) -> object:
+    elem = ds.get(tag)  # by tag: pydicom's keyword lookup is slower
+    return elem.value if elem is not None else None
+
+
 def _patient_key(ds: Dataset) -> str:
-    for keyword, prefix in (("PatientID", ""), ("PatientName", "name:")):
-        value = ds.get(keyword)
+    for tag, prefix in ((PATIENT_ID, ""), (PATIENT_NAME, "name:")):
+        value = _value(ds, tag)
         if value is not None and str(value).strip():
             return prefix + str(value).strip()
-    study = ds.get("StudyInstanceUID")
+    study = _value(ds, STUDY_UID)
     return "study:" + str(study) if study else ""
 
 
@@ -91,6 +102,22 @@ def _values(elem: DataElement) -> list:
 
 def _same(value: object) -> object:
     return value
+
+
+def _raw(raw: RawDataElement, value: bytes) -> RawDataElement:
+    """``raw`` with another (already encoded) value."""
+    return RawDataElement(raw.tag, raw.VR, len(value), value, raw.value_tell,
+                          raw.is_implicit_VR, raw.is_little_endian, raw.is_raw,
+                          raw.is_buffered)  # fmt: skip
+
+
+def _store(out: Dataset, tag: int, elem: DataElement | RawDataElement) -> None:
+    """``out[tag] = elem`` without pydicom's checks, for public non-sequence elements (those
+    checks only matter for private tags, pixel data and sequences)."""
+    if tag >> 16 & 1 or elem.VR == "SQ" or tag >> 16 == 0x7FE0:
+        out[tag] = elem
+    else:
+        out._dict[BaseTag(tag)] = elem
 
 
 def _element(tag: int, vr: str, value: object) -> DataElement:
@@ -109,6 +136,9 @@ class Deidentifier:
         The Options (default: Basic Profile only).
     lookup : mapping, optional
         ``keyword -> {original: replacement}`` overriding derived values (see `load_lookup`).
+    pixel_rules : PixelRules or path, optional
+        With Clean Pixel Data, the table of regions to blank (default: the one shipped with
+        dicomflow, ``PixelRules.load()``).
 
     Examples
     --------
@@ -129,6 +159,7 @@ class Deidentifier:
         options: DeidOptions | Iterable[str] | None = None,
         *,
         lookup: Mapping[str, Mapping[str, str]] | None = None,
+        pixel_rules: PixelRules | str | Path | None = None,
     ) -> None:
         if options is None:
             options = DeidOptions()
@@ -138,6 +169,11 @@ class Deidentifier:
         self._keys = Keyring(secret, lookup, options.date_shift_days)
         self._policy: Policy = policy_for(options)
         self._safe = safe_private() if options.retain_safe_private else {}
+        self._sequences: dict[tuple, tuple[RawDataElement, tuple]] = {}
+        if pixel_rules is None or isinstance(pixel_rules, PixelRules):
+            self._pixel_rules = pixel_rules
+        else:
+            self._pixel_rules = PixelRules.load(pixel_rules)
 
     @property
     def options(self) -> DeidOptions:
@@ -147,11 +183,19 @@ class Deidentifier:
     def __repr__(self) -> str:
         return f"Deidentifier(options={self._options.names!r}, secret=<hidden>)"
 
-    def __getstate__(self) -> tuple[Keyring, DeidOptions]:
-        return (self._keys, self._options)
+    @property
+    def pixel_rules(self) -> PixelRules:
+        """The pixel rule table used with Clean Pixel Data."""
+        if self._pixel_rules is None:
+            self._pixel_rules = PixelRules.load()
+        return self._pixel_rules
 
-    def __setstate__(self, state: tuple[Keyring, DeidOptions]) -> None:
-        self._keys, self._options = state
+    def __getstate__(self) -> tuple[Keyring, DeidOptions, PixelRules | None]:
+        return (self._keys, self._options, self._pixel_rules)
+
+    def __setstate__(self, state: tuple[Keyring, DeidOptions, PixelRules | None]) -> None:
+        self._keys, self._options, self._pixel_rules = state
+        self._sequences = {}
         self._policy = policy_for(self._options)
         self._safe = safe_private() if self._options.retain_safe_private else {}
 
@@ -175,15 +219,17 @@ class Deidentifier:
         Raises
         ------
         DeidentificationError
-            The instance cannot be de-identified with certainty (burned-in text, unreadable
-            sequence, uninterpretable UN sequence that would have to be kept).
+            The instance cannot be de-identified with certainty (burned-in text without Clean
+            Pixel Data or without a pixel rule covering the image, pixels that cannot be
+            decoded for cleaning, unreadable sequence, uninterpretable UN sequence that would
+            have to be kept).
         """
-        check_pixels(ds, self._options)
+        rectangles = self._pixel_plan(ds)
         meta = getattr(ds, "file_meta", None)
         try:
-            sop_class = ds.get("SOPClassUID")
+            sop_class = _value(ds, 0x00080016)
             if not sop_class and meta is not None:
-                sop_class = meta.get("MediaStorageSOPClassUID")
+                sop_class = _value(meta, 0x00020002)
             patient_key = _patient_key(ds)
         except Exception as exc:
             raise DeidentificationError(f"identifying attributes cannot be read: {exc}") from exc
@@ -192,18 +238,35 @@ class Deidentifier:
         run = _Run(types, present, patient_key)
         run.crosswalk = crosswalk
         body = self._dataset(ds, run, (), None, False)
-        record_method(body, self._options)
         instance_uid = None
         if meta is not None and meta.get("MediaStorageSOPInstanceUID"):
             instance_uid = str(meta.MediaStorageSOPInstanceUID)
             if not self._options.retain_uids:  # Table E.1-1: (0002,0003) U, Retain UIDs K
                 instance_uid = self._uid(instance_uid, run)
-        out = FileDataset(
+        out = DeidentifiedDataset(
             "", body, preamble=b"\0" * 128, file_meta=file_meta(ds, body, instance_uid)
         )
         implicit, little = ds.original_encoding
         out.set_original_encoding(implicit, little, ds.original_character_set)
+        if rectangles:
+            blank_pixels(ds, out, rectangles)
+        record_method(out, self._options, pixels_cleaned=bool(rectangles))
         return out, ActionCounts(**run.counts)
+
+    def _pixel_plan(self, ds: Dataset) -> tuple[tuple[int, int, int, int], ...]:
+        """The rectangles to blank (Clean Pixel Data), or fail closed; see `check_pixels`."""
+        reasons = check_pixels(ds, self._options)
+        if not self._options.clean_pixel_data or 0x7FE00010 not in ds:
+            return ()
+        rectangles = self.pixel_rules.rectangles_for(ds)
+        if reasons and not rectangles:
+            raise DeidentificationError(
+                f"pixel data may show identifying text ({'; '.join(reasons)}) and no rule of "
+                f"the pixel rule table ({self.pixel_rules.source}) covers this image "
+                f"({describe_device(ds)}); not de-identified. Add a rule for this device "
+                "and image size, or leave the instance out"
+            )
+        return rectangles
 
     # -- derived values ---------------------------------------------------------------------
 
@@ -260,19 +323,41 @@ class Deidentifier:
         out = Dataset()
         implicit, little = src.original_encoding
         out.set_original_encoding(implicit, little, src.original_character_set)
+        out._parent_encoding = src._parent_encoding  # the character set it inherits
         codes = self._policy.codes
+        max_bytes = self._policy.max_bytes
+        counts = run.counts
+        elements, kept = src._dict, out._dict
         private: list[int] = []
-        for tag in list(src.keys()):
+        for tag in list(elements):
             if tag >> 16 & 1:
                 private.append(tag)
                 continue
             if dummies:
                 code = "D"
             else:
-                found = overrides.get(tag) if overrides else None
-                code = found or codes.get(tag) or self._policy.code(tag)
+                key = int(tag)  # plain ints: BaseTag equality is Python code, slow in dict lookups
+                found = overrides.get(key) if overrides else None
+                code = found or codes.get(key) or self._policy.code(key)
                 if len(code) > 1 or code == "T":
-                    code = resolve(code, tag, path, run.types, run.present)
+                    code = resolve(code, key, path, run.types, run.present)
+                if code == "X":  # the two commonest actions, inline
+                    counts["X"] += 1
+                    continue
+                if code == "K":
+                    raw = elements[tag]
+                    if (
+                        isinstance(raw, RawDataElement)
+                        and raw.value is not None  # None: deferred, get_item reads it
+                        and raw.VR is not None
+                        and raw.VR not in ("SQ", "UN")
+                        and raw.length != 0xFFFFFFFF
+                        and raw.length <= max_bytes.get(key, 0xFFFFFFFF)
+                        and tag >> 16 != 0x7FE0
+                    ):
+                        kept[tag] = raw  # immutable: shared, written back byte for byte
+                        counts["K"] += 1
+                        continue
             self._apply(src, tag, code, out, run, path, dummies)
         if private:
             self._private(src, private, out, run, path, dummies)
@@ -297,23 +382,31 @@ class Deidentifier:
             if isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF:
                 vr = raw.VR
                 if vr is None:  # implicit VR: the dictionary says what it is
-                    entry = DicomDictionary.get(tag)
+                    entry = DicomDictionary.get(int(tag))
                     vr = entry[0] if entry is not None else None
                 if vr is not None and vr != "SQ" and vr != "UN":
-                    limit = self._policy.max_bytes.get(tag)
+                    limit = self._policy.max_bytes.get(int(tag))
                     if limit is not None and raw.length > limit:
                         raise DeidentificationError(
                             f"({tag >> 16:04X},{tag & 0xFFFF:04X}) holds {raw.length} bytes, "
                             f"more than its VM allows ({limit}): the file is likely corrupt and "
                             "the element may hide other attributes"
                         )
-                    out[tag] = raw  # immutable: shared, written back byte for byte
+                    _store(out, tag, raw)  # immutable: shared, written back byte for byte
                     counts["K"] += 1
                     return
+        if code in ("Z", "U") and self._raw_replaced(src, tag, code, out, run):
+            return
+        key = self._sequence_key(src, tag, code, run, path, dummies)
+        if key is not None and self._cached_sequence(key, tag, out, run):
+            return
         elem = self._get(src, tag)
         vr = elem.VR
         if vr == "SQ":
+            before = dict(run.counts)
             self._sequence(elem, code, out, run, path, dummies)
+            if key is not None:
+                self._cache_sequence(key, src, tag, out, run, before)
             return
         if code in ("K", KEEP_REFS):
             if vr == "UN" and isinstance(elem.value, bytes):
@@ -325,26 +418,64 @@ class Deidentifier:
             value = elem.value
             if isinstance(value, MultiValue):  # a new list: the caller's stays untouched
                 value = MultiValue(_same, value)
-            out[tag] = DataElement(
-                tag, vr, value, already_converted=True, validation_mode=config.IGNORE
+            _store(
+                out,
+                tag,
+                DataElement(tag, vr, value, already_converted=True, validation_mode=config.IGNORE),
             )
             counts["K"] += 1
             return
         if code == "Z":
             new = self._replacement(tag, elem, run, path, empty=True)
-            out[tag] = _element(tag, vr, new)
+            _store(out, tag, _element(tag, vr, new))
             counts["Z"] += 1
             return
         if code == "D" or (code == "U" and vr != "UI"):
-            out[tag] = _element(tag, vr, self._replacement(tag, elem, run, path, empty=False))
+            _store(
+                out, tag, _element(tag, vr, self._replacement(tag, elem, run, path, empty=False))
+            )
             counts["D"] += 1
             return
         if code == "U":
             new_uids = [self._uid(str(v), run) for v in _values(elem)]
-            out[tag] = _element(tag, vr, new_uids if len(new_uids) != 1 else new_uids[0])
+            _store(out, tag, _element(tag, vr, new_uids if len(new_uids) != 1 else new_uids[0]))
             counts["U"] += 1
             return
         self._clean(src, tag, elem, out, run, path)
+
+    def _raw_replaced(self, src: Dataset, tag: int, code: str, out: Dataset, run: _Run) -> bool:
+        """Z or U on a plain raw element, done on its bytes (no value conversion); False when
+        the element needs the general path (sequences, pseudonyms, lookups, odd encodings)."""
+        raw = src.get_item(tag)
+        if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF or tag >> 16 & 1:
+            return False
+        vr = raw.VR
+        if vr is None:
+            entry = DicomDictionary.get(tag)
+            vr = entry[0] if entry is not None else None
+        if vr is None or vr in ("SQ", "UN") or " " in vr:
+            return False
+        if code == "Z":
+            if tag in (PATIENT_ID, PATIENT_NAME) or self._keys.lookup:
+                return False
+            _store(out, tag, _raw(raw, b""))
+            run.counts["Z"] += 1
+            return True
+        if vr != "UI" or not isinstance(raw.value, bytes):
+            return False
+        try:
+            text = raw.value.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+        originals = [v.strip("\0 ") for v in text.split("\\")]
+        if not any(originals):
+            return False
+        new = "\\".join(self._uid(v, run) for v in originals).encode("ascii")
+        if len(new) % 2:
+            new += b"\0"
+        _store(out, tag, _raw(raw, new))
+        run.counts["U"] += 1
+        return True
 
     def _replacement(
         self, tag: int, elem: DataElement, run: _Run, path: tuple[int, ...], empty: bool
@@ -420,8 +551,73 @@ class Deidentifier:
             code = resolve(basic, tag, path, run.types, run.present)
             self._apply(src, tag, code if code != "C" else "X", out, run, path)
             return
-        out[tag] = _element(tag, vr, new)
+        _store(out, tag, _element(tag, vr, new))
         run.counts["C"] += 1
+
+    # -- sequences seen before ----------------------------------------------------------------
+    #
+    # Instances of a series repeat the same sequences byte for byte (procedure and protocol
+    # codes, anatomy). A sequence whose cleaning only kept or removed attributes (no derived
+    # value, so nothing depends on the patient, the secret or a crosswalk) is encoded once and
+    # reused, as a raw element, for identical bytes in the same context. The bytes written are
+    # the same either way.
+
+    def _sequence_key(
+        self, src: Dataset, tag: int, code: str, run: _Run, path: tuple[int, ...], dummies: bool
+    ) -> tuple | None:
+        raw = src._dict.get(cast(BaseTag, tag))  # the source's own key object: fast lookup
+        if (
+            dummies
+            or run.crosswalk is not None
+            or not isinstance(raw, RawDataElement)
+            or raw.value is None
+            or raw.VR not in ("SQ", None)
+            or len(raw.value) > 4096
+        ):
+            return None
+        if raw.VR is None:
+            entry = DicomDictionary.get(int(tag))
+            if entry is None or entry[0] != "SQ":
+                return None
+        charset = src._character_set
+        return (
+            int(tag), path, code, raw.value, raw.is_implicit_VR, raw.is_little_endian,
+            charset if isinstance(charset, str) else tuple(charset),
+            run.types.ciod if run.types is not None else None, run.present,
+        )  # fmt: skip
+
+    def _cached_sequence(self, key: tuple, tag: int, out: Dataset, run: _Run) -> bool:
+        found = self._sequences.get(key)
+        if found is None:
+            return False
+        raw, delta = found
+        out[tag] = raw
+        for action, count in delta:
+            run.counts[action] += count
+        return True
+
+    def _cache_sequence(
+        self, key: tuple, src: Dataset, tag: int, out: Dataset, run: _Run, before: dict
+    ) -> None:
+        delta = tuple(
+            (a, run.counts[a] - before[a]) for a in run.counts if run.counts[a] != before[a]
+        )
+        if any(action not in ("K", "X") for action, _ in delta):
+            return  # a derived value inside: depends on more than the bytes
+        implicit, little = key[4], key[5]
+        try:
+            data = _SequenceWriter(implicit, little).sequence(out[tag], src._character_set)
+        except Fallback:
+            return
+        header = 12 if not implicit else 8
+        value = data[header:]
+        raw = RawDataElement(
+            BaseTag(tag), "SQ", len(value), value, 0, implicit, little, True, False
+        )
+        if len(self._sequences) >= 4096:
+            self._sequences.clear()
+        self._sequences[key] = (raw, delta)
+        out[tag] = raw
 
     def _sequence(
         self,
@@ -437,8 +633,8 @@ class Deidentifier:
             out[tag] = _element(tag, "SQ", Sequence())
             run.counts["Z"] += 1
             return
-        inner = (*path, tag)
-        keyword = DicomDictionary.get(tag, ("", "", "", "", ""))[4]
+        inner = (*path, int(tag))
+        keyword = DicomDictionary.get(int(tag), ("", "", "", "", ""))[4]
         if code == "D" and (keyword.endswith("CodeSequence") or tag == MEASURED_VALUE_SEQUENCE):
             dummies = True  # a code or measurement whose meaning may identify: all dummies
         structured = (

@@ -245,8 +245,9 @@ def resolve(
         A simple code (``X``, ``Z``, ``D``, ``U``), or ``U*``. Compound codes: with an unknown
         IOD the first (default) letter; an attribute the IOD does not define at this path is
         removed (``X``, PS3.15 E.1-1 Note 13); otherwise Type 1 gives the last letter (``D``,
-        or ``U*`` for ``X/Z/U*``), Type 2 gives ``Z`` (or ``D`` when ``Z`` is not offered) and
-        Type 3 the first letter. ``T``: Type 1 -> ``D``, Type 2 -> ``Z``, else ``X``.
+        or ``U*`` for ``X/Z/U*``), Type 2 gives ``Z`` (or ``D`` when ``Z`` is not offered;
+        ``U*`` for ``X/Z/U*``) and Type 3 the first letter. ``T``: Type 1 -> ``D``, Type 2 ->
+        ``Z``, else ``X``.
     """
     if code == UNLISTED_TEXT:
         kind = types.unlisted.get(tag) if types is not None else None
@@ -262,6 +263,11 @@ def resolve(
     if kind == 1:
         return KEEP_REFS if letters[-1] == "U*" else letters[-1]
     if kind == 2:
+        if letters[-1] == "U*":
+            # An emptied Type 2 reference sequence contradicts the references the instance
+            # keeps elsewhere (Common Instance Reference module, dciodvfy flags it): keep the
+            # references, with their instance UIDs replaced, as for Type 1.
+            return KEEP_REFS
         return "Z" if "Z" in letters else letters[-1]
     return letters[0]
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import uuid
 
+from pydicom import config
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -40,7 +43,9 @@ def _burned_in_iod(ciod: str | None) -> bool:
 
 def _text(ds: Dataset, keyword: str) -> str:
     try:
-        value = ds.get(keyword)
+        tag = tag_for_keyword(keyword)
+        elem = ds.get(tag) if tag is not None else None  # by tag: the keyword path is slower
+        value = elem.value if elem is not None else None
     except Exception:  # noqa: BLE001 - an unreadable value is reported by the walk
         return ""
     if value is None:
@@ -48,18 +53,22 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value).strip().upper()
 
 
-def check_pixels(ds: Dataset, options: DeidOptions) -> None:
-    """Fail closed on pixel data that may show identifying text.
+def check_pixels(ds: Dataset, options: DeidOptions) -> list[str]:
+    """Why the pixel data may show identifying text (empty: no reason to think so).
+
+    Returns
+    -------
+    list of str
+        The reasons: Burned In Annotation ``YES``, a modality or SOP Class that often carries
+        burned-in text (US, SC, OT, XC, secondary and screen captures, VL photographs).
 
     Raises
     ------
     DeidentificationError
-        Pixel data with Burned In Annotation ``YES``, or of a modality or SOP Class that often
-        carries burned-in text (US, SC, OT, XC, secondary and screen captures, VL photographs),
-        unless Clean Pixel Data is chosen; with it, always (pixel cleaning is not implemented).
+        There is a reason and Clean Pixel Data is not chosen (the instance is quarantined).
     """
     if not any(tag in ds for tag in _PIXEL_TAGS):
-        return
+        return []
     reasons = []
     if _text(ds, "BurnedInAnnotation") == "YES":
         reasons.append("Burned In Annotation is YES")
@@ -70,55 +79,58 @@ def check_pixels(ds: Dataset, options: DeidOptions) -> None:
     ciod = iod_for_sop_class(sop_class)
     if _burned_in_iod(ciod):
         reasons.append(f"{ciod} instances often carry burned-in text")
-    if not reasons:
-        return
-    why = "; ".join(reasons)
-    if not options.clean_pixel_data:
+    if reasons and not options.clean_pixel_data:
         raise DeidentificationError(
-            f"pixel data may show identifying text ({why}); not de-identified. Choose the "
-            "clean-pixel-data option to blank it, or leave the instance out"
+            f"pixel data may show identifying text ({'; '.join(reasons)}); not de-identified. "
+            "Choose the clean-pixel-data option to blank it, or leave the instance out"
         )
-    raise DeidentificationError(
-        f"pixel data may show identifying text ({why}) and clean-pixel-data is not implemented "
-        "yet: blanking regions in the stored pixel values comes in a later release"
-    )
+    return reasons
+
+
+def _set(ds: Dataset, tag: int, vr: str, value: object) -> None:
+    """Set a value the engine itself writes (known valid: pydicom's checks are skipped)."""
+    ds[tag] = DataElement(tag, vr, value, validation_mode=config.IGNORE)
 
 
 def _code_item(code_value: str) -> Dataset:
     row = method_codes()[code_value]
     item = Dataset()
-    item.CodeValue = row.code_value
-    item.CodingSchemeDesignator = row.scheme
-    item.CodeMeaning = row.meaning
+    _set(item, 0x00080100, "SH", row.code_value)
+    _set(item, 0x00080102, "SH", row.scheme)
+    _set(item, 0x00080104, "LO", row.meaning)
     return item
 
 
-def record_method(out: Dataset, options: DeidOptions) -> None:
+def record_method(out: Dataset, options: DeidOptions, *, pixels_cleaned: bool = False) -> None:
     """Add Patient Identity Removed, the method text and codes, and the longitudinal flag.
 
     The method text and code items are appended to any already present (PS3.15 E.1.1).
-    Clean Pixel Data is not recorded: no pixel data was changed.
+    Clean Pixel Data is recorded only for an instance whose pixels a rule blanked
+    (``pixels_cleaned``); its Burned In Annotation then becomes ``NO``.
     """
     codes = [BASIC_PROFILE_CODE] + [
-        s.code_value for s in options.selected if s.name != "clean-pixel-data"
+        s.code_value for s in options.selected if s.name != "clean-pixel-data" or pixels_cleaned
     ]
-    out.PatientIdentityRemoved = "YES"
+    _set(out, 0x00120062, "CS", "YES")  # Patient Identity Removed
     texts = [f"dicomflow {__version__} PS3.15 Annex E"]
     texts += [method_codes()[c].meaning for c in codes]
     old = out.get(0x00120063)
     if old is not None and old.value:
         previous = list(old.value) if old.VM > 1 else [old.value]
         texts = [str(t) for t in previous] + texts
-    out.DeidentificationMethod = texts
+    _set(out, 0x00120063, "LO", texts)  # De-identification Method
     previous_items = out.get(0x00120064)
     items = list(previous_items.value) if previous_items is not None else []
-    out.DeidentificationMethodCodeSequence = Sequence(items + [_code_item(c) for c in codes])
+    _set(out, 0x00120064, "SQ", Sequence(items + [_code_item(c) for c in codes]))
     if options.retain_longitudinal_full_dates:
-        out.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        flag = "UNMODIFIED"
     elif options.retain_longitudinal_modified_dates:
-        out.LongitudinalTemporalInformationModified = "MODIFIED"
+        flag = "MODIFIED"
     else:
-        out.LongitudinalTemporalInformationModified = "REMOVED"
+        flag = "REMOVED"
+    _set(out, 0x00280303, "CS", flag)  # Longitudinal Temporal Information Modified
+    if pixels_cleaned:
+        _set(out, 0x00280301, "CS", "NO")  # Burned In Annotation
 
 
 def _transfer_syntax(src: Dataset) -> UID:
@@ -147,13 +159,18 @@ def file_meta(src: Dataset, out: Dataset, instance_uid: str | None) -> FileMetaD
     """
     meta = FileMetaDataset()
     old = getattr(src, "file_meta", None)
-    sop_class = out.get("SOPClassUID") or (old.get("MediaStorageSOPClassUID") if old else None)
+    sop_class = _value(out, 0x00080016) or (_value(old, 0x00020002) if old else None)
     if sop_class:
-        meta.MediaStorageSOPClassUID = sop_class
-    uid: str | None = out.get("SOPInstanceUID") or instance_uid
+        _set(meta, 0x00020002, "UI", UID(str(sop_class)))  # Media Storage SOP Class UID
+    uid = _value(out, 0x00080018) or instance_uid
     if uid:
-        meta.MediaStorageSOPInstanceUID = UID(uid)
-    meta.TransferSyntaxUID = _transfer_syntax(src)
-    meta.ImplementationClassUID = IMPLEMENTATION_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+        _set(meta, 0x00020003, "UI", UID(str(uid)))  # Media Storage SOP Instance UID
+    _set(meta, 0x00020010, "UI", _transfer_syntax(src))
+    _set(meta, 0x00020012, "UI", IMPLEMENTATION_UID)
+    _set(meta, 0x00020013, "SH", IMPLEMENTATION_VERSION)
     return meta
+
+
+def _value(ds: Dataset, tag: int) -> object:
+    elem = ds.get(tag)
+    return elem.value if elem is not None else None

@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
             "as a Part 10 file under DST ({PatientID}/{StudyInstanceUID}/{SeriesInstanceUID}/"
             "{SOPInstanceUID}.dcm). Lossless targets keep every pixel value; lossy ones need "
             "--lossy and give each instance a new SOP Instance UID. Every input is a row of the "
-            "manifest (DST/.dicomflow/manifests); instances that fail (pixels that cannot be "
+            "manifest (DST.manifests); instances that fail (pixels that cannot be "
             "decoded, a target that cannot hold them) are listed there with the reason, and a "
             "rerun skips what is done."
         ),

@@ -241,7 +241,8 @@ class Pipeline:
                 return os.fspath(folder)
             root = getattr(sink, "root", None)
             if root is not None and "://" not in str(root):
-                return os.path.join(os.fspath(root), ".dicomflow", "manifests")
+                # beside the output, not in it: outputs are often shared, manifests name sources
+                return os.fspath(root).rstrip("/") + ".manifests"
         return None
 
     # -- running -----------------------------------------------------------------------------
@@ -267,7 +268,7 @@ class Pipeline:
         batch_size
             Instances per task.
         manifest
-            Folder of the manifest; by default ``<first local sink root>/.dicomflow/manifests``.
+            Folder of the manifest; by default ``<first local sink root>.manifests``, beside it.
         resume
             Skip inputs an earlier run into the same manifest folder finished with the same
             stages and sinks (their rows are carried over with ``resumed_from`` set).

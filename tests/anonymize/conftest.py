@@ -18,3 +18,20 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"shared data folder not found at {SHARED} (expected beside the clone)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def sample_archive(tmp_path_factory: pytest.TempPathFactory):
+    """The built-in sample archive (``make_sample``), written once per test process."""
+    from dicomflow.sample import make_sample
+
+    return make_sample(tmp_path_factory.mktemp("sample") / "archive")
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path) -> Path:
+    """A project secret in a file, as ``dicomflow deid --secret-file`` reads it."""
+    path = tmp_path / "private" / "project.key"
+    path.parent.mkdir()
+    path.write_bytes(SECRET + b"\n")
+    return path

@@ -60,14 +60,24 @@ def test_public_names() -> None:
         [
             "OPTIONS",
             "ActionCounts",
+            "AttributeAction",
             "Crosswalk",
             "DeidOptions",
             "DeidentificationError",
             "Deidentifier",
+            "Deidentify",
             "Finding",
+            "FolderFinding",
+            "FolderReport",
             "OptionSpec",
+            "PixelRule",
+            "PixelRules",
+            "explain",
             "load_lookup",
+            "merge_crosswalk",
+            "read_crosswalk",
             "verify",
+            "verify_folders",
         ]
     )
     assert all(hasattr(deid, name) for name in deid.__all__)

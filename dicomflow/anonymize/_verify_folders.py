@@ -1,0 +1,230 @@
+"""Verify a whole de-identified folder against the originals it came from.
+
+Each output is paired with its original, then `verify` searches the output's bytes, text values
+and path (relative to the output folder: what is shared) for every identifying value of the
+original. Pairing, in order of preference:
+
+1. the manifest of the run (``<output>.manifests``, ``<output>/.dicomflow/manifests``, or the
+   folder given): every ``done`` row names its source and its outputs;
+2. with the project secret: each original's SOP Instance UID mapped the way the engine maps it;
+3. equal SOP Instance UIDs (outputs made with Retain UIDs);
+4. otherwise by position, both sides sorted by path, when they hold as many files.
+
+An output that cannot be paired cannot be verified, and a manifest found inside the output
+folder holds the original paths and SOP Instance UIDs: both are reported as problems.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+
+from ._keys import Keyring
+from ._verify import verify
+
+__all__ = ["FolderFinding", "FolderReport", "verify_folders"]
+
+_SKIP_NAMES = {"DICOMDIR"}
+
+
+@dataclass(frozen=True)
+class FolderFinding:
+    """An identifying value of ``original`` found in ``output`` (paths relative to their roots)."""
+
+    original: str
+    output: str
+    attribute: str
+    value: str
+    where: str
+
+
+@dataclass(frozen=True)
+class FolderReport:
+    """What `verify_folders` found.
+
+    Attributes
+    ----------
+    pairs : int
+        Outputs verified against their original.
+    paired_by : str
+        ``manifest``, ``keyed UID``, ``UID`` or ``order``.
+    findings : tuple of FolderFinding
+        Identifying values found in outputs (leaks).
+    problems : tuple of str
+        What could not be verified, or leaks outside the DICOM files (a manifest in the share).
+    """
+
+    pairs: int
+    paired_by: str
+    findings: tuple[FolderFinding, ...]
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """No finding and no problem."""
+        return not self.findings and not self.problems
+
+    def to_arrow(self) -> Any:
+        """The findings as a ``pyarrow.Table``."""
+        import pyarrow as pa
+
+        names = ("original", "output", "attribute", "value", "where")
+        return pa.table({n: [getattr(f, n) for f in self.findings] for n in names},
+                        schema=pa.schema([(n, pa.string()) for n in names]))  # fmt: skip
+
+    def summary(self) -> str:
+        verdict = "no identifying value found" if self.ok else "LEAKS OR UNVERIFIED OUTPUTS"
+        return (
+            f"{self.pairs:,} outputs verified (paired by {self.paired_by}): "
+            f"{len(self.findings):,} findings, {len(self.problems):,} problems: {verdict}"
+        )
+
+
+def _is_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM" or path.suffix.lower() == ".dcm"
+
+
+def _files(root: Path) -> list[Path]:
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(folder) / name
+            if name.startswith(".") or name in _SKIP_NAMES or not _is_dicom(path):
+                continue
+            found.append(path)
+    return found
+
+
+def _uid(path: Path) -> str | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                 specific_tags=["SOPInstanceUID"])  # fmt: skip
+            return str(ds.SOPInstanceUID).strip() if "SOPInstanceUID" in ds else None
+        except Exception:  # noqa: BLE001 - an unreadable file pairs with nothing
+            return None
+
+
+def _manifest_folders(deidentified: Path, manifest: str | os.PathLike[str] | None) -> list[Path]:
+    if manifest is not None:
+        return [Path(manifest)]
+    return [
+        p
+        for p in (Path(f"{deidentified}.manifests"), deidentified / ".dicomflow" / "manifests")
+        if p.is_dir()
+    ]
+
+
+def _from_manifest(folders: list[Path], deidentified: Path) -> dict[Path, Path]:
+    from ..pipeline.manifest import read_manifests
+
+    pairs: dict[Path, Path] = {}
+    root = deidentified
+    for folder in folders:
+        for row in read_manifests(str(folder)).to_pylist():
+            if row["status"] != "done":
+                continue
+            for output in row["outputs"] or ():
+                out = Path(os.path.abspath(output["path"]))
+                if root in out.parents and out.name not in _SKIP_NAMES:
+                    pairs[out] = Path(row["source_uri"])
+    return pairs
+
+
+def _pair(
+    original: Path, deidentified: Path, outputs: list[Path], secret: bytes | None
+) -> tuple[dict[Path, Path], str]:
+    originals = _files(original)
+    by_uid: dict[str, Path] = {}
+    for path in originals:
+        uid = _uid(path)
+        if uid:
+            by_uid.setdefault(uid, path)
+    out_uids = {out: _uid(out) for out in outputs}
+    if secret is not None:
+        keys = Keyring(secret)
+        mapped = {keys.uid(uid): path for uid, path in by_uid.items()}
+        return {o: mapped[u] for o, u in out_uids.items() if u in mapped}, "keyed UID"
+    same = {o: by_uid[u] for o, u in out_uids.items() if u in by_uid}
+    if same:
+        return same, "UID"
+    if len(originals) == len(outputs):
+        return dict(zip(outputs, originals, strict=True)), "order"
+    return {}, "order"
+
+
+def verify_folders(
+    original: str | os.PathLike[str],
+    deidentified: str | os.PathLike[str],
+    *,
+    manifest: str | os.PathLike[str] | None = None,
+    secret: bytes | None = None,
+) -> FolderReport:
+    """Verify every de-identified output under ``deidentified`` against its original.
+
+    Parameters
+    ----------
+    original, deidentified : path
+        The input folder and the output folder of a de-identification run.
+    manifest : path, optional
+        The run's manifest folder, when it is not beside or inside ``deidentified``.
+    secret : bytes, optional
+        The project secret: pairs outputs with originals by their keyed UIDs when there is no
+        manifest.
+
+    Returns
+    -------
+    FolderReport
+        ``report.ok`` is True when nothing identifying was found and every output was paired.
+    """
+    original = Path(os.path.abspath(original))
+    deidentified = Path(os.path.abspath(deidentified))
+    outputs = _files(deidentified)
+    folders = _manifest_folders(deidentified, manifest)
+    problems: list[str] = []
+    inside = [f for f in folders if deidentified in Path(os.path.abspath(f)).parents]
+    for folder in inside:
+        problems.append(
+            f"a manifest inside the output ({folder.relative_to(deidentified)}) holds the "
+            "original file paths and SOP Instance UIDs: move it out before sharing"
+        )
+    pairs = _from_manifest(folders, deidentified) if folders else {}
+    paired_by = "manifest"
+    if not pairs:
+        pairs, paired_by = _pair(original, deidentified, outputs, secret)
+    findings: list[FolderFinding] = []
+    for out in outputs:
+        source = pairs.get(out)
+        shown = str(out.relative_to(deidentified))
+        if source is None:
+            problems.append(f"{shown}: not paired with an original, so not verified")
+            continue
+        if not source.is_file():
+            problems.append(f"{shown}: its original {source} is missing, so not verified")
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                found = verify(source, out, output_path=shown)
+            except Exception as exc:  # noqa: BLE001 - unverifiable is reported, not raised
+                problems.append(f"{shown}: cannot be verified: {type(exc).__name__}: {exc}")
+                continue
+        try:
+            name = str(Path(os.path.abspath(source)).relative_to(original))
+        except ValueError:
+            name = str(source)
+        findings.extend(FolderFinding(name, shown, f.attribute, f.value, f.where) for f in found)
+    verified = sum(1 for out in outputs if out in pairs)
+    return FolderReport(verified, paired_by, tuple(findings), tuple(problems))

@@ -1,0 +1,273 @@
+"""The ``Deidentify`` pipeline stage: PS3.15 Annex E on every instance, failing closed.
+
+>>> import dicomflow as dfl                                         # doctest: +SKIP
+>>> run = (dfl.pipeline(dfl.scan("export/"))
+...        | Deidentify(secret_file="project.key", options=["retain-safe-private"])
+...       ).write(dfl.writers.Part10Folder("share/"))                # doctest: +SKIP
+>>> report = run.execute(manifest="private/manifests")              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..pipeline.instance import Instance
+from ._crosswalk import merge_crosswalk, output_root_above, write_part
+from ._engine import Deidentifier
+from ._keys import Crosswalk, load_lookup
+from ._options import DeidOptions
+from ._pixels import PixelRules
+
+__all__ = ["Deidentify", "fingerprint", "read_secret"]
+
+_FINGERPRINT_MESSAGE = b"dicomflow config"
+
+
+def fingerprint(secret: bytes, message: bytes = _FINGERPRINT_MESSAGE) -> str:
+    """A keyed fingerprint of ``secret`` (16 hex digits): tells secrets apart, reveals nothing.
+
+    Examples
+    --------
+    >>> fingerprint(b"k" * 32) == fingerprint(b"k" * 32) != fingerprint(b"j" * 32)
+    True
+    """
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:16]
+
+
+def read_secret(
+    secret: bytes | str | None = None,
+    secret_file: str | os.PathLike[str] | None = None,
+    secret_env: str | None = None,
+) -> bytes:
+    """The project secret from exactly one of: a value, a file, an environment variable.
+
+    A file's or variable's text is used without its leading and trailing white space.
+
+    Raises
+    ------
+    ConfigError
+        None or several sources given, an unreadable file, an unset variable.
+    """
+    given = [s for s in (secret, secret_file, secret_env) if s is not None]
+    if len(given) != 1:
+        raise ConfigError(
+            "de-identification needs exactly one of secret=, secret_file= or secret_env= "
+            f"(got {len(given)})"
+        )
+    if secret is not None:
+        return secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+    if secret_file is not None:
+        try:
+            return Path(secret_file).read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"the secret file {secret_file} cannot be read: {exc}") from exc
+    value = os.environ.get(str(secret_env))
+    if not value:
+        raise ConfigError(f"the environment variable {secret_env} holding the secret is not set")
+    return value.strip().encode("utf-8")
+
+
+def _lookup_fingerprint(secret: bytes, lookup: Mapping[str, Mapping[str, str]]) -> str:
+    canonical = json.dumps({k: dict(v) for k, v in lookup.items()}, sort_keys=True)
+    return fingerprint(secret, b"lookup\0" + canonical.encode("utf-8"))
+
+
+@dataclass(frozen=True, repr=False)
+class Deidentify:
+    """Stage: de-identify each instance by PS3.15 Annex E (Basic Profile plus Options).
+
+    The instance's dataset is replaced by its de-identified copy (new UIDs, new File Meta
+    Information whose Media Storage SOP Instance UID is the new SOP Instance UID), and the count
+    of each action goes into ``instance.counts`` (``deid.X``, ``deid.Z``, ...), hence into the
+    manifest. An instance that cannot be de-identified with certainty raises
+    `DeidentificationError`, which the pipeline records as a failure with the reason; nothing
+    of it is written.
+
+    Parameters
+    ----------
+    secret, secret_file, secret_env
+        The project secret (at least 16 bytes), given directly, as a file or as the name of an
+        environment variable: exactly one. It keys every UID, pseudonym and date shift, is read
+        once where the stage is built and travels to workers inside the pickled stage; it is
+        never in ``repr``, `config`, the manifest or the outputs.
+    options
+        Option names (``"retain-safe-private"``, ...; see ``dicomflow.anonymize.OPTIONS``) or a
+        `DeidOptions`.
+    lookup
+        A CSV or Parquet lookup table (see `load_lookup`), or a mapping ``keyword ->
+        {original: replacement}``, overriding derived values (e.g. study subject IDs).
+    crosswalk
+        Path of a Parquet file to receive the ``(keyword, original, replacement)`` pairs, apart
+        from the shared output: each instance writes a part under ``<crosswalk>.parts/``, and
+        `merge_crosswalk` (the ``deid`` command calls it) folds them into the file. A crosswalk
+        inside a folder that looks like a dicomflow output fails every instance.
+    date_shift_days
+        Inclusive range of the per-patient date shift (Modified Dates option).
+    pixel_rules
+        A CSV pixel rule table for Clean Pixel Data (default: the one shipped with dicomflow).
+
+    Examples
+    --------
+    >>> stage = Deidentify(secret=b"a project secret of 32 bytes....", options=["retain-uids"])
+    >>> stage
+    Deidentify(options=('retain-uids',), secret=<hidden>)
+    >>> stage.config()["secret_fingerprint"] == stage.fingerprint
+    True
+    """
+
+    secret: bytes | str | None = field(default=None, compare=False)
+    secret_file: str | None = None
+    secret_env: str | None = None
+    options: Iterable[str] | DeidOptions = ()
+    lookup: str | Mapping[str, Mapping[str, str]] | None = None
+    crosswalk: str | None = None
+    date_shift_days: tuple[int, int] = (-3650, 0)
+    pixel_rules: str | None = None
+    name: str = "deidentify"
+    _engine: Deidentifier = field(init=False, compare=False)
+    _secret: bytes = field(init=False, compare=False)
+    _state: dict[str, Any] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        secret = read_secret(self.secret, self.secret_file, self.secret_env)
+        if isinstance(self.options, DeidOptions):
+            options = self.options
+            object.__setattr__(self, "date_shift_days", options.date_shift_days)
+        else:
+            if isinstance(self.options, str):
+                raise ConfigError("options must be a list of option names, not one string")
+            options = DeidOptions.from_names(self.options, date_shift_days=self.date_shift_days)
+        object.__setattr__(self, "options", options.names)
+        object.__setattr__(self, "date_shift_days", options.date_shift_days)
+        if self.secret_file is not None:
+            object.__setattr__(self, "secret_file", os.fspath(self.secret_file))
+        if self.crosswalk is not None:
+            object.__setattr__(self, "crosswalk", os.fspath(self.crosswalk))
+        if self.pixel_rules is not None:
+            object.__setattr__(self, "pixel_rules", os.fspath(self.pixel_rules))
+        if isinstance(self.lookup, str | os.PathLike):
+            lookup: Mapping[str, Mapping[str, str]] | None = load_lookup(self.lookup)
+            object.__setattr__(self, "lookup", os.fspath(self.lookup))
+        else:
+            lookup = self.lookup
+        rules = PixelRules.load(self.pixel_rules) if options.clean_pixel_data else None
+        engine = Deidentifier(secret, options, lookup=lookup, pixel_rules=rules)
+        object.__setattr__(self, "_engine", engine)
+        object.__setattr__(self, "_secret", secret)
+        object.__setattr__(self, "_state", {})
+
+    # -- description --------------------------------------------------------------------------
+
+    @property
+    def deid_options(self) -> DeidOptions:
+        """The options in force, as a `DeidOptions`."""
+        return self._engine.options
+
+    @property
+    def engine(self) -> Deidentifier:
+        """The `Deidentifier` this stage runs (e.g. for ``verify`` or a dry run)."""
+        return self._engine
+
+    @property
+    def fingerprint(self) -> str:
+        """Keyed fingerprint of the secret: a different secret gives a different one."""
+        return fingerprint(self._secret)
+
+    def __repr__(self) -> str:
+        return f"Deidentify(options={self.options!r}, secret=<hidden>)"
+
+    def config(self) -> dict[str, Any]:
+        """What the outputs depend on, for the manifest and the config hash; no secret in it."""
+        config: dict[str, Any] = {
+            "type": "deidentify",
+            "options": list(self.deid_options.names),
+            "date_shift_days": list(self.date_shift_days),
+            "secret_fingerprint": self.fingerprint,
+        }
+        if self.secret_file is not None:
+            config["secret_file"] = self.secret_file
+        if self.secret_env is not None:
+            config["secret_env"] = self.secret_env
+        lookup = self._engine._keys.lookup
+        if lookup:
+            if isinstance(self.lookup, str):
+                config["lookup"] = self.lookup
+            config["lookup_fingerprint"] = _lookup_fingerprint(self._secret, lookup)
+        if self.crosswalk is not None:
+            config["crosswalk"] = self.crosswalk
+        if self.deid_options.clean_pixel_data:
+            rules = self._engine.pixel_rules
+            config["pixel_rules"] = self.pixel_rules or "builtin"
+            config["pixel_rules_sha256"] = rules.fingerprint
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Deidentify:
+        """Build the stage from a pipeline file's table (``type = "deidentify"``).
+
+        The secret must come from ``secret_file`` or ``secret_env``; a recorded
+        ``secret_fingerprint`` must match it.
+        """
+        if "secret" in config:
+            raise ConfigError(
+                "a pipeline file must not hold the secret: use secret_file or secret_env"
+            )
+        known = {"secret_file", "secret_env", "options", "lookup", "crosswalk",
+                 "date_shift_days", "pixel_rules", "name"}  # fmt: skip
+        recorded = {"type", "secret_fingerprint", "lookup_fingerprint", "pixel_rules_sha256"}
+        unknown = set(config) - known - recorded
+        if unknown:
+            raise ConfigError(f"deidentify: unknown settings {sorted(unknown)}")
+        kwargs = {k: v for k, v in config.items() if k in known}
+        if kwargs.get("pixel_rules") == "builtin":
+            del kwargs["pixel_rules"]
+        if "date_shift_days" in kwargs:
+            kwargs["date_shift_days"] = tuple(kwargs["date_shift_days"])
+        stage = cls(**kwargs)
+        expected = config.get("secret_fingerprint")
+        if expected is not None and expected != stage.fingerprint:
+            raise ConfigError(
+                "the secret differs from the one this pipeline was recorded with "
+                f"(fingerprint {stage.fingerprint}, recorded {expected})"
+            )
+        return stage
+
+    # -- running ------------------------------------------------------------------------------
+
+    def __call__(self, instance: Instance) -> Instance:
+        pairs = Crosswalk() if self.crosswalk is not None else None
+        if pairs is not None:
+            self._check_crosswalk_location()
+        out, counts = self._engine.deidentify(instance.dataset, crosswalk=pairs)
+        instance.dataset = out
+        instance.counts.update({f"deid.{k}": v for k, v in counts.as_dict().items()})
+        instance.provenance.append(self.name)
+        if pairs is not None and self.crosswalk is not None:
+            name = fingerprint(self._secret, b"crosswalk part\0" + instance.uri.encode())
+            write_part(self.crosswalk, name, pairs)
+        return instance
+
+    def _check_crosswalk_location(self) -> None:
+        if self._state.get("crosswalk checked"):
+            return
+        root = output_root_above(str(self.crosswalk))
+        if root is not None:
+            raise ConfigError(
+                f"the crosswalk {self.crosswalk} is inside {root}, which looks like a dicomflow "
+                "output: keep the crosswalk in a separate, private location"
+            )
+        self._state["crosswalk checked"] = True
+
+    def merge_crosswalk(self) -> int:
+        """Fold the parts the workers wrote into the crosswalk file; the number of pairs."""
+        if self.crosswalk is None:
+            raise ConfigError("this stage has no crosswalk path")
+        return merge_crosswalk(self.crosswalk)
