@@ -41,26 +41,13 @@ def test_all_columns_union_is_deterministic(files) -> None:
     assert a.num_rows == len(files)
 
 
-def test_dask_local_cluster_gives_identical_table(files, in_process) -> None:
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            scheduler_port=0,
-            dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        client.wait_for_workers(2, timeout=60)
-        on_cluster = dfl.scan(files, client=client, batch_size=16).to_arrow()
-        assert on_cluster.equals(in_process)
-        # and as a dask DataFrame, computed on the cluster
-        frame = dfl.scan(files, batch_size=16).to_dask()
-        assert frame.npartitions == -(-len(files) // 16)
-        computed = frame.compute()
+def test_dask_local_cluster_gives_identical_table(files, in_process, dask_client) -> None:
+    on_cluster = dfl.scan(files, client=dask_client, batch_size=16).to_arrow()
+    assert on_cluster.equals(in_process)
+    # and as a dask DataFrame, computed on the cluster
+    frame = dfl.scan(files, batch_size=16).to_dask()
+    assert frame.npartitions == -(-len(files) // 16)
+    computed = frame.compute(scheduler=dask_client)
     assert list(computed["uri"]) == in_process.column("uri").to_pylist()
     assert list(computed["sop_instance_uid"].fillna("")) == [
         u or "" for u in in_process.column("sop_instance_uid").to_pylist()

@@ -25,7 +25,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     """Options every command that runs a pipeline shares."""
     p.add_argument("--workers", type=int, help="processes (default: one per core)")
     p.add_argument("--batch-size", type=int, default=32, help="instances per task")
-    p.add_argument("--manifest", metavar="DIR", help="manifest folder (default: in the output)")
+    p.add_argument("--manifest", metavar="DIR", help="manifest folder (default: OUT.manifests)")
     p.add_argument("--no-resume", action="store_true", help="redo inputs done by earlier runs")
     p.add_argument("--dry-run", action="store_true", help="show what would be done, do nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from .run import add_run_options
+
 __all__ = ["register"]
 
 
@@ -39,23 +41,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--ratio", type=float, help="jpeg2000 compression ratio (default 10)")
     parser.add_argument("--near", type=int, help="jpeg-ls-near-lossless NEAR (default 2)")
     parser.add_argument("--encoder", help="use this codec package instead of the fastest one")
-    parser.add_argument("--workers", type=int, help="processes (default: one per core)")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="show what would be done, write nothing"
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_run_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..catalog import scan
-    from ..errors import ConfigError
     from ..pipeline.pipeline import pipeline
     from ..pipeline.transcode import Transcode
     from ..writers.part10 import Part10Folder
+    from .run import execute
 
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     stage = Transcode(
         args.to,
         lossy=args.lossy,
@@ -64,18 +60,5 @@ def run(args: argparse.Namespace) -> int:
         near=args.near,
         encoder=args.encoder,
     )
-    job = (pipeline(scan(args.src)) | stage).write(Part10Folder(args.dst))
-    report = job.execute(workers=args.workers, progress=not args.quiet, dry_run=args.dry_run)
-    rows = report.manifest.to_pylist()
-    if args.dry_run:
-        planned = sum(1 for r in rows if r["status"] == "planned")
-        print(f"dry run: {planned:,} of {len(rows):,} inputs would be transcoded", file=sys.stderr)
-        return 0
-    print(f"transcode to {stage.uid.name}: {report.summary()}", file=sys.stderr)
-    failed = [r for r in rows if r["status"] == "failed"]
-    for row in failed[:10]:
-        reason = (row["reason"] or "").strip().splitlines() or [""]
-        print(f"  failed {row['source_uri']}: {reason[0]}", file=sys.stderr)
-    if len(failed) > 10:
-        print(f"  ... and {len(failed) - 10:,} more (see the manifest)", file=sys.stderr)
-    return 0
+    print(f"transcode to {stage.uid.name}", file=sys.stderr)
+    return execute((pipeline(scan(args.src)) | stage).write(Part10Folder(args.dst)), args)

@@ -167,23 +167,22 @@ class _Reader:
                 out[i] = (data, size)
             except OSError as exc:
                 out[i] = (exc, size)
-        groups: dict[int, list[int]] = {}
+        groups: dict[int, tuple[Any, list[tuple[int, str]]]] = {}
         for i in remote:
             try:
-                fs, _ = self._fs_path(refs[i][0])
+                fs, path = self._fs_path(refs[i][0])
             except Exception as exc:  # noqa: BLE001 - a URL that cannot be opened is a row
                 out[i] = (exc, refs[i][1])
                 continue
-            groups.setdefault(id(fs), []).append(i)
-        for members in groups.values():
-            fs, _ = self._fs_path(refs[members[0]][0])
-            paths = [self._fs_path(refs[i][0])[1] for i in members]
-            ends = [min(prefix, refs[i][1] or prefix) for i in members]
+            groups.setdefault(id(fs), (fs, []))[1].append((i, path))
+        for fs, members in groups.values():
+            paths = [path for _, path in members]
+            ends = [min(prefix, refs[i][1] or prefix) for i, _ in members]
             try:
                 results = fs.cat_ranges(paths, [0] * len(paths), ends, on_error="return")
             except Exception as exc:  # noqa: BLE001
                 results = [exc] * len(paths)
-            for i, res in zip(members, results):
+            for (i, _), res in zip(members, results):
                 if isinstance(res, bytes):
                     self.bytes_read += len(res)
                 elif not isinstance(res, Exception):

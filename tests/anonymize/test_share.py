@@ -102,21 +102,9 @@ def test_same_bytes_in_a_process_pool(shared, tmp_path) -> None:
     assert _tree(tmp_path / "share") == _tree(root / "share")
 
 
-def test_same_bytes_on_a_dask_cluster(shared, tmp_path) -> None:
-    distributed = pytest.importorskip("dask.distributed")
+def test_same_bytes_on_a_dask_cluster(shared, tmp_path, dask_client) -> None:
     sample, root, _ = shared
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            scheduler_port=0,
-            dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        report = _run(sample, tmp_path, client=client)
+    report = _run(sample, tmp_path, client=dask_client)
     assert report.done == len(sample.files)
     assert _tree(tmp_path / "share") == _tree(root / "share")
 

@@ -95,17 +95,12 @@ def test_stage_failures_skips_and_drops_are_recorded(sample: Path, tmp_path: Pat
     assert not _tree(tmp_path / "d")
 
 
-def test_executors_give_byte_identical_outputs(sample: Path, tmp_path: Path) -> None:
-    distributed = pytest.importorskip("distributed")
+def test_executors_give_byte_identical_outputs(sample: Path, tmp_path: Path, dask_client) -> None:
     _pipeline(sample, tmp_path / "inproc", dfl.map(st.stamp)).execute(workers=1)
     _pipeline(sample, tmp_path / "pool", dfl.map(st.stamp)).execute(workers=2, batch_size=8)
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-        scheduler_port=0, dashboard_address=None,
-    ) as cluster, distributed.Client(cluster) as client:  # fmt: skip
-        report = _pipeline(sample, tmp_path / "dask", dfl.map(st.stamp)).execute(
-            client=client, batch_size=8
-        )
+    report = _pipeline(sample, tmp_path / "dask", dfl.map(st.stamp)).execute(
+        client=dask_client, batch_size=8
+    )
     assert report.failed == 3  # the sample's broken files
     reference = _tree(tmp_path / "inproc")
     assert len(reference) == 129
