@@ -70,7 +70,9 @@ class ProcessExecutor:
         def submit(item: T) -> Future[R]:
             return self._pool.submit(fn, item)
 
-        return _ordered(submit, items, 2 * self.workers)
+        # results are taken in input order: a deeper window keeps the other workers busy
+        # while the oldest task is still running (2 per worker left them idle at times)
+        return _ordered(submit, items, 4 * self.workers)
 
     def close(self) -> None:
         self._pool.shutdown(cancel_futures=True)

@@ -260,6 +260,30 @@ def _jpeg_imagecodecs(src: bytes, fmt: PixelFormat) -> tuple[np.ndarray, str]:
     return _unused_bits(arr, fmt), fmt.photometric_interpretation
 
 
+def _jpeg8_imagecodecs(src: bytes, fmt: PixelFormat) -> tuple[np.ndarray, str]:
+    """8-bit grey JPEG only: where libjpeg-turbo gives IJG libjpeg's values exactly."""
+    info = jpeg_header(src)
+    if info and (info["precision"] != 8 or info["marker"] == 0xC3):
+        raise PixelDataError(f"{info['precision']}-bit JPEG is left to pydicom's own plugin")
+    return _jpeg_imagecodecs(src, fmt)
+
+
+@cache
+def _pydicom_jpeg_is_ijg() -> bool:
+    """Whether pydicom decodes lossy JPEG with an IJG libjpeg (GDCM's, or Pillow's
+    libjpeg-turbo) rather than pylibjpeg-libjpeg, whose inverse DCT rounds differently.
+
+    pydicom tries its plugins in registration order (gdcm, pylibjpeg, pillow) and uses the
+    first installed one.
+    """
+    from pydicom.pixels import get_decoder
+
+    decoder = get_decoder(JPEG_BASELINE)
+    order = list(getattr(decoder, "_available", None) or ("gdcm", "pylibjpeg", "pillow"))
+    installed = [name for name in order if name in decoder.available_plugins]
+    return bool(installed) and installed[0] in ("gdcm", "pillow")
+
+
 def _jpeg_libjpeg(src: bytes, fmt: PixelFormat) -> tuple[np.ndarray, str]:
     import libjpeg
 
@@ -426,14 +450,23 @@ def backends_for(
         Use only this backend (``"imagecodecs"``, ``"pylibjpeg-rle"``, ``"pyjpegls"``,
         ``"pydicom"``...); an explicit choice is never silently replaced.
     exact : bool
-        Lossy JPEG only: ``True`` tries pydicom's own plugin first, so values equal
-        ``pixel_array`` whatever plugins are installed; ``False`` tries the fastest decoder
-        first (libjpeg-turbo, within one grey level of any other conforming decoder).
+        Lossy JPEG only: ``True`` gives values equal to ``pixel_array`` whatever plugins are
+        installed: pydicom's own plugin first, except 8-bit grey frames when that plugin is an
+        IJG libjpeg (gdcm, Pillow), which libjpeg-turbo decodes identically and faster;
+        ``False`` tries the fastest decoder first (libjpeg-turbo, within one grey level of any
+        other conforming decoder).
         Every other syntax is decoded exactly by every backend.
     """
     chain = tuple(b for b in _BACKENDS.get(tsuid, ()) if _installed(b[0]))
     if tsuid in (JPEG_BASELINE, JPEG_EXTENDED):
-        chain = (("pydicom", _pydicom), *chain) if exact else (*chain, ("pydicom", _pydicom))
+        if not exact:
+            chain = (*chain, ("pydicom", _pydicom))
+        elif _installed("imagecodecs") and _pydicom_jpeg_is_ijg():
+            # 8-bit: libjpeg-turbo (GIL released) equals IJG libjpeg bit for bit (its accurate
+            # integer IDCT and upsampling are libjpeg 6b's; checked over the corpus in tests)
+            chain = (("imagecodecs", _jpeg8_imagecodecs), ("pydicom", _pydicom), *chain)
+        else:
+            chain = (("pydicom", _pydicom), *chain)
     elif tsuid != DEFLATED_IMAGE_FRAME:
         chain += (("pydicom", _pydicom),)
     if backend is None:

@@ -257,6 +257,43 @@ def test_inexact_lossy_jpeg_is_fast_and_within_one_grey_level():
     assert np.abs(fast.astype(np.int64) - ref).max() <= 1
 
 
+@pytest.mark.parametrize(
+    "name, expected_first",
+    [
+        # 8-bit grey: libjpeg-turbo (imagecodecs) equals pydicom's IJG plugin, so it goes first
+        ("modality/XA/fo-dicom_HasFragmentSequence.dcm", "imagecodecs"),
+        # 12-bit: libjpeg-turbo's 12-bit build rounds differently; pydicom's plugin decodes it
+        ("transfer-syntax/jpeg-extended/JPGExtended.dcm", "pydicom"),
+    ],
+)
+def test_exact_lossy_jpeg_uses_libjpeg_turbo_only_where_it_equals_pydicom(
+    name, expected_first, monkeypatch
+):
+    from pydicom.pixels import get_decoder
+
+    from dicomflow.pixels import _codecs
+
+    if "gdcm" not in get_decoder("1.2.840.10008.1.2.4.50").available_plugins:
+        pytest.skip("pydicom's JPEG plugin here is not GDCM's IJG libjpeg")
+    path = CORPUS / name
+    used = []
+    for backend in ("_jpeg8_imagecodecs", "_pydicom"):
+        original = getattr(_codecs, backend)
+
+        def spy(src, fmt, original=original, backend=backend):
+            result = original(src, fmt)  # raises when it refuses the frame
+            used.append(backend)
+            return result
+
+        monkeypatch.setattr(_codecs, backend, spy)
+    ref = pydicom.dcmread(path).pixel_array
+    arr = frames(catalog_row(path)).compute()
+    assert np.array_equal(arr.reshape(ref.shape), ref)
+    assert used and used[0] == {"imagecodecs": "_jpeg8_imagecodecs", "pydicom": "_pydicom"}[
+        expected_first
+    ]
+
+
 def test_explicit_backend_that_cannot_decode_fails_before_compute():
     row = catalog_row(CORPUS / "transfer-syntax/jpeg2000-lossless/MR_small_jp2klossless.dcm")
     with pytest.raises(PixelDataError, match="available here"):
