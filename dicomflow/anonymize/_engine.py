@@ -15,9 +15,9 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
+from ..writers._fastwrite import DeidentifiedDataset, Fallback
+from ..writers._fastwrite import Writer as _SequenceWriter
 from ._errors import DeidentificationError
-from ._fastwrite import DeidentifiedDataset, Fallback
-from ._fastwrite import Writer as _SequenceWriter
 from ._keys import Crosswalk, Keyring
 from ._options import DeidOptions
 from ._pixels import PixelRules, blank_pixels, describe_device

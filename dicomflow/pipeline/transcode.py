@@ -420,15 +420,72 @@ def _little_endian_copy(ds: Dataset) -> Dataset:
     return out
 
 
+def _native_frames(ds: Dataset, ts: UID) -> Iterator[tuple[np.ndarray, _Format]] | None:
+    """Frames of little endian native Pixel Data as views of its bytes, with the values
+    pydicom's decoder gives (unused high bits corrected the same way); None where the layout is
+    not the plain one (then pydicom decodes)."""
+    if ts not in NATIVE:
+        return None
+    try:
+        data = ds["PixelData"].value
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel", 1))
+        allocated, stored = int(ds.BitsAllocated), int(ds.BitsStored)
+        signed = int(ds.get("PixelRepresentation", 0)) == 1
+        photometric = str(ds.PhotometricInterpretation)
+        planar = int(ds.get("PlanarConfiguration", 0) or 0)
+        nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    except (KeyError, AttributeError, TypeError, ValueError):
+        return None
+    if (
+        not isinstance(data, bytes)
+        or allocated not in (8, 16)
+        or not 1 <= stored <= allocated
+        or samples not in (1, 3)
+        or photometric.startswith("YBR_") and photometric != "YBR_FULL"
+        or rows < 1
+        or columns < 1
+        or nframes < 1
+    ):
+        return None
+    fmt = _Format(rows, columns, samples, allocated, stored, signed, photometric)
+    size = fmt.frame_bytes()
+    if len(data) < size * nframes:
+        return None  # pydicom's decoder reports what is missing
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
+    shift = allocated - stored
+
+    def frames() -> Iterator[tuple[np.ndarray, _Format]]:
+        for index in range(nframes):
+            flat = np.frombuffer(data, dtype, rows * columns * samples, index * size)
+            if samples == 1:
+                frame = flat.reshape(rows, columns)
+            elif planar:
+                frame = flat.reshape(samples, rows, columns).transpose(1, 2, 0)
+            else:
+                frame = flat.reshape(rows, columns, samples)
+            frame = np.ascontiguousarray(frame, dtype.newbyteorder("="))
+            if shift:  # as pydicom: shifted up and back, so signed values are sign-extended
+                frame = (frame << shift) >> shift
+            yield frame, fmt
+
+    return frames()
+
+
 def _decoded_frames(ds: Dataset, ts: UID) -> Iterator[tuple[np.ndarray, _Format]]:
     """The stored values of each frame (YBR stays YBR), in native byte order, and their format.
 
-    Frame by frame with ``as_array(index=...)``: pydicom 3.0's ``iter_array`` fails on frames
-    that need a sign correction (their buffer is read-only).
+    Plain native Pixel Data is read in place (:func:`_native_frames`); everything else frame by
+    frame with pydicom's ``as_array(index=...)`` (its ``iter_array`` fails on frames that need
+    a sign correction: their buffer is read-only).
     """
     from pydicom.pixels import get_decoder
     from pydicom.pixels.utils import get_nr_frames
 
+    native = _native_frames(ds, ts)
+    if native is not None:
+        yield from native
+        return
     try:
         decoder = get_decoder(ts)
         for index in range(get_nr_frames(ds, warn=False)):

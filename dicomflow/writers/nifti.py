@@ -6,12 +6,18 @@ DICOM, with Rescale Slope/Intercept in ``scl_slope``/``scl_inter`` when every sl
 else rescaled to float32. Because NIfTI's x-fastest order is the C order of the volume's
 ``[(time,) slice, row, column]`` array, slices stream to disk as they are decoded, in batches
 decoded in parallel while the previous batch is written (``.nii.gz`` through gzip level 1).
+
+Colour volumes (RGB, and YBR decoded to RGB as pydicom does) are written as dcm2niix writes
+them: NIfTI datatype ``RGB24`` (128), each voxel an R, G, B byte triplet, with the same layout and
+affine as a grey volume. NIfTI has no colour type with more than 8 bits per sample, so 16-bit
+colour is refused (as dcm2niix refuses it); such volumes go to Zarr.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -24,9 +30,11 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from ..pixels import Volume
 
-__all__ = ["bids_sidecar", "nifti_header", "nifti_layout", "write_nifti"]
+__all__ = ["RGB24", "bids_sidecar", "nifti_bytes", "nifti_header", "nifti_layout", "write_nifti"]
 
 _VOX_OFFSET = 352
+#: NIfTI datatype 128 (``DT_RGB24``) as numpy sees it: one R, G, B byte triplet per voxel.
+RGB24 = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
 
 
 def _plane_scales(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
@@ -93,11 +101,9 @@ def nifti_header(volume: Volume, dtype: np.dtype, scale: tuple[float, float] | N
     """A nibabel ``Nifti1Header`` for data of C-order ``shape`` stored as ``dtype``."""
     import nibabel as nib
 
-    if volume.planes[0].ref.fmt.samples_per_pixel > 1:
-        raise ConfigError("colour volumes are written as Zarr or PNG, not NIfTI")
     dims = tuple(int(n) for n in shape[::-1])
     header = nib.Nifti1Header()
-    header.set_data_dtype(dtype)
+    header.set_data_dtype(128 if np.dtype(dtype) == RGB24 else dtype)
     header.set_data_shape(dims)
     if volume.grid is None:  # NIfTI code 0: no orientation known, the voxel size only
         header.set_sform(affine, code=0)
@@ -172,6 +178,97 @@ def _sidecar_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
+def _rgb24_block(block: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(block).view(RGB24)[..., 0]
+
+
+def _colour_voxels(volume: Volume):
+    """A colour volume's ``(..., 3)`` uint8 array as RGB24 voxels (the samples axis folded in)."""
+    fmt = volume.planes[0].ref.fmt
+    arr = volume.array
+    photometric = fmt.photometric_interpretation
+    if photometric.startswith("YBR") and not volume.options.as_rgb:
+        raise ConfigError(
+            f"{volume.planes[0].ref.uri}: {photometric} samples kept as YBR "
+            "(PixelOptions(as_rgb=False)) cannot be written as NIfTI RGB24; build the volumes "
+            "with as_rgb=True"
+        )
+    if arr.dtype != np.uint8 or arr.shape[-1] != 3:
+        raise ConfigError(
+            f"{volume.planes[0].ref.uri}: NIfTI stores colour only as RGB24 (3 samples of 8 bits);"
+            f" this volume has {arr.shape[-1]} samples of {arr.dtype} (dcm2niix refuses it too):"
+            " write it as Zarr instead"
+        )
+    arr = arr.rechunk({arr.ndim - 1: 3})
+    return arr.map_blocks(_rgb24_block, drop_axis=arr.ndim - 1, dtype=RGB24)
+
+
+def _voxels(volume: Volume):
+    """The array to store, its NIfTI dtype and ``(scl_slope, scl_inter)`` (None: not scaled)."""
+    arr = volume.array
+    if volume.planes[0].ref.fmt.samples_per_pixel > 1:
+        return _colour_voxels(volume), RGB24, None
+    dtype = np.dtype(arr.dtype)
+    scale = None
+    if dtype.kind in "iu":
+        rescale = volume.rescale
+        if rescale is None:  # slices scaled differently: store real values
+            slopes, intercepts = _plane_scales(volume)
+            if int(np.prod(arr.shape[:-2])) != len(volume.sop_instance_uids):
+                raise ConfigError(
+                    "slices scaled differently cannot be written from a resampled volume; "
+                    "build the volumes with PixelOptions(modality_lut=True)"
+                )
+            per = arr.reshape((len(volume.planes), -1, *arr.shape[-2:]))
+            arr = (
+                per.astype(np.float32) * slopes[:, None, None, None].astype(np.float32)
+                + intercepts[:, None, None, None].astype(np.float32)
+            ).reshape(arr.shape)
+            dtype = np.dtype(np.float32)
+        elif rescale != (1.0, 0.0):
+            scale = rescale
+    return arr, dtype, scale
+
+
+def _nifti_stream(
+    volume: Volume,
+    *,
+    reorient: bool | str,
+    batch: int,
+    compute: dict[str, Any],
+) -> Iterator[bytes | memoryview]:
+    """The NIfTI-1 file (uncompressed) in pieces: the header, then batches of slices.
+
+    The next batch is decoded (dask threads) while the caller writes this one.
+    """
+    arr, dtype, scale = _voxels(volume)
+    shadow = replace(volume, array=arr)
+    flipped, affine = nifti_layout(shadow, reorient)
+    header = nifti_header(volume, dtype, scale, affine, flipped.shape)
+    yield header.binaryblock + b"\x00" * (_VOX_OFFSET - len(header.binaryblock))
+    lead = flipped.reshape((-1, *flipped.shape[-2:]))  # type: ignore[union-attr]
+    little = dtype.newbyteorder("<")
+
+    def block(first: int) -> np.ndarray:
+        return lead[first : first + batch].compute(**compute)
+
+    with ThreadPoolExecutor(1) as prefetch:
+        pending: Future[np.ndarray] | None = None
+        for start in range(0, lead.shape[0], batch):
+            current = pending.result() if pending else block(start)
+            following = start + batch
+            pending = prefetch.submit(block, following) if following < lead.shape[0] else None
+            data = np.ascontiguousarray(current, dtype=little).reshape(-1)
+            yield data.view(np.uint8).data
+
+
+def _compute_options(scheduler: str | None, num_workers: int | None) -> dict[str, Any]:
+    compute: dict[str, Any] = {"scheduler": scheduler}
+    if num_workers:
+        compute["num_workers"] = num_workers
+    return compute
+
+
 def write_nifti(
     volume: Volume,
     path,
@@ -183,6 +280,9 @@ def write_nifti(
     num_workers: int | None = None,
 ) -> Path:
     """Write ``volume`` as NIfTI-1 (``.nii`` or ``.nii.gz``) and, by default, a JSON sidecar.
+
+    Grey volumes keep their stored values (with ``scl_slope``/``scl_inter``); colour volumes
+    with 8-bit samples are written as RGB24, as dcm2niix writes them.
 
     Parameters
     ----------
@@ -205,55 +305,67 @@ def write_nifti(
     Path
         The NIfTI file written.
 
+    Raises
+    ------
+    ConfigError
+        A colour volume NIfTI cannot hold (more than 8 bits per sample, or kept as YBR).
+    PixelDataError
+        A frame that cannot be read or decoded (:class:`~dicomflow.FrameDecodeError` names the
+        file and frame).
+
     Examples
     --------
     >>> vol.to_nifti("sub-01_ct.nii.gz")    # doctest: +SKIP
     """
     path = Path(path)
-    arr = volume.array
-    dtype = np.dtype(arr.dtype)
-    scale = None
-    if dtype.kind in "iu":
-        rescale = volume.rescale
-        if rescale is None:  # slices scaled differently: store real values
-            slopes, intercepts = _plane_scales(volume)
-            if int(np.prod(arr.shape[:-2])) != len(volume.sop_instance_uids):
-                raise ConfigError(
-                    "slices scaled differently cannot be written from a resampled volume; "
-                    "build the volumes with PixelOptions(modality_lut=True)"
-                )
-            per = arr.reshape((len(volume.planes), -1, *arr.shape[-2:]))
-            arr = (
-                per.astype(np.float32) * slopes[:, None, None, None].astype(np.float32)
-                + intercepts[:, None, None, None].astype(np.float32)
-            ).reshape(arr.shape)
-            dtype = np.dtype(np.float32)
-        elif rescale != (1.0, 0.0):
-            scale = rescale
-    shadow = replace(volume, array=arr)
-    flipped, affine = nifti_layout(shadow, reorient)
-    header = nifti_header(volume, dtype, scale, affine, flipped.shape)
-    compute: dict[str, Any] = {"scheduler": scheduler}
-    if num_workers:
-        compute["num_workers"] = num_workers
+    compute = _compute_options(scheduler, num_workers)
+    pieces = _nifti_stream(volume, reorient=reorient, batch=batch, compute=compute)
+    first = next(pieces)  # the header: a volume NIfTI cannot hold fails before any file
     path.parent.mkdir(parents=True, exist_ok=True)
-    header_bytes = header.binaryblock + b"\x00" * (_VOX_OFFSET - len(header.binaryblock))
-    lead = flipped.reshape((-1, *flipped.shape[-2:]))  # type: ignore[union-attr]
-    little = dtype.newbyteorder("<")
     opener = gzip.open(path, "wb", compresslevel=1) if path.name.endswith(".gz") else None
-    with opener or open(path, "wb") as f, ThreadPoolExecutor(1) as prefetch:
-        f.write(header_bytes)
-        starts = range(0, lead.shape[0], batch)
-
-        def block(first: int) -> np.ndarray:
-            return lead[first : first + batch].compute(**compute)
-
-        pending: Future[np.ndarray] | None = None
-        for start in starts:  # decode the next batch (dask threads) while this one is written
-            current = pending.result() if pending else block(start)
-            following = start + batch
-            pending = prefetch.submit(block, following) if following < lead.shape[0] else None
-            f.write(np.ascontiguousarray(current, dtype=little).data.cast("B"))
+    with opener or open(path, "wb") as f:
+        f.write(first)
+        for piece in pieces:
+            f.write(piece)
     if sidecar:
         _sidecar_path(path).write_text(json.dumps(bids_sidecar(volume), indent=2))
     return path
+
+
+def nifti_bytes(
+    volume: Volume,
+    *,
+    compress: bool = True,
+    reorient: bool | str = "auto",
+    batch: int = 64,
+    scheduler: str | None = "threads",
+    num_workers: int | None = None,
+) -> bytes:
+    """The NIfTI-1 file :func:`write_nifti` writes, as bytes (for atomic writes and objects).
+
+    Compressed output is reproducible: the gzip header holds no name and no time, so the same
+    volume always gives the same bytes.
+
+    Parameters
+    ----------
+    volume : Volume
+        The volume.
+    compress : bool
+        gzip the file (``.nii.gz``), level 1 as :func:`write_nifti`.
+    reorient, batch, scheduler, num_workers
+        As in :func:`write_nifti`.
+
+    Returns
+    -------
+    bytes
+        The whole ``.nii`` (or ``.nii.gz``) file.
+
+    Examples
+    --------
+    >>> data = nifti_bytes(vol, compress=False)     # doctest: +SKIP
+    >>> nibabel.Nifti1Image.from_bytes(data).shape  # doctest: +SKIP
+    (512, 512, 120)
+    """
+    compute = _compute_options(scheduler, num_workers)
+    raw = b"".join(_nifti_stream(volume, reorient=reorient, batch=batch, compute=compute))
+    return gzip.compress(raw, compresslevel=1, mtime=0) if compress else raw

@@ -16,6 +16,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from .. import __version__
 from ..errors import ConfigError
 from ..pipeline.instance import Instance, Output, RunContext
+from ._fastwrite import encode_file
 from ._files import atomic_write, join, remove_stale_temporaries, safe_component
 
 __all__ = ["IMPLEMENTATION_CLASS_UID", "Part10Folder", "encode_part10", "render_path"]
@@ -43,6 +44,9 @@ def encode_part10(ds: Dataset, transfer_syntax: str | None = None) -> bytes:
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     ds.file_meta = meta
     ds.preamble = b"\x00" * 128
+    data = encode_file(ds)  # the same bytes as pydicom's writer, elements read copied as bytes
+    if data is not None:
+        return data
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()

@@ -174,6 +174,55 @@ def test_lossless_round_trip(relpath, target, tmp_path):
     assert fingerprint(ds) == before  # the source dataset is untouched
 
 
+def _native_sources() -> list[str]:
+    out = []
+    for relpath in REPRESENTATIVES:
+        meta = _read(CORPUS / relpath, stop_before_pixels=True).file_meta
+        if str(meta.get("TransferSyntaxUID", "")) in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"):
+            out.append(relpath)
+    return out
+
+
+NATIVE_SOURCES = _native_sources()
+
+
+@pytest.mark.parametrize("relpath", NATIVE_SOURCES)
+def test_native_frames_read_in_place_equal_pydicoms_decoder(relpath):
+    """Plain native Pixel Data skips pydicom's decoder: the frames must be what it gives."""
+    from pydicom.pixels import get_decoder
+
+    ds = _read(CORPUS / relpath)
+    ts = ds.file_meta.TransferSyntaxUID
+    fast = transcode_module._native_frames(ds, ts)
+    if fast is None:
+        pytest.skip("not plain native pixel data: left to pydicom's decoder")
+    decoder = get_decoder(ts)
+    count = 0
+    for index, (frame, fmt) in enumerate(fast):
+        want, meta = decoder.as_array(ds, index=index, as_rgb=False)
+        same_pixels(frame, want.astype(want.dtype.newbyteorder("="), copy=False))
+        assert fmt.photometric == meta.get(
+            "photometric_interpretation", ds.PhotometricInterpretation
+        )
+        count += 1
+    assert count == int(ds.get("NumberOfFrames", 1) or 1)
+
+
+@pytest.mark.parametrize("target", ["rle", "jpeg-ls-lossless", "explicit-vr-le"])
+@pytest.mark.parametrize("relpath", REPRESENTATIVES[::7])
+def test_part10_bytes_are_pydicoms_bytes(relpath, target):
+    """encode_part10 writes copied elements as bytes: the file must be the one pydicom writes."""
+    ds, _ = source(relpath)
+    try:
+        out = transcode_dataset(ds, target)
+    except TranscodeError:
+        pytest.skip("the target cannot hold this image")
+    fast = encode_part10(out)
+    buffer = io.BytesIO()
+    out.save_as(buffer, enforce_file_format=True)  # encode_part10 set the meta and preamble
+    assert fast == buffer.getvalue()
+
+
 def fingerprint(ds: Dataset) -> tuple:
     keywords = ("PhotometricInterpretation", "BitsAllocated", "SOPInstanceUID")
     meta = str(ds.file_meta.TransferSyntaxUID)

@@ -1,14 +1,14 @@
-"""Writing de-identified instances fast: the elements the engine copied are written as bytes.
+"""Writing Part 10 files fast: elements read from a file are written back as bytes.
 
-A de-identified instance is mostly elements copied byte for byte from the original (pydicom
-``RawDataElement``), a few new values and the sequences around them. pydicom's writer spends
-~10 us on every element whatever it is; here a raw element whose encoding is the output's is a
-header and a slice of bytes, sequences are walked the same way, and every other element (new
-values, encapsulated pixel data, anything unusual) is handed to pydicom's own
-``write_data_element``. The bytes are the ones ``dcmwrite(..., enforce_file_format=True)``
-writes (a test compares them on the corpus); any data set this cannot write exactly (deflated or
-private transfer syntaxes, a changed character set or encoding, File Meta elements in the data
-set) goes to pydicom's ``save_as`` unchanged.
+An instance leaving a pipeline is mostly elements copied byte for byte from its source (pydicom
+``RawDataElement``), a few new values (de-identified, transcoded) and the sequences around them.
+pydicom's writer spends ~10 us on every element whatever it is; here a raw element whose
+encoding is the output's is a header and a slice of bytes, sequences are walked the same way,
+and every other element (new values, encapsulated pixel data, anything unusual) is handed to
+pydicom's own ``write_data_element``. The bytes are the ones ``dcmwrite(...,
+enforce_file_format=True)`` writes (a test compares them on the corpus); any data set this
+cannot write exactly (deflated or private transfer syntaxes, a changed character set or
+encoding, File Meta elements in the data set) goes to pydicom's ``save_as`` unchanged.
 """
 
 from __future__ import annotations
