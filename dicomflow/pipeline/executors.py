@@ -65,6 +65,10 @@ class ProcessExecutor:
             # the fork server imports dicomflow once; each worker then starts in milliseconds
             context.set_forkserver_preload(["dicomflow", "dicomflow.catalog"])
         self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+        if start_method == "fork":
+            # fork every worker now, while this process is in the state fork_is_safe() saw
+            # (later, planning may start thread pools: polars', Arrow's)
+            self._pool.submit(int).result()
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         def submit(item: T) -> Future[R]:
@@ -110,15 +114,30 @@ def make_executor(
     return ProcessExecutor(workers, start_method=start_method)
 
 
+#: native thread pools that do not survive a fork (the child would hang on first use)
+_FORK_UNSAFE_THREADS = ("polars-", "tokio-")
+
+
 def fork_is_safe() -> bool:
-    """Whether plain ``fork`` may start workers: Linux, and no Python threads running.
+    """Whether plain ``fork`` may start workers: Linux, no Python thread but this one, and no
+    thread pool known not to survive a fork (polars' and its async runtime).
 
     ``fork`` starts a worker in milliseconds where ``forkserver`` needs a fresh interpreter
-    (about half a second here). Header scanning in the workers uses no threads, locks or BLAS,
-    so it is safe to fork from a single-threaded parent; pipelines, whose stages may use
-    anything, keep ``forkserver``.
+    (about half a second here). The native threads a plain session has (OpenBLAS, jemalloc,
+    Arrow's pools) re-create themselves in the child (they register fork handlers); polars'
+    does not, and a Jupyter kernel runs Python threads: there ``forkserver`` is used.
     """
     import sys
     import threading
 
-    return sys.platform.startswith("linux") and threading.active_count() == 1
+    if not sys.platform.startswith("linux") or threading.active_count() != 1:
+        return False
+    try:
+        tasks = os.listdir("/proc/self/task")
+        names = []
+        for task in tasks:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                names.append(f.read().strip())
+    except OSError:
+        return False
+    return not any(name.startswith(_FORK_UNSAFE_THREADS) for name in names)

@@ -25,7 +25,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 
 from .. import __version__
 from ..errors import ConfigError, DicomflowError
-from .executors import make_executor
+from .executors import fork_is_safe, make_executor
 from .instance import Instance, RunContext, Skip
 from .manifest import ManifestWriter, done_inputs, manifest_table
 from .stages import Filter
@@ -296,7 +296,12 @@ class Pipeline:
         if not dry_run:
             for sink in self.sinks:
                 sink.open(context)
-        executor = None if dry_run else make_executor(workers, client)
+        executor = None
+        if not dry_run:
+            local_fork = client is None and workers != 1 and fork_is_safe()
+            executor = make_executor(
+                workers, client, start_method="fork" if local_fork else "forkserver"
+            )
         halt: list[str] = []  # set when a worker hit a full disk
 
         def tasks() -> Iterator[_Task]:

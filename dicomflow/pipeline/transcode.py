@@ -442,7 +442,8 @@ def _native_frames(ds: Dataset, ts: UID) -> Iterator[tuple[np.ndarray, _Format]]
         or allocated not in (8, 16)
         or not 1 <= stored <= allocated
         or samples not in (1, 3)
-        or photometric.startswith("YBR_") and photometric != "YBR_FULL"
+        or photometric.startswith("YBR_")
+        and photometric != "YBR_FULL"
         or rows < 1
         or columns < 1
         or nframes < 1

@@ -140,9 +140,11 @@ class Writer:
                 if not raw_ok:
                     raise Fallback
                 value = elem.value
-                if elem.length == _UNDEFINED or elem.VR == "SQ" or not value:
+                if elem.length == _UNDEFINED or value is None:
                     parts.append(self.pydicom_element(elem, encodings))
                     continue
+                # a defined-length sequence read in this encoding is its items' bytes as they
+                # are: pydicom would parse and write them back to the same bytes
                 parts.append(self.header(tag, elem.VR, len(value)))
                 parts.append(value)
             elif elem.VR == "SQ":

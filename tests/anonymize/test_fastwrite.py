@@ -59,6 +59,30 @@ def test_same_bytes_as_pydicom_on_the_corpus() -> None:
     assert same >= 100
 
 
+def test_same_bytes_as_pydicom_for_every_corpus_file_as_read() -> None:
+    """Elements as read (raw values, raw sequences of defined length) are copied as bytes:
+    the file must still be the one pydicom writes, for every readable corpus file."""
+    manifest = CORPUS / "MANIFEST.csv"
+    if not manifest.is_file():
+        pytest.skip(f"corpus not found at {CORPUS}")
+    with open(manifest, newline="", encoding="utf-8") as f:
+        paths = [r["path"] for r in csv.DictReader(f) if r["sop_class"]]
+    same = 0
+    for relative in paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ds = pydicom.dcmread(CORPUS / relative, force=True)
+                expected = _pydicom_bytes(ds)
+            except Exception:  # noqa: BLE001 - pydicom itself cannot read or write it
+                continue
+            fast = encode_file(pydicom.dcmread(CORPUS / relative, force=True))
+        if fast is not None:
+            assert fast == expected, relative
+            same += 1
+    assert same >= 400
+
+
 def test_sample_outputs_and_save_as(sample_archive, tmp_path) -> None:
     engine = Deidentifier(SECRET)
     for path in sample_archive.files[::10]:

@@ -289,9 +289,10 @@ def test_exact_lossy_jpeg_uses_libjpeg_turbo_only_where_it_equals_pydicom(
     ref = pydicom.dcmread(path).pixel_array
     arr = frames(catalog_row(path)).compute()
     assert np.array_equal(arr.reshape(ref.shape), ref)
-    assert used and used[0] == {"imagecodecs": "_jpeg8_imagecodecs", "pydicom": "_pydicom"}[
-        expected_first
-    ]
+    assert (
+        used
+        and used[0] == {"imagecodecs": "_jpeg8_imagecodecs", "pydicom": "_pydicom"}[expected_first]
+    )
 
 
 def test_explicit_backend_that_cannot_decode_fails_before_compute():
