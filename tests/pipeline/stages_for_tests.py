@@ -32,3 +32,9 @@ def drop_all(instance: Instance) -> None:
 def slow(instance: Instance) -> Instance:
     time.sleep(float(os.environ.get("DICOMFLOW_TEST_DELAY", "0.05")))
     return instance
+
+
+def note_parent(instance: Instance) -> Instance:
+    """Records which process started the worker (the manifest's ``counts``)."""
+    instance.counts["worker_parent"] = os.getppid()
+    return instance

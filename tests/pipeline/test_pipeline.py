@@ -108,6 +108,54 @@ def test_executors_give_byte_identical_outputs(sample: Path, tmp_path: Path, das
     assert _tree(tmp_path / "dask") == reference
 
 
+_FORKED_RUN = """
+import json, os, sys
+sys.path.insert(0, sys.argv[3])
+import dicomflow as dfl
+from dicomflow.pipeline.executors import fork_is_safe
+import stages_for_tests as st
+assert fork_is_safe()
+run = (dfl.pipeline(dfl.scan(sys.argv[1])) | dfl.map(st.stamp) | dfl.map(st.note_parent))
+report = run.write(dfl.writers.Part10Folder(sys.argv[2])).execute(workers=2, batch_size=8)
+parents = {json.loads(r["counts"])["worker_parent"] for r in report.manifest.to_pylist()
+           if r["counts"]}
+print(os.getpid(), sorted(parents), report.done)
+"""
+
+
+def test_pool_forks_from_a_single_threaded_parent(sample: Path, tmp_path: Path) -> None:
+    """A plain script (no threads, no polars pool) forks its workers (no fork server start):
+    their parent is the script itself, and outputs are the in-process ones."""
+    _pipeline(sample, tmp_path / "inproc", dfl.map(st.stamp)).execute(workers=1)
+    dest = tmp_path / "forked"
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKED_RUN, str(sample), str(dest), str(Path(__file__).parent)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    *_, last = done.stdout.strip().splitlines()
+    pid, rest = last.split(" ", 1)
+    parents_text, n_done = rest.rsplit(" ", 1)
+    assert parents_text == f"[{pid}]"  # every worker is a child of the script
+    assert int(n_done) == 129
+    assert _tree(dest) == _tree(tmp_path / "inproc")
+
+
+def test_fork_is_refused_where_threads_run() -> None:
+    import threading
+
+    from dicomflow.pipeline.executors import fork_is_safe
+
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:
+        assert not fork_is_safe()
+    finally:
+        stop.set()
+        worker.join()
+
+
 def test_rerun_resumes_instead_of_redoing(sample: Path, tmp_path: Path) -> None:
     first = _pipeline(sample, tmp_path, dfl.map(st.stamp)).execute(workers=1)
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.dcm")}
