@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -114,8 +115,10 @@ def make_executor(
     return ProcessExecutor(workers, start_method=start_method)
 
 
-#: native thread pools that do not survive a fork (the child would hang on first use)
-_FORK_UNSAFE_THREADS = ("polars-", "tokio-")
+#: native thread pools that do not survive a fork (the child would hang on first use): polars'
+#: compute pool ("polars-0", "polars-1"...; its spill cleaner "polars-ooc-clea..." that
+#: ``import polars`` starts holds no pool) and async runtime
+_FORK_UNSAFE_THREADS = re.compile(r"polars-\d|tokio-")
 
 
 def fork_is_safe() -> bool:
@@ -140,4 +143,4 @@ def fork_is_safe() -> bool:
                 names.append(f.read().strip())
     except OSError:
         return False
-    return not any(name.startswith(_FORK_UNSAFE_THREADS) for name in names)
+    return not any(_FORK_UNSAFE_THREADS.match(name) for name in names)

@@ -156,6 +156,20 @@ def test_fork_is_refused_where_threads_run() -> None:
         worker.join()
 
 
+def test_fork_is_refused_once_polars_compute_pool_runs() -> None:
+    """Importing polars starts no compute pool (fork stays possible); using it does."""
+    code = (
+        "import polars as pl\n"
+        "from dicomflow.pipeline.executors import fork_is_safe\n"
+        "before = fork_is_safe()\n"
+        "pl.DataFrame({'a': list(range(1000))}).filter(pl.col('a') > 5).height\n"
+        "print(before, fork_is_safe())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "False"]
+
+
 def test_rerun_resumes_instead_of_redoing(sample: Path, tmp_path: Path) -> None:
     first = _pipeline(sample, tmp_path, dfl.map(st.stamp)).execute(workers=1)
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.dcm")}
