@@ -111,6 +111,11 @@ class Instance:
         self._dataset = value
 
     @property
+    def parsed(self) -> bool:
+        """Whether the dataset was parsed (or set): a stage may have changed it since the source."""
+        return self._dataset is not None
+
+    @property
     def sop_instance_uid(self) -> str | None:
         if self._dataset is not None:
             return str(self._dataset.get("SOPInstanceUID", "")) or None

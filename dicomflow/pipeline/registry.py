@@ -20,6 +20,8 @@ SINKS = {
     "folder": "dicomflow.writers.part10:Part10Folder",
     "mediaset": "dicomflow.writers.mediaset:MediaSet",
     "parquet": "dicomflow.writers.parquet:ParquetDataset",
+    "png": "dicomflow.writers.images:PngFolder",
+    "nifti": "dicomflow.writers.images:NiftiFolder",
     "c-store": "dicomflow.network.scu:StoreSink",
     "stow-rs": "dicomflow.network.dicomweb:StowSink",
 }

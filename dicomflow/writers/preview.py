@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     from ..pixels import Volume
 
-__all__ = ["PRESETS", "apply_window", "preview_image", "write_png"]
+__all__ = ["PRESETS", "apply_window", "display_frame", "preview_image", "write_png"]
 
 #: Common CT windows (center, width) in Hounsfield units.
 PRESETS: dict[str, tuple[float, float]] = {
@@ -62,6 +62,45 @@ def _resolve_window(window, plane, values: np.ndarray) -> tuple[float, float]:
     return float((low + high) / 2), float(max(high - low, 1.0))
 
 
+def display_frame(raw: np.ndarray, plane=None, window=None) -> np.ndarray:
+    """One decoded frame as display values: ``uint8`` grey ``(rows, columns)`` or RGB.
+
+    Grey frames go through the plane's Modality LUT (slope/intercept), then the window (see
+    the module docstring), and MONOCHROME1 is inverted so that higher is brighter. Colour
+    frames are already display values: 8-bit samples are kept, wider ones scaled to 0..255
+    by the frame's maximum.
+
+    Parameters
+    ----------
+    raw : ndarray
+        The decoded frame, as :func:`dicomflow.frames` gives it (stored values).
+    plane : Plane, optional
+        Its image plane (slope, intercept, window, Photometric Interpretation).
+    window : (center, width) or str, optional
+        Explicit window, or a preset from :data:`PRESETS`.
+
+    Examples
+    --------
+    >>> display_frame(np.array([[0, 40], [80, 1000]]), window=(40, 80)).tolist()
+    [[0, 129], [255, 255]]
+    """
+    raw = np.asarray(raw)
+    if raw.ndim == 3:  # colour: already display values
+        if raw.dtype != np.uint8:
+            top = float(raw.max()) or 1.0
+            raw = np.clip(raw / top * 255.0, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(raw)  # a planar decode is a strided view: PNG wants C order
+    values = raw.astype(np.float64)
+    if plane is not None and raw.dtype.kind in "iu":  # stored values: apply the Modality LUT
+        values = values * plane.slope + plane.intercept
+    center, width = _resolve_window(window, plane, values)
+    image = apply_window(values, center, width)
+    photometric = "" if plane is None else str(plane.row.get("PhotometricInterpretation") or "")
+    if photometric.upper() == "MONOCHROME1":
+        image = 255 - image
+    return np.ascontiguousarray(image)
+
+
 def preview_image(
     volume: Volume, *, index: int | None = None, time: int = 0, window=None
 ) -> np.ndarray:
@@ -69,21 +108,9 @@ def preview_image(
     array = volume.array[time] if volume.is_4d else volume.array
     k = array.shape[0] // 2 if index is None else int(index)
     raw = np.asarray(array[k].compute())
-    if raw.ndim == 3:  # colour: already display values
-        if raw.dtype == np.uint8:
-            return raw
-        top = float(raw.max()) or 1.0
-        return np.clip(raw / top * 255.0, 0, 255).astype(np.uint8)
     plane_index = (time * array.shape[0] + k) if volume.is_4d else k
     plane = volume.planes[min(plane_index, len(volume.planes) - 1)]
-    values = raw.astype(np.float64)
-    if raw.dtype.kind in "iu":  # stored values: apply the Modality LUT
-        values = values * plane.slope + plane.intercept
-    center, width = _resolve_window(window, plane, values)
-    image = apply_window(values, center, width)
-    if str(plane.row.get("PhotometricInterpretation") or "").upper() == "MONOCHROME1":
-        image = 255 - image
-    return image
+    return display_frame(raw, plane, window)
 
 
 def write_png(
