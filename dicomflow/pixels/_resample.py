@@ -132,4 +132,11 @@ def resample_volume(volume, spacing: float | None = None):
         "irregular_spacing": False,
         "max_spacing_deviation": 0.0,
     }
-    return replace(volume, array=array, grid=new_grid, warnings=(*volume.warnings, note), info=info)
+    return replace(
+        volume,
+        array=array,
+        grid=new_grid,
+        warnings=(*volume.warnings, note),
+        info=info,
+        stacked=False,
+    )

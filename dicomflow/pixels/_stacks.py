@@ -317,6 +317,7 @@ def volumes(
             info={**meta, **info},
             storage_options=storage_options,
             options=options,
+            stacked=not info.get("mosaic"),
         )
         if (
             resample

@@ -35,6 +35,8 @@ class Volume:
         Geometry findings: missing or duplicate slices, irregular spacing, tilt, dropped images.
     info : dict
         Report fields (see :attr:`Volumes.report`) and sidecar metadata.
+    stacked : bool
+        ``array`` is the planes' frames, in order, unchanged (not resampled, not mosaics).
     """
 
     array: da.Array
@@ -44,6 +46,9 @@ class Volume:
     info: Mapping[str, Any] = field(default_factory=dict)
     storage_options: Mapping[str, Any] | None = None
     options: PixelOptions = PixelOptions()
+    #: whether ``array`` is exactly the planes' frames in order (time-major), as decoded with
+    #: ``options``: writers may then read frames themselves (no dask graph), as NIfTI does
+    stacked: bool = False
 
     # -- geometry ----------------------------------------------------------------------------
     @property

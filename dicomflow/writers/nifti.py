@@ -4,8 +4,10 @@ The voxel array is ``[column, rows - 1 - row, slice(, time)]`` with a RAS affine
 sform and, when the grid is not sheared, the qform. Stored values are written as they are in
 DICOM, with Rescale Slope/Intercept in ``scl_slope``/``scl_inter`` when every slice shares them,
 else rescaled to float32. Because NIfTI's x-fastest order is the C order of the volume's
-``[(time,) slice, row, column]`` array, slices stream to disk as they are decoded, in batches
-decoded in parallel while the previous batch is written (``.nii.gz`` through gzip level 1).
+``[(time,) slice, row, column]`` array, every block of slices a dask task decodes is written
+straight to its own place in the file (``.nii``), or streamed in order through gzip level 1
+(``.nii.gz``, the next batch decoded while this one is compressed). The file is written under a
+temporary name and renamed, so a reader never sees a partial one.
 
 Colour volumes (RGB, and YBR decoded to RGB as pydicom does) are written as dcm2niix writes
 them: NIfTI datatype ``RGB24`` (128), each voxel an R, G, B byte triplet, with the same layout and
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -230,6 +234,18 @@ def _voxels(volume: Volume):
     return arr, dtype, scale
 
 
+def _layout_parts(volume: Volume, reorient: bool | str) -> tuple[bytes, Any, np.dtype]:
+    """The header bytes (padded to the voxel offset), the voxels as a dask array of slices in
+    file order ``(slices, y, x)``, and their on-disk (little endian) dtype."""
+    arr, dtype, scale = _voxels(volume)
+    shadow = replace(volume, array=arr)
+    flipped, affine = nifti_layout(shadow, reorient)
+    header = nifti_header(volume, dtype, scale, affine, flipped.shape)
+    head = header.binaryblock + b"\x00" * (_VOX_OFFSET - len(header.binaryblock))
+    lead = flipped.reshape((-1, *flipped.shape[-2:]))  # type: ignore[union-attr]
+    return head, lead, dtype.newbyteorder("<")
+
+
 def _nifti_stream(
     volume: Volume,
     *,
@@ -241,13 +257,8 @@ def _nifti_stream(
 
     The next batch is decoded (dask threads) while the caller writes this one.
     """
-    arr, dtype, scale = _voxels(volume)
-    shadow = replace(volume, array=arr)
-    flipped, affine = nifti_layout(shadow, reorient)
-    header = nifti_header(volume, dtype, scale, affine, flipped.shape)
-    yield header.binaryblock + b"\x00" * (_VOX_OFFSET - len(header.binaryblock))
-    lead = flipped.reshape((-1, *flipped.shape[-2:]))  # type: ignore[union-attr]
-    little = dtype.newbyteorder("<")
+    head, lead, little = _layout_parts(volume, reorient)
+    yield head
 
     def block(first: int) -> np.ndarray:
         return lead[first : first + batch].compute(**compute)
@@ -260,6 +271,89 @@ def _nifti_stream(
             pending = prefetch.submit(block, following) if following < lead.shape[0] else None
             data = np.ascontiguousarray(current, dtype=little).reshape(-1)
             yield data.view(np.uint8).data
+
+
+class _SlabWriter:
+    """A ``dask.array.store`` target: each computed block of whole slices is written at its
+    own place in the open file (``pwrite``, the GIL released), so slices go from the decoder to
+    the file with no concatenation and no ordering between blocks."""
+
+    def __init__(self, fd: int, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.fd, self.offset, self.dtype = fd, offset, dtype
+        self.shape = shape
+        self.ndim = len(shape)
+        self.slice_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+
+    def __setitem__(self, key: tuple[slice, ...], value: np.ndarray) -> None:
+        first = key[0].start or 0
+        data = np.ascontiguousarray(value, dtype=self.dtype).reshape(-1).view(np.uint8)
+        view, position = memoryview(data), self.offset + first * self.slice_bytes
+        while view.nbytes:
+            written = os.pwrite(self.fd, view, position)
+            view, position = view[written:], position + written
+
+
+def _frames_directly(volume: Volume, reorient: bool | str) -> bool:
+    """Whether the file's slices are the planes' frames in order, each only row-flipped: then
+    frames are read and written by a thread pool, without building and scheduling a dask
+    graph (several times faster for a few hundred slices)."""
+    if not volume.stacked:
+        return False
+    if reorient == "auto":
+        reorient = wants_reorientation(volume)
+    if reorient and volume.grid is not None:
+        return False
+    _, dtype, _ = _voxels(volume)
+    return dtype == RGB24 or dtype == volume.array.dtype  # not rescaled to float32 per plane
+
+
+def _threads(compute: dict[str, Any]) -> int:
+    if compute.get("scheduler") in ("sync", "synchronous", "single-threaded"):
+        return 1
+    return int(compute.get("num_workers") or os.cpu_count() or 1)
+
+
+def _write_frames(volume: Volume, target: _SlabWriter, threads: int) -> None:
+    from ..pixels._frames import load_frame
+
+    options, planes, dtype = volume.options, volume.planes, volume.array.dtype
+    colour = target.dtype == RGB24
+
+    def one(index: int) -> None:
+        plane = planes[index]
+        frame = load_frame(plane.ref, options, plane.transform(options), volume.storage_options)
+        frame = frame.astype(dtype, copy=False)[::-1]  # NIfTI rows run the other way
+        block = _rgb24_block(frame) if colour else frame
+        target[(slice(index, index + 1),)] = block[np.newaxis]
+
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in pool.map(one, range(len(planes))):
+            pass
+
+
+def _write_uncompressed(
+    volume: Volume, tmp: Path, reorient: bool | str, compute: dict[str, Any]
+) -> None:
+    """Write the ``.nii`` at ``tmp``: the header, then every block of slices where it belongs."""
+    import dask.array as da
+
+    head, lead, little = _layout_parts(volume, reorient)  # fails before any file when it must
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.pwrite(fd, head, 0)
+        os.ftruncate(fd, len(head) + lead.size * little.itemsize)
+        target = _SlabWriter(fd, len(head), lead.shape, little)
+        if _frames_directly(volume, reorient) and lead.shape[0] == len(volume.planes):
+            _write_frames(volume, target, _threads(compute))
+        else:
+            lead = lead.rechunk({1: -1, 2: -1})  # blocks of whole slices: contiguous in the file
+            da.store(lead, target, lock=False, **compute)  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.dfltmp")
 
 
 def _compute_options(scheduler: str | None, num_workers: int | None) -> dict[str, Any]:
@@ -319,16 +413,28 @@ def write_nifti(
     """
     path = Path(path)
     compute = _compute_options(scheduler, num_workers)
-    pieces = _nifti_stream(volume, reorient=reorient, batch=batch, compute=compute)
-    first = next(pieces)  # the header: a volume NIfTI cannot hold fails before any file
     path.parent.mkdir(parents=True, exist_ok=True)
-    opener = gzip.open(path, "wb", compresslevel=1) if path.name.endswith(".gz") else None
-    with opener or open(path, "wb") as f:
-        f.write(first)
-        for piece in pieces:
-            f.write(piece)
-    if sidecar:
-        _sidecar_path(path).write_text(json.dumps(bids_sidecar(volume), indent=2))
+    tmp = _temporary(path)  # written beside, then renamed: never a partial file at ``path``
+    side = _sidecar_path(path)
+    side_tmp = _temporary(side)
+    try:
+        if path.name.endswith(".gz"):
+            pieces = _nifti_stream(volume, reorient=reorient, batch=batch, compute=compute)
+            first = next(pieces)  # the header: a volume NIfTI cannot hold fails here
+            with open(tmp, "xb") as raw, gzip.GzipFile("", "wb", 1, raw, mtime=0) as f:
+                f.write(first)  # no name and no time in the gzip header: reproducible
+                for piece in pieces:
+                    f.write(piece)
+        else:
+            _write_uncompressed(volume, tmp, reorient, compute)
+        if sidecar:
+            side_tmp.write_text(json.dumps(bids_sidecar(volume), indent=2))
+            os.replace(side_tmp, side)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        side_tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

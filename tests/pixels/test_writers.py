@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pydicom
 import pytest
 import zarr
-from conftest import CORPUS, catalog_table
+from conftest import CORPUS, catalog_row, catalog_table
 
 from dicomflow.cli import main
 from dicomflow.pixels import volumes
@@ -98,6 +98,54 @@ def test_nii_gz_and_sidecar(fmri, tmp_path):
     assert sidecar["RepetitionTime"] == pytest.approx(5.0)
     assert sidecar["EchoTime"] == pytest.approx(0.03)
     assert sidecar["SeriesInstanceUID"] == fmri.info["SeriesInstanceUID"]
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        "series/dcm_qa_ct_ge/*.dcm",  # 3-D CT, int16 with a rescale
+        "series/dcm_qa_nih_ge_mr_0007/*.dcm",  # 4-D fMRI
+        "transfer-syntax/rle/SC_rgb_rle_2frame.dcm",  # colour, RGB24
+    ],
+)
+def test_frames_read_directly_give_the_dask_graphs_file(files, tmp_path):
+    """A plain stack is written by reading its frames in a thread pool: the file must be the
+    one the dask graph gives, byte for byte, and no temporary file may be left."""
+    from dataclasses import replace
+
+    from dicomflow.writers.nifti import _frames_directly
+
+    (vol,) = volumes(catalog_table(sorted(CORPUS.glob(files))))
+    assert vol.stacked and _frames_directly(vol, "auto")
+    direct = vol.to_nifti(tmp_path / "direct.nii")
+    through_dask = replace(vol, stacked=False).to_nifti(tmp_path / "dask.nii")
+    assert direct.read_bytes() == through_dask.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dask.json", "dask.nii", "direct.json", "direct.nii"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_a_frame_that_cannot_be_decoded_leaves_no_file(direct, tmp_path):
+    from dataclasses import replace
+
+    from dicomflow.pixels import FrameDecodeError, locate_frames
+
+    name = "CT0012.not_fragmented_bot_jpeg_ls.80.dcm"
+    broken = tmp_path / "in" / name
+    broken.parent.mkdir()
+    data = bytearray((CORPUS / "encapsulation" / name).read_bytes())
+    broken.write_bytes(bytes(data))
+    start = locate_frames([catalog_row(broken)])["frame_offsets"][0].as_py()[1] + 8
+    data[start : start + 64] = b"\x00" * 64  # frame 1 loses the start of its codestream
+    broken.write_bytes(bytes(data))
+    (vol,) = volumes(catalog_table([broken]))
+    vol = vol if direct else replace(vol, stacked=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(FrameDecodeError, match=f"{name}: frame 1"):
+        vol.to_nifti(out / "ct.nii")
+    assert not any(out.iterdir())  # neither the file nor a temporary one
 
 
 @pytest.mark.parametrize("folder", ["series/dcm_qa_siemens_sag_asc_36sl", "series/dcm_qa_ts"])
