@@ -16,8 +16,9 @@ then checked: N rows each, the same SOPInstanceUID for every path, and equal val
 scalar text and number columns both have. Then it prints the ratios against the targets of the
 issue, a "where the time goes" breakdown of dicomflow with 1 worker, measured stage by stage in
 process on a subset, and what a 2-worker scan adds: scans built from scan's own executor and
-batch function, traced batch by batch in scan's set-up (forkserver) and alternatives (fork, pandas
-preloaded or blocked), the pickled size of a batch, and the CPU ceiling of 2 processes here.
+batch function, traced batch by batch: forked workers (what scan does from a parent without
+threads; it also imports pandas before forking), a forkserver (its fallback) and, to compare,
+pandas preloaded or blocked; the pickled size of a batch, and the CPU ceiling of 2 processes.
 
 The machine may be shared: each run starts once the CPUs are idle, is redone when other processes
 used more than 0.2 cores while it ran, and the table shows how much they used.
@@ -475,12 +476,12 @@ def breakdown(archive: Path, subset: list[str], out: Path, repeat: int) -> dict:
 # --------------------------------------------------------------------------------------------
 # what 2 workers add
 
-#: the scans traced: scan's own 1- and 2-worker set-ups, and alternatives to compare with
+#: the scans traced: scan's own 1- and 2-worker set-ups, its fallback, and variants to compare
 TRACE_VARIANTS = {
     "in-process": "1 worker, in process (scan's)",
-    "forkserver": "2 workers, forkserver, preload dicomflow.catalog (scan's)",
+    "forkserver": "2 workers, forkserver, preload dicomflow.catalog",
     "forkserver+pandas": "2 workers, forkserver, preload dicomflow.catalog + pandas",
-    "fork": "2 workers, fork",
+    "fork": "2 workers, fork (scan's where fork is safe)",
     "in-process-nopandas": "1 worker, in process, pandas import blocked",
     "fork-nopandas": "2 workers, fork, pandas import blocked",
 }
@@ -803,7 +804,7 @@ def main(argv: list[str] | None = None) -> None:
         "write at the end; others: cores other processes used during the run)"
     )
     for label, two, one in [
-        ("scan's set-up", "forkserver", "in-process"),
+        ("forkserver", "forkserver", "in-process"),
         ("fork", "fork", "in-process"),
         ("fork, pandas blocked", "fork-nopandas", "in-process-nopandas"),
     ]:
@@ -818,7 +819,7 @@ def main(argv: list[str] | None = None) -> None:
     pandas_in_worker = [w["pandas_before_first"] for w in traces["forkserver"]["workers"].values()]
     if not any(pandas_in_worker):
         print(
-            "  with scan's forkserver, pandas is not loaded when a worker starts: its first "
+            "  with the forkserver, pandas is not loaded when a worker starts: its first "
             "pa.array() of a Python list imports it (pyarrow checks for pandas objects)"
         )
     t = traces["forkserver"]
