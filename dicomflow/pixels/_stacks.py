@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import dask.array as da
@@ -324,7 +325,11 @@ def volumes(
             and grid is not None
             and (info.get("tilt_degrees") or info.get("irregular_spacing"))
         ):
-            volume = volume.resampled()
+            if volume.is_4d or volume.array.ndim != 3:  # resampling handles 3-D grey stacks
+                note = "not resampled (4-D or colour volumes are kept as acquired): see tilt"
+                volume = replace(volume, warnings=(*volume.warnings, note))
+            else:
+                volume = volume.resampled()
         result.append(volume)
     return Volumes(result, skipped)
 

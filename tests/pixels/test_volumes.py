@@ -181,6 +181,23 @@ def test_gantry_tilt_and_uneven_spacing_are_reported():
     assert any("irregular" in w for w in vol.warnings)
 
 
+def test_tilted_4d_series_is_kept_as_acquired_when_resampling_is_asked(tmp_path):
+    """Resampling handles 3-D stacks: a tilted series repeated over time is reported with a
+    warning, never a crash of the whole call."""
+    for path in _dicom_files("series/dcm_qa_ct_ge"):
+        for repeat in (1, 2):
+            ds = pydicom.dcmread(path)
+            ds.SOPInstanceUID = pydicom.uid.generate_uid()
+            ds.TemporalPositionIdentifier = repeat
+            ds.save_as(tmp_path / f"{repeat}-{path.name}")
+    (vol,) = volumes(catalog_table(sorted(tmp_path.glob("*"))), resample=True)
+    assert vol.is_4d and vol.shape[0] == 2
+    assert vol.info["tilt_degrees"] == pytest.approx(18.5, abs=0.05)
+    assert any("not resampled" in w for w in vol.warnings)
+    (three_d,) = volumes(catalog_table(_dicom_files("series/dcm_qa_ct_ge")), resample=True)
+    assert three_d.info.get("resampled") and three_d.info["tilt_degrees"] == 0.0
+
+
 def _centroid_ras(points_lps: np.ndarray, weights: np.ndarray) -> np.ndarray:
     c = (points_lps * weights[:, None]).sum(0) / weights.sum()
     return c * [-1, -1, 1]
