@@ -9,6 +9,10 @@ PYTEST_ARGS ?=
 .PHONY: setup system-deps demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  || { echo "dicomflow needs Python 3.11 or newer: set PYTHON=python3.11 (or later)" >&2; exit 1; }
+	@# Debian's own Python has no venv/ensurepip until python3-venv is installed
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || bash scripts/system-deps.sh python3-venv
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
