@@ -40,7 +40,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import platform
@@ -49,6 +48,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from synth import ensure_archive, list_dicom  # benchmarks/ is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -102,25 +103,6 @@ print(json.dumps({"seconds": seconds, "files": len(paths), "versions": versions}
 """
 
 
-def list_files(folder: Path) -> list[str]:
-    return sorted(glob.glob(os.path.join(folder, "**", "*.dcm"), recursive=True))
-
-
-def ensure_archive(archive: Path, n: int, seed: int, pixels: str) -> list[str]:
-    """Reuse the archive when its stamp says the same N, seed and pixels, else write it anew."""
-    wanted = {"n": n, "seed": seed, "pixels": pixels, "generator": "benchmarks/synth.py"}
-    stamp = archive.with_name(archive.name + ".stamp.json")
-    if stamp.exists() and json.loads(stamp.read_text()) == wanted:
-        files = list_files(archive)
-        if len(files) == n:
-            return files
-    shutil.rmtree(archive, ignore_errors=True)
-    command = [sys.executable, str(HERE / "synth.py"), str(archive), "-n", str(n)]
-    subprocess.run([*command, "--seed", str(seed), "--pixels", pixels], check=True)
-    stamp.write_text(json.dumps(wanted))
-    return list_files(archive)
-
-
 # -- the timed runs (each in a fresh process) --------------------------------------------------
 
 
@@ -133,7 +115,7 @@ def child(method: str, src: str, dst: str) -> None:
         import pydicom
 
         engine = Deidentifier(SECRET)
-        paths = list_files(Path(src))
+        paths = list_dicom(Path(src))
         outs = [os.path.join(dst, os.path.relpath(p, src)) for p in paths]
         for out in outs:
             os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -280,7 +262,7 @@ def describe_machine(files: list[str]) -> str:
 
 def bench(args: argparse.Namespace) -> int:
     archive = Path(args.archive or ROOT / ".bench" / f"deid-{args.pixels}-n{args.n}")
-    files = ensure_archive(archive, args.n, args.seed, args.pixels)
+    files, _ = ensure_archive(archive, args.n, seed=args.seed, pixels=args.pixels)
     for path in files:  # warm the page cache
         Path(path).read_bytes()
     python = str(Path(args.tools_venv) / "bin" / "python")

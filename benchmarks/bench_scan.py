@@ -33,16 +33,16 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import pickle
 import platform
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from synth import ensure_archive, list_dicom  # benchmarks/ is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -71,46 +71,6 @@ def user_keywords() -> list[str]:
 
 # --------------------------------------------------------------------------------------------
 # the archive
-
-
-def stamp_path(archive: Path) -> Path:
-    """The stamp lives beside the archive, so scanning the folder sees only DICOM files."""
-    return archive.with_name(archive.name + ".stamp.json")
-
-
-def list_archive(archive: Path) -> list[str]:
-    return sorted(glob.glob(os.path.join(archive, "**", "*.dcm"), recursive=True))
-
-
-def ensure_archive(archive: Path, n: int, seed: int, pixels: str) -> tuple[list[str], str]:
-    """Reuse the archive when its stamp says the same N/seed/pixels, else write it anew."""
-    wanted = {"n": n, "seed": seed, "pixels": pixels, "generator": "benchmarks/synth.py"}
-    stamp = stamp_path(archive)
-    if stamp.exists():
-        try:
-            found = json.loads(stamp.read_text())
-        except ValueError:
-            found = None
-        if found == wanted:
-            paths = list_archive(archive)
-            if len(paths) == n:
-                return paths, "reused (stamp matches)"
-        shutil.rmtree(archive, ignore_errors=True)  # ours: the stamp says we wrote it
-        stamp.unlink()
-    elif archive.exists() and any(archive.iterdir()):
-        raise SystemExit(
-            f"{archive} exists, is not empty and has no {stamp.name}: "
-            "refusing to overwrite it; pass another --dir"
-        )
-    from synth import generate
-
-    start = time.perf_counter()
-    generate(archive, n, seed=seed, pixels=pixels)
-    seconds = time.perf_counter() - start
-    stamp.write_text(json.dumps(wanted))
-    paths = list_archive(archive)
-    check(len(paths) == n, (len(paths), n))
-    return paths, f"generated in {seconds:.1f} s"
 
 
 def warm_page_cache(paths: list[str]) -> tuple[int, float]:
@@ -159,7 +119,7 @@ def run_pydicom(archive: str, out: str, workers: int) -> dict:
     import pyarrow.parquet as pq
 
     keywords = user_keywords()
-    paths = list_archive(Path(archive))
+    paths = list_dicom(archive)
     if workers == 1:
         rows = [user_read_one(p, keywords) for p in paths]
     else:
@@ -658,7 +618,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{os.cpu_count()} CPUs"
     )
     print(f"  load average at start: {_load()}")
-    paths, how = ensure_archive(archive, n, args.seed, args.pixels)
+    paths, how = ensure_archive(archive, n, seed=args.seed, pixels=args.pixels)
     size = sum(os.path.getsize(p) for p in paths)
     print(
         f"  archive: {n} files, {size / 1e9:.2f} GB, pixels={args.pixels}, seed={args.seed}, "

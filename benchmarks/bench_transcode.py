@@ -33,7 +33,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import platform
@@ -42,6 +41,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from synth import ensure_archive, list_dicom  # benchmarks/ is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -53,25 +54,6 @@ SYNTAXES = {  # name: (UID, gdcmconv option)
 }
 METHODS = ("pydicom", "dicomflow-1w", "dicomflow-2w", "gdcmconv")
 TARGETS = {"dicomflow-2w / pydicom": 1.8, "dicomflow-2w / gdcmconv": 1.0}
-
-
-def list_files(folder: Path) -> list[str]:
-    return sorted(glob.glob(os.path.join(folder, "**", "*.dcm"), recursive=True))
-
-
-def ensure_archive(archive: Path, n: int, seed: int) -> list[str]:
-    """Reuse the archive when its stamp says the same N and seed, else write it anew."""
-    wanted = {"n": n, "seed": seed, "pixels": "ct512", "generator": "benchmarks/synth.py"}
-    stamp = archive.with_name(archive.name + ".stamp.json")
-    if stamp.exists() and json.loads(stamp.read_text()) == wanted:
-        files = list_files(archive)
-        if len(files) == n:
-            return files
-    shutil.rmtree(archive, ignore_errors=True)
-    command = [sys.executable, str(HERE / "synth.py"), str(archive), "-n", str(n)]
-    subprocess.run(command + ["--seed", str(seed), "--pixels", "ct512"], check=True)
-    stamp.write_text(json.dumps(wanted))
-    return list_files(archive)
 
 
 # -- the timed runs (each in a fresh process) --------------------------------------------------
@@ -91,14 +73,14 @@ def child(method: str, syntax: str, src: str, dst: str) -> None:
     import pyarrow.parquet  # noqa: F401
 
     uid, _ = SYNTAXES[syntax]
-    first = list_files(Path(src))[0]
+    first = list_dicom(Path(src))[0]
     if method == "pydicom":
         import pydicom
 
         pydicom.dcmread(first).compress(uid)  # warm-up, untimed: pydicom loads its encoder
         start = time.perf_counter()
         os.makedirs(dst, exist_ok=True)
-        for i, path in enumerate(list_files(Path(src))):
+        for i, path in enumerate(list_dicom(Path(src))):
             ds = pydicom.dcmread(path)
             ds.compress(uid)
             ds.save_as(os.path.join(dst, f"{i:06d}.dcm"))
@@ -150,7 +132,7 @@ def verify(method: str, syntax: str, files: list[str], dst: Path, sample: int = 
     import numpy as np
     import pydicom
 
-    outputs = list_files(dst)
+    outputs = list_dicom(dst)
     if len(outputs) != len(files):
         return f"FAIL: {len(outputs)} outputs for {len(files)} inputs"
     by_uid = {}
@@ -173,7 +155,7 @@ def verify(method: str, syntax: str, files: list[str], dst: Path, sample: int = 
 
 def bench(args: argparse.Namespace) -> int:
     archive = Path(args.archive or ROOT / ".bench" / f"transcode-ct512-n{args.n}")
-    files = ensure_archive(archive, args.n, args.seed)
+    files, _ = ensure_archive(archive, args.n, seed=args.seed, pixels="ct512")
     for path in files:  # warm the page cache
         Path(path).read_bytes()
     methods = [m for m in METHODS if m != "gdcmconv" or shutil.which("gdcmconv")]
@@ -299,7 +281,7 @@ def codecs(args: argparse.Namespace) -> int:
     from dicomflow.pipeline.transcode import encoders, transcode_dataset
 
     archive = Path(args.archive or ROOT / ".bench" / f"transcode-ct512-n{args.n}")
-    files = ensure_archive(archive, args.n, args.seed)
+    files, _ = ensure_archive(archive, args.n, seed=args.seed, pixels="ct512")
     ds = pydicom.dcmread(files[0])
     print(f"one 512x512 int16 CT frame ({files[0]}); ms per frame, best of {args.repeat} x 5")
     for syntax in [*args.syntax, "htj2k-lossless"]:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +205,46 @@ def generate(dest: str | Path, n: int, *, seed: int = 0, pixels: str = "ct512") 
     for series in plan(n, seed=seed, matrix=MATRIX[pixels]):
         paths += _write_series(root, series, seed=seed, pixels=pixels)
     return paths
+
+
+def list_dicom(folder: str | Path) -> list[str]:
+    """Every ``*.dcm`` below ``folder``, sorted."""
+    return sorted(str(p) for p in Path(folder).rglob("*.dcm"))
+
+
+def ensure_archive(archive: Path, n: int, *, seed: int, pixels: str) -> tuple[list[str], str]:
+    """The benchmarks' archive: reused when the stamp beside it (outside the folder, so a scan
+    of the folder sees only DICOM files) says the same N, seed and pixels, else written anew.
+    A non-empty folder without a stamp is someone else's: it is never overwritten.
+
+    Returns the files and how they were obtained.
+    """
+    wanted = {"n": n, "seed": seed, "pixels": pixels, "generator": "benchmarks/synth.py"}
+    stamp = archive.with_name(archive.name + ".stamp.json")
+    if stamp.exists():
+        try:
+            found = json.loads(stamp.read_text())
+        except ValueError:
+            found = None
+        if found == wanted:
+            paths = list_dicom(archive)
+            if len(paths) == n:
+                return paths, "reused (stamp matches)"
+        shutil.rmtree(archive, ignore_errors=True)  # ours: the stamp says we wrote it
+        stamp.unlink()
+    elif archive.exists() and any(archive.iterdir()):
+        raise SystemExit(
+            f"{archive} exists, is not empty and has no {stamp.name}: "
+            "refusing to overwrite it; pass another folder"
+        )
+    start = time.perf_counter()
+    generate(archive, n, seed=seed, pixels=pixels)
+    seconds = time.perf_counter() - start
+    stamp.write_text(json.dumps(wanted))
+    paths = list_dicom(archive)
+    if len(paths) != n:
+        raise SystemExit(f"{archive}: {len(paths)} files written, {n} wanted")
+    return paths, f"generated in {seconds:.1f} s"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,7 +51,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DicomflowError
 from ._encoders import (
     _ENCODERS,
     TranscodeError,
@@ -175,55 +175,55 @@ def _little_endian_copy(ds: Dataset) -> Dataset:
     return out
 
 
+#: the Image Pixel attributes a native frame's layout is read from
+_IMAGE_PIXEL = (
+    "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation",
+    "PlanarConfiguration", "PhotometricInterpretation", "NumberOfFrames",
+)  # fmt: skip
+
+
 def _native_frames(ds: Dataset, ts: UID) -> Iterator[tuple[np.ndarray, _Format]] | None:
-    """Frames of little endian native Pixel Data as views of its bytes, with the values
-    pydicom's decoder gives (unused high bits corrected the same way); None where the layout is
-    not the plain one (then pydicom decodes)."""
-    if ts not in NATIVE:
+    """Frames of little endian native Pixel Data, decoded from its bytes by dicomflow's own
+    native decoder (the values pydicom's decoder gives); None where the layout is not the plain
+    one (then pydicom decodes)."""
+    from ..pixels._codecs import decode_native
+    from ..pixels._format import PixelFormat
+
+    if ts not in NATIVE or "PixelData" not in ds:
         return None
+    data = ds["PixelData"].value
     try:
-        data = ds["PixelData"].value
-        rows, columns = int(ds.Rows), int(ds.Columns)
-        samples = int(ds.get("SamplesPerPixel", 1))
-        allocated, stored = int(ds.BitsAllocated), int(ds.BitsStored)
-        signed = int(ds.get("PixelRepresentation", 0)) == 1
-        photometric = str(ds.PhotometricInterpretation)
-        planar = int(ds.get("PlanarConfiguration", 0) or 0)
-        nframes = int(ds.get("NumberOfFrames", 1) or 1)
-    except (KeyError, AttributeError, TypeError, ValueError):
+        # read in memory, every native syntax here holds explicit little endian pixel bytes
+        row = {k: ds.get(k) for k in _IMAGE_PIXEL} | {"transfer_syntax_uid": ExplicitVRLittleEndian}
+        pixel = PixelFormat.from_row(row)
+    except (DicomflowError, TypeError, ValueError):
         return None
+    photometric = pixel.photometric_interpretation
     if (
         not isinstance(data, bytes)
-        or allocated not in (8, 16)
-        or not 1 <= stored <= allocated
-        or samples not in (1, 3)
+        or pixel.bits_allocated not in (8, 16)
+        or pixel.samples_per_pixel not in (1, 3)
         or photometric.startswith("YBR_")
         and photometric != "YBR_FULL"
-        or rows < 1
-        or columns < 1
-        or nframes < 1
     ):
         return None
-    fmt = _Format(rows, columns, samples, allocated, stored, signed, photometric)
+    fmt = _Format(
+        pixel.rows,
+        pixel.columns,
+        pixel.samples_per_pixel,
+        pixel.bits_allocated,
+        pixel.bits_stored,
+        bool(pixel.pixel_representation),
+        photometric,
+    )
     size = fmt.frame_bytes()
-    if len(data) < size * nframes:
+    if len(data) < size * pixel.number_of_frames:
         return None  # pydicom's decoder reports what is missing
-    dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
-    shift = allocated - stored
 
     def frames() -> Iterator[tuple[np.ndarray, _Format]]:
-        for index in range(nframes):
-            flat = np.frombuffer(data, dtype, rows * columns * samples, index * size)
-            if samples == 1:
-                frame = flat.reshape(rows, columns)
-            elif planar:
-                frame = flat.reshape(samples, rows, columns).transpose(1, 2, 0)
-            else:
-                frame = flat.reshape(rows, columns, samples)
-            frame = np.ascontiguousarray(frame, dtype.newbyteorder("="))
-            if shift:  # as pydicom: shifted up and back, so signed values are sign-extended
-                frame = (frame << shift) >> shift
-            yield frame, fmt
+        for index in range(pixel.number_of_frames):
+            frame_bytes = np.frombuffer(data, np.uint8, size, index * size)
+            yield decode_native(frame_bytes, pixel, as_rgb=False), fmt
 
     return frames()
 

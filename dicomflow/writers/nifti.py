@@ -293,18 +293,18 @@ class _SlabWriter:
             view, position = view[written:], position + written
 
 
-def _frames_directly(volume: Volume, reorient: bool | str) -> bool:
-    """Whether the file's slices are the planes' frames in order, each only row-flipped: then
-    frames are read and written by a thread pool, without building and scheduling a dask
-    graph (several times faster for a few hundred slices)."""
+def _frames_directly(volume: Volume, reorient: bool | str, stored: np.dtype) -> bool:
+    """Whether the file's slices (of ``stored`` voxels) are the planes' frames in order, each
+    only row-flipped: then frames are read and written by a thread pool, without building and
+    scheduling a dask graph (several times faster for a few hundred slices)."""
     if not volume.stacked:
         return False
     if reorient == "auto":
         reorient = wants_reorientation(volume)
     if reorient and volume.grid is not None:
         return False
-    _, dtype, _ = _voxels(volume)
-    return dtype == RGB24 or dtype == volume.array.dtype  # not rescaled to float32 per plane
+    # not rescaled to float32 plane by plane on the way
+    return stored == RGB24 or stored == volume.array.dtype.newbyteorder("<")
 
 
 def _threads(compute: dict[str, Any]) -> int:
@@ -343,7 +343,7 @@ def _write_uncompressed(
         os.pwrite(fd, head, 0)
         os.ftruncate(fd, len(head) + lead.size * little.itemsize)
         target = _SlabWriter(fd, len(head), lead.shape, little)
-        if _frames_directly(volume, reorient) and lead.shape[0] == len(volume.planes):
+        if _frames_directly(volume, reorient, little) and lead.shape[0] == len(volume.planes):
             _write_frames(volume, target, _threads(compute))
         else:
             lead = lead.rechunk({1: -1, 2: -1})  # blocks of whole slices: contiguous in the file

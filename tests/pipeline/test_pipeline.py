@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import signal
@@ -119,7 +120,7 @@ run = (dfl.pipeline(dfl.scan(sys.argv[1])) | dfl.map(st.stamp) | dfl.map(st.note
 report = run.write(dfl.writers.Part10Folder(sys.argv[2])).execute(workers=2, batch_size=8)
 parents = {json.loads(r["counts"])["worker_parent"] for r in report.manifest.to_pylist()
            if r["counts"]}
-print(os.getpid(), sorted(parents), report.done)
+print(json.dumps({"pid": os.getpid(), "parents": sorted(parents), "done": report.done}))
 """
 
 
@@ -133,11 +134,9 @@ def test_pool_forks_from_a_single_threaded_parent(sample: Path, tmp_path: Path) 
         capture_output=True, text=True, timeout=300, cwd=REPO,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    *_, last = done.stdout.strip().splitlines()
-    pid, rest = last.split(" ", 1)
-    parents_text, n_done = rest.rsplit(" ", 1)
-    assert parents_text == f"[{pid}]"  # every worker is a child of the script
-    assert int(n_done) == 129
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["parents"] == [result["pid"]]  # every worker is a child of the script
+    assert result["done"] == 129
     assert _tree(dest) == _tree(tmp_path / "inproc")
 
 

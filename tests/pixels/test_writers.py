@@ -113,10 +113,10 @@ def test_frames_read_directly_give_the_dask_graphs_file(files, tmp_path):
     one the dask graph gives, byte for byte, and no temporary file may be left."""
     from dataclasses import replace
 
-    from dicomflow.writers.nifti import _frames_directly
+    from dicomflow.writers.nifti import _frames_directly, _layout_parts
 
     (vol,) = volumes(catalog_table(sorted(CORPUS.glob(files))))
-    assert vol.stacked and _frames_directly(vol, "auto")
+    assert vol.stacked and _frames_directly(vol, "auto", _layout_parts(vol, "auto")[2])
     direct = vol.to_nifti(tmp_path / "direct.nii")
     through_dask = replace(vol, stacked=False).to_nifti(tmp_path / "dask.nii")
     assert direct.read_bytes() == through_dask.read_bytes()
