@@ -404,11 +404,17 @@ class Lake:
             self.stats.by_source[item.source] = self.stats.by_source.get(item.source, 0) + 1
 
     def _write_records(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-            self._last_flush = time.monotonic()
-        if not pending:
-            return
+        # taken before the pending records leave the list and held until their part is on
+        # disk: a reader of the records (reconcile) never sees them in neither place, which
+        # would make it adopt their files and record them a second time
+        with self._records_lock:
+            with self._lock:
+                pending, self._pending = self._pending, []
+                self._last_flush = time.monotonic()
+            if pending:
+                self._write_pending(pending)
+
+    def _write_pending(self, pending: list[_Record]) -> None:
         columns = {
             "uri": [r.path for r in pending],
             "sop_class_uid": [r.sop_class for r in pending],
@@ -424,10 +430,9 @@ class Lake:
             "received_at": [r.when for r in pending],
         }
         table = pa.table(columns, schema=RECORD_SCHEMA)
-        with self._records_lock:
-            self.write_state_table("received", table)
-            if self._recorded is not None:
-                self._recorded.update((r.source_sop, r.size or 0) for r in pending)
+        self.write_state_table("received", table)
+        if self._recorded is not None:
+            self._recorded.update((r.source_sop, r.size or 0) for r in pending)
 
     def write_state_table(self, kind: str, table: pa.Table) -> str:
         """Write ``table`` as ``_lake/<kind>-<time>-<id>.parquet``, atomically; returns the path."""

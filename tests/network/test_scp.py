@@ -234,3 +234,46 @@ def test_lake_reconcile_adopts_and_removes(tmp_path, round_trip_files):
     assert not second.exists() or second.parent != first.parent or second.stem not in present
     records = read_records(str(tmp_path))
     assert "adopted" in records["source"].to_pylist()
+
+
+def test_reconcile_while_records_are_being_written_adopts_nothing(
+    tmp_path, round_trip_files, monkeypatch
+):
+    """Records taken from the pending list but not yet on disk when a series is reconciled:
+    reconcile waits for them instead of taking the file for an unrecorded one and recording
+    it a second time."""
+    import threading
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dicomflow.network._part10 import split_part10
+
+    sop_class, sop, ts, body = split_part10(round_trip_files[0].read_bytes())
+    ds = dcmread(round_trip_files[0], stop_before_pixels=True)
+    building, release = threading.Event(), threading.Event()
+    build_table = pa.table
+
+    def slow_table(*args, **kwargs):  # the records' table is built between those two places
+        if threading.current_thread().name == "records-writer":
+            building.set()
+            release.wait(10)
+        return build_table(*args, **kwargs)
+
+    lake = Lake(tmp_path, fsync="none", flush_seconds=3600)
+    try:
+        lake.receive(sop_class=sop_class, sop_instance=sop, transfer_syntax=ts, dataset=body)
+        lake._drain()  # the file is written, its record pending
+        monkeypatch.setattr(pa, "table", slow_table)
+        writer = threading.Thread(target=lake._write_records, name="records-writer")
+        writer.start()
+        assert building.wait(10)
+        threading.Timer(0.3, release.set).start()
+        present, adopted = lake.reconcile(ds.StudyInstanceUID, ds.SeriesInstanceUID)
+        writer.join()
+    finally:
+        release.set()
+        lake.close()
+    assert (present, adopted) == ({sop}, 0)
+    parts = sorted((tmp_path / "_lake").glob("received-*.parquet"))
+    assert pq.read_table(parts).column("sop_instance_uid").to_pylist() == [sop]
