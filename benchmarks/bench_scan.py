@@ -330,8 +330,17 @@ def breakdown(archive: Path, subset: list[str], out: Path, repeat: int) -> dict:
     import pyarrow.parquet as pq
 
     import dicomflow
-    from dicomflow._convert import column_array, encodings_of
     from dicomflow.catalog import _fixed_row
+    from dicomflow.dicom import (
+        FIXED_SCHEMA,
+        NeedMore,
+        Unsupported,
+        catalog_schema,
+        column_array,
+        encodings_of,
+        parse_header,
+        resolve_columns,
+    )
     from dicomflow.errors import InvalidDicomError
     from dicomflow.readers.files import (
         DEFAULT_PREFIX,
@@ -339,8 +348,6 @@ def breakdown(archive: Path, subset: list[str], out: Path, repeat: int) -> dict:
         _Reader,
         iter_sources,
     )
-    from dicomflow.readers.header import NeedMore, _Unsupported, parse_header
-    from dicomflow.schema import FIXED_SCHEMA, catalog_schema, resolve_columns
 
     specs = resolve_columns("default")
     schema = catalog_schema(specs)
@@ -390,7 +397,7 @@ def breakdown(archive: Path, subset: list[str], out: Path, repeat: int) -> dict:
                             want = min(size, max(more.needed + 4096, 2 * len(buf), DEFAULT_PREFIX))
                             buf = buf + reader.read(uri, len(buf), want)
                             t["reading bytes"] += time.perf_counter() - start
-                        except _Unsupported:
+                        except Unsupported:
                             t["walking the header"] += time.perf_counter() - start
                             start = time.perf_counter()
                             fallbacks += 1

@@ -207,9 +207,10 @@ def where_time_goes(syntax: str, files: list[str], dst: Path) -> str:
     """Per file, in this process: dicomflow's steps against the pydicom loop's (ms, best of 2)."""
     import pydicom
 
+    from dicomflow.dicom import encode_part10
     from dicomflow.pipeline.instance import Instance
     from dicomflow.pipeline.transcode import Transcode
-    from dicomflow.writers.part10 import Part10Folder, encode_part10
+    from dicomflow.writers.part10 import Part10Folder
 
     uid = SYNTAXES[syntax][0]
     stage = Transcode(syntax)

@@ -7,11 +7,11 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from . import writers  # noqa: E402 - dfl.writers.Part10Folder(...)
+from ._version import __version__
 from .anonymize import DeidentificationError, Deidentify, DeidOptions
 from .catalog import Catalog, ScanStats, scan
+from .dicom import DEFAULT_COLUMNS, private_column
 from .errors import (
     ConfigError,
     DicomflowError,
@@ -24,7 +24,6 @@ from .pipeline.instance import Instance, Output, Skip
 from .pipeline.pipeline import DiskFullError, Pipeline, RunReport, pipeline
 from .pipeline.stages import Filter, Map, filter, map
 from .readers.mediaset import read_mediaset
-from .schema import DEFAULT_COLUMNS, private_column
 
 # Pixel arrays and volumes load dask.array, nibabel and zarr: imported on first use.
 _LAZY = {"Transcode": "dicomflow.pipeline.transcode"} | {

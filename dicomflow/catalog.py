@@ -14,12 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from ._convert import column_array, encodings_of
+from .dicom import (
+    FIXED_SCHEMA,
+    ColumnSpec,
+    ParsedHeader,
+    catalog_schema,
+    column_array,
+    encodings_of,
+    resolve_columns,
+    specs_for_tags,
+)
 from .errors import ConfigError
 from .pipeline.executors import Executor, InProcessExecutor, fork_is_safe, make_executor
 from .readers.files import DEFAULT_PREFIX, FileRef, iter_sources, read_headers
-from .readers.header import ParsedHeader
-from .schema import FIXED_SCHEMA, ColumnSpec, catalog_schema, resolve_columns, specs_for_tags
 
 if TYPE_CHECKING:
     import dask.dataframe

@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dicomflow",
         description="DICOM archives to analysis-ready data and back.",
     )
-    from . import __version__
+    from ._version import __version__
 
     parser.add_argument("--version", action="version", version=f"dicomflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -15,12 +15,11 @@ import pydicom
 import pytest
 
 import dicomflow as dfl
+from dicomflow.dicom import FIXED_SCHEMA, CollisionError
 from dicomflow.errors import InvalidDicomError, SourceNotFoundError
 from dicomflow.pipeline.instance import Instance
 from dicomflow.readers.mediaset import read_mediaset
 from dicomflow.sample import make_sample
-from dicomflow.schema import FIXED_SCHEMA
-from dicomflow.writers._files import CollisionError
 from dicomflow.writers.mediaset import (
     FILE_ID_COMPONENT,
     MediaSet,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dicomflow as dfl
-from dicomflow.readers.header import NeedMore, parse_header
+from dicomflow.dicom import NeedMore, parse_header
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
 import dicomflow as dfl
-from dicomflow.schema import resolve_columns
+from dicomflow.dicom import resolve_columns
 
 SPECS = resolve_columns("default")
 

@@ -15,14 +15,14 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
-from ..writers._fastwrite import DeidentifiedDataset, Fallback
-from ..writers._fastwrite import Writer as _SequenceWriter
+from ..dicom import DeidentifiedDataset, Fallback
+from ..dicom import Writer as _SequenceWriter
 from ._errors import DeidentificationError
 from ._keys import Crosswalk, Keyring
 from ._options import DeidOptions
 from ._pixels import PixelRules, blank_pixels, describe_device
 from ._policy import CURVE_GROUPS, KEEP_REFS, OVERLAY_GROUPS, TEXT_VRS, Policy, policy_for, resolve
-from ._record import check_pixels, file_meta, record_method
+from ._record import check_pixels, output_file_meta, record_method
 from ._structured import STRUCTURED_SEQUENCES, content_overrides
 from ._tables import IodTypes, iod_for_sop_class, iod_types, safe_private
 from ._values import CLEANED_TEXT, dummy, shift_date, shift_datetime
@@ -244,7 +244,7 @@ class Deidentifier:
             if not self._options.retain_uids:  # Table E.1-1: (0002,0003) U, Retain UIDs K
                 instance_uid = self._uid(instance_uid, run)
         out = DeidentifiedDataset(
-            "", body, preamble=b"\0" * 128, file_meta=file_meta(ds, body, instance_uid)
+            "", body, preamble=b"\0" * 128, file_meta=output_file_meta(ds, body, instance_uid)
         )
         implicit, little = ds.original_encoding
         out.set_original_encoding(implicit, little, ds.original_character_set)

@@ -3,8 +3,6 @@ and the regenerated File Meta Information."""
 
 from __future__ import annotations
 
-import uuid
-
 from pydicom import config
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
@@ -12,19 +10,17 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from .. import __version__
+from .._version import __version__
+from ..dicom import file_meta
 from ._errors import DeidentificationError
 from ._options import BASIC_PROFILE_CODE, DeidOptions
 from ._tables import iod_for_sop_class, method_codes
 
-__all__ = ["IMPLEMENTATION_UID", "INSERTED_TEXTS", "check_pixels", "file_meta", "record_method"]
+__all__ = ["INSERTED_TEXTS", "check_pixels", "output_file_meta", "record_method"]
 
 #: Values the engine inserts into every output (besides the CID 7050 codes).
 INSERTED_TEXTS = ("YES", "UNMODIFIED", "MODIFIED", "REMOVED", "DCM", "PS3.15 Annex E")
 
-#: Implementation Class UID of dicomflow's de-identifier (2.25 form of a fixed name-based UUID).
-IMPLEMENTATION_UID = UID("2.25." + str(uuid.uuid5(uuid.NAMESPACE_URL, "dicomflow.anonymize").int))
-IMPLEMENTATION_VERSION = f"DICOMFLOW_{__version__}"[:16]
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 #: Modalities whose images often carry burned-in text.
@@ -145,7 +141,7 @@ def _transfer_syntax(src: Dataset) -> UID:
     return ExplicitVRLittleEndian
 
 
-def file_meta(src: Dataset, out: Dataset, instance_uid: str | None) -> FileMetaDataset:
+def output_file_meta(src: Dataset, out: Dataset, instance_uid: str | None) -> FileMetaDataset:
     """New File Meta Information describing dicomflow, for the de-identified ``out``.
 
     Parameters
@@ -157,18 +153,12 @@ def file_meta(src: Dataset, out: Dataset, instance_uid: str | None) -> FileMetaD
     instance_uid : str or None
         Media Storage SOP Instance UID to write (already replaced by the caller).
     """
-    meta = FileMetaDataset()
     old = getattr(src, "file_meta", None)
     sop_class = _value(out, 0x00080016) or (_value(old, 0x00020002) if old else None)
-    if sop_class:
-        _set(meta, 0x00020002, "UI", UID(str(sop_class)))  # Media Storage SOP Class UID
     uid = _value(out, 0x00080018) or instance_uid
-    if uid:
-        _set(meta, 0x00020003, "UI", UID(str(uid)))  # Media Storage SOP Instance UID
-    _set(meta, 0x00020010, "UI", _transfer_syntax(src))
-    _set(meta, 0x00020012, "UI", IMPLEMENTATION_UID)
-    _set(meta, 0x00020013, "SH", IMPLEMENTATION_VERSION)
-    return meta
+    return file_meta(
+        str(sop_class) if sop_class else None, str(uid) if uid else None, _transfer_syntax(src)
+    )
 
 
 def _value(ds: Dataset, tag: int) -> object:

@@ -36,10 +36,11 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.multival import MultiValue
 
+from ..dicom import IMPLEMENTATION_CLASS_UID
 from ._keys import DICOM_UID_ROOT
 from ._options import BASIC_PROFILE_CODE, DeidOptions
 from ._policy import CURVE_GROUPS, DATE_VRS, KEEP_REFS, TEXT_VRS, policy_for, resolve
-from ._record import IMPLEMENTATION_UID, INSERTED_TEXTS
+from ._record import INSERTED_TEXTS
 from ._structured import STRUCTURED_SEQUENCES, content_overrides
 from ._tables import iod_for_sop_class, iod_types, method_codes, safe_private
 from ._values import FIXED_TEXTS
@@ -404,7 +405,7 @@ def verify(
         [
             *FIXED_TEXTS,
             *INSERTED_TEXTS,
-            IMPLEMENTATION_UID,
+            IMPLEMENTATION_CLASS_UID,
             *(f"{c.code_value}\0{c.meaning}" for c in method_codes().values()),
         ]
     ).casefold()

@@ -39,12 +39,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..dicom import (
+    atomic_write,
+    encode_part10,
+    file_meta_bytes,
+    header_uids,
+    is_url,
+    join,
+    meta_uids,
+    parse_header,
+    safe_component,
+    uid_of,
+)
 from ..errors import ConfigError, InvalidDicomError
 from ..pipeline.instance import Instance, Skip
-from ..readers.header import parse_header
-from ..writers._files import atomic_write, join, safe_component
-from ..writers.part10 import encode_part10
-from ._part10 import file_meta, header_uids, meta_uids, uid_of
 
 __all__ = ["RECORD_SCHEMA", "Lake", "Landed", "read_records", "read_state"]
 
@@ -108,10 +116,6 @@ class LakeStats:
     by_source: dict[str, int] = field(default_factory=dict)
 
 
-def _is_url(path: str) -> bool:
-    return "://" in path or "::" in path
-
-
 class Lake:
     """A folder (or fsspec URL) that received instances land in; see the module docstring.
 
@@ -147,7 +151,7 @@ class Lake:
         if fsync not in _FSYNC:
             raise ConfigError(f"fsync={fsync!r}: expected one of {', '.join(_FSYNC)}")
         self.root = os.fspath(root)
-        self.url = _is_url(self.root)
+        self.url = is_url(self.root)
         if not self.url:
             self.root = os.path.abspath(self.root)
             os.makedirs(os.path.join(self.root, STATE_DIR), exist_ok=True)
@@ -227,7 +231,7 @@ class Lake:
         and proves completeness from the files afterwards (:meth:`sync`, :meth:`reconcile`).
         The caller must not modify ``dataset`` afterwards.
         """
-        meta = file_meta(sop_class, sop_instance, transfer_syntax, calling_ae)
+        meta = file_meta_bytes(sop_class, sop_instance, transfer_syntax, calling_ae)
         parts: tuple[Any, ...] = (meta, dataset)
         source_sop = sop_instance
         try:
@@ -600,7 +604,7 @@ def _state_parts(
     root: str, kind: str, storage_options: Mapping[str, Any] | None
 ) -> list[tuple[Any, str]]:
     folder = join(os.fspath(root), STATE_DIR)
-    if _is_url(folder):
+    if is_url(folder):
         import fsspec
 
         fs, path = fsspec.core.url_to_fs(folder, **dict(storage_options or {}))

@@ -1,6 +1,6 @@
 """Queries: ``'Modality=CT StudyDate=20240101-20240131'`` -> identifiers -> typed Arrow tables.
 
-C-FIND and QIDO-RS results are tables typed exactly like the catalog (:mod:`dicomflow.schema`):
+C-FIND and QIDO-RS results are tables typed exactly like the catalog (:mod:`dicomflow.dicom`):
 UIDs in the catalog's fixed columns (``study_instance_uid``...) so the two join, every other
 attribute in a column named by its keyword with the dictionary's Arrow type.
 """
@@ -15,10 +15,15 @@ import pyarrow as pa
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, keyword_dict
 
-from .._convert import column_array, encodings_of
+from ..dicom import (
+    ColumnSpec,
+    ParsedHeader,
+    column_array,
+    encodings_of,
+    parse_header,
+    resolve_columns,
+)
 from ..errors import ConfigError
-from ..readers.header import ParsedHeader, parse_header
-from ..schema import ColumnSpec, resolve_columns
 
 __all__ = [
     "LEVELS",

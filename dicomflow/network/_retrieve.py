@@ -18,8 +18,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from ..readers.header import parse_header
-from ..writers.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from ..dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, parse_header
 from ._errors import (
     AssociationAbortedError,
     AssociationRejectedError,

@@ -208,7 +208,7 @@ class DicomWeb:
         self, lake: Lake | str, study: str, series: str | None = None
     ) -> tuple[int, int]:
         """WADO-RS a study or series into ``lake``; returns (instances, bytes) landed."""
-        from ._part10 import split_part10
+        from ..dicom import split_part10
 
         own = not isinstance(lake, Lake)
         target = Lake(lake) if own else lake
@@ -413,7 +413,7 @@ class StowSink:
 
     def write(self, instance: Instance) -> list[Output]:
         if instance._dataset is not None:
-            from ..writers.part10 import encode_part10
+            from ..dicom import encode_part10
 
             data = encode_part10(instance.dataset)
         else:

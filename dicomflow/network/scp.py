@@ -298,7 +298,7 @@ class StorageSCP:
             conn.send_pdu(ASSOCIATE_RJ, associate_rj(*rj))
             conn.close()
             return
-        from ..writers.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+        from ..dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
         results = negotiate_contexts(
             rq.contexts, lambda uid: uid == VERIFICATION or is_storage_class(uid)

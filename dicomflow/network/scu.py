@@ -25,9 +25,9 @@ from typing import Any
 import pyarrow as pa
 from pydicom import Dataset
 
+from ..dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, split_part10
 from ..errors import ConfigError
 from ..pipeline.instance import Instance, Output, RunContext
-from ..writers.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from ._errors import (
     AssociationAbortedError,
     AssociationRejectedError,
@@ -36,7 +36,6 @@ from ._errors import (
 )
 from ._lake import Lake
 from ._options import AssociationOptions, Peer, check_ae_title
-from ._part10 import split_part10
 from ._query import check_level, identifier, parse_query, results_table
 from ._retrieve import (
     _PENDING,
@@ -367,7 +366,7 @@ class StoreSink:
 
     def write(self, instance: Instance) -> list[Output]:
         if instance._dataset is not None:
-            from ..writers.part10 import encode_part10
+            from ..dicom import encode_part10
 
             data = encode_part10(instance.dataset)
         else:

@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ConfigError, DicomflowError
 from .executors import fork_is_safe, make_executor
 from .instance import Instance, RunContext, Skip

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from io import BytesIO
 from typing import Any
 
+from ..dicom import ALL_VRS, NeedMore, ParsedHeader, Unsupported, parse_header, walk
 from ..errors import InvalidDicomError, SourceError, SourceNotFoundError
-from .header import _ALL_VRS, NeedMore, ParsedHeader, _Unsupported, _walk, parse_header
 
 __all__ = ["iter_sources", "read_headers"]
 
@@ -239,7 +239,7 @@ def _fallback(
     data = out.getvalue()
     elements: dict[int, tuple[bytes | None, int, int]] = {}
     if data:
-        _walk(data, 0, True, False, elements, True)  # stops at the end: no pixel data in it
+        walk(data, 0, True, False, elements, True)  # stops at the end: no pixel data in it
     meta = {
         int(elem.tag): elem.value.encode("latin-1", "replace")
         for elem in getattr(ds, "file_meta", {}).values()
@@ -278,7 +278,7 @@ def _pixel_element(
     if group != 0x7FE0:
         return None
     vr = whole[pos + 4 : pos + 6]
-    if implicit or vr not in _ALL_VRS:
+    if implicit or vr not in ALL_VRS:
         return (
             group << 16 | elem,
             None,
@@ -312,7 +312,7 @@ def read_headers(
                 size = reader.size(uri) if len(first) >= prefix else len(first)
             try:
                 parsed, held = _parse_growing(uri, first, size, prefix, reader.read)
-            except _Unsupported:
+            except Unsupported:
                 fallbacks += 1
                 parsed, held = _fallback(uri, size, reader.read)
             error = parsed.error

@@ -28,9 +28,17 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from .._convert import _parse_da, _parse_ds, _parse_is, _parse_tm
+from ..dicom import (
+    ColumnSpec,
+    catalog_schema,
+    is_url,
+    parse_da,
+    parse_ds,
+    parse_is,
+    parse_tm,
+    resolve_columns,
+)
 from ..errors import InvalidDicomError, SourceError, SourceNotFoundError
-from ..schema import ColumnSpec, catalog_schema, resolve_columns
 
 __all__ = ["DIR_KEYS", "read_mediaset"]
 
@@ -63,7 +71,7 @@ _NEXT, _LOWER = "OffsetOfTheNextDirectoryRecord", "OffsetOfReferencedLowerLevelD
 _LEVELS = {"PATIENT": 0, "STUDY": 1, "SERIES": 2, "HL7 STRUC DOC": 1}
 _ROOT_LEVEL = {"PALETTE", "HANGING PROTOCOL", "IMPLANT", "IMPLANT ASSY", "IMPLANT GROUP"}
 _CONTAINERS = frozenset({"PATIENT", "STUDY", "SERIES", "TOPIC", "VISIT", "PRIVATE"})
-_PARSERS = {"DA": _parse_da, "TM": _parse_tm, "IS": _parse_is, "DS": _parse_ds}
+_PARSERS = {"DA": parse_da, "TM": parse_tm, "IS": parse_is, "DS": parse_ds}
 
 
 def _dir_fields() -> list[pa.Field]:
@@ -77,10 +85,6 @@ def _dir_fields() -> list[pa.Field]:
         spec = ColumnSpec(f"dir_{keyword}", tag, vr, vm != "1")
         fields.append(pa.field(spec.name, spec.arrow_type))
     return fields
-
-
-def _is_url(path: str) -> bool:
-    return "://" in path or "::" in path
 
 
 def _locate(path_or_url: str, options: Mapping[str, Any]) -> tuple[Any, str, str, str]:
@@ -278,7 +282,7 @@ def read_mediaset(
     by_case = {p.lower(): p for p in present}
 
     def uri_of(fs_path: str) -> str:
-        if _is_url(name):
+        if is_url(name):
             return fs.unstrip_protocol(fs_path) + chain
         return fs_path
 

@@ -4,18 +4,17 @@ filled from a series, positions along the stack, and a phantom slice per positio
 from __future__ import annotations
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     CTImageStorage,
     MRImageStorage,
 )
 
+from ..dicom import file_meta
 from ._model import (
     _EXAMS,
     _TISSUES,
-    IMPLEMENTATION_CLASS_UID,
-    IMPLEMENTATION_VERSION_NAME,
     Patient,
     Series,
     Study,
@@ -243,12 +242,7 @@ def build_header(series: Series, *, vendor_blob_size: int = 512) -> Dataset:
     _add_equipment(ds, series)
     _add_image(ds, series)
     _add_private(ds, series, vendor_blob_size)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.TransferSyntaxUID = series.transfer_syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    ds.file_meta = meta
+    ds.file_meta = file_meta(ds.SOPClassUID, None, series.transfer_syntax)
     return ds
 
 

@@ -48,7 +48,6 @@ PLANTED_PRIVATE = (
     (0x0011, "DICOMFLOW SAMPLE", 0x01, "item of the private sequence (0011,xx12): a note"),
 )
 
-IMPLEMENTATION_VERSION_NAME = "DICOMFLOW_010"
 
 _EPOCH = dt.date(2024, 3, 15)
 _SURNAMES = ("DOE", "MÜLLER", "ŁUKASIEWICZ", "ROE", "GARCÍA", "TANAKA", "OKAFOR", "NOWAK", "SMITH")
@@ -259,9 +258,6 @@ def derive_uid(*parts: object) -> str:
     True
     """
     return f"2.25.{_digest(*parts)}"
-
-
-IMPLEMENTATION_CLASS_UID = derive_uid("dicomflow", "implementation class")
 
 
 def seeded_rng(*parts: object) -> np.random.Generator:

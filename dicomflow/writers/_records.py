@@ -12,13 +12,12 @@ from typing import Any
 from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
-from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from ..dicom import file_meta
 from ..errors import DicomflowError
-from .part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 #: Media Storage Directory Storage: the SOP Class of a DICOMDIR
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -405,12 +404,7 @@ def _encode(ds: Dataset) -> bytes:
 
 def _head(fileset_id: str, uid: str, first: int, last: int) -> bytes:
     """Preamble, ``DICM``, File Meta Information and the elements before the records."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(DICOMDIR_SOP_CLASS)
-    meta.MediaStorageSOPInstanceUID = UID(uid)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    meta = file_meta(DICOMDIR_SOP_CLASS, uid, ExplicitVRLittleEndian)
     fp = DicomBytesIO()
     fp.is_little_endian = True
     fp.is_implicit_VR = False

@@ -30,10 +30,10 @@ from typing import Any
 
 from pydicom import Dataset
 
+from ..dicom import atomic_write, encode_part10, join, remove_stale_temporaries
 from ..errors import ConfigError
 from ..pipeline.instance import Instance, Output, RunContext, Skip
-from ._files import atomic_write, join, remove_stale_temporaries
-from .part10 import encode_part10, render_path
+from .part10 import render_path
 
 __all__ = [
     "DEFAULT_NIFTI_TEMPLATE",

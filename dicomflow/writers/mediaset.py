@@ -9,7 +9,7 @@ files by File ID, with their SOP Class, SOP Instance and Transfer Syntax UIDs.
 The :class:`MediaSet` sink writes each instance at a File ID made from hashes of its Patient ID,
 Study, Series and SOP Instance UIDs (``PTxxxxxx/STxxxxxx/SExxxxxx/xxxxxxxx``), so every worker
 names files the same way without talking to the others; a different instance landing on a name
-already used fails (:class:`~dicomflow.writers._files.CollisionError`) and nothing is
+already used fails (:class:`~dicomflow.dicom.files.CollisionError`) and nothing is
 overwritten. ``close`` then lists the folder and builds the DICOMDIR from the files it holds,
 so files written by earlier runs are included and a rerun gives the same bytes.
 
@@ -33,16 +33,17 @@ from typing import Any
 
 from pydicom import Dataset, dcmread
 
-from ..errors import ConfigError
-from ..pipeline.instance import Instance, Output, RunContext
-from ._files import (
-    _TMP_SUFFIX,
+from ..dicom import (
+    TMP_SUFFIX,
     CollisionError,
-    _is_url,
     atomic_write,
+    encode_part10,
+    is_url,
     join,
     remove_stale_temporaries,
 )
+from ..errors import ConfigError
+from ..pipeline.instance import Instance, Output, RunContext
 from ._records import (
     _ROOT_TYPES,
     DICOMDIR_SOP_CLASS,
@@ -55,7 +56,6 @@ from ._records import (
     leaf_record,
     record_type_for,
 )
-from .part10 import encode_part10
 
 __all__ = [
     "DICOMDIR_SOP_CLASS",
@@ -301,9 +301,9 @@ def _replace(root: str, fs: Any, base: str, data: bytes, options: Mapping[str, A
     path = f"{base}/DICOMDIR"
     if fs.exists(path) and fs.cat_file(path) == data:
         return
-    name = f".DICOMDIR.{hashlib.sha256(data).hexdigest()[:12]}{_TMP_SUFFIX}"
+    name = f".DICOMDIR.{hashlib.sha256(data).hexdigest()[:12]}{TMP_SUFFIX}"
     atomic_write(join(str(root), name), data, storage_options=options)
-    if _is_url(str(root)):
+    if is_url(str(root)):
         fs.mv(f"{base}/{name}", path)
     else:
         os.replace(os.path.join(base, name), path)
@@ -326,7 +326,7 @@ def write_mediaset(
     >>> outputs[-1].path  # doctest: +SKIP
     'cd/DICOMDIR'
     """
-    from .. import __version__
+    from .._version import __version__
 
     options = dict(storage_options or {})
     sink = MediaSet(str(root), fileset_id, options)

@@ -134,7 +134,7 @@ def nifti_header(volume: Volume, dtype: np.dtype, scale: tuple[float, float] | N
 
 def bids_sidecar(volume: Volume) -> dict[str, Any]:
     """BIDS-style metadata of a volume (seconds for times, as BIDS asks)."""
-    from .. import __version__
+    from .._version import __version__
 
     info = volume.info
     out: dict[str, Any] = {}

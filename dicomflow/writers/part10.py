@@ -1,8 +1,7 @@
-"""Part 10 files: a valid File Meta Information group, and a folder writer with safe paths."""
+"""Part 10 folders: a sink that writes each instance under a sanitized path template."""
 
 from __future__ import annotations
 
-import io
 import re
 import string
 from collections.abc import Mapping
@@ -10,46 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from .. import __version__
+from ..dicom import atomic_write, encode_part10, join, remove_stale_temporaries, safe_component
 from ..errors import ConfigError
 from ..pipeline.instance import Instance, Output, RunContext
-from ._fastwrite import encode_file
-from ._files import atomic_write, join, remove_stale_temporaries, safe_component
 
-__all__ = ["IMPLEMENTATION_CLASS_UID", "Part10Folder", "encode_part10", "render_path"]
+__all__ = ["Part10Folder", "render_path"]
 
-#: dicomflow's Implementation Class UID (2.25 form, derived once from the project name)
-IMPLEMENTATION_CLASS_UID = "2.25.142393522637932862512378410419547612981"
-IMPLEMENTATION_VERSION_NAME = ("DICOMFLOW_" + __version__.replace(".", ""))[:16]
 DEFAULT_TEMPLATE = "{PatientID}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm"
 _FIELD = re.compile(r"\{(\w+)\}")
-
-
-def encode_part10(ds: Dataset, transfer_syntax: str | None = None) -> bytes:
-    """The dataset as a Part 10 file: preamble, ``DICM``, a regenerated File Meta group.
-
-    The meta group's Media Storage SOP Class/Instance UIDs are taken from the dataset, the
-    transfer syntax from ``transfer_syntax`` or the dataset's current one.
-    """
-    old = getattr(ds, "file_meta", None) or FileMetaDataset()
-    ts = UID(str(transfer_syntax or old.get("TransferSyntaxUID") or ExplicitVRLittleEndian))
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ts
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    ds.file_meta = meta
-    ds.preamble = b"\x00" * 128
-    data = encode_file(ds)  # the same bytes as pydicom's writer, elements read copied as bytes
-    if data is not None:
-        return data
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
 
 
 def render_path(template: str, ds: Dataset) -> list[str]:

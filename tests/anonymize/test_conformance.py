@@ -16,7 +16,7 @@ import pydicom
 import pytest
 
 from dicomflow.anonymize import Deidentifier, DeidOptions
-from dicomflow.writers.part10 import encode_part10
+from dicomflow.dicom import encode_part10
 
 from .conftest import SECRET, SHARED
 

@@ -11,7 +11,7 @@ import pytest
 from pydicom.dataset import FileDataset
 
 from dicomflow.anonymize import Deidentifier, DeidOptions
-from dicomflow.writers._fastwrite import DeidentifiedDataset, encode_file
+from dicomflow.dicom import DeidentifiedDataset, encode_file
 
 from .conftest import SECRET, SHARED
 

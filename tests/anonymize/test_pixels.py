@@ -11,6 +11,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, RLELossless
 
 import dicomflow as dfl
 from dicomflow.anonymize import DeidentificationError, Deidentifier, PixelRules, verify
+from dicomflow.dicom import encode_part10
 from dicomflow.errors import ConfigError
 from dicomflow.sample import (
     build_header,
@@ -21,7 +22,6 @@ from dicomflow.sample import (
     seeded_rng,
     set_instance,
 )
-from dicomflow.writers.part10 import encode_part10
 
 from .conftest import SECRET, SHARED
 

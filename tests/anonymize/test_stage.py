@@ -18,10 +18,10 @@ from dicomflow.anonymize import (
     read_crosswalk,
 )
 from dicomflow.anonymize._crosswalk import check_apart, output_root_above
+from dicomflow.dicom import encode_part10
 from dicomflow.errors import ConfigError
 from dicomflow.pipeline.instance import Instance
 from dicomflow.pipeline.registry import build_stage
-from dicomflow.writers.part10 import encode_part10
 
 from .conftest import OTHER_SECRET, SECRET
 

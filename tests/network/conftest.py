@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from dicomflow.dicom import split_part10
 from dicomflow.network import Peer
-from dicomflow.network._part10 import split_part10
 
 REPO = Path(__file__).resolve().parents[2]
 PEER_ENV = {**os.environ, "TCP_NODELAY": "1"}

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 from pydicom import Dataset, dcmread
 
+from dicomflow.dicom import file_meta_bytes, read_meta, resolve_columns
 from dicomflow.errors import ConfigError, DicomflowError
 from dicomflow.network import (
     AssociationRejectedError,
@@ -17,7 +18,6 @@ from dicomflow.network import (
     Peer,
     SubOperationsFailedError,
 )
-from dicomflow.network._part10 import file_meta, read_meta
 from dicomflow.network._query import level_keys, parse_query, results_table
 from dicomflow.network._ul import (
     AssociateAccept,
@@ -28,7 +28,6 @@ from dicomflow.network._ul import (
     us,
 )
 from dicomflow.network.dicomweb import iter_multipart
-from dicomflow.schema import resolve_columns
 
 
 def test_peer_parse_and_print():
@@ -101,7 +100,9 @@ def test_association_pdus_round_trip():
 
 
 def test_file_meta_is_valid_part10():
-    meta = file_meta("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4.5", "1.2.840.10008.1.2.1", "ORTHANC")
+    meta = file_meta_bytes(
+        "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4.5", "1.2.840.10008.1.2.1", "ORTHANC"
+    )
     ds = Dataset()
     ds.SOPInstanceUID = "1.2.3.4.5"
     from pydicom.filebase import DicomBytesIO
@@ -147,8 +148,8 @@ def test_lake_on_an_fsspec_url(corpus):
     """A lake can be any fsspec URL: files, records and reconciliation go through fsspec."""
     import uuid
 
+    from dicomflow.dicom import split_part10
     from dicomflow.network import Lake, read_records
-    from dicomflow.network._part10 import split_part10
 
     root = f"memory://lake-{uuid.uuid4().hex[:8]}"
     path = corpus / "series" / "dcm_qa_ct_ge" / "01.dcm"

@@ -34,7 +34,7 @@ def digests(paths) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def synth_sources(synth_archive) -> dict[str, Path]:
     """SOP Instance UID -> the synthetic file Orthanc was loaded with."""
-    from dicomflow.network._part10 import split_part10
+    from dicomflow.dicom import split_part10
 
     return {split_part10(p.read_bytes())[1]: p for p in synth_archive.rglob("*.dcm")}
 
@@ -93,7 +93,7 @@ def test_pull_everything_by_move(orthanc, round_trip_files, tmp_path):
     assert report.complete, report.table.to_pylist()
     assert report.method == "move"
     expected = {}
-    from dicomflow.network._part10 import split_part10
+    from dicomflow.dicom import split_part10
 
     for p in round_trip_files:
         _, sop, _, body = split_part10(p.read_bytes())

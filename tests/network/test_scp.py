@@ -247,7 +247,7 @@ def test_reconcile_while_records_are_being_written_adopts_nothing(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dicomflow.network._part10 import split_part10
+    from dicomflow.dicom import split_part10
 
     sop_class, sop, ts, body = split_part10(round_trip_files[0].read_bytes())
     ds = dcmread(round_trip_files[0], stop_before_pixels=True)

@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_frames, parse_basic_offsets
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, SecondaryCaptureImageStorage
 
+from dicomflow.dicom import encode_part10
 from dicomflow.errors import ConfigError
 from dicomflow.pipeline import transcode as transcode_module
 from dicomflow.pipeline.instance import Instance
@@ -34,7 +35,6 @@ from dicomflow.pipeline.transcode import (
     encoders,
     transcode_dataset,
 )
-from dicomflow.writers.part10 import encode_part10
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 LOSSLESS = [

@@ -19,10 +19,19 @@ import pyarrow as pa
 from pydicom.charset import convert_encodings as _convert_encodings
 from pydicom.charset import decode_bytes, default_encoding
 
-from .readers.header import _ALL_VRS, ParsedHeader
-from .schema import ColumnSpec
+from ._header import ALL_VRS, ParsedHeader
+from ._schema import ColumnSpec
 
-__all__ = ["column_array", "encodings_of", "to_text"]
+__all__ = [
+    "column_array",
+    "encodings_of",
+    "parse_da",
+    "parse_ds",
+    "parse_dt",
+    "parse_is",
+    "parse_tm",
+    "to_text",
+]
 
 _CHARSET_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})
 _SINGLE_VALUE_TEXT = frozenset({"ST", "LT", "UT", "UR"})
@@ -91,7 +100,7 @@ def _trim_pn(value: str) -> str:
     return "=".join(groups)
 
 
-def _parse_is(text: str) -> int | None:
+def parse_is(text: str) -> int | None:
     text = text.strip()
     try:
         return int(text)
@@ -103,14 +112,14 @@ def _parse_is(text: str) -> int | None:
         return int(value) if value.is_integer() else None
 
 
-def _parse_ds(text: str) -> float | None:
+def parse_ds(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
         return None
 
 
-def _parse_da(text: str) -> dt.date | None:
+def parse_da(text: str) -> dt.date | None:
     text = text.strip()
     try:
         if len(text) == 8 and text.isdigit():
@@ -122,7 +131,7 @@ def _parse_da(text: str) -> dt.date | None:
     return None
 
 
-def _parse_tm(text: str) -> dt.time | None:
+def parse_tm(text: str) -> dt.time | None:
     text = text.strip().replace(":", "")  # ACR-NEMA HH:MM:SS
     whole, _, frac = text.partition(".")
     if not whole.isdigit() or len(whole) not in (2, 4, 6) or (frac and not frac.isdigit()):
@@ -138,7 +147,7 @@ def _parse_tm(text: str) -> dt.time | None:
         return None
 
 
-def _parse_dt(text: str) -> dt.datetime | None:
+def parse_dt(text: str) -> dt.datetime | None:
     """DICOM DT to a naive datetime; a UTC offset suffix is not applied (the header keeps it)."""
     text = text.strip()
     for sign in "+-":
@@ -162,11 +171,11 @@ def _parse_dt(text: str) -> dt.datetime | None:
 
 
 _TEXT_PARSERS: dict[str, Callable[[str], Any]] = {
-    "IS": _parse_is,
-    "DS": _parse_ds,
-    "DA": _parse_da,
-    "TM": _parse_tm,
-    "DT": _parse_dt,
+    "IS": parse_is,
+    "DS": parse_ds,
+    "DA": parse_da,
+    "TM": parse_tm,
+    "DT": parse_dt,
 }
 
 
@@ -187,7 +196,7 @@ def _binary_numbers(raw: bytes, vr: str, little: bool) -> tuple[Any, ...] | None
 
 def _effective_vr(spec: ColumnSpec, actual: bytes | None, header: ParsedHeader) -> str:
     """The VR to decode with: the encoded VR when explicit and known, else the dictionary's."""
-    if actual is not None and actual != b"UN" and actual in _ALL_VRS:
+    if actual is not None and actual != b"UN" and actual in ALL_VRS:
         return actual.decode("latin-1")
     if spec.vr in ("US or SS", "US or SS or OW"):
         rep = header.value(0x00280103)
@@ -230,7 +239,7 @@ def _python_value(spec: ColumnSpec, header: ParsedHeader, tag: int, encodings) -
             return text
         parser = _TEXT_PARSERS.get(column_vr)
         if parser is None and column_vr in _BINARY_NUMBER_FORMATS:
-            parser = _parse_is if column_vr not in ("FL", "FD") else _parse_ds
+            parser = parse_is if column_vr not in ("FL", "FD") else parse_ds
         if not spec.multi:
             if parser is None:
                 return text
@@ -335,7 +344,7 @@ def _fast_da(raw: bytes) -> Any:
 
 
 def _fast_tm(raw: bytes) -> Any:
-    return _parse_tm(raw.decode("latin-1"))
+    return parse_tm(raw.decode("latin-1"))
 
 
 def _fast_unsigned(raw: bytes) -> Any:

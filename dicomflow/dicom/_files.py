@@ -12,8 +12,10 @@ from typing import Any
 from ..errors import DicomflowError
 
 __all__ = [
+    "TMP_SUFFIX",
     "CollisionError",
     "atomic_write",
+    "is_url",
     "join",
     "remove_stale_temporaries",
     "safe_component",
@@ -52,16 +54,16 @@ def safe_component(value: object, *, max_length: int = MAX_COMPONENT) -> str:
     return text
 
 
-def _is_url(path: str) -> bool:
+def is_url(path: str) -> bool:
     return "://" in path or "::" in path
 
 
 def join(root: str, *parts: str) -> str:
-    root = root.rstrip("/") if _is_url(root) else os.fspath(root)
-    return "/".join([root, *parts]) if _is_url(root) else os.path.join(root, *parts)
+    root = root.rstrip("/") if is_url(root) else os.fspath(root)
+    return "/".join([root, *parts]) if is_url(root) else os.path.join(root, *parts)
 
 
-_TMP_SUFFIX = ".dfltmp"
+TMP_SUFFIX = ".dfltmp"
 
 
 def atomic_write(
@@ -80,12 +82,12 @@ def atomic_write(
     pipelines then check outputs on resume). With fsspec URLs the temporary object is moved
     into place with ``fs.mv``.
     """
-    if _is_url(path):
+    if is_url(path):
         _atomic_write_fsspec(path, data, dict(storage_options or {}))
         return
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -115,7 +117,7 @@ def _atomic_write_fsspec(path: str, data: bytes, storage_options: dict[str, Any]
             raise CollisionError(f"{path} already holds different content")
         return
     parent = fs_path.rsplit("/", 1)[0]
-    tmp = f"{parent}/.{fs_path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}"
+    tmp = f"{parent}/.{fs_path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
     fs.pipe_file(tmp, data)
     try:
         fs.mv(tmp, fs_path)
@@ -127,19 +129,19 @@ def _atomic_write_fsspec(path: str, data: bytes, storage_options: dict[str, Any]
 def remove_stale_temporaries(root: str, storage_options: Mapping[str, Any] | None = None) -> int:
     """Delete temporary files :func:`atomic_write` left under ``root`` when a run was killed."""
     count = 0
-    if _is_url(root):
+    if is_url(root):
         import fsspec
 
         fs, base = fsspec.core.url_to_fs(root, **dict(storage_options or {}))
         if fs.exists(base):
             for path in fs.find(base):
-                if path.endswith(_TMP_SUFFIX):
+                if path.endswith(TMP_SUFFIX):
                     fs.rm(path)
                     count += 1
         return count
     for folder, _, files in os.walk(root):
         for name in files:
-            if name.endswith(_TMP_SUFFIX):
+            if name.endswith(TMP_SUFFIX):
                 os.unlink(os.path.join(folder, name))
                 count += 1
     return count

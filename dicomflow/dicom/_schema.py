@@ -17,7 +17,7 @@ from pydicom.datadict import (
     keyword_dict,
 )
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -26,6 +26,7 @@ __all__ = [
     "catalog_schema",
     "private_column",
     "resolve_columns",
+    "specs_for_tags",
 ]
 
 #: Columns every catalog has, in this order.

@@ -1,17 +1,62 @@
-"""Part 10 framing without pydicom: build a File Meta group, read one, split a file, and find
-the UIDs of a data set from its first bytes (with :func:`dicomflow.readers.header.parse_header`).
+"""Part 10 framing (PS3.10 7.1): File Meta Information built in one place, with one
+implementation identity, and read back without pydicom.
+
+Every Part 10 object dicomflow writes (a pipeline output, a de-identified file, a received
+instance, a DICOMDIR, the built-in sample) carries the same Implementation Class UID and Version
+Name, so an output's identity does not change along a pipeline. File Meta comes in two forms: a
+pydicom ``FileMetaDataset`` (:func:`file_meta`) for code that writes through pydicom, and the
+encoded bytes (:func:`file_meta_bytes`: preamble, ``DICM`` and the group) for the receive paths
+that never build a dataset. :func:`encode_part10` writes a whole dataset; :func:`split_part10`
+and :func:`header_uids` find the UIDs of an encoded object from its first bytes.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 from typing import Any
 
-from ..errors import ConfigError
-from ..readers.header import NeedMore, parse_header
-from ..writers.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
-__all__ = ["file_meta", "header_uids", "meta_uids", "read_meta", "split_part10", "uid_of"]
+from .._version import __version__
+from ..errors import ConfigError
+from ._encode import encode_file
+from ._header import NeedMore, parse_header
+
+__all__ = [
+    "IMPLEMENTATION_CLASS_UID",
+    "IMPLEMENTATION_VERSION_NAME",
+    "encode_part10",
+    "file_meta",
+    "file_meta_bytes",
+    "header_uids",
+    "meta_uids",
+    "read_meta",
+    "split_part10",
+    "uid_of",
+]
+
+#: dicomflow's Implementation Class UID (2.25 form, derived once from the project name)
+IMPLEMENTATION_CLASS_UID = "2.25.142393522637932862512378410419547612981"
+#: ``DICOMFLOW_`` and the version without dots, at most 16 characters (SH)
+IMPLEMENTATION_VERSION_NAME = ("DICOMFLOW_" + __version__.replace(".", ""))[:16]
+
+
+def file_meta(
+    sop_class: str | None, sop_instance: str | None, transfer_syntax: str
+) -> FileMetaDataset:
+    """A File Meta group for one object; a UID given as ``None`` is left out."""
+    meta = FileMetaDataset()
+    if sop_class:
+        meta.MediaStorageSOPClassUID = UID(str(sop_class))
+    if sop_instance:
+        meta.MediaStorageSOPInstanceUID = UID(str(sop_instance))
+    meta.TransferSyntaxUID = UID(str(transfer_syntax))
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    return meta
 
 
 def _element(tag: int, vr: bytes, value: bytes) -> bytes:
@@ -23,10 +68,10 @@ def _element(tag: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
 
 
-def file_meta(
+def file_meta_bytes(
     sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str = ""
 ) -> bytes:
-    """Preamble, ``DICM`` and a File Meta Information group for a received data set."""
+    """Preamble, ``DICM`` and an encoded File Meta group, without building a dataset."""
     body = (
         _element(0x00020001, b"OB", b"\0\1")
         + _element(0x00020002, b"UI", sop_class.encode("ascii"))
@@ -38,6 +83,24 @@ def file_meta(
     if source_ae:
         body += _element(0x00020016, b"AE", source_ae.encode("ascii", "replace")[:16])
     return b"\0" * 128 + b"DICM" + _element(0x00020000, b"UL", struct.pack("<L", len(body))) + body
+
+
+def encode_part10(ds: Dataset, transfer_syntax: str | None = None) -> bytes:
+    """The dataset as a Part 10 file: preamble, ``DICM``, a regenerated File Meta group.
+
+    The meta group's Media Storage SOP Class/Instance UIDs are taken from the dataset, the
+    transfer syntax from ``transfer_syntax`` or the dataset's current one.
+    """
+    old = getattr(ds, "file_meta", None) or FileMetaDataset()
+    ts = str(transfer_syntax or old.get("TransferSyntaxUID") or ExplicitVRLittleEndian)
+    ds.file_meta = file_meta(ds.SOPClassUID, ds.SOPInstanceUID, ts)
+    ds.preamble = b"\x00" * 128
+    data = encode_file(ds)  # the same bytes as pydicom's writer, elements read copied as bytes
+    if data is not None:
+        return data
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
 
 
 def read_meta(data: bytes | memoryview) -> tuple[dict[int, str], int]:

@@ -4,8 +4,8 @@ pydicom builds a Python object for every element it reads; a catalog needs the p
 top-level element and the values of a few dozen. This module walks the encoded elements once,
 records ``tag -> (VR, value offset, value length)`` for the top-level dataset, steps over
 sequences without building them, and stops at Pixel Data, whose offset and length it records.
-Values are decoded later, column by column (``dicomflow._convert``), with pydicom's character-set
-code, so decoded text equals pydicom's.
+Values are decoded later, column by column (``dicomflow.dicom._values``), with pydicom's
+character-set code, so decoded text equals pydicom's.
 
 It reads from a byte prefix of the object; when the header is longer than the prefix it says how
 many bytes it needs (:class:`NeedMore`) and the caller fetches a longer prefix.
@@ -19,7 +19,7 @@ from struct import Struct
 
 from ..errors import InvalidDicomError, TruncatedError
 
-__all__ = ["NeedMore", "ParsedHeader", "parse_header"]
+__all__ = ["ALL_VRS", "NeedMore", "ParsedHeader", "Unsupported", "parse_header", "walk"]
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
@@ -37,7 +37,7 @@ _SHORT_VRS = frozenset(
         "SL", "SS", "ST", "SV", "TM", "UI", "UL", "US", "UV",
     )
 )  # fmt: skip
-_ALL_VRS = _SHORT_VRS | _LONG_VRS
+ALL_VRS = _SHORT_VRS | _LONG_VRS
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 
 _LE_EXPLICIT = Struct("<HH2sH").unpack_from
@@ -57,7 +57,7 @@ class NeedMore(Exception):
         self.needed = needed
 
 
-class _Unsupported(InvalidDicomError):
+class Unsupported(InvalidDicomError):
     """An encoding anomaly this scanner does not handle; the caller may fall back to pydicom."""
 
 
@@ -101,7 +101,7 @@ class _OutOfData(Exception):
         self.needed = needed
 
 
-def _walk(
+def walk(
     buf: bytes, pos: int, little: bool, implicit: bool, out: Elements | None, top: bool
 ) -> tuple[int, tuple[int, bytes | None, int, int] | None]:
     """Walk elements from ``pos``.
@@ -147,7 +147,7 @@ def _walk(
             if elem == 0xE000 and length != _UNDEFINED and vpos + length <= n:
                 pos = vpos + length  # a stray item outside a sequence: stepped over, as pydicom
                 continue
-            raise _Unsupported(f"unexpected delimiter ({group:04X},{elem:04X}) at byte {pos}")
+            raise Unsupported(f"unexpected delimiter ({group:04X},{elem:04X}) at byte {pos}")
         tag = group << 16 | elem
         if top and tag in _PIXEL_TAGS:
             return pos, (tag, vr, vpos, length)
@@ -174,13 +174,13 @@ def _skip_sequence(buf: bytes, pos: int, little: bool, implicit: bool) -> int:
         group, elem, length = item_hdr(buf, pos)
         pos += 8
         if group != 0xFFFE:
-            raise _Unsupported(f"expected an item in a sequence at byte {pos - 8}")
+            raise Unsupported(f"expected an item in a sequence at byte {pos - 8}")
         if elem == 0xE0DD:
             return pos
         if elem != 0xE000:
-            raise _Unsupported(f"unexpected ({group:04X},{elem:04X}) in a sequence")
+            raise Unsupported(f"unexpected ({group:04X},{elem:04X}) in a sequence")
         if length == _UNDEFINED:
-            pos, _ = _walk(buf, pos, little, implicit, None, False)
+            pos, _ = walk(buf, pos, little, implicit, None, False)
         else:
             pos += length
 
@@ -201,7 +201,7 @@ def _parse_meta(buf: bytes, pos: int) -> tuple[int, dict[int, bytes]]:
         elif vr in _SHORT_VRS:
             vpos = pos + 8
         else:
-            raise _Unsupported("File Meta Information is not explicit VR little endian")
+            raise Unsupported("File Meta Information is not explicit VR little endian")
         if vpos + length > n:
             raise _OutOfData(vpos + length)
         meta[0x00020000 | elem] = buf[vpos : vpos + length]
@@ -215,7 +215,7 @@ def _guess_encoding(buf: bytes, pos: int) -> tuple[bool, bool]:
         raise _OutOfData(pos + 8)
     group_le = _LE_U16(buf, pos)[0]
     group_be = group_le >> 8 | (group_le & 0xFF) << 8
-    explicit = buf[pos + 4 : pos + 6] in _ALL_VRS
+    explicit = buf[pos + 4 : pos + 6] in ALL_VRS
     if group_le <= 0x0008 or group_le in (0x0010, 0x0018, 0x0020, 0x0028):
         return True, not explicit
     if group_be <= 0x0008:
@@ -261,7 +261,7 @@ def _parse(buf: bytes, complete: bool, partial: list[ParsedHeader]) -> ParsedHea
     if pos + 4 <= len(buf) and _LE_U16(buf, pos)[0] == 0x0002:
         pos, meta = _parse_meta(buf, pos)
     elif preamble:
-        raise _Unsupported("'DICM' marker but no File Meta Information")
+        raise Unsupported("'DICM' marker but no File Meta Information")
     elif not buf:
         raise _OutOfData(8)
     ts_raw = meta.get(0x00020010)
@@ -286,7 +286,7 @@ def _parse(buf: bytes, complete: bool, partial: list[ParsedHeader]) -> ParsedHea
             raise InvalidDicomError(f"deflated dataset cannot be inflated: {exc}") from None
         elements: Elements = {}
         try:
-            _, pixel = _walk(data, 0, little, implicit, elements, True)
+            _, pixel = walk(data, 0, little, implicit, elements, True)
         except _OutOfData as exc:
             if exc.needed != len(data) + 1:
                 raise TruncatedError("the inflated dataset ends inside an element") from None
@@ -301,11 +301,11 @@ def _parse(buf: bytes, complete: bool, partial: list[ParsedHeader]) -> ParsedHea
             buf, little, implicit, ts, meta, elements, 0, len(buf), None, None, preamble, notes
         )
     )
-    if not implicit and pos + 6 <= len(buf) and buf[pos + 4 : pos + 6] not in _ALL_VRS:
+    if not implicit and pos + 6 <= len(buf) and buf[pos + 4 : pos + 6] not in ALL_VRS:
         implicit = True  # as pydicom does: the data says implicit VR whatever the meta says
         notes.append("transfer syntax says explicit VR but the dataset is implicit VR")
     try:
-        end, pixel = _walk(buf, pos, little, implicit, elements, True)
+        end, pixel = walk(buf, pos, little, implicit, elements, True)
     except _OutOfData as exc:
         # At the end of the whole object with every element complete: no Pixel Data.
         if complete and exc.needed == len(buf) + 1:

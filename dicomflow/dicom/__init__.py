@@ -1,0 +1,105 @@
+"""The bottom layer: what every package shares about the DICOM encoding.
+
+Nothing here imports anything of dicomflow above :mod:`dicomflow.errors`; everything above uses
+it. It holds:
+
+- the header parser (:func:`parse_header`: one pass over the encoded elements, no pydicom
+  objects) and the element value conversion to typed Arrow columns (:func:`column_array`);
+- the catalog's columns and their Arrow types from the data dictionary (:func:`resolve_columns`,
+  :func:`catalog_schema`);
+- the Part 10 encoder (:func:`encode_file`, :func:`encode_part10`) and File Meta Information built
+  in one place with one implementation identity (:func:`file_meta`, :func:`file_meta_bytes`);
+- atomic file writing, local and through fsspec (:func:`atomic_write`), and safe path
+  components (:func:`safe_component`).
+
+This is an internal layer: its names are stable for dicomflow's own packages and for extension
+authors, but are not part of ``import dicomflow``'s user API.
+"""
+
+from ._encode import DeidentifiedDataset, Fallback, Writer, encode_file
+from ._files import (
+    TMP_SUFFIX,
+    CollisionError,
+    atomic_write,
+    is_url,
+    join,
+    remove_stale_temporaries,
+    safe_component,
+)
+from ._header import ALL_VRS, NeedMore, ParsedHeader, Unsupported, parse_header, walk
+from ._part10 import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    encode_part10,
+    file_meta,
+    file_meta_bytes,
+    header_uids,
+    meta_uids,
+    read_meta,
+    split_part10,
+    uid_of,
+)
+from ._schema import (
+    DEFAULT_COLUMNS,
+    FIXED_SCHEMA,
+    ColumnSpec,
+    catalog_schema,
+    private_column,
+    resolve_columns,
+    specs_for_tags,
+)
+from ._values import (
+    column_array,
+    encodings_of,
+    parse_da,
+    parse_ds,
+    parse_dt,
+    parse_is,
+    parse_tm,
+    to_text,
+)
+
+__all__ = [
+    "ALL_VRS",
+    "DEFAULT_COLUMNS",
+    "FIXED_SCHEMA",
+    "IMPLEMENTATION_CLASS_UID",
+    "IMPLEMENTATION_VERSION_NAME",
+    "TMP_SUFFIX",
+    "CollisionError",
+    "ColumnSpec",
+    "DeidentifiedDataset",
+    "Fallback",
+    "NeedMore",
+    "ParsedHeader",
+    "Unsupported",
+    "Writer",
+    "atomic_write",
+    "catalog_schema",
+    "column_array",
+    "encode_file",
+    "encode_part10",
+    "encodings_of",
+    "file_meta",
+    "file_meta_bytes",
+    "header_uids",
+    "is_url",
+    "join",
+    "meta_uids",
+    "parse_da",
+    "parse_ds",
+    "parse_dt",
+    "parse_header",
+    "parse_is",
+    "parse_tm",
+    "private_column",
+    "read_meta",
+    "remove_stale_temporaries",
+    "resolve_columns",
+    "safe_component",
+    "specs_for_tags",
+    "split_part10",
+    "to_text",
+    "uid_of",
+    "walk",
+]
