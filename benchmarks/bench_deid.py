@@ -130,7 +130,7 @@ def child(method: str, src: str, dst: str) -> None:
     import pyarrow.dataset  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    import dicomflow.progress  # noqa: F401
+    import dicomflow.runtime  # noqa: F401
 
     workers = int(method.split("-")[1].rstrip("w"))
     stage = Deidentify(secret=SECRET)  # like the tools' Anonymizer(): built before the clock

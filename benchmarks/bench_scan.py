@@ -323,14 +323,20 @@ def check_outputs(user_out: Path, flow_out: Path, n: int) -> list[str]:
 def breakdown(archive: Path, subset: list[str], out: Path, repeat: int) -> dict:
     """Time dicomflow's 1-worker stages on ``subset``, calling its module functions directly.
 
-    Mirrors ``dicomflow.catalog.scan_batch`` and ``dicomflow.readers.files.read_headers``:
+    Mirrors ``dicomflow.catalog.scan_batch`` and ``dicomflow.catalog.read_headers``:
     batches of 256 files; each stage keeps its fastest of ``repeat`` passes.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     import dicomflow
-    from dicomflow.catalog import _fixed_row
+    from dicomflow.catalog._catalog import _fixed_row
+    from dicomflow.catalog._sources import (
+        DEFAULT_PREFIX,
+        _fallback,
+        _Reader,
+        iter_sources,
+    )
     from dicomflow.dicom import (
         FIXED_SCHEMA,
         NeedMore,
@@ -342,12 +348,6 @@ def breakdown(archive: Path, subset: list[str], out: Path, repeat: int) -> dict:
         resolve_columns,
     )
     from dicomflow.errors import InvalidDicomError
-    from dicomflow.readers.files import (
-        DEFAULT_PREFIX,
-        _fallback,
-        _Reader,
-        iter_sources,
-    )
 
     specs = resolve_columns("default")
     schema = catalog_schema(specs)
@@ -467,7 +467,7 @@ def traced_task(args):
     """``dicomflow.catalog._scan_task`` with the worker's pid and wall-clock start and end."""
     started = time.time()
     had_pandas = "pandas" in sys.modules
-    from dicomflow.catalog import _scan_task
+    from dicomflow.catalog._catalog import _scan_task
 
     batch, counters = _scan_task(args)
     return batch, counters, os.getpid(), started, time.time(), had_pandas
@@ -483,8 +483,8 @@ def run_trace(archive: str, out: str, variant: str) -> dict:
     import pyarrow.parquet as pq
 
     import dicomflow
-    from dicomflow.catalog import _batched
-    from dicomflow.pipeline.executors import InProcessExecutor, ProcessExecutor
+    from dicomflow.catalog._catalog import _batched
+    from dicomflow.runtime import InProcessExecutor, ProcessExecutor
 
     if variant.endswith("-nopandas"):
         # pyarrow's first pa.array() of a list imports pandas to look for pandas objects;

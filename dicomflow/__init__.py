@@ -10,7 +10,7 @@ from __future__ import annotations
 from . import writers  # noqa: E402 - dfl.writers.Part10Folder(...)
 from ._version import __version__
 from .anonymize import DeidentificationError, Deidentify, DeidOptions
-from .catalog import Catalog, ScanStats, scan
+from .catalog import Catalog, ScanStats, read_mediaset, scan
 from .dicom import DEFAULT_COLUMNS, private_column
 from .errors import (
     ConfigError,
@@ -23,7 +23,6 @@ from .errors import (
 from .pipeline.instance import Instance, Output, Skip
 from .pipeline.pipeline import DiskFullError, Pipeline, RunReport, pipeline
 from .pipeline.stages import Filter, Map, filter, map
-from .readers.mediaset import read_mediaset
 
 # Pixel arrays and volumes load dask.array, nibabel and zarr: imported on first use.
 _LAZY = {"Transcode": "dicomflow.pipeline.transcode"} | {

@@ -15,10 +15,10 @@ import pydicom
 import pytest
 
 import dicomflow as dfl
+from dicomflow import read_mediaset
 from dicomflow.dicom import FIXED_SCHEMA, CollisionError
 from dicomflow.errors import InvalidDicomError, SourceNotFoundError
 from dicomflow.pipeline.instance import Instance
-from dicomflow.readers.mediaset import read_mediaset
 from dicomflow.sample import make_sample
 from dicomflow.writers.mediaset import (
     FILE_ID_COMPONENT,

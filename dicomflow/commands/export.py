@@ -91,7 +91,7 @@ def _catalog(src: str, storage_options: dict[str, Any]):
 
         return pq.read_table(src)
     try:
-        from .. import scan  # type: ignore[attr-defined]
+        from ..catalog import scan
     except ImportError as exc:
         raise ConfigError(
             "scanning SRC needs dicomflow.scan; pass a catalog .parquet instead"

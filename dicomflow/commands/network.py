@@ -177,7 +177,7 @@ def run_find(args: argparse.Namespace) -> int:
 
 def run_pull(args: argparse.Namespace) -> int:
     from ..network import PullOptions, pull
-    from ..progress import Progress
+    from ..runtime import Progress
 
     opts = PullOptions(
         ae_title=args.ae, port=args.port, host=args.bind, method=args.method,

@@ -25,7 +25,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 
 from .._version import __version__
 from ..errors import ConfigError, DicomflowError
-from .executors import fork_is_safe, make_executor
+from ..runtime import fork_is_safe, make_executor
 from .instance import Instance, RunContext, Skip
 from .manifest import ManifestWriter, done_inputs, manifest_table
 from .stages import Filter
@@ -275,7 +275,7 @@ class Pipeline:
         dry_run
             Plan only: which inputs would be processed, skipped, or are done already.
         """
-        from ..progress import Progress
+        from ..runtime import Progress
 
         start = time.perf_counter()
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]

@@ -14,7 +14,8 @@ are), ``_codecs`` (decoding backends per transfer syntax), ``_frames`` (the dask
 ``_slices`` (rows to image planes: functional groups, mosaics), ``_geometry`` (sorting,
 spacing, tilt, affines), ``_stacks`` (grouping into volumes), ``_volume`` (the ``Volume`` and
 its report), ``_resample`` (tilt and spacing correction), ``_siemens`` (CSA header, mosaics).
-Writers live in ``dicomflow.writers``.
+The volume formats (``_nifti``, ``_zarr``, ``_preview``: NIfTI-1, OME-Zarr, PNG) live here;
+the per-instance sinks built on them live in ``dicomflow.writers``.
 
 Errors (all ``DicomflowError`` and ``ValueError``): ``PixelDataError`` at the root,
 ``PixelSizeError`` (declared sizes exceed the bytes present), ``FrameDecodeError`` (names the
@@ -26,13 +27,28 @@ from __future__ import annotations
 from ._codecs import available_backends
 from ._errors import FrameDecodeError, GeometryError, PixelDataError, PixelSizeError
 from ._format import PixelFormat
-from ._frames import PixelOptions, frames, locate_frames
+from ._frames import (
+    FrameTransform,
+    PixelOptions,
+    frames,
+    load_frame,
+    locate_frames,
+    palette_of,
+    row_refs,
+)
 from ._geometry import Grid
+from ._nifti import RGB24, bids_sidecar, nifti_bytes, write_nifti
+from ._preview import PRESETS, apply_window, display_frame, write_png
+from ._slices import planes_from_rows, read_header
 from ._stacks import volumes
 from ._volume import Volume, Volumes
+from ._zarr import write_zarr
 
 __all__ = [
+    "PRESETS",
+    "RGB24",
     "FrameDecodeError",
+    "FrameTransform",
     "GeometryError",
     "Grid",
     "PixelDataError",
@@ -41,8 +57,20 @@ __all__ = [
     "PixelSizeError",
     "Volume",
     "Volumes",
+    "apply_window",
     "available_backends",
+    "bids_sidecar",
+    "display_frame",
     "frames",
+    "load_frame",
     "locate_frames",
+    "nifti_bytes",
+    "palette_of",
+    "planes_from_rows",
+    "read_header",
+    "row_refs",
     "volumes",
+    "write_nifti",
+    "write_png",
+    "write_zarr",
 ]

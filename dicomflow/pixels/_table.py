@@ -43,7 +43,7 @@ def as_arrow(catalog: Any) -> pa.Table:
             return pa.Table.from_pylist([dict(i) for i in items])
         if all(isinstance(i, str | PathLike) for i in items):
             try:
-                from .. import scan  # type: ignore[attr-defined]
+                from ..catalog import scan
             except ImportError as exc:
                 raise ConfigError(
                     "paths need dicomflow.scan to build a catalog; pass a catalog instead"

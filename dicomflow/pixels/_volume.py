@@ -111,19 +111,19 @@ class Volume:
     # -- conversions -------------------------------------------------------------------------
     def to_nifti(self, path, *, sidecar: bool = True, **kwargs):
         """Write NIfTI-1 (``.nii`` or ``.nii.gz``) and a BIDS-style JSON sidecar."""
-        from ..writers.nifti import write_nifti
+        from ._nifti import write_nifti
 
         return write_nifti(self, path, sidecar=sidecar, **kwargs)
 
     def to_zarr(self, path, **kwargs):
         """Write a Zarr v3 group (compressed, chunked along slices, OME-NGFF metadata)."""
-        from ..writers.zarr import write_zarr
+        from ._zarr import write_zarr
 
         return write_zarr(self, path, **kwargs)
 
     def to_png(self, path, **kwargs):
         """Write a windowed PNG preview (middle slice by default)."""
-        from ..writers.preview import write_png
+        from ._preview import write_png
 
         return write_png(self, path, **kwargs)
 

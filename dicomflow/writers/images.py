@@ -140,8 +140,7 @@ def _no_image(
     row: Mapping[str, Any], reason: str | None, what: str, options: Mapping[str, Any]
 ) -> None:
     """Skip an instance without pixel data; raise the pixel layer's error for a broken one."""
-    from ..pixels import PixelDataError
-    from ..pixels._frames import row_refs
+    from ..pixels import PixelDataError, row_refs
 
     if reason is None or reason == "no pixel data":
         raise Skip(f"no pixel data: nothing to write as {what}")
@@ -153,7 +152,7 @@ def _header(instance: Instance, parsed: bool) -> Dataset:
     """The attributes paths are made of: the stages' dataset, or the source's header only."""
     if parsed:
         return instance.dataset
-    from ..pixels._slices import read_header
+    from ..pixels import read_header
 
     return read_header(instance.uri, instance.storage_options)
 
@@ -171,7 +170,7 @@ class PngFolder:
         component is sanitized. ``{frame}`` is the 0-based frame index.
     window : (center, width) or str, optional
         Grey frames: an explicit window, or a preset of
-        :data:`dicomflow.writers.preview.PRESETS` (``"lung"``, ``"brain"``...); by default the
+        :data:`dicomflow.pixels.PRESETS` (``"lung"``, ``"brain"``...); by default the
         frame's own Window Center/Width, else its 0.5-99.5 percentiles. Values go through the
         Modality LUT first; MONOCHROME1 is inverted. Colour frames are written as RGB
         (YBR decoded to RGB, palette colour through its lookup table).
@@ -206,7 +205,7 @@ class PngFolder:
             raise ConfigError(f"frames={self.frames!r}: expected 'middle' or 'all'")
         window = self.window
         if isinstance(window, str):
-            from .preview import PRESETS
+            from ..pixels import PRESETS
 
             if window not in PRESETS:
                 raise ConfigError(
@@ -238,10 +237,14 @@ class PngFolder:
     def write(self, instance: Instance) -> list[Output]:
         import imagecodecs
 
-        from ..pixels import PixelOptions
-        from ..pixels._frames import FrameTransform, load_frame, palette_of
-        from ..pixels._slices import planes_from_rows
-        from .preview import display_frame
+        from ..pixels import (
+            FrameTransform,
+            PixelOptions,
+            display_frame,
+            load_frame,
+            palette_of,
+            planes_from_rows,
+        )
 
         parsed = instance.parsed
         images = []
@@ -302,7 +305,7 @@ class NiftiFolder:
     sidecar : bool
         Also write ``<name>.json`` beside each file (BIDS-style metadata, as ``to_nifti``).
     reorient : bool or "auto"
-        As :func:`dicomflow.writers.nifti.write_nifti`, for instances of several slices; a
+        As :func:`dicomflow.pixels.write_nifti`, for instances of several slices; a
         single slice is never reoriented (it stays ``columns x rows x 1``).
     storage_options : mapping
         fsspec options for ``root``.
@@ -344,8 +347,7 @@ class NiftiFolder:
         remove_stale_temporaries(str(self.root), self.storage_options)
 
     def write(self, instance: Instance) -> list[Output]:
-        from ..pixels import volumes
-        from .nifti import bids_sidecar, nifti_bytes
+        from ..pixels import bids_sidecar, nifti_bytes, volumes
 
         parsed = instance.parsed
         compress = self.template.lower().endswith(".gz")

@@ -1,143 +1,16 @@
-"""Catalogs to Parquet: one file written atomically, or a partitioned, appendable dataset."""
+"""Sink: a partitioned Parquet catalog of what a pipeline wrote."""
 
 from __future__ import annotations
 
 import os
-import tempfile
-import uuid
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+from ..catalog import scan, write_dataset
 
 if TYPE_CHECKING:
-    from ..catalog import Catalog, ScanStats
+    import pyarrow as pa
 
-__all__ = ["ParquetDataset", "write_catalog", "write_dataset"]
-
-ROW_GROUP_ROWS = 64 * 1024
-
-
-def _regrouped(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
-    """Tables of about ``rows`` rows, so row groups are not one per scan batch."""
-    held: list[pa.RecordBatch] = []
-    count = 0
-    for batch in batches:
-        held.append(batch)
-        count += batch.num_rows
-        if count >= rows:
-            yield pa.Table.from_batches(held)
-            held, count = [], 0
-    if held:
-        yield pa.Table.from_batches(held)
-
-
-def write_catalog(
-    catalog: Catalog,
-    path: str | os.PathLike[str],
-    *,
-    progress: Any = None,
-    compression: str = "zstd",
-    row_group_rows: int = ROW_GROUP_ROWS,
-) -> ScanStats:
-    """Stream a catalog into one Parquet file at ``path``, replacing it only when complete.
-
-    The file is written under a temporary name beside ``path`` and renamed at the end, so a
-    reader never sees a partial catalog. With ``columns="all"`` the attribute columns are known
-    only after reading: batches are spooled to a temporary dataset and merged at the end.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        if catalog.options.specs is not None:
-            with pq.ParquetWriter(tmp, catalog.schema, compression=compression) as writer:
-                for table in _regrouped(catalog.iter_batches(progress), row_group_rows):
-                    writer.write_table(table)
-        else:
-            _write_spooled(catalog, tmp, progress, compression, row_group_rows)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return catalog.stats
-
-
-def _write_spooled(
-    catalog: Catalog, tmp: str, progress: Any, compression: str, row_group_rows: int
-) -> None:
-    from ..catalog import unify
-
-    with tempfile.TemporaryDirectory(dir=os.path.dirname(tmp)) as spool:
-        parts = []
-        for i, table in enumerate(_regrouped(catalog.iter_batches(progress), row_group_rows)):
-            part = os.path.join(spool, f"part-{i:06d}.parquet")
-            pq.write_table(table, part, compression="lz4")
-            parts.append(part)
-        schemas = [pq.read_schema(p) for p in parts]
-        merged = unify([s.empty_table() for s in schemas] or [], catalog.schema).schema
-        with pq.ParquetWriter(tmp, merged, compression=compression) as writer:
-            for part in parts:
-                table = pq.read_table(part)
-                for name in merged.names:
-                    if name not in table.column_names:
-                        table = table.append_column(
-                            merged.field(name), pa.nulls(table.num_rows, merged.field(name).type)
-                        )
-                writer.write_table(table.select(merged.names).cast(merged))
-
-
-def write_dataset(
-    source: Catalog | pa.Table,
-    root: str | os.PathLike[str],
-    *,
-    partition_by: tuple[str, ...] | list[str] = (),
-    compression: str = "zstd",
-) -> list[str]:
-    """Append a catalog to a (hive-)partitioned Parquet dataset under ``root``.
-
-    Each call adds new files (named by a fresh id), never rewriting existing ones, so
-    appending is safe while readers read; files are written under temporary names and renamed.
-    Read it back with ``polars.scan_parquet(f"{root}/**/*.parquet", hive_partitioning=True)``,
-    ``pyarrow.dataset.dataset(root, partitioning="hive")`` or DuckDB.
-    """
-    import pyarrow.dataset as pads
-
-    from ..catalog import Catalog
-
-    table = source.to_arrow() if isinstance(source, Catalog) else source
-    root = os.fspath(root)
-    os.makedirs(root, exist_ok=True)
-    token = uuid.uuid4().hex[:12]
-    staging = os.path.join(root, f".staging-{token}")
-    written: list[str] = []
-
-    def visit(f: Any) -> None:
-        written.append(f.path)
-
-    pads.write_dataset(
-        table,
-        staging,
-        format="parquet",
-        partitioning=list(partition_by) or None,
-        partitioning_flavor="hive" if partition_by else None,
-        basename_template=f"part-{token}-{{i}}.parquet",
-        file_options=pads.ParquetFileFormat().make_write_options(compression=compression),
-        existing_data_behavior="overwrite_or_ignore",
-        file_visitor=visit,
-    )
-    final = []
-    for path in written:
-        target = os.path.join(root, os.path.relpath(path, staging))
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.replace(path, target)
-        final.append(target)
-    for folder, _, _ in sorted(os.walk(staging), reverse=True):
-        os.rmdir(folder)
-    return final
+__all__ = ["ParquetDataset"]
 
 
 class ParquetDataset:
@@ -169,8 +42,6 @@ class ParquetDataset:
         return []
 
     def close(self, context: Any, manifest: pa.Table) -> None:
-        from ..catalog import scan
-
         done = [r for r in manifest.to_pylist() if r["status"] == "done"]
         paths = [o["path"] for r in done for o in r["outputs"] if o["sink"] != self.name]
         if not paths:

@@ -113,7 +113,7 @@ _FORKED_RUN = """
 import json, os, sys
 sys.path.insert(0, sys.argv[3])
 import dicomflow as dfl
-from dicomflow.pipeline.executors import fork_is_safe
+from dicomflow.runtime import fork_is_safe
 import stages_for_tests as st
 assert fork_is_safe()
 run = (dfl.pipeline(dfl.scan(sys.argv[1])) | dfl.map(st.stamp) | dfl.map(st.note_parent))
@@ -143,7 +143,7 @@ def test_pool_forks_from_a_single_threaded_parent(sample: Path, tmp_path: Path) 
 def test_fork_is_refused_where_threads_run() -> None:
     import threading
 
-    from dicomflow.pipeline.executors import fork_is_safe
+    from dicomflow.runtime import fork_is_safe
 
     stop = threading.Event()
     worker = threading.Thread(target=stop.wait)
@@ -159,7 +159,7 @@ def test_fork_is_refused_once_polars_compute_pool_runs() -> None:
     """Importing polars starts no compute pool (fork stays possible); using it does."""
     code = (
         "import polars as pl\n"
-        "from dicomflow.pipeline.executors import fork_is_safe\n"
+        "from dicomflow.runtime import fork_is_safe\n"
         "before = fork_is_safe()\n"
         "pl.DataFrame({'a': list(range(1000))}).filter(pl.col('a') > 5).height\n"
         "print(before, fork_is_safe())\n"

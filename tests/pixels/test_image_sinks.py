@@ -15,8 +15,7 @@ from PIL import Image
 
 import dicomflow as dfl
 from dicomflow.cli import main
-from dicomflow.pixels import locate_frames
-from dicomflow.writers.preview import apply_window
+from dicomflow.pixels import apply_window, locate_frames
 
 CT = CORPUS / "transfer-syntax/explicit-vr-le/CT_small.dcm"  # grey, geometry, rescaled
 RGB = CORPUS / "transfer-syntax/rle/SC_rgb_rle_2frame.dcm"  # RGB, 2 frames, RLE

@@ -14,8 +14,7 @@ import zarr
 from conftest import CORPUS, catalog_row, catalog_table
 
 from dicomflow.cli import main
-from dicomflow.pixels import volumes
-from dicomflow.writers.preview import PRESETS, apply_window
+from dicomflow.pixels import PRESETS, apply_window, volumes
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +112,7 @@ def test_frames_read_directly_give_the_dask_graphs_file(files, tmp_path):
     one the dask graph gives, byte for byte, and no temporary file may be left."""
     from dataclasses import replace
 
-    from dicomflow.writers.nifti import _frames_directly, _layout_parts
+    from dicomflow.pixels._nifti import _frames_directly, _layout_parts
 
     (vol,) = volumes(catalog_table(sorted(CORPUS.glob(files))))
     assert vol.stacked and _frames_directly(vol, "auto", _layout_parts(vol, "auto")[2])

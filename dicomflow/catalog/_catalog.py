@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from .dicom import (
+from ..dicom import (
     FIXED_SCHEMA,
     ColumnSpec,
     ParsedHeader,
@@ -24,9 +24,9 @@ from .dicom import (
     resolve_columns,
     specs_for_tags,
 )
-from .errors import ConfigError
-from .pipeline.executors import Executor, InProcessExecutor, fork_is_safe, make_executor
-from .readers.files import DEFAULT_PREFIX, FileRef, iter_sources, read_headers
+from ..errors import ConfigError
+from ..runtime import Executor, InProcessExecutor, fork_is_safe, make_executor
+from ._sources import DEFAULT_PREFIX, FileRef, iter_sources, read_headers
 
 if TYPE_CHECKING:
     import dask.dataframe
@@ -309,7 +309,7 @@ class Catalog:
         With ``partition_by`` (e.g. ``["Modality"]``), ``path`` is a folder and the rows are
         appended to a hive-partitioned dataset there instead.
         """
-        from .writers.parquet import write_catalog, write_dataset
+        from ._parquet import write_catalog, write_dataset
 
         if partition_by:
             table = self.to_arrow()

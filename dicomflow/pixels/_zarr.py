@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..pixels import Volume
+    from ._volume import Volume
 
 __all__ = ["write_zarr", "zarr_attributes"]
 

@@ -17,7 +17,14 @@ from typing import Any, Protocol, TypeVar
 
 from ..errors import ConfigError
 
-__all__ = ["DaskExecutor", "Executor", "InProcessExecutor", "ProcessExecutor", "make_executor"]
+__all__ = [
+    "DaskExecutor",
+    "Executor",
+    "InProcessExecutor",
+    "ProcessExecutor",
+    "fork_is_safe",
+    "make_executor",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..pixels import Volume
+    from ._volume import Volume
 
 __all__ = ["PRESETS", "apply_window", "display_frame", "preview_image", "write_png"]
 

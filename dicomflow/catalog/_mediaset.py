@@ -265,7 +265,7 @@ def read_mediaset(
     >>> cat = dfl.read_mediaset("/media/cdrom/DICOMDIR")  # doctest: +SKIP
     >>> cat.select(["dir_PatientID", "dir_record_type", "sop_instance_uid"])  # doctest: +SKIP
     """
-    from ..catalog import scan
+    from ._catalog import scan
 
     options = dict(storage_options or {})
     fs, path, folder, chain = _locate(os.fspath(path_or_url), options)

@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..pixels import Volume
+    from ._volume import Volume
 
 __all__ = ["RGB24", "bids_sidecar", "nifti_bytes", "nifti_header", "nifti_layout", "write_nifti"]
 
@@ -314,7 +314,7 @@ def _threads(compute: dict[str, Any]) -> int:
 
 
 def _write_frames(volume: Volume, target: _SlabWriter, threads: int) -> None:
-    from ..pixels._frames import load_frame
+    from ._frames import load_frame
 
     options, planes, dtype = volume.options, volume.planes, volume.array.dtype
     colour = target.dtype == RGB24

@@ -1,0 +1,26 @@
+"""Sources to catalogs: the scan of Part 10 objects anywhere fsspec reaches, DICOMDIR media sets,
+and catalogs written to Parquet.
+
+A catalog is an Arrow table with one row per instance, typed from the data dictionary (see
+:mod:`dicomflow.dicom`). This layer reads; it knows nothing of pixels, stages or sinks.
+"""
+
+from ._catalog import Catalog, ScanOptions, ScanStats, scan, scan_batch, unify
+from ._mediaset import DIR_KEYS, read_mediaset
+from ._parquet import write_catalog, write_dataset
+from ._sources import iter_sources, read_headers
+
+__all__ = [
+    "DIR_KEYS",
+    "Catalog",
+    "ScanOptions",
+    "ScanStats",
+    "iter_sources",
+    "read_headers",
+    "read_mediaset",
+    "scan",
+    "scan_batch",
+    "unify",
+    "write_catalog",
+    "write_dataset",
+]
