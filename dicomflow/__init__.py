@@ -3,87 +3,140 @@
 >>> import dicomflow as dfl
 >>> cat = dfl.scan("archive/")            # doctest: +SKIP
 >>> df = cat.to_polars()                  # doctest: +SKIP
+
+Everything a user needs is a name here (pinned by ``tests/test_api.py``); the packages below are
+the layers of ``docs/architecture.md``. Pixel arrays, volumes, transcoding and the network load
+dask.array, codecs and sockets code: they are imported on first use, so ``import dicomflow``
+stays light.
 """
 
 from __future__ import annotations
 
-from . import writers  # noqa: E402 - dfl.writers.Part10Folder(...)
+import importlib
+from typing import Any
+
+from . import writers  # dfl.writers.Part10Folder(...)
 from ._version import __version__
-from .anonymize import DeidentificationError, Deidentify, DeidOptions
-from .catalog import Catalog, ScanStats, read_mediaset, scan
+from .anonymize import Deidentify, DeidOptions
+from .catalog import Catalog, Reader, ScanStats, read_mediaset, scan
 from .dicom import DEFAULT_COLUMNS, private_column
 from .errors import (
+    AssociationAbortedError,
+    AssociationRejectedError,
+    CollisionError,
     ConfigError,
+    DeidentificationError,
     DicomflowError,
+    DicomWebError,
+    DimseStatusError,
+    DiskFullError,
+    FrameDecodeError,
+    GeometryError,
     InvalidDicomError,
+    MediaSetError,
+    MoveDestinationError,
+    NetworkError,
+    NetworkTimeoutError,
+    PixelDataError,
+    PixelSizeError,
+    Skip,
     SourceError,
     SourceNotFoundError,
+    SubOperationsFailedError,
+    TranscodeError,
     TruncatedError,
 )
-from .pipeline.instance import Instance, Output, Skip
-from .pipeline.pipeline import DiskFullError, Pipeline, RunReport, pipeline
-from .pipeline.stages import Filter, Map, filter, map
+from .pipeline import (
+    Filter,
+    Instance,
+    Map,
+    Output,
+    Pipeline,
+    RunReport,
+    Sink,
+    Stage,
+    filter,
+    map,
+    pipeline,
+)
 
-# Pixel arrays and volumes load dask.array, nibabel and zarr: imported on first use.
-_LAZY = {"Transcode": "dicomflow.pipeline.transcode"} | {
-    name: "dicomflow.pixels"
-    for name in (
-        "FrameDecodeError", "GeometryError", "PixelDataError", "PixelOptions", "PixelSizeError",
-        "Volume", "Volumes", "frames", "locate_frames", "volumes",
-    )
-}  # fmt: skip
+#: Names resolved on first use: ``name -> module``.
+_LAZY = {
+    "Transcode": "dicomflow.pipeline.transcode",
+    **{
+        name: "dicomflow.pixels"
+        for name in ("PixelOptions", "Volume", "Volumes", "frames", "locate_frames", "volumes")
+    },
+}
+_LAZY_MODULES = ("network", "pixels")  # dfl.network.find(...), dfl.pixels.available_backends()
+
+__all__ = [
+    "DEFAULT_COLUMNS",
+    "AssociationAbortedError",
+    "AssociationRejectedError",
+    "Catalog",
+    "CollisionError",
+    "ConfigError",
+    "DeidOptions",
+    "DeidentificationError",
+    "Deidentify",
+    "DicomWebError",
+    "DicomflowError",
+    "DimseStatusError",
+    "DiskFullError",
+    "Filter",
+    "FrameDecodeError",
+    "GeometryError",
+    "Instance",
+    "InvalidDicomError",
+    "Map",
+    "MediaSetError",
+    "MoveDestinationError",
+    "NetworkError",
+    "NetworkTimeoutError",
+    "Output",
+    "Pipeline",
+    "PixelDataError",
+    "PixelOptions",
+    "PixelSizeError",
+    "Reader",
+    "RunReport",
+    "ScanStats",
+    "Sink",
+    "Skip",
+    "SourceError",
+    "SourceNotFoundError",
+    "Stage",
+    "SubOperationsFailedError",
+    "Transcode",
+    "TranscodeError",
+    "TruncatedError",
+    "Volume",
+    "Volumes",
+    "__version__",
+    "filter",
+    "frames",
+    "locate_frames",
+    "map",
+    "network",
+    "pipeline",
+    "pixels",
+    "private_column",
+    "read_mediaset",
+    "scan",
+    "volumes",
+    "writers",
+]
 
 
-def __getattr__(name: str) -> object:
-    if name == "network":  # DIMSE and DICOMweb: dfl.network.find(...), dfl.network.pull(...)
-        import importlib
-
-        return importlib.import_module("dicomflow.network")
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"dicomflow.{name}")
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'dicomflow' has no attribute {name!r}")
 
 
-__all__ = [
-    "DEFAULT_COLUMNS",
-    "Catalog",
-    "DeidOptions",
-    "DeidentificationError",
-    "Deidentify",
-    "DiskFullError",
-    "FrameDecodeError",
-    "GeometryError",
-    "PixelDataError",
-    "PixelOptions",
-    "PixelSizeError",
-    "Volume",
-    "Volumes",
-    "frames",
-    "locate_frames",
-    "volumes",
-    "Filter",
-    "Instance",
-    "Map",
-    "Output",
-    "Pipeline",
-    "RunReport",
-    "Skip",
-    "Transcode",
-    "filter",
-    "map",
-    "pipeline",
-    "writers",
-    "ConfigError",
-    "DicomflowError",
-    "InvalidDicomError",
-    "ScanStats",
-    "SourceError",
-    "SourceNotFoundError",
-    "TruncatedError",
-    "__version__",
-    "private_column",
-    "read_mediaset",
-    "scan",
-]
+def __dir__() -> list[str]:
+    """The public names (what tab completion offers), lazy ones included."""
+    return sorted(__all__)

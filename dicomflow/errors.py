@@ -1,33 +1,78 @@
-"""The dicomflow exception tree.
+"""The dicomflow exception tree: every exception dicomflow raises on purpose, in one place.
 
 ::
 
-    DicomflowError                      root of everything dicomflow raises
-    +-- SourceError(DicomflowError, OSError)        a source cannot be listed or reached
-    |   +-- SourceNotFoundError(FileNotFoundError)  it does not exist
-    +-- InvalidDicomError(DicomflowError, ValueError) bytes that are not a readable DICOM object
-    |   +-- TruncatedError                          the object ends inside an element
-    +-- ConfigError(DicomflowError, ValueError)     bad options, column names, pipeline files
+    DicomflowError                                   root of everything dicomflow raises
+    +-- SourceError(OSError)                         a source cannot be listed or reached
+    |   +-- SourceNotFoundError(FileNotFoundError)   it does not exist
+    +-- InvalidDicomError(ValueError)                bytes that are not a readable DICOM object
+    |   +-- TruncatedError                           the object ends inside an element
+    +-- ConfigError(ValueError)                      bad options, column names, pipeline files
+    +-- CollisionError(FileExistsError)              two different objects, one output path
+    +-- DiskFullError(OSError)                       a sink ran out of space; the run stopped
+    +-- PixelDataError(ValueError)                   pixel data that cannot become an array
+    |   +-- PixelSizeError                           declared sizes do not fit the bytes present
+    |   +-- FrameDecodeError                         one frame cannot be read or decoded
+    |   +-- GeometryError                            positions/orientations that give no volume
+    +-- TranscodeError(ValueError)                   an instance that cannot be transcoded
+    +-- DeidentificationError(ValueError)            an instance not de-identifiable with certainty
+    +-- MediaSetError(ValueError)                    an instance that cannot join a media set
+    +-- NetworkError(OSError)                        a DICOM peer could not do what was asked
+    |   +-- AssociationRejectedError(ConnectionRefusedError)  no connection, A-ASSOCIATE-RJ,
+    |   |                                                     or no accepted context
+    |   +-- AssociationAbortedError(ConnectionAbortedError)   the association ended mid-way
+    |   +-- NetworkTimeoutError(TimeoutError)        a connection, ACSE or DIMSE timeout
+    |   +-- DimseStatusError                         a DIMSE operation ended in failure
+    |   |   +-- MoveDestinationError(LookupError)    the peer does not know the C-MOVE destination
+    |   |   +-- SubOperationsFailedError             C-MOVE/C-GET sub-operations failed
+    |   +-- DicomWebError                            an HTTP error from a DICOMweb service
+    +-- Skip                                         raised by a stage to drop an instance
 
-Per-item failures inside a batch are values (the catalog's ``error`` column, the manifest's
-``reason``), not exceptions: these classes are raised only where a caller asked for one thing.
-Each class also derives from the builtin a caller would naturally catch.
+Each class also derives from the builtin in brackets, the one a caller would naturally catch
+(``except FileNotFoundError``, ``except TimeoutError`` work as expected). Per-item failures
+inside a batch are values (the catalog's ``error`` column, the manifest's ``reason``), not
+exceptions: these classes are raised only where a caller asked for one thing. Every class is
+importable from ``dicomflow`` itself (``dfl.FrameDecodeError``); the packages that raise them
+re-export them where they are used.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
+    "AssociationAbortedError",
+    "AssociationRejectedError",
+    "CollisionError",
     "ConfigError",
+    "DeidentificationError",
+    "DicomWebError",
     "DicomflowError",
+    "DimseStatusError",
+    "DiskFullError",
+    "FrameDecodeError",
+    "GeometryError",
     "InvalidDicomError",
+    "MediaSetError",
+    "MoveDestinationError",
+    "NetworkError",
+    "NetworkTimeoutError",
+    "PixelDataError",
+    "PixelSizeError",
+    "Skip",
     "SourceError",
     "SourceNotFoundError",
+    "SubOperationsFailedError",
+    "TranscodeError",
     "TruncatedError",
 ]
 
 
 class DicomflowError(Exception):
     """Root of every exception dicomflow raises on purpose."""
+
+
+# -- sources and encoding ---------------------------------------------------------------------
 
 
 class SourceError(DicomflowError, OSError):
@@ -48,3 +93,161 @@ class TruncatedError(InvalidDicomError):
 
 class ConfigError(DicomflowError, ValueError):
     """Invalid options: unknown columns, bad pipeline files, conflicting settings."""
+
+
+# -- outputs ----------------------------------------------------------------------------------
+
+
+class CollisionError(DicomflowError, FileExistsError):
+    """Two different instances would be written to the same path."""
+
+
+class DiskFullError(DicomflowError, OSError):
+    """A sink ran out of space: the run stops cleanly, what was written stays valid."""
+
+
+# -- pixels -----------------------------------------------------------------------------------
+
+
+class PixelDataError(DicomflowError, ValueError):
+    """Pixel data that cannot be described, located or decoded."""
+
+
+class PixelSizeError(PixelDataError):
+    """Rows x Columns x Frames x bits declare more than the bytes that are present."""
+
+
+class FrameDecodeError(PixelDataError):
+    """One frame of one file could not be read or decoded.
+
+    Parameters
+    ----------
+    uri : str
+        The file the frame belongs to.
+    frame : int
+        The 0-based frame index in that file.
+    reason : str
+        What went wrong.
+    """
+
+    def __init__(self, uri: str, frame: int, reason: str) -> None:
+        super().__init__(f"{uri}: frame {frame}: {reason}")
+        self.uri = uri
+        self.frame = frame
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the three fields through pickling (dask)
+        return (type(self), (self.uri, self.frame, self.reason))
+
+
+class GeometryError(PixelDataError):
+    """Positions or orientations from which no volume geometry can be derived."""
+
+
+# -- stages and sinks -------------------------------------------------------------------------
+
+
+class TranscodeError(DicomflowError, ValueError):
+    """An instance cannot be transcoded: undecodable pixels, or a target that cannot hold them."""
+
+
+class DeidentificationError(DicomflowError, ValueError):
+    """An instance that cannot be de-identified with certainty.
+
+    De-identification fails closed: burned-in annotation without the Clean Pixel Data Option,
+    a sequence that cannot be parsed, a value-representation-unknown (UN) sequence that would
+    have to be kept, and similar cases raise this error with the reason instead of writing an
+    instance that might still identify someone.
+    """
+
+
+class MediaSetError(DicomflowError, ValueError):
+    """An instance that cannot be put in a media set (no record type, a UID or key missing)."""
+
+
+class Skip(DicomflowError):
+    """Raised by a stage to drop an instance on purpose; the message is the manifest's reason."""
+
+
+# -- network ----------------------------------------------------------------------------------
+
+
+class NetworkError(DicomflowError, OSError):
+    """A DICOM peer could not be reached or did not do what was asked."""
+
+
+class AssociationRejectedError(NetworkError, ConnectionRefusedError):
+    """The peer refused the connection or the association, or accepted no context we need."""
+
+
+class AssociationAbortedError(NetworkError, ConnectionAbortedError):
+    """The association was aborted or the connection dropped during an operation."""
+
+
+class NetworkTimeoutError(NetworkError, TimeoutError):
+    """No answer within the connection, ACSE or DIMSE timeout."""
+
+
+class DimseStatusError(NetworkError):
+    """A DIMSE operation ended with a failure status.
+
+    ``status`` is the final status code (e.g. ``0xC000``); for C-MOVE and C-GET the
+    sub-operation counts of the final response are kept too.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        completed: int = 0,
+        failed: int = 0,
+        warning: int = 0,
+        failed_uids: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.completed = completed
+        self.failed = failed
+        self.warning = warning
+        self.failed_uids = failed_uids
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the counts when pickled (worker processes)
+        message = self.args[0] if self.args else ""
+        fields = (self.status, self.completed, self.failed, self.warning, self.failed_uids)
+        return (_rebuild_status_error, (type(self), message, *fields))
+
+
+def _rebuild_status_error(
+    cls: type[DimseStatusError],
+    message: str,
+    status: int | None,
+    completed: int,
+    failed: int,
+    warning: int,
+    failed_uids: tuple[str, ...],
+) -> DimseStatusError:
+    return cls(
+        message,
+        status=status,
+        completed=completed,
+        failed=failed,
+        warning=warning,
+        failed_uids=failed_uids,
+    )
+
+
+class MoveDestinationError(DimseStatusError, LookupError):
+    """The peer does not know the C-MOVE destination AE title (register it on the peer)."""
+
+
+class SubOperationsFailedError(DimseStatusError):
+    """Some C-MOVE/C-GET sub-operations (C-STOREs) failed; the counts say how many."""
+
+
+class DicomWebError(NetworkError):
+    """A DICOMweb request failed; ``status_code`` is the HTTP status (None: no answer)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code

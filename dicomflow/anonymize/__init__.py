@@ -6,12 +6,9 @@ Types the compound codes need) are package data; see ``docs/deidentification.md`
 conformance statement. `Deidentify` is the pipeline stage; `verify_folders` checks a whole
 de-identified folder against its originals (``dicomflow verify-deid``).
 
-Exceptions::
-
-    DicomflowError
-    +-- DeidentificationError(DicomflowError, ValueError)  an instance that cannot be
-    |                                                        de-identified with certainty
-    +-- ConfigError(DicomflowError, ValueError)            bad options, secret or lookup table
+Exceptions (drawn with the whole tree in :mod:`dicomflow.errors`): ``DeidentificationError``
+for an instance that cannot be de-identified with certainty, ``ConfigError`` for bad options,
+secret or lookup table.
 
 Examples
 --------
@@ -27,7 +24,7 @@ Examples
 
 from __future__ import annotations
 
-from ._crosswalk import merge_crosswalk, read_crosswalk
+from ._crosswalk import check_apart, merge_crosswalk, read_crosswalk
 from ._engine import ActionCounts, Deidentifier
 from ._errors import DeidentificationError
 from ._explain import AttributeAction, explain
@@ -53,6 +50,7 @@ __all__ = [
     "OptionSpec",
     "PixelRule",
     "PixelRules",
+    "check_apart",
     "explain",
     "load_lookup",
     "merge_crosswalk",

@@ -1,17 +1,7 @@
-"""The one exception the de-identification engine raises on purpose."""
+"""The de-identification engine's exception; defined in :mod:`dicomflow.errors`."""
 
 from __future__ import annotations
 
-from ..errors import DicomflowError
+from ..errors import DeidentificationError
 
 __all__ = ["DeidentificationError"]
-
-
-class DeidentificationError(DicomflowError, ValueError):
-    """An instance that cannot be de-identified with certainty.
-
-    De-identification fails closed: burned-in annotation without the Clean Pixel Data Option,
-    a sequence that cannot be parsed, a value-representation-unknown (UN) sequence that would
-    have to be kept, and similar cases raise this error with the reason instead of writing an
-    instance that might still identify someone.
-    """

@@ -158,7 +158,7 @@ class Crosswalk:
 
     def to_arrow(self):  # -> pyarrow.Table; imported lazily
         """The pairs as a ``pyarrow.Table`` with columns keyword, original, replacement."""
-        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow as pa
 
         rows = list(self)
         return pa.table(
@@ -183,7 +183,7 @@ def load_lookup(path: str | Path) -> dict[str, dict[str, str]]:
     """
     path = Path(path)
     if path.suffix.lower() in (".parquet", ".pq"):
-        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq
 
         table = pq.read_table(path)
         header = table.column_names

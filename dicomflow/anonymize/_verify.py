@@ -303,7 +303,7 @@ def _digit(haystack: AnyStr, at: int) -> bool:
 
 def _find(haystack: AnyStr, needle: AnyStr, kind: str) -> int:
     """First position of ``needle`` where its ``kind`` allows a match (see `_strings`)."""
-    dot = haystack[:0] + (b"." if isinstance(haystack, bytes) else ".")  # type: ignore[operator]
+    dot = haystack[:0] + (b"." if isinstance(haystack, bytes) else ".")
     start = 0
     while True:
         at = haystack.find(needle, start)

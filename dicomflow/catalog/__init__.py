@@ -8,11 +8,13 @@ A catalog is an Arrow table with one row per instance, typed from the data dicti
 from ._catalog import Catalog, ScanOptions, ScanStats, scan, scan_batch, unify
 from ._mediaset import DIR_KEYS, read_mediaset
 from ._parquet import write_catalog, write_dataset
+from ._reader import Reader
 from ._sources import iter_sources, read_headers
 
 __all__ = [
     "DIR_KEYS",
     "Catalog",
+    "Reader",
     "ScanOptions",
     "ScanStats",
     "iter_sources",

@@ -147,11 +147,10 @@ def _totals(manifest_folder: str) -> dict[str, int]:
 
 
 def run_deid(args: argparse.Namespace) -> int:
-    from ..anonymize import Deidentify
-    from ..anonymize._crosswalk import check_apart
+    from ..anonymize import Deidentify, check_apart
     from ..catalog import scan
     from ..errors import ConfigError
-    from ..pipeline.pipeline import pipeline
+    from ..pipeline import pipeline
     from ..writers.mediaset import MediaSet
     from ..writers.part10 import Part10Folder
 

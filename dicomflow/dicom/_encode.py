@@ -283,7 +283,7 @@ class DeidentifiedDataset(FileDataset):
     """The `FileDataset` the engine returns: ``save_as(..., enforce_file_format=True)`` uses
     `encode_file`, and pydicom's writer whenever that cannot write the data set exactly."""
 
-    def save_as(self, filename: Any, /, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def save_as(self, filename: Any, /, *args: Any, **kwargs: Any) -> None:
         fast = (
             not args
             and kwargs.get("enforce_file_format") is True

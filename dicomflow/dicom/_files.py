@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import DicomflowError
+from ..errors import CollisionError
 
 __all__ = [
     "TMP_SUFFIX",
@@ -24,10 +24,6 @@ __all__ = [
 _RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 MAX_COMPONENT = 120
-
-
-class CollisionError(DicomflowError, FileExistsError):
-    """Two different instances would be written to the same path."""
 
 
 def safe_component(value: object, *, max_length: int = MAX_COMPONENT) -> str:

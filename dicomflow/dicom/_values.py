@@ -207,7 +207,9 @@ def _effective_vr(spec: ColumnSpec, actual: bytes | None, header: ParsedHeader) 
     return spec.vr
 
 
-def _python_value(spec: ColumnSpec, header: ParsedHeader, tag: int, encodings) -> Any:
+def _python_value(
+    spec: ColumnSpec, header: ParsedHeader, tag: int, encodings: Sequence[str]
+) -> Any:
     entry = header.elements.get(tag)
     if entry is None:
         return None

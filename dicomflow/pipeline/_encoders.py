@@ -20,12 +20,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from ..errors import ConfigError, DicomflowError
-
-
-class TranscodeError(DicomflowError, ValueError):
-    """An instance cannot be transcoded: undecodable pixels, or a target that cannot hold them."""
-
+from ..errors import ConfigError, TranscodeError
 
 # What each target may hold: the PS3.5 section 8.2 tables, narrowed to what the encoders here
 # store exactly (8 or 16 bits allocated). Each row: photometric interpretations, signed samples

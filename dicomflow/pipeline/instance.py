@@ -24,13 +24,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydicom import Dataset, dcmread
 
-from ..errors import DicomflowError
+from ..errors import Skip
 
 __all__ = ["Instance", "Output", "RunContext", "Sink", "Skip", "Stage", "read_bytes"]
-
-
-class Skip(DicomflowError):
-    """Raised by a stage to drop an instance on purpose; the message is the manifest's reason."""
 
 
 @dataclass(frozen=True, slots=True)

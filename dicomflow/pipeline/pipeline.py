@@ -24,17 +24,13 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 
 from .._version import __version__
-from ..errors import ConfigError, DicomflowError
+from ..errors import ConfigError, DiskFullError
 from ..runtime import fork_is_safe, make_executor
 from .instance import Instance, RunContext, Skip
 from .manifest import ManifestWriter, done_inputs, manifest_table
 from .stages import Filter
 
 __all__ = ["DiskFullError", "Pipeline", "RunReport", "pipeline"]
-
-
-class DiskFullError(DicomflowError, OSError):
-    """A sink ran out of space: the run stops cleanly, what was written stays valid."""
 
 
 @dataclass(frozen=True)
@@ -402,17 +398,19 @@ class Pipeline:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Pipeline:
         """Build a pipeline from its :meth:`config` dict (or a TOML file's contents)."""
-        from .registry import build_sink, build_stage
+        from .registry import build_reader, build_sink, build_stage
 
-        source = config.get("source") or {}
-        if "scan" not in source:
-            raise ConfigError("a pipeline file needs [source] with scan = PATH or [PATHS]")
-        from ..catalog import scan
-
-        options = {k: v for k, v in source.items() if k != "scan"}
+        source = dict(config.get("source") or {})
+        if "scan" in source:  # the short form: [source] scan = PATH
+            source = {"type": "scan", "path": source.pop("scan"), **source}
+        if "type" not in source:
+            raise ConfigError(
+                "a pipeline file needs [source] with scan = PATH or [PATHS], "
+                "or type = READER and path = PATH"
+            )
         stages = tuple(build_stage(s) for s in config.get("stages", config.get("stage", [])))
         sinks = tuple(build_sink(s) for s in config.get("sinks", config.get("sink", [])))
-        return cls(scan(source["scan"], **options), stages, sinks)
+        return cls(build_reader(source), stages, sinks)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Pipeline:

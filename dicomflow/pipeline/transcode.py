@@ -186,8 +186,7 @@ def _native_frames(ds: Dataset, ts: UID) -> Iterator[tuple[np.ndarray, _Format]]
     """Frames of little endian native Pixel Data, decoded from its bytes by dicomflow's own
     native decoder (the values pydicom's decoder gives); None where the layout is not the plain
     one (then pydicom decodes)."""
-    from ..pixels._codecs import decode_native
-    from ..pixels._format import PixelFormat
+    from ..pixels import PixelFormat, decode_native
 
     if ts not in NATIVE or "PixelData" not in ds:
         return None

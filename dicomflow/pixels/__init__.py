@@ -24,7 +24,7 @@ file and frame), ``GeometryError`` (no consistent geometry).
 
 from __future__ import annotations
 
-from ._codecs import available_backends
+from ._codecs import available_backends, decode_native
 from ._errors import FrameDecodeError, GeometryError, PixelDataError, PixelSizeError
 from ._format import PixelFormat
 from ._frames import (
@@ -60,6 +60,7 @@ __all__ = [
     "apply_window",
     "available_backends",
     "bids_sidecar",
+    "decode_native",
     "display_frame",
     "frames",
     "load_frame",

@@ -242,7 +242,7 @@ def _layout_parts(volume: Volume, reorient: bool | str) -> tuple[bytes, Any, np.
     flipped, affine = nifti_layout(shadow, reorient)
     header = nifti_header(volume, dtype, scale, affine, flipped.shape)
     head = header.binaryblock + b"\x00" * (_VOX_OFFSET - len(header.binaryblock))
-    lead = flipped.reshape((-1, *flipped.shape[-2:]))  # type: ignore[union-attr]
+    lead = flipped.reshape((-1, *flipped.shape[-2:]))
     return head, lead, dtype.newbyteorder("<")
 
 
@@ -287,7 +287,7 @@ class _SlabWriter:
     def __setitem__(self, key: tuple[slice, ...], value: np.ndarray) -> None:
         first = key[0].start or 0
         data = np.ascontiguousarray(value, dtype=self.dtype).reshape(-1).view(np.uint8)
-        view, position = memoryview(data), self.offset + first * self.slice_bytes
+        view, position = data.data, self.offset + first * self.slice_bytes
         while view.nbytes:
             written = os.pwrite(self.fd, view, position)
             view, position = view[written:], position + written

@@ -149,7 +149,9 @@ class Volume:
         coords["x"] = ("x", np.arange(self.array.shape[axis + 2]) * sx, {"units": "mm"})
         if self.is_4d:
             coords["t"] = ("t", np.arange(self.array.shape[0]))
-        attrs = {k: v for k, v in self.info.items() if isinstance(v, str | int | float)}
+        attrs: dict[str, Any] = {
+            k: v for k, v in self.info.items() if isinstance(v, str | int | float)
+        }
         if self.grid is not None:
             attrs["affine_lps"] = self.affine.tolist()
             attrs["origin_lps"] = self.grid.origin.tolist()
@@ -183,7 +185,7 @@ class Volumes(Sequence[Volume]):
         self._items = tuple(items)
         self.skipped = tuple(skipped)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         if isinstance(index, slice):
             return Volumes(self._items[index])
         return self._items[index]

@@ -7,6 +7,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    UID,
     CTImageStorage,
     MRImageStorage,
 )
@@ -293,7 +294,7 @@ def set_instance(ds: Dataset, series: Series, index: int) -> None:
     uid = derive_uid(series.seed, "instance", series.folder, index)
     position = slice_position(series, index)
     ds.SOPInstanceUID = uid
-    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(uid)
     ds.InstanceNumber = index + 1
     ds.ImagePositionPatient = [_ds(value) for value in position]
     normal = _normal(series.weighting.orientation)

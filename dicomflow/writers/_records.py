@@ -17,15 +17,11 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from ..dicom import file_meta
-from ..errors import DicomflowError
+from ..errors import MediaSetError
 
 #: Media Storage Directory Storage: the SOP Class of a DICOMDIR
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 _BASE36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-class MediaSetError(DicomflowError, ValueError):
-    """An instance that cannot be put in a media set (no record type, a UID or key missing)."""
 
 
 # Directory record keys (PS3.3 F.5): (keyword, type). "1": required with a value; "2": required,

@@ -269,7 +269,7 @@ class PngFolder:
         for index, image in images:
             parts = render_path(template, _Fields(ds, {"frame": f"{index:04d}"}))  # type: ignore[arg-type]
             path = join(str(self.root), *parts)
-            data = imagecodecs.png_encode(image)
+            data = bytes(imagecodecs.png_encode(image))
             atomic_write(path, data, storage_options=self.storage_options, fsync=self.fsync)
             outputs.append(Output.of_bytes(self.name, path, data))
         return outputs
