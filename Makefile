@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test lint bench clean
+.PHONY: setup system-deps demo test lint typecheck bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -29,9 +29,13 @@ demo: setup
 test: system-deps setup
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
+typecheck: setup
+	$(VENV)/bin/mypy
+
 lint: setup
 	$(VENV)/bin/ruff check dicomflow tests benchmarks
 	$(VENV)/bin/ruff format --check dicomflow tests benchmarks
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) benchmarks/bench_scan.py
