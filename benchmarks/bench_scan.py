@@ -151,7 +151,7 @@ def child_main(spec: str, archive: str, out: str) -> None:
     import pydicom  # noqa: F401
 
     import dicomflow  # noqa: F401
-    import dicomflow.writers.parquet  # noqa: F401
+    import dicomflow.writers  # noqa: F401
 
     method, arg = spec.split(":")
     if os.path.exists(out):

@@ -90,7 +90,7 @@ def child(method: str, syntax: str, src: str, dst: str) -> None:
         from dicomflow.pipeline.instance import Instance
         from dicomflow.pipeline.pipeline import pipeline
         from dicomflow.pipeline.transcode import Transcode
-        from dicomflow.writers.part10 import Part10Folder
+        from dicomflow.writers import Part10Folder
 
         Transcode(syntax)(Instance(first))  # warm-up, untimed: the encoder is loaded
         workers = int(method.split("-")[1].rstrip("w"))
@@ -210,7 +210,7 @@ def where_time_goes(syntax: str, files: list[str], dst: Path) -> str:
     from dicomflow.dicom import encode_part10
     from dicomflow.pipeline.instance import Instance
     from dicomflow.pipeline.transcode import Transcode
-    from dicomflow.writers.part10 import Part10Folder
+    from dicomflow.writers import Part10Folder
 
     uid = SYNTAXES[syntax][0]
     stage = Transcode(syntax)

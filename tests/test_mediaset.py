@@ -17,16 +17,10 @@ import pytest
 import dicomflow as dfl
 from dicomflow import read_mediaset
 from dicomflow.dicom import FIXED_SCHEMA, CollisionError
-from dicomflow.errors import InvalidDicomError, SourceNotFoundError
+from dicomflow.errors import InvalidDicomError, MediaSetError, SourceNotFoundError
 from dicomflow.pipeline.instance import Instance
 from dicomflow.sample import make_sample
-from dicomflow.writers.mediaset import (
-    FILE_ID_COMPONENT,
-    MediaSet,
-    MediaSetError,
-    build_dicomdir,
-    write_mediaset,
-)
+from dicomflow.writers import FILE_ID_COMPONENT, MediaSet, build_dicomdir, write_mediaset
 
 #: one file per kind of directory record, plus images in several transfer syntaxes
 MODALITY_FILES = (

@@ -24,16 +24,27 @@ Examples
 
 from __future__ import annotations
 
-from ._crosswalk import check_apart, merge_crosswalk, read_crosswalk
+from ._crosswalk import check_apart, merge_crosswalk, output_root_above, read_crosswalk
 from ._engine import ActionCounts, Deidentifier
 from ._errors import DeidentificationError
 from ._explain import AttributeAction, explain
-from ._keys import Crosswalk, load_lookup
+from ._keys import Crosswalk, Keyring, load_lookup
 from ._options import OPTIONS, DeidOptions, OptionSpec
 from ._pixels import PixelRule, PixelRules
+from ._policy import combine
+from ._stage import Deidentify, read_secret
+from ._tables import (
+    ProfileRow,
+    action_codes,
+    iod_for_sop_class,
+    method_codes,
+    parse_tag,
+    profile_rows,
+    safe_private,
+)
+from ._values import shift_date, shift_datetime
 from ._verify import Finding, verify
 from ._verify_folders import FolderFinding, FolderReport, verify_folders
-from .stage import Deidentify
 
 __all__ = [
     "OPTIONS",
@@ -47,14 +58,27 @@ __all__ = [
     "Finding",
     "FolderFinding",
     "FolderReport",
+    "Keyring",
     "OptionSpec",
     "PixelRule",
     "PixelRules",
+    "ProfileRow",
+    "action_codes",
     "check_apart",
+    "combine",
     "explain",
+    "iod_for_sop_class",
     "load_lookup",
     "merge_crosswalk",
+    "method_codes",
+    "output_root_above",
+    "parse_tag",
+    "profile_rows",
+    "read_secret",
     "read_crosswalk",
+    "safe_private",
+    "shift_date",
+    "shift_datetime",
     "verify",
     "verify_folders",
 ]

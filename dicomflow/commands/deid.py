@@ -151,8 +151,7 @@ def run_deid(args: argparse.Namespace) -> int:
     from ..catalog import scan
     from ..errors import ConfigError
     from ..pipeline import pipeline
-    from ..writers.mediaset import MediaSet
-    from ..writers.part10 import Part10Folder
+    from ..writers import MediaSet, Part10Folder
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
@@ -199,8 +198,7 @@ def run_deid(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from ..anonymize import verify_folders
-    from ..anonymize.stage import read_secret
+    from ..anonymize import read_secret, verify_folders
 
     secret = None
     if args.secret_file or args.secret_env:

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from ..catalog import scan
     from ..pipeline.pipeline import pipeline
     from ..pipeline.transcode import Transcode
-    from ..writers.part10 import Part10Folder
+    from ..writers import Part10Folder
     from .run import execute
 
     stage = Transcode(

@@ -36,14 +36,14 @@ STAGES = {
     "filter": "dicomflow.pipeline.stages:Filter",
     "map": "dicomflow.pipeline.stages:Map",
     "transcode": "dicomflow.pipeline.transcode:Transcode",
-    "deidentify": "dicomflow.anonymize.stage:Deidentify",
+    "deidentify": "dicomflow.anonymize:Deidentify",
 }
 SINKS = {
-    "folder": "dicomflow.writers.part10:Part10Folder",
-    "mediaset": "dicomflow.writers.mediaset:MediaSet",
-    "parquet": "dicomflow.writers.parquet:ParquetDataset",
-    "png": "dicomflow.writers.images:PngFolder",
-    "nifti": "dicomflow.writers.images:NiftiFolder",
+    "folder": "dicomflow.writers:Part10Folder",
+    "mediaset": "dicomflow.writers:MediaSet",
+    "parquet": "dicomflow.writers:ParquetDataset",
+    "png": "dicomflow.writers:PngFolder",
+    "nifti": "dicomflow.writers:NiftiFolder",
     "c-store": "dicomflow.network.scu:StoreSink",
     "stow-rs": "dicomflow.network.dicomweb:StowSink",
 }

@@ -36,9 +36,11 @@ from ._frames import (
     palette_of,
     row_refs,
 )
-from ._geometry import Grid
+from ._geometry import Grid, analyse_stack, normal_of
 from ._nifti import RGB24, bids_sidecar, nifti_bytes, write_nifti
 from ._preview import PRESETS, apply_window, display_frame, write_png
+from ._resample import shift_image
+from ._siemens import parse_csa
 from ._slices import planes_from_rows, read_header
 from ._stacks import volumes
 from ._volume import Volume, Volumes
@@ -57,6 +59,7 @@ __all__ = [
     "PixelSizeError",
     "Volume",
     "Volumes",
+    "analyse_stack",
     "apply_window",
     "available_backends",
     "bids_sidecar",
@@ -66,10 +69,13 @@ __all__ = [
     "load_frame",
     "locate_frames",
     "nifti_bytes",
+    "normal_of",
     "palette_of",
+    "parse_csa",
     "planes_from_rows",
     "read_header",
     "row_refs",
+    "shift_image",
     "volumes",
     "write_nifti",
     "write_png",

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from ..catalog import write_catalog, write_dataset
-from .images import NiftiFolder, PngFolder
-from .mediaset import MediaSet, write_mediaset
-from .parquet import ParquetDataset
-from .part10 import Part10Folder
+from ._images import NiftiFolder, PngFolder
+from ._mediaset import FILE_ID_COMPONENT, MediaSet, build_dicomdir, write_mediaset
+from ._parquet import ParquetDataset
+from ._part10 import DEFAULT_TEMPLATE, Part10Folder, render_path
 
 __all__ = [
+    "DEFAULT_TEMPLATE",
+    "FILE_ID_COMPONENT",
     "MediaSet",
     "NiftiFolder",
     "ParquetDataset",
     "Part10Folder",
     "PngFolder",
+    "build_dicomdir",
+    "render_path",
     "write_catalog",
     "write_dataset",
     "write_mediaset",

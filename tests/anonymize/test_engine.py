@@ -21,9 +21,10 @@ from dicomflow.anonymize import (
     Deidentifier,
     DeidOptions,
     load_lookup,
+    profile_rows,
+    safe_private,
     verify,
 )
-from dicomflow.anonymize._tables import profile_rows, safe_private
 from dicomflow.errors import ConfigError, DicomflowError
 
 from ._worker import derived, sample

@@ -40,9 +40,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.valuerep import validate_value
 
-from dicomflow.anonymize import Deidentifier, DeidOptions
-from dicomflow.anonymize._options import OPTIONS
-from dicomflow.anonymize._tables import ProfileRow, profile_rows
+from dicomflow.anonymize import OPTIONS, Deidentifier, DeidOptions, ProfileRow, profile_rows
 
 from .conftest import SECRET
 

@@ -15,6 +15,7 @@ import pytest
 
 import dicomflow as dfl
 from dicomflow.anonymize import Deidentify, verify_folders
+from dicomflow.dicom import encode_part10
 
 from .conftest import SECRET
 
@@ -74,8 +75,7 @@ def test_modified_dates_keep_only_times_of_day(sample_archive) -> None:
     """With Modified Dates, times of day stay (whole-day shifts); every other value goes."""
     stage = Deidentify(secret=SECRET, options=["retain-longitudinal-modified-dates"])
     blob = b"".join(
-        dfl.writers.part10.encode_part10(stage(dfl.Instance(str(path))).dataset)
-        for path in sample_archive.files[::12]
+        encode_part10(stage(dfl.Instance(str(path))).dataset) for path in sample_archive.files[::12]
     )
     kept = {key for key, value in sample_archive.planted.items() if value.encode() in blob}
     assert kept and all(key.endswith(("StudyTime",)) for key in kept), kept

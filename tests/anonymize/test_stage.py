@@ -13,11 +13,12 @@ from dicomflow.anonymize import (
     DeidentificationError,
     Deidentify,
     DeidOptions,
+    check_apart,
     explain,
     merge_crosswalk,
+    output_root_above,
     read_crosswalk,
 )
-from dicomflow.anonymize._crosswalk import check_apart, output_root_above
 from dicomflow.dicom import encode_part10
 from dicomflow.errors import ConfigError
 from dicomflow.pipeline.instance import Instance

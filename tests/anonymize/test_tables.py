@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydicom.datadict import DicomDictionary, keyword_for_tag
 
-from dicomflow.anonymize import _tables
+import dicomflow.anonymize as tables
 
 from .conftest import REPO
 
@@ -41,9 +41,9 @@ def test_reduced_type_tables_equal_a_fresh_build(shared: Path) -> None:
 
 
 def test_profile_table_shape() -> None:
-    rows = _tables.profile_rows()
+    rows = tables.profile_rows()
     assert len(rows) == 657
-    codes = set(_tables.action_codes())
+    codes = set(tables.action_codes())
     assert {r.basic for r in rows} <= codes
     assert {c for r in rows for c in r.options.values()} <= {"K", "C"}
     assert [r.kind for r in rows].count("mask") == 3
@@ -51,22 +51,22 @@ def test_profile_table_shape() -> None:
 
 
 def test_safe_private_and_cid7050() -> None:
-    assert len(_tables.safe_private()) == 479
-    assert ("113100" in _tables.method_codes()) and len(_tables.method_codes()) == 13
+    assert len(tables.safe_private()) == 479
+    assert ("113100" in tables.method_codes()) and len(tables.method_codes()) == 13
 
 
 def test_unlisted_keep_list_is_public_text_and_not_in_table() -> None:
-    listed = {r.value for r in _tables.profile_rows() if r.kind == "exact"}
+    listed = {r.value for r in tables.profile_rows() if r.kind == "exact"}
     with open(DATA / "unlisted-keep.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        tag = _tables.parse_tag(row["tag"])
+        tag = tables.parse_tag(row["tag"])
         assert tag in DicomDictionary and keyword_for_tag(tag) == row["keyword"]
         assert tag not in listed, row
         assert row["reason"]
 
 
 def test_sop_class_table_maps_ct() -> None:
-    assert _tables.iod_for_sop_class("1.2.840.10008.5.1.4.1.1.2") == "CT Image"
+    assert tables.iod_for_sop_class("1.2.840.10008.5.1.4.1.1.2") == "CT Image"
     rows = list(csv.DictReader(io.StringIO((DATA / "sop-class-to-iod.csv").read_text())))
     assert len(rows) == 180

@@ -500,7 +500,7 @@ def corpus_folder(tmp_path: Path) -> Path:
 def test_pipeline_fails_undecodable_instances_and_writes_the_rest(tmp_path):
     from dicomflow.catalog import scan
     from dicomflow.pipeline.pipeline import pipeline
-    from dicomflow.writers.part10 import Part10Folder
+    from dicomflow.writers import Part10Folder
 
     src = corpus_folder(tmp_path)
     job = (pipeline(scan(str(src))) | Transcode("jpeg-ls-lossless")).write(

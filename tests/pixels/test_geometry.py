@@ -7,10 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dicomflow.pixels import GeometryError, Grid
-from dicomflow.pixels._geometry import analyse_stack, normal_of
-from dicomflow.pixels._resample import shift_image
-from dicomflow.pixels._siemens import parse_csa
+from dicomflow.pixels import GeometryError, Grid, analyse_stack, normal_of, parse_csa, shift_image
 
 AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 
