@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import glob
 import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..dicom import atomic_path
 from ..errors import ConfigError
 
 __all__ = [
@@ -43,15 +43,8 @@ def parts_folder(path: str | os.PathLike[str]) -> str:
 
 
 def _atomic_table(table: pa.Table, path: str) -> None:
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_part(path: str | os.PathLike[str], name: str, rows: Iterable[tuple[str, str, str]]):

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..dicom import atomic_path
+
 if TYPE_CHECKING:
     from ._catalog import Catalog, ScanStats
 
@@ -47,22 +49,13 @@ def write_catalog(
     reader never sees a partial catalog. With ``columns="all"`` the attribute columns are known
     only after reading: batches are spooled to a temporary dataset and merged at the end.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_path(os.path.abspath(os.fspath(path))) as tmp:
         if catalog.options.specs is not None:
             with pq.ParquetWriter(tmp, catalog.schema, compression=compression) as writer:
                 for table in _regrouped(catalog.iter_batches(progress), row_group_rows):
                     writer.write_table(table)
         else:
             _write_spooled(catalog, tmp, progress, compression, row_group_rows)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return catalog.stats
 
 

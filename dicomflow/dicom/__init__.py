@@ -20,6 +20,7 @@ from ._encode import DeidentifiedDataset, Fallback, Writer, encode_file
 from ._files import (
     TMP_SUFFIX,
     CollisionError,
+    atomic_path,
     atomic_write,
     is_url,
     join,
@@ -74,6 +75,7 @@ __all__ = [
     "ParsedHeader",
     "Unsupported",
     "Writer",
+    "atomic_path",
     "atomic_write",
     "catalog_schema",
     "column_array",

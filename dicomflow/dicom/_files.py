@@ -6,7 +6,8 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import CollisionError
@@ -14,6 +15,7 @@ from ..errors import CollisionError
 __all__ = [
     "TMP_SUFFIX",
     "CollisionError",
+    "atomic_path",
     "atomic_write",
     "is_url",
     "join",
@@ -99,6 +101,34 @@ def atomic_write(
                 raise CollisionError(
                     f"{path} already holds different content; refusing to overwrite it"
                 ) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterator[str]:
+    """A temporary path beside ``path`` that becomes ``path`` when the block ends cleanly.
+
+    For writers that need a path rather than bytes (a Parquet writer, a NIfTI stream, pwrite):
+    they write to the yielded name, and on a clean exit it replaces ``path`` in one rename, so a
+    reader sees the old file or the new one, never a part. On an exception (a full disk, a
+    decode error, Ctrl-C) the temporary file is removed and ``path`` is untouched. The name ends
+    in :data:`TMP_SUFFIX`, so :func:`remove_stale_temporaries` finds it after a kill.
+
+    >>> with atomic_path("out/catalog.parquet") as tmp:          # doctest: +SKIP
+    ...     pq.write_table(table, tmp)
+    """
+    final = os.fspath(path)
+    folder = os.path.dirname(final) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(final)}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, final)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

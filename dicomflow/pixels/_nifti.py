@@ -20,7 +20,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..dicom import atomic_path
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -352,10 +352,6 @@ def _write_uncompressed(
         os.close(fd)
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.dfltmp")
-
-
 def _compute_options(scheduler: str | None, num_workers: int | None) -> dict[str, Any]:
     compute: dict[str, Any] = {"scheduler": scheduler}
     if num_workers:
@@ -414,10 +410,8 @@ def write_nifti(
     path = Path(path)
     compute = _compute_options(scheduler, num_workers)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(path)  # written beside, then renamed: never a partial file at ``path``
-    side = _sidecar_path(path)
-    side_tmp = _temporary(side)
-    try:
+    with atomic_path(path) as name:  # written beside, then renamed: never a partial file
+        tmp = Path(name)
         if path.name.endswith(".gz"):
             pieces = _nifti_stream(volume, reorient=reorient, batch=batch, compute=compute)
             first = next(pieces)  # the header: a volume NIfTI cannot hold fails here
@@ -428,13 +422,8 @@ def write_nifti(
         else:
             _write_uncompressed(volume, tmp, reorient, compute)
         if sidecar:
-            side_tmp.write_text(json.dumps(bids_sidecar(volume), indent=2))
-            os.replace(side_tmp, side)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        side_tmp.unlink(missing_ok=True)
-        raise
+            with atomic_path(_sidecar_path(path)) as side_tmp:
+                Path(side_tmp).write_text(json.dumps(bids_sidecar(volume), indent=2))
     return path
 
 
