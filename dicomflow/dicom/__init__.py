@@ -27,7 +27,7 @@ from ._files import (
     remove_stale_temporaries,
     safe_component,
 )
-from ._header import ALL_VRS, NeedMore, ParsedHeader, Unsupported, parse_header, walk
+from ._header import ALL_VRS, LONG_VRS, NeedMore, ParsedHeader, Unsupported, parse_header, walk
 from ._part10 import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
@@ -66,6 +66,7 @@ __all__ = [
     "FIXED_SCHEMA",
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
+    "LONG_VRS",
     "TMP_SUFFIX",
     "CollisionError",
     "ColumnSpec",

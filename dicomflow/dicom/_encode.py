@@ -26,11 +26,12 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID
 from pydicom.valuerep import PersonName
 
+from ._header import LONG_VRS
+
 __all__ = ["DeidentifiedDataset", "Fallback", "Writer", "encode_file"]
 
 #: VRs whose explicit-VR header has two reserved bytes and a 32-bit length (PS3.5 7.1.2).
-_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT",
-                       "UV"})  # fmt: skip
+_LONG_VRS = frozenset(v.decode() for v in LONG_VRS)
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 

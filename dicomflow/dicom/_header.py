@@ -19,7 +19,7 @@ from struct import Struct
 
 from ..errors import InvalidDicomError, TruncatedError
 
-__all__ = ["ALL_VRS", "NeedMore", "ParsedHeader", "Unsupported", "parse_header", "walk"]
+__all__ = ["ALL_VRS", "LONG_VRS", "NeedMore", "ParsedHeader", "Unsupported", "parse_header", "walk"]
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
@@ -27,17 +27,19 @@ EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
 DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 
 _UNDEFINED = 0xFFFFFFFF
-_LONG_VRS = frozenset(
-    v.encode() for v in ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT")
+#: PS3.5 Table 7.1-1: explicit VRs with 2 reserved bytes and a 32-bit length (the rest: 16-bit).
+LONG_VRS = frozenset(
+    v.encode()
+    for v in ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV")
 )
 _SHORT_VRS = frozenset(
     v.encode()
     for v in (
         "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "PN", "SH",
-        "SL", "SS", "ST", "SV", "TM", "UI", "UL", "US", "UV",
+        "SL", "SS", "ST", "TM", "UI", "UL", "US",
     )
 )  # fmt: skip
-ALL_VRS = _SHORT_VRS | _LONG_VRS
+ALL_VRS = _SHORT_VRS | LONG_VRS
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 
 _LE_EXPLICIT = Struct("<HH2sH").unpack_from
@@ -114,7 +116,7 @@ def walk(
         explicit_hdr, implicit_hdr, u32 = _LE_EXPLICIT, _LE_IMPLICIT, _LE_U32
     else:
         explicit_hdr, implicit_hdr, u32 = _BE_EXPLICIT, _BE_IMPLICIT, _BE_U32
-    long_vrs, short_vrs = _LONG_VRS, _SHORT_VRS
+    long_vrs, short_vrs = LONG_VRS, _SHORT_VRS
     while True:
         if pos + 8 > n:
             if top and pos == n:
@@ -193,7 +195,7 @@ def _parse_meta(buf: bytes, pos: int) -> tuple[int, dict[int, bytes]]:
         group, elem, vr, length = _LE_EXPLICIT(buf, pos)
         if group != 0x0002:
             return pos, meta
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             if pos + 12 > n:
                 raise _OutOfData(pos + 12)
             length = _LE_U32(buf, pos + 8)[0]

@@ -1,0 +1,61 @@
+"""The header parser against PS3.5: element lengths of every VR, as pydicom and DCMTK read them."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
+
+import dicomflow as dfl
+from dicomflow.dicom import parse_header
+
+#: PS3.5 Table 7.1-1: explicit VRs whose header has 2 reserved bytes and a 4-byte length.
+LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+
+
+def _file(syntax: str, extra: dict[int, tuple[str, object]]) -> bytes:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.PatientID = "P1"
+    for tag, (vr, value) in extra.items():
+        ds.add_new(tag, vr, value)
+    ds.SeriesDescription = "after the 64-bit values"  # (0008,103E) sorts after (0008,0xxx)
+    ds.StudyID = "S9"  # (0020,0010): far after the tags above
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, "1.2.3.4"
+    meta.TransferSyntaxUID = syntax
+    ds.file_meta = meta
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ExplicitVRBigEndian])
+@pytest.mark.parametrize("vr", ["SV", "UV"])
+def test_64_bit_integers_have_a_4_byte_length(tmp_path: Path, syntax: str, vr: str) -> None:
+    """SV and UV (added in 2019) are read with a 4-byte length: the values after them survive."""
+    value = [-(2**40), 7] if vr == "SV" else [2**40, 7]
+    data = _file(syntax, {0x00080003: (vr, value)})  # a private-free, dictionary-free tag
+    header = parse_header(data, True)
+    assert header.elements[0x00080003][2] == 16  # two 8-byte values
+    path = tmp_path / "sv.dcm"
+    path.write_bytes(data)
+    cat = dfl.scan(str(path), columns=["SeriesDescription", "StudyID"], workers=1)
+    row = cat.to_arrow().to_pylist()[0]
+    assert row["error"] is None
+    ds = pydicom.dcmread(path)
+    assert row["SeriesDescription"] == ds.SeriesDescription == "after the 64-bit values"
+    assert row["StudyID"] == ds.StudyID == "S9"
+
+
+def test_the_parser_knows_the_length_form_of_every_vr() -> None:
+    from dicomflow.dicom import ALL_VRS
+    from dicomflow.dicom import LONG_VRS as PARSER_LONG
+
+    assert {v.decode() for v in PARSER_LONG} == LONG_VRS
+    assert {v.decode() for v in ALL_VRS} >= LONG_VRS
