@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from io import BytesIO
 from typing import Any
 
-from ..dicom import ALL_VRS, NeedMore, ParsedHeader, Unsupported, parse_header, walk
+from ..dicom import ALL_VRS, NeedMore, ParsedHeader, Unsupported, parse_header, walk_to_end
 from ..errors import InvalidDicomError, SourceError, SourceNotFoundError
 
 __all__ = ["iter_sources", "read_headers"]
@@ -239,7 +239,7 @@ def _fallback(
     data = out.getvalue()
     elements: dict[int, tuple[bytes | None, int, int]] = {}
     if data:
-        walk(data, 0, True, False, elements, True)  # stops at the end: no pixel data in it
+        walk_to_end(data, True, False, elements, "the dataset pydicom re-encoded")
     meta = {
         int(elem.tag): elem.value.encode("latin-1", "replace")
         for elem in getattr(ds, "file_meta", {}).values()

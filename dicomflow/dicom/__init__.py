@@ -27,7 +27,16 @@ from ._files import (
     remove_stale_temporaries,
     safe_component,
 )
-from ._header import ALL_VRS, LONG_VRS, NeedMore, ParsedHeader, Unsupported, parse_header, walk
+from ._header import (
+    ALL_VRS,
+    LONG_VRS,
+    NeedMore,
+    ParsedHeader,
+    Unsupported,
+    parse_header,
+    walk,
+    walk_to_end,
+)
 from ._part10 import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
@@ -105,4 +114,5 @@ __all__ = [
     "to_text",
     "uid_of",
     "walk",
+    "walk_to_end",
 ]

@@ -19,7 +19,16 @@ from struct import Struct
 
 from ..errors import InvalidDicomError, TruncatedError
 
-__all__ = ["ALL_VRS", "LONG_VRS", "NeedMore", "ParsedHeader", "Unsupported", "parse_header", "walk"]
+__all__ = [
+    "ALL_VRS",
+    "LONG_VRS",
+    "NeedMore",
+    "ParsedHeader",
+    "Unsupported",
+    "parse_header",
+    "walk",
+    "walk_to_end",
+]
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
@@ -166,6 +175,22 @@ def walk(
                 raise _OutOfData(pos)
 
 
+def walk_to_end(
+    data: bytes, little: bool, implicit: bool, out: Elements, what: str = "the dataset"
+) -> tuple[int, bytes | None, int, int] | None:
+    """Walk a complete encoded dataset to its end (or to Pixel Data, which it returns).
+
+    For buffers known to be whole (an inflated or re-encoded dataset): running out of bytes
+    exactly at an element boundary is the end, anywhere else a :class:`TruncatedError`.
+    """
+    try:
+        return walk(data, 0, little, implicit, out, True)[1]
+    except _OutOfData as exc:
+        if exc.needed != len(data) + 1:
+            raise TruncatedError(f"{what} ends inside an element") from None
+        return None
+
+
 def _skip_sequence(buf: bytes, pos: int, little: bool, implicit: bool) -> int:
     """Step over the items of an undefined-length sequence; return the offset after it."""
     n = len(buf)
@@ -287,12 +312,7 @@ def _parse(buf: bytes, complete: bool, partial: list[ParsedHeader]) -> ParsedHea
         except zlib.error as exc:
             raise InvalidDicomError(f"deflated dataset cannot be inflated: {exc}") from None
         elements: Elements = {}
-        try:
-            _, pixel = walk(data, 0, little, implicit, elements, True)
-        except _OutOfData as exc:
-            if exc.needed != len(data) + 1:
-                raise TruncatedError("the inflated dataset ends inside an element") from None
-            pixel = None
+        pixel = walk_to_end(data, little, implicit, elements, "the inflated dataset")
         return ParsedHeader(
             data, little, implicit, ts, meta, elements, None, len(buf), pixel, None, preamble, notes
         )

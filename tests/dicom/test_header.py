@@ -59,3 +59,46 @@ def test_the_parser_knows_the_length_form_of_every_vr() -> None:
 
     assert {v.decode() for v in PARSER_LONG} == LONG_VRS
     assert {v.decode() for v in ALL_VRS} >= LONG_VRS
+
+
+def _body(implicit: bool, **values: str) -> bytes:
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, implicit
+    write_dataset(out, ds)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+@pytest.mark.parametrize("n", range(4))
+def test_objects_only_pydicom_reads_become_rows_with_values(
+    tmp_path: Path, implicit: bool, n: int
+) -> None:
+    """'DICM' then a dataset with no File Meta: the fast parser refuses, pydicom reads it."""
+    from dicomflow.dicom import Unsupported
+
+    values = {
+        "SOPInstanceUID": f"1.2.3.{n}",
+        "Modality": ["OT", "CT", "MR", "US"][n],
+        "PatientID": f"PID{n:03d}",
+        "StudyID": f"S{n}",
+        "SeriesNumber": str(n + 1),
+    }
+    data = b"\0" * 128 + b"DICM" + _body(implicit, **values)
+    with pytest.raises(Unsupported):
+        parse_header(data, True)
+    path = tmp_path / f"odd{n}.dcm"
+    path.write_bytes(data)
+    columns = ["Modality", "PatientID", "StudyID", "SeriesNumber"]
+    row = dfl.scan(str(path), columns=columns, workers=1).to_arrow().to_pylist()[0]
+    ds = pydicom.dcmread(path, force=True)
+    assert row["error"] is None, row["error"]
+    assert row["sop_instance_uid"] == ds.SOPInstanceUID == values["SOPInstanceUID"]
+    assert [row[c] for c in columns[:3]] == [ds.Modality, ds.PatientID, ds.StudyID]
+    assert row["SeriesNumber"] == int(ds.SeriesNumber) == n + 1
