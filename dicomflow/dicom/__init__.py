@@ -30,6 +30,7 @@ from ._files import (
 from ._header import (
     ALL_VRS,
     LONG_VRS,
+    MAX_NESTING,
     NeedMore,
     ParsedHeader,
     Unsupported,
@@ -76,6 +77,7 @@ __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
     "LONG_VRS",
+    "MAX_NESTING",
     "TMP_SUFFIX",
     "CollisionError",
     "ColumnSpec",

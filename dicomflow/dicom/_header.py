@@ -49,6 +49,9 @@ _SHORT_VRS = frozenset(
     )
 )  # fmt: skip
 ALL_VRS = _SHORT_VRS | LONG_VRS
+#: Undefined-length sequences nested deeper than this are refused (real objects, structured
+#: reports included, stay far below; each level costs two stack frames here and in pydicom).
+MAX_NESTING = 64
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 
 _LE_EXPLICIT = Struct("<HH2sH").unpack_from
@@ -113,12 +116,20 @@ class _OutOfData(Exception):
 
 
 def walk(
-    buf: bytes, pos: int, little: bool, implicit: bool, out: Elements | None, top: bool
+    buf: bytes,
+    pos: int,
+    little: bool,
+    implicit: bool,
+    out: Elements | None,
+    top: bool,
+    depth: int = 0,
 ) -> tuple[int, tuple[int, bytes | None, int, int] | None]:
     """Walk elements from ``pos``.
 
     Returns at the end of ``buf`` (top level), after an Item Delimitation Item (inside an
     undefined-length item), or at a Pixel Data element (top level), which it returns.
+    ``depth`` counts the undefined-length sequences around ``pos``; past
+    :data:`MAX_NESTING` the object is refused (a nesting bomb would otherwise exhaust the stack).
     """
     n = len(buf)
     if little:
@@ -163,7 +174,7 @@ def walk(
         if top and tag in _PIXEL_TAGS:
             return pos, (tag, vr, vpos, length)
         if length == _UNDEFINED:
-            end = _skip_sequence(buf, vpos, little, implicit or vr == b"UN")
+            end = _skip_sequence(buf, vpos, little, implicit or vr == b"UN", depth + 1)
             if out is not None:
                 out[tag] = (vr, vpos, end - 8 - vpos)  # the items, without the delimiter
             pos = end
@@ -191,8 +202,12 @@ def walk_to_end(
         return None
 
 
-def _skip_sequence(buf: bytes, pos: int, little: bool, implicit: bool) -> int:
+def _skip_sequence(buf: bytes, pos: int, little: bool, implicit: bool, depth: int) -> int:
     """Step over the items of an undefined-length sequence; return the offset after it."""
+    if depth > MAX_NESTING:
+        raise InvalidDicomError(
+            f"sequences nested more than {MAX_NESTING} levels deep at byte {pos}: refused"
+        )
     n = len(buf)
     item_hdr = _LE_IMPLICIT if little else _BE_IMPLICIT
     while True:
@@ -207,7 +222,7 @@ def _skip_sequence(buf: bytes, pos: int, little: bool, implicit: bool) -> int:
         if elem != 0xE000:
             raise Unsupported(f"unexpected ({group:04X},{elem:04X}) in a sequence")
         if length == _UNDEFINED:
-            pos, _ = walk(buf, pos, little, implicit, None, False)
+            pos, _ = walk(buf, pos, little, implicit, None, False, depth)
         else:
             pos += length
 

@@ -102,3 +102,29 @@ def test_objects_only_pydicom_reads_become_rows_with_values(
     assert row["sop_instance_uid"] == ds.SOPInstanceUID == values["SOPInstanceUID"]
     assert [row[c] for c in columns[:3]] == [ds.Modality, ds.PatientID, ds.StudyID]
     assert row["SeriesNumber"] == int(ds.SeriesNumber) == n + 1
+
+
+def _nested(depth: int) -> bytes:
+    """Explicit VR LE: ``depth`` undefined-length sequences, one item each, inside each other."""
+    import struct
+
+    open_ = struct.pack("<HH2sHL", 0x0040, 0xA730, b"SQ", 0, 0xFFFFFFFF)  # Content Sequence
+    item = struct.pack("<HHL", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    item_end = struct.pack("<HHL", 0xFFFE, 0xE00D, 0)
+    seq_end = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+    return (open_ + item) * depth + (item_end + seq_end) * depth
+
+
+@pytest.mark.parametrize("depth", [60, 5000])
+def test_nesting_depth_is_bounded_with_a_clear_message(tmp_path: Path, depth: int) -> None:
+    from dicomflow.dicom import MAX_NESTING
+
+    data = _file(ExplicitVRLittleEndian, {}) + _nested(depth)  # (0040,A730): after the rest
+    path = tmp_path / "deep.dcm"
+    path.write_bytes(data)
+    row = dfl.scan(str(path), columns=["PatientID"], workers=1).to_arrow().to_pylist()[0]
+    if depth <= MAX_NESTING:
+        assert row["error"] is None and row["PatientID"] == "P1"
+    else:
+        assert row["error"] is not None and "unexpected" not in row["error"]
+        assert f"nested more than {MAX_NESTING} levels deep" in row["error"]
