@@ -22,6 +22,7 @@ from ..errors import InvalidDicomError, TruncatedError
 __all__ = [
     "ALL_VRS",
     "LONG_VRS",
+    "MAX_NESTING",
     "NeedMore",
     "ParsedHeader",
     "Unsupported",
