@@ -99,3 +99,89 @@ def test_corrupted_files_each_give_one_row(tmp_path: Path, corpus: Path) -> None
     assert sorted(Path(u).name for u in table["uri"].to_pylist()) == [
         f"{i:03d}.dcm" for i in range(len(sources))
     ]
+
+
+def _part10(**extra: tuple[str, object]) -> bytes:
+    import io as _io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.PatientID = "P1"
+    for keyword, (vr, value) in extra.items():
+        ds.add_new(keyword, vr, value)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    out = _io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _hostile_files(folder: Path) -> dict[str, str]:
+    """Files that each broke a whole batch once, and the words their error row must say."""
+    import struct
+
+    frames = _part10(NumberOfFrames=("IS", "1"), PixelData=("OB", b"\0" * 16))
+    charset = _part10(SpecificCharacterSet=("CS", "ISO_IR 100"), PatientName=("PN", "Né^Zoë"))
+    files = {
+        "frames-inf.dcm": (frames.replace(b"IS\x02\x001 ", b"IS\x06\x001e999 "), "1e999"),
+        "frames-big.dcm": (frames.replace(b"IS\x02\x001 ", b"IS\x0c\x00999999999999"), "9999"),
+        "charset-nul.dcm": (charset.replace(b"ISO_IR 100", b"ISO_IR\x00100"), ""),
+        "implicit-be.dcm": (
+            struct.pack(">HHL", 0x0008, 0x0016, 26) + b"1.2.840.10008.5.1.4.1.1.7\0"
+            + struct.pack(">HHL", 0x0010, 0x0020, 2) + b"P1",
+            "implicit VR big endian",
+        ),
+    }  # fmt: skip
+    for name, (data, _) in files.items():
+        (folder / name).write_bytes(data)
+    return {name: words for name, (_, words) in files.items()}
+
+
+def test_hostile_values_fail_only_their_own_row(tmp_path: Path, good_file: Path) -> None:
+    """One batch: good files around each hostile one; every file one row, the good ones clean."""
+    expected = _hostile_files(tmp_path)
+    for i in range(3):
+        (tmp_path / f"good{i}.dcm").write_bytes(good_file.read_bytes())
+    table = dfl.scan(str(tmp_path), workers=1, columns="all").to_arrow()
+    rows = {Path(r["uri"]).name: r for r in table.to_pylist()}
+    assert set(rows) == set(expected) | {f"good{i}.dcm" for i in range(3)}
+    for i in range(3):
+        assert rows[f"good{i}.dcm"]["error"] is None
+    for name, words in expected.items():
+        error = rows[name]["error"]
+        assert (error is None) == (words == ""), (name, error)  # a NUL charset is still read
+        assert error is None or (words in error and "unexpected" not in error), (name, error)
+    assert rows["charset-nul.dcm"]["PatientID"] == "P1"
+
+
+def test_an_injected_conversion_failure_affects_only_that_row(
+    tmp_path: Path, good_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A converter that raises for one object (fault injection): that row fails, no other."""
+    import dicomflow.catalog._catalog as scan_module
+
+    real = scan_module.column_array
+
+    def poisoned(spec, headers, encodings):  # type: ignore[no-untyped-def]
+        for h in headers:
+            if h is not None and spec.name == "PatientID" and b"POISON" in h.data:
+                raise RuntimeError("injected failure")
+        return real(spec, headers, encodings)
+
+    monkeypatch.setattr(scan_module, "column_array", poisoned)
+    for i in range(4):
+        (tmp_path / f"ok{i}.dcm").write_bytes(_part10(StudyID=("SH", f"S{i}")))
+    (tmp_path / "poison.dcm").write_bytes(_part10(StudyID=("SH", "POISON")))
+    table = dfl.scan(str(tmp_path), workers=1, columns=["PatientID", "StudyID"]).to_arrow()
+    rows = {Path(r["uri"]).name: r for r in table.to_pylist()}
+    assert len(rows) == 5
+    bad = rows.pop("poison.dcm")
+    assert bad["error"] == "cannot convert PatientID: RuntimeError: injected failure"
+    assert bad["PatientID"] is None and bad["StudyID"] == "POISON"  # its other values stay
+    assert all(r["error"] is None and r["PatientID"] == "P1" for r in rows.values())
+    assert sorted(r["StudyID"] for r in rows.values()) == ["S0", "S1", "S2", "S3"]

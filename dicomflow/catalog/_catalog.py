@@ -76,10 +76,16 @@ def _text(raw: bytes | None) -> str | None:
     return raw.decode("latin-1").rstrip("\x00 ")
 
 
+#: the largest Number of Frames the int32 column holds (real objects stay far below)
+_MAX_FRAMES = 2**31 - 1
+
+
 def _fixed_row(uri: str, size: int | None, h: ParsedHeader | None, error: str | None) -> tuple:
     if h is None:
         return (uri, size, None, None, None, None, None, None, None, None, error)
-    ts = _text(h.meta.get(0x00020010)) or _TS_BY_ENCODING[(h.little, h.implicit)]
+    ts = _text(h.meta.get(0x00020010)) or _TS_BY_ENCODING.get((h.little, h.implicit))
+    if ts is None:  # no File Meta, and the data reads as implicit VR big endian
+        error = error or "the data reads as implicit VR big endian, which no transfer syntax is"
     sop_class = _text(h.value(0x00080016)) or _text(h.meta.get(0x00020002)) or None
     sop_instance = _text(h.value(0x00080018)) or _text(h.meta.get(0x00020003)) or None
     frames: int | None = None
@@ -91,6 +97,11 @@ def _fixed_row(uri: str, size: int | None, h: ParsedHeader | None, error: str | 
             frames = int(float(frames_raw)) if frames_raw else 1
         except ValueError:
             frames = 1
+        except OverflowError:  # "1e999"
+            frames = -1
+        if not 1 <= frames <= _MAX_FRAMES:
+            error = error or f"Number of Frames {frames_raw!r} is not a frame count"
+            frames = None
         declared = h.pixel[3]
         if declared == 0xFFFFFFFF:
             pixel_length = (
@@ -144,33 +155,74 @@ def _header_json(uri: str, h: ParsedHeader, held: bytes) -> str | None:
 
 
 def scan_batch(refs: Sequence[FileRef], options: ScanOptions) -> tuple[pa.RecordBatch, dict]:
-    """Scan one batch of objects into a record batch (runs in a worker)."""
+    """Scan one batch of objects into a record batch (runs in a worker).
+
+    This is the scan's per-file boundary: whatever fails while one object is read, its fixed
+    columns derived or one of its values converted becomes that object's ``error`` (the
+    values that did convert stay), and every other row of the batch is unaffected.
+    """
     results, counters = read_headers(refs, options.storage_options, options.prefix)
-    headers = [r[1] for r in results]
-    encodings = [encodings_of(h) if h is not None else () for h in headers]
-    rows = [
-        _fixed_row(uri, size, h, error)
-        for (uri, _), (size, h, _, error) in zip(refs, results, strict=True)
-    ]
-    fixed = [pa.array(col, type=f.type) for col, f in zip(zip(*rows), FIXED_SCHEMA, strict=True)]
+    headers: list[ParsedHeader | None] = [r[1] for r in results]
+    errors: list[str | None] = [r[3] for r in results]
+
+    def fail(i: int, what: str, exc: BaseException) -> None:
+        errors[i] = errors[i] or f"{what}: {type(exc).__name__}: {exc}"
+
+    encodings: list[tuple[str, ...]] = []
+    for i, h in enumerate(headers):
+        try:
+            encodings.append(encodings_of(h) if h is not None else ())
+        except Exception as exc:  # noqa: BLE001 - one object, one error row
+            fail(i, "Specific Character Set", exc)
+            encodings.append(())
+    rows = []
+    for i, ((uri, _), (size, h, _, _)) in enumerate(zip(refs, results, strict=True)):
+        try:
+            rows.append(_fixed_row(uri, size, h, errors[i]))
+        except Exception as exc:  # noqa: BLE001
+            fail(i, "cannot read the fixed columns", exc)
+            rows.append(_fixed_row(uri, size, None, errors[i]))
     specs = options.specs
     if specs is None:
         specs = specs_for_tags(itertools.chain.from_iterable(h.elements for h in headers if h))
-    arrays = fixed + [column_array(spec, headers, encodings) for spec in specs]
+    columns = [_column(spec, headers, encodings, fail) for spec in specs]
     if options.header == "json":
         values = [
             _header_json(uri, h, held) if h is not None else None
             for (uri, _), (_, h, held, _) in zip(refs, results)
         ]
-        arrays.append(pa.array(values, type=pa.string()))
+        columns.append(pa.array(values, type=pa.string()))
     elif options.header == "raw":
         raw = [
             held[: h.header_end] if h is not None and held else None for (_, h, held, _) in results
         ]
-        arrays.append(pa.array(raw, type=pa.binary()))
+        columns.append(pa.array(raw, type=pa.binary()))
+    rows = [(*row[:-1], row[-1] or errors[i]) for i, row in enumerate(rows)]
+    fixed = [pa.array(col, type=f.type) for col, f in zip(zip(*rows), FIXED_SCHEMA, strict=True)]
     schema = catalog_schema(specs, header=options.header)
     counters["errors"] = sum(1 for r in rows if r[-1] is not None)
-    return pa.RecordBatch.from_arrays(arrays, schema=schema), counters
+    return pa.RecordBatch.from_arrays(fixed + columns, schema=schema), counters
+
+
+def _column(
+    spec: ColumnSpec,
+    headers: Sequence[ParsedHeader | None],
+    encodings: Sequence[Sequence[str]],
+    fail: Callable[[int, str, BaseException], None],
+) -> pa.Array:
+    """One attribute column; when the batch fails, each object alone, a failing one null."""
+    try:
+        return column_array(spec, headers, encodings)
+    except Exception:  # noqa: BLE001 - find the object(s) at fault, keep the rest
+        pass
+    parts = []
+    for i, (h, enc) in enumerate(zip(headers, encodings, strict=True)):
+        try:
+            parts.append(column_array(spec, [h], [enc]))
+        except Exception as exc:  # noqa: BLE001
+            fail(i, f"cannot convert {spec.name}", exc)
+            parts.append(pa.nulls(1, spec.arrow_type))
+    return pa.concat_arrays(parts) if parts else pa.array([], spec.arrow_type)
 
 
 def _scan_task(args: tuple[Sequence[FileRef], ScanOptions]) -> tuple[pa.RecordBatch, dict]:

@@ -59,7 +59,10 @@ def encodings_of(header: ParsedHeader) -> tuple[str, ...]:
     if not raw:
         return tuple(_FALLBACK_ENCODING)
     terms = raw.decode("latin-1").rstrip("\x00 ").split("\\")
-    return _encodings_for(tuple(t.strip() for t in terms))
+    try:
+        return _encodings_for(tuple(t.strip() for t in terms))
+    except ValueError:  # a term Python cannot even look up ("ISO_IR\x00100"): pydicom's default
+        return tuple(_FALLBACK_ENCODING)
 
 
 def to_text(raw: bytes, vr: str, encodings: Sequence[str]) -> str:
