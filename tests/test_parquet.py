@@ -59,3 +59,25 @@ def test_parquet_sink_catalogs_what_a_pipeline_wrote(sample: Path, tmp_path: Pat
     assert df.height == report.done == 56
     assert all(u.startswith(str(tmp_path / "out")) for u in df["uri"])
     assert df["error"].null_count() == df.height
+
+
+def test_columns_all_across_batches_of_different_attributes(corpus: Path, tmp_path: Path) -> None:
+    """Small batches of the public corpus have different attribute sets: one unified schema."""
+    source = str(corpus / "modality")
+    whole = dfl.scan(source, columns="all", batch_size=4, workers=1).to_arrow()
+    schemas = {b.schema for b in dfl.scan(source, columns="all", batch_size=4, workers=1)}
+    assert len(schemas) > 1  # the case: batches disagree on their columns
+
+    dfl.scan(source, columns="all", batch_size=4, workers=1).to_parquet(tmp_path / "all.parquet")
+    one = pq.read_table(tmp_path / "all.parquet")
+    assert set(one.column_names) == set(whole.column_names)
+    key = [("uri", "ascending")]
+    assert one.select(whole.column_names).sort_by(key).equals(whole.sort_by(key))
+
+    lake = tmp_path / "lake"
+    dfl.scan(source, columns="all", batch_size=4, workers=1).to_parquet(
+        lake, partition_by=["Modality"]
+    )
+    back = pl.read_parquet(lake / "**" / "*.parquet", hive_partitioning=True)
+    assert back.height == whole.num_rows
+    assert set(back.columns) == set(whole.column_names)

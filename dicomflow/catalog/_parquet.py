@@ -22,10 +22,17 @@ ROW_GROUP_ROWS = 64 * 1024
 
 
 def _regrouped(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
-    """Tables of about ``rows`` rows, so row groups are not one per scan batch."""
+    """Tables of about ``rows`` rows, so row groups are not one per scan batch.
+
+    Batches of ``columns="all"`` scans have the columns their files have: a batch with another
+    schema than the ones held starts a new table (the caller unifies them).
+    """
     held: list[pa.RecordBatch] = []
     count = 0
     for batch in batches:
+        if held and not batch.schema.equals(held[0].schema):
+            yield pa.Table.from_batches(held)
+            held, count = [], 0
         held.append(batch)
         count += batch.num_rows
         if count >= rows:
