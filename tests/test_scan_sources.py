@@ -161,3 +161,59 @@ def test_missing_source_is_a_clear_error(tmp_path) -> None:
         dfl.scan(tmp_path / "nope").to_arrow()
     with pytest.raises(FileNotFoundError):  # SourceError is an OSError a caller can catch
         dfl.scan(tmp_path / "nope").to_arrow()
+
+
+def test_fifos_sockets_and_devices_are_error_rows_without_blocking(
+    tmp_path: Path, subset_files: list[Path]
+) -> None:
+    """A FIFO in the tree used to hang the scan forever: now each odd file is one error row."""
+    import os
+    import subprocess
+    import sys
+
+    shutil.copy(subset_files[0], tmp_path / "good.dcm")
+    os.mkfifo(tmp_path / "pipe")
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(str(tmp_path / "sock"))
+    script = (
+        "import dicomflow as dfl, sys, json\n"
+        "t = dfl.scan([sys.argv[1], '/dev/zero'], workers=1).to_arrow()\n"
+        "print(json.dumps({r['uri']: r['error'] for r in t.to_pylist()}))\n"
+    )
+    try:  # in a subprocess with a timeout: the old code blocked on the FIFO forever
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        unix.close()
+    assert done.returncode == 0, done.stderr
+    import json
+
+    errors = {Path(k).name: v for k, v in json.loads(done.stdout).items()}
+    assert errors == {
+        "good.dcm": None,
+        "pipe": "cannot read: not a regular file: a FIFO (named pipe)",
+        "sock": "cannot read: not a regular file: a socket",
+        "zero": "cannot read: not a regular file: a character device",
+    }
+
+
+def test_symlinked_folders_are_followed_and_loops_skipped_with_a_warning(
+    tmp_path: Path, subset_files: list[Path]
+) -> None:
+    import os
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(subset_files[0], outside / "linked.dcm")
+    root = tmp_path / "archive"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(subset_files[1], root / "sub" / "own.dcm")
+    os.symlink(outside, root / "via-link")
+    os.symlink(root, root / "sub" / "loop")  # back to the top: must not recurse forever
+    with pytest.warns(UserWarning, match="loop: a link to .*archive, which is listed already"):
+        table = dfl.scan(str(root), workers=1).to_arrow()
+    names = sorted(Path(u).relative_to(root).as_posix() for u in table.column("uri").to_pylist())
+    assert names == ["sub/own.dcm", "via-link/linked.dcm"]
+    assert table.column("error").null_count == 2

@@ -7,12 +7,15 @@ reading fetches only a prefix of each object, growing it when the header is long
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
+import stat
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from io import BytesIO
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..dicom import ALL_VRS, NeedMore, ParsedHeader, Unsupported, parse_header, walk_to_end
 from ..errors import InvalidDicomError, SourceError, SourceNotFoundError
@@ -58,21 +61,72 @@ def _iter_local(path: str) -> Iterator[FileRef]:
     path = os.path.expanduser(path)
     if _GLOB_CHARS.search(path):
         matches = sorted(glob.glob(path, recursive=True))
-        files = [os.path.abspath(m) for m in matches if os.path.isfile(m)]
+        files = [os.path.abspath(m) for m in matches if not os.path.isdir(m)]
         if not matches:
             raise SourceNotFoundError(f"no files match {path!r}")
         for f in files:
             yield f, None
     elif os.path.isdir(path):
-        for root, dirs, files in os.walk(path, onerror=_raise_source_error):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files):
-                if not name.startswith("."):  # hidden: dicomflow's own records, temp files
-                    yield os.path.abspath(os.path.join(root, name)), None
+        yield from _walk_local(path)
     elif os.path.exists(path):
         yield os.path.abspath(path), None
     else:
         raise SourceNotFoundError(f"no such file or directory: {path!r}")
+
+
+def _walk_local(path: str) -> Iterator[FileRef]:
+    """Every non-hidden file under ``path``, sorted; symlinked folders followed, loops not.
+
+    A folder reached again through a link (a loop, or a second link to one already walked) is
+    skipped with a warning naming both paths, so no file is listed twice and the walk ends.
+    """
+    seen: dict[tuple[int, int], str] = {}
+    for root, dirs, files in os.walk(path, onerror=_raise_source_error, followlinks=True):
+        st = os.stat(root)
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            warnings.warn(
+                f"skipped {root}: a link to {seen[key]}, which is listed already",
+                stacklevel=3,
+            )
+            dirs[:] = []
+            continue
+        seen[key] = root
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):  # hidden: dicomflow's own records, temp files
+                yield os.path.abspath(os.path.join(root, name)), None
+
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a folder",
+}
+
+
+def _open_regular(uri: str) -> BinaryIO:
+    """Open a local file for reading, refusing FIFOs, sockets and devices without blocking.
+
+    ``O_NONBLOCK`` makes opening a FIFO return at once (a plain open waits for a writer
+    forever); the descriptor is checked to be a regular file before anything is read.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(uri, flags)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket: it cannot be opened at all
+            raise OSError(exc.errno, "not a regular file: a socket", uri) from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a plain file")
+        raise OSError(errno.EINVAL, f"not a regular file: {kind}", uri)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def _raise_source_error(exc: OSError) -> None:
@@ -133,7 +187,7 @@ class _Reader:
             fs, path = self._fs_path(uri)
             data = fs.cat_file(path, start=start, end=end)
         else:
-            with open(uri, "rb") as f:
+            with _open_regular(uri) as f:
                 f.seek(start)
                 data = f.read(end - start)
         self.bytes_read += len(data)
@@ -160,7 +214,7 @@ class _Reader:
                 remote.append(i)
                 continue
             try:
-                with open(uri, "rb") as f:
+                with _open_regular(uri) as f:
                     size = os.fstat(f.fileno()).st_size
                     data = f.read(local_prefix)
                 self.bytes_read += len(data)
@@ -215,7 +269,6 @@ def _fallback(
     so every value goes through the same column conversion as the fast path. Pixel Data is
     located in the original bytes, where pydicom stopped.
     """
-    import warnings
 
     from pydicom import dcmread
     from pydicom.filebase import DicomBytesIO
@@ -333,4 +386,6 @@ def _describe_read_error(exc: BaseException) -> str:
         return f"cannot read: file not found ({exc})"
     if isinstance(exc, PermissionError):
         return f"cannot read: permission denied ({exc})"
+    if isinstance(exc, OSError) and str(exc.strerror).startswith("not a regular file"):
+        return f"cannot read: {exc.strerror}"
     return f"cannot read: {type(exc).__name__}: {exc}"
