@@ -5,8 +5,8 @@
 >>> with StorageSCP("lake/", opts) as scp:  # doctest: +SKIP
 ...     scp.wait_idle(timeout=60)
 
-Each association runs in its own thread over :mod:`._ul` (pynetdicom costs about 3 ms of
-CPU per CT image; see that module). An association is accepted only from the configured
+Each association runs in its own thread over dicomflow's Upper Layer (:mod:`._ul`), its
+messages built and read by :mod:`._dimse`. An association is accepted only from the configured
 calling AE titles (and hosts, if given) and for the AE title we answer to; every storage
 presentation context offered is accepted with the sender's first transfer syntax, so nothing is
 transcoded and nothing is decoded. The C-STORE response is sent only after the instance is
@@ -21,41 +21,26 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import ConfigError
 from ..pipeline.instance import Instance
-from ._errors import NetworkError
+from ._dimse import (
+    C_CANCEL_RQ,
+    C_ECHO_RQ,
+    C_STORE_RQ,
+    SUCCESS,
+    UNRECOGNIZED_OPERATION,
+    response,
+)
+from ._errors import AssociationRejectedError, NetworkError
 from ._lake import Lake, Landed
 from ._options import check_ae_title
 from ._store import VERIFICATION, is_storage_class, land_and_answer
-from ._ul import (
-    ASSOCIATE_AC,
-    ASSOCIATE_RJ,
-    ASSOCIATE_RQ,
-    C_CANCEL_RQ,
-    C_ECHO_RQ,
-    C_ECHO_RSP,
-    C_STORE_RQ,
-    COMMAND_FIELD,
-    DATASET_TYPE,
-    MESSAGE_ID,
-    NO_DATASET,
-    RESPONDED_TO,
-    STATUS,
-    AssociateAccept,
-    AssociateRequest,
-    Connection,
-    associate_rj,
-    encode_command,
-    negotiate_contexts,
-    us,
-)
+from ._ul import AssociateRequest, Connection, Refusal, accept_association
 
 __all__ = ["SCPOptions", "StorageSCP"]
 
 LOGGER = logging.getLogger(__name__)
-_UNRECOGNIZED = 0x0211
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,77 +262,57 @@ class StorageSCP:
                 self._active.discard(threading.current_thread())
             self._last_activity = time.monotonic()
 
-    def _associate_and_serve(self, conn: Connection, host: str, log: AssociationLog) -> None:
+    def _judge(self, rq: AssociateRequest, host: str, log: AssociationLog) -> Refusal | None:
         opts = self.options
-        pdu_type, body = conn.recv_pdu()
-        if pdu_type != ASSOCIATE_RQ:
-            log.reason = f"expected an A-ASSOCIATE-RQ, got PDU type {pdu_type}"
-            conn.abort()
-            return
-        rq = AssociateRequest.decode(body)
         log.calling_ae = rq.calling_ae
         reason = opts.allows(rq.calling_ae, host)
-        rj = (1, 1, 3) if reason and "calling AE" in reason else (1, 1, 1)
-        if reason is None and opts.check_called_ae and rq.called_ae != opts.ae_title:
-            reason, rj = f"called AE {rq.called_ae!r} is not {opts.ae_title!r}", (1, 1, 7)
-        if reason is None and self.active_associations > opts.max_associations:
-            reason, rj = "too many associations", (2, 3, 2)
+        refusal = None
         if reason is not None:
-            log.reason = reason
-            LOGGER.warning("refused association from %s@%s: %s", rq.calling_ae, host, reason)
-            conn.send_pdu(ASSOCIATE_RJ, associate_rj(*rj))
-            conn.close()
-            return
-        from ..dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+            refusal = Refusal(reason, 1, 1, 3 if "calling AE" in reason else 1)
+        elif opts.check_called_ae and rq.called_ae != opts.ae_title:
+            refusal = Refusal(f"called AE {rq.called_ae!r} is not {opts.ae_title!r}", 1, 1, 7)
+        elif self.active_associations > opts.max_associations:
+            refusal = Refusal("too many associations", 2, 3, 2)
+        if refusal is not None:
+            log.reason = refusal.reason
+            LOGGER.warning("refused association from %s@%s: %s", rq.calling_ae, host,
+                           refusal.reason)  # fmt: skip
+        return refusal
 
-        results = negotiate_contexts(
-            rq.contexts, lambda uid: uid == VERIFICATION or is_storage_class(uid)
-        )
-        accept = AssociateAccept(
-            rq.called_ae, rq.calling_ae, results, opts.max_pdu,
-            IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME,
-        )  # fmt: skip
-        conn.send_pdu(ASSOCIATE_AC, accept.encode())
-        conn.peer_max_pdu = rq.max_pdu
-        conn.sock.settimeout(opts.network_timeout)
+    def _associate_and_serve(self, conn: Connection, host: str, log: AssociationLog) -> None:
+        try:
+            association = accept_association(
+                conn, lambda rq: self._judge(rq, host, log),
+                lambda uid: uid == VERIFICATION or is_storage_class(uid),
+                network_timeout=self.options.network_timeout,
+            )  # fmt: skip
+        except AssociationRejectedError:
+            return
+        except NetworkError as exc:
+            log.reason = str(exc)
+            return
         log.accepted = True
-        accepted = {cid: ts for cid, (result, ts) in results.items() if result == 0}
+        calling_ae = association.request.calling_ae
+        accepted = association.contexts
         for msg in conn.messages():
             self._last_activity = time.monotonic()
-            ts = accepted.get(msg.context_id)
-            if ts is None:
+            context = accepted.get(msg.context_id)
+            if context is None:
                 log.reason = f"message on unaccepted presentation context {msg.context_id}"
                 conn.abort()
                 return
             field = msg.command_field
             if field == C_STORE_RQ:
-                landed = land_and_answer(conn, msg, self.lake, ts, rq.calling_ae, "c-store")
+                landed = land_and_answer(conn, msg, self.lake, context[1], calling_ae, "c-store")
                 if landed.status == "failed":
                     log.failed += 1
                 else:
                     log.stored += 1
                 if self.on_instance is not None:
-                    self.on_instance(landed, rq.calling_ae)
+                    self.on_instance(landed, calling_ae)
             elif field == C_ECHO_RQ:
-                conn.send_message(msg.context_id, _response(msg.command, C_ECHO_RSP, 0))
+                conn.send_message(msg.context_id, response(msg.command, SUCCESS))
             elif field == C_CANCEL_RQ:
                 continue
             else:
-                conn.send_message(
-                    msg.context_id, _response(msg.command, field | 0x8000, _UNRECOGNIZED)
-                )
-
-
-def _response(command: dict[int, Any], field: int, status: int) -> bytes:
-    from ._ul import AFFECTED_SOP_CLASS
-
-    fields: list[tuple[int, int | str]] = [
-        (COMMAND_FIELD, field),
-        (RESPONDED_TO, us(command, MESSAGE_ID)),
-        (DATASET_TYPE, NO_DATASET),
-        (STATUS, status),
-    ]
-    sop_class = command.get(AFFECTED_SOP_CLASS)
-    if sop_class:
-        fields.append((AFFECTED_SOP_CLASS, sop_class.decode("ascii").rstrip("\0 ")))
-    return encode_command(fields)
+                conn.send_message(msg.context_id, response(msg.command, UNRECOGNIZED_OPERATION))
