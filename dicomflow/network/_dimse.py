@@ -335,6 +335,12 @@ def identifier_header(data: bytes | bytearray, transfer_syntax: str) -> ParsedHe
     A one-element group 0002 naming the transfer syntax is put in front, so the header parser
     reads the data set as encoded instead of guessing; raises what :func:`parse_header` raises.
     """
+    if not data:  # an empty identifier: no elements (the parser wants at least one)
+        little, implicit = (
+            transfer_syntax != ExplicitVRBigEndian,
+            transfer_syntax == ImplicitVRLittleEndian,
+        )
+        return ParsedHeader(b"", little, implicit, transfer_syntax, {}, {}, 0, 0, preamble=False)
     ts = transfer_syntax.encode("ascii")
     if len(ts) % 2:
         ts += b"\0"

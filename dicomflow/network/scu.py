@@ -191,12 +191,13 @@ def iter_find(
     peer, opts = Peer.parse(peer), _options(options)
     uid = MODEL_UIDS[(model, "find")]
     conn, accept = open_association(peer, opts, [(1, uid, list(QR_SYNTAXES))])
+    responses = _responses(conn, peer, C_FIND_RSP, "C-FIND")
     try:
         result, ts = accept.results.get(1, (1, ""))
         if result != 0:
             raise AssociationRejectedError(f"{peer} does not accept C-FIND for the {model} root")
         conn.send_message(1, c_find_rq(1, uid), encode_identifier(ds, ts))
-        for msg in _responses(conn, peer, C_FIND_RSP, "C-FIND"):
+        for msg in responses:
             code = msg.status or 0
             if code in PENDING:
                 if msg.dataset is not None:
@@ -211,7 +212,7 @@ def iter_find(
                 )
             break
     except GeneratorExit:
-        _cancel(conn, 1, C_FIND_RSP)
+        _cancel(conn, 1, responses)
         raise
     except DimseStatusError:
         conn.release()
@@ -229,16 +230,18 @@ def _answer(data: bytearray, transfer_syntax: str) -> ParsedHeader | None:
         return None
 
 
-def _cancel(conn: Connection, message_id: int, field: int) -> None:
-    """C-CANCEL the request ``message_id`` (PS3.7 9.3.2.3), drain its last responses, release."""
+def _cancel(conn: Connection, message_id: int, responses: Iterator[Message]) -> None:
+    """C-CANCEL the request ``message_id`` (PS3.7 9.3.2.3), read the responses still coming
+    up to the final one, release; abort if the peer does not end it."""
     try:
         conn.send_message(1, c_cancel_rq(message_id))
-        for msg in conn.messages():
-            if msg.command_field == field and msg.status not in PENDING:
+        for msg in responses:
+            if msg.status not in PENDING:
                 conn.release()
                 return
     except NetworkError:
-        conn.abort()
+        pass
+    conn.abort()
 
 
 # -- C-GET / C-MOVE --------------------------------------------------------------------------
