@@ -18,6 +18,7 @@ A-RELEASE (both directions, collisions included) and A-ABORT. What the messages 
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -262,6 +263,14 @@ class Connection:
             raise NetworkTimeoutError("no data from the peer within the network timeout") from exc
         except (ConnectionResetError, BrokenPipeError) as exc:
             raise AssociationAbortedError(f"connection lost: {exc}") from exc
+
+    def pending(self) -> bool:
+        """Whether the peer has sent bytes not read yet (a look at the socket: reads nothing)."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return True  # closed: the next read says so
+        return bool(readable)
 
     def send_pdu(self, pdu_type: int, *parts: bytes | bytearray | memoryview) -> None:
         length = sum(len(p) for p in parts)
