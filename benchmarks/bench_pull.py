@@ -8,15 +8,16 @@ Starts an Orthanc (``TCP_NODELAY=1``, DICOMweb plugin) on free ports, loads a sy
 * ``dcmtk-get``: DCMTK ``getscu -od`` of every study;
 * ``pynetdicom-get``: the receiver a user writes with pynetdicom's defaults: ``AE.associate``,
   ``send_c_get``, an ``EVT_C_STORE`` handler writing ``event.encoded_dataset()``;
-* ``pynetdicom-tuned``: the same through dicomflow's tuned pynetdicom sockets (TCP_NODELAY, no
-  polling sleep, whole-PDU reads) and a 1 MB maximum PDU;
 * ``dicomflow-get`` / ``dicomflow-move``: :func:`dicomflow.network.get` into a lake, and
   :func:`~dicomflow.network.move` to an embedded :class:`~dicomflow.network.StorageSCP`
   (``fsync="none"``, like storescp);
 * ``pull-get`` / ``pull-move``: ``dicomflow pull`` end to end (C-FIND plan, 2 concurrent
   series, completeness check, report) with its default durability (``fsync="batch"``: every
   file fsync'ed before the series is recorded);
-* ``wado-rs``: :meth:`~dicomflow.network.DicomWeb.retrieve_into` of every study.
+* ``wado-rs``: :meth:`~dicomflow.network.DicomWeb.retrieve_into` of every study;
+* ``dicomflow-find`` / ``pynetdicom-find``: ``--finds`` C-FIND queries at study level, one
+  association each (:func:`dicomflow.network.find`, against ``AE.associate`` and
+  ``send_c_find`` with pynetdicom's defaults), reported as queries/s and ms per query.
 
 It prints instances/s, MB/s and CPU ms per instance of the receiving process, the ratios to
 ``dcmtk-move``, and with ``--profile`` where pynetdicom's receive time goes (cProfile of its
@@ -26,6 +27,10 @@ Usage (from the repository root)::
 
     .venv/bin/python benchmarks/bench_pull.py               # 1000 instances, best of 3
     .venv/bin/python benchmarks/bench_pull.py --n 500 --repeat 1 --profile
+    .venv/bin/python benchmarks/bench_pull.py --n 100 --methods dicomflow-find --finds 200
+
+A worker imports ``dicomflow`` as the environment says (``PYTHONPATH``), so one script times two
+checkouts against the same recipe; each result says which ``dicomflow`` it ran.
 """
 
 from __future__ import annotations
@@ -51,8 +56,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 METHODS = (
-    "dcmtk-move", "dcmtk-get", "pynetdicom-get", "pynetdicom-tuned", "dicomflow-get",
-    "dicomflow-move", "pull-get", "pull-move", "wado-rs",
+    "dcmtk-move", "dcmtk-get", "pynetdicom-get", "dicomflow-get", "dicomflow-move", "pull-get",
+    "pull-move", "wado-rs", "dicomflow-find", "pynetdicom-find",
 )  # fmt: skip
 CT, MR = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4"
 
@@ -119,7 +124,7 @@ def run_method(method: str, args: argparse.Namespace, out: Path) -> dict:
     import pynetdicom  # noqa: F401
     import requests  # noqa: F401
 
-    import dicomflow.network  # noqa: F401
+    import dicomflow.network
 
     studies = args.studies.split(",")
     pacs = f"ORTHANC@127.0.0.1:{args.dicom_port}"
@@ -128,6 +133,8 @@ def run_method(method: str, args: argparse.Namespace, out: Path) -> dict:
     t0 = time.perf_counter()
     if method.startswith("dcmtk"):
         _run_dcmtk(method, args, studies, out)
+    elif method.endswith("-find"):
+        answers = _run_find(method, args, studies, pacs)
     elif method.startswith("pynetdicom"):
         _run_pynetdicom(method, args, studies, out)
     elif method in ("dicomflow-get", "dicomflow-move"):
@@ -152,13 +159,47 @@ def run_method(method: str, args: argparse.Namespace, out: Path) -> dict:
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     files = [p for p in out.rglob("*") if p.is_file() and "_lake" not in p.parts]
     cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
-    return {
+    result = {
         "method": method,
         "seconds": seconds,
         "instances": len(files),
         "bytes": sum(p.stat().st_size for p in files),
         "cpu": cpu if not method.startswith("dcmtk") else None,
+        "dicomflow": str(Path(dicomflow.network.__file__).parents[2]),
     }
+    if method.endswith("-find"):
+        result.update(queries=args.finds, instances=answers)
+    return result
+
+
+def _run_find(method: str, args, studies: list[str], pacs: str) -> int:
+    """``args.finds`` study-level C-FINDs, one association each; returns the answers."""
+    answers = 0
+    if method == "dicomflow-find":
+        from dicomflow.network import AssociationOptions, find
+
+        opts = AssociationOptions(calling_ae="LAKE")
+        for i in range(args.finds):
+            query = {"StudyInstanceUID": studies[i % len(studies)]}
+            answers += find(pacs, query, level="study", options=opts).num_rows
+        return answers
+    from pydicom import Dataset
+    from pynetdicom import AE
+
+    model = "1.2.840.10008.5.1.4.1.2.2.1"
+    ae = AE(ae_title="LAKE")
+    ae.add_requested_context(model)
+    for i in range(args.finds):
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.StudyInstanceUID = studies[i % len(studies)]
+        for key in ("PatientID", "PatientName", "StudyDate", "ModalitiesInStudy",
+                    "NumberOfStudyRelatedInstances"):  # fmt: skip
+            setattr(ds, key, None)
+        assoc = ae.associate("127.0.0.1", args.dicom_port, ae_title="ORTHANC")
+        answers += sum(1 for status, ident in assoc.send_c_find(ds, model) if ident is not None)
+        assoc.release()
+    return answers
 
 
 def _run_dcmtk(method: str, args, studies: list[str], out: Path) -> None:
@@ -184,9 +225,6 @@ def _run_pynetdicom(method: str, args, studies: list[str], out: Path) -> None:
     from pynetdicom import AE, build_role, evt
     from pynetdicom.presentation import build_context
 
-    from dicomflow.network import AssociationOptions, Peer
-    from dicomflow.network._transport import associate
-
     get_model = "1.2.840.10008.5.1.4.1.2.2.3"
     out.mkdir(parents=True, exist_ok=True)
 
@@ -198,14 +236,9 @@ def _run_pynetdicom(method: str, args, studies: list[str], out: Path) -> None:
     contexts = [build_context(get_model), build_context(CT), build_context(MR)]
     roles = [build_role(CT, scp_role=True), build_role(MR, scp_role=True)]
     handlers = [(evt.EVT_C_STORE, handle_store)]
-    if method == "pynetdicom-get":
-        ae = AE(ae_title="LAKE")
-        assoc = ae.associate("127.0.0.1", args.dicom_port, contexts=contexts, ae_title="ORTHANC",
-                             ext_neg=roles, evt_handlers=handlers)  # fmt: skip
-    else:
-        peer = Peer("ORTHANC", "127.0.0.1", args.dicom_port)
-        assoc = associate(peer, AssociationOptions(calling_ae="LAKE", max_pdu=1 << 20), contexts,
-                          ext_neg=roles, evt_handlers=handlers)  # fmt: skip
+    ae = AE(ae_title="LAKE")
+    assoc = ae.associate("127.0.0.1", args.dicom_port, contexts=contexts, ae_title="ORTHANC",
+                         ext_neg=roles, evt_handlers=handlers)  # fmt: skip
     ds = Dataset()
     ds.QueryRetrieveLevel = "STUDY"
     ds.StudyInstanceUID = studies
@@ -298,6 +331,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1000, help="synthetic instances")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--finds", type=int, default=200, help="C-FIND queries of *-find")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--profile", action="store_true", help="where pynetdicom's time goes")
     parser.add_argument("--cpu", type=int, default=None, help="pin the receiver to this core")
@@ -332,7 +366,7 @@ def main() -> None:
         common = [
             "--studies", ",".join(uids), "--dicom-port", str(ports["dicom"]),
             "--http-port", str(ports["http"]), "--lake-port", str(lake_port),
-            "--storescp-port", str(storescp_port),
+            "--storescp-port", str(storescp_port), "--finds", str(args.finds),
         ]  # fmt: skip
         if args.cpu is not None:
             common += ["--cpu", str(args.cpu)]
@@ -353,8 +387,13 @@ def main() -> None:
                     continue
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
                 results[method].append(res)
+                count, unit = (
+                    res.get("queries", res["instances"]),
+                    "queries" if "queries" in res else "inst",
+                )
                 print(f"  run {r + 1} {method:<17} {res['seconds']:6.2f} s "
-                      f"{res['instances'] / res['seconds']:7.0f} inst/s", flush=True)  # fmt: skip
+                      f"{count / res['seconds']:7.0f} {unit}/s  ({res['dicomflow']})",
+                      flush=True)  # fmt: skip
         print_table(results, args)
         if args.profile:
             out = work / "out-profile"
@@ -378,8 +417,9 @@ def print_table(results: dict[str, list[dict]], args: argparse.Namespace) -> Non
     print(f"{'method':<18}{'inst/s':>9}{'MB/s':>9}{'CPU ms/inst':>13}{'x dcmtk-move':>14}")
     base = None
     rows = []
+    finds = {m: r for m, r in results.items() if r and "queries" in r[0]}
     for method, runs in results.items():
-        if not runs:
+        if not runs or method in finds:
             continue
         seconds = statistics.median(r["seconds"] for r in runs)
         inst = runs[0]["instances"]
@@ -396,6 +436,16 @@ def print_table(results: dict[str, list[dict]], args: argparse.Namespace) -> Non
         print(f"{method:<18}{rate:9.0f}{mbs:9.1f}{cpu_text:>13}{ratio:>14}")
     if base:
         print("\ntarget: dicomflow pull >= 0.8 x dcmtk-move")
+    if finds:
+        print(
+            f"\n{'method':<18}{'queries/s':>10}{'ms/query':>10}{'CPU ms/query':>14}{'answers':>9}"
+        )
+    for method, runs in finds.items():
+        seconds = statistics.median(r["seconds"] for r in runs)
+        queries = runs[0]["queries"]
+        cpu = statistics.median(r["cpu"] for r in runs) / queries * 1000
+        print(f"{method:<18}{queries / seconds:10.0f}{seconds / queries * 1000:10.2f}"
+              f"{cpu:14.2f}{runs[0]['instances']:9d}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""DICOM networking: DIMSE and DICOMweb as sources and sinks, a Storage SCP, bulk pulls.
+"""DICOM networking: DIMSE and DICOMweb as sources and sinks, Storage and Q/R SCPs, bulk pulls.
 
 >>> from dicomflow import network as net
 >>> pacs = net.Peer.parse("ORTHANC@127.0.0.1:4242")
 >>> net.find(pacs, "Modality=CT", level="series")            # doctest: +SKIP
 >>> net.pull(pacs, "StudyDate=20240101-20240131", "lake/")   # doctest: +SKIP
 
-Nothing here runs at import: no sockets, no threads, no pynetdicom settings changed.
+Nothing here runs at import: no sockets, no threads. DIMSE is dicomflow's own (:mod:`._ul`,
+:mod:`._dimse`): pynetdicom is not needed.
 Exceptions: see :mod:`dicomflow.network._errors` (all derive from ``DicomflowError`` and the
 builtin a caller would catch: ``ConnectionRefusedError``, ``TimeoutError``, ``LookupError``).
 """
@@ -24,6 +25,7 @@ from ._errors import (
 )
 from ._lake import Lake, Landed, read_records
 from ._options import AssociationOptions, Peer
+from ._qr import QueryRetrieveSCP
 from .dicomweb import DicomWeb, DicomWebOptions, StowSink, retrieve_frames
 from .pull import PullEvent, PullOptions, PullReport, plan, pull
 from .scp import SCPOptions, StorageSCP
@@ -46,6 +48,7 @@ __all__ = [
     "PullEvent",
     "PullOptions",
     "PullReport",
+    "QueryRetrieveSCP",
     "RetrieveResult",
     "SCPOptions",
     "StorageSCP",

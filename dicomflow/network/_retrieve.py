@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -18,7 +16,30 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from ..dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, parse_header
+from ._dimse import (
+    C_GET_RSP,
+    C_MOVE_RSP,
+    C_STORE_RQ,
+    COMPLETED,
+    ERROR_COMMENT,
+    FAILED,
+    MODEL_UIDS,
+    OUT_OF_RESOURCES,
+    PENDING,
+    QR_SYNTAXES,
+    REMAINING,
+    STATUS,
+    WARNING,
+    Message,
+    c_get_rq,
+    c_move_rq,
+    encode_identifier,
+    identifier_header,
+    response,
+    status_category,
+    text,
+    us,
+)
 from ._errors import (
     AssociationAbortedError,
     AssociationRejectedError,
@@ -30,33 +51,7 @@ from ._lake import Lake
 from ._options import AssociationOptions, Peer
 from ._query import check_level
 from ._store import land_and_answer
-from ._ul import (
-    AFFECTED_SOP_CLASS,
-    AFFECTED_SOP_INSTANCE,
-    C_GET_RQ,
-    C_GET_RSP,
-    C_MOVE_RQ,
-    C_MOVE_RSP,
-    C_STORE_RQ,
-    C_STORE_RSP,
-    COMMAND_FIELD,
-    COMPLETED,
-    DATASET_TYPE,
-    ERROR_COMMENT,
-    FAILED,
-    MESSAGE_ID,
-    MOVE_DESTINATION,
-    PRIORITY,
-    REMAINING,
-    STATUS,
-    WARNING,
-    AssociateRequest,
-    Connection,
-    encode_command,
-    request_association,
-    text,
-    us,
-)
+from ._ul import Connection, open_association
 
 __all__ = [
     "DEFAULT_GET_CLASSES",
@@ -69,16 +64,6 @@ __all__ = [
     "retrieve_level",
     "status_category",
 ]
-
-MODEL_UIDS = {
-    ("study", "find"): "1.2.840.10008.5.1.4.1.2.2.1",
-    ("study", "move"): "1.2.840.10008.5.1.4.1.2.2.2",
-    ("study", "get"): "1.2.840.10008.5.1.4.1.2.2.3",
-    ("patient", "find"): "1.2.840.10008.5.1.4.1.2.1.1",
-    ("patient", "move"): "1.2.840.10008.5.1.4.1.2.1.2",
-    ("patient", "get"): "1.2.840.10008.5.1.4.1.2.1.3",
-}
-QR_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 
 #: Transfer syntaxes offered for C-GET sub-operations, so the peer sends what it stores
 #: (no transcoding): the uncompressed ones, then the usual compressed ones.
@@ -107,21 +92,6 @@ DEFAULT_GET_CLASSES: tuple[str, ...] = (
     "1.2.840.10008.5.1.4.1.1.77.1.6", "1.2.840.10008.5.1.4.1.1.30",
     "1.2.840.10008.5.1.4.1.1.4.4", "1.2.840.10008.5.1.4.1.1.2.2",
 )  # fmt: skip
-
-_PENDING = (0xFF00, 0xFF01)
-_WARNING_STATUSES = (0xB000, 0x0001, 0x0107, 0x0116)
-
-
-def status_category(status: int) -> str:
-    if status == 0x0000:
-        return "success"
-    if status in _PENDING:
-        return "pending"
-    if status == 0xFE00:
-        return "cancel"
-    if status in _WARNING_STATUSES or 0xB000 <= status <= 0xBFFF:
-        return "warning"
-    return "failure"
 
 
 @dataclass(frozen=True)
@@ -160,14 +130,6 @@ def retrieve_level(query: Mapping[str, Any], level: str | None) -> str:
     return "PATIENT"
 
 
-def _encode_identifier(ds: Dataset, ts: str) -> bytes:
-    buf = DicomBytesIO()
-    buf.is_little_endian = ts != ExplicitVRBigEndian
-    buf.is_implicit_VR = ts == ImplicitVRLittleEndian
-    write_dataset(buf, ds)
-    return buf.getvalue()
-
-
 def _get_contexts(
     sop_classes: Sequence[str], syntaxes: Sequence[str]
 ) -> list[tuple[str, list[str]]]:
@@ -203,16 +165,7 @@ def retrieve(
         for i, (abstract, syntaxes) in enumerate(_get_contexts(classes, STORE_TRANSFER_SYNTAXES)):
             contexts.append((2 * i + 3, abstract, syntaxes))
         roles = {c: (0, 1) for c in dict.fromkeys(classes)}
-    request = AssociateRequest(
-        peer.ae_title, opts.calling_ae, contexts, opts.max_pdu,
-        IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, roles,
-    )  # fmt: skip
-    timeout = opts.dimse_timeout if opts.dimse_timeout is not None else opts.network_timeout
-    conn, accept = request_association(
-        peer.host, peer.port, request,
-        connect_timeout=opts.connection_timeout, acse_timeout=opts.acse_timeout,
-        network_timeout=timeout, max_pdu=opts.max_pdu,
-    )  # fmt: skip
+    conn, accept = open_association(peer, opts, contexts, roles)
     try:
         result, ts = accept.results.get(1, (1, ""))
         if result != 0:
@@ -220,17 +173,13 @@ def retrieve(
                 f"{peer} does not accept {operation.upper()} for the {model} root model"
             )
         storage = {cid: ts for cid, (r, ts) in accept.results.items() if r == 0 and cid != 1}
-        fields: list[tuple[int, int | str]] = [
-            (AFFECTED_SOP_CLASS, model_uid),
-            (COMMAND_FIELD, C_GET_RQ if operation == "c-get" else C_MOVE_RQ),
-            (MESSAGE_ID, 1),
-            (PRIORITY, 0),
-            (DATASET_TYPE, 0x0001),
-        ]
-        if destination is not None:
-            fields.append((MOVE_DESTINATION, destination))
-        conn.send_message(1, encode_command(fields), _encode_identifier(ds, ts))
-        outcome = _collect(operation, conn, peer, lake, storage, started, progress)
+        if operation == "c-get":
+            command = c_get_rq(1, model_uid)
+        else:
+            assert destination is not None
+            command = c_move_rq(1, model_uid, destination)
+        conn.send_message(1, command, encode_identifier(ds, ts))
+        outcome = _collect(operation, conn, peer, lake, storage, ts, started, progress)
     except BaseException:
         conn.abort()
         raise
@@ -244,6 +193,7 @@ def _collect(
     peer: Peer,
     lake: Lake | None,
     storage: dict[int, str],
+    identifier_ts: str,
     started: float,
     progress: Callable[[RetrieveResult], None] | None,
 ) -> RetrieveResult:
@@ -251,7 +201,7 @@ def _collect(
     landed: list[str] = []
     counts = {"completed": 0, "failed": 0, "warning": 0, "remaining": 0}
     pending_seen = False
-    response = C_GET_RSP if operation == "c-get" else C_MOVE_RSP
+    final_field = C_GET_RSP if operation == "c-get" else C_MOVE_RSP
     for msg in conn.messages():
         field_ = msg.command_field
         if field_ == C_STORE_RQ:
@@ -265,7 +215,7 @@ def _collect(
                 nbytes += len(msg.dataset or b"")
                 landed.append(got.path)
             continue
-        if field_ != response:
+        if field_ != final_field:
             raise AssociationAbortedError(f"{peer} sent an unexpected message 0x{field_:04X}")
         status = us(msg.command, STATUS)
         counts = {
@@ -278,14 +228,14 @@ def _collect(
             operation, status, **counts, received=received, bytes=nbytes,
             seconds=time.perf_counter() - started,
         )  # fmt: skip
-        if status in _PENDING:
+        if status in PENDING:
             pending_seen = True
             if progress is not None:
                 progress(snapshot)
             continue
         failed_uids: tuple[str, ...] = ()
         if msg.dataset:
-            failed_uids = _failed_uids(bytes(msg.dataset))
+            failed_uids = _failed_uids(msg.dataset, identifier_ts)
         return RetrieveResult(
             operation, status, **counts, failed_uids=failed_uids, received=received,
             bytes=nbytes, seconds=time.perf_counter() - started,
@@ -297,21 +247,13 @@ def _collect(
     )
 
 
-def _refuse_store(conn: Connection, msg: Any) -> None:
-    fields: list[tuple[int, int | str]] = [
-        (COMMAND_FIELD, C_STORE_RSP),
-        (0x00000120, us(msg.command, MESSAGE_ID)),
-        (DATASET_TYPE, 0x0101),
-        (AFFECTED_SOP_CLASS, text(msg.command, AFFECTED_SOP_CLASS)),
-        (AFFECTED_SOP_INSTANCE, text(msg.command, AFFECTED_SOP_INSTANCE)),
-        (STATUS, 0xA700),
-    ]
-    conn.send_message(msg.context_id, encode_command(fields))
+def _refuse_store(conn: Connection, msg: Message) -> None:
+    conn.send_message(msg.context_id, response(msg.command, OUT_OF_RESOURCES))
 
 
-def _failed_uids(data: bytes) -> tuple[str, ...]:
+def _failed_uids(data: bytearray, transfer_syntax: str) -> tuple[str, ...]:
     try:
-        h = parse_header(data, complete=True)
+        h = identifier_header(data, transfer_syntax)
     except Exception:  # noqa: BLE001 - the list is informative only
         return ()
     raw = h.value(0x00080058)

@@ -4,49 +4,50 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from ._lake import Lake, Landed
-from ._ul import (
+from ._dimse import (
     AFFECTED_SOP_CLASS,
     AFFECTED_SOP_INSTANCE,
-    C_STORE_RSP,
-    COMMAND_FIELD,
-    DATASET_TYPE,
-    ERROR_COMMENT,
-    MESSAGE_ID,
-    NO_DATASET,
-    RESPONDED_TO,
-    STATUS,
-    Connection,
+    OUT_OF_RESOURCES,
+    SUCCESS,
+    UNABLE_TO_PROCESS,
+    VERIFICATION,
     Message,
-    encode_command,
+    response,
     text,
-    us,
 )
+from ._lake import Lake, Landed
+from ._ul import Connection
 
-__all__ = ["VERIFICATION", "is_storage_class", "land_and_answer"]
+__all__ = ["VERIFICATION", "is_storage_class", "land_and_answer", "storage_classes"]
 
-VERIFICATION = "1.2.840.10008.1.1"
+#: The Storage Service Class (PS3.4 B.5) puts its SOP classes under this root, except the RT
+#: delivery instruction classes, which are under :data:`_RT_INSTRUCTION_ROOT`.
 _STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
+_RT_INSTRUCTION_ROOT = "1.2.840.10008.5.1.4.34."
 _DICOM_ROOT = "1.2.840.10008."
-
-#: C-STORE statuses (PS3.4 B.2.3)
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-CANNOT_UNDERSTAND = 0xC000
 
 
 @lru_cache(maxsize=1)
-def _known_storage() -> frozenset[str]:
-    from pynetdicom import sop_class
+def storage_classes() -> frozenset[str]:
+    """The storage SOP classes pydicom's UID dictionary (PS3.6 A-1) knows, retired included
+    under the storage root, current ones only under the RT instruction root."""
+    from pydicom._uid_dict import UID_dictionary
 
-    return frozenset(sop_class._STORAGE_CLASSES.values())
+    out = set()
+    for uid, (name, kind, _info, retired, _keyword) in UID_dictionary.items():
+        if kind != "SOP Class" or "Storage" not in name:
+            continue
+        if uid.startswith(_STORAGE_ROOT) or (uid.startswith(_RT_INSTRUCTION_ROOT) and not retired):
+            out.add(uid)
+    return frozenset(out)
 
 
 def is_storage_class(uid: str) -> bool:
-    """A SOP class we store: the storage subtree, pynetdicom's storage list, or a private one."""
+    """A SOP class we store: the storage subtree, the dictionary's storage classes, or a
+    private one (not under the DICOM root)."""
     return (
         uid.startswith(_STORAGE_ROOT)
-        or uid in _known_storage()
+        or uid in storage_classes()
         or (bool(uid) and not uid.startswith(_DICOM_ROOT))
     )
 
@@ -65,29 +66,19 @@ def land_and_answer(
     ``fsync="each"`` the sender's success means the file is durable.
     """
     command = msg.command
-    sop_class = text(command, AFFECTED_SOP_CLASS)
-    sop_instance = text(command, AFFECTED_SOP_INSTANCE)
     landed = lake.receive(
-        sop_class=sop_class,
-        sop_instance=sop_instance,
+        sop_class=text(command, AFFECTED_SOP_CLASS),
+        sop_instance=text(command, AFFECTED_SOP_INSTANCE),
         transfer_syntax=transfer_syntax,
         dataset=msg.dataset if msg.dataset is not None else b"",
         calling_ae=calling_ae,
         source=source,
     )
-    fields: list[tuple[int, int | str]] = [
-        (COMMAND_FIELD, C_STORE_RSP),
-        (RESPONDED_TO, us(command, MESSAGE_ID)),
-        (DATASET_TYPE, NO_DATASET),
-        (AFFECTED_SOP_CLASS, sop_class),
-        (AFFECTED_SOP_INSTANCE, sop_instance),
-    ]
     if landed.status == "failed":
         reason = landed.reason or "failed"
         oserror = reason.startswith(("OSError", "PermissionError", "FileNotFound", "NoSpace"))
-        fields.append((STATUS, OUT_OF_RESOURCES if oserror else CANNOT_UNDERSTAND))
-        fields.append((ERROR_COMMENT, reason[:64]))
+        status = OUT_OF_RESOURCES if oserror else UNABLE_TO_PROCESS
+        conn.send_message(msg.context_id, response(command, status, comment=reason))
     else:
-        fields.append((STATUS, SUCCESS))
-    conn.send_message(msg.context_id, encode_command(fields))
+        conn.send_message(msg.context_id, response(command, SUCCESS))
     return landed

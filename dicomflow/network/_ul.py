@@ -1,139 +1,55 @@
-"""A lean DICOM Upper Layer (PS3.8) for bulk C-STORE traffic: one thread, one socket, no decoding.
+"""The DICOM Upper Layer (PS3.8): associations, PDUs and P-DATA over one blocking socket.
 
-Why not pynetdicom here: receiving a 512 x 512 CT image through pynetdicom costs about 3 ms
-of CPU (measured with ``benchmarks/bench_pull.py --profile``), against about 1.3 ms for DCMTK's
-whole transfer. The time goes to its three threads per association handing every PDU and
-message over queues (each hand-off waits for the GIL), to building a pydicom ``Dataset`` for
-every command set it receives and sends, and to copying each PDU four times. Tuning its socket
-(:mod:`._transport`) removes the polling sleeps but not that CPU. The receive paths that carry
-whole archives (the Storage SCP and C-GET) therefore use this module: a blocking socket read
-into one reusable buffer, P-DATA values appended straight to the instance's buffer, command
-sets parsed and built as a handful of fixed-layout elements. Everything else (C-ECHO, C-FIND,
-C-MOVE requests, C-STORE as a sender) stays on pynetdicom.
+dicomflow's only DIMSE transport, requestor and acceptor alike: C-ECHO, C-FIND, C-GET, C-MOVE
+and C-STORE as service user (:mod:`.scu`, :mod:`._retrieve`) and the SCPs (:mod:`.scp`,
+:mod:`._qr`). One association is one :class:`Connection` used by one thread: a blocking
+socket read into one reusable buffer, P-DATA values appended straight to the message's
+buffer, no queue or reactor thread between the socket and the caller. (pynetdicom, which
+dicomflow used before, costs about 3 ms of CPU per received CT image in its three threads
+per association and per-PDU copies, against about 1.3 ms for DCMTK's whole transfer.)
 
-Only what those paths need is implemented: association negotiation as acceptor and requestor
-(presentation contexts, maximum length, implementation identification, SCP/SCU role
-selection), P-DATA with fragmentation, release and abort.
+Implemented: A-ASSOCIATE as requestor (:func:`request_association`, :func:`open_association`)
+and acceptor (:func:`accept_association`), with presentation contexts, maximum length,
+implementation identification and SCP/SCU role selection; P-DATA with fragmentation to the
+peer's maximum (:meth:`Connection.send_message`) and reassembly (:meth:`Connection.messages`);
+A-RELEASE (both directions, collisions included) and A-ABORT. What the messages say is
+:mod:`._dimse`'s business.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from ..dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from ._dimse import Message, decode_command
 from ._errors import (
     AssociationAbortedError,
     AssociationRejectedError,
     NetworkError,
     NetworkTimeoutError,
 )
+from ._options import AssociationOptions, Peer
 
 __all__ = [
     "APPLICATION_CONTEXT",
     "AssociateAccept",
     "AssociateRequest",
     "Connection",
-    "Message",
-    "decode_command",
-    "encode_command",
+    "accept_association",
+    "negotiate_contexts",
+    "open_association",
+    "request_association",
 ]
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA, RELEASE_RQ, RELEASE_RP, ABORT = range(1, 8)
 
-# Command Field values (PS3.7 E.1)
-C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
-C_GET_RQ, C_GET_RSP = 0x0010, 0x8010
-C_FIND_RQ, C_FIND_RSP = 0x0020, 0x8020
-C_MOVE_RQ, C_MOVE_RSP = 0x0021, 0x8021
-C_ECHO_RQ, C_ECHO_RSP = 0x0030, 0x8030
-C_CANCEL_RQ = 0x0FFF
-NO_DATASET = 0x0101
-
-# Command Set tags (group 0000)
-AFFECTED_SOP_CLASS = 0x00000002
-COMMAND_FIELD = 0x00000100
-MESSAGE_ID = 0x00000110
-RESPONDED_TO = 0x00000120
-MOVE_DESTINATION = 0x00000600
-PRIORITY = 0x00000700
-DATASET_TYPE = 0x00000800
-STATUS = 0x00000900
-ERROR_COMMENT = 0x00000902
-AFFECTED_SOP_INSTANCE = 0x00001000
-REMAINING = 0x00001020
-COMPLETED = 0x00001021
-FAILED = 0x00001022
-WARNING = 0x00001023
-MOVE_ORIGINATOR_AE = 0x00001030
-MOVE_ORIGINATOR_ID = 0x00001031
-
-_VR_OF = {
-    AFFECTED_SOP_CLASS: "UI",
-    0x00000003: "UI",
-    AFFECTED_SOP_INSTANCE: "UI",
-    MOVE_DESTINATION: "AE",
-    MOVE_ORIGINATOR_AE: "AE",
-    ERROR_COMMENT: "LO",
-}
 _HEADER = struct.Struct(">BxL")
 _PDV = struct.Struct(">LBB")
-_ELEMENT = struct.Struct("<HHL")
-_US = struct.Struct("<H")
-
-
-def _pad(value: bytes, pad: bytes) -> bytes:
-    return value + pad if len(value) % 2 else value
-
-
-def encode_command(fields: Iterable[tuple[int, int | str]]) -> bytes:
-    """A command set (implicit VR little endian) with its group length, from (tag, value)."""
-    body = bytearray()
-    for tag, value in sorted(fields):
-        if isinstance(value, int):
-            raw = _US.pack(value)
-        else:
-            vr = _VR_OF.get(tag, "UI")
-            raw = _pad(value.encode("ascii"), b"\0" if vr == "UI" else b" ")
-        body += _ELEMENT.pack(tag >> 16, tag & 0xFFFF, len(raw)) + raw
-    return _ELEMENT.pack(0, 0, 4) + struct.pack("<L", len(body)) + bytes(body)
-
-
-def decode_command(data: bytes | bytearray | memoryview) -> dict[int, bytes]:
-    """Command set elements as ``tag -> raw value``."""
-    out: dict[int, bytes] = {}
-    pos, n = 0, len(data)
-    while pos + 8 <= n:
-        group, elem, length = _ELEMENT.unpack_from(data, pos)
-        pos += 8
-        out[group << 16 | elem] = bytes(data[pos : pos + length])
-        pos += length
-    return out
-
-
-def us(command: dict[int, bytes], tag: int, default: int = 0) -> int:
-    raw = command.get(tag)
-    return _US.unpack(raw[:2])[0] if raw and len(raw) >= 2 else default
-
-
-def text(command: dict[int, bytes], tag: int) -> str:
-    raw = command.get(tag)
-    return raw.decode("ascii", "replace").rstrip("\0 ") if raw else ""
-
-
-@dataclass
-class Message:
-    """One DIMSE message: its presentation context, command set and data set (if any)."""
-
-    context_id: int
-    command: dict[int, bytes]
-    dataset: bytearray | None = None
-
-    @property
-    def command_field(self) -> int:
-        return us(self.command, COMMAND_FIELD)
 
 
 # -- association PDUs -------------------------------------------------------------------------
@@ -284,24 +200,56 @@ _RJ_REASONS = {
 class Connection:
     """One association's transport: PDUs in and out of a blocking TCP socket.
 
-    ``peer_max_pdu`` (from the peer's A-ASSOCIATE) bounds the PDUs we send; ``max_pdu`` (ours)
-    sizes the receive buffer.
+    ``peer_max_pdu`` (from the peer's A-ASSOCIATE) bounds the P-DATA PDUs we send;
+    ``max_pdu`` (ours, announced to the peer) sizes the receive buffer. Every byte received on
+    an association goes through :meth:`recv_pdu`.
     """
 
-    def __init__(self, sock: socket.socket, *, max_pdu: int, timeout: float | None) -> None:
+    def __init__(
+        self, sock: socket.socket, *, max_pdu: int, timeout: float | None, nodelay: bool = True
+    ) -> None:
         self.sock = sock
         sock.settimeout(timeout)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+        if nodelay:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # not a TCP socket
         self.max_pdu = max_pdu
         self.peer_max_pdu = 16384
         self._buf = bytearray(max(max_pdu, 65536) + 6)
         self._view = memoryview(self._buf)
         self.closed = False
 
-    # raw PDUs
+    def recv_pdu(self) -> tuple[int, memoryview]:
+        """The next PDU's type and body; the view is valid until the next call.
+
+        This is the one place where PDUs are read from the socket, for requestors and
+        acceptors, during negotiation, transfer and release alike. Limits on what a peer may
+        send belong here: today the 6-byte header is checked for a known PDU type, and the
+        buffer grows to whatever length it announces; a maximum PDU length (ours, announced in
+        the A-ASSOCIATE, or a fixed bound before it), the ARTIM timer while no association is
+        established (PS3.8 9.1.5) and streaming of large P-DATA PDUs are to be added here, so
+        that every caller gets them.
+
+        Raises
+        ------
+        AssociationAbortedError
+            The peer closed or reset the connection, or sent an unknown PDU type.
+        NetworkTimeoutError
+            Nothing arrived within the socket's timeout.
+        """
+        view = self._view
+        self._recv_exact(view, 6)
+        pdu_type, length = _HEADER.unpack_from(self._buf, 0)
+        if not ASSOCIATE_RQ <= pdu_type <= ABORT:
+            raise AssociationAbortedError(f"unknown PDU type 0x{pdu_type:02X}")
+        if length > len(self._buf):
+            self._buf = bytearray(length + 6)
+            self._view = view = memoryview(self._buf)
+        self._recv_exact(view, length)
+        return pdu_type, view[:length]
+
     def _recv_exact(self, view: memoryview, n: int) -> None:
         got = 0
         recv_into = self.sock.recv_into
@@ -316,17 +264,13 @@ class Connection:
         except (ConnectionResetError, BrokenPipeError) as exc:
             raise AssociationAbortedError(f"connection lost: {exc}") from exc
 
-    def recv_pdu(self) -> tuple[int, memoryview]:
-        """The next PDU's type and body; the view is valid until the next call."""
-        self._recv_exact(self._view, 6)
-        pdu_type, length = _HEADER.unpack_from(self._buf, 0)
-        if pdu_type not in (1, 2, 3, 4, 5, 6, 7):
-            raise AssociationAbortedError(f"unknown PDU type 0x{pdu_type:02X}")
-        if length > len(self._buf):
-            self._buf = bytearray(length + 6)
-            self._view = memoryview(self._buf)
-        self._recv_exact(self._view, length)
-        return pdu_type, self._view[:length]
+    def pending(self) -> bool:
+        """Whether the peer has sent bytes not read yet (a look at the socket: reads nothing)."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return True  # closed: the next read says so
+        return bool(readable)
 
     def send_pdu(self, pdu_type: int, *parts: bytes | bytearray | memoryview) -> None:
         length = sum(len(p) for p in parts)
@@ -342,7 +286,7 @@ class Connection:
         except OSError as exc:
             raise AssociationAbortedError(f"connection lost while sending: {exc}") from exc
 
-    # DIMSE messages
+    # DIMSE messages in P-DATA (PS3.8 9.3.5, E.2)
     def send_message(
         self, context_id: int, command: bytes, dataset: bytes | bytearray | memoryview | None = None
     ) -> None:
@@ -364,7 +308,11 @@ class Connection:
                 return
 
     def messages(self) -> Iterator[Message]:
-        """Yield DIMSE messages until the peer releases (answered) or aborts (raised)."""
+        """Yield DIMSE messages until the peer releases (answered) or aborts (raised).
+
+        A message is yielded once its command set, and its data set if the command says one
+        follows (Command Data Set Type), are complete.
+        """
         command = bytearray()
         dataset: bytearray | None = None
         current: Message | None = None
@@ -381,7 +329,7 @@ class Connection:
                         if control & 2:
                             current = Message(cid, decode_command(command))
                             command = bytearray()
-                            if us(current.command, DATASET_TYPE, NO_DATASET) == NO_DATASET:
+                            if not current.has_dataset:
                                 yield current
                                 current = None
                             else:
@@ -448,6 +396,9 @@ class Connection:
             self.sock.close()
 
 
+# -- requestor ---------------------------------------------------------------------------------
+
+
 def request_association(
     host: str,
     port: int,
@@ -457,26 +408,41 @@ def request_association(
     acse_timeout: float | None,
     network_timeout: float | None,
     max_pdu: int,
+    nodelay: bool = True,
 ) -> tuple[Connection, AssociateAccept]:
-    """Connect and negotiate as the requestor; raise why not."""
+    """Connect and negotiate as the requestor; raise why not.
+
+    Raises
+    ------
+    AssociationRejectedError
+        The TCP connection was refused, or the peer rejected or dropped the association.
+    NetworkTimeoutError
+        Connecting or negotiating took longer than the timeouts allow.
+    NetworkError
+        Any other socket error (host unreachable, name not resolved...).
+    """
     peer = f"{request.called_ae}@{host}:{port}"
     try:
         sock = socket.create_connection((host, port), timeout=connect_timeout)
     except TimeoutError as exc:
-        raise NetworkTimeoutError(f"connecting to {peer} timed out") from exc
+        raise NetworkTimeoutError(
+            f"connecting to {peer} timed out after {connect_timeout} s"
+        ) from exc
     except ConnectionRefusedError as exc:
         raise AssociationRejectedError(
             f"{peer}: connection refused (is the peer running on port {port}?)"
         ) from exc
     except OSError as exc:
         raise NetworkError(f"cannot connect to {peer}: {exc}") from exc
-    conn = Connection(sock, max_pdu=max_pdu, timeout=acse_timeout)
+    conn = Connection(sock, max_pdu=max_pdu, timeout=acse_timeout, nodelay=nodelay)
     try:
         conn.send_pdu(ASSOCIATE_RQ, request.encode())
         pdu_type, body = conn.recv_pdu()
     except NetworkTimeoutError as exc:
         conn.abort()
-        raise NetworkTimeoutError(f"{peer} did not answer the association request") from exc
+        raise NetworkTimeoutError(
+            f"{peer} did not answer the association request within {acse_timeout} s"
+        ) from exc
     except NetworkError as exc:
         conn.close()
         raise AssociationRejectedError(f"{peer} dropped the association request: {exc}") from exc
@@ -497,10 +463,41 @@ def request_association(
     return conn, accept
 
 
+def open_association(
+    peer: Peer,
+    options: AssociationOptions,
+    contexts: Sequence[tuple[int, str, list[str]]],
+    roles: dict[str, tuple[int, int]] | None = None,
+) -> tuple[Connection, AssociateAccept]:
+    """:func:`request_association` with ``options``: our AE title, maximum PDU, timeouts.
+
+    Once associated, the socket waits for each message up to ``options.dimse_timeout``
+    (``network_timeout`` when that is None).
+    """
+    request = AssociateRequest(
+        peer.ae_title, options.calling_ae, list(contexts), options.max_pdu,
+        IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, dict(roles or {}),
+    )  # fmt: skip
+    timeout = options.dimse_timeout
+    if timeout is None:
+        timeout = options.network_timeout
+    return request_association(
+        peer.host, peer.port, request,
+        connect_timeout=options.connection_timeout, acse_timeout=options.acse_timeout,
+        network_timeout=timeout, max_pdu=options.max_pdu, nodelay=options.tcp_nodelay,
+    )  # fmt: skip
+
+
+# -- acceptor ----------------------------------------------------------------------------------
+
+
 def negotiate_contexts(
-    offered: Sequence[tuple[int, str, list[str]]], accept_abstract, choose_ts=None
+    offered: Sequence[tuple[int, str, list[str]]],
+    accept_abstract: Callable[[str], bool],
+    choose_ts: Callable[[str, list[str]], str | None] | None = None,
 ) -> dict[int, tuple[int, str]]:
-    """Per offered context: (0, chosen transfer syntax) or (3, '') abstract syntax refused."""
+    """Per offered context: (0, chosen transfer syntax), (3, ...) abstract syntax refused, or
+    (4, ...) no transfer syntax we take (PS3.8 9.3.3.2)."""
     results: dict[int, tuple[int, str]] = {}
     for cid, abstract, syntaxes in offered:
         if not syntaxes:
@@ -511,3 +508,79 @@ def negotiate_contexts(
         else:
             results[cid] = (3, syntaxes[0])
     return results
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an acceptor rejects an association, and the A-ASSOCIATE-RJ fields to send.
+
+    ``result`` 1 permanent, 2 transient; ``source`` 1 service user, 2 ACSE, 3 presentation;
+    ``diagnostic`` as PS3.8 9.3.4 (e.g. 3 calling AE title not recognized).
+    """
+
+    reason: str
+    result: int = 1
+    source: int = 1
+    diagnostic: int = 1
+
+
+@dataclass
+class Accepted:
+    """An association as accepted: the request, and per accepted context id its abstract and
+    transfer syntax."""
+
+    request: AssociateRequest
+    contexts: dict[int, tuple[str, str]]
+
+
+def accept_association(
+    conn: Connection,
+    judge: Callable[[AssociateRequest], Refusal | None],
+    accept_abstract: Callable[[str], bool],
+    *,
+    network_timeout: float | None,
+    choose_ts: Callable[[str, list[str]], str | None] | None = None,
+    scp_roles: Callable[[str], bool] | None = None,
+) -> Accepted:
+    """Read an A-ASSOCIATE-RQ on ``conn`` and accept it, or reject it and raise.
+
+    ``judge`` refuses the association (a :class:`Refusal`) or lets it through (None);
+    ``accept_abstract`` and ``choose_ts`` decide each presentation context. A requestor asking
+    for the SCP role of an accepted abstract syntax (C-GET) gets it where ``scp_roles`` says so.
+
+    Raises
+    ------
+    AssociationRejectedError
+        The association was rejected (A-ASSOCIATE-RJ sent, the connection closed); the
+        message is the refusal's reason.
+    AssociationAbortedError
+        The peer sent something other than an A-ASSOCIATE-RQ (the association is aborted).
+    """
+    pdu_type, body = conn.recv_pdu()
+    if pdu_type != ASSOCIATE_RQ:
+        conn.abort()
+        raise AssociationAbortedError(f"expected an A-ASSOCIATE-RQ, got PDU type {pdu_type}")
+    rq = AssociateRequest.decode(body)
+    refusal = judge(rq)
+    if refusal is not None:
+        conn.send_pdu(ASSOCIATE_RJ, associate_rj(refusal.result, refusal.source,
+                                                 refusal.diagnostic))  # fmt: skip
+        conn.close()
+        raise AssociationRejectedError(refusal.reason)
+    results = negotiate_contexts(rq.contexts, accept_abstract, choose_ts)
+    abstract_of = {cid: abstract for cid, abstract, _ in rq.contexts}
+    accepted = {cid: (abstract_of[cid], ts) for cid, (result, ts) in results.items() if result == 0}
+    roles: dict[str, tuple[int, int]] = {}
+    if scp_roles is not None:
+        taken = {abstract for abstract, _ in accepted.values()}
+        for uid, (scu, scp) in rq.roles.items():
+            if uid in taken:
+                roles[uid] = (scu, 1 if scp and scp_roles(uid) else 0)
+    accept = AssociateAccept(
+        rq.called_ae, rq.calling_ae, results, conn.max_pdu,
+        IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, roles,
+    )  # fmt: skip
+    conn.send_pdu(ASSOCIATE_AC, accept.encode())
+    conn.peer_max_pdu = rq.max_pdu
+    conn.sock.settimeout(network_timeout)
+    return Accepted(rq, accepted)

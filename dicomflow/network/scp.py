@@ -5,8 +5,8 @@
 >>> with StorageSCP("lake/", opts) as scp:  # doctest: +SKIP
 ...     scp.wait_idle(timeout=60)
 
-Each association runs in its own thread over :mod:`._ul` (pynetdicom costs about 3 ms of
-CPU per CT image; see that module). An association is accepted only from the configured
+Each association runs in its own thread over dicomflow's Upper Layer (:mod:`._ul`), its
+messages built and read by :mod:`._dimse`. An association is accepted only from the configured
 calling AE titles (and hosts, if given) and for the AE title we answer to; every storage
 presentation context offered is accepted with the sender's first transfer syntax, so nothing is
 transcoded and nothing is decoded. The C-STORE response is sent only after the instance is
@@ -15,117 +15,25 @@ written, fsync'ed (``fsync="each"``) and linked into place; records follow in th
 
 from __future__ import annotations
 
-import logging
-import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from ..errors import ConfigError
 from ..pipeline.instance import Instance
-from ._errors import NetworkError
-from ._lake import Lake, Landed
-from ._options import check_ae_title
-from ._store import VERIFICATION, is_storage_class, land_and_answer
-from ._ul import (
-    ASSOCIATE_AC,
-    ASSOCIATE_RJ,
-    ASSOCIATE_RQ,
+from ._dimse import (
     C_CANCEL_RQ,
     C_ECHO_RQ,
-    C_ECHO_RSP,
     C_STORE_RQ,
-    COMMAND_FIELD,
-    DATASET_TYPE,
-    MESSAGE_ID,
-    NO_DATASET,
-    RESPONDED_TO,
-    STATUS,
-    AssociateAccept,
-    AssociateRequest,
-    Connection,
-    associate_rj,
-    encode_command,
-    negotiate_contexts,
-    us,
+    SUCCESS,
+    UNRECOGNIZED_OPERATION,
+    response,
 )
+from ._lake import Lake, Landed
+from ._server import AssociationLog, Listener, SCPOptions
+from ._store import VERIFICATION, is_storage_class, land_and_answer
+from ._ul import Accepted, Connection
 
-__all__ = ["SCPOptions", "StorageSCP"]
-
-LOGGER = logging.getLogger(__name__)
-_UNRECOGNIZED = 0x0211
-
-
-@dataclass(frozen=True, slots=True)
-class SCPOptions:
-    """Who may store to us, and how.
-
-    Parameters
-    ----------
-    ae_title
-        The AE title we answer to (the peers' "called AE").
-    host, port
-        Where to listen; ``port=0`` picks a free port (see :attr:`StorageSCP.port`).
-    calling_aes
-        Calling AE titles allowed to associate; ``("*",)`` allows any. Empty: none.
-    hosts
-        If given, only these peer IP addresses may associate.
-    check_called_ae
-        Refuse associations addressed to another AE title.
-    fsync
-        ``"each"`` (acknowledge only durable files), ``"batch"`` or ``"none"``.
-    max_associations
-        Concurrent associations; more are refused as "local limit exceeded".
-    """
-
-    ae_title: str = "DICOMFLOW"
-    host: str = "0.0.0.0"
-    port: int = 11113
-    calling_aes: tuple[str, ...] = ()
-    hosts: tuple[str, ...] | None = None
-    check_called_ae: bool = True
-    max_pdu: int = 1 << 20
-    acse_timeout: float = 30.0
-    network_timeout: float | None = 120.0
-    max_associations: int = 16
-    fsync: str = "each"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "ae_title", check_ae_title(self.ae_title, "SCP AE title"))
-        aes = tuple(self.calling_aes)
-        for ae in aes:
-            if ae != "*":
-                check_ae_title(ae, "allowed calling AE")
-        object.__setattr__(self, "calling_aes", tuple(a.strip() for a in aes))
-        if self.hosts is not None:
-            object.__setattr__(self, "hosts", tuple(self.hosts))
-        if not 0 <= self.port < 65536:
-            raise ConfigError(f"port {self.port} is out of range")
-        if self.max_associations < 1:
-            raise ConfigError("max_associations must be >= 1")
-
-    def allows(self, calling_ae: str, host: str) -> str | None:
-        """Why an association would be refused, or None when it is allowed."""
-        if "*" not in self.calling_aes and calling_ae not in self.calling_aes:
-            return f"calling AE {calling_ae!r} is not allowed"
-        if self.hosts is not None and host not in self.hosts:
-            return f"host {host} is not allowed"
-        return None
-
-
-@dataclass
-class AssociationLog:
-    """One association the SCP handled (kept in :attr:`StorageSCP.associations`)."""
-
-    calling_ae: str
-    host: str
-    accepted: bool
-    reason: str | None = None
-    stored: int = 0
-    failed: int = 0
-    seconds: float = 0.0
+__all__ = ["AssociationLog", "SCPOptions", "StorageSCP"]
 
 
 class StorageSCP:
@@ -159,56 +67,35 @@ class StorageSCP:
         if not self._own_lake and stages:
             raise ConfigError("pass stages to the Lake you share, not to the SCP")
         self.on_instance = on_instance
-        self.associations: list[AssociationLog] = []
-        self._server: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._active: set[threading.Thread] = set()
-        self._lock = threading.Lock()
-        self._last_activity = time.monotonic()
+        self._listener = Listener(
+            self.options, self._serve,
+            lambda uid: uid == VERIFICATION or is_storage_class(uid),
+            name="dicomflow-scp",
+        )  # fmt: skip
 
     # -- lifetime --------------------------------------------------------------------------
     @property
     def port(self) -> int:
         """The port listened on (useful with ``port=0``)."""
-        if self._server is None:
-            return self.options.port
-        return self._server.getsockname()[1]
+        return self._listener.port
 
     @property
     def ae_title(self) -> str:
         return self.options.ae_title
 
+    @property
+    def associations(self) -> list[AssociationLog]:
+        """Every association handled so far, accepted or refused."""
+        return self._listener.associations
+
     def start(self) -> StorageSCP:
         """Bind and start accepting associations (returns at once)."""
-        if self._server is not None:
-            return self
-        try:
-            server = socket.create_server(
-                (self.options.host, self.options.port), backlog=64, reuse_port=False
-            )
-        except OSError as exc:
-            raise NetworkError(
-                f"cannot listen on {self.options.host}:{self.options.port}: {exc}"
-            ) from exc
-        server.settimeout(0.2)
-        self._server = server
-        self._thread = threading.Thread(
-            target=self._accept_loop, name=f"dicomflow-scp-{self.port}", daemon=True
-        )
-        self._thread.start()
+        self._listener.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting, let running associations finish (up to ``timeout``), close."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join()
-        deadline = time.monotonic() + timeout
-        for t in list(self._active):
-            t.join(max(0.0, deadline - time.monotonic()))
-        if self._server is not None:
-            self._server.close()
+        self._listener.stop(timeout)
         if self._own_lake:
             self.lake.close()
         else:
@@ -222,132 +109,35 @@ class StorageSCP:
 
     @property
     def active_associations(self) -> int:
-        with self._lock:
-            return len(self._active)
+        return self._listener.active_associations
 
     def wait_idle(self, idle: float = 1.0, timeout: float | None = None) -> bool:
         """Block until no association has been active for ``idle`` seconds (True), or timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if not self.active_associations and time.monotonic() - self._last_activity >= idle:
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)
+        return self._listener.wait_idle(idle, timeout)
 
-    # -- associations ----------------------------------------------------------------------
-    def _accept_loop(self) -> None:
-        assert self._server is not None
-        while not self._stopping.is_set():
-            try:
-                client, address = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._stopping.is_set():
-                    return
-                time.sleep(0.05)
-                continue
-            thread = threading.Thread(
-                target=self._serve, args=(client, address[0]), name="dicomflow-assoc", daemon=True
-            )
-            with self._lock:
-                self._active.add(thread)
-            self._last_activity = time.monotonic()
-            thread.start()
-
-    def _serve(self, client: socket.socket, host: str) -> None:
-        started = time.monotonic()
-        log = AssociationLog("", host, False)
-        conn = Connection(client, max_pdu=self.options.max_pdu, timeout=self.options.acse_timeout)
-        try:
-            self._associate_and_serve(conn, host, log)
-        except NetworkError as exc:
-            if log.reason is None and log.accepted:
-                log.reason = str(exc)
-            LOGGER.debug("association from %s ended: %s", host, exc)
-        except Exception:  # noqa: BLE001 - one bad association must not stop the SCP
-            LOGGER.exception("association from %s failed", host)
-            conn.abort()
-        finally:
-            conn.close()
-            log.seconds = time.monotonic() - started
-            with self._lock:
-                self.associations.append(log)
-                self._active.discard(threading.current_thread())
-            self._last_activity = time.monotonic()
-
-    def _associate_and_serve(self, conn: Connection, host: str, log: AssociationLog) -> None:
-        opts = self.options
-        pdu_type, body = conn.recv_pdu()
-        if pdu_type != ASSOCIATE_RQ:
-            log.reason = f"expected an A-ASSOCIATE-RQ, got PDU type {pdu_type}"
-            conn.abort()
-            return
-        rq = AssociateRequest.decode(body)
-        log.calling_ae = rq.calling_ae
-        reason = opts.allows(rq.calling_ae, host)
-        rj = (1, 1, 3) if reason and "calling AE" in reason else (1, 1, 1)
-        if reason is None and opts.check_called_ae and rq.called_ae != opts.ae_title:
-            reason, rj = f"called AE {rq.called_ae!r} is not {opts.ae_title!r}", (1, 1, 7)
-        if reason is None and self.active_associations > opts.max_associations:
-            reason, rj = "too many associations", (2, 3, 2)
-        if reason is not None:
-            log.reason = reason
-            LOGGER.warning("refused association from %s@%s: %s", rq.calling_ae, host, reason)
-            conn.send_pdu(ASSOCIATE_RJ, associate_rj(*rj))
-            conn.close()
-            return
-        from ..dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-
-        results = negotiate_contexts(
-            rq.contexts, lambda uid: uid == VERIFICATION or is_storage_class(uid)
-        )
-        accept = AssociateAccept(
-            rq.called_ae, rq.calling_ae, results, opts.max_pdu,
-            IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME,
-        )  # fmt: skip
-        conn.send_pdu(ASSOCIATE_AC, accept.encode())
-        conn.peer_max_pdu = rq.max_pdu
-        conn.sock.settimeout(opts.network_timeout)
-        log.accepted = True
-        accepted = {cid: ts for cid, (result, ts) in results.items() if result == 0}
+    # -- one association -------------------------------------------------------------------
+    def _serve(self, conn: Connection, association: Accepted, log: AssociationLog) -> None:
+        calling_ae = association.request.calling_ae
+        accepted = association.contexts
         for msg in conn.messages():
-            self._last_activity = time.monotonic()
-            ts = accepted.get(msg.context_id)
-            if ts is None:
+            self._listener.last_activity = time.monotonic()
+            context = accepted.get(msg.context_id)
+            if context is None:
                 log.reason = f"message on unaccepted presentation context {msg.context_id}"
                 conn.abort()
                 return
             field = msg.command_field
             if field == C_STORE_RQ:
-                landed = land_and_answer(conn, msg, self.lake, ts, rq.calling_ae, "c-store")
+                landed = land_and_answer(conn, msg, self.lake, context[1], calling_ae, "c-store")
                 if landed.status == "failed":
                     log.failed += 1
                 else:
                     log.stored += 1
                 if self.on_instance is not None:
-                    self.on_instance(landed, rq.calling_ae)
+                    self.on_instance(landed, calling_ae)
             elif field == C_ECHO_RQ:
-                conn.send_message(msg.context_id, _response(msg.command, C_ECHO_RSP, 0))
+                conn.send_message(msg.context_id, response(msg.command, SUCCESS))
             elif field == C_CANCEL_RQ:
                 continue
             else:
-                conn.send_message(
-                    msg.context_id, _response(msg.command, field | 0x8000, _UNRECOGNIZED)
-                )
-
-
-def _response(command: dict[int, Any], field: int, status: int) -> bytes:
-    from ._ul import AFFECTED_SOP_CLASS
-
-    fields: list[tuple[int, int | str]] = [
-        (COMMAND_FIELD, field),
-        (RESPONDED_TO, us(command, MESSAGE_ID)),
-        (DATASET_TYPE, NO_DATASET),
-        (STATUS, status),
-    ]
-    sop_class = command.get(AFFECTED_SOP_CLASS)
-    if sop_class:
-        fields.append((AFFECTED_SOP_CLASS, sop_class.decode("ascii").rstrip("\0 ")))
-    return encode_command(fields)
+                conn.send_message(msg.context_id, response(msg.command, UNRECOGNIZED_OPERATION))

@@ -9,9 +9,10 @@
 >>> get(pacs, {"StudyInstanceUID": uid}, "lake/")  # doctest: +SKIP
 RetrieveResult(operation='c-get', status=0, completed=120, failed=0, ...)
 
-C-ECHO and C-FIND use pynetdicom (with TCP_NODELAY, see :mod:`._transport`). C-GET, C-MOVE
-requests and C-STORE sending use :mod:`._ul`, which moves data set bytes without decoding them.
-Failures raise the classes of :mod:`._errors`; results are values.
+Every operation runs on dicomflow's own Upper Layer (:mod:`._ul`) with the messages of
+:mod:`._dimse`: C-FIND answers are read by the header parser into the catalog's column types,
+C-GET and C-STORE move data set bytes without decoding them. Failures raise the classes of
+:mod:`._errors`; results are values.
 """
 
 from __future__ import annotations
@@ -25,9 +26,28 @@ from typing import Any
 import pyarrow as pa
 from pydicom import Dataset
 
-from ..dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, split_part10
+from ..dicom import ParsedHeader, split_part10
 from ..errors import ConfigError
 from ..pipeline.instance import Instance, Output, RunContext
+from ._dimse import (
+    C_ECHO_RSP,
+    C_FIND_RSP,
+    C_STORE_RSP,
+    ERROR_COMMENT,
+    MODEL_UIDS,
+    PENDING,
+    QR_SYNTAXES,
+    VERIFICATION,
+    Message,
+    c_cancel_rq,
+    c_echo_rq,
+    c_find_rq,
+    c_store_rq,
+    encode_identifier,
+    identifier_header,
+    status_category,
+    text,
+)
 from ._errors import (
     AssociationAbortedError,
     AssociationRejectedError,
@@ -36,34 +56,9 @@ from ._errors import (
 )
 from ._lake import Lake
 from ._options import AssociationOptions, Peer, check_ae_title
-from ._query import check_level, identifier, parse_query, results_table
-from ._retrieve import (
-    _PENDING,
-    MODEL_UIDS,
-    QR_SYNTAXES,
-    RetrieveResult,
-    check_retrieve,
-    retrieve,
-    retrieve_level,
-    status_category,
-)
-from ._ul import (
-    AFFECTED_SOP_CLASS,
-    AFFECTED_SOP_INSTANCE,
-    C_STORE_RSP,
-    COMMAND_FIELD,
-    DATASET_TYPE,
-    ERROR_COMMENT,
-    MESSAGE_ID,
-    PRIORITY,
-    STATUS,
-    AssociateRequest,
-    Connection,
-    encode_command,
-    request_association,
-    text,
-    us,
-)
+from ._query import LEVEL_KEYS, check_level, identifier, parse_query, results_table
+from ._retrieve import RetrieveResult, check_retrieve, retrieve, retrieve_level
+from ._ul import Connection, open_association
 
 __all__ = [
     "RetrieveResult",
@@ -83,46 +78,58 @@ def _options(options: AssociationOptions | None) -> AssociationOptions:
 
 
 def echo(peer: Peer | str, *, options: AssociationOptions | None = None) -> float:
-    """C-ECHO ``peer``; returns the round trip in seconds, raises if it does not answer."""
-    from pynetdicom.sop_class import Verification
+    """C-ECHO ``peer``; returns the round trip in seconds, raises if it does not answer.
 
-    from ._transport import associate
-
+    Raises
+    ------
+    AssociationRejectedError
+        No connection, the association was rejected, or Verification was not accepted.
+    NetworkTimeoutError
+        Connecting or negotiating timed out.
+    AssociationAbortedError
+        No C-ECHO response came back (aborted, released or timed out).
+    DimseStatusError
+        The peer answered with a status other than success.
+    """
     peer, opts = Peer.parse(peer), _options(options)
     started = time.perf_counter()
-    assoc = associate(peer, opts, [_context(Verification, QR_SYNTAXES)])
+    conn, accept = open_association(peer, opts, [(1, VERIFICATION, list(QR_SYNTAXES))])
     try:
-        status = assoc.send_c_echo()
-    finally:
-        _end(assoc)
-    _check_answered(status, peer, "C-ECHO")
-    if status.Status != 0x0000:
-        raise DimseStatusError(f"{peer} answered C-ECHO with 0x{status.Status:04X}",
-                               status=status.Status)  # fmt: skip
+        if accept.results.get(1, (1, ""))[0] != 0:
+            raise AssociationRejectedError(f"{peer} does not accept C-ECHO (Verification)")
+        conn.send_message(1, c_echo_rq(1))
+        status = next(_responses(conn, peer, C_ECHO_RSP, "C-ECHO")).status
+    except BaseException:
+        conn.abort()
+        raise
+    conn.release()
+    if status != 0x0000:
+        raise DimseStatusError(f"{peer} answered C-ECHO with 0x{status:04X}", status=status)
     return time.perf_counter() - started
 
 
-def _context(uid: str, syntaxes: Sequence[str]) -> Any:
-    from pynetdicom.presentation import build_context
-
-    return build_context(uid, list(syntaxes))
-
-
-def _end(assoc: Any) -> None:
-    if assoc.is_established:
-        assoc.release()
-    else:
-        assoc.abort()
-
-
-def _check_answered(status: Dataset | None, peer: Peer, what: str) -> None:
-    """pynetdicom yields an empty Dataset when no valid response came back."""
-    if status is None or "Status" not in status:
-        raise AssociationAbortedError(
-            f"{peer} gave no {what} response (association aborted, timed out, or the peer "
-            "refused the request: Orthanc does so for calling AEs it does not know unless "
-            "DicomAlwaysAllowFind/Get/Move is true)"
-        )
+def _responses(conn: Connection, peer: Peer, field: int, what: str) -> Iterator[Message]:
+    """The responses ``field`` on ``conn``; raises when none comes, or something else does."""
+    hint = (
+        f"{peer} gave no {what} response (association aborted, timed out, or the peer "
+        "refused the request: Orthanc does so for calling AEs it does not know unless "
+        "DicomAlwaysAllowFind/Get/Move is true)"
+    )
+    messages = conn.messages()
+    while True:
+        try:
+            msg = next(messages, None)
+        except NetworkError as exc:
+            conn.abort()
+            raise AssociationAbortedError(f"{hint}: {exc}") from exc
+        if msg is None:  # the peer released the association
+            raise AssociationAbortedError(hint)
+        if msg.command_field != field or msg.status is None:
+            conn.abort()
+            raise AssociationAbortedError(
+                f"{hint}: it sent a message 0x{msg.command_field:04X} instead"
+            )
+        yield msg
 
 
 # -- C-FIND ----------------------------------------------------------------------------------
@@ -162,8 +169,6 @@ def find(
         raise ConfigError(f"model={model!r}: expected 'study' or 'patient'")
     if model == "study" and level == "PATIENT":
         raise ConfigError("the Study Root model has no PATIENT level; use model='patient'")
-    from ._query import LEVEL_KEYS
-
     keys = parse_query(query)
     ds = identifier(level, keys, (*LEVEL_KEYS[level], *columns), model=model)
     answers = list(iter_find(peer, ds, model=model, options=options))
@@ -176,33 +181,67 @@ def iter_find(
     *,
     model: str = "study",
     options: AssociationOptions | None = None,
-) -> Iterator[Dataset]:
-    """Stream the C-FIND answers (identifiers) to ``ds``; raises on a failure status."""
-    from ._transport import associate
+) -> Iterator[ParsedHeader | None]:
+    """Stream the C-FIND answers to the identifier ``ds``, as the peer sends them.
 
+    Each answer is the parsed identifier (None for one that does not parse); a failure status
+    raises :class:`DimseStatusError`. Closing the generator before the last answer sends a
+    C-CANCEL and waits for the peer's final response before releasing.
+    """
     peer, opts = Peer.parse(peer), _options(options)
     uid = MODEL_UIDS[(model, "find")]
-    assoc = associate(peer, opts, [_context(uid, QR_SYNTAXES)])
+    conn, accept = open_association(peer, opts, [(1, uid, list(QR_SYNTAXES))])
+    responses = _responses(conn, peer, C_FIND_RSP, "C-FIND")
     try:
-        if not any(cx.abstract_syntax == uid for cx in assoc.accepted_contexts):
+        result, ts = accept.results.get(1, (1, ""))
+        if result != 0:
             raise AssociationRejectedError(f"{peer} does not accept C-FIND for the {model} root")
-        for status, answer in assoc.send_c_find(ds, uid):
-            _check_answered(status, peer, "C-FIND")
-            code = status.Status
-            if code in _PENDING:
-                if answer is not None:
-                    yield answer
+        conn.send_message(1, c_find_rq(1, uid), encode_identifier(ds, ts))
+        for msg in responses:
+            code = msg.status or 0
+            if code in PENDING:
+                if msg.dataset is not None:
+                    yield _answer(msg.dataset, ts)
                 continue
             if status_category(code) == "failure":
-                comment = status.get("ErrorComment", "")
+                comment = text(msg.command, ERROR_COMMENT)
                 raise DimseStatusError(
                     f"{peer} failed the C-FIND with 0x{code:04X}"
                     + (f": {comment}" if comment else ""),
                     status=code,
                 )
             break
-    finally:
-        _end(assoc)
+    except GeneratorExit:
+        _cancel(conn, 1, responses)
+        raise
+    except DimseStatusError:
+        conn.release()
+        raise
+    except BaseException:
+        conn.abort()
+        raise
+    conn.release()
+
+
+def _answer(data: bytearray, transfer_syntax: str) -> ParsedHeader | None:
+    try:
+        return identifier_header(data, transfer_syntax)
+    except Exception:  # noqa: BLE001 - an answer that does not parse becomes an all-null row
+        return None
+
+
+def _cancel(conn: Connection, message_id: int, responses: Iterator[Message]) -> None:
+    """C-CANCEL the request ``message_id`` (PS3.7 9.3.2.3), read the responses still coming
+    up to the final one, release; abort if the peer does not end it."""
+    try:
+        conn.send_message(1, c_cancel_rq(message_id))
+        for msg in responses:
+            if msg.status not in PENDING:
+                conn.release()
+                return
+    except NetworkError:
+        pass
+    conn.abort()
 
 
 # -- C-GET / C-MOVE --------------------------------------------------------------------------
@@ -389,21 +428,12 @@ class StoreSink:
         with self._lock:
             self._message_id = self._message_id % 65535 + 1
             message_id = self._message_id
-        command = encode_command(
-            [
-                (AFFECTED_SOP_CLASS, sop_class),
-                (COMMAND_FIELD, 0x0001),
-                (MESSAGE_ID, message_id),
-                (PRIORITY, 0),
-                (DATASET_TYPE, 0x0001),
-                (AFFECTED_SOP_INSTANCE, sop),
-            ]
-        )
+        command = c_store_rq(message_id, sop_class, sop)
         try:
             conn.send_message(cid, command, dataset)
             for msg in conn.messages():
                 if msg.command_field == C_STORE_RSP:
-                    return us(msg.command, STATUS), text(msg.command, ERROR_COMMENT)
+                    return msg.status or 0, text(msg.command, ERROR_COMMENT)
             raise AssociationAbortedError(f"{self.peer} released during a C-STORE")
         except NetworkError:
             self._drop()
@@ -423,17 +453,8 @@ class StoreSink:
         pairs = sorted(wanted)[:127]
         peer = self.peer
         assert isinstance(peer, Peer)
-        opts = self.options
-        request = AssociateRequest(
-            peer.ae_title, opts.calling_ae,
-            [(2 * i + 1, c, [t]) for i, (c, t) in enumerate(pairs)], opts.max_pdu,
-            IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME,
-        )  # fmt: skip
-        conn, accept = request_association(
-            peer.host, peer.port, request,
-            connect_timeout=opts.connection_timeout, acse_timeout=opts.acse_timeout,
-            network_timeout=opts.dimse_timeout, max_pdu=opts.max_pdu,
-        )  # fmt: skip
+        contexts = [(2 * i + 1, c, [t]) for i, (c, t) in enumerate(pairs)]
+        conn, accept = open_association(peer, self.options, contexts)
         accepted = {pairs[(cid - 1) // 2]: cid for cid, (r, _) in accept.results.items() if r == 0}
         self._local.state = (conn, accepted)
         with self._lock:

@@ -235,24 +235,19 @@ def test_store_sink_to_orthanc(orthanc, corpus):
         orthanc.delete_instance(sop)
 
 
-def test_pynetdicom_sockets_have_tcp_nodelay(orthanc):
-    """dicomflow's pynetdicom associations turn Nagle off on their own socket (no global patch)."""
-    import pynetdicom.transport
-    from pynetdicom.sop_class import Verification
+def test_associations_have_tcp_nodelay(orthanc):
+    """dicomflow's associations turn Nagle off on their own socket (no global setting) and
+    announce the maximum PDU of their options."""
+    from dicomflow.network._dimse import QR_SYNTAXES, VERIFICATION
+    from dicomflow.network._ul import open_association
 
-    from dicomflow.network._transport import associate, make_ae
-    from dicomflow.network.scu import _context
-
-    before = pynetdicom.transport.AssociationSocket._create_socket
-    assoc = associate(orthanc.peer, LAKE, [_context(Verification, ["1.2.840.10008.1.2"])])
+    conn, accept = open_association(orthanc.peer, LAKE, [(1, VERIFICATION, QR_SYNTAXES)])
     try:
-        raw = assoc.dul.socket.socket
-        assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-        assert assoc.dul._run_loop_delay == 0  # the reactor waits in select, not in sleeps
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert accept.results[1][0] == 0 and conn.max_pdu == LAKE.max_pdu
     finally:
-        assoc.release()
-    assert pynetdicom.transport.AssociationSocket._create_socket is before
-    assert make_ae(LAKE).maximum_pdu_size == LAKE.max_pdu
+        conn.release()
+    assert conn.closed
 
 
 def test_cli_echo_and_find(orthanc, tmp_path, capsys):

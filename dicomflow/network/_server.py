@@ -1,0 +1,257 @@
+"""What every dicomflow SCP shares: who may associate (:class:`SCPOptions`), and a listener
+that accepts TCP connections and runs one thread per association (:class:`Listener`).
+
+An SCP is a :class:`Listener` plus what it does with an accepted association: which abstract
+syntaxes it takes, and a ``serve`` function that reads the association's messages
+(:class:`~dicomflow.network.StorageSCP`, :class:`~dicomflow.network.QueryRetrieveSCP`).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ._errors import AssociationRejectedError, NetworkError
+from ._options import check_ae_title
+from ._ul import Accepted, AssociateRequest, Connection, Refusal, accept_association
+
+__all__ = ["AssociationLog", "Listener", "SCPOptions"]
+
+LOGGER = logging.getLogger("dicomflow.network.scp")
+
+
+@dataclass(frozen=True, slots=True)
+class SCPOptions:
+    """Who may store to us, and how.
+
+    Parameters
+    ----------
+    ae_title
+        The AE title we answer to (the peers' "called AE").
+    host, port
+        Where to listen; ``port=0`` picks a free port (see :attr:`StorageSCP.port`).
+    calling_aes
+        Calling AE titles allowed to associate; ``("*",)`` allows any. Empty: none.
+    hosts
+        If given, only these peer IP addresses may associate.
+    check_called_ae
+        Refuse associations addressed to another AE title.
+    fsync
+        ``"each"`` (acknowledge only durable files), ``"batch"`` or ``"none"``.
+    max_associations
+        Concurrent associations; more are refused as "local limit exceeded".
+    """
+
+    ae_title: str = "DICOMFLOW"
+    host: str = "0.0.0.0"
+    port: int = 11113
+    calling_aes: tuple[str, ...] = ()
+    hosts: tuple[str, ...] | None = None
+    check_called_ae: bool = True
+    max_pdu: int = 1 << 20
+    acse_timeout: float = 30.0
+    network_timeout: float | None = 120.0
+    max_associations: int = 16
+    fsync: str = "each"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ae_title", check_ae_title(self.ae_title, "SCP AE title"))
+        aes = tuple(self.calling_aes)
+        for ae in aes:
+            if ae != "*":
+                check_ae_title(ae, "allowed calling AE")
+        object.__setattr__(self, "calling_aes", tuple(a.strip() for a in aes))
+        if self.hosts is not None:
+            object.__setattr__(self, "hosts", tuple(self.hosts))
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"port {self.port} is out of range")
+        if self.max_associations < 1:
+            raise ConfigError("max_associations must be >= 1")
+
+    def allows(self, calling_ae: str, host: str) -> str | None:
+        """Why an association would be refused, or None when it is allowed."""
+        if "*" not in self.calling_aes and calling_ae not in self.calling_aes:
+            return f"calling AE {calling_ae!r} is not allowed"
+        if self.hosts is not None and host not in self.hosts:
+            return f"host {host} is not allowed"
+        return None
+
+
+@dataclass
+class AssociationLog:
+    """One association an SCP handled (kept in its ``associations``); ``stored`` and ``failed``
+    count the C-STOREs it received (Storage SCP) or sent (C-GET of the Q/R SCP)."""
+
+    calling_ae: str
+    host: str
+    accepted: bool
+    reason: str | None = None
+    stored: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+
+Serve = Callable[[Connection, Accepted, AssociationLog], None]
+
+
+class Listener:
+    """Accept associations on ``options.host:options.port``, each served in its own thread.
+
+    An association is accepted only from the allowed calling AE titles (and hosts), for the
+    AE title we answer to, below ``max_associations``; its presentation contexts are decided
+    by ``accept_abstract``, ``choose_ts`` and ``scp_roles`` (see :func:`._ul.accept_association`),
+    then ``serve(conn, accepted, log)`` runs until the association ends.
+    """
+
+    def __init__(
+        self,
+        options: SCPOptions,
+        serve: Serve,
+        accept_abstract: Callable[[str], bool],
+        *,
+        choose_ts: Callable[[str, list[str]], str | None] | None = None,
+        scp_roles: Callable[[str], bool] | None = None,
+        name: str = "dicomflow-scp",
+    ) -> None:
+        self.options = options
+        self.serve = serve
+        self.accept_abstract = accept_abstract
+        self.choose_ts = choose_ts
+        self.scp_roles = scp_roles
+        self.name = name
+        self.associations: list[AssociationLog] = []
+        self.last_activity = time.monotonic()
+        self._server: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._active: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            return self.options.port
+        return self._server.getsockname()[1]
+
+    def start(self) -> None:
+        if self._server is not None:
+            return
+        try:
+            server = socket.create_server(
+                (self.options.host, self.options.port), backlog=64, reuse_port=False
+            )
+        except OSError as exc:
+            raise NetworkError(
+                f"cannot listen on {self.options.host}:{self.options.port}: {exc}"
+            ) from exc
+        server.settimeout(0.2)
+        self._server = server
+        self._thread = threading.Thread(
+            target=self._accept_loop, name=f"{self.name}-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let running associations finish (up to ``timeout``), close."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+        deadline = time.monotonic() + timeout
+        for t in list(self._active):
+            t.join(max(0.0, deadline - time.monotonic()))
+        if self._server is not None:
+            self._server.close()
+
+    @property
+    def active_associations(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+    def wait_idle(self, idle: float = 1.0, timeout: float | None = None) -> bool:
+        """Block until no association has been active for ``idle`` seconds (True), or timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if not self.active_associations and time.monotonic() - self.last_activity >= idle:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def _accept_loop(self) -> None:
+        assert self._server is not None
+        while not self._stopping.is_set():
+            try:
+                client, address = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                time.sleep(0.05)
+                continue
+            thread = threading.Thread(
+                target=self._serve, args=(client, address[0]), name=f"{self.name}-assoc",
+                daemon=True,
+            )  # fmt: skip
+            with self._lock:
+                self._active.add(thread)
+            self.last_activity = time.monotonic()
+            thread.start()
+
+    def _serve(self, client: socket.socket, host: str) -> None:
+        started = time.monotonic()
+        log = AssociationLog("", host, False)
+        conn = Connection(client, max_pdu=self.options.max_pdu, timeout=self.options.acse_timeout)
+        try:
+            self._associate_and_serve(conn, host, log)
+        except NetworkError as exc:
+            if log.reason is None and log.accepted:
+                log.reason = str(exc)
+            LOGGER.debug("association from %s ended: %s", host, exc)
+        except Exception:  # noqa: BLE001 - one bad association must not stop the SCP
+            LOGGER.exception("association from %s failed", host)
+            conn.abort()
+        finally:
+            conn.close()
+            log.seconds = time.monotonic() - started
+            with self._lock:
+                self.associations.append(log)
+                self._active.discard(threading.current_thread())
+            self.last_activity = time.monotonic()
+
+    def _associate_and_serve(self, conn: Connection, host: str, log: AssociationLog) -> None:
+        try:
+            accepted = accept_association(
+                conn, lambda rq: self._judge(rq, host, log), self.accept_abstract,
+                network_timeout=self.options.network_timeout, choose_ts=self.choose_ts,
+                scp_roles=self.scp_roles,
+            )  # fmt: skip
+        except AssociationRejectedError:
+            return
+        except NetworkError as exc:
+            log.reason = str(exc)
+            return
+        log.accepted = True
+        self.serve(conn, accepted, log)
+
+    def _judge(self, rq: AssociateRequest, host: str, log: AssociationLog) -> Refusal | None:
+        opts = self.options
+        log.calling_ae = rq.calling_ae
+        reason = opts.allows(rq.calling_ae, host)
+        refusal = None
+        if reason is not None:
+            refusal = Refusal(reason, 1, 1, 3 if "calling AE" in reason else 1)
+        elif opts.check_called_ae and rq.called_ae != opts.ae_title:
+            refusal = Refusal(f"called AE {rq.called_ae!r} is not {opts.ae_title!r}", 1, 1, 7)
+        elif self.active_associations > opts.max_associations:
+            refusal = Refusal("too many associations", 2, 3, 2)
+        if refusal is not None:
+            log.reason = refusal.reason
+            LOGGER.warning("refused association from %s@%s: %s", rq.calling_ae, host,
+                           refusal.reason)  # fmt: skip
+        return refusal
