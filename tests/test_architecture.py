@@ -181,3 +181,23 @@ def test_every_built_in_name_resolves(kind: str) -> None:
     for name, target in known(kind).items():
         module, _, attr = target.partition(":")
         assert callable(getattr(importlib.import_module(module), attr)), name
+
+
+#: Tests that reach a private module, and why no public seam serves them.
+TEST_PRIVATE_SEAMS = {
+    "tests/test_scan_bad_input.py": "fault injection: swaps the scan's converter for one that raises",
+    "tests/pixels/test_frames.py": "monkeypatches the frame locator and the backend list",
+    "tests/pixels/test_writers.py": "the NIfTI writer's choice of its direct path, white-box",
+}
+
+
+def test_tests_use_public_seams() -> None:
+    """A test that needs a private module shows a missing seam: only the listed ones may."""
+    tests = ROOT / "tests"
+    reaching = set()
+    for path in sorted(tests.rglob("*.py")):
+        if path.name == "test_architecture.py":
+            continue
+        if _private_reaches(path, ("tests",)):
+            reaching.add(path.relative_to(ROOT).as_posix())
+    assert reaching <= set(TEST_PRIVATE_SEAMS), sorted(reaching - set(TEST_PRIVATE_SEAMS))

@@ -23,7 +23,7 @@ from ._errors import (
     NetworkTimeoutError,
     SubOperationsFailedError,
 )
-from ._lake import Lake, Landed, read_records
+from ._lake import Lake, Landed, read_records, read_state
 from ._options import AssociationOptions, Peer
 from ._qr import QueryRetrieveSCP
 from .dicomweb import DicomWeb, DicomWebOptions, StowSink, retrieve_frames
@@ -62,5 +62,6 @@ __all__ = [
     "plan",
     "pull",
     "read_records",
+    "read_state",
     "retrieve_frames",
 ]

@@ -68,7 +68,7 @@ from ._server import AssociationLog, Listener, SCPOptions
 from ._store import is_storage_class
 from ._ul import Accepted, Connection
 
-__all__ = ["QueryRetrieveSCP"]
+__all__ = ["QueryRetrieveSCP", "match_value"]
 
 FIND = MODEL_UIDS[("study", "find")]
 GET = MODEL_UIDS[("study", "get")]
@@ -395,16 +395,16 @@ def _matchers(keys: Mapping[str, str]) -> list[tuple[str, Match]]:
             continue  # universal matching
         vr = dictionary_VR(keyword_dict[keyword]) if keyword in keyword_dict else "LO"
         try:
-            match = _matcher(vr, value)
+            match = match_value(vr, value)
         except (ValueError, TypeError):
             raise ValueError(f"cannot match {keyword} ({vr}) on {value!r}") from None
         out.append((UID_COLUMNS.get(keyword, keyword), match))
     return out
 
 
-def _matcher(vr: str, value: str) -> Match:
+def match_value(vr: str, value: str) -> Match:
     if "\\" in value:  # list of values (UID list matching, PS3.4 C.2.2.2.2)
-        parts = [_matcher(vr, v) for v in value.split("\\") if v]
+        parts = [match_value(vr, v) for v in value.split("\\") if v]
         return lambda v: any(p(v) for p in parts)
     if vr in ("DA", "TM", "DT"):
         parser = {"DA": parse_da, "TM": parse_tm, "DT": parse_dt}[vr]

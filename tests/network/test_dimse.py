@@ -238,8 +238,7 @@ def test_store_sink_to_orthanc(orthanc, corpus):
 def test_associations_have_tcp_nodelay(orthanc):
     """dicomflow's associations turn Nagle off on their own socket (no global setting) and
     announce the maximum PDU of their options."""
-    from dicomflow.network._dimse import QR_SYNTAXES, VERIFICATION
-    from dicomflow.network._ul import open_association
+    from dicomflow.network.protocol import QR_SYNTAXES, VERIFICATION, open_association
 
     conn, accept = open_association(orthanc.peer, LAKE, [(1, VERIFICATION, QR_SYNTAXES)])
     try:

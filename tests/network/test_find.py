@@ -20,7 +20,7 @@ from dicomflow.network import (
     echo,
     find,
 )
-from dicomflow.network._dimse import (
+from dicomflow.network.protocol import (
     C_FIND_RSP,
     MODEL_UIDS,
     Message,
@@ -32,12 +32,13 @@ from dicomflow.network._dimse import (
     c_store_rq,
     decode_command,
     encode_identifier,
+    identifier,
     identifier_header,
+    iter_find,
     response,
+    results_table,
     status_category,
 )
-from dicomflow.network._query import identifier, results_table
-from dicomflow.network.scu import iter_find
 
 from .conftest import free_port
 
@@ -267,7 +268,7 @@ def test_find_peer_aborts_or_stays_silent():
     """No response: the peer aborts after the request, or never answers within the timeout."""
     import socket
 
-    from dicomflow.network._ul import ABORT, ASSOCIATE_AC, AssociateAccept, AssociateRequest
+    from dicomflow.network.protocol import ABORT, ASSOCIATE_AC, AssociateAccept, AssociateRequest
 
     for behaviour in ("abort", "silent"):
         server = socket.create_server(("127.0.0.1", 0))

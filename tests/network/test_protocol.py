@@ -18,10 +18,18 @@ from dicomflow.network import (
     Peer,
     SubOperationsFailedError,
 )
-from dicomflow.network._dimse import decode_command, encode_command, text, us
-from dicomflow.network._query import level_keys, parse_query, results_table
-from dicomflow.network._ul import AssociateAccept, AssociateRequest
 from dicomflow.network.dicomweb import iter_multipart
+from dicomflow.network.protocol import (
+    AssociateAccept,
+    AssociateRequest,
+    decode_command,
+    encode_command,
+    level_keys,
+    parse_query,
+    results_table,
+    text,
+    us,
+)
 
 
 def test_peer_parse_and_print():

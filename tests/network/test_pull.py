@@ -17,8 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydicom import dcmread
 
-from dicomflow.network import PullOptions, plan, pull, read_records
-from dicomflow.network._lake import read_state
+from dicomflow.network import PullOptions, plan, pull, read_records, read_state
 
 from .conftest import dataset_bytes, free_port, lake_files
 

@@ -21,7 +21,7 @@ from dicomflow.network import (
     find,
     get,
 )
-from dicomflow.network._qr import _matcher
+from dicomflow.network.protocol import match_value
 
 from .conftest import PEER_ENV, dataset_bytes, free_port, lake_files, originals_by_uid
 
@@ -162,15 +162,15 @@ def test_refusals(qr):
 
 def test_scp_honours_c_cancel(qr):
     """A C-CANCEL sent right behind the C-FIND-RQ stops the answers: final status 0xFE00."""
-    from dicomflow.network._dimse import (
+    from dicomflow.network.protocol import (
         MODEL_UIDS,
         QR_SYNTAXES,
         c_cancel_rq,
         c_find_rq,
         encode_identifier,
+        identifier,
+        open_association,
     )  # fmt: skip
-    from dicomflow.network._query import identifier
-    from dicomflow.network._ul import open_association
 
     uid = MODEL_UIDS[("study", "find")]
     conn, accept = open_association(
@@ -190,8 +190,7 @@ def test_scp_honours_c_cancel(qr):
 
 
 def test_find_cancel(qr):
-    from dicomflow.network._query import identifier
-    from dicomflow.network.scu import iter_find
+    from dicomflow.network.protocol import identifier, iter_find
 
     answers = iter_find(peer(qr), identifier("IMAGE", {}, ["SOPInstanceUID"]), options=ME)
     next(answers)
@@ -210,18 +209,18 @@ def test_find_cancel(qr):
      ("LO", "a.b", "axb", False), ("LO", "x[1]", "x[1]", True)],
 )  # fmt: skip
 def test_matching(vr, query, value, expected):
-    assert _matcher(vr, query)(value) is expected
+    assert match_value(vr, query)(value) is expected
 
 
 def test_date_range_matching():
     import datetime as dt
 
     day = dt.date(2024, 1, 15)
-    assert _matcher("DA", "20240101-20240131")(day)
-    assert _matcher("DA", "-20240115")(day) and _matcher("DA", "20240115-")(day)
-    assert not _matcher("DA", "20240116-")(day)
-    assert _matcher("DA", "20240115")(day) and not _matcher("DA", "20240114")(day)
-    assert _matcher("TM", "0800-1200")(dt.time(9, 30))
+    assert match_value("DA", "20240101-20240131")(day)
+    assert match_value("DA", "-20240115")(day) and match_value("DA", "20240115-")(day)
+    assert not match_value("DA", "20240116-")(day)
+    assert match_value("DA", "20240115")(day) and not match_value("DA", "20240114")(day)
+    assert match_value("TM", "0800-1200")(dt.time(9, 30))
 
 
 def test_answers_identifier_values(qr, ct_study):
