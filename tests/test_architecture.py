@@ -185,7 +185,7 @@ def test_every_built_in_name_resolves(kind: str) -> None:
 
 #: Tests that reach a private module, and why no public seam serves them.
 TEST_PRIVATE_SEAMS = {
-    "tests/test_scan_bad_input.py": "fault injection: swaps the scan's converter for one that raises",
+    "tests/test_scan_bad_input.py": "fault injection: a scan converter that raises",
     "tests/pixels/test_frames.py": "monkeypatches the frame locator and the backend list",
     "tests/pixels/test_writers.py": "the NIfTI writer's choice of its direct path, white-box",
 }
