@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydicom import Dataset
@@ -199,7 +199,6 @@ def _collect(
 ) -> RetrieveResult:
     received = nbytes = 0
     landed: list[str] = []
-    counts = {"completed": 0, "failed": 0, "warning": 0, "remaining": 0}
     pending_seen = False
     final_field = C_GET_RSP if operation == "c-get" else C_MOVE_RSP
     for msg in conn.messages():
@@ -218,15 +217,11 @@ def _collect(
         if field_ != final_field:
             raise AssociationAbortedError(f"{peer} sent an unexpected message 0x{field_:04X}")
         status = us(msg.command, STATUS)
-        counts = {
-            "completed": us(msg.command, COMPLETED),
-            "failed": us(msg.command, FAILED),
-            "warning": us(msg.command, WARNING),
-            "remaining": us(msg.command, REMAINING),
-        }
         snapshot = RetrieveResult(
-            operation, status, **counts, received=received, bytes=nbytes,
-            seconds=time.perf_counter() - started,
+            operation, status,
+            completed=us(msg.command, COMPLETED), failed=us(msg.command, FAILED),
+            warning=us(msg.command, WARNING), remaining=us(msg.command, REMAINING),
+            received=received, bytes=nbytes, seconds=time.perf_counter() - started,
         )  # fmt: skip
         if status in PENDING:
             pending_seen = True
@@ -236,10 +231,9 @@ def _collect(
         failed_uids: tuple[str, ...] = ()
         if msg.dataset:
             failed_uids = _failed_uids(msg.dataset, identifier_ts)
-        return RetrieveResult(
-            operation, status, **counts, failed_uids=failed_uids, received=received,
-            bytes=nbytes, seconds=time.perf_counter() - started,
-            comment=text(msg.command, ERROR_COMMENT), landed=tuple(landed),
+        return replace(
+            snapshot, failed_uids=failed_uids, comment=text(msg.command, ERROR_COMMENT),
+            landed=tuple(landed),
         )  # fmt: skip
     raise AssociationAbortedError(
         f"{peer} released the association before the final {operation.upper()} response "

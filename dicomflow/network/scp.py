@@ -63,7 +63,9 @@ class StorageSCP:
     ) -> None:
         self.options = options or SCPOptions()
         self._own_lake = not isinstance(lake, Lake)
-        self.lake = Lake(lake, fsync=self.options.fsync, stages=stages) if self._own_lake else lake
+        self.lake: Lake = (
+            lake if isinstance(lake, Lake) else Lake(lake, fsync=self.options.fsync, stages=stages)
+        )
         if not self._own_lake and stages:
             raise ConfigError("pass stages to the Lake you share, not to the SCP")
         self.on_instance = on_instance

@@ -311,7 +311,7 @@ def get(
     if sop_classes is None:
         sop_classes = sop_classes_of(peer, keys, model=model, options=opts) or None
     own = not isinstance(lake, Lake)
-    target = Lake(lake) if own else lake
+    target = lake if isinstance(lake, Lake) else Lake(lake)
     try:
         result = retrieve(
             "c-get", peer, ds, opts, model=model, lake=target, sop_classes=sop_classes,
