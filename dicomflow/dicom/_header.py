@@ -22,10 +22,12 @@ from ..errors import InvalidDicomError, TruncatedError
 __all__ = [
     "ALL_VRS",
     "LONG_VRS",
+    "MAX_INFLATED",
     "MAX_NESTING",
     "NeedMore",
     "ParsedHeader",
     "Unsupported",
+    "inflate",
     "parse_header",
     "walk",
     "walk_to_end",
@@ -50,6 +52,8 @@ _SHORT_VRS = frozenset(
     )
 )  # fmt: skip
 ALL_VRS = _SHORT_VRS | LONG_VRS
+#: The most bytes a deflated data set may inflate to (its header and any pixel data in it).
+MAX_INFLATED = 256 * 2**20
 #: Undefined-length sequences nested deeper than this are refused (real objects, structured
 #: reports included, stay far below; each level costs two stack frames here and in pydicom).
 MAX_NESTING = 64
@@ -185,6 +189,69 @@ def walk(
             pos = vpos + length
             if pos > n:
                 raise _OutOfData(pos)
+
+
+def inflate(data: bytes | memoryview, limit: int | None = None) -> bytes:
+    """Inflate a whole deflated data set (raw deflate, PS3.5 A.5), refusing decompression bombs.
+
+    At most ``limit`` bytes (:data:`MAX_INFLATED` by default) come out: a stream that would
+    inflate further is an :class:`InvalidDicomError`, raised after holding no more than the
+    limit, so a 1 MB object declaring gigabytes costs a bounded amount of memory.
+    """
+    limit = MAX_INFLATED if limit is None else limit
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise InvalidDicomError(f"deflated dataset cannot be inflated: {exc}") from None
+    if len(out) > limit:
+        raise _bomb(len(data), limit)
+    return out
+
+
+def _bomb(stored: int, limit: int) -> InvalidDicomError:
+    return InvalidDicomError(
+        f"deflated dataset inflates past {limit // 2**20} MiB ({stored:,} bytes stored): "
+        "refused as a decompression bomb"
+    )
+
+
+def _walk_deflated(
+    stream: bytes, little: bool, implicit: bool
+) -> tuple[bytes, Elements, tuple[int, bytes | None, int, int] | None]:
+    """Inflate only as far as the header goes: up to Pixel Data, or the end of the stream.
+
+    The stream is inflated in growing pieces and walked after each; it stops as soon as the
+    walk reaches Pixel Data, so the pixels of a deflated image are never inflated for a
+    catalog, and a bomb is refused at :data:`MAX_INFLATED`.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    pending: bytes = stream
+    piece = 256 * 1024
+    while True:
+        try:
+            chunk = inflater.decompress(pending, piece)
+        except zlib.error as exc:
+            raise InvalidDicomError(f"deflated dataset cannot be inflated: {exc}") from None
+        out += chunk
+        pending = inflater.unconsumed_tail
+        elements: Elements = {}
+        if inflater.eof or (not pending and len(chunk) < piece):  # all of it is inflated
+            data = bytes(out)
+            return (
+                data,
+                elements,
+                walk_to_end(data, little, implicit, elements, "the inflated dataset"),
+            )
+        try:
+            _, pixel = walk(out, 0, little, implicit, elements, True)  # type: ignore[arg-type]
+            return bytes(out), elements, pixel
+        except _OutOfData:
+            pass  # the header goes on past what is inflated so far
+        if len(out) > MAX_INFLATED:
+            raise _bomb(len(stream), MAX_INFLATED)
+        piece = min(piece * 2, 8 * 2**20, MAX_INFLATED + 1 - len(out))
 
 
 def walk_to_end(
@@ -323,12 +390,7 @@ def _parse(buf: bytes, complete: bool, partial: list[ParsedHeader]) -> ParsedHea
     if ts == DEFLATED_LE:
         if not complete:
             raise _OutOfData(len(buf) + 1)  # inflating needs the whole stream
-        try:
-            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(buf[pos:])
-        except zlib.error as exc:
-            raise InvalidDicomError(f"deflated dataset cannot be inflated: {exc}") from None
-        elements: Elements = {}
-        pixel = walk_to_end(data, little, implicit, elements, "the inflated dataset")
+        data, elements, pixel = _walk_deflated(buf[pos:], little, implicit)
         return ParsedHeader(
             data, little, implicit, ts, meta, elements, None, len(buf), pixel, None, preamble, notes
         )

@@ -128,3 +128,64 @@ def test_nesting_depth_is_bounded_with_a_clear_message(tmp_path: Path, depth: in
     else:
         assert row["error"] is not None and "unexpected" not in row["error"]
         assert f"nested more than {MAX_NESTING} levels deep" in row["error"]
+
+
+def _deflated_bomb(inflated: int) -> bytes:
+    """Part 10, Deflated Explicit VR LE: an OB element declaring 2 GiB, then zeros."""
+    import struct
+    import zlib
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, False
+    out.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(out, meta)
+    z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    stream = [z.compress(struct.pack("<HH2sHL", 0x0011, 0x0010, b"OB", 0, 2**31))]
+    zeros = b"\0" * 2**24
+    stream += [z.compress(zeros) for _ in range(inflated // len(zeros))]
+    return out.getvalue() + b"".join(stream) + z.flush()
+
+
+def test_a_deflate_bomb_is_refused_within_bounded_memory(tmp_path: Path) -> None:
+    """1 MB that inflates to 1 GiB: an error row, and the scanning process stays small."""
+    import json
+    import subprocess
+    import sys
+
+    from dicomflow.dicom import MAX_INFLATED
+
+    path = tmp_path / "bomb.dcm"
+    path.write_bytes(_deflated_bomb(2**30))
+    assert path.stat().st_size < 2**21
+    script = (
+        "import dicomflow as dfl, json, resource, sys\n"
+        "t = dfl.scan(sys.argv[1], workers=1).to_arrow()\n"
+        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "print(json.dumps([t.column('error')[0].as_py(), rss]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    error, rss = json.loads(done.stdout)
+    assert f"inflates past {MAX_INFLATED // 2**20} MiB" in error
+    assert error.endswith("refused as a decompression bomb")
+    assert rss < MAX_INFLATED + 600 * 2**20  # the limit, plus the interpreter and its imports
+
+
+def test_deflated_objects_inflate_only_up_to_their_pixel_data(corpus: Path) -> None:
+    """The corpus' deflated image: the catalog row needs its header, not its inflated pixels."""
+    path = corpus / "transfer-syntax" / "deflated" / "image_dfl.dcm"
+    header = parse_header(path.read_bytes(), True)
+    assert header.pixel is not None
+    assert len(header.data) < header.pixel[2] + 300 * 1024  # stopped soon after Pixel Data
+    ds = pydicom.dcmread(path)
+    row = dfl.scan(str(path), workers=1).to_arrow().to_pylist()[0]
+    assert row["error"] is None and row["sop_instance_uid"] == ds.SOPInstanceUID
