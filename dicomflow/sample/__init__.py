@@ -58,11 +58,14 @@ from ._model import (
     make_study,
     seeded_rng,
 )
+from ._mutants import MUTATIONS, Mutant, mutants
 
 __all__ = [
     "INSTANCE_KEYWORDS",
+    "MUTATIONS",
     "PLANTED_KEYWORDS",
     "PLANTED_PRIVATE",
+    "Mutant",
     "Patient",
     "SampleInfo",
     "Series",
@@ -73,6 +76,7 @@ __all__ = [
     "make_sample",
     "make_series",
     "make_study",
+    "mutants",
     "phantom_slice",
     "seeded_rng",
     "set_instance",
