@@ -48,6 +48,11 @@ __all__ = [
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA, RELEASE_RQ, RELEASE_RP, ABORT = range(1, 8)
 
+#: The longest PDU accepted when we announce no maximum (max_pdu 0).
+HARD_PDU_LIMIT = 64 * 2**20
+#: A-ASSOCIATE PDUs may be longer than a small P-DATA maximum: up to this much is accepted.
+_MIN_PDU_LIMIT = 64 * 1024
+
 _HEADER = struct.Struct(">BxL")
 _PDV = struct.Struct(">LBB")
 
@@ -216,6 +221,8 @@ class Connection:
             except OSError:
                 pass  # not a TCP socket
         self.max_pdu = max_pdu
+        #: the longest PDU accepted from the peer (see :meth:`recv_pdu`)
+        self.limit = max(max_pdu, _MIN_PDU_LIMIT) if max_pdu else HARD_PDU_LIMIT
         self.peer_max_pdu = 16384
         self._buf = bytearray(max(max_pdu, 65536) + 6)
         self._view = memoryview(self._buf)
@@ -225,12 +232,11 @@ class Connection:
         """The next PDU's type and body; the view is valid until the next call.
 
         This is the one place where PDUs are read from the socket, for requestors and
-        acceptors, during negotiation, transfer and release alike. Limits on what a peer may
-        send belong here: today the 6-byte header is checked for a known PDU type, and the
-        buffer grows to whatever length it announces; a maximum PDU length (ours, announced in
-        the A-ASSOCIATE, or a fixed bound before it), the ARTIM timer while no association is
-        established (PS3.8 9.1.5) and streaming of large P-DATA PDUs are to be added here, so
-        that every caller gets them.
+        acceptors, during negotiation, transfer and release alike, so every limit on what a
+        peer may send lives here. The 6-byte header is checked before anything else is read: a
+        known PDU type, and a length of at most :attr:`limit` (our announced maximum, at least
+        64 KiB for the A-ASSOCIATE PDUs, :data:`HARD_PDU_LIMIT` when we announce none). A
+        larger PDU aborts the association at once, before a byte of it is buffered.
 
         Raises
         ------
@@ -243,7 +249,14 @@ class Connection:
         self._recv_exact(view, 6)
         pdu_type, length = _HEADER.unpack_from(self._buf, 0)
         if not ASSOCIATE_RQ <= pdu_type <= ABORT:
-            raise AssociationAbortedError(f"unknown PDU type 0x{pdu_type:02X}")
+            self.abort()
+            raise AssociationAbortedError(f"unknown PDU type 0x{pdu_type:02X}: aborted")
+        if length > self.limit:
+            self.abort()
+            raise AssociationAbortedError(
+                f"the peer announced a PDU of {length:,} bytes, more than the {self.limit:,} "
+                "this side accepts: aborted"
+            )
         if length > len(self._buf):
             self._buf = bytearray(length + 6)
             self._view = view = memoryview(self._buf)

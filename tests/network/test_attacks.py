@@ -1,0 +1,127 @@
+"""The receiver under attack on loopback: hostile PDUs against a running `dicomflow receive`.
+
+Each test starts the real command in its own process, attacks it over TCP, and asserts that the
+receiver stays up, its peak memory stays bounded (read from /proc), and the allowed sender can
+still store afterwards (DCMTK's storescu).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dicomflow.network.protocol import P_DATA, AssociateRequest
+
+from .conftest import PEER_ENV, free_port, lake_files, wait_until
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _peak_rss(pid: int) -> int:
+    """The process' high-water mark of resident memory (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+class Receiver:
+    def __init__(self, lake: Path) -> None:
+        self.lake, self.port = lake, free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dicomflow.cli", "receive", "--ae", "LAKE", "--port",
+             str(self.port), "--bind", "127.0.0.1", "--lake", str(lake), "--allow", "MODALITY"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        wait_until(lambda: _listening(self.port), 30, "receive", self.proc)
+
+    def store(self, files: list[Path]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["storescu", "-aet", "MODALITY", "-aec", "LAKE", "127.0.0.1", str(self.port),
+             *map(str, files)],
+            env=PEER_ENV, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    def stop(self) -> str:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=30)
+        return err
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    r = Receiver(tmp_path / "lake")
+    try:
+        yield r
+    finally:
+        if r.proc.poll() is None:
+            r.stop()
+
+
+def _answer(sock: socket.socket, wait: float = 10.0) -> bytes:
+    """What the receiver sends back before it closes the connection."""
+    sock.settimeout(wait)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return got
+
+
+def _associated(port: int) -> socket.socket:
+    """A raw socket with an accepted association (CT Image Storage, explicit VR LE)."""
+    rq = AssociateRequest("LAKE", "MODALITY", [(1, CT_IMAGE, [EXPLICIT_LE])], 16384)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    body = rq.encode()
+    sock.sendall(struct.pack(">BxL", 1, len(body)) + body)
+    head = sock.recv(6)
+    assert head[:1] == b"\x02", f"not accepted: {head!r}"  # A-ASSOCIATE-AC
+    length = struct.unpack(">L", head[2:6])[0]
+    while length:
+        length -= len(sock.recv(length))
+    return sock
+
+
+@pytest.mark.parametrize("when", ["before association", "after association"])
+def test_a_pdu_announcing_4_gb_is_aborted_without_buffering_it(
+    receiver: Receiver, round_trip_files: list[Path], when: str
+) -> None:
+    """6 bytes (``01 00 FF FF FF FF``) took 4.2 GB per connection: now an A-ABORT at once."""
+    before = _peak_rss(receiver.proc.pid)
+    socks = []
+    for _ in range(5):  # five of them exhausted a 24 GB host
+        if when == "before association":
+            sock = socket.create_connection(("127.0.0.1", receiver.port), timeout=10)
+            sock.sendall(b"\x01\x00\xff\xff\xff\xff")
+        else:
+            sock = _associated(receiver.port)
+            sock.sendall(struct.pack(">BxL", P_DATA, 0xFFFFFFF0))
+        socks.append(sock)
+    for sock in socks:
+        answer = _answer(sock)
+        assert answer[:1] in (b"\x07", b"")  # an A-ABORT, or the connection closed
+        sock.close()
+    time.sleep(0.5)
+    assert receiver.proc.poll() is None, "the receiver died"
+    assert _peak_rss(receiver.proc.pid) - before < 200 * 2**20
+    result = receiver.store(round_trip_files[:3])  # the allowed sender still gets in
+    assert result.returncode == 0, result.stderr
+    receiver.stop()
+    assert len(lake_files(receiver.lake)) == 3
