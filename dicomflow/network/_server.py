@@ -44,7 +44,13 @@ class SCPOptions:
     fsync
         ``"each"`` (acknowledge only durable files), ``"batch"`` or ``"none"``.
     max_associations
-        Concurrent associations; more are refused as "local limit exceeded".
+        Concurrent associations; more are refused as "local limit exceeded". Only accepted
+        associations count: connections still negotiating have a cap of their own.
+    max_negotiating
+        Connections that have not sent their whole A-ASSOCIATE-RQ yet. Each one has
+        ``acse_timeout`` seconds in all (the ARTIM timer) to send it, and when one more
+        connects, the oldest still negotiating is dropped: idle or slow-dripping sockets
+        cannot hold an allowed sender out, whose request takes milliseconds.
     """
 
     ae_title: str = "DICOMFLOW"
@@ -57,6 +63,7 @@ class SCPOptions:
     acse_timeout: float = 30.0
     network_timeout: float | None = 120.0
     max_associations: int = 16
+    max_negotiating: int = 8
     fsync: str = "each"
 
     def __post_init__(self) -> None:
@@ -72,6 +79,8 @@ class SCPOptions:
             raise ConfigError(f"port {self.port} is out of range")
         if self.max_associations < 1:
             raise ConfigError("max_associations must be >= 1")
+        if self.max_negotiating < 1:
+            raise ConfigError("max_negotiating must be >= 1")
 
     def allows(self, calling_ae: str, host: str) -> str | None:
         """Why an association would be refused, or None when it is allowed."""
@@ -130,6 +139,8 @@ class Listener:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._active: set[threading.Thread] = set()
+        self._waiting: dict[socket.socket, None] = {}  # not judged yet, oldest first
+        self._associated = 0  # accepted associations still running
         self._lock = threading.Lock()
 
     @property
@@ -194,6 +205,19 @@ class Listener:
                     return
                 time.sleep(0.05)
                 continue
+            with self._lock:
+                oldest = None
+                if len(self._waiting) >= self.options.max_negotiating:
+                    oldest = next(iter(self._waiting))
+                    del self._waiting[oldest]
+                self._waiting[client] = None
+            if oldest is not None:
+                LOGGER.warning("dropped the oldest of %d connections still negotiating",
+                               self.options.max_negotiating)  # fmt: skip
+                try:
+                    oldest.shutdown(socket.SHUT_RDWR)  # its thread sees the end and leaves
+                except OSError:
+                    pass
             thread = threading.Thread(
                 target=self._serve, args=(client, address[0]), name=f"{self.name}-assoc",
                 daemon=True,
@@ -207,8 +231,10 @@ class Listener:
         started = time.monotonic()
         log = AssociationLog("", host, False)
         conn = Connection(client, max_pdu=self.options.max_pdu, timeout=self.options.acse_timeout)
+        conn.set_deadline(self.options.acse_timeout)
+        state = {"associated": False}
         try:
-            self._associate_and_serve(conn, host, log)
+            self._associate_and_serve(conn, host, log, state)
         except NetworkError as exc:
             if log.reason is None and log.accepted:
                 log.reason = str(exc)
@@ -222,12 +248,25 @@ class Listener:
             with self._lock:
                 self.associations.append(log)
                 self._active.discard(threading.current_thread())
+                self._associated -= state["associated"]
+                self._waiting.pop(client, None)
             self.last_activity = time.monotonic()
 
-    def _associate_and_serve(self, conn: Connection, host: str, log: AssociationLog) -> None:
+    def _associate_and_serve(
+        self, conn: Connection, host: str, log: AssociationLog, state: dict[str, bool]
+    ) -> None:
+        def judge(rq: AssociateRequest) -> Refusal | None:
+            with self._lock:  # judged: it leaves the negotiating count, and may take a slot
+                refusal = self._judge(rq, host, log)
+                self._waiting.pop(conn.sock, None)
+                if refusal is None:
+                    self._associated += 1
+                    state["associated"] = True
+            return refusal
+
         try:
             accepted = accept_association(
-                conn, lambda rq: self._judge(rq, host, log), self.accept_abstract,
+                conn, judge, self.accept_abstract,
                 network_timeout=self.options.network_timeout, choose_ts=self.choose_ts,
                 scp_roles=self.scp_roles,
             )  # fmt: skip
@@ -248,7 +287,7 @@ class Listener:
             refusal = Refusal(reason, 1, 1, 3 if "calling AE" in reason else 1)
         elif opts.check_called_ae and rq.called_ae != opts.ae_title:
             refusal = Refusal(f"called AE {rq.called_ae!r} is not {opts.ae_title!r}", 1, 1, 7)
-        elif self.active_associations > opts.max_associations:
+        elif self._associated >= opts.max_associations:
             refusal = Refusal("too many associations", 2, 3, 2)
         if refusal is not None:
             log.reason = refusal.reason

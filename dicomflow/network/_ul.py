@@ -21,6 +21,7 @@ from __future__ import annotations
 import select
 import socket
 import struct
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -224,6 +225,7 @@ class Connection:
         #: the longest PDU accepted from the peer (see :meth:`recv_pdu`)
         self.limit = max(max_pdu, _MIN_PDU_LIMIT) if max_pdu else HARD_PDU_LIMIT
         self.peer_max_pdu = 16384
+        self._deadline: float | None = None
         self._buf = bytearray(max(max_pdu, 65536) + 6)
         self._view = memoryview(self._buf)
         self.closed = False
@@ -263,16 +265,34 @@ class Connection:
         self._recv_exact(view, length)
         return pdu_type, view[:length]
 
+    def set_deadline(self, seconds: float | None) -> None:
+        """Until :meth:`set_deadline` (None), every byte must arrive within ``seconds`` from now.
+
+        This is the ARTIM timer of PS3.8 9.1.5 for an acceptor: the whole A-ASSOCIATE-RQ must
+        arrive in time, however slowly a peer drips it, instead of a timeout that restarts on
+        every byte.
+        """
+        self._deadline = None if seconds is None else time.monotonic() + seconds
+
     def _recv_exact(self, view: memoryview, n: int) -> None:
         got = 0
         recv_into = self.sock.recv_into
         try:
             while got < n:
+                if self._deadline is not None:
+                    left = self._deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError
+                    self.sock.settimeout(left)
                 k = recv_into(view[got:n], n - got)
                 if not k:
                     raise AssociationAbortedError("the peer closed the connection")
                 got += k
         except TimeoutError as exc:
+            if self._deadline is not None:
+                raise NetworkTimeoutError(
+                    "the association request did not arrive within the ARTIM timeout"
+                ) from exc
             raise NetworkTimeoutError("no data from the peer within the network timeout") from exc
         except (ConnectionResetError, BrokenPipeError) as exc:
             raise AssociationAbortedError(f"connection lost: {exc}") from exc
@@ -595,5 +615,6 @@ def accept_association(
     )  # fmt: skip
     conn.send_pdu(ASSOCIATE_AC, accept.encode())
     conn.peer_max_pdu = rq.max_pdu
+    conn.set_deadline(None)
     conn.sock.settimeout(network_timeout)
     return Accepted(rq, accepted)

@@ -125,3 +125,40 @@ def test_a_pdu_announcing_4_gb_is_aborted_without_buffering_it(
     assert result.returncode == 0, result.stderr
     receiver.stop()
     assert len(lake_files(receiver.lake)) == 3
+
+
+def test_idle_and_slow_sockets_do_not_lock_the_allowed_sender_out(
+    receiver: Receiver, round_trip_files: list[Path]
+) -> None:
+    """17 idle sockets and 20 that drip a byte a second kept the allowed sender out before."""
+    import threading
+
+    idle = [socket.create_connection(("127.0.0.1", receiver.port)) for _ in range(17)]
+    stop = threading.Event()
+    drips = [socket.create_connection(("127.0.0.1", receiver.port)) for _ in range(20)]
+
+    def drip() -> None:
+        request = b"\x01\x00\x00\x00\x10\x00" + b"\x00" * 4096
+        for i in range(len(request)):
+            if stop.wait(1.0):
+                return
+            for s in drips:
+                try:
+                    s.send(request[i : i + 1])
+                except OSError:
+                    pass
+
+    dripper = threading.Thread(target=drip, daemon=True)
+    dripper.start()
+    try:
+        time.sleep(1.5)
+        result = receiver.store(round_trip_files[:2])
+        assert result.returncode == 0, result.stderr
+        assert receiver.proc.poll() is None
+    finally:
+        stop.set()
+        dripper.join()
+        for s in idle + drips:
+            s.close()
+    receiver.stop()
+    assert len(lake_files(receiver.lake)) == 2
