@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 from ._errors import AssociationRejectedError, NetworkError
 from ._options import check_ae_title
-from ._ul import Accepted, AssociateRequest, Connection, Refusal, accept_association
+from ._ul import (
+    DEFAULT_MAX_DATASET,
+    Accepted,
+    AssociateRequest,
+    Connection,
+    Refusal,
+    accept_association,
+)
 
 __all__ = ["AssociationLog", "Listener", "SCPOptions"]
 
@@ -46,6 +53,9 @@ class SCPOptions:
     max_associations
         Concurrent associations; more are refused as "local limit exceeded". Only accepted
         associations count: connections still negotiating have a cap of their own.
+    max_instance_bytes
+        The largest data set one C-STORE may carry; a peer sending more (or never ending its
+        data set) is aborted.
     max_negotiating
         Connections that have not sent their whole A-ASSOCIATE-RQ yet. Each one has
         ``acse_timeout`` seconds in all (the ARTIM timer) to send it, and when one more
@@ -64,6 +74,7 @@ class SCPOptions:
     network_timeout: float | None = 120.0
     max_associations: int = 16
     max_negotiating: int = 8
+    max_instance_bytes: int = DEFAULT_MAX_DATASET
     fsync: str = "each"
 
     def __post_init__(self) -> None:
@@ -230,7 +241,10 @@ class Listener:
     def _serve(self, client: socket.socket, host: str) -> None:
         started = time.monotonic()
         log = AssociationLog("", host, False)
-        conn = Connection(client, max_pdu=self.options.max_pdu, timeout=self.options.acse_timeout)
+        conn = Connection(
+            client, max_pdu=self.options.max_pdu, timeout=self.options.acse_timeout,
+            max_dataset=self.options.max_instance_bytes,
+        )  # fmt: skip
         conn.set_deadline(self.options.acse_timeout)
         state = {"associated": False}
         try:

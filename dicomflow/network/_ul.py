@@ -24,6 +24,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from ..dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from ._dimse import Message, decode_command
@@ -49,6 +50,10 @@ __all__ = [
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA, RELEASE_RQ, RELEASE_RP, ABORT = range(1, 8)
 
+#: The longest data set one message may carry unless told otherwise (4 GiB, the most a
+#: 32-bit length can declare).
+DEFAULT_MAX_DATASET = 2**32 - 1
+_MAX_COMMAND = 64 * 1024
 #: The longest PDU accepted when we announce no maximum (max_pdu 0).
 HARD_PDU_LIMIT = 64 * 2**20
 #: A-ASSOCIATE PDUs may be longer than a small P-DATA maximum: up to this much is accepted.
@@ -212,7 +217,13 @@ class Connection:
     """
 
     def __init__(
-        self, sock: socket.socket, *, max_pdu: int, timeout: float | None, nodelay: bool = True
+        self,
+        sock: socket.socket,
+        *,
+        max_pdu: int,
+        timeout: float | None,
+        nodelay: bool = True,
+        max_dataset: int = DEFAULT_MAX_DATASET,
     ) -> None:
         self.sock = sock
         sock.settimeout(timeout)
@@ -226,6 +237,8 @@ class Connection:
         self.limit = max(max_pdu, _MIN_PDU_LIMIT) if max_pdu else HARD_PDU_LIMIT
         self.peer_max_pdu = 16384
         self._deadline: float | None = None
+        #: the longest data set (one instance) accepted in a message
+        self.max_dataset = max_dataset
         self._buf = bytearray(max(max_pdu, 65536) + 6)
         self._view = memoryview(self._buf)
         self.closed = False
@@ -264,6 +277,10 @@ class Connection:
             self._view = view = memoryview(self._buf)
         self._recv_exact(view, length)
         return pdu_type, view[:length]
+
+    def _protocol_error(self, what: str) -> NoReturn:
+        self.abort()
+        raise AssociationAbortedError(f"the peer sent {what}: aborted")
 
     def set_deadline(self, seconds: float | None) -> None:
         """Until :meth:`set_deadline` (None), every byte must arrive within ``seconds`` from now.
@@ -344,7 +361,9 @@ class Connection:
         """Yield DIMSE messages until the peer releases (answered) or aborts (raised).
 
         A message is yielded once its command set, and its data set if the command says one
-        follows (Command Data Set Type), are complete.
+        follows (Command Data Set Type), are complete. A PDV whose length runs past its PDU, a
+        command set over 64 KiB, or a data set growing past :attr:`max_dataset` (a peer that
+        never sets the last-fragment bit) aborts the association.
         """
         command = bytearray()
         dataset: bytearray | None = None
@@ -354,11 +373,17 @@ class Connection:
             if pdu_type == P_DATA:
                 pos, n = 0, len(body)
                 while pos < n:
+                    if pos + 6 > n:
+                        self._protocol_error("a PDV header runs past the end of its PDU")
                     length, cid, control = _PDV.unpack_from(body, pos)
+                    if length < 2 or pos + 4 + length > n:
+                        self._protocol_error(f"a PDV of {length} bytes does not fit its PDU")
                     value = body[pos + 6 : pos + 4 + length]
                     pos += 4 + length
                     if control & 1:
                         command += value
+                        if len(command) > _MAX_COMMAND:
+                            self._protocol_error("a command set longer than 64 KiB")
                         if control & 2:
                             current = Message(cid, decode_command(command))
                             command = bytearray()
@@ -371,6 +396,11 @@ class Connection:
                         if dataset is None:
                             dataset = bytearray()
                         dataset += value
+                        if len(dataset) > self.max_dataset:
+                            self._protocol_error(
+                                f"a data set longer than {self.max_dataset:,} bytes"
+                                " (max_instance_bytes)"
+                            )
                         if control & 2:
                             if current is None:
                                 raise AssociationAbortedError(

@@ -162,3 +162,40 @@ def test_idle_and_slow_sockets_do_not_lock_the_allowed_sender_out(
             s.close()
     receiver.stop()
     assert len(lake_files(receiver.lake)) == 2
+
+
+def test_a_data_set_that_never_ends_is_aborted_at_the_instance_limit(
+    tmp_path: Path, round_trip_files: list[Path]
+) -> None:
+    """P-DATA fragments without the last-fragment bit were buffered without limit."""
+    from dicomflow.network import SCPOptions, StorageSCP
+    from dicomflow.network.protocol import c_store_rq
+
+    options = SCPOptions(ae_title="LAKE", host="127.0.0.1", port=free_port(),
+                         calling_aes=("MODALITY",), max_instance_bytes=2**20)  # fmt: skip
+    with StorageSCP(tmp_path / "lake", options) as scp:
+        sock = _associated(scp.port)
+        command = c_store_rq(1, CT_IMAGE, "1.2.3.4")
+        pdv = struct.pack(">LBB", len(command) + 2, 1, 0x03) + command
+        sock.sendall(struct.pack(">BxL", P_DATA, len(pdv)) + pdv)
+        fragment = b"\0" * 8000
+        pdv = struct.pack(">LBB", len(fragment) + 2, 1, 0x00) + fragment  # never the last
+        pdu = struct.pack(">BxL", P_DATA, len(pdv)) + pdv
+        sent = 0
+        try:
+            while sent < 4 * 2**20:
+                sock.sendall(pdu)
+                sent += len(fragment)
+        except OSError:
+            pass  # the receiver aborted and closed: what we want
+        assert _answer(sock)[:1] in (b"\x07", b"")
+        sock.close()
+        wait_until(lambda: scp.associations and scp.associations[-1].reason, 10, "the log")
+        assert "longer than 1,048,576 bytes" in scp.associations[-1].reason
+        assert sent < 4 * 2**20  # cut off well before the 4 MiB were all sent
+        result = subprocess.run(  # the same SCP serves the next sender
+            ["storescu", "-aet", "MODALITY", "-aec", "LAKE", "127.0.0.1", str(scp.port),
+             str(round_trip_files[0])],
+            env=PEER_ENV, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
