@@ -52,7 +52,7 @@ class FolderReport:
     pairs : int
         Outputs verified against their original.
     paired_by : str
-        ``manifest``, ``keyed UID``, ``UID`` or ``order``.
+        ``manifest``, ``keyed UID``, ``UID`` or ``order`` (``none``: nothing to pair).
     findings : tuple of FolderFinding
         Identifying values found in outputs (leaks).
     problems : tuple of str
@@ -191,7 +191,14 @@ def verify_folders(
     """
     original = Path(os.path.abspath(original))
     deidentified = Path(os.path.abspath(deidentified))
+    for what, folder in (("original", original), ("de-identified", deidentified)):
+        if not folder.is_dir():  # a gate that passes on a typo would pass anything
+            problem = f"the {what} folder {folder} does not exist, so nothing was verified"
+            return FolderReport(0, "none", (), (problem,))
     outputs = _files(deidentified)
+    if not outputs:
+        problem = f"no DICOM file in {deidentified}, so nothing was verified"
+        return FolderReport(0, "none", (), (problem,))
     folders = _manifest_folders(deidentified, manifest)
     problems: list[str] = []
     inside = [f for f in folders if deidentified in Path(os.path.abspath(f)).parents]
@@ -227,4 +234,6 @@ def verify_folders(
             name = str(source)
         findings.extend(FolderFinding(name, shown, f.attribute, f.value, f.where) for f in found)
     verified = sum(1 for out in outputs if out in pairs)
+    if not verified:
+        problems.append(f"none of the {len(outputs)} outputs could be paired with an original")
     return FolderReport(verified, paired_by, tuple(findings), tuple(problems))

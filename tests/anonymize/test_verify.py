@@ -108,3 +108,25 @@ def test_bytes_of_a_written_file() -> None:
     pydicom.dcmwrite(buffer, out)
     path_free = pydicom.dcmread(io.BytesIO(buffer.getvalue()))
     assert verify(original, path_free) == []
+
+
+def test_verify_deid_fails_when_there_is_nothing_to_verify(tmp_path, capsys) -> None:
+    """A gate must not pass a missing or empty output folder, nor outputs it cannot pair."""
+    from dicomflow.anonymize import verify_folders
+    from dicomflow.cli import main
+    from dicomflow.sample import make_sample
+
+    original = tmp_path / "original"
+    make_sample(original)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "README.txt").write_text("not DICOM")
+    missing = tmp_path / "does-not-exist"
+    for folder, words in ((missing, "does not exist"), (empty, "no DICOM file")):
+        report = verify_folders(original, folder)
+        assert not report.ok and report.pairs == 0
+        assert words in report.problems[0]
+        assert main(["verify-deid", str(original), str(folder)]) == 1
+        shown = capsys.readouterr()
+        assert words in shown.out + shown.err
+    assert not verify_folders(missing, original).ok  # nor a missing original folder
