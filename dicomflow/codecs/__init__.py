@@ -65,6 +65,8 @@ Adding a transfer syntax
    table does not know (a private one) can come with its own rows: ``SYNTAXES =
    parse_syntaxes(csv_text)`` in the module, registered with :meth:`Registry.with_modules`.
 
+``encode_png`` writes the PNG files of the image writers (the one file codec outside DICOM).
+
 Errors (all :class:`~dicomflow.errors.DicomflowError` and ``ValueError``): ``PixelDataError``
 (nothing could decode the frame), ``PixelSizeError`` (refused by the guard), ``EncodeError``
 (the syntax cannot hold the frame, or no encoder).
@@ -87,6 +89,7 @@ from ._dataset import pixel_format, stored_frames
 from ._format import PixelFormat
 from ._guard import DEFAULT_MAX_FRAME_BYTES, check_frame
 from ._headers import codestream_starts, j2k_header, jpeg_header
+from ._png import encode_png
 from ._registry import Decoder, Encoder, Registry, default_registry
 from ._samples import to_rgb
 
@@ -109,6 +112,7 @@ __all__ = [
     "decoders_for",
     "default_registry",
     "encode_frame",
+    "encode_png",
     "encoders_for",
     "j2k_header",
     "jpeg_header",

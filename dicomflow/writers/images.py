@@ -236,8 +236,7 @@ class PngFolder:
         remove_stale_temporaries(str(self.root), self.storage_options)
 
     def write(self, instance: Instance) -> list[Output]:
-        import imagecodecs
-
+        from ..codecs import encode_png
         from ..pixels import PixelOptions
         from ..pixels._frames import FrameTransform, load_frame, palette_of
         from ..pixels._slices import planes_from_rows
@@ -266,7 +265,7 @@ class PngFolder:
         for index, image in images:
             parts = render_path(template, _Fields(ds, {"frame": f"{index:04d}"}))  # type: ignore[arg-type]
             path = join(str(self.root), *parts)
-            data = imagecodecs.png_encode(image)
+            data = encode_png(image)
             atomic_write(path, data, storage_options=self.storage_options, fsync=self.fsync)
             outputs.append(Output.of_bytes(self.name, path, data))
         return outputs
