@@ -50,7 +50,13 @@ from ._schema import (
     resolve_columns,
     specs_for_tags,
 )
-from ._syntaxes import TRANSFER_SYNTAXES, TransferSyntax, parse_syntaxes, transfer_syntax
+from ._syntaxes import (
+    TRANSFER_SYNTAXES,
+    TransferSyntax,
+    native_syntax,
+    parse_syntaxes,
+    transfer_syntax,
+)
 from ._values import (
     column_array,
     encodings_of,
@@ -91,6 +97,7 @@ __all__ = [
     "is_url",
     "join",
     "meta_uids",
+    "native_syntax",
     "parse_da",
     "parse_ds",
     "parse_dt",

@@ -18,13 +18,9 @@ from dataclasses import dataclass, field
 from struct import Struct
 
 from ..errors import InvalidDicomError, TruncatedError
+from ._syntaxes import TRANSFER_SYNTAXES
 
 __all__ = ["ALL_VRS", "NeedMore", "ParsedHeader", "Unsupported", "parse_header", "walk"]
-
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
-EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
-DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 
 _UNDEFINED = 0xFFFFFFFF
 _LONG_VRS = frozenset(
@@ -267,17 +263,16 @@ def _parse(buf: bytes, complete: bool, partial: list[ParsedHeader]) -> ParsedHea
     ts_raw = meta.get(0x00020010)
     ts = ts_raw.decode("ascii", "replace").rstrip("\x00 ") if ts_raw else None
     notes = [] if preamble else ["no preamble"]
+    syntax = TRANSFER_SYNTAXES.get(ts) if ts is not None else None
     if ts is None:
         little, implicit = _guess_encoding(buf, pos)
         notes.append("no transfer syntax: encoding guessed from the first element")
-    elif ts == IMPLICIT_VR_LE:
-        little, implicit = True, True
-    elif ts == EXPLICIT_VR_BE:
-        little, implicit = False, False
-    else:
+    elif syntax is None:  # a private or unknown syntax: read as explicit VR little endian
         little, implicit = True, False
+    else:
+        little, implicit = syntax.is_little_endian, syntax.is_implicit_vr
 
-    if ts == DEFLATED_LE:
+    if syntax is not None and syntax.deflated:
         if not complete:
             raise _OutOfData(len(buf) + 1)  # inflating needs the whole stream
         try:

@@ -23,7 +23,13 @@ from types import MappingProxyType
 
 from ..errors import ConfigError
 
-__all__ = ["TRANSFER_SYNTAXES", "TransferSyntax", "parse_syntaxes", "transfer_syntax"]
+__all__ = [
+    "TRANSFER_SYNTAXES",
+    "TransferSyntax",
+    "native_syntax",
+    "parse_syntaxes",
+    "transfer_syntax",
+]
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -233,3 +239,20 @@ def transfer_syntax(uid_or_name: str | TransferSyntax) -> TransferSyntax:
     if found is None:
         raise ConfigError(f"unknown transfer syntax {uid_or_name!r}")
     return found
+
+
+def native_syntax(implicit_vr: bool, little_endian: bool = True) -> TransferSyntax:
+    """The standard native syntax of a Data Set encoding (Implicit VR is little endian only).
+
+    >>> native_syntax(implicit_vr=False, little_endian=False).keyword
+    'ExplicitVRBigEndian'
+    """
+    vr = "implicit" if implicit_vr else "explicit"
+    order = "little" if implicit_vr or little_endian else "big"
+    found = [
+        ts
+        for ts in TRANSFER_SYNTAXES.values()
+        if ts.is_native and not ts.deflated and ts.vr == vr and ts.byte_order == order
+    ]
+    found.sort(key=lambda ts: ts.retired)  # Papyrus 3 implicit VR is retired
+    return found[0]
