@@ -88,7 +88,9 @@ def decode_stored(
     """One frame's samples as stored (no colour conversion) and the photometric interpretation
     they are in. See :func:`decode_frame` for the parameters."""
     registry = registry or default_registry()
-    ts = _syntax(registry, syntax, PixelDataError)
+    ts = registry.syntaxes.get(syntax) if isinstance(syntax, str) else None  # the usual case
+    if ts is None:
+        ts = _syntax(registry, syntax, PixelDataError)
     if fmt.transfer_syntax_uid != ts.uid:
         fmt = replace(fmt, transfer_syntax_uid=ts.uid)
     chain = check_backend(registry.decoder_chain(ts.uid, exact), backend, ts)

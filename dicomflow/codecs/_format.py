@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from math import ceil
 from typing import Any
 
@@ -21,6 +22,16 @@ _FLOAT_KEYWORDS: dict[str, np.dtype] = {
     "FloatPixelData": np.dtype("float32"),
     "DoubleFloatPixelData": np.dtype("float64"),
 }
+
+
+@cache
+def _dtype(keyword: str, bits_allocated: int, pixel_representation: int) -> np.dtype:
+    if keyword in _FLOAT_KEYWORDS:
+        return _FLOAT_KEYWORDS[keyword]
+    if bits_allocated == 1:
+        return np.dtype("u1")
+    kind = "i" if pixel_representation else "u"
+    return np.dtype(f"{kind}{bits_allocated // 8}")
 
 
 def _int(row: Mapping[str, Any], key: str, default: int | None) -> int | None:
@@ -207,12 +218,7 @@ class PixelFormat:
     @property
     def dtype(self) -> np.dtype:
         """The dtype pydicom's ``pixel_array`` gives (native byte order)."""
-        if self.pixel_keyword in _FLOAT_KEYWORDS:
-            return _FLOAT_KEYWORDS[self.pixel_keyword]
-        if self.bits_allocated == 1:
-            return np.dtype("u1")
-        kind = "i" if self.pixel_representation else "u"
-        return np.dtype(f"{kind}{self.bits_allocated // 8}")
+        return _dtype(self.pixel_keyword, self.bits_allocated, self.pixel_representation)
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
