@@ -42,6 +42,7 @@ Adding a transfer syntax
 2. Otherwise add one module here, say ``_jpegxl.py``, and nothing else::
 
        from ._registry import Decoder, Encoder
+       from ._samples import storable  # what PS3.5 lets the syntax hold, 8/16-bit samples
 
        JPEG_XL = ("1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.112")
        DECODERS = (Decoder("imagecodecs", JPEG_XL, "decode", priority=30,
@@ -49,15 +50,14 @@ Adding a transfer syntax
        ENCODERS = (Encoder("imagecodecs", JPEG_XL[:1], "encode", priority=30,
                            requires=("imagecodecs",), accepts="storable"),)
 
-       def decode(data, fmt):       # one frame's bytes -> (array as pixel_array, photometric)
+       def decode(data, fmt):  # one frame's bytes -> (array as pixel_array, photometric)
            import imagecodecs
-           return imagecodecs.jpegxl_decode(data).reshape(fmt.frame_shape), \\
-               fmt.photometric_interpretation
+           arr = imagecodecs.jpegxl_decode(data).reshape(fmt.frame_shape)
+           return arr, fmt.photometric_interpretation
 
-       def encode(frame, fmt, options):   # one decoded frame -> its codestream
-           ...
-
-       from ._samples import storable    # what PS3.5 lets the syntax hold, 8/16-bit samples
+       def encode(frame, fmt, options):  # one decoded frame -> its codestream
+           import imagecodecs
+           return bytes(imagecodecs.jpegxl_encode(frame, lossless=True))
 
    Every module of this package that declares ``DECODERS`` or ``ENCODERS`` is registered; the
    frame arrays decode the new syntax, and :class:`~dicomflow.pipeline.transcode.Transcode`

@@ -11,6 +11,8 @@ reading the header never allocates more than the frame's own bytes.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..dicom import TransferSyntax
 from ..errors import PixelDataError, PixelSizeError
 from ._format import PixelFormat
@@ -18,11 +20,13 @@ from ._headers import j2k_header, jpeg_header
 
 __all__ = ["DEFAULT_MAX_FRAME_BYTES", "check_frame", "codestream_info"]
 
+#: one frame's encoded bytes, as the readers hand them over
+FrameBytes = bytes | bytearray | memoryview | np.ndarray
 #: The decode budget: decoded bytes one frame may have unless the caller allows more.
 DEFAULT_MAX_FRAME_BYTES = 1 << 30
 
 
-def codestream_info(data: bytes, syntax: TransferSyntax) -> dict | None:
+def codestream_info(data: FrameBytes, syntax: TransferSyntax) -> dict | None:
     """The header fields of a JPEG-family or JPEG 2000 frame (``{}``: none found; ``None``: the
     syntax has no header this module reads)."""
     if syntax.codestream in ("jpeg", "jpeg-ls"):
@@ -32,7 +36,7 @@ def codestream_info(data: bytes, syntax: TransferSyntax) -> dict | None:
     return None
 
 
-def _rle(data: bytes, fmt: PixelFormat) -> None:
+def _rle(data: FrameBytes, fmt: PixelFormat) -> None:
     # a 2-byte run decodes to at most 128 bytes: a forged Rows x Columns cannot fit
     nbytes = max(fmt.bits_allocated // 8, 1)
     segments = fmt.samples_per_pixel * nbytes
@@ -46,7 +50,10 @@ def _rle(data: bytes, fmt: PixelFormat) -> None:
 
 
 def check_frame(
-    data: bytes, fmt: PixelFormat, syntax: TransferSyntax, max_frame_bytes: int | None = None
+    data: FrameBytes,
+    fmt: PixelFormat,
+    syntax: TransferSyntax,
+    max_frame_bytes: int | None = None,
 ) -> None:
     """Refuse a frame whose decoded size is not what the data set declares, or too large.
 
@@ -68,7 +75,7 @@ def check_frame(
         )
 
 
-def _check_codestream(data: bytes, fmt: PixelFormat, syntax: TransferSyntax) -> None:
+def _check_codestream(data: FrameBytes, fmt: PixelFormat, syntax: TransferSyntax) -> None:
     if syntax.codestream == "rle":
         _rle(data, fmt)
         return
