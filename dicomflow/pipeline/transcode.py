@@ -476,16 +476,18 @@ def _encode_frames(
     name: str | None,
 ) -> None:
     encoded: list[bytes] = []
-    chosen = fmt = None
+    chosen = fmt = decoded = stored = None
     for frame, fmt in _decoded_frames(ds, source_ts):
+        if fmt is not decoded:  # the frame as it will be stored (frames usually share one)
+            decoded, stored = fmt, replace(fmt, transfer_syntax_uid=str(target))
         if chosen is None:  # one encoder for all frames of the instance
             try:
-                check_encodable(fmt, str(target))
-                chosen = select_encoder(fmt, str(target), name)
+                check_encodable(stored, str(target))
+                chosen = select_encoder(stored, str(target), name)
             except EncodeError as exc:
                 raise TranscodeError(str(exc)) from exc
         try:
-            data = chosen.encode(frame, replace(fmt, transfer_syntax_uid=str(target)), options)
+            data = chosen.encode(frame, stored, options)
         except EncodeError as exc:
             raise TranscodeError(str(exc)) from exc
         except Exception as exc:
