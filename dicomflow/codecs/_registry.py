@@ -136,7 +136,7 @@ def _module(entry: ModuleType | str) -> ModuleType:
     return importlib.import_module(entry) if isinstance(entry, str) else entry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: one per process
 class Registry:
     """Decoders and encoders per transfer syntax, and the syntaxes they are for.
 
