@@ -11,7 +11,8 @@ from an 8-bit windowed copy), under ``.bench/pixels``.
      installed (pydicom picks its plugin);
    * ``dicomflow 1t / 2t``: ``frames(catalog).compute(scheduler="threads", num_workers=N)``
      (the catalog is built once beforehand and timed separately);
-   * each decoding backend alone on the encoded frames in memory, one thread.
+   * each decoder of the codec layer (``dicomflow.codecs.decoders_for``) alone on the encoded
+     frames in memory, one thread.
 
 2. Series to NIfTI (uncompressed ``.nii``), wall time, best of ``--repeat``:
    ``dcm2niix`` (its process), ``dicom2nifti`` (in its own virtualenv, import excluded: pass
@@ -132,8 +133,8 @@ def bench_decode(names, count: int, repeat: int) -> list[tuple]:
     import pydicom
 
     import dicomflow as dfl
+    from dicomflow.codecs import decoders_for
     from dicomflow.pixels import PixelOptions, frames
-    from dicomflow.pixels._codecs import backends_for
     from dicomflow.pixels._frames import row_refs
     from dicomflow.pixels._locate import unwrap_fragments
 
@@ -177,13 +178,14 @@ def bench_decode(names, count: int, repeat: int) -> list[tuple]:
             data = Path(ref.uri).read_bytes()[ref.start : ref.stop]
             encoded.append((unwrap_fragments(data), ref.fmt))
         one_mb = len(encoded) * 512 * 512 * (1 if name == "jpeg-baseline" else 2) / 1e6
-        for backend, func in backends_for(tsuid):
+        for decoder in decoders_for(tsuid):
+            backend = f"{decoder.name} ({decoder.function})"
             try:
-                func(*encoded[0])
+                decoder.decode(*encoded[0])
             except Exception as exc:
                 rows.append((name, f"  backend {backend}: n/a ({exc})"[:90], None, None))
                 continue
-            t = _best(lambda func=func, enc=encoded: [func(e, f) for e, f in enc], repeat)
+            t = _best(lambda d=decoder, enc=encoded: [d.decode(e, f) for e, f in enc], repeat)
             rows.append((name, f"  backend {backend}, 1 thread", one_mb / t, None))
     return rows
 

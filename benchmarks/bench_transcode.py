@@ -21,7 +21,7 @@ sample of them. Then the ratios are printed with PASS/FAIL against the issue's t
 dicomflow with 2 workers at least 1.8x the pydicom loop, and faster than gdcmconv.
 
 ``--codecs`` instead times every installed encoder of each syntax on one CT frame (what the
-encoder order in ``dicomflow/pipeline/transcode.py`` rests on).
+encoder order in the codec modules of ``dicomflow/codecs/`` rests on).
 
 Usage (from the repository root)::
 

@@ -11,8 +11,10 @@
     +-- CollisionError(FileExistsError)              two different objects, one output path
     +-- DiskFullError(OSError)                       a sink ran out of space; the run stopped
     +-- PixelDataError(ValueError)                   pixel data that cannot become an array
-    |   +-- PixelSizeError                           declared sizes do not fit the bytes present
+    |   +-- PixelSizeError                           declared sizes do not fit the bytes present,
+    |   |                                            the codestream, or the decode budget
     |   +-- FrameDecodeError                         one frame cannot be read or decoded
+    |   +-- EncodeError                              a frame cannot be encoded in a syntax
     |   +-- GeometryError                            positions/orientations that give no volume
     +-- TranscodeError(ValueError)                   an instance that cannot be transcoded
     +-- DeidentificationError(ValueError)            an instance not de-identifiable with certainty
@@ -50,6 +52,7 @@ __all__ = [
     "DicomflowError",
     "DimseStatusError",
     "DiskFullError",
+    "EncodeError",
     "FrameDecodeError",
     "GeometryError",
     "InvalidDicomError",
@@ -114,7 +117,9 @@ class PixelDataError(DicomflowError, ValueError):
 
 
 class PixelSizeError(PixelDataError):
-    """Rows x Columns x Frames x bits declare more than the bytes that are present."""
+    """Declared sizes that do not fit: Rows x Columns x Frames x bits more than the bytes present,
+    a codestream header that disagrees with the Image Pixel attributes, or a frame larger than
+    the decode budget."""
 
 
 class FrameDecodeError(PixelDataError):
@@ -138,6 +143,11 @@ class FrameDecodeError(PixelDataError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # keep the three fields through pickling (dask)
         return (type(self), (self.uri, self.frame, self.reason))
+
+
+class EncodeError(PixelDataError):
+    """A frame cannot be encoded in a transfer syntax: the syntax cannot hold the image, no
+    encoder for it is installed, or the encoder failed."""
 
 
 class GeometryError(PixelDataError):

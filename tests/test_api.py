@@ -27,7 +27,7 @@ PUBLIC = {
     # errors
     "DicomflowError", "SourceError", "SourceNotFoundError", "InvalidDicomError",
     "TruncatedError", "ConfigError", "CollisionError", "DiskFullError", "PixelDataError",
-    "PixelSizeError", "FrameDecodeError", "GeometryError", "TranscodeError",
+    "PixelSizeError", "FrameDecodeError", "EncodeError", "GeometryError", "TranscodeError",
     "DeidentificationError", "MediaSetError", "NetworkError", "AssociationRejectedError",
     "AssociationAbortedError", "NetworkTimeoutError", "DimseStatusError",
     "MoveDestinationError", "SubOperationsFailedError", "DicomWebError",

@@ -188,6 +188,7 @@ TEST_PRIVATE_SEAMS = {
     "tests/test_scan_bad_input.py": "fault injection: a scan converter that raises",
     "tests/pixels/test_frames.py": "monkeypatches the frame locator and the backend list",
     "tests/pixels/test_writers.py": "the NIfTI writer's choice of its direct path, white-box",
+    "tests/codecs/test_registry.py": "monkeypatches which JPEG plugin pydicom would use",
 }
 
 

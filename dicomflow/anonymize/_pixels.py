@@ -6,15 +6,17 @@ matched case-insensitively against the whole value) and Rows / Columns (exact, e
 to rectangles ``x,y,w,h`` (column and row of the top-left corner, width and height, in pixels;
 several separated by ``;``). Every rule that matches an image applies.
 
-Blanking works on the stored pixel values: the pixel data is decoded with pydicom, each
-rectangle of every frame is filled with the darkest value of the image, and the result is
-stored again:
+Blanking works on the stored pixel values: the pixel data is decoded through
+:mod:`dicomflow.codecs` (encapsulated frames with pydicom's own decoders, native ones read in
+place), each rectangle of every frame is filled with the darkest value of the image, and the
+result is stored again:
 
 * native (uncompressed, deflated, big endian) pixel data is written back in the same syntax;
-* lossless compressed pixel data is re-encoded in the same syntax when pydicom has an encoder
-  for it and the re-encoded pixels decode to exactly the blanked ones; otherwise, and for
-  lossy sources (whose re-encoding would lose more), it is stored uncompressed in Explicit VR
-  Little Endian.
+* lossless compressed pixel data is re-encoded in the same syntax when one of pydicom's own
+  encoding plugins (the codec layer's ``gdcm``, ``pylibjpeg``, ``pydicom``, ``pyjpegls``
+  encoders, tried in turn as pydicom's ``compress`` does) encodes it and the re-encoded pixels
+  decode to exactly the blanked ones; otherwise, and for lossy sources (whose re-encoding would
+  lose more), it is stored uncompressed in Explicit VR Little Endian.
 
 Colour images are stored as RGB after cleaning when their stored form was YCbCr.
 """
@@ -26,26 +28,25 @@ import hashlib
 import io
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.uid import (
-    UID,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    HTJ2KLossless,
-    JPEG2000Lossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    RLELossless,
-)
+from pydicom.uid import UID
 
+from ..codecs import (
+    PixelFormat,
+    decode_stored,
+    encoders_for,
+    pixel_format,
+    stored_frames,
+    to_rgb,
+)
+from ..dicom import TransferSyntax, transfer_syntax
 from ..errors import ConfigError
 from ._errors import DeidentificationError
 
@@ -54,9 +55,9 @@ __all__ = ["PixelRule", "PixelRules", "blank_pixels"]
 PIXEL_DATA = 0x7FE00010
 Rectangle = tuple[int, int, int, int]
 
-#: Compressed syntaxes whose pixels come back exactly: re-encoded in the same syntax if possible.
-LOSSLESS = frozenset({RLELossless, JPEGLSLossless, JPEG2000Lossless, HTJ2KLossless,
-                      JPEGLosslessSV1, UID("1.2.840.10008.1.2.4.57")})  # fmt: skip
+#: The codec layer's encoders that are pydicom's own plugins: what ``Dataset.compress`` used.
+_PYDICOM_PLUGINS = ("gdcm", "pylibjpeg", "pydicom", "pyjpegls")
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _COLUMNS = ("manufacturer", "model", "rows", "columns", "rectangles")
 
 
@@ -268,51 +269,86 @@ def _native_bytes(arr: np.ndarray, bits_allocated: int, big_endian: bool) -> byt
     return data + b"\0" if len(data) % 2 else data
 
 
-def _set_image(out: Dataset, meta: dict, arr: np.ndarray) -> None:
-    """Image Pixel attributes of ``out`` describing the decoded ``arr``."""
-    out.SamplesPerPixel = int(meta["samples_per_pixel"])
-    out.PhotometricInterpretation = str(meta["photometric_interpretation"])
-    out.BitsAllocated = int(meta["bits_allocated"])
-    out.BitsStored = int(meta["bits_stored"])
-    out.HighBit = int(meta["bits_stored"]) - 1
-    out.PixelRepresentation = int(meta["pixel_representation"])
-    if int(meta["samples_per_pixel"]) > 1:
+def _set_image(out: Dataset, fmt: PixelFormat) -> None:
+    """Image Pixel attributes of ``out`` describing the decoded frames."""
+    out.SamplesPerPixel = fmt.samples_per_pixel
+    out.PhotometricInterpretation = fmt.photometric_interpretation
+    out.BitsAllocated = fmt.bits_allocated
+    out.BitsStored = fmt.bits_stored
+    out.HighBit = fmt.bits_stored - 1
+    out.PixelRepresentation = fmt.pixel_representation
+    if fmt.samples_per_pixel > 1:
         out.PlanarConfiguration = 0  # decoded arrays are colour-by-pixel
 
 
-def _store_native(out: Dataset, meta: dict, arr: np.ndarray, syntax: UID) -> None:
-    _set_image(out, meta, arr)
-    bits = int(meta["bits_allocated"])
-    vr = "OB" if bits <= 8 else "OW"
-    data = _native_bytes(arr, bits, big_endian=syntax == ExplicitVRBigEndian)
+def _store_native(out: Dataset, fmt: PixelFormat, arr: np.ndarray, syntax: TransferSyntax) -> None:
+    _set_image(out, fmt)
+    vr = "OB" if fmt.bits_allocated <= 8 else "OW"
+    data = _native_bytes(arr, fmt.bits_allocated, big_endian=not syntax.is_little_endian)
     out[PIXEL_DATA] = DataElement(PIXEL_DATA, vr, data)
-    out.file_meta.TransferSyntaxUID = syntax
+    out.file_meta.TransferSyntaxUID = UID(syntax.uid)
 
 
-def _reencode(out: Dataset, meta: dict, arr: np.ndarray, syntax: UID) -> bool:
+def _encode(frame: np.ndarray, fmt: PixelFormat, syntax: TransferSyntax) -> bytes | None:
+    """``frame`` encoded by the first of pydicom's plugins that can, tried in turn as
+    ``Dataset.compress`` tries them, each with pydicom's own checks (``None``: none can)."""
+    target = replace(fmt, transfer_syntax_uid=syntax.uid, number_of_frames=1)
+    for encoder in encoders_for(syntax):
+        if encoder.name not in _PYDICOM_PLUGINS:
+            continue
+        try:
+            return encoder.encode(frame, target, {})
+        except Exception:  # noqa: BLE001 - that plugin refuses this image: the next one may not
+            continue
+    return None
+
+
+def _reencode(out: Dataset, fmt: PixelFormat, arr: np.ndarray, syntax: TransferSyntax) -> bool:
     """Encode ``arr`` in ``syntax`` into ``out`` if it decodes back exactly; else False."""
-    from pydicom.pixels import get_decoder
+    from pydicom.encaps import encapsulate
 
-    probe = Dataset()
-    _set_image(probe, meta, arr)
-    probe.Rows, probe.Columns = int(meta["rows"]), int(meta["columns"])
-    frames = int(meta.get("number_of_frames") or 1)
-    if frames > 1:
-        probe.NumberOfFrames = frames
-    try:
-        probe.compress(syntax, arr, generate_instance_uid=False)
-        stored: dict[str, Any] = {"as_rgb": False}  # the values as encoded, no colour change
-        back, _ = get_decoder(syntax).as_array(probe, **stored)
-    except Exception:  # noqa: BLE001 - no encoder, or one that refuses this image
-        return False
-    if back.shape != arr.shape or not np.array_equal(back, arr):
-        return False
-    for tag in (0x00280002, 0x00280004, 0x00280006, 0x00280100, 0x00280101, 0x00280102,
-                0x00280103, PIXEL_DATA):  # fmt: skip
-        if tag in probe:
-            out[tag] = probe[tag]
-    out.file_meta.TransferSyntaxUID = syntax
+    frames = arr if fmt.number_of_frames > 1 else arr[np.newaxis]
+    encoded = []
+    for frame in frames:
+        frame = np.ascontiguousarray(frame)
+        data = _encode(frame, fmt, syntax)
+        if data is None:
+            return False
+        try:  # the values as encoded, no colour change
+            back, _ = decode_stored(data, fmt, syntax, backend="pydicom")
+        except Exception:  # noqa: BLE001 - it cannot be read back: not stored this way
+            return False
+        if back.shape != frame.shape or not np.array_equal(back, frame):
+            return False
+        encoded.append(data)
+    if sum(8 + len(data) for data in encoded) > 2**32 - 1:
+        return False  # an Extended Offset Table would be needed: stored natively instead
+    _set_image(out, fmt)
+    out[PIXEL_DATA] = DataElement(PIXEL_DATA, "OB", encapsulate(encoded))
+    out[PIXEL_DATA].is_undefined_length = True
+    out.file_meta.TransferSyntaxUID = UID(syntax.uid)
     return True
+
+
+def _decode(src: Dataset, syntax: TransferSyntax) -> tuple[np.ndarray, PixelFormat]:
+    """Every frame of ``src`` as pydicom's ``pixel_array`` (YCbCr as RGB), and their format."""
+    fmt = pixel_format(src, syntax.uid)
+    backend = "pydicom" if syntax.is_encapsulated else None
+    count = fmt.number_of_frames
+    out = np.empty((count, *fmt.frame_shape), fmt.dtype)
+    photometric = fmt.photometric_interpretation
+    for index, data in enumerate(stored_frames(src, fmt)):
+        frame, photometric = decode_stored(data, fmt, syntax, backend=backend)
+        if photometric in ("YBR_FULL", "YBR_FULL_422") and frame.ndim == 3:
+            frame, photometric = to_rgb(frame, photometric), "RGB"
+        out[index] = frame
+    decoded = replace(
+        fmt,
+        transfer_syntax_uid=_EXPLICIT_LE,
+        photometric_interpretation=photometric,
+        planar_configuration=0,
+    )
+    return (out if count > 1 else out[0]), decoded
 
 
 def blank_pixels(src: Dataset, out: Dataset, rectangles: Iterable[Rectangle]) -> str:
@@ -332,8 +368,6 @@ def blank_pixels(src: Dataset, out: Dataset, rectangles: Iterable[Rectangle]) ->
     DeidentificationError
         The pixel data cannot be decoded, or is float pixel data (not cleaned).
     """
-    from pydicom.pixels import get_decoder
-
     if PIXEL_DATA not in src:
         raise DeidentificationError(
             "clean-pixel-data: only Pixel Data (7FE0,0010) can be blanked; this instance has "
@@ -341,23 +375,23 @@ def blank_pixels(src: Dataset, out: Dataset, rectangles: Iterable[Rectangle]) ->
         )
     meta_group = getattr(src, "file_meta", None)
     found = meta_group.get("TransferSyntaxUID") if meta_group is not None else None
-    syntax = UID(str(found or ExplicitVRLittleEndian))
+    uid = UID(str(found or _EXPLICIT_LE))
     try:
-        arr, meta = get_decoder(syntax).as_array(src)
+        syntax = transfer_syntax(uid)
+        arr, fmt = _decode(src, syntax)
     except Exception as exc:  # noqa: BLE001 - any decoder failure fails the instance
         raise DeidentificationError(
-            f"clean-pixel-data: the pixel data ({syntax.name}) cannot be decoded, so it cannot "
+            f"clean-pixel-data: the pixel data ({uid.name}) cannot be decoded, so it cannot "
             f"be cleaned: {type(exc).__name__}: {exc}"
         ) from exc
     if not arr.flags.writeable:
         arr = arr.copy()
-    samples = int(meta["samples_per_pixel"])
-    _blank(arr, rectangles, samples, str(meta["photometric_interpretation"]))
-    if not syntax.is_compressed:
-        _store_native(out, meta, arr, syntax)
-    elif syntax in LOSSLESS and _reencode(out, meta, arr, syntax):
+    _blank(arr, rectangles, fmt.samples_per_pixel, fmt.photometric_interpretation)
+    if syntax.is_native:
+        _store_native(out, fmt, arr, syntax)
+    elif syntax.is_lossless and _reencode(out, fmt, arr, syntax):
         pass
     else:
-        _store_native(out, meta, arr, ExplicitVRLittleEndian)
+        _store_native(out, fmt, arr, transfer_syntax(_EXPLICIT_LE))
         out.set_original_encoding(False, True, out.original_character_set)
     return str(out.file_meta.TransferSyntaxUID)

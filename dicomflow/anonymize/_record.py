@@ -8,10 +8,10 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID
 
 from .._version import __version__
-from ..dicom import file_meta
+from ..dicom import file_meta, native_syntax
 from ._errors import DeidentificationError
 from ._options import BASIC_PROFILE_CODE, DeidOptions
 from ._tables import iod_for_sop_class, method_codes
@@ -134,11 +134,7 @@ def _transfer_syntax(src: Dataset) -> UID:
     if meta is not None and "TransferSyntaxUID" in meta:
         return UID(meta.TransferSyntaxUID)
     implicit, little = src.original_encoding
-    if implicit:
-        return ImplicitVRLittleEndian
-    if little is False:
-        return ExplicitVRBigEndian
-    return ExplicitVRLittleEndian
+    return UID(native_syntax(bool(implicit), little is not False).uid)
 
 
 def output_file_meta(src: Dataset, out: Dataset, instance_uid: str | None) -> FileMetaDataset:

@@ -10,7 +10,9 @@ it. It holds:
 - the Part 10 encoder (:func:`encode_file`, :func:`encode_part10`) and File Meta Information built
   in one place with one implementation identity (:func:`file_meta`, :func:`file_meta_bytes`);
 - atomic file writing, local and through fsspec (:func:`atomic_write`), and safe path
-  components (:func:`safe_component`).
+  components (:func:`safe_component`);
+- the transfer syntax table, package data read once (:data:`TRANSFER_SYNTAXES`,
+  :func:`transfer_syntax`: UID, names, encoding and what each can hold).
 
 This is an internal layer: its names are stable for dicomflow's own packages and for extension
 authors, but are not part of ``import dicomflow``'s user API.
@@ -61,6 +63,13 @@ from ._schema import (
     resolve_columns,
     specs_for_tags,
 )
+from ._syntaxes import (
+    TRANSFER_SYNTAXES,
+    TransferSyntax,
+    native_syntax,
+    parse_syntaxes,
+    transfer_syntax,
+)
 from ._values import (
     column_array,
     encodings_of,
@@ -82,12 +91,14 @@ __all__ = [
     "MAX_INFLATED",
     "MAX_NESTING",
     "TMP_SUFFIX",
+    "TRANSFER_SYNTAXES",
     "CollisionError",
     "ColumnSpec",
     "DeidentifiedDataset",
     "Fallback",
     "NeedMore",
     "ParsedHeader",
+    "TransferSyntax",
     "Unsupported",
     "Writer",
     "atomic_path",
@@ -104,11 +115,13 @@ __all__ = [
     "is_url",
     "join",
     "meta_uids",
+    "native_syntax",
     "parse_da",
     "parse_ds",
     "parse_dt",
     "parse_header",
     "parse_is",
+    "parse_syntaxes",
     "parse_tm",
     "private_column",
     "read_meta",
@@ -118,6 +131,7 @@ __all__ = [
     "specs_for_tags",
     "split_part10",
     "to_text",
+    "transfer_syntax",
     "uid_of",
     "walk",
     "walk_to_end",

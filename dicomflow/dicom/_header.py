@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from struct import Struct
 
 from ..errors import InvalidDicomError, TruncatedError
+from ._syntaxes import TRANSFER_SYNTAXES
 
 __all__ = [
     "ALL_VRS",
@@ -32,11 +33,6 @@ __all__ = [
     "walk",
     "walk_to_end",
 ]
-
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
-EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
-DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 
 _UNDEFINED = 0xFFFFFFFF
 #: PS3.5 Table 7.1-1: explicit VRs with 2 reserved bytes and a 32-bit length (the rest: 16-bit).
@@ -377,17 +373,16 @@ def _parse(buf: bytes, complete: bool, partial: list[ParsedHeader]) -> ParsedHea
     ts_raw = meta.get(0x00020010)
     ts = ts_raw.decode("ascii", "replace").rstrip("\x00 ") if ts_raw else None
     notes = [] if preamble else ["no preamble"]
+    syntax = TRANSFER_SYNTAXES.get(ts) if ts is not None else None
     if ts is None:
         little, implicit = _guess_encoding(buf, pos)
         notes.append("no transfer syntax: encoding guessed from the first element")
-    elif ts == IMPLICIT_VR_LE:
-        little, implicit = True, True
-    elif ts == EXPLICIT_VR_BE:
-        little, implicit = False, False
-    else:
+    elif syntax is None:  # a private or unknown syntax: read as explicit VR little endian
         little, implicit = True, False
+    else:
+        little, implicit = syntax.is_little_endian, syntax.is_implicit_vr
 
-    if ts == DEFLATED_LE:
+    if syntax is not None and syntax.deflated:
         if not complete:
             raise _OutOfData(len(buf) + 1)  # inflating needs the whole stream
         data, elements, pixel = _walk_deflated(buf[pos:], little, implicit)

@@ -8,12 +8,15 @@ Targets, by short name or UID: ``implicit-vr-le``, ``explicit-vr-le``, ``deflate
 ``jpeg-ls-lossless``, ``jpeg2000-lossless``, ``htj2k-lossless``, and, only with ``lossy=True``,
 ``jpeg-baseline``, ``jpeg2000`` and ``jpeg-ls-near-lossless``.
 
-How it works: the source pixels are decoded frame by frame with pydicom's decoders (stored
-values, no colour conversion, so lossless outputs keep them exactly) and each frame is encoded at
+How it works: the source pixels are decoded frame by frame through :mod:`dicomflow.codecs`
+(stored values, no colour conversion, so lossless outputs keep them exactly; encapsulated
+sources with pydicom's own decoders, native ones read in place) and each frame is encoded at
 once, so at most one decoded frame is in memory; encapsulated outputs get a Basic Offset Table,
-or an Extended Offset Table past 4 GiB. Each syntax has encoders listed fastest first
-(``benchmarks/bench_transcode.py --codecs`` measures them); the first installed one that accepts
-the image is used. Native sources going to another native syntax are not decoded at all.
+or an Extended Offset Table past 4 GiB. The targets are the transfer syntaxes of the table that
+have an encoder in the codec layer (plus the native ones), by their short names; each has
+encoders listed fastest first (``benchmarks/bench_transcode.py --codecs`` measures them), and
+the first installed one that accepts the image is used. Native sources going to another native
+syntax are not decoded at all.
 
 Lossy outputs record what was lost as PS3.3 C.7.6.1.1.5 asks (Lossy Image Compression "01",
 its ratio and method appended to earlier values), become derived images (Image Type "DERIVED",
@@ -27,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,61 +39,54 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import (
-    JPEG2000,
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRLittleEndian,
-    HTJ2KLossless,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
+from pydicom.uid import UID
 
-from ..errors import ConfigError, DicomflowError
-from ._encoders import (
-    _ENCODERS,
-    TranscodeError,
-    _check_profile,
-    _Format,
-    _pick_encoder,
+from ..codecs import (
+    EncodeError,
+    PixelFormat,
+    check_encodable,
+    decode_frame,
+    decode_stored,
+    encoders_for,
+    pixel_format,
+    select_encoder,
+    stored_frames,
 )
+from ..dicom import TRANSFER_SYNTAXES, TransferSyntax, transfer_syntax
+from ..errors import ConfigError, DicomflowError, TranscodeError
 from .instance import Instance
 
 __all__ = ["TARGETS", "Transcode", "TranscodeError", "encoders", "transcode_dataset"]
 
+
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+def _targets() -> tuple[TransferSyntax, ...]:
+    """Native syntaxes a file is written in, then those with an encoder, lossless first."""
+    table = list(TRANSFER_SYNTAXES.values())
+    native = [ts for ts in table if ts.is_native and ts.is_little_endian and not ts.retired]
+    coded = [ts for ts in table if ts.is_encapsulated and encoders_for(ts, installed=False)]
+    coded.sort(key=lambda ts: ts.compression != "lossless")
+    return tuple(ts for ts in (*native, *coded) if ts.short_name)
+
+
 #: short names of the targets; lossy ones need ``lossy=True``
-TARGETS: dict[str, UID] = {
-    "implicit-vr-le": ImplicitVRLittleEndian,
-    "explicit-vr-le": ExplicitVRLittleEndian,
-    "deflated": DeflatedExplicitVRLittleEndian,
-    "rle": RLELossless,
-    "jpeg-ls-lossless": JPEGLSLossless,
-    "jpeg2000-lossless": JPEG2000Lossless,
-    "htj2k-lossless": HTJ2KLossless,
-    "jpeg-baseline": JPEGBaseline8Bit,
-    "jpeg2000": JPEG2000,
-    "jpeg-ls-near-lossless": JPEGLSNearLossless,
-}
-NATIVE = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
+TARGETS: dict[str, UID] = {ts.short_name: UID(ts.uid) for ts in _targets()}
+NATIVE = tuple(uid for uid in TARGETS.values() if transfer_syntax(uid).is_native)
 #: lossy targets: PS3.3 C.7.6.1.1.5.1 method, a readable name
 LOSSY = {
-    JPEGBaseline8Bit: ("ISO_10918_1", "JPEG baseline"),
-    JPEG2000: ("ISO_15444_1", "JPEG 2000 irreversible"),
-    JPEGLSNearLossless: ("ISO_14495_1", "JPEG-LS near-lossless"),
+    uid: (transfer_syntax(uid).lossy_method, transfer_syntax(uid).name)
+    for uid in TARGETS.values()
+    if not transfer_syntax(uid).is_lossless
 }
 #: sources whose syntax alone says the pixels were lossy compressed
 _LOSSY_SOURCES = {
-    JPEGBaseline8Bit: "ISO_10918_1",
-    JPEGExtended12Bit: "ISO_10918_1",
-    JPEGLSNearLossless: "ISO_14495_1",
+    uid: ts.lossy_method for uid, ts in TRANSFER_SYNTAXES.items() if ts.is_lossy and ts.lossy_method
 }
+#: which lossy target each setting belongs to
+_SETTINGS = {"quality": "jpeg-baseline", "ratio": "jpeg2000", "near": "jpeg-ls-near-lossless"}
 DEFAULTS = {"quality": 90, "ratio": 10.0, "near": 2}
-_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 _BOT_LIMIT = 2**32 - 1  # past this the frame offsets go into the Extended Offset Table
 
 
@@ -108,8 +104,7 @@ def resolve_target(target: str) -> UID:
 
 def encoders(target: str) -> list[str]:
     """Names of the installed encoders for ``target``, in the order they are tried."""
-    uid = resolve_target(target)
-    return [e.name for e in _ENCODERS.get(uid, []) if e.ready()]
+    return [e.name for e in encoders_for(str(resolve_target(target)))]
 
 
 # -- the transform -----------------------------------------------------------------------------
@@ -182,18 +177,27 @@ _IMAGE_PIXEL = (
 )  # fmt: skip
 
 
-def _native_frames(ds: Dataset, ts: UID) -> Iterator[tuple[np.ndarray, _Format]] | None:
-    """Frames of little endian native Pixel Data, decoded from its bytes by dicomflow's own
-    native decoder (the values pydicom's decoder gives); None where the layout is not the plain
-    one (then pydicom decodes)."""
-    from ..pixels import PixelFormat, decode_native
+def _decoded(fmt: PixelFormat, photometric: str) -> PixelFormat:
+    """The description of a decoded frame: colour-by-pixel, in the colour space it came in."""
+    return replace(
+        fmt,
+        transfer_syntax_uid=_EXPLICIT_LE,
+        photometric_interpretation=photometric,
+        planar_configuration=0,
+        number_of_frames=1,
+    )
 
+
+def _native_frames(ds: Dataset, ts: UID) -> Iterator[tuple[np.ndarray, PixelFormat]] | None:
+    """Frames of little endian native Pixel Data, decoded from its bytes in place (the values
+    pydicom's decoder gives); None where the layout is not the plain one (then the general
+    route of :func:`_decoded_frames` decodes)."""
     if ts not in NATIVE or "PixelData" not in ds:
         return None
     data = ds["PixelData"].value
     try:
         # read in memory, every native syntax here holds explicit little endian pixel bytes
-        row = {k: ds.get(k) for k in _IMAGE_PIXEL} | {"transfer_syntax_uid": ExplicitVRLittleEndian}
+        row = {k: ds.get(k) for k in _IMAGE_PIXEL} | {"transfer_syntax_uid": _EXPLICIT_LE}
         pixel = PixelFormat.from_row(row)
     except (DicomflowError, TypeError, ValueError):
         return None
@@ -206,59 +210,43 @@ def _native_frames(ds: Dataset, ts: UID) -> Iterator[tuple[np.ndarray, _Format]]
         and photometric != "YBR_FULL"
     ):
         return None
-    fmt = _Format(
-        pixel.rows,
-        pixel.columns,
-        pixel.samples_per_pixel,
-        pixel.bits_allocated,
-        pixel.bits_stored,
-        bool(pixel.pixel_representation),
-        photometric,
-    )
-    size = fmt.frame_bytes()
+    fmt = _decoded(pixel, photometric)
+    size = pixel.frame_nbytes
     if len(data) < size * pixel.number_of_frames:
-        return None  # pydicom's decoder reports what is missing
+        return None  # the general route reports what is missing
 
-    def frames() -> Iterator[tuple[np.ndarray, _Format]]:
+    def frames() -> Iterator[tuple[np.ndarray, PixelFormat]]:
         for index in range(pixel.number_of_frames):
             frame_bytes = np.frombuffer(data, np.uint8, size, index * size)
-            yield decode_native(frame_bytes, pixel, as_rgb=False), fmt
+            yield decode_frame(frame_bytes, pixel, _EXPLICIT_LE, as_rgb=False), fmt
 
     return frames()
 
 
-def _decoded_frames(ds: Dataset, ts: UID) -> Iterator[tuple[np.ndarray, _Format]]:
+def _decoded_frames(ds: Dataset, ts: UID) -> Iterator[tuple[np.ndarray, PixelFormat]]:
     """The stored values of each frame (YBR stays YBR), in native byte order, and their format.
 
     Plain native Pixel Data is read in place (:func:`_native_frames`); everything else frame by
-    frame with pydicom's ``as_array(index=...)`` (its ``iter_array`` fails on frames that need
-    a sign correction: their buffer is read-only).
+    frame through the codec layer: encapsulated frames with pydicom's own decoders (the
+    reference Transcode has always used), other native layouts (big endian, 1-bit, YBR_FULL_422,
+    32-bit) with the native decoder.
     """
-    from pydicom.pixels import get_decoder
-    from pydicom.pixels.utils import get_nr_frames
-
     native = _native_frames(ds, ts)
     if native is not None:
         yield from native
         return
     try:
-        decoder = get_decoder(ts)
-        for index in range(get_nr_frames(ds, warn=False)):
-            frame, meta = decoder.as_array(ds, index=index, as_rgb=False)
-            photometric = str(meta.get("photometric_interpretation", ds.PhotometricInterpretation))
+        syntax = transfer_syntax(str(ts))
+        fmt = pixel_format(ds, syntax.uid)
+        backend = "pydicom" if syntax.is_encapsulated else None
+        for data in stored_frames(ds, fmt):
+            frame, photometric = decode_stored(data, fmt, syntax, backend=backend)
             if photometric == "YBR_FULL_422":  # decoders return every sample at full size
                 photometric = "YBR_FULL"
-            one_bit = ds.get("BitsAllocated") == 1  # some decoders give them as 8-bit values
-            fmt = _Format(
-                rows=int(meta["rows"]),
-                columns=int(meta["columns"]),
-                samples=int(meta["samples_per_pixel"]),
-                bits_allocated=1 if one_bit else int(meta["bits_allocated"]),
-                bits_stored=1 if one_bit else int(meta.get("bits_stored", ds.BitsStored)),
-                signed=bool(meta.get("pixel_representation", ds.PixelRepresentation)),
-                photometric=photometric,
+            yield (
+                np.ascontiguousarray(frame, frame.dtype.newbyteorder("=")),
+                _decoded(fmt, photometric),
             )
-            yield np.ascontiguousarray(frame, frame.dtype.newbyteorder("=")), fmt
     except TranscodeError:
         raise
     except Exception as exc:
@@ -332,19 +320,19 @@ def _mark_lossy(out: Dataset, source: Dataset, target: UID, ratio: float, salt: 
         out.file_meta.MediaStorageSOPInstanceUID = new_uid
 
 
-def _set_format(out: Dataset, fmt: _Format, photometric: str) -> None:
+def _set_format(out: Dataset, fmt: PixelFormat, photometric: str) -> None:
     current = {
         "PhotometricInterpretation": photometric,
-        "SamplesPerPixel": fmt.samples,
+        "SamplesPerPixel": fmt.samples_per_pixel,
         "BitsAllocated": fmt.bits_allocated,
         "BitsStored": fmt.bits_stored,
         "HighBit": fmt.bits_stored - 1,
-        "PixelRepresentation": int(fmt.signed),
+        "PixelRepresentation": fmt.pixel_representation,
     }
     for keyword, value in current.items():
         if out.get(keyword) != value:
             _put(out, keyword, value)
-    if fmt.samples > 1:
+    if fmt.samples_per_pixel > 1:
         _put(out, "PlanarConfiguration", 0)
     for keyword in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
         if keyword in out:
@@ -403,15 +391,16 @@ def transcode_dataset(
     if not meta or "TransferSyntaxUID" not in meta:
         raise TranscodeError("the dataset has no (0002,0010) Transfer Syntax UID to convert from")
     source_ts = UID(meta.TransferSyntaxUID)
-    big_endian = source_ts == _BIG_ENDIAN
+    source = TRANSFER_SYNTAXES.get(str(source_ts))
+    big_endian = source is not None and not source.is_little_endian
     out = _little_endian_copy(ds) if big_endian else _shallow_copy(ds)
     out.file_meta = _copy_meta(ds)
     out.file_meta.TransferSyntaxUID = uid
-    if ds.original_encoding[0] and uid != ImplicitVRLittleEndian:
+    if ds.original_encoding[0] and not transfer_syntax(uid).is_implicit_vr:
         _resolve_ow(out)
     if "PixelData" not in ds:
         if uid not in NATIVE:  # nothing to compress: the dataset encoding of the target
-            out.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            out.file_meta.TransferSyntaxUID = UID(_EXPLICIT_LE)
         return out
     if source_ts == uid or (uid in NATIVE and source_ts in NATIVE):
         return out  # the pixels stay as they are; only the dataset encoding may change
@@ -435,7 +424,7 @@ def _lossy_options(
             f"{uid.name} is lossy: pass lossy=True (--lossy) to allow losing information"
         )
     given = {"quality": quality, "ratio": ratio, "near": near}
-    owner = {"quality": JPEGBaseline8Bit, "ratio": JPEG2000, "near": JPEGLSNearLossless}
+    owner = {key: TARGETS[name] for key, name in _SETTINGS.items()}
     options = {}
     for key, value in given.items():
         if value is not None and owner[key] != uid:
@@ -469,7 +458,7 @@ def _decode_to_native(ds: Dataset, out: Dataset, source_ts: UID) -> None:
     data = b"".join(chunks)
     if len(data) % 2:
         data += b"\x00"
-    _set_format(out, fmt, fmt.photometric)
+    _set_format(out, fmt, fmt.photometric_interpretation)
     _put(out, "PixelData", data, "OB" if fmt.bits_allocated <= 8 else "OW")
     out["PixelData"].is_undefined_length = False
 
@@ -483,24 +472,29 @@ def _encode_frames(
     name: str | None,
 ) -> None:
     encoded: list[bytes] = []
-    chosen = fmt = None
+    chosen = fmt = decoded = stored = None
     for frame, fmt in _decoded_frames(ds, source_ts):
-        if chosen is None:
-            _check_profile(target, fmt)
-            chosen = _pick_encoder(target, fmt, name)
+        if fmt is not decoded:  # the frame as it will be stored (frames usually share one)
+            decoded, stored = fmt, replace(fmt, transfer_syntax_uid=str(target))
+        if chosen is None:  # one encoder for all frames of the instance
+            try:
+                check_encodable(stored, str(target))
+                chosen = select_encoder(stored, str(target), name)
+            except EncodeError as exc:
+                raise TranscodeError(str(exc)) from exc
         try:
-            data = chosen.encode(frame, fmt, options)
-        except TranscodeError:
-            raise
+            data = chosen.encode(frame, stored, options)
+        except EncodeError as exc:
+            raise TranscodeError(str(exc)) from exc
         except Exception as exc:
             raise TranscodeError(f"{chosen.name} could not encode {target.name}: {exc}") from exc
         encoded.append(data + b"\x00" if len(data) % 2 else data)
     if fmt is None or chosen is None:
         raise TranscodeError("the Pixel Data holds no frame")
     pixel_data, eot, eot_lengths = _encapsulate(encoded)
-    photometric = fmt.photometric
-    if target == JPEGBaseline8Bit and fmt.samples == 3:
-        photometric = "YBR_FULL_422"
+    photometric = fmt.photometric_interpretation
+    if target == TARGETS["jpeg-baseline"] and fmt.samples_per_pixel == 3:
+        photometric = "YBR_FULL_422"  # the encoder subsamples the chroma
     _set_format(out, fmt, photometric)
     if eot:
         _put(out, "ExtendedOffsetTable", eot, "OV")
@@ -508,7 +502,7 @@ def _encode_frames(
     _put(out, "PixelData", pixel_data, "OB")
     out["PixelData"].is_undefined_length = True
     if target in LOSSY:
-        ratio = fmt.frame_bytes() * len(encoded) / max(sum(map(len, encoded)), 1)
+        ratio = fmt.frame_nbytes * len(encoded) / max(sum(map(len, encoded)), 1)
         salt = f"{target}|{sorted(options.items())}"
         _mark_lossy(out, ds, target, ratio, salt)
 
@@ -550,8 +544,8 @@ class Transcode:
     def __post_init__(self) -> None:
         uid = resolve_target(self.target)
         _lossy_options(uid, self.lossy, self.quality, self.ratio, self.near)
-        if self.encoder is not None and uid in _ENCODERS:
-            known = [e.name for e in _ENCODERS[uid]]
+        known = [e.name for e in encoders_for(str(uid), installed=False)]
+        if self.encoder is not None and known:
             if self.encoder not in known:
                 raise ConfigError(f"no encoder {self.encoder!r} for {uid.name}; known: {known}")
 

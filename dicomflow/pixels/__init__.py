@@ -9,8 +9,8 @@
     vols.to_polars()                  # the geometry report: one row per volume
     vols[0].to_nifti("ct.nii.gz"); vols[0].to_zarr("ct.zarr"); vols[0].to_xarray()
 
-Modules: ``_format`` (the Image Pixel description), ``_locate`` (where each frame's bytes
-are), ``_codecs`` (decoding backends per transfer syntax), ``_frames`` (the dask array),
+Modules: ``_locate`` (where each frame's bytes are), ``_frames`` (the dask array; frames are
+decoded by :mod:`dicomflow.codecs`, which also holds the ``PixelFormat`` description),
 ``_slices`` (rows to image planes: functional groups, mosaics), ``_geometry`` (sorting,
 spacing, tilt, affines), ``_stacks`` (grouping into volumes), ``_volume`` (the ``Volume`` and
 its report), ``_resample`` (tilt and spacing correction), ``_siemens`` (CSA header, mosaics).
@@ -24,9 +24,8 @@ file and frame), ``GeometryError`` (no consistent geometry).
 
 from __future__ import annotations
 
-from ._codecs import available_backends, decode_native
+from ..codecs import PixelFormat, available_backends
 from ._errors import FrameDecodeError, GeometryError, PixelDataError, PixelSizeError
-from ._format import PixelFormat
 from ._frames import (
     FrameTransform,
     PixelOptions,
@@ -63,7 +62,6 @@ __all__ = [
     "apply_window",
     "available_backends",
     "bids_sidecar",
-    "decode_native",
     "display_frame",
     "frames",
     "load_frame",

@@ -13,9 +13,14 @@ import pyarrow as pa
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from ._codecs import backends_for, decode_encapsulated, decode_native
+from ..codecs import (
+    DEFAULT_MAX_FRAME_BYTES,
+    PixelFormat,
+    decode_frame,
+    decoders_for,
+    stored_frames,
+)
 from ._errors import FrameDecodeError, PixelDataError
-from ._format import PixelFormat
 from ._locate import FrameRef, frame_refs
 from ._table import as_arrow, as_rows
 
@@ -53,6 +58,9 @@ class PixelOptions:
         inverse DCT rounding ISO 10918 leaves to decoders). Other syntaxes are always exact.
     frames_per_chunk : int
         Frames per dask chunk (1: every frame is its own task).
+    max_frame_bytes : int
+        The decode budget: a frame that would decode to more bytes is refused before any
+        decoder runs (:class:`PixelSizeError`, reported as a :class:`FrameDecodeError`).
 
     Examples
     --------
@@ -68,6 +76,7 @@ class PixelOptions:
     backend: str | None = None
     exact: bool = True
     frames_per_chunk: int = 1
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
 
     def output_dtype(self, decoded: np.dtype, palette_dtype: np.dtype | None = None) -> np.dtype:
         """The dtype frames have after these options."""
@@ -131,31 +140,33 @@ def load_frame(
     """
     try:
         if ref.whole_file:
-            arr = _from_whole_file(ref, storage_options)
+            arr = _from_whole_file(ref, options, storage_options)
         else:
             data = read_range(ref.uri, ref.start, ref.stop, storage_options)
             if ref.fmt.is_encapsulated:
                 from ._locate import unwrap_fragments
 
                 encoded = unwrap_fragments(data, ref.uri, ref.index)
-                arr = decode_encapsulated(
+                arr = decode_frame(
                     encoded,
                     ref.fmt,
-                    options.backend,
+                    ref.fmt.transfer_syntax_uid,
+                    backend=options.backend,
                     as_rgb=options.as_rgb,
                     exact=options.exact,
+                    max_frame_bytes=options.max_frame_bytes,
                 )
             else:
                 if len(data) < ref.stop - ref.start:
                     raise PixelDataError(
                         f"read {len(data)} bytes, the frame needs {ref.stop - ref.start}"
                     )
-                arr = decode_native(
-                    data,
+                arr = decode_frame(
+                    _native_frame(data, ref),
                     ref.fmt,
-                    bit_offset=ref.bit_offset,
-                    swap_ow=ref.swap_ow,
+                    _native_syntax(ref.fmt),
                     as_rgb=options.as_rgb,
+                    max_frame_bytes=options.max_frame_bytes,
                 )
     except FrameDecodeError:
         raise
@@ -185,15 +196,43 @@ def read_range(
     return fs.cat_file(path, start=start, end=stop)
 
 
-def _from_whole_file(ref: FrameRef, storage_options: Mapping[str, Any] | None) -> np.ndarray:
+def _native_syntax(fmt: PixelFormat) -> str:
+    """The syntax native frames are decoded in: their own, or (a UID the table does not know)
+    Explicit VR Little Endian, as pydicom reads unknown syntaxes."""
+    return fmt.transfer_syntax_uid if fmt.syntax is not None else "1.2.840.10008.1.2.1"
+
+
+def _native_frame(data: bytes | np.ndarray, ref: FrameRef) -> bytes | np.ndarray:
+    """Exactly the frame's bytes from the range read around it: 8-bit samples stored as OW in
+    big endian have their byte pairs swapped back, 1-bit frames are realigned to a byte."""
+    if ref.swap_ow:
+        raw = np.frombuffer(data[: len(data) // 2 * 2], "<u2").byteswap().view("u1")
+        return raw[ref.bit_offset // 8 :]
+    if ref.bit_offset:
+        bits = np.unpackbits(np.frombuffer(data, "u1"), bitorder="little")
+        frame = bits[ref.bit_offset : ref.bit_offset + ref.fmt.frame_bits]
+        return np.packbits(frame, bitorder="little")
+    return data
+
+
+def _from_whole_file(
+    ref: FrameRef, options: PixelOptions, storage_options: Mapping[str, Any] | None
+) -> np.ndarray:
+    """A frame of a deflated data set: the file is inflated by pydicom, the frame decoded here."""
     from pydicom import dcmread
 
     with fsspec.open(ref.uri, "rb", **dict(storage_options or {})) as f:
         ds = dcmread(f, force=True)
-        arr = ds.pixel_array
-    if ref.fmt.number_of_frames > 1:
-        arr = arr[ref.index]
-    return np.ascontiguousarray(arr)
+    for index, data in enumerate(stored_frames(ds, ref.fmt)):
+        if index == ref.index:
+            return decode_frame(
+                data,
+                ref.fmt,
+                ref.fmt.transfer_syntax_uid,
+                as_rgb=options.as_rgb,
+                max_frame_bytes=options.max_frame_bytes,
+            )
+    raise PixelDataError(f"the data set holds no frame {ref.index}")
 
 
 def _load_chunk(
@@ -400,7 +439,7 @@ def frames(
         raise PixelDataError("the catalog holds no pixel data")
     if options.backend is not None:  # an explicit choice fails now, not in a worker later
         for tsuid in {r.fmt.transfer_syntax_uid for r in refs if r.fmt.is_encapsulated}:
-            backends_for(tsuid, options.backend)
+            decoders_for(tsuid, options.backend)
     shapes = {r.fmt.frame_shape for r in refs}
     dtypes = {r.fmt.dtype for r in refs}
     if len(shapes) > 1 or len(dtypes) > 1:

@@ -19,32 +19,13 @@ from dataclasses import dataclass
 from math import ceil
 from typing import IO
 
+from ..codecs import PixelFormat, codestream_starts
 from ._errors import FrameDecodeError, PixelDataError, PixelSizeError
-from ._format import PixelFormat
 
 __all__ = ["FrameRef", "encapsulated_offsets", "frame_refs", "unwrap_fragments"]
 
 _ITEM = b"\xfe\xff\x00\xe0"
 _SEQ_END = b"\xfe\xff\xdd\xe0"
-_JPEG_SYNTAXES = frozenset(
-    {
-        "1.2.840.10008.1.2.4.50",
-        "1.2.840.10008.1.2.4.51",
-        "1.2.840.10008.1.2.4.57",
-        "1.2.840.10008.1.2.4.70",
-        "1.2.840.10008.1.2.4.80",
-        "1.2.840.10008.1.2.4.81",
-    }
-)
-_J2K_SYNTAXES = frozenset(
-    {
-        "1.2.840.10008.1.2.4.90",
-        "1.2.840.10008.1.2.4.91",
-        "1.2.840.10008.1.2.4.201",
-        "1.2.840.10008.1.2.4.202",
-        "1.2.840.10008.1.2.4.203",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +63,6 @@ class FrameRef:
 def _read(f: IO[bytes], offset: int, n: int) -> bytes:
     f.seek(offset)
     return f.read(n)
-
-
-def _fragment_starts_frame(head: bytes, tsuid: str) -> bool:
-    if tsuid in _JPEG_SYNTAXES:
-        return head[:2] == b"\xff\xd8"
-    if tsuid in _J2K_SYNTAXES:
-        return head[:4] == b"\xff\x4f\xff\x51" or head[:4] == b"\x00\x00\x00\x0c"
-    return False
 
 
 def encapsulated_offsets(
@@ -160,8 +133,9 @@ def _plausible(offsets: list[int], first: int, end: int) -> bool:
 
 def _scan(f: IO[bytes], fmt: PixelFormat, first: int, end: int, uri: str) -> tuple[int, ...]:
     n = fmt.number_of_frames
-    tsuid = fmt.transfer_syntax_uid
-    peek = n > 1 and (tsuid in _JPEG_SYNTAXES or tsuid in _J2K_SYNTAXES)
+    syntax = fmt.syntax
+    frame_starts = codestream_starts(syntax) if syntax is not None else ()
+    peek = n > 1 and bool(frame_starts)
     fragments: list[int] = []
     starts: list[int] = []
     pos = first
@@ -177,7 +151,7 @@ def _scan(f: IO[bytes], fmt: PixelFormat, first: int, end: int, uri: str) -> tup
             raise PixelDataError(f"{uri}: expected an item at byte {pos} of encapsulated data")
         (length,) = struct.unpack("<I", header[4:8])
         fragments.append(pos)
-        if peek and _fragment_starts_frame(header[8:12], tsuid):
+        if peek and header[8:12].startswith(frame_starts):
             starts.append(pos)
         pos += 8 + length
     if pos > end:

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..codecs import encode_png
+from ..dicom import atomic_path
+
 if TYPE_CHECKING:
     from ._volume import Volume
 
@@ -135,10 +138,8 @@ def write_png(
     --------
     >>> vol.to_png("preview.png", window="brain")   # doctest: +SKIP
     """
-    import imagecodecs
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = preview_image(volume, index=index, time=time, window=window)
-    path.write_bytes(imagecodecs.png_encode(image))
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(encode_png(image))
     return path

@@ -91,9 +91,28 @@ def _encode(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
+_IMAGE_PIXEL = (
+    "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation",
+    "PhotometricInterpretation", "NumberOfFrames",
+)  # fmt: skip
+
+
 def _set_pixels(ds: Dataset, series: Series, pixels: np.ndarray) -> None:
     if series.transfer_syntax == RLELossless:
-        ds.compress(RLELossless, pixels, encoding_plugin="pydicom", generate_instance_uid=False)
+        from pydicom.encaps import encapsulate
+
+        from ..codecs import PixelFormat, encode_frame
+
+        row = {k: ds.get(k) for k in _IMAGE_PIXEL} | {"transfer_syntax_uid": RLELossless}
+        fmt = PixelFormat.from_row(row)
+        frames = pixels if fmt.number_of_frames > 1 else pixels[np.newaxis]
+        # pydicom's own numpy RLE encoder, frame by frame: the bytes do not depend on what
+        # else is installed
+        encoded = [encode_frame(frame, fmt, RLELossless, encoder="pydicom") for frame in frames]
+        ds.PixelData = encapsulate(encoded)
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+        ds.file_meta.TransferSyntaxUID = RLELossless
     else:
         ds.PixelData = pixels.tobytes()
 

@@ -235,8 +235,7 @@ class PngFolder:
         remove_stale_temporaries(str(self.root), self.storage_options)
 
     def write(self, instance: Instance) -> list[Output]:
-        import imagecodecs
-
+        from ..codecs import encode_png
         from ..pixels import (
             FrameTransform,
             PixelOptions,
@@ -269,7 +268,7 @@ class PngFolder:
         for index, image in images:
             parts = render_path(template, _Fields(ds, {"frame": f"{index:04d}"}))  # type: ignore[arg-type]
             path = join(str(self.root), *parts)
-            data = bytes(imagecodecs.png_encode(image))
+            data = encode_png(image)
             atomic_write(path, data, storage_options=self.storage_options, fsync=self.fsync)
             outputs.append(Output.of_bytes(self.name, path, data))
         return outputs

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -25,7 +27,7 @@ from dicomflow.sample import (
 
 from .conftest import SECRET, SHARED
 
-CORPUS = SHARED / "corpus"
+CORPUS = Path(os.environ.get("DICOMFLOW_SHARED", SHARED)) / "corpus"
 TEXT = (4, 2, 40, 8)  # x, y, w, h of the burned-in "text"
 RULES = """manufacturer,model,rows,columns,rectangles,note
 ACME Medical \\(fake\\),Imaginex.*,64,64,"0,0,64,12",top band of the fake scanner

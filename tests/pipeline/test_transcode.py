@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import shutil
 import subprocess
@@ -36,7 +37,8 @@ from dicomflow.pipeline.transcode import (
     transcode_dataset,
 )
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+SHARED = Path(os.environ.get("DICOMFLOW_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+CORPUS = SHARED / "corpus"
 LOSSLESS = [
     "implicit-vr-le",
     "explicit-vr-le",
@@ -201,7 +203,7 @@ def test_native_frames_read_in_place_equal_pydicoms_decoder(relpath):
     for index, (frame, fmt) in enumerate(fast):
         want, meta = decoder.as_array(ds, index=index, as_rgb=False)
         same_pixels(frame, want.astype(want.dtype.newbyteorder("="), copy=False))
-        assert fmt.photometric == meta.get(
+        assert fmt.photometric_interpretation == meta.get(
             "photometric_interpretation", ds.PhotometricInterpretation
         )
         count += 1

@@ -13,6 +13,7 @@ import pytest
 from conftest import CORPUS, catalog_row, catalog_table, manifest
 
 import dicomflow
+from dicomflow.codecs import decoders_for
 from dicomflow.pixels import (
     FrameDecodeError,
     PixelDataError,
@@ -21,7 +22,6 @@ from dicomflow.pixels import (
     frames,
     locate_frames,
 )
-from dicomflow.pixels._codecs import backends_for
 
 _IMAGES = [
     m["path"]
@@ -64,7 +64,9 @@ def test_frames_equal_pydicom_pixel_array(path):
 _ENCAPSULATED = [
     (path, name)
     for path in _IMAGES
-    for name, _ in backends_for(catalog_row(CORPUS / path)["transfer_syntax_uid"] or "")
+    for name in [
+        d.name for d in decoders_for(catalog_row(CORPUS / path)["transfer_syntax_uid"] or "")
+    ]
     if catalog_row(CORPUS / path)["transfer_syntax_uid"]
     not in (
         "1.2.840.10008.1.2",
@@ -271,28 +273,25 @@ def test_exact_lossy_jpeg_uses_libjpeg_turbo_only_where_it_equals_pydicom(
 ):
     from pydicom.pixels import get_decoder
 
-    from dicomflow.pixels import _codecs
+    from dicomflow.codecs import _jpeg, _pydicom
 
     if "gdcm" not in get_decoder("1.2.840.10008.1.2.4.50").available_plugins:
         pytest.skip("pydicom's JPEG plugin here is not GDCM's IJG libjpeg")
     path = CORPUS / name
     used = []
-    for backend in ("_jpeg8_imagecodecs", "_pydicom"):
-        original = getattr(_codecs, backend)
+    for module, backend in ((_jpeg, "decode_8bit"), (_pydicom, "decode")):
+        original = getattr(module, backend)
 
         def spy(src, fmt, original=original, backend=backend):
             result = original(src, fmt)  # raises when it refuses the frame
             used.append(backend)
             return result
 
-        monkeypatch.setattr(_codecs, backend, spy)
+        monkeypatch.setattr(module, backend, spy)
     ref = pydicom.dcmread(path).pixel_array
     arr = frames(catalog_row(path)).compute()
     assert np.array_equal(arr.reshape(ref.shape), ref)
-    assert (
-        used
-        and used[0] == {"imagecodecs": "_jpeg8_imagecodecs", "pydicom": "_pydicom"}[expected_first]
-    )
+    assert used and used[0] == {"imagecodecs": "decode_8bit", "pydicom": "decode"}[expected_first]
 
 
 def test_explicit_backend_that_cannot_decode_fails_before_compute():

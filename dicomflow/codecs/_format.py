@@ -1,28 +1,37 @@
-"""What the pixel data of one object looks like: the Image Pixel module as a frozen value."""
+"""What the pixel data of one object looks like: the Image Pixel module as a frozen value.
+
+Its transfer syntax facts (encapsulated, deflated, byte order) come from the transfer syntax
+table of :mod:`dicomflow.dicom`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from math import ceil
 from typing import Any
 
 import numpy as np
-from pydicom.uid import UID
 
-from ._errors import PixelDataError
+from ..dicom import TRANSFER_SYNTAXES, TransferSyntax
+from ..errors import PixelDataError
 
-__all__ = ["DEFLATED_SYNTAXES", "DEFLATED_IMAGE_FRAME", "PixelFormat"]
-
-#: Transfer syntaxes whose whole data set is deflated: byte offsets in the file mean nothing.
-DEFLATED_SYNTAXES = frozenset({"1.2.840.10008.1.2.1.99"})
-#: Deflated Image Frame Compression: each frame is one deflate stream in its own fragment.
-DEFLATED_IMAGE_FRAME = "1.2.840.10008.1.2.8.1"
+__all__ = ["PixelFormat"]
 
 _FLOAT_KEYWORDS: dict[str, np.dtype] = {
     "FloatPixelData": np.dtype("float32"),
     "DoubleFloatPixelData": np.dtype("float64"),
 }
+
+
+@cache
+def _dtype(keyword: str, bits_allocated: int, pixel_representation: int) -> np.dtype:
+    if keyword in _FLOAT_KEYWORDS:
+        return _FLOAT_KEYWORDS[keyword]
+    if bits_allocated == 1:
+        return np.dtype("u1")
+    kind = "i" if pixel_representation else "u"
+    return np.dtype(f"{kind}{bits_allocated // 8}")
 
 
 def _int(row: Mapping[str, Any], key: str, default: int | None) -> int | None:
@@ -147,24 +156,39 @@ class PixelFormat:
 
     # -- transfer syntax ---------------------------------------------------------------------
     @property
+    def syntax(self) -> TransferSyntax | None:
+        """The transfer syntax record (``None`` for a UID the table does not know)."""
+        return TRANSFER_SYNTAXES.get(self.transfer_syntax_uid)
+
+    @property
     def is_encapsulated(self) -> bool:
-        """Whether frames are stored as encapsulated fragments (compressed)."""
-        if self.transfer_syntax_uid == DEFLATED_IMAGE_FRAME:
-            return True
-        try:
-            return bool(UID(self.transfer_syntax_uid).is_encapsulated)
-        except ValueError:
-            return False
+        """Whether frames are stored as encapsulated fragments (an unknown syntax: not)."""
+        syntax = self.syntax
+        return syntax is not None and syntax.is_encapsulated
 
     @property
     def is_deflated(self) -> bool:
         """Whether the whole data set is deflated (no byte offsets into the file)."""
-        return self.transfer_syntax_uid in DEFLATED_SYNTAXES
+        syntax = self.syntax
+        return syntax is not None and syntax.deflated
 
     @property
     def is_little_endian(self) -> bool:
-        """Byte order of native pixel data."""
-        return self.transfer_syntax_uid != "1.2.840.10008.1.2.2"
+        """Byte order of native pixel data (an unknown syntax: little endian)."""
+        syntax = self.syntax
+        return syntax is None or syntax.is_little_endian
+
+    def describe(self) -> str:
+        """The image in words, for messages.
+
+        >>> PixelFormat("1.2.840.10008.1.2.1", rows=2, columns=3).describe()
+        'MONOCHROME2, 1 sample(s), Bits Allocated 16, Bits Stored 16, unsigned'
+        """
+        sign = "signed" if self.pixel_representation else "unsigned"
+        return (
+            f"{self.photometric_interpretation}, {self.samples_per_pixel} sample(s), Bits "
+            f"Allocated {self.bits_allocated}, Bits Stored {self.bits_stored}, {sign}"
+        )
 
     # -- sizes -------------------------------------------------------------------------------
     @property
@@ -194,12 +218,7 @@ class PixelFormat:
     @property
     def dtype(self) -> np.dtype:
         """The dtype pydicom's ``pixel_array`` gives (native byte order)."""
-        if self.pixel_keyword in _FLOAT_KEYWORDS:
-            return _FLOAT_KEYWORDS[self.pixel_keyword]
-        if self.bits_allocated == 1:
-            return np.dtype("u1")
-        kind = "i" if self.pixel_representation else "u"
-        return np.dtype(f"{kind}{self.bits_allocated // 8}")
+        return _dtype(self.pixel_keyword, self.bits_allocated, self.pixel_representation)
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
