@@ -33,7 +33,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -52,7 +52,7 @@ from ..dicom import (
     uid_of,
 )
 from ..errors import ConfigError, InvalidDicomError
-from ..pipeline.instance import Instance, Skip
+from ..pipeline import Instance, run_stages
 
 __all__ = ["RECORD_SCHEMA", "Lake", "Landed", "read_records", "read_state"]
 
@@ -78,12 +78,14 @@ _FSYNC = ("each", "batch", "none")
 
 @dataclass(frozen=True, slots=True)
 class Landed:
-    """What happened to one received instance: ``status`` is landed, dropped or failed."""
+    """What happened to one received instance: ``status`` is landed (or queued), dropped or
+    failed; ``stage`` names the stage that dropped or failed it, if one did."""
 
     status: str
     path: str | None = None
     sop_instance_uid: str | None = None
     reason: str | None = None
+    stage: str | None = None
 
 
 @dataclass
@@ -239,7 +241,12 @@ class Lake:
                 staged = self._run_stages(meta, dataset, calling_ae)
                 if isinstance(staged, Landed):
                     with self._lock:
-                        self.stats.dropped += 1
+                        if staged.status == "failed":
+                            self.stats.failed += 1
+                        else:
+                            self.stats.dropped += 1
+                    if staged.status == "failed":
+                        return replace(staged, sop_instance_uid=sop_instance)
                     return staged
                 parts = staged
             if len(parts) == 1:
@@ -266,18 +273,18 @@ class Lake:
         return Landed("queued", path, sop)
 
     def _run_stages(self, meta: bytes, dataset: Any, calling_ae: str) -> tuple[Any, ...] | Landed:
+        """The stages on a received instance, by the stage runtime: the bytes to land, or why
+        not (dropped: its reason names the stage; failed: the pipeline's reason text)."""
         inst = Instance(uri=f"dicom://{calling_ae or 'peer'}/received")
         inst._raw = meta + bytes(dataset)
-        for stage in self.stages:
-            name = getattr(stage, "name", None) or getattr(stage, "__name__", type(stage).__name__)
-            try:
-                result = stage(inst)
-            except Skip as exc:
-                return Landed("dropped", None, None, f"{name}: {exc}")
-            if result is None:
-                return Landed("dropped", None, None, f"dropped by {name}")
-            inst = result
-            inst.provenance.append(name)
+        outcome = run_stages(self.stages, inst)
+        if outcome.status == "skipped":
+            reason = outcome.reason if outcome.dropped else f"{outcome.stage}: {outcome.reason}"
+            return Landed("dropped", None, None, reason, outcome.stage)
+        if outcome.status == "failed":
+            return Landed("failed", None, None, outcome.reason, outcome.stage)
+        assert outcome.instance is not None
+        inst = outcome.instance
         if inst._dataset is None:
             return (inst.raw,)
         return (encode_part10(inst.dataset),)

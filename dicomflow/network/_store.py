@@ -84,7 +84,9 @@ def land_and_answer(
     ]
     if landed.status == "failed":
         reason = landed.reason or "failed"
-        oserror = reason.startswith(("OSError", "PermissionError", "FileNotFound", "NoSpace"))
+        oserror = reason.startswith(
+            ("OSError", "PermissionError", "FileNotFound", "NoSpace", "no space left")
+        )
         fields.append((STATUS, OUT_OF_RESOURCES if oserror else CANNOT_UNDERSTAND))
         fields.append((ERROR_COMMENT, reason[:64]))
     else:

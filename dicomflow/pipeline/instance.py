@@ -46,6 +46,10 @@ class Output:
     def of_bytes(cls, sink: str, path: str, data: bytes) -> Output:
         return cls(sink, path, hashlib.sha256(data).hexdigest(), len(data))
 
+    def record(self) -> dict[str, Any]:
+        """As a manifest ``outputs`` entry (:data:`~dicomflow.pipeline.manifest.OUTPUT_TYPE`)."""
+        return {"sink": self.sink, "path": self.path, "sha256": self.sha256, "size": self.size}
+
 
 @dataclass(frozen=True)
 class RunContext:
