@@ -5,7 +5,7 @@ A catalog is an Arrow table with one row per instance, typed from the data dicti
 :mod:`dicomflow.dicom`). This layer reads; it knows nothing of pixels, stages or sinks.
 """
 
-from ._catalog import Catalog, ScanOptions, ScanStats, scan, scan_batch, unify
+from ._catalog import Catalog, ScanEvent, ScanOptions, ScanStats, scan, scan_batch, unify
 from ._mediaset import DIR_KEYS, read_mediaset
 from ._parquet import write_catalog, write_dataset
 from ._sources import iter_sources, read_headers
@@ -13,6 +13,7 @@ from ._sources import iter_sources, read_headers
 __all__ = [
     "DIR_KEYS",
     "Catalog",
+    "ScanEvent",
     "ScanOptions",
     "ScanStats",
     "iter_sources",
