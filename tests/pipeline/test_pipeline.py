@@ -109,6 +109,44 @@ def test_executors_give_byte_identical_outputs(sample: Path, tmp_path: Path, das
     assert _tree(tmp_path / "dask") == reference
 
 
+def test_a_run_has_one_pool_its_scan_included(sample: Path, tmp_path: Path, monkeypatch) -> None:
+    """The scan of a lazy catalog runs on the pipeline's pool, not on a second one."""
+    from dicomflow.runtime import _executors
+
+    pools = []
+
+    class CountedPool(_executors.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.functions: set[str] = set()
+            self.pids: set[int] = set()
+            pools.append(self)
+
+        def submit(self, fn, /, *args, **kwargs):
+            self.functions.add(fn.__name__)
+            return super().submit(fn, *args, **kwargs)
+
+        def shutdown(self, *args, **kwargs) -> None:
+            self.pids = set(self._processes or ())
+            super().shutdown(*args, **kwargs)
+
+    monkeypatch.setattr(_executors, "ProcessPoolExecutor", CountedPool)
+    catalog = dfl.scan(sample, workers=2, batch_size=16)  # alone, it would start its own pool
+    run = (dfl.pipeline(catalog) | dfl.map(st.stamp) | dfl.map(st.note_pid)).write(
+        dfl.writers.Part10Folder(str(tmp_path / "pool"))
+    )
+    report = run.execute(workers=2, batch_size=8)
+    assert report.done == 129 and catalog.stats.files == 132
+    assert len(pools) == 1, "one pool per run"
+    (pool,) = pools
+    assert {"_scan_task", "_run_task"} <= pool.functions
+    pids = {json.loads(r["counts"])["worker_pid"] for r in report.manifest.to_pylist()
+            if r["counts"]}  # fmt: skip
+    assert pids and pids <= pool.pids and len(pool.pids) == 2
+    _pipeline(sample, tmp_path / "inproc", dfl.map(st.stamp)).execute(workers=1)
+    assert _tree(tmp_path / "pool") == _tree(tmp_path / "inproc")
+
+
 _FORKED_RUN = """
 import json, os, sys
 sys.path.insert(0, sys.argv[3])
