@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import dicomflow as dfl
 from dicomflow.dicom import split_part10
 from dicomflow.network import Lake
 from dicomflow.pipeline import Instance, Outcome, Output, Skip, run_stages, stage_name
+from dicomflow.pipeline.manifest import OUTPUT_TYPE
 from dicomflow.sample import make_sample
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -67,6 +69,8 @@ def test_a_clean_run_is_done_with_the_outputs() -> None:
         "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
     }  # fmt: skip
     assert outcome.seconds >= 0 and not outcome.disk_full
+    assert [f.name for f in OUTPUT_TYPE] == [f.name for f in fields(Output)]
+    assert Output.of_parts("x", "p", [b"a", memoryview(b"bc")]) == Output.of_bytes("x", "p", b"abc")
 
 
 def test_none_drops_naming_the_stage() -> None:
