@@ -276,17 +276,24 @@ class Catalog:
         """``(uri, size)`` of every input, in scan order."""
         return iter_sources(self.source, self.options.storage_options)
 
-    def _executor(self, batches: Iterator[list[FileRef]]) -> tuple[Executor, Iterator]:
+    def _executor(
+        self, batches: Iterator[list[FileRef]], shared: Executor | None = None
+    ) -> tuple[Executor, Iterator]:
         """Small inputs run in process: starting workers would cost more than it saves.
 
         One worker scans about 4,000 headers per second and a pool takes about half a second
-        to start, so below :data:`POOL_THRESHOLD` batches the pool is not worth it.
+        to start, so below :data:`POOL_THRESHOLD` batches the pool is not worth it. Where a
+        pool is worth it and the caller has one (``shared``), the scan runs there.
         """
+        if self.client is None and self.workers == 1:
+            return InProcessExecutor(), batches
         if self.client is None and self.workers is None:
             head = list(itertools.islice(batches, POOL_THRESHOLD))
             batches = itertools.chain(head, batches)
             if len(head) < POOL_THRESHOLD:
                 return InProcessExecutor(), batches
+        if shared is not None:
+            return shared, batches
         if self.client is None and fork_is_safe():
             # pyarrow imports pandas on its first array from a list: once here, not per worker
             import pandas  # noqa: F401
@@ -303,15 +310,15 @@ class Catalog:
         """Stream the catalog as record batches, in input order.
 
         ``progress`` is called with a :class:`ScanEvent` after each batch and once at the end
-        (``finished``). ``executor`` runs the batches on a pool the caller owns (a pipeline's,
-        so that a run has one pool); by default the catalog starts and closes its own.
+        (``finished``). ``executor`` is a pool the caller owns (a pipeline's, so that a run has
+        one pool): where the scan would start workers, it runs there instead (small inputs
+        and ``workers=1`` still run in this process).
         """
         self.stats = stats = ScanStats()
         start = time.perf_counter()
         batches = _batched(self.files(), self.batch_size)
-        own = executor is None
-        if executor is None:
-            executor, batches = self._executor(batches)
+        shared = executor
+        executor, batches = self._executor(batches, shared)
         try:
             tasks = ((batch, self.options) for batch in batches)
             for record_batch, counters in executor.map(_scan_task, tasks):
@@ -324,7 +331,7 @@ class Catalog:
                     progress(stats.event())
                 yield record_batch
         finally:
-            if own:
+            if executor is not shared:
                 executor.close()
             stats.seconds = time.perf_counter() - start
         if progress is not None:

@@ -26,6 +26,7 @@ from .._version import __version__
 from ..errors import ConfigError, DicomflowError
 from ..runtime import (
     Executor,
+    InProcessExecutor,
     ProgressConsumer,
     ProgressEvent,
     as_consumer,
@@ -133,12 +134,12 @@ def _run_task(task: _Task) -> tuple[list[dict[str, Any]], dict[str, Any] | None]
     return out, None
 
 
-def _catalog_batches(source: Any, executor: Executor | None) -> Iterator[pa.RecordBatch]:
-    """The source's catalog batches; a scan still to run runs on the run's ``executor``."""
+def _catalog_batches(source: Any, pool: Executor | None) -> Iterator[pa.RecordBatch]:
+    """The source's catalog batches; a scan still to run uses the run's ``pool``, if any."""
     from ..catalog import Catalog
 
     if isinstance(source, Catalog):
-        yield from source.iter_batches(executor=executor)
+        yield from source.iter_batches(executor=pool)
     elif isinstance(source, pa.Table):
         yield from source.to_batches()
     elif hasattr(source, "to_arrow"):  # a polars DataFrame
@@ -146,7 +147,7 @@ def _catalog_batches(source: Any, executor: Executor | None) -> Iterator[pa.Reco
     else:
         from ..catalog import scan
 
-        yield from scan(source).iter_batches(executor=executor)
+        yield from scan(source).iter_batches(executor=pool)
 
 
 def _is_table(source: Any) -> bool:
@@ -246,7 +247,8 @@ class Pipeline:
         workers, client
             Where instances are processed: ``1`` in this process, ``None`` a process per core,
             or a ``dask.distributed.Client``. Outputs are byte-identical on each. A source that
-            is a scan not yet run is scanned on the same workers: a run has one pool.
+            is a scan not yet run is scanned on the same pool where it would start its own
+            (small scans run in this process): a run has one pool.
         batch_size
             Instances per task.
         progress
@@ -308,8 +310,12 @@ class Pipeline:
             )
         halt: list[str] = []  # set when a worker hit a full disk
 
+        # a scan still to run uses the run's pool where it would start one: one pool per run
+        # (a run in this process has none, and leaves the scan its own choice)
+        pool = None if isinstance(executor, InProcessExecutor) else executor
+
         def tasks() -> Iterator[_Task]:
-            planned = self._plan(filters, done, context, record, dry_run, executor)
+            planned = self._plan(filters, done, context, record, dry_run, pool)
             for rows in _chunks(planned, batch_size):
                 if halt:
                     record([_not_processed(row, context, halt[0]) for row in rows])
@@ -350,13 +356,13 @@ class Pipeline:
         context: RunContext,
         record: Any,
         dry_run: bool,
-        executor: Executor | None,
+        pool: Executor | None,
     ) -> Iterator[dict[str, Any]]:
         """Catalog rows to process; records scan errors, filtered and already-done inputs."""
         import polars as pl
 
         expressions = [(f, f.expression()) for f in filters]
-        for batch in _catalog_batches(self.source, executor):
+        for batch in _catalog_batches(self.source, pool):
             reasons: list[str | None] = [None] * batch.num_rows
             if expressions:
                 frame = pl.DataFrame(pa.Table.from_batches([batch]))
