@@ -189,6 +189,7 @@ TEST_PRIVATE_SEAMS = {
     "tests/pixels/test_frames.py": "monkeypatches the frame locator and the backend list",
     "tests/pixels/test_writers.py": "the NIfTI writer's choice of its direct path, white-box",
     "tests/codecs/test_registry.py": "monkeypatches which JPEG plugin pydicom would use",
+    "tests/pipeline/test_pipeline.py": "counts the process pools a run starts (monkeypatch)",
 }
 
 

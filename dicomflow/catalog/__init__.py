@@ -5,7 +5,7 @@ A catalog is an Arrow table with one row per instance, typed from the data dicti
 :mod:`dicomflow.dicom`). This layer reads; it knows nothing of pixels, stages or sinks.
 """
 
-from ._catalog import Catalog, ScanOptions, ScanStats, scan, scan_batch, unify
+from ._catalog import Catalog, ScanEvent, ScanOptions, ScanStats, scan, scan_batch, unify
 from ._mediaset import DIR_KEYS, read_mediaset
 from ._parquet import write_catalog, write_dataset
 from ._reader import Reader
@@ -15,6 +15,7 @@ __all__ = [
     "DIR_KEYS",
     "Catalog",
     "Reader",
+    "ScanEvent",
     "ScanOptions",
     "ScanStats",
     "iter_sources",

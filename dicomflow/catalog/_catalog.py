@@ -25,14 +25,21 @@ from ..dicom import (
     specs_for_tags,
 )
 from ..errors import ConfigError
-from ..runtime import Executor, InProcessExecutor, fork_is_safe, make_executor
+from ..runtime import (
+    Executor,
+    InProcessExecutor,
+    ProgressConsumer,
+    ProgressEvent,
+    fork_is_safe,
+    make_executor,
+)
 from ._sources import DEFAULT_PREFIX, FileRef, iter_sources, read_headers
 
 if TYPE_CHECKING:
     import dask.dataframe
     import polars
 
-__all__ = ["Catalog", "ScanOptions", "ScanStats", "scan", "scan_batch"]
+__all__ = ["Catalog", "ScanEvent", "ScanOptions", "ScanStats", "scan", "scan_batch"]
 
 _TS_BY_ENCODING = {
     (True, True): "1.2.840.10008.1.2",
@@ -68,6 +75,47 @@ class ScanStats:
     @property
     def files_per_second(self) -> float:
         return self.files / self.seconds if self.seconds else 0.0
+
+    def event(self, *, finished: bool = False) -> ScanEvent:
+        """These counters as a progress event."""
+        return ScanEvent(
+            "scanning", unit="files", done=self.files, failed=self.errors,
+            bytes=self.bytes_read, elapsed=self.seconds, fallbacks=self.fallbacks,
+            finished=finished,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ScanEvent(ProgressEvent):
+    """A scan's progress event: the counters of :class:`ScanStats` so far, by the same names
+    (``files``, ``errors``, ``bytes_read``, ``seconds``...), so a callback written for the
+    stats reads an event the same way."""
+
+    fallbacks: int = 0
+
+    @property
+    def files(self) -> int:
+        return self.done
+
+    @property
+    def errors(self) -> int:
+        return self.failed
+
+    @property
+    def bytes_read(self) -> int:
+        return self.bytes
+
+    @property
+    def seconds(self) -> float:
+        return self.elapsed
+
+    @property
+    def instances(self) -> int:
+        return self.done - self.failed
+
+    @property
+    def files_per_second(self) -> float:
+        return self.rate
 
 
 def _text(raw: bytes | None) -> str | None:
@@ -280,17 +328,24 @@ class Catalog:
         """``(uri, size)`` of every input, in scan order."""
         return iter_sources(self.source, self.options.storage_options)
 
-    def _executor(self, batches: Iterator[list[FileRef]]) -> tuple[Executor, Iterator]:
+    def _executor(
+        self, batches: Iterator[list[FileRef]], shared: Executor | None = None
+    ) -> tuple[Executor, Iterator]:
         """Small inputs run in process: starting workers would cost more than it saves.
 
         One worker scans about 4,000 headers per second and a pool takes about half a second
-        to start, so below :data:`POOL_THRESHOLD` batches the pool is not worth it.
+        to start, so below :data:`POOL_THRESHOLD` batches the pool is not worth it. Where a
+        pool is worth it and the caller has one (``shared``), the scan runs there.
         """
+        if self.client is None and self.workers == 1:
+            return InProcessExecutor(), batches
         if self.client is None and self.workers is None:
             head = list(itertools.islice(batches, POOL_THRESHOLD))
             batches = itertools.chain(head, batches)
             if len(head) < POOL_THRESHOLD:
                 return InProcessExecutor(), batches
+        if shared is not None:
+            return shared, batches
         if self.client is None and fork_is_safe():
             # pyarrow imports pandas on its first array from a list: once here, not per worker
             import pandas  # noqa: F401
@@ -299,13 +354,23 @@ class Catalog:
         return make_executor(self.workers, self.client), batches
 
     def iter_batches(
-        self, progress: Callable[[ScanStats], None] | None = None
+        self,
+        progress: ProgressConsumer | None = None,
+        *,
+        executor: Executor | None = None,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream the catalog as record batches, in input order."""
+        """Stream the catalog as record batches, in input order.
+
+        ``progress`` is called with a :class:`ScanEvent` after each batch and once at the end
+        (``finished``). ``executor`` is a pool the caller owns (a pipeline's, so that a run has
+        one pool): where the scan would start workers, it runs there instead (small inputs
+        and ``workers=1`` still run in this process).
+        """
         self.stats = stats = ScanStats()
         start = time.perf_counter()
         batches = _batched(self.files(), self.batch_size)
-        executor, batches = self._executor(batches)
+        shared = executor
+        executor, batches = self._executor(batches, shared)
         try:
             tasks = ((batch, self.options) for batch in batches)
             for record_batch, counters in executor.map(_scan_task, tasks):
@@ -315,11 +380,14 @@ class Catalog:
                 stats.fallbacks += counters["fallbacks"]
                 stats.seconds = time.perf_counter() - start
                 if progress is not None:
-                    progress(stats)
+                    progress(stats.event())
                 yield record_batch
         finally:
-            executor.close()
+            if executor is not shared:
+                executor.close()
             stats.seconds = time.perf_counter() - start
+        if progress is not None:
+            progress(stats.event(finished=True))
 
     __iter__ = iter_batches
 

@@ -177,7 +177,7 @@ def run_find(args: argparse.Namespace) -> int:
 
 def run_pull(args: argparse.Namespace) -> int:
     from ..network import PullOptions, pull
-    from ..runtime import Progress
+    from ..runtime import progress_for
 
     opts = PullOptions(
         ae_title=args.ae, port=args.port, host=args.bind, method=args.method,
@@ -185,12 +185,13 @@ def run_pull(args: argparse.Namespace) -> int:
         store_aes=tuple(args.store_ae),
         association=_assoc_options(args),
     )  # fmt: skip
-    bar = Progress("pulling", unit="series", enabled=not args.quiet)
+    shown = progress_for(quiet=args.quiet)  # a bar on a terminal, else a line every 10 s
     lock = threading.Lock()
 
     def progress(event: Any) -> None:
         if args.quiet:
             return
+        shown(event)
         with lock:
             if event.kind == "planned":
                 print(f"planned {event.series_total} series in {event.detail}", file=sys.stderr)
@@ -203,13 +204,12 @@ def run_pull(args: argparse.Namespace) -> int:
                     + f"; {event.instances:,} instances, {mb:,.1f} MB so far",
                     file=sys.stderr,
                 )
-                bar.update(event.series_done)
             elif event.kind == "study-done":
                 print(f"study {event.study}: {event.status}", file=sys.stderr)
             elif event.kind == "series-retry":
                 print(f"retrying series {event.series}: {event.detail}", file=sys.stderr)
 
-    with bar:
+    with shown:
         report = pull(args.pacs, args.query, args.lake, opts, stages=_stages(args),
                       progress=progress)  # fmt: skip
     print(report.summary(), file=sys.stderr)

@@ -28,19 +28,25 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", metavar="DIR", help="manifest folder (default: OUT.manifests)")
     p.add_argument("--no-resume", action="store_true", help="redo inputs done by earlier runs")
     p.add_argument("--dry-run", action="store_true", help="show what would be done, do nothing")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or lines")
 
 
 def execute(pipeline: Any, args: argparse.Namespace) -> int:
-    """Run ``pipeline`` with the shared options; print the summary; the exit code."""
-    report = pipeline.execute(
-        workers=args.workers,
-        batch_size=args.batch_size,
-        manifest=args.manifest,
-        resume=not args.no_resume,
-        dry_run=args.dry_run,
-        progress=not args.quiet,
-    )
+    """Run ``pipeline`` with the shared options; print the summary; the exit code.
+
+    Progress: a bar on a terminal, a line every 10 seconds otherwise (cron, containers).
+    """
+    from ..runtime import progress_for
+
+    with progress_for(quiet=args.quiet) as progress:
+        report = pipeline.execute(
+            workers=args.workers,
+            batch_size=args.batch_size,
+            manifest=args.manifest,
+            resume=not args.no_resume,
+            dry_run=args.dry_run,
+            progress=progress,
+        )
     if args.dry_run:
         import polars as pl
 

@@ -36,13 +36,13 @@ def register(sub: Any) -> None:
         metavar="JSON",
         help="fsspec options for URLs, e.g. '{\"anon\": true}'",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or lines")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..catalog import scan
-    from ..runtime import Progress
+    from ..runtime import progress_for
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         batch_size=args.batch_size,
     )
-    with Progress("scanning", unit="files", enabled=not args.quiet) as bar:
-        stats = catalog.to_parquet(args.output, progress=lambda s: bar.update(s.files))
+    with progress_for(quiet=args.quiet) as progress:
+        stats = catalog.to_parquet(args.output, progress=progress)
     print(
         f"{stats.files:,} files: {stats.instances:,} instances, {stats.errors:,} errors "
         f"(see the error column) in {stats.seconds:.1f} s, {stats.files_per_second:,.0f} files/s"

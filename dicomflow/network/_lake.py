@@ -24,7 +24,6 @@ after its header proves it complete.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import queue
 import threading
@@ -33,7 +32,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -52,7 +51,7 @@ from ..dicom import (
     uid_of,
 )
 from ..errors import ConfigError, InvalidDicomError
-from ..pipeline.instance import Instance, Skip
+from ..pipeline import Instance, Output, run_stages
 
 __all__ = ["RECORD_SCHEMA", "Lake", "Landed", "read_records", "read_state"]
 
@@ -78,12 +77,14 @@ _FSYNC = ("each", "batch", "none")
 
 @dataclass(frozen=True, slots=True)
 class Landed:
-    """What happened to one received instance: ``status`` is landed, dropped or failed."""
+    """What happened to one received instance: ``status`` is landed (or queued), dropped or
+    failed; ``stage`` names the stage that dropped or failed it, if one did."""
 
     status: str
     path: str | None = None
     sop_instance_uid: str | None = None
     reason: str | None = None
+    stage: str | None = None
 
 
 @dataclass
@@ -99,8 +100,7 @@ class _Record:
     calling_ae: str
     source: str
     when: dt.datetime
-    digest: str | None = None
-    size: int | None = None
+    output: Output | None = None  # once written and hashed
     write: bool = False
 
 
@@ -239,7 +239,12 @@ class Lake:
                 staged = self._run_stages(meta, dataset, calling_ae)
                 if isinstance(staged, Landed):
                     with self._lock:
-                        self.stats.dropped += 1
+                        if staged.status == "failed":
+                            self.stats.failed += 1
+                        else:
+                            self.stats.dropped += 1
+                    if staged.status == "failed":
+                        return replace(staged, sop_instance_uid=sop_instance)
                     return staged
                 parts = staged
             if len(parts) == 1:
@@ -266,18 +271,18 @@ class Lake:
         return Landed("queued", path, sop)
 
     def _run_stages(self, meta: bytes, dataset: Any, calling_ae: str) -> tuple[Any, ...] | Landed:
+        """The stages on a received instance, by the stage runtime: the bytes to land, or why
+        not (dropped: its reason names the stage; failed: the pipeline's reason text)."""
         inst = Instance(uri=f"dicom://{calling_ae or 'peer'}/received")
         inst._raw = meta + bytes(dataset)
-        for stage in self.stages:
-            name = getattr(stage, "name", None) or getattr(stage, "__name__", type(stage).__name__)
-            try:
-                result = stage(inst)
-            except Skip as exc:
-                return Landed("dropped", None, None, f"{name}: {exc}")
-            if result is None:
-                return Landed("dropped", None, None, f"dropped by {name}")
-            inst = result
-            inst.provenance.append(name)
+        outcome = run_stages(self.stages, inst)
+        if outcome.status == "skipped":
+            reason = outcome.reason if outcome.dropped else f"{outcome.stage}: {outcome.reason}"
+            return Landed("dropped", None, None, reason, outcome.stage)
+        if outcome.status == "failed":
+            return Landed("failed", None, None, outcome.reason, outcome.stage)
+        assert outcome.instance is not None
+        inst = outcome.instance
         if inst._dataset is None:
             return (inst.raw,)
         return (encode_part10(inst.dataset),)
@@ -395,16 +400,12 @@ class Lake:
                 with self._lock:
                     self.stats.failed += 1
                 return
-        h = hashlib.sha256()
-        for part in item.parts:
-            h.update(part)
-        item.digest = h.hexdigest()
-        item.size = sum(len(p) for p in item.parts)
+        item.output = output = Output.of_parts("lake", item.path, item.parts)
         item.parts = ()
         with self._lock:
             self._pending.append(item)
             self.stats.landed += 1
-            self.stats.bytes += item.size
+            self.stats.bytes += output.size
             self.stats.by_source[item.source] = self.stats.by_source.get(item.source, 0) + 1
 
     def _write_records(self) -> None:
@@ -419,16 +420,18 @@ class Lake:
                 self._write_pending(pending)
 
     def _write_pending(self, pending: list[_Record]) -> None:
+        outputs = [r.output for r in pending if r.output is not None]
+        assert len(outputs) == len(pending), "a record is written only once hashed"
         columns = {
-            "uri": [r.path for r in pending],
+            "uri": [o.path for o in outputs],
             "sop_class_uid": [r.sop_class for r in pending],
             "sop_instance_uid": [r.sop_instance for r in pending],
             "study_instance_uid": [r.study for r in pending],
             "series_instance_uid": [r.series for r in pending],
             "transfer_syntax_uid": [r.ts for r in pending],
             "source_sop_instance_uid": [r.source_sop for r in pending],
-            "sha256": [r.digest for r in pending],
-            "size": [r.size for r in pending],
+            "sha256": [o.sha256 for o in outputs],
+            "size": [o.size for o in outputs],
             "calling_ae": [r.calling_ae for r in pending],
             "source": [r.source for r in pending],
             "received_at": [r.when for r in pending],
@@ -436,7 +439,7 @@ class Lake:
         table = pa.table(columns, schema=RECORD_SCHEMA)
         self.write_state_table("received", table)
         if self._recorded is not None:
-            self._recorded.update((r.source_sop, r.size or 0) for r in pending)
+            self._recorded.update((r.source_sop, o.size) for r, o in zip(pending, outputs))
 
     def write_state_table(self, kind: str, table: pa.Table) -> str:
         """Write ``table`` as ``_lake/<kind>-<time>-<id>.parquet``, atomically; returns the path."""

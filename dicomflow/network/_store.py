@@ -76,7 +76,9 @@ def land_and_answer(
     )
     if landed.status == "failed":
         reason = landed.reason or "failed"
-        oserror = reason.startswith(("OSError", "PermissionError", "FileNotFound", "NoSpace"))
+        oserror = reason.startswith(
+            ("OSError", "PermissionError", "FileNotFound", "NoSpace", "no space left")
+        )
         status = OUT_OF_RESOURCES if oserror else UNABLE_TO_PROCESS
         conn.send_message(msg.context_id, response(command, status, comment=reason))
     else:

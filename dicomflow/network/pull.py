@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 
 from ..errors import ConfigError, DicomflowError
 from ..pipeline.instance import Instance
+from ..runtime import ProgressEvent
 from ._errors import AssociationRejectedError, NetworkError
 from ._lake import Lake
 from ._options import AssociationOptions, Peer, check_ae_title
@@ -129,18 +130,25 @@ class PullOptions:
         return replace(base, calling_ae=self.ae_title)
 
 
-@dataclass(frozen=True)
-class PullEvent:
-    """A progress event: ``kind`` is planned, series-start, series-retry, series-done or
-    study-done (the last series of a study finished; ``status`` says how the study ended)."""
+@dataclass(frozen=True, slots=True)
+class PullEvent(ProgressEvent):
+    """A pull's progress event: ``kind`` is planned, series-start, series-retry, series-done,
+    study-done (the last series of a study finished; ``status`` says how the study ended) or
+    finished (the last event).
 
-    kind: str
+    As a :class:`~dicomflow.runtime.ProgressEvent` it counts series (``done`` of ``total``,
+    ``failed`` those not complete), ``bytes`` fetched and ``elapsed`` seconds, so any progress
+    consumer (a bar, log lines) shows a pull.
+    """
+
+    task: str = "pulling"
+    unit: str = "series"
+    kind: str = ""
     study: str = ""
     series: str = ""
     series_done: int = 0
     series_total: int = 0
     instances: int = 0
-    bytes: int = 0
     status: str = ""
     detail: str = ""
 
@@ -281,14 +289,18 @@ class _Puller:
         self.study_ok: dict[str, bool] = {}
         self.instances = 0
         self.bytes = 0
+        self.failed = 0
+        self.started = time.monotonic()
 
     def emit(self, kind: str, s: _Series | None = None, **kw: Any) -> None:
         if self.progress is None:
             return
         with self.lock:
             event = PullEvent(
-                kind, s.study if s else "", s.series if s else "", self.done, self.total,
-                self.instances, self.bytes, **kw,
+                done=self.done, total=self.total, failed=self.failed, bytes=self.bytes,
+                elapsed=time.monotonic() - self.started, finished=kind == "finished",
+                kind=kind, study=s.study if s else "", series=s.series if s else "",
+                series_done=self.done, series_total=self.total, instances=self.instances, **kw,
             )  # fmt: skip
         self.progress(event)
 
@@ -453,6 +465,7 @@ class _Puller:
         ok = row["status"] in ("complete", "already complete")
         with self.lock:
             self.done += 1
+            self.failed += 0 if ok else 1
             self.instances += row["fetched"]
             self.bytes += row["bytes"]
             self.left_in_study[s.study] -= 1
@@ -485,6 +498,10 @@ def pull(
 ) -> PullReport:
     """Pull every series matching ``query`` from ``peer`` into ``lake``; see the module docs.
 
+    ``progress`` is called with a :class:`PullEvent` (a
+    :class:`~dicomflow.runtime.ProgressEvent`) as series start and end: a plain function or a
+    progress consumer (:class:`~dicomflow.runtime.ProgressLog`, the terminal bar...).
+
     Returns a :class:`PullReport` (also written to ``lake/_lake/pull-*.parquet``). Series that
     stay incomplete after the retries are reported, not raised: rerun the same pull.
     """
@@ -497,6 +514,7 @@ def pull(
     if not own and stages:
         raise ConfigError("pass stages to the Lake you share, not to pull()")
     puller = _Puller(peer, target, opts, progress)
+    puller.started = started
     series = [
         _Series(
             r["study_instance_uid"],
@@ -527,4 +545,5 @@ def pull(
     path = target.write_state_table("pull", table) if rows else None
     if own:
         target.close()
+    puller.emit("finished", detail=f"{puller.done} of {puller.total} series")
     return PullReport(table, time.monotonic() - started, path, puller.method, planned)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -31,7 +31,12 @@ __all__ = ["Instance", "Output", "RunContext", "Sink", "Skip", "Stage", "read_by
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One object a sink wrote: where, its SHA-256 and size."""
+    """One object written: by which sink (or ``"lake"``), where, its SHA-256 and size.
+
+    The one record of what was written: a manifest's ``outputs`` entries
+    (:data:`~dicomflow.pipeline.manifest.OUTPUT_TYPE`) and a lake's records (its ``uri``,
+    ``sha256`` and ``size`` columns) are made from it.
+    """
 
     sink: str
     path: str
@@ -41,6 +46,20 @@ class Output:
     @classmethod
     def of_bytes(cls, sink: str, path: str, data: bytes) -> Output:
         return cls(sink, path, hashlib.sha256(data).hexdigest(), len(data))
+
+    @classmethod
+    def of_parts(cls, sink: str, path: str, parts: Iterable[bytes | memoryview]) -> Output:
+        """The record of an object written as consecutive ``parts`` (hashed in turn)."""
+        h = hashlib.sha256()
+        size = 0
+        for part in parts:
+            h.update(part)
+            size += len(part)
+        return cls(sink, path, h.hexdigest(), size)
+
+    def record(self) -> dict[str, Any]:
+        """As a manifest ``outputs`` entry (:data:`~dicomflow.pipeline.manifest.OUTPUT_TYPE`)."""
+        return {"sink": self.sink, "path": self.path, "sha256": self.sha256, "size": self.size}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -25,8 +24,17 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 
 from .._version import __version__
 from ..errors import ConfigError, DiskFullError
-from ..runtime import fork_is_safe, make_executor
-from .instance import Instance, RunContext, Skip
+from ..runtime import (
+    Executor,
+    InProcessExecutor,
+    ProgressConsumer,
+    ProgressEvent,
+    as_consumer,
+    fork_is_safe,
+    make_executor,
+)
+from ._runtime import run_stages, stage_name
+from .instance import Instance, RunContext
 from .manifest import ManifestWriter, done_inputs, manifest_table
 from .stages import Filter
 
@@ -87,82 +95,47 @@ class _Task:
     context: RunContext
 
 
-def _stage_name(stage: Any) -> str:
-    name = getattr(stage, "name", None) or getattr(stage, "__name__", None)
-    return str(name or type(stage).__name__)
-
-
-def _run_one(row: dict[str, Any], task: _Task) -> dict[str, Any]:
-    start = time.perf_counter()
-    result: dict[str, Any] = {
+def _run_one(row: dict[str, Any], task: _Task) -> tuple[dict[str, Any], bool]:
+    """The manifest row of one catalog row (its outcome from the stage runtime), and whether
+    a full disk ended it."""
+    instance = Instance(row["uri"], row, task.storage_options)
+    outcome = run_stages(task.stages, instance, sinks=task.sinks)
+    result = {
         "source_uri": row["uri"],
         "sop_instance_uid": row.get("sop_instance_uid"),
-        "status": "done",
-        "reason": None,
-        "stage": None,
-        "outputs": [],
-        "counts": None,
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "stage": outcome.stage,
+        "outputs": [o.record() for o in outcome.outputs],
+        "counts": (outcome.instance.counts or None)
+        if outcome.done and outcome.instance is not None
+        else None,
         "resumed_from": None,
         "run_id": task.context.run_id,
         "config_hash": task.context.config_hash,
         "version": task.context.version,
+        "seconds": outcome.seconds,
     }
-    instance: Instance | None = Instance(row["uri"], row, task.storage_options)
-    current = "read"
-    try:
-        for stage in task.stages:
-            current = _stage_name(stage)
-            instance = stage(instance)
-            if instance is None:
-                result.update(status="skipped", stage=current, reason=f"dropped by {current}")
-                break
-        else:
-            for sink in task.sinks:
-                current = sink.name
-                outputs = sink.write(instance)
-                result["outputs"].extend(
-                    {"sink": o.sink, "path": o.path, "sha256": o.sha256, "size": o.size}
-                    for o in outputs
-                )
-            result["counts"] = (instance.counts or None) if instance is not None else None
-    except Skip as exc:
-        result.update(status="skipped", stage=current, reason=str(exc))
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            result.update(status="failed", stage=current, reason=f"no space left: {exc}")
-            result["seconds"] = time.perf_counter() - start
-            raise _DiskFull(result) from exc
-        result.update(status="failed", stage=current, reason=f"{type(exc).__name__}: {exc}")
-    except Exception as exc:  # noqa: BLE001 - any failure of one instance is a manifest row
-        result.update(status="failed", stage=current, reason=f"{type(exc).__name__}: {exc}")
-    if instance is not None and result["sop_instance_uid"] is None:
-        result["sop_instance_uid"] = row.get("sop_instance_uid")
-    result["seconds"] = time.perf_counter() - start
-    return result
-
-
-class _DiskFull(Exception):
-    def __init__(self, row: dict[str, Any]):
-        self.row = row
+    return result, outcome.disk_full
 
 
 def _run_task(task: _Task) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Run one batch of instances (in a worker). Stops the batch at a full disk."""
     out = []
     for i, row in enumerate(task.rows):
-        try:
-            out.append(_run_one(row, task))
-        except _DiskFull as full:
-            out.append(full.row)
-            return out, {"stopped": full.row["reason"], "unprocessed": task.rows[i + 1 :]}
+        result, disk_full = _run_one(row, task)
+        out.append(result)
+        if disk_full:
+            return out, {"stopped": result["reason"], "unprocessed": task.rows[i + 1 :]}
     return out, None
 
 
-def _catalog_batches(source: Any) -> Iterator[pa.RecordBatch]:
+def _catalog_batches(source: Any, pool: Executor | None) -> Iterator[pa.RecordBatch]:
+    """The source's catalog batches; a scan still to run uses the run's ``pool``, if any."""
     from ..catalog import Catalog
 
     if isinstance(source, Catalog):
-        yield from source.iter_batches()
+        yield from source.iter_batches(executor=pool)
     elif isinstance(source, pa.Table):
         yield from source.to_batches()
     elif hasattr(source, "to_arrow"):  # a polars DataFrame
@@ -170,7 +143,16 @@ def _catalog_batches(source: Any) -> Iterator[pa.RecordBatch]:
     else:
         from ..catalog import scan
 
-        yield from scan(source).iter_batches()
+        yield from scan(source).iter_batches(executor=pool)
+
+
+def _is_table(source: Any) -> bool:
+    """A catalog table (pyarrow or polars), as opposed to a scan still to run."""
+    from ..catalog import Catalog
+
+    return not isinstance(source, Catalog) and (
+        isinstance(source, pa.Table) or hasattr(source, "to_arrow")
+    )
 
 
 def _describe_source(source: Any) -> Any:
@@ -249,7 +231,7 @@ class Pipeline:
         workers: int | None = None,
         client: Any = None,
         batch_size: int = 32,
-        progress: bool = False,
+        progress: bool | ProgressConsumer = False,
         manifest: str | os.PathLike[str] | None = None,
         resume: bool = True,
         dry_run: bool = False,
@@ -260,9 +242,16 @@ class Pipeline:
         ----------
         workers, client
             Where instances are processed: ``1`` in this process, ``None`` a process per core,
-            or a ``dask.distributed.Client``. Outputs are byte-identical on each.
+            or a ``dask.distributed.Client``. Outputs are byte-identical on each. A source that
+            is a scan not yet run is scanned on the same pool where it would start its own
+            (small scans run in this process): a run has one pool.
         batch_size
             Instances per task.
+        progress
+            ``True``: a bar on a terminal; or a consumer of
+            :class:`~dicomflow.runtime.ProgressEvent` s (task ``"running"``, unit
+            ``"instances"``, ``detail`` the counts by status), e.g.
+            :class:`~dicomflow.runtime.ProgressLog`.
         manifest
             Folder of the manifest; by default ``<first local sink root>.manifests``, beside it.
         resume
@@ -283,11 +272,24 @@ class Pipeline:
         stages = tuple(s for s in self.stages if not isinstance(s, Filter))
         writer = ManifestWriter(folder, run_id, config) if folder and not dry_run else None
         rows_out: list[dict[str, Any]] = []
+        statuses: dict[str, int] = {}
+        consumer = as_consumer(progress)
+        total = len(self.source) if _is_table(self.source) else None
 
         def record(rows: list[dict[str, Any]]) -> None:
             rows_out.extend(rows)
+            for row in rows:
+                statuses[row["status"]] = statuses.get(row["status"], 0) + 1
             if writer is not None:
                 writer.append(rows)
+
+        def report_progress(finished: bool = False) -> None:
+            if consumer is not None:
+                consumer(ProgressEvent(
+                    "running", unit="instances", done=len(rows_out), total=total,
+                    failed=statuses.get("failed", 0), elapsed=time.perf_counter() - start,
+                    detail=dict(statuses), finished=finished,
+                ))  # fmt: skip
 
         if not dry_run:
             for sink in self.sinks:
@@ -295,13 +297,21 @@ class Pipeline:
         executor = None
         if not dry_run:
             local_fork = client is None and workers != 1 and fork_is_safe()
+            if local_fork and not _is_table(self.source):
+                # pyarrow imports pandas on its first array from a list (the scan builds
+                # some): once here, not in every forked worker
+                import pandas  # noqa: F401
             executor = make_executor(
                 workers, client, start_method="fork" if local_fork else "forkserver"
             )
         halt: list[str] = []  # set when a worker hit a full disk
 
+        # a scan still to run uses the run's pool where it would start one: one pool per run
+        # (a run in this process has none, and leaves the scan its own choice)
+        pool = None if isinstance(executor, InProcessExecutor) else executor
+
         def tasks() -> Iterator[_Task]:
-            planned = self._plan(filters, done, context, record, dry_run)
+            planned = self._plan(filters, done, context, record, dry_run, pool)
             for rows in _chunks(planned, batch_size):
                 if halt:
                     record([_not_processed(row, context, halt[0]) for row in rows])
@@ -309,23 +319,23 @@ class Pipeline:
                 yield _Task(rows, stages, self.sinks, self._storage_options(), context)
 
         try:
-            with Progress("running", unit="instances", enabled=progress) as bar:
-                if executor is None:
-                    for _ in tasks():
-                        pass
-                else:
-                    for rows, stop in executor.map(_run_task, tasks()):
-                        record(rows)
-                        if stop is not None:
-                            halt.append(stop["stopped"])
-                            reason = stop["stopped"]
-                            record(
-                                [_not_processed(r, context, reason) for r in stop["unprocessed"]]
-                            )
-                        bar.update(len(rows_out))
+            if executor is None:
+                for _ in tasks():
+                    pass
+            else:
+                for rows, stop in executor.map(_run_task, tasks()):
+                    record(rows)
+                    if stop is not None:
+                        halt.append(stop["stopped"])
+                        reason = stop["stopped"]
+                        record([_not_processed(r, context, reason) for r in stop["unprocessed"]])
+                    report_progress()
+            report_progress(finished=True)
         finally:
             if executor is not None:
                 executor.close()
+            if isinstance(consumer, Progress) and progress is True:
+                consumer.__exit__(None, None, None)  # the bar made here, on an early end too
         stopped = halt[0] if halt else None
         table = manifest_table(rows_out)
         table = table.take(pa.compute.sort_indices(table, [("source_uri", "ascending")]))
@@ -342,12 +352,13 @@ class Pipeline:
         context: RunContext,
         record: Any,
         dry_run: bool,
+        pool: Executor | None,
     ) -> Iterator[dict[str, Any]]:
         """Catalog rows to process; records scan errors, filtered and already-done inputs."""
         import polars as pl
 
         expressions = [(f, f.expression()) for f in filters]
-        for batch in _catalog_batches(self.source):
+        for batch in _catalog_batches(self.source, pool):
             reasons: list[str | None] = [None] * batch.num_rows
             if expressions:
                 frame = pl.DataFrame(pa.Table.from_batches([batch]))
@@ -430,7 +441,7 @@ class Pipeline:
 def _config_of(obj: Any) -> dict[str, Any]:
     if hasattr(obj, "config"):
         return obj.config()
-    return {"type": "callable", "name": _stage_name(obj)}
+    return {"type": "callable", "name": stage_name(obj)}
 
 
 def _not_processed(row: Mapping[str, Any], context: RunContext, why: str) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Where work runs and how it reports: executors (in process, a process pool, dask.distributed)
-and progress.
+and progress (one event type, :class:`ProgressEvent`, and the consumers that show it).
 
 This layer knows nothing about DICOM: it sits beside :mod:`dicomflow.dicom` at the bottom, and
 the catalog, the pipeline and the network use it, so a scan and a pipeline share the same
@@ -14,7 +14,15 @@ from ._executors import (
     fork_is_safe,
     make_executor,
 )
-from ._progress import Progress
+from ._progress import (
+    Progress,
+    ProgressCallback,
+    ProgressConsumer,
+    ProgressEvent,
+    ProgressLog,
+    as_consumer,
+    progress_for,
+)
 
 __all__ = [
     "DaskExecutor",
@@ -22,6 +30,12 @@ __all__ = [
     "InProcessExecutor",
     "ProcessExecutor",
     "Progress",
+    "ProgressCallback",
+    "ProgressConsumer",
+    "ProgressEvent",
+    "ProgressLog",
+    "as_consumer",
     "fork_is_safe",
     "make_executor",
+    "progress_for",
 ]

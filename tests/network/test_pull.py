@@ -84,6 +84,29 @@ def test_plan_and_pull_by_get_then_rerun(orthanc, tmp_path):
     assert read_state(str(tmp_path), "pull").num_rows == 2
 
 
+def test_pull_events_feed_any_progress_consumer(orthanc, tmp_path):
+    import io
+
+    from dicomflow.runtime import ProgressEvent, ProgressLog
+
+    out = io.StringIO()
+    log = ProgressLog(out, interval=3600)  # only the final line within the hour
+    events = []
+
+    def both(event):
+        events.append(event)
+        log(event)
+
+    opts = PullOptions(ae_title="LAKE", method="get")
+    report = pull(orthanc.peer, "Modality=CT", tmp_path, opts, progress=both)
+    assert report.complete and all(isinstance(e, ProgressEvent) for e in events)
+    last = events[-1]
+    assert last.kind == "finished" and last.finished and last.done == last.total == 1
+    assert last.bytes == report.bytes and last.failed == 0
+    (line,) = out.getvalue().splitlines()
+    assert line.startswith("pulling: 1/1 series (100%), ") and "finished in" in line
+
+
 def test_pull_everything_by_move(orthanc, round_trip_files, tmp_path):
     port = free_port()
     orthanc.register("MOVER", port)

@@ -185,6 +185,44 @@ def test_stages_run_before_landing(tmp_path, round_trip_files):
     assert {str(dcmread(p, stop_before_pixels=True).PatientName) for p in landed} == {"Anonymous"}
 
 
+def _refuse_sr(instance):
+    raise ValueError("no structured reports here")
+
+
+def _full_disk(instance):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize(
+    ("stage", "status"), [(_refuse_sr, 0xC000), (_full_disk, 0xA700)], ids=["error", "enospc"]
+)
+def test_scp_and_pipeline_give_the_same_reason_for_a_failing_stage(tmp_path, stage, status):
+    import dicomflow as dfl
+    from dicomflow.dicom import split_part10
+
+    data = crafted_instance("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "one.dcm").write_bytes(data)
+    report = (dfl.pipeline(dfl.scan(tmp_path / "src")) | dfl.map(stage)).execute(workers=1)
+    (row,) = report.manifest.to_pylist()
+    landed = []
+    port = free_port()
+    with StorageSCP(tmp_path / "lake", scp_options(port), stages=[dfl.map(stage)],
+                    on_instance=lambda got, ae: landed.append(got)):  # fmt: skip
+        sink = StoreSink(f"LAKE@127.0.0.1:{port}", SENDER)
+        sop_class, sop, ts, body = split_part10(data)
+        answer = sink.store(sop_class, sop, ts, body)
+        sink.close()
+    assert row["status"] == "failed" and row["stage"] == f"map({stage.__name__})"
+    assert [(g.status, g.stage, g.reason) for g in landed] == [
+        ("failed", row["stage"], row["reason"])
+    ]
+    assert answer == (status, row["reason"][:64])
+    assert not lake_files(tmp_path / "lake")
+
+
 def test_receive_command(tmp_path, round_trip_files):
     port = free_port()
     lake = tmp_path / "lake"

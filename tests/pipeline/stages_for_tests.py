@@ -38,3 +38,9 @@ def note_parent(instance: Instance) -> Instance:
     """Records which process started the worker (the manifest's ``counts``)."""
     instance.counts["worker_parent"] = os.getppid()
     return instance
+
+
+def note_pid(instance: Instance) -> Instance:
+    """Records which process ran the stage (the manifest's ``counts``)."""
+    instance.counts["worker_pid"] = os.getpid()
+    return instance

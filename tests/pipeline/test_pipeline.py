@@ -109,6 +109,44 @@ def test_executors_give_byte_identical_outputs(sample: Path, tmp_path: Path, das
     assert _tree(tmp_path / "dask") == reference
 
 
+def test_a_run_has_one_pool_its_scan_included(sample: Path, tmp_path: Path, monkeypatch) -> None:
+    """The scan of a lazy catalog runs on the pipeline's pool, not on a second one."""
+    from dicomflow.runtime import _executors
+
+    pools = []
+
+    class CountedPool(_executors.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.functions: set[str] = set()
+            self.pids: set[int] = set()
+            pools.append(self)
+
+        def submit(self, fn, /, *args, **kwargs):
+            self.functions.add(fn.__name__)
+            return super().submit(fn, *args, **kwargs)
+
+        def shutdown(self, *args, **kwargs) -> None:
+            self.pids = set(self._processes or ())
+            super().shutdown(*args, **kwargs)
+
+    monkeypatch.setattr(_executors, "ProcessPoolExecutor", CountedPool)
+    catalog = dfl.scan(sample, workers=2, batch_size=16)  # alone, it would start its own pool
+    run = (dfl.pipeline(catalog) | dfl.map(st.stamp) | dfl.map(st.note_pid)).write(
+        dfl.writers.Part10Folder(str(tmp_path / "pool"))
+    )
+    report = run.execute(workers=2, batch_size=8)
+    assert report.done == 129 and catalog.stats.files == 132
+    assert len(pools) == 1, "one pool per run"
+    (pool,) = pools
+    assert {"_scan_task", "_run_task"} <= pool.functions
+    pids = {json.loads(r["counts"])["worker_pid"] for r in report.manifest.to_pylist()
+            if r["counts"]}  # fmt: skip
+    assert pids and pids <= pool.pids and len(pool.pids) == 2
+    _pipeline(sample, tmp_path / "inproc", dfl.map(st.stamp)).execute(workers=1)
+    assert _tree(tmp_path / "pool") == _tree(tmp_path / "inproc")
+
+
 _FORKED_RUN = """
 import json, os, sys
 sys.path.insert(0, sys.argv[3])
@@ -116,7 +154,8 @@ import dicomflow as dfl
 from dicomflow.runtime import fork_is_safe
 import stages_for_tests as st
 assert fork_is_safe()
-run = (dfl.pipeline(dfl.scan(sys.argv[1])) | dfl.map(st.stamp) | dfl.map(st.note_parent))
+catalog = dfl.scan(sys.argv[1], batch_size=int(sys.argv[4]))
+run = (dfl.pipeline(catalog) | dfl.map(st.stamp) | dfl.map(st.note_parent))
 report = run.write(dfl.writers.Part10Folder(sys.argv[2])).execute(workers=2, batch_size=8)
 parents = {json.loads(r["counts"])["worker_parent"] for r in report.manifest.to_pylist()
            if r["counts"]}
@@ -124,13 +163,18 @@ print(json.dumps({"pid": os.getpid(), "parents": sorted(parents), "done": report
 """
 
 
-def test_pool_forks_from_a_single_threaded_parent(sample: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("scan_batch", [256, 16], ids=["scan-in-process", "scan-on-the-pool"])
+def test_pool_forks_from_a_single_threaded_parent(
+    sample: Path, tmp_path: Path, scan_batch: int
+) -> None:
     """A plain script (no threads, no polars pool) forks its workers (no fork server start):
-    their parent is the script itself, and outputs are the in-process ones."""
+    their parent is the script itself, and outputs are the in-process ones. A scan large
+    enough for workers runs on that pool (a second pool, started beside the first, broke)."""
     _pipeline(sample, tmp_path / "inproc", dfl.map(st.stamp)).execute(workers=1)
     dest = tmp_path / "forked"
     done = subprocess.run(
-        [sys.executable, "-c", _FORKED_RUN, str(sample), str(dest), str(Path(__file__).parent)],
+        [sys.executable, "-c", _FORKED_RUN, str(sample), str(dest), str(Path(__file__).parent),
+         str(scan_batch)],
         capture_output=True, text=True, timeout=300, cwd=REPO,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
