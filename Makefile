@@ -26,7 +26,7 @@ system-deps:
 demo: setup
 	$(VENV)/bin/dicomflow demo demo-out
 
-test: system-deps setup
+test: system-deps setup typecheck
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 typecheck: setup

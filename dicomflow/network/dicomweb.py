@@ -96,7 +96,8 @@ class DicomWeb:
             if self.options.token:
                 s.headers["Authorization"] = f"Bearer {self.options.token}"
             if self.options.auth:
-                s.auth = tuple(self.options.auth)
+                user, password = self.options.auth
+                s.auth = (user, password)
             s.verify = self.options.verify
             self._local.session = s
         return s
@@ -211,7 +212,7 @@ class DicomWeb:
         from ..dicom import split_part10
 
         own = not isinstance(lake, Lake)
-        target = Lake(lake) if own else lake
+        target = lake if isinstance(lake, Lake) else Lake(lake)
         count = size = 0
         try:
             for data in self.iter_raw(study, series):

@@ -434,7 +434,7 @@ class _Puller:
                         row["status"] = "complete"
                         row["error"] = None
                         break
-                self.fetch(s, None if not present else missing, classes)
+                self.fetch(s, sorted(missing) if present and missing else None, classes)
                 self.lake.sync()
                 after = self.present(s, expected_uids)
                 if (expected_uids is not None and expected_uids <= after) or (
@@ -510,7 +510,7 @@ def pull(
     started = time.monotonic()
     planned = plan(peer, query, options=opts)
     own = not isinstance(lake, Lake)
-    target = Lake(lake, fsync=opts.fsync, stages=stages) if own else lake
+    target = lake if isinstance(lake, Lake) else Lake(lake, fsync=opts.fsync, stages=stages)
     if not own and stages:
         raise ConfigError("pass stages to the Lake you share, not to pull()")
     puller = _Puller(peer, target, opts, progress)

@@ -113,6 +113,8 @@ def encoders(target: str) -> list[str]:
 def _put(ds: Dataset, keyword: str, value: Any, vr: str | None = None) -> None:
     """Set an element as a new object, so datasets sharing the old one never see the change."""
     tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(f"{keyword} is not a DICOM keyword")
     ds[tag] = DataElement(tag, vr or dictionary_VR(tag), value)
 
 
@@ -317,7 +319,7 @@ def _mark_lossy(out: Dataset, source: Dataset, target: UID, ratio: float, salt: 
         _put(out, "SourceImageSequence", Sequence([*sources, reference]))
         new_uid = derived_uid(old_uid, salt)
         _put(out, "SOPInstanceUID", new_uid)
-        out.file_meta.MediaStorageSOPInstanceUID = new_uid
+        out.file_meta.MediaStorageSOPInstanceUID = UID(new_uid)
 
 
 def _set_format(out: Dataset, fmt: PixelFormat, photometric: str) -> None:
@@ -472,9 +474,10 @@ def _encode_frames(
     name: str | None,
 ) -> None:
     encoded: list[bytes] = []
-    chosen = fmt = decoded = stored = None
+    chosen = decoded = None
+    stored: PixelFormat | None = None
     for frame, fmt in _decoded_frames(ds, source_ts):
-        if fmt is not decoded:  # the frame as it will be stored (frames usually share one)
+        if fmt is not decoded or stored is None:  # the frame as stored (frames share one)
             decoded, stored = fmt, replace(fmt, transfer_syntax_uid=str(target))
         if chosen is None:  # one encoder for all frames of the instance
             try:

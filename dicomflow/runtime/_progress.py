@@ -294,7 +294,7 @@ def as_consumer(progress: Any) -> ProgressConsumer | None:
         return Progress()
     if not callable(progress):
         raise TypeError(f"progress must be a bool or a callable, got {type(progress).__name__}")
-    return progress  # type: ignore[no-any-return]
+    return progress
 
 
 def progress_for(
