@@ -227,7 +227,7 @@ def planted_values(path: str) -> set[str]:
 def pairs_for(method: str, files: list[str], src: Path, dst: Path) -> dict[str, str]:
     """input -> output path (dicomflow through its manifest, the tools by mirrored paths)."""
     if method in ("dicomflow-1w", "dicomflow-2w"):
-        from dicomflow.pipeline.manifest import read_manifests
+        from dicomflow.pipeline import read_manifests
 
         table = read_manifests(f"{dst}.manifests").to_pylist()
         return {r["source_uri"]: r["outputs"][0]["path"] for r in table if r["outputs"]}

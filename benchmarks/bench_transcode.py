@@ -87,9 +87,7 @@ def child(method: str, syntax: str, src: str, dst: str) -> None:
         seconds = time.perf_counter() - start
     else:
         import dicomflow as dfl
-        from dicomflow.pipeline.instance import Instance
-        from dicomflow.pipeline.pipeline import pipeline
-        from dicomflow.pipeline.transcode import Transcode
+        from dicomflow.pipeline import Instance, Transcode, pipeline
         from dicomflow.writers import Part10Folder
 
         Transcode(syntax)(Instance(first))  # warm-up, untimed: the encoder is loaded
@@ -208,8 +206,7 @@ def where_time_goes(syntax: str, files: list[str], dst: Path) -> str:
     import pydicom
 
     from dicomflow.dicom import encode_part10
-    from dicomflow.pipeline.instance import Instance
-    from dicomflow.pipeline.transcode import Transcode
+    from dicomflow.pipeline import Instance, Transcode
     from dicomflow.writers import Part10Folder
 
     uid = SYNTAXES[syntax][0]
@@ -279,7 +276,7 @@ def codecs(args: argparse.Namespace) -> int:
     """Every installed encoder of each syntax on one CT frame, best of --repeat x 5 runs."""
     import pydicom
 
-    from dicomflow.pipeline.transcode import encoders, transcode_dataset
+    from dicomflow.pipeline import encoders, transcode_dataset
 
     archive = Path(args.archive or ROOT / ".bench" / f"transcode-ct512-n{args.n}")
     files, _ = ensure_archive(archive, args.n, seed=args.seed, pixels="ct512")

@@ -63,7 +63,7 @@ from .pipeline import (
 
 #: Names resolved on first use: ``name -> module``.
 _LAZY = {
-    "Transcode": "dicomflow.pipeline.transcode",
+    "Transcode": "dicomflow.pipeline",
     **{
         name: "dicomflow.pixels"
         for name in ("PixelOptions", "Volume", "Volumes", "frames", "locate_frames", "volumes")

@@ -147,7 +147,7 @@ def test_a_third_party_stage_is_found_through_its_entry_point(tmp_path: Path) ->
     env = _plugin_env(tmp_path, "[dicomflow.stages]\nreject = acme_plugin:Reject\n")
     script = textwrap.dedent("""\
         import dicomflow as dfl
-        from dicomflow.pipeline.registry import build_stage, known
+        from dicomflow.pipeline import build_stage, known
         assert known("stage")["reject"] == "acme_plugin:Reject"
         stage = build_stage({"type": "reject", "why": "not in the cohort"})
         try:
@@ -164,7 +164,7 @@ def test_a_third_party_stage_is_found_through_its_entry_point(tmp_path: Path) ->
 
 def test_a_plugin_cannot_take_a_built_in_name(tmp_path: Path) -> None:
     env = _plugin_env(tmp_path, "[dicomflow.sinks]\nfolder = acme_plugin:Reject\n")
-    script = "from dicomflow.pipeline.registry import known\nknown('sink')\n"
+    script = "from dicomflow.pipeline import known\nknown('sink')\n"
     result = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
     )
@@ -176,7 +176,7 @@ def test_a_plugin_cannot_take_a_built_in_name(tmp_path: Path) -> None:
 def test_every_built_in_name_resolves(kind: str) -> None:
     import importlib
 
-    from dicomflow.pipeline.registry import known
+    from dicomflow.pipeline import known
 
     for name, target in known(kind).items():
         module, _, attr = target.partition(":")
@@ -190,6 +190,7 @@ TEST_PRIVATE_SEAMS = {
     "tests/pixels/test_writers.py": "the NIfTI writer's choice of its direct path, white-box",
     "tests/codecs/test_registry.py": "monkeypatches which JPEG plugin pydicom would use",
     "tests/pipeline/test_pipeline.py": "counts the process pools a run starts (monkeypatch)",
+    "tests/pipeline/test_transcode.py": "white-box: the native fast path, the offset-table limit",
 }
 
 

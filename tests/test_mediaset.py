@@ -18,7 +18,7 @@ import dicomflow as dfl
 from dicomflow import read_mediaset
 from dicomflow.dicom import FIXED_SCHEMA, CollisionError
 from dicomflow.errors import InvalidDicomError, MediaSetError, SourceNotFoundError
-from dicomflow.pipeline.instance import Instance
+from dicomflow.pipeline import Instance
 from dicomflow.sample import make_sample
 from dicomflow.writers import FILE_ID_COMPONENT, MediaSet, build_dicomdir, write_mediaset
 
@@ -279,7 +279,7 @@ def test_rerun_gives_the_same_bytes_and_appends(sources: Sequence[Path], tmp_pat
 
 
 def test_pipeline_with_worker_processes(sources: Sequence[Path], tmp_path: Path) -> None:
-    from dicomflow.pipeline.pipeline import pipeline
+    from dicomflow.pipeline import pipeline
 
     root = tmp_path / "cd"
     report = pipeline(dfl.scan([str(p) for p in sources[:28]])).write(MediaSet(str(root)))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..pipeline.instance import Instance
+from ..pipeline import Instance
 from ._crosswalk import merge_crosswalk, output_root_above, write_part
 from ._engine import Deidentifier
 from ._keys import Crosswalk, load_lookup

@@ -128,7 +128,7 @@ def _manifest_folders(deidentified: Path, manifest: str | os.PathLike[str] | Non
 
 
 def _from_manifest(folders: list[Path], deidentified: Path) -> dict[Path, Path]:
-    from ..pipeline.manifest import read_manifests
+    from ..pipeline import read_manifests
 
     pairs: dict[Path, Path] = {}
     root = deidentified

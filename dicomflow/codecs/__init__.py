@@ -1,6 +1,6 @@
 """The codec layer: every pixel decode and encode in dicomflow goes through here.
 
-Frame arrays (:mod:`dicomflow.pixels`), :class:`~dicomflow.pipeline.transcode.Transcode` and Clean
+Frame arrays (:mod:`dicomflow.pixels`), :class:`~dicomflow.Transcode` and Clean
 Pixel Data (:mod:`dicomflow.anonymize`) decode and encode frames with :func:`decode_frame` and
 :func:`encode_frame`; no other module imports a codec package (imagecodecs, pylibjpeg, pyjpegls,
 gdcm) or calls pydicom's decoders and encoders. This package imports only
@@ -60,7 +60,7 @@ Adding a transfer syntax
            return bytes(imagecodecs.jpegxl_encode(frame, lossless=True))
 
    Every module of this package that declares ``DECODERS`` or ``ENCODERS`` is registered; the
-   frame arrays decode the new syntax, and :class:`~dicomflow.pipeline.transcode.Transcode`
+   frame arrays decode the new syntax, and :class:`~dicomflow.Transcode`
    offers it as a target (by its ``short_name``) once it has an encoder. A syntax the standard
    table does not know (a private one) can come with its own rows: ``SYNTAXES =
    parse_syntaxes(csv_text)`` in the module, registered with :meth:`Registry.with_modules`.

@@ -109,7 +109,7 @@ def _dry_run(catalog: Any, stage: Any) -> None:
     import pydicom
 
     from ..anonymize import explain
-    from ..pipeline.instance import read_bytes
+    from ..pipeline import read_bytes
 
     for row in catalog.to_arrow().to_pylist():
         if row.get("error"):

@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _export_dicom(catalog: Any, args: argparse.Namespace, storage_options: dict[str, Any]) -> int:
     """Every instance of the catalog into a Part 10 folder or a media set, via a pipeline."""
-    from ..pipeline.pipeline import pipeline
+    from ..pipeline import pipeline
     from ..writers import DEFAULT_TEMPLATE, MediaSet, Part10Folder
     from .run import execute
 

@@ -67,6 +67,6 @@ def execute(pipeline: Any, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline.pipeline import Pipeline
+    from ..pipeline import Pipeline
 
     return execute(Pipeline.from_file(args.pipeline_file), args)

@@ -13,7 +13,7 @@ __all__ = ["register"]
 
 def register(subparsers: Any) -> None:
     """Add the ``transcode`` subcommand."""
-    from ..pipeline.transcode import TARGETS
+    from ..pipeline import TARGETS
 
     parser = subparsers.add_parser(
         "transcode",
@@ -47,8 +47,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..catalog import scan
-    from ..pipeline.pipeline import pipeline
-    from ..pipeline.transcode import Transcode
+    from ..pipeline import Transcode, pipeline
     from ..writers import Part10Folder
     from .run import execute
 

@@ -506,7 +506,7 @@ class Lake:
         return present, adopted
 
     def _adopt(self, path: str, name: str) -> _Record | None:
-        from ..pipeline.instance import read_bytes
+        from ..pipeline import read_bytes
 
         try:
             data = read_bytes(path, self.storage_options)

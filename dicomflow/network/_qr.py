@@ -35,7 +35,7 @@ from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 from pydicom.valuerep import format_number_as_ds
 
 from ..dicom import parse_da, parse_dt, parse_tm, split_part10
-from ..pipeline.instance import read_bytes
+from ..pipeline import read_bytes
 from ._dimse import (
     AFFECTED_SOP_CLASS,
     C_CANCEL_RQ,

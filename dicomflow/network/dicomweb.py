@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import ConfigError
-from ..pipeline.instance import Instance, Output, RunContext
+from ..pipeline import Instance, Output, RunContext
 from ._errors import DicomWebError
 from ._lake import Lake
 from ._query import LEVEL_KEYS, check_level, parse_query, results_table

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import ConfigError, DicomflowError
-from ..pipeline.instance import Instance
+from ..pipeline import Instance
 from ..runtime import ProgressEvent
 from ._errors import AssociationRejectedError, NetworkError
 from ._lake import Lake

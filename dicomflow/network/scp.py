@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..errors import ConfigError
-from ..pipeline.instance import Instance
+from ..pipeline import Instance
 from ._dimse import (
     C_CANCEL_RQ,
     C_ECHO_RQ,

@@ -28,7 +28,7 @@ from pydicom import Dataset
 
 from ..dicom import ParsedHeader, split_part10
 from ..errors import ConfigError
-from ..pipeline.instance import Instance, Output, RunContext
+from ..pipeline import Instance, Output, RunContext
 from ._dimse import (
     C_ECHO_RSP,
     C_FIND_RSP,

@@ -5,7 +5,7 @@ for each instance a Storage SCP, a C-GET, a pull or a WADO-RS retrieve receives,
 third-party source. It is the one place where what happens to one instance becomes a value:
 
 * a stage returning ``None`` drops the instance: ``skipped``, reason ``"dropped by <stage>"``;
-* a stage raising :class:`~dicomflow.pipeline.instance.Skip`: ``skipped``, its message the reason;
+* a stage raising :class:`~dicomflow.Skip`: ``skipped``, its message the reason;
 * a full disk (``OSError`` with ``ENOSPC``): ``failed``, reason ``"no space left: ..."``, with
   :attr:`Outcome.disk_full` set so that a run can stop cleanly;
 * any other exception: ``failed``, reason ``"<ExceptionType>: <message>"``;
@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .instance import Instance, Output, Skip
+from ._instance import Instance, Output, Skip
 
 __all__ = ["Outcome", "run_stages", "stage_name"]
 

@@ -32,7 +32,7 @@ from pydicom import Dataset
 
 from ..dicom import atomic_write, encode_part10, join, remove_stale_temporaries
 from ..errors import ConfigError
-from ..pipeline.instance import Instance, Output, RunContext, Skip
+from ..pipeline import Instance, Output, RunContext, Skip
 from ._part10 import render_path
 
 __all__ = [

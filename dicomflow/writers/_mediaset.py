@@ -43,7 +43,7 @@ from ..dicom import (
     remove_stale_temporaries,
 )
 from ..errors import ConfigError
-from ..pipeline.instance import Instance, Output, RunContext
+from ..pipeline import Instance, Output, RunContext
 from ._records import (
     _ROOT_TYPES,
     DICOMDIR_SOP_CLASS,

@@ -12,7 +12,7 @@ from pydicom import Dataset
 
 from ..dicom import atomic_write, encode_part10, join, remove_stale_temporaries, safe_component
 from ..errors import ConfigError
-from ..pipeline.instance import Instance, Output, RunContext
+from ..pipeline import Instance, Output, RunContext
 
 __all__ = ["Part10Folder", "render_path"]
 

@@ -21,8 +21,7 @@ from dicomflow.anonymize import (
 )
 from dicomflow.dicom import encode_part10
 from dicomflow.errors import ConfigError
-from dicomflow.pipeline.instance import Instance
-from dicomflow.pipeline.registry import build_stage
+from dicomflow.pipeline import Instance, build_stage
 
 from .conftest import OTHER_SECRET, SECRET
 

@@ -146,7 +146,7 @@ def _dataset(arr: np.ndarray, syntax: str = "1.2.840.10008.1.2.1") -> Dataset:
 
 def test_transcode_is_guarded_too():
     """Transcode decodes with pydicom's decoders: the guard runs before them as well."""
-    from dicomflow.pipeline.transcode import TranscodeError, transcode_dataset
+    from dicomflow.pipeline import TranscodeError, transcode_dataset
 
     ds = _dataset(np.zeros((64, 64), "<u2"), "1.2.840.10008.1.2.4.90")
     ds.PixelData = encapsulate([_j2k()])

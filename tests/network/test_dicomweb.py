@@ -13,7 +13,7 @@ from pydicom import dcmread
 
 from dicomflow.network import DicomWeb, DicomWebError, StowSink, find, read_records
 from dicomflow.network.dicomweb import frames_array, retrieve_frames
-from dicomflow.pipeline.instance import Instance
+from dicomflow.pipeline import Instance
 
 from .conftest import dataset_bytes, lake_files, originals_by_uid
 

@@ -24,7 +24,7 @@ from dicomflow.network import (
     move,
     read_records,
 )
-from dicomflow.pipeline.instance import Instance
+from dicomflow.pipeline import Instance
 
 from .conftest import dataset_bytes, free_port, lake_files, originals_by_uid
 

@@ -30,7 +30,7 @@ except ImportError:
 
 from dicomflow.network import (AssociationOptions, PullOptions, SCPOptions, StorageSCP,
                                StoreSink, echo, find, get, move, pull)
-from dicomflow.pipeline.instance import Instance
+from dicomflow.pipeline import Instance
 
 peer, study, root, port, path = sys.argv[1:]
 opts = AssociationOptions(calling_ae="NOPYNET")

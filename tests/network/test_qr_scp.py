@@ -186,7 +186,9 @@ def test_scp_honours_c_cancel(qr):
         if msg.status != 0xFF00:
             break
     conn.release()
-    assert statuses[-1] == 0xFE00 and len(statuses) < 10
+    images = dfl.network.find(peer(qr), "", level="image", options=ME).num_rows
+    # cancelled (0xFE00) before the last answer: how many went out first depends on the load
+    assert statuses[-1] == 0xFE00 and len(statuses) - 1 < images
 
 
 def test_find_cancel(qr):

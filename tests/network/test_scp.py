@@ -23,7 +23,7 @@ from dicomflow.network import (
     StoreSink,
     read_records,
 )
-from dicomflow.pipeline.instance import Instance, Skip
+from dicomflow.pipeline import Instance, Skip
 
 from .conftest import PEER_ENV, dataset_bytes, free_port, lake_files, wait_until
 

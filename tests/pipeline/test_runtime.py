@@ -12,8 +12,7 @@ import pytest
 import dicomflow as dfl
 from dicomflow.dicom import split_part10
 from dicomflow.network import Lake
-from dicomflow.pipeline import Instance, Outcome, Output, Skip, run_stages, stage_name
-from dicomflow.pipeline.manifest import OUTPUT_TYPE
+from dicomflow.pipeline import OUTPUT_TYPE, Instance, Outcome, Output, Skip, run_stages, stage_name
 from dicomflow.sample import make_sample
 
 sys.path.insert(0, str(Path(__file__).parent))

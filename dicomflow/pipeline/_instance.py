@@ -34,7 +34,7 @@ class Output:
     """One object written: by which sink (or ``"lake"``), where, its SHA-256 and size.
 
     The one record of what was written: a manifest's ``outputs`` entries
-    (:data:`~dicomflow.pipeline.manifest.OUTPUT_TYPE`) and a lake's records (its ``uri``,
+    (:data:`~dicomflow.pipeline.OUTPUT_TYPE`) and a lake's records (its ``uri``,
     ``sha256`` and ``size`` columns) are made from it.
     """
 
@@ -58,7 +58,7 @@ class Output:
         return cls(sink, path, h.hexdigest(), size)
 
     def record(self) -> dict[str, Any]:
-        """As a manifest ``outputs`` entry (:data:`~dicomflow.pipeline.manifest.OUTPUT_TYPE`)."""
+        """As a manifest ``outputs`` entry (:data:`~dicomflow.pipeline.OUTPUT_TYPE`)."""
         return {"sink": self.sink, "path": self.path, "sha256": self.sha256, "size": self.size}
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from .instance import Instance
+from ._instance import Instance
 
 __all__ = ["Filter", "Map", "filter", "map"]
 

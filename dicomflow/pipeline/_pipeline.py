@@ -33,10 +33,10 @@ from ..runtime import (
     fork_is_safe,
     make_executor,
 )
+from ._instance import Instance, RunContext
+from ._manifest import ManifestWriter, done_inputs, manifest_table
 from ._runtime import run_stages, stage_name
-from .instance import Instance, RunContext
-from .manifest import ManifestWriter, done_inputs, manifest_table
-from .stages import Filter
+from ._stages import Filter
 
 __all__ = ["DiskFullError", "Pipeline", "RunReport", "pipeline"]
 
@@ -409,7 +409,7 @@ class Pipeline:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Pipeline:
         """Build a pipeline from its :meth:`config` dict (or a TOML file's contents)."""
-        from .registry import build_reader, build_sink, build_stage
+        from ._registry import build_reader, build_sink, build_stage
 
         source = dict(config.get("source") or {})
         if "scan" in source:  # the short form: [source] scan = PATH

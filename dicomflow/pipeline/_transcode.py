@@ -1,7 +1,7 @@
 """Transcode: store an instance in another transfer syntax, one frame at a time.
 
 >>> import dicomflow as dfl
->>> from dicomflow.pipeline.transcode import Transcode
+>>> from dicomflow.pipeline import Transcode
 >>> run = (dfl.pipeline(dfl.scan("in/")) | Transcode("jpeg2000-lossless"))  # doctest: +SKIP
 
 Targets, by short name or UID: ``implicit-vr-le``, ``explicit-vr-le``, ``deflated``, ``rle``,
@@ -54,7 +54,7 @@ from ..codecs import (
 )
 from ..dicom import TRANSFER_SYNTAXES, TransferSyntax, transfer_syntax
 from ..errors import ConfigError, DicomflowError, TranscodeError
-from .instance import Instance
+from ._instance import Instance
 
 __all__ = ["TARGETS", "Transcode", "TranscodeError", "encoders", "transcode_dataset"]
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 __all__ = ["MANIFEST_SCHEMA", "ManifestWriter", "done_inputs", "read_manifests"]
 
-#: one :class:`~dicomflow.pipeline.instance.Output` (its fields, in order; ``Output.record()``)
+#: one :class:`~dicomflow.pipeline.Output` (its fields, in order; ``Output.record()``)
 OUTPUT_TYPE = pa.struct(
     [("sink", pa.string()), ("path", pa.string()), ("sha256", pa.string()), ("size", pa.int64())]
 )

@@ -33,9 +33,9 @@ READERS = {
     "mediaset": "dicomflow.catalog:read_mediaset",
 }
 STAGES = {
-    "filter": "dicomflow.pipeline.stages:Filter",
-    "map": "dicomflow.pipeline.stages:Map",
-    "transcode": "dicomflow.pipeline.transcode:Transcode",
+    "filter": "dicomflow.pipeline:Filter",
+    "map": "dicomflow.pipeline:Map",
+    "transcode": "dicomflow.pipeline:Transcode",
     "deidentify": "dicomflow.anonymize:Deidentify",
 }
 SINKS = {
