@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..dicom import (
+    atomic_path,
     atomic_write,
     encode_part10,
     file_meta_bytes,
@@ -451,11 +452,8 @@ class Lake:
             pq.write_table(table, sink, compression="zstd")
             atomic_write(path, sink.getvalue().to_pybytes(), storage_options=self.storage_options)
             return path
-        tmp = join(self.root, STATE_DIR, f".{name}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        if self.fsync != "none":
-            _fsync_file(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path, fsync=self.fsync != "none") as tmp:
+            pq.write_table(table, tmp, compression="zstd")
         return path
 
     def records(self) -> pa.Table:

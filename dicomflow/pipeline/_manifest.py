@@ -10,12 +10,13 @@ from __future__ import annotations
 import glob
 import json
 import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ..dicom import atomic_path
 
 __all__ = ["MANIFEST_SCHEMA", "ManifestWriter", "done_inputs", "read_manifests"]
 
@@ -66,9 +67,8 @@ class ManifestWriter:
             return
         table = manifest_table(rows).replace_schema_metadata(self.metadata)
         path = os.path.join(self.parts_dir, f"part-{self._count:06d}.parquet")
-        tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
         self._count += 1
 
     def finish(self) -> str:
@@ -77,9 +77,8 @@ class ManifestWriter:
         tables = [pq.read_table(p) for p in parts]
         table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
         final = os.path.join(self.folder, f"run-{self.run_id}.parquet")
-        tmp = f"{final}.tmp"
-        pq.write_table(table.replace_schema_metadata(self.metadata), tmp)
-        os.replace(tmp, final)
+        with atomic_path(final) as tmp:
+            pq.write_table(table.replace_schema_metadata(self.metadata), tmp)
         for p in parts:
             os.unlink(p)
         os.rmdir(self.parts_dir)

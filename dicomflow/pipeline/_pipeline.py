@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
 
 from .._version import __version__
+from ..catalog import Reader
 from ..errors import ConfigError, DiskFullError
 from ..runtime import (
     Executor,
@@ -33,7 +34,7 @@ from ..runtime import (
     fork_is_safe,
     make_executor,
 )
-from ._instance import Instance, RunContext
+from ._instance import Instance, RunContext, Sink, Stage
 from ._manifest import ManifestWriter, done_inputs, manifest_table
 from ._runtime import run_stages, stage_name
 from ._stages import Filter
@@ -175,19 +176,19 @@ class Pipeline:
     anything :func:`dicomflow.scan` takes.
     """
 
-    source: Any
-    stages: tuple[Any, ...] = ()
-    sinks: tuple[Any, ...] = ()
+    source: Reader | pa.Table | Any  # a Reader, a catalog table, or what scan() takes
+    stages: tuple[Stage, ...] = ()
+    sinks: tuple[Sink, ...] = ()
     storage_options: Mapping[str, Any] = field(default_factory=dict)
 
-    def __or__(self, stage: Any) -> Pipeline:
+    def __or__(self, stage: Stage | Sequence[Stage]) -> Pipeline:
         if isinstance(stage, (list, tuple)):
             return replace(self, stages=self.stages + tuple(stage))
         if not callable(stage):
             raise ConfigError(f"a stage must be callable, got {type(stage).__name__}")
         return replace(self, stages=self.stages + (stage,))
 
-    def write(self, *sinks: Any) -> Pipeline:
+    def write(self, *sinks: Sink) -> Pipeline:
         """The same pipeline, also writing every surviving instance to ``sinks``."""
         for sink in sinks:
             if not all(hasattr(sink, m) for m in ("write", "open", "close", "name")):
@@ -274,7 +275,7 @@ class Pipeline:
         rows_out: list[dict[str, Any]] = []
         statuses: dict[str, int] = {}
         consumer = as_consumer(progress)
-        total = len(self.source) if _is_table(self.source) else None
+        total = len(self.source) if _is_table(self.source) else None  # type: ignore[arg-type]
 
         def record(rows: list[dict[str, Any]]) -> None:
             rows_out.extend(rows)
