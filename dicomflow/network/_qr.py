@@ -64,7 +64,7 @@ from ._dimse import (
 )
 from ._errors import AssociationAbortedError
 from ._query import UID_COLUMNS
-from ._server import AssociationLog, Listener, SCPOptions
+from ._server import AssociationLog, Listener, ListeningService, SCPOptions
 from ._store import is_storage_class
 from ._ul import Accepted, Connection
 
@@ -85,7 +85,7 @@ Row = Mapping[str, Any]
 Match = Callable[[Any], bool]
 
 
-class QueryRetrieveSCP:
+class QueryRetrieveSCP(ListeningService):
     """Answer C-FIND (study, series, image level) and C-GET from a catalog; a context manager.
 
     Parameters
@@ -129,35 +129,6 @@ class QueryRetrieveSCP:
             self.options, self._serve, _accepted, choose_ts=self._choose_ts,
             scp_roles=is_storage_class, name="dicomflow-qr",
         )  # fmt: skip
-
-    # -- lifetime (as StorageSCP) ---------------------------------------------------------
-    @property
-    def port(self) -> int:
-        return self._listener.port
-
-    @property
-    def ae_title(self) -> str:
-        return self.options.ae_title
-
-    @property
-    def associations(self) -> list[AssociationLog]:
-        return self._listener.associations
-
-    def start(self) -> QueryRetrieveSCP:
-        self._listener.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._listener.stop(timeout)
-
-    def __enter__(self) -> QueryRetrieveSCP:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def wait_idle(self, idle: float = 1.0, timeout: float | None = None) -> bool:
-        return self._listener.wait_idle(idle, timeout)
 
     # -- negotiation ------------------------------------------------------------------------
     def _choose_ts(self, abstract: str, syntaxes: list[str]) -> str | None:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 
 from ..errors import ConfigError
 from ._errors import AssociationRejectedError, NetworkError
@@ -27,7 +28,7 @@ from ._ul import (
     accept_association,
 )
 
-__all__ = ["AssociationLog", "Listener", "SCPOptions"]
+__all__ = ["AssociationLog", "Listener", "ListeningService", "SCPOptions"]
 
 LOGGER = logging.getLogger("dicomflow.network.scp")
 
@@ -308,3 +309,52 @@ class Listener:
             LOGGER.warning("refused association from %s@%s: %s", rq.calling_ae, host,
                            refusal.reason)  # fmt: skip
         return refusal
+
+
+class ListeningService:
+    """What every SCP built on a :class:`Listener` offers: its port, its log, a lifetime.
+
+    A service sets ``options`` (:class:`SCPOptions`) and ``_listener`` in its ``__init__`` and
+    implements what it does with an association; starting, stopping, ``with`` and waiting for
+    idleness are the same for all of them.
+    """
+
+    options: SCPOptions
+    _listener: Listener
+
+    @property
+    def port(self) -> int:
+        """The port listened on (useful with ``port=0``)."""
+        return self._listener.port
+
+    @property
+    def ae_title(self) -> str:
+        return self.options.ae_title
+
+    @property
+    def associations(self) -> list[AssociationLog]:
+        """Every association handled so far, accepted or refused."""
+        return self._listener.associations
+
+    @property
+    def active_associations(self) -> int:
+        return self._listener.active_associations
+
+    def start(self) -> Self:
+        """Bind and start accepting associations (returns at once)."""
+        self._listener.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let running associations finish (up to ``timeout``), close."""
+        self._listener.stop(timeout)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_idle(self, idle: float = 1.0, timeout: float | None = None) -> bool:
+        """Block until no association has been active for ``idle`` seconds (True), or timeout."""
+        return self._listener.wait_idle(idle, timeout)

@@ -29,14 +29,14 @@ from ._dimse import (
     response,
 )
 from ._lake import Lake, Landed
-from ._server import AssociationLog, Listener, SCPOptions
+from ._server import AssociationLog, Listener, ListeningService, SCPOptions
 from ._store import VERIFICATION, is_storage_class, land_and_answer
 from ._ul import Accepted, Connection
 
 __all__ = ["AssociationLog", "SCPOptions", "StorageSCP"]
 
 
-class StorageSCP:
+class StorageSCP(ListeningService):
     """Listen for C-STORE (and C-ECHO) and land instances in a lake; a context manager.
 
     Parameters
@@ -75,47 +75,14 @@ class StorageSCP:
             name="dicomflow-scp",
         )  # fmt: skip
 
-    # -- lifetime --------------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        """The port listened on (useful with ``port=0``)."""
-        return self._listener.port
-
-    @property
-    def ae_title(self) -> str:
-        return self.options.ae_title
-
-    @property
-    def associations(self) -> list[AssociationLog]:
-        """Every association handled so far, accepted or refused."""
-        return self._listener.associations
-
-    def start(self) -> StorageSCP:
-        """Bind and start accepting associations (returns at once)."""
-        self._listener.start()
-        return self
-
+    # -- lifetime (the rest from ListeningService) ---------------------------------------
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop accepting, let running associations finish (up to ``timeout``), close."""
+        """Stop accepting, let running associations finish (up to ``timeout``), close the lake."""
         self._listener.stop(timeout)
         if self._own_lake:
             self.lake.close()
         else:
             self.lake.flush()
-
-    def __enter__(self) -> StorageSCP:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def active_associations(self) -> int:
-        return self._listener.active_associations
-
-    def wait_idle(self, idle: float = 1.0, timeout: float | None = None) -> bool:
-        """Block until no association has been active for ``idle`` seconds (True), or timeout."""
-        return self._listener.wait_idle(idle, timeout)
 
     # -- one association -------------------------------------------------------------------
     def _serve(self, conn: Connection, association: Accepted, log: AssociationLog) -> None:
