@@ -27,6 +27,7 @@ from ._files import (
     is_url,
     join,
     remove_stale_temporaries,
+    replace_url,
     safe_component,
 )
 from ._header import (
@@ -126,6 +127,7 @@ __all__ = [
     "private_column",
     "read_meta",
     "remove_stale_temporaries",
+    "replace_url",
     "resolve_columns",
     "safe_component",
     "specs_for_tags",

@@ -20,6 +20,7 @@ __all__ = [
     "is_url",
     "join",
     "remove_stale_temporaries",
+    "replace_url",
     "safe_component",
 ]
 
@@ -142,8 +143,24 @@ def _atomic_write_fsspec(path: str, data: bytes, storage_options: dict[str, Any]
         if fs.cat_file(fs_path) != data:
             raise CollisionError(f"{path} already holds different content")
         return
-    parent = fs_path.rsplit("/", 1)[0]
-    tmp = f"{parent}/.{fs_path.rsplit('/', 1)[-1]}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
+    _move_into_place(fs, fs_path, data)
+
+
+def replace_url(path: str, data: bytes, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Put ``data`` at an fsspec URL through a temporary object, replacing what is there.
+
+    For objects whose newest copy must win (a received instance sent again); new objects that
+    must never overwrite another go through :func:`atomic_write`.
+    """
+    import fsspec
+
+    fs, fs_path = fsspec.core.url_to_fs(path, **dict(storage_options or {}))
+    _move_into_place(fs, fs_path, data)
+
+
+def _move_into_place(fs: Any, fs_path: str, data: bytes) -> None:
+    parent, name = fs_path.rsplit("/", 1)
+    tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
     fs.pipe_file(tmp, data)
     try:
         fs.mv(tmp, fs_path)

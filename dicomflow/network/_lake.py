@@ -48,6 +48,7 @@ from ..dicom import (
     join,
     meta_uids,
     parse_header,
+    replace_url,
     safe_component,
     uid_of,
 )
@@ -326,17 +327,7 @@ class Lake:
     def _write_url(self, path: str, data: bytes) -> None:
         """Through fsspec: a temporary object moved into place (the newest copy wins, as
         locally: the same SOP Instance UID is the same instance)."""
-        import fsspec
-
-        fs, target = fsspec.core.url_to_fs(path, **self.storage_options)
-        parent, name = target.rsplit("/", 1)
-        tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:12]}.tmp"
-        fs.pipe_file(tmp, data)
-        try:
-            fs.mv(tmp, target)
-        finally:
-            if fs.exists(tmp):
-                fs.rm(tmp)
+        replace_url(path, data, self.storage_options)
 
     # -- durability and records ------------------------------------------------------------
     def sync(self) -> None:
