@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -24,6 +26,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 
 from .._version import __version__
 from ..catalog import Reader
+from ..dicom import is_url
 from ..errors import ConfigError, DiskFullError
 from ..runtime import (
     Executor,
@@ -156,6 +159,44 @@ def _is_table(source: Any) -> bool:
     )
 
 
+def _local_roots(source: Any) -> list[Path]:
+    """The local folders or files a source reads (globs up to their first wildcard)."""
+    from ..catalog import Catalog
+
+    if isinstance(source, Catalog):
+        source = source.source
+    items = source if isinstance(source, (list, tuple)) else [source]
+    roots = []
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)) or is_url(os.fspath(item)):
+            continue
+        text = os.fspath(item).removeprefix("file://")
+        text = re.split(r"[*?\[]", text, maxsplit=1)[0] or "."
+        roots.append(Path(os.path.abspath(os.path.expanduser(text))))
+    return roots
+
+
+def _check_apart(source: Any, sinks: Sequence[Sink]) -> None:
+    """Refuse sinks that write into what the run reads, or whose root holds its inputs.
+
+    Outputs inside the source are read again as inputs on the next run (de-identified twice,
+    or a share mixed with the originals); a source inside an output root ends up in the share.
+    """
+    sources = _local_roots(source)
+    for sink in sinks:
+        root = getattr(sink, "root", None)
+        if root is None or is_url(os.fspath(root)):
+            continue
+        out = Path(os.path.abspath(os.fspath(root)))
+        for src in sources:
+            if out == src or src in out.parents or out in src.parents:
+                where = "is" if out == src else "is inside" if src in out.parents else "holds"
+                raise ConfigError(
+                    f"the {sink.name} output {out} {where} the source {src}: write the "
+                    "outputs to a folder apart from the inputs"
+                )
+
+
 def _describe_source(source: Any) -> Any:
     from ..catalog import Catalog
 
@@ -263,6 +304,7 @@ class Pipeline:
         """
         from ..runtime import Progress
 
+        _check_apart(self.source, self.sinks)
         start = time.perf_counter()
         run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         config = self.config()

@@ -126,3 +126,19 @@ def test_outputs_carry_no_original_path_component(tmp_path, sample_archive, secr
         assert not any(value.casefold() in name.casefold() for value in planted), name
         assert "PAT001" not in name and "DF00" not in name
     assert main(["verify-deid", str(src), str(dst)]) == 0
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "holds"])
+def test_deid_refuses_an_output_that_overlaps_the_source(
+    tmp_path, sample_archive, secret_file, capsys, where
+) -> None:
+    """`deid SRC SRC` wrote into the source; `deid SRC SRC/share` de-identified its outputs."""
+    src = _copy_two_series(sample_archive, tmp_path / "export")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    dst = {"same": src, "inside": src / "share", "holds": tmp_path}[where]
+    verb = {"same": "is", "inside": "is inside", "holds": "holds"}[where]
+    code = main(["deid", str(src), str(dst), "--secret-file", str(secret_file), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"output {dst} {verb} the source {src}" in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
