@@ -22,7 +22,7 @@ fi
 [ $# -gt 0 ] && exit 0
 # what the tests call: DCMTK tools and peers, dicom3tools, dcm2niix, Orthanc and its plugin, GDCM
 absent=()
-for c in dcmdump dcmdrle dcmdjpls dcmdjpeg dcmgpdir dcmqrscp storescu storescp getscu movescu \
+for c in dcmdump dcmdrle dcmdjpls dcmdjpeg dcmgpdir dcmqrscp storescu storescp getscu movescu findscu \
          dciodvfy dcm2niix Orthanc gdcmconv; do
   command -v "$c" >/dev/null || absent+=("$c")
 done

@@ -28,7 +28,6 @@ __all__ = [
     "NeedMore",
     "ParsedHeader",
     "Unsupported",
-    "inflate",
     "parse_header",
     "walk",
     "walk_to_end",
@@ -185,24 +184,6 @@ def walk(
             pos = vpos + length
             if pos > n:
                 raise _OutOfData(pos)
-
-
-def inflate(data: bytes | memoryview, limit: int | None = None) -> bytes:
-    """Inflate a whole deflated data set (raw deflate, PS3.5 A.5), refusing decompression bombs.
-
-    At most ``limit`` bytes (:data:`MAX_INFLATED` by default) come out: a stream that would
-    inflate further is an :class:`InvalidDicomError`, raised after holding no more than the
-    limit, so a 1 MB object declaring gigabytes costs a bounded amount of memory.
-    """
-    limit = MAX_INFLATED if limit is None else limit
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise InvalidDicomError(f"deflated dataset cannot be inflated: {exc}") from None
-    if len(out) > limit:
-        raise _bomb(len(data), limit)
-    return out
 
 
 def _bomb(stored: int, limit: int) -> InvalidDicomError:
