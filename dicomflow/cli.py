@@ -8,6 +8,7 @@ import pkgutil
 import sys
 
 from . import commands
+from .commands.run import EXIT_USAGE
 from .errors import DicomflowError
 
 
@@ -31,12 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
     except DicomflowError as exc:
         print(f"dicomflow {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

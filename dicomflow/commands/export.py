@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .run import EXIT_FAILED, EXIT_OK, list_failures
+
 __all__ = ["register"]
 
 _SUFFIX = {"nifti": ".nii.gz", "zarr": ".zarr", "png": ".png"}
@@ -118,11 +120,11 @@ def _window(text: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Export every volume of ``args.src``; 0 when all were written, 1 otherwise."""
+    """Export every volume of ``args.src``; 0 when every image was written, 1 otherwise."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from ..pixels import volumes
+    from ..dicom import NOT_DICOM
+    from ..pixels import NO_PIXEL_DATA, volumes
 
     started = time.perf_counter()
     storage_options = _storage_options(args.storage_option)
@@ -166,17 +168,40 @@ def run(args: argparse.Namespace) -> int:
     report = report.append_column("output", pa.array(outputs, pa.string()))
     report = report.append_column("status", pa.array(statuses, pa.string()))
     report = report.append_column("export_error", pa.array(errors, pa.string()))
-    pq.write_table(report, dst / "export-report.parquet")
+    _write_table(report, dst / "export-report.parquet")
     failed = statuses.count("failed")
     warned = sum(1 for v in vols if v.warnings)
     elapsed = time.perf_counter() - started
+    # a row without pixel data (an SR, a presentation state) or a file that is no DICOM at all
+    # is not an image to export; any other skipped row is an image that could not be read or
+    # placed: a failure
+    unread = [
+        why if why.startswith(uri) else f"{uri}: {why}"
+        for uri, why in vols.skipped
+        if why != NO_PIXEL_DATA and NOT_DICOM not in why
+    ]
     print(
         f"{total - failed} written, {failed} failed, {warned} with geometry warnings, "
-        f"{len(vols.skipped)} catalog row(s) without an image; {elapsed:.1f} s; "
+        f"{len(unread)} image row(s) not readable, "
+        f"{len(vols.skipped) - len(unread)} catalog row(s) without an image or not DICOM; "
+        f"{elapsed:.1f} s; "
         f"report: {dst / 'export-report.parquet'}",
         file=sys.stderr,
     )
-    return 1 if failed else 0
+    if vols.skipped:
+        uris, reasons = zip(*vols.skipped)
+        _write_table(pa.table({"uri": uris, "reason": reasons}), dst / "export-skipped.parquet")
+    list_failures(unread, str(dst / "export-skipped.parquet"))
+    return EXIT_FAILED if failed or unread else EXIT_OK
+
+
+def _write_table(table: Any, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from ..dicom import atomic_path
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def _export_dicom(catalog: Any, args: argparse.Namespace, storage_options: dict[str, Any]) -> int:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import Any
+
+#: Exit codes of every command (documented in the README, section "Exit codes").
+EXIT_OK = 0  # every input done (or skipped with a reason)
+EXIT_FAILED = 1  # the command ran, but at least one input failed (or a check found something)
+EXIT_USAGE = 2  # bad arguments or configuration: nothing was processed
+EXIT_STOPPED = 3  # the run stopped early (a full disk, --max-errors): rerun to resume
+#: Failures listed in a command's summary before "and N more".
+SHOWN = 5
 
 
 def register(sub: Any) -> None:
@@ -34,6 +43,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def execute(pipeline: Any, args: argparse.Namespace) -> int:
     """Run ``pipeline`` with the shared options; print the summary; the exit code.
 
+    :data:`EXIT_FAILED` when any input failed, :data:`EXIT_STOPPED` when the run stopped early,
+    else :data:`EXIT_OK` (a dry run reports what would fail but exits 0).
+
     Progress: a bar on a terminal, a line every 10 seconds otherwise (cron, containers).
     """
     from ..runtime import progress_for
@@ -60,10 +72,23 @@ def execute(pipeline: Any, args: argparse.Namespace) -> int:
     print(report.summary(), file=sys.stderr)
     if report.manifest_path:
         print(f"manifest: {report.manifest_path}", file=sys.stderr)
-    failures = [r for r in report.manifest.to_pylist() if r["status"] == "failed"][:5]
-    for r in failures:
-        print(f"  failed {r['source_uri']}: [{r['stage']}] {r['reason']}", file=sys.stderr)
-    return 3 if report.stopped else 0
+    failures = [
+        f"failed {r['source_uri']}: [{r['stage']}] {r['reason']}"
+        for r in report.manifest.to_pylist()
+        if r["status"] == "failed"
+    ]
+    list_failures(failures, f"the manifest: {report.manifest_path or 'not written (dry run)'}")
+    if report.stopped:
+        return EXIT_STOPPED
+    return EXIT_FAILED if failures and not args.dry_run else EXIT_OK
+
+
+def list_failures(lines: Sequence[str], where: str, shown: int = SHOWN) -> None:
+    """Print the first ``shown`` failure lines, then "and N more, see WHERE" (to stderr)."""
+    for line in lines[:shown]:
+        print(f"  {line}", file=sys.stderr)
+    if len(lines) > shown:
+        print(f"  ... and {len(lines) - shown:,} more, see {where}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

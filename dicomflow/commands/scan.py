@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError
+from .run import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, list_failures
 
 
 def register(sub: Any) -> None:
@@ -36,8 +37,19 @@ def register(sub: Any) -> None:
         metavar="JSON",
         help="fsspec options for URLs, e.g. '{\"anon\": true}'",
     )
+    p.add_argument(
+        "--max-errors",
+        type=int,
+        metavar="N",
+        help="stop, write nothing and exit 3 as soon as more than N files are unreadable "
+        "(default: no limit; the scan exits 1 only when no file was readable)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or lines")
     p.set_defaults(func=run)
+
+
+class _TooManyErrors(Exception):
+    """Raised from the progress callback to stop a scan past ``--max-errors``."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,12 +66,43 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         batch_size=args.batch_size,
     )
-    with progress_for(quiet=args.quiet) as progress:
-        stats = catalog.to_parquet(args.output, progress=progress)
+    if args.max_errors is not None and args.max_errors < 0:
+        raise ConfigError(f"--max-errors must be >= 0, got {args.max_errors}")
+    with progress_for(quiet=args.quiet) as shown:
+
+        def progress(event: Any) -> None:
+            shown(event)
+            if args.max_errors is not None and event.failed > args.max_errors:
+                raise _TooManyErrors(event.failed)
+
+        try:
+            stats = catalog.to_parquet(args.output, progress=progress)
+        except _TooManyErrors as stop:
+            print(
+                f"stopped: {stop.args[0]:,} unreadable files, more than --max-errors "
+                f"{args.max_errors}; nothing written to {args.output}",
+                file=sys.stderr,
+            )
+            return EXIT_STOPPED
     print(
         f"{stats.files:,} files: {stats.instances:,} instances, {stats.errors:,} errors "
         f"(see the error column) in {stats.seconds:.1f} s, {stats.files_per_second:,.0f} files/s"
         f" -> {args.output}",
         file=sys.stderr,
     )
-    return 0
+    if stats.errors:
+        list_failures(_errors(args.output), f"the error column of {args.output}")
+    if not stats.instances:
+        print(f"no readable DICOM instance in {' '.join(args.sources)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _errors(path: str) -> list[str]:
+    """The error rows of the catalog just written, as "path: reason" lines."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["uri", "error"])
+    table = table.filter(pc.is_valid(table.column("error")))
+    return [f"{p}: {e}" for p, e in zip(*(table.column(c).to_pylist() for c in ("uri", "error")))]

@@ -21,6 +21,7 @@ from ..errors import InvalidDicomError, TruncatedError
 from ._syntaxes import TRANSFER_SYNTAXES
 
 __all__ = [
+    "NOT_DICOM",
     "ALL_VRS",
     "LONG_VRS",
     "MAX_INFLATED",
@@ -52,6 +53,8 @@ MAX_INFLATED = 256 * 2**20
 #: Undefined-length sequences nested deeper than this are refused (real objects, structured
 #: reports included, stay far below; each level costs two stack frames here and in pydicom).
 MAX_NESTING = 64
+#: How the error of a file that is no DICOM at all begins (a README, a JPEG beside the series).
+NOT_DICOM = "not a DICOM file"
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 
 _LE_EXPLICIT = Struct("<HH2sH").unpack_from
@@ -308,7 +311,7 @@ def _guess_encoding(buf: bytes, pos: int) -> tuple[bool, bool]:
     if group_be <= 0x0008:
         return False, not explicit
     raise InvalidDicomError(
-        "not a DICOM file: no 'DICM' marker at byte 128 and no DICOM element at byte 0"
+        f"{NOT_DICOM}: no 'DICM' marker at byte 128 and no DICOM element at byte 0"
     )
 
 

@@ -40,12 +40,13 @@ from ._nifti import RGB24, bids_sidecar, nifti_bytes, write_nifti
 from ._preview import PRESETS, apply_window, display_frame, write_png
 from ._resample import shift_image
 from ._siemens import parse_csa
-from ._slices import planes_from_rows, read_header
+from ._slices import NO_PIXEL_DATA, planes_from_rows, read_header
 from ._stacks import volumes
 from ._volume import Volume, Volumes
 from ._zarr import write_zarr
 
 __all__ = [
+    "NO_PIXEL_DATA",
     "PRESETS",
     "RGB24",
     "FrameDecodeError",

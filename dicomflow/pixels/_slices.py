@@ -22,7 +22,10 @@ from ._geometry import orientation_key
 from ._locate import FrameRef
 from ._siemens import MosaicInfo, mosaic_info
 
-__all__ = ["Plane", "planes_from_rows", "read_header"]
+__all__ = ["NO_PIXEL_DATA", "Plane", "planes_from_rows", "read_header"]
+
+#: The reason a catalog row without an image is skipped (not a failure: an SR, a KOS...).
+NO_PIXEL_DATA = "no pixel data"
 
 
 @dataclass(eq=False)
@@ -296,7 +299,7 @@ def planes_from_rows(
             skipped.append((uri, f"catalog error: {row['error']}"))
             continue
         if row.get("pixel_offset") is None and not row.get("Rows"):
-            skipped.append((uri, "no pixel data"))
+            skipped.append((uri, NO_PIXEL_DATA))
             continue
         try:
             refs = row_refs(row, storage_options)

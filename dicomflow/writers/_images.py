@@ -140,9 +140,9 @@ def _no_image(
     row: Mapping[str, Any], reason: str | None, what: str, options: Mapping[str, Any]
 ) -> None:
     """Skip an instance without pixel data; raise the pixel layer's error for a broken one."""
-    from ..pixels import PixelDataError, row_refs
+    from ..pixels import NO_PIXEL_DATA, PixelDataError, row_refs
 
-    if reason is None or reason == "no pixel data":
+    if reason is None or reason == NO_PIXEL_DATA:
         raise Skip(f"no pixel data: nothing to write as {what}")
     row_refs(row, options)  # raises the original error (size, location), which names the file
     raise PixelDataError(f"{row.get('uri')}: {reason}")

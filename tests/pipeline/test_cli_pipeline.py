@@ -20,12 +20,14 @@ def sample(tmp_path_factory) -> Path:
 
 
 def test_export_dicom_folder_and_dicomdir(sample: Path, tmp_path: Path, capsys) -> None:
+    # the sample's three broken files fail: the export says so and exits 1 (EXIT_FAILED)
     assert main(["export", str(sample), str(tmp_path / "folder"), "--format", "dicom",
-                 "--workers", "1"]) == 0  # fmt: skip
+                 "--workers", "1"]) == 1  # fmt: skip
     assert len(list((tmp_path / "folder").rglob("*.dcm"))) == 129
-    assert "129 done" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "129 done" in err and "3 failed" in err and err.count("  failed ") == 3
     assert main(["export", str(sample), str(tmp_path / "set"), "--format", "dicom", "--dicomdir",
-                 "--workers", "1"]) == 0  # fmt: skip
+                 "--workers", "1"]) == 1  # fmt: skip
     dicomdir = tmp_path / "set" / "DICOMDIR"
     assert subprocess.run(["dcmdump", "-q", str(dicomdir)]).returncode == 0
     manifests = list((tmp_path / "set.manifests").glob("run-*.parquet"))
@@ -40,7 +42,7 @@ def test_run_file_dry_run_then_run(sample: Path, tmp_path: Path, capsys) -> None
     )
     assert main(["run", str(toml), "--dry-run", "--workers", "1"]) == 0
     assert not (tmp_path / "out").exists()
-    assert main(["run", str(toml), "--workers", "1"]) == 0
+    assert main(["run", str(toml), "--workers", "1"]) == 1  # the 3 broken files failed
     err = capsys.readouterr().err
     assert "73 done" in err and "56 skipped" in err and "3 failed" in err
 

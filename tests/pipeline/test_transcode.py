@@ -527,7 +527,7 @@ def test_cli_transcodes_a_folder(tmp_path, capsys):
 
     src = corpus_folder(tmp_path)
     dst = tmp_path / "out"
-    assert main(["transcode", str(src), str(dst), "--to", "rle", "--workers", "1", "-q"]) == 0
+    assert main(["transcode", str(src), str(dst), "--to", "rle", "--workers", "1", "-q"]) == 1
     err = capsys.readouterr().err
     assert "3 done" in err and "1 failed" in err and "liver_deflate.dcm" in err
     assert len(list(dst.rglob("*.dcm"))) == 3

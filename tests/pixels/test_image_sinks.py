@@ -222,7 +222,7 @@ def test_pixel_sinks_from_a_pipeline_file(tmp_path, capsys):
         "window": [40.0, 400.0],
         "frames": "middle",
     }
-    assert main(["run", str(toml), "--workers", "1", "-q"]) == 0
+    assert main(["run", str(toml), "--workers", "1", "-q"]) == 1  # one input failed
     err = capsys.readouterr().err
     assert "2 done" in err and "1 skipped" in err and "1 failed" in err
     assert f"failed {src / broken.name}: [png] FrameDecodeError" in err
@@ -233,7 +233,7 @@ def test_pixel_sinks_from_a_pipeline_file(tmp_path, capsys):
     assert np.array_equal(np.asarray(Image.open(middle[0])), _pixels(RGB)[1])
     assert len(list((tmp_path / "nii").rglob("*.nii.gz"))) == 2
     # rerun: everything done is resumed, the same files, nothing rewritten
-    assert main(["run", str(toml), "--workers", "1", "-q"]) == 0
+    assert main(["run", str(toml), "--workers", "1", "-q"]) == 1  # the broken one fails again
     assert "2 done (2 from earlier runs)" in capsys.readouterr().err
 
 
