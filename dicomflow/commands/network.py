@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from ..errors import ConfigError
+from .run import EXIT_FAILED, EXIT_OK, list_failures
 
 __all__ = ["register"]
 
@@ -216,10 +217,18 @@ def run_pull(args: argparse.Namespace) -> int:
     if report.path:
         print(f"report: {report.path}", file=sys.stderr)
     if not report.complete:
+        lines = [
+            f"{r['status']} series {r['series_instance_uid']} (study {r['study_instance_uid']}):"
+            f" {r['present_after'] or 0}/{r['expected']} instances"
+            + (f"; {r['error']}" if r["error"] else "")
+            for r in report.table.to_pylist()
+            if r["status"] not in ("complete", "already complete")
+        ]
+        list_failures(lines, f"the report: {report.path}" if report.path else "the report")
         print("(interrupted or incomplete? run the same command again: only what is missing "
               "is fetched)", file=sys.stderr)  # fmt: skip
-        return 1
-    return 0
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def run_receive(args: argparse.Namespace) -> int:
