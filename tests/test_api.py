@@ -124,11 +124,12 @@ def test_contracts_are_protocols_the_built_ins_satisfy(tmp_path) -> None:
 def test_default_columns_are_typed_from_the_dictionary() -> None:
     schema = dfl.scan(".", columns="default").schema
     assert len(dfl.DEFAULT_COLUMNS) >= 60
-    assert schema.names[:11] == [
-        "uri", "size", "transfer_syntax_uid", "sop_class_uid", "sop_instance_uid",
+    assert schema.names[:12] == [
+        "uri", "size", "modified", "transfer_syntax_uid", "sop_class_uid", "sop_instance_uid",
         "study_instance_uid", "series_instance_uid", "pixel_offset", "pixel_length",
         "number_of_frames", "error",
     ]  # fmt: skip
+    assert str(schema.field("modified").type) == "timestamp[us, tz=UTC]"
     assert str(schema.field("PatientBirthDate").type) == "date32[day]"
     assert str(schema.field("AcquisitionDateTime").type) == "timestamp[us]"
     assert str(schema.field("StudyTime").type) == "time64[us]"

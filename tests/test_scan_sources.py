@@ -12,6 +12,7 @@ from pathlib import Path
 
 import fsspec
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import dicomflow as dfl
@@ -26,7 +27,7 @@ def _free_port() -> int:
 
 
 def _without_uri(table: pa.Table) -> list[dict]:
-    rows = table.drop_columns(["uri"]).to_pylist()
+    rows = table.drop_columns(["uri", "modified"]).to_pylist()  # where and when it was stored
     return rows
 
 
@@ -217,3 +218,20 @@ def test_symlinked_folders_are_followed_and_loops_skipped_with_a_warning(
     names = sorted(Path(u).relative_to(root).as_posix() for u in table.column("uri").to_pylist())
     assert names == ["sub/own.dcm", "via-link/linked.dcm"]
     assert table.column("error").null_count == 2
+
+
+def test_s3_incremental_update_uses_the_listing(s3, corpus, subset_files, tmp_path) -> None:
+    """On S3 the size and LastModified come from the listing: unchanged objects are not read."""
+    fs, options = s3
+    out = tmp_path / "catalog.parquet"
+    first = dfl.scan("s3://archive/", storage_options=options, workers=1).update(out)
+    table = pq.read_table(out)
+    assert first.files == table.num_rows == len(subset_files)
+    assert table.column("modified").null_count == 0  # LastModified of every object
+    again = dfl.scan("s3://archive/", storage_options=options, workers=1).update(out)
+    assert (again.files, again.unchanged) == (0, len(subset_files))
+    fs.pipe_file("archive/added/one.dcm", subset_files[0].read_bytes())
+    grown = dfl.scan("s3://archive/", storage_options=options, workers=1).update(out)
+    assert (grown.files, grown.unchanged) == (1, len(subset_files))
+    fs.rm("archive/added/one.dcm")
+    assert pq.read_table(out).num_rows == len(subset_files) + 1  # rows of what was seen stay

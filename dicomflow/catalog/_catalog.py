@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import json
 import os
@@ -67,6 +68,12 @@ class ScanStats:
     bytes_read: int = 0
     fallbacks: int = 0
     seconds: float = 0.0
+    #: files listed but left out by ``exclude`` patterns (not rows)
+    excluded: int = 0
+    #: incremental updates: files the catalog held as they are (not read again), and rows of
+    #: changed files read again
+    unchanged: int = 0
+    replaced: int = 0
 
     @property
     def instances(self) -> int:
@@ -128,9 +135,11 @@ def _text(raw: bytes | None) -> str | None:
 _MAX_FRAMES = 2**31 - 1
 
 
-def _fixed_row(uri: str, size: int | None, h: ParsedHeader | None, error: str | None) -> tuple:
+def _fixed_row(
+    uri: str, size: int | None, modified: int | None, h: ParsedHeader | None, error: str | None
+) -> tuple:
     if h is None:
-        return (uri, size, None, None, None, None, None, None, None, None, error)
+        return (uri, size, modified, None, None, None, None, None, None, None, None, error)
     ts = _text(h.meta.get(0x00020010)) or _TS_BY_ENCODING.get((h.little, h.implicit))
     if ts is None:  # no File Meta, and the data reads as implicit VR big endian
         error = error or "the data reads as implicit VR big endian, which no transfer syntax is"
@@ -165,6 +174,7 @@ def _fixed_row(uri: str, size: int | None, h: ParsedHeader | None, error: str | 
     return (
         uri,
         size,
+        modified,
         ts,
         sop_class,
         sop_instance,
@@ -224,12 +234,12 @@ def scan_batch(refs: Sequence[FileRef], options: ScanOptions) -> tuple[pa.Record
             fail(i, "Specific Character Set", exc)
             encodings.append(())
     rows = []
-    for i, ((uri, _), (size, h, _, _)) in enumerate(zip(refs, results, strict=True)):
+    for i, ((uri, _, _), (size, h, _, _, modified)) in enumerate(zip(refs, results, strict=True)):
         try:
-            rows.append(_fixed_row(uri, size, h, errors[i]))
+            rows.append(_fixed_row(uri, size, modified, h, errors[i]))
         except Exception as exc:  # noqa: BLE001
             fail(i, "cannot read the fixed columns", exc)
-            rows.append(_fixed_row(uri, size, None, errors[i]))
+            rows.append(_fixed_row(uri, size, modified, None, errors[i]))
     specs = options.specs
     if specs is None:
         specs = specs_for_tags(itertools.chain.from_iterable(h.elements for h in headers if h))
@@ -237,12 +247,13 @@ def scan_batch(refs: Sequence[FileRef], options: ScanOptions) -> tuple[pa.Record
     if options.header == "json":
         values = [
             _header_json(uri, h, held) if h is not None else None
-            for (uri, _), (_, h, held, _) in zip(refs, results)
+            for (uri, _, _), (_, h, held, _, _) in zip(refs, results)
         ]
         columns.append(pa.array(values, type=pa.string()))
     elif options.header == "raw":
         raw = [
-            held[: h.header_end] if h is not None and held else None for (_, h, held, _) in results
+            held[: h.header_end] if h is not None and held else None
+            for (_, h, held, _, _) in results
         ]
         columns.append(pa.array(raw, type=pa.binary()))
     rows = [(*row[:-1], row[-1] or errors[i]) for i, row in enumerate(rows)]
@@ -305,6 +316,7 @@ class Catalog:
         workers: int | None = None,
         client: Any = None,
         batch_size: int = 256,
+        exclude: Sequence[str] = (),
     ):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -313,7 +325,10 @@ class Catalog:
         self.workers = workers
         self.client = client
         self.batch_size = batch_size
+        self.exclude = tuple(exclude)
         self.stats = ScanStats()
+        self._select: Callable[[Iterable[FileRef]], Iterator[FileRef]] | None = None
+        self._excluded = 0
 
     def __repr__(self) -> str:
         cols = "all" if self.options.specs is None else len(self.options.specs)
@@ -325,8 +340,59 @@ class Catalog:
         return catalog_schema(self.options.specs or (), header=self.options.header)
 
     def files(self) -> Iterator[FileRef]:
-        """``(uri, size)`` of every input, in scan order."""
-        return iter_sources(self.source, self.options.storage_options)
+        """``(uri, size, modified)`` of every input, in scan order (``exclude`` applied)."""
+        self._excluded = 0
+        refs: Iterator[FileRef] = iter_sources(self.source, self.options.storage_options)
+        if self.exclude:
+            refs = self._not_excluded(refs)
+        if self._select is not None:
+            refs = self._select(refs)
+        return refs
+
+    def _not_excluded(self, refs: Iterable[FileRef]) -> Iterator[FileRef]:
+        for ref in refs:
+            uri = ref[0]
+            name = uri.rpartition("/")[2]
+            if any(
+                fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(uri, p) for p in self.exclude
+            ):
+                self._excluded += 1
+                continue
+            yield ref
+
+    def only(self, select: Callable[[Iterable[FileRef]], Iterator[FileRef]]) -> Catalog:
+        """This catalog limited to the listed files ``select`` passes on (a new catalog)."""
+        narrowed = Catalog(
+            self.source, self.options, workers=self.workers, client=self.client,
+            batch_size=self.batch_size, exclude=self.exclude,
+        )  # fmt: skip
+        narrowed._select = select
+        return narrowed
+
+    def update(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        partition_by: Sequence[str] = (),
+        progress: ProgressConsumer | None = None,
+    ) -> ScanStats:
+        """Add to the catalog at ``path`` only the files it lacks or holds in an older state.
+
+        A file is read again when its URI is new, or its size or modification time differ from
+        the row the catalog has (that row is replaced); unchanged files are not read at all, so
+        a rerun after an interruption or on a grown archive gives every file exactly once.
+        ``path`` is one Parquet file (rewritten atomically) or, with ``partition_by``, a
+        partitioned dataset folder (new rows appended; parts holding changed files rewritten).
+        A ``path`` that does not exist yet is created. Returns the counters, with
+        ``unchanged`` and ``replaced`` set.
+
+        Examples
+        --------
+        >>> dfl.scan("archive/").update("catalog.parquet")  # doctest: +SKIP
+        """
+        from ._incremental import update_catalog
+
+        return update_catalog(self, path, partition_by=tuple(partition_by), progress=progress)
 
     def _executor(
         self, batches: Iterator[list[FileRef]], shared: Executor | None = None
@@ -386,6 +452,7 @@ class Catalog:
             if executor is not shared:
                 executor.close()
             stats.seconds = time.perf_counter() - start
+            stats.excluded = self._excluded
         if progress is not None:
             progress(stats.event(finished=True))
 
@@ -432,7 +499,7 @@ class Catalog:
         from ._parquet import write_catalog, write_dataset
 
         if partition_by:
-            table = self.to_arrow()
+            table = unify(list(self.iter_batches(kwargs.pop("progress", None))), self.schema)
             write_dataset(table, path, partition_by=tuple(partition_by), **kwargs)
             return self.stats
         return write_catalog(self, path, **kwargs)
@@ -476,6 +543,7 @@ def scan(
     client: Any = None,
     batch_size: int = 256,
     prefix: int = DEFAULT_PREFIX,
+    exclude: str | Sequence[str] = (),
 ) -> Catalog:
     """Catalog DICOM objects: one typed Arrow row per instance, read lazily.
 
@@ -502,6 +570,10 @@ def scan(
         Files per task and per record batch.
     prefix
         Bytes read first from each object; more is fetched only when the header is longer.
+    exclude
+        Glob patterns (``"*.txt"``, ``"*/DICOMDIR"``) of files to leave out, matched against
+        each file's name and its whole URI: sidecar files (READMEs, JSON, NIfTI) then are not
+        error rows. Excluded files are counted (``stats.excluded``), not rows.
 
     Examples
     --------
@@ -514,4 +586,7 @@ def scan(
     if prefix < 256:
         raise ConfigError(f"prefix must be at least 256 bytes, got {prefix}")
     options = ScanOptions(specs, header, dict(storage_options or {}), prefix)
-    return Catalog(source, options, workers=workers, client=client, batch_size=batch_size)
+    patterns = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+    return Catalog(
+        source, options, workers=workers, client=client, batch_size=batch_size, exclude=patterns
+    )

@@ -29,7 +29,9 @@ DEFAULT_PREFIX = 64 * 1024
 #: first read of a local file: one page-cache copy is cheap, so start small and grow
 LOCAL_PREFIX = 16 * 1024
 
-FileRef = tuple[str, int | None]
+#: ``(uri, size, modified)``: size in bytes and modification time in microseconds since the
+#: epoch (UTC), each None where listing does not tell it (local files are stat'ed on read)
+FileRef = tuple[str, int | None, int | None]
 
 
 def _is_url(source: str) -> bool:
@@ -40,10 +42,11 @@ def iter_sources(
     source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     storage_options: Mapping[str, Any] | None = None,
 ) -> Iterator[FileRef]:
-    """Yield ``(uri, size)`` for every file a source names, in a deterministic order.
+    """Yield ``(uri, size, modified)`` for every file a source names, in a deterministic order.
 
     Raises :class:`~dicomflow.errors.SourceError` when a source does not exist or cannot be
-    listed. ``size`` is None where listing does not tell it (local files are sized on read).
+    listed. ``size`` and ``modified`` are None where listing does not tell them (local files
+    are stat'ed on read).
     """
     if isinstance(source, (str, os.PathLike)):
         sources: Iterable[str | os.PathLike[str]] = [source]
@@ -65,11 +68,11 @@ def _iter_local(path: str) -> Iterator[FileRef]:
         if not matches:
             raise SourceNotFoundError(f"no files match {path!r}")
         for f in files:
-            yield f, None
+            yield f, None, None
     elif os.path.isdir(path):
         yield from _walk_local(path)
     elif os.path.exists(path):
-        yield os.path.abspath(path), None
+        yield os.path.abspath(path), None, None
     else:
         raise SourceNotFoundError(f"no such file or directory: {path!r}")
 
@@ -95,7 +98,7 @@ def _walk_local(path: str) -> Iterator[FileRef]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith("."):  # hidden: dicomflow's own records, temp files
-                yield os.path.abspath(os.path.join(root, name)), None
+                yield os.path.abspath(os.path.join(root, name)), None, None
 
 
 _KINDS = {
@@ -160,7 +163,33 @@ def _iter_url(url: str, storage_options: dict[str, Any]) -> Iterator[FileRef]:
         info = found[name]
         if info.get("type", "file") != "file":
             continue
-        yield fs.unstrip_protocol(name) + suffix, info.get("size")
+        yield fs.unstrip_protocol(name) + suffix, info.get("size"), modified_us(info)
+
+
+def modified_us(info: Mapping[str, Any]) -> int | None:
+    """The modification time an fsspec listing gives (microseconds since the epoch, UTC).
+
+    Filesystems name it differently: ``mtime`` (local, memory, zip: a number or a datetime),
+    ``LastModified`` (s3fs), ``updated`` (gcsfs, ISO text), ``last_modified`` (adlfs).
+    """
+    import datetime as dt
+
+    for key in ("mtime", "LastModified", "updated", "last_modified"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            try:
+                value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=dt.UTC)
+            return int(value.timestamp() * 1_000_000)
+        if isinstance(value, (int, float)):
+            return int(value * 1_000_000)
+    return None
 
 
 class _Reader:
@@ -201,32 +230,36 @@ class _Reader:
 
     def first_reads(
         self, refs: Sequence[FileRef], prefix: int
-    ) -> list[tuple[bytes | Exception, int | None]]:
-        """The first bytes of every object and its size (concurrently where the fs can).
+    ) -> list[tuple[bytes | Exception, int | None, int | None]]:
+        """The first bytes of every object, its size and modification time (concurrently
+        where the fs can).
 
         Local files get a smaller first read (:data:`LOCAL_PREFIX`): growing is cheap there.
         """
-        out: list[tuple[bytes | Exception, int | None]] = [(b"", None)] * len(refs)
+        out: list[tuple[bytes | Exception, int | None, int | None]] = [(b"", None, None)] * len(
+            refs
+        )
         remote = []
         local_prefix = min(prefix, LOCAL_PREFIX)
-        for i, (uri, size) in enumerate(refs):
+        for i, (uri, size, modified) in enumerate(refs):
             if _is_url(uri):
                 remote.append(i)
                 continue
             try:
                 with _open_regular(uri) as f:
-                    size = os.fstat(f.fileno()).st_size
+                    st = os.fstat(f.fileno())
+                    size, modified = st.st_size, st.st_mtime_ns // 1000
                     data = f.read(local_prefix)
                 self.bytes_read += len(data)
-                out[i] = (data, size)
+                out[i] = (data, size, modified)
             except OSError as exc:
-                out[i] = (exc, size)
+                out[i] = (exc, size, modified)
         groups: dict[int, tuple[Any, list[tuple[int, str]]]] = {}
         for i in remote:
             try:
                 fs, path = self._fs_path(refs[i][0])
             except Exception as exc:  # noqa: BLE001 - a URL that cannot be opened is a row
-                out[i] = (exc, refs[i][1])
+                out[i] = (exc, refs[i][1], refs[i][2])
                 continue
             groups.setdefault(id(fs), (fs, []))[1].append((i, path))
         for fs, members in groups.values():
@@ -241,7 +274,7 @@ class _Reader:
                     self.bytes_read += len(res)
                 elif not isinstance(res, Exception):
                     res = OSError(str(res))
-                out[i] = (res, refs[i][1])
+                out[i] = (res, refs[i][1], refs[i][2])
         return out
 
 
@@ -342,23 +375,28 @@ def _pixel_element(
     return group << 16 | elem, vr, pos + 12, length
 
 
+#: What :func:`read_headers` gives per object: size, parsed header, the bytes held, the error,
+#: the modification time.
+HeaderResult = tuple[int | None, ParsedHeader | None, bytes, str | None, int | None]
+
+
 def read_headers(
     refs: Sequence[FileRef],
     storage_options: Mapping[str, Any],
     prefix: int = DEFAULT_PREFIX,
-) -> tuple[list[tuple[int | None, ParsedHeader | None, bytes, str | None]], dict[str, int]]:
+) -> tuple[list[HeaderResult], dict[str, int]]:
     """Parse the header of every object of a batch.
 
-    Returns per object ``(size, parsed or None, bytes held, error message or None)`` and the
-    batch's counters (bytes read, objects read through the pydicom fallback).
+    Returns per object ``(size, parsed or None, bytes held, error message or None, modified)``
+    and the batch's counters (bytes read, objects read through the pydicom fallback).
     """
     reader = _Reader(storage_options)
     firsts = reader.first_reads(refs, prefix)
-    results: list[tuple[int | None, ParsedHeader | None, bytes, str | None]] = []
+    results: list[HeaderResult] = []
     fallbacks = 0
-    for (uri, _), (first, size) in zip(refs, firsts):
+    for (uri, _, _), (first, size, modified) in zip(refs, firsts):
         if isinstance(first, Exception):
-            results.append((size, None, b"", _describe_read_error(first)))
+            results.append((size, None, b"", _describe_read_error(first), modified))
             continue
         try:
             if size is None:
@@ -371,13 +409,14 @@ def read_headers(
             error = parsed.error
             if not parsed.elements and parsed.pixel is None:
                 error = "no DICOM data elements after the file meta information"
-            results.append((size, parsed, held, error))
+            results.append((size, parsed, held, error, modified))
         except InvalidDicomError as exc:
-            results.append((size, None, b"", str(exc)))
+            results.append((size, None, b"", str(exc), modified))
         except OSError as exc:
-            results.append((size, None, b"", _describe_read_error(exc)))
+            results.append((size, None, b"", _describe_read_error(exc), modified))
         except Exception as exc:  # noqa: BLE001 - one object must never stop its batch
-            results.append((size, None, b"", f"unexpected {type(exc).__name__}: {exc}"))
+            unexpected = f"unexpected {type(exc).__name__}: {exc}"
+            results.append((size, None, b"", unexpected, modified))
     return results, {"bytes_read": reader.bytes_read, "fallbacks": fallbacks}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -21,7 +22,33 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument("sources", nargs="+", metavar="SRC", help="path, glob or fsspec URL")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.parquet")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT.parquet",
+        help="the catalog: a .parquet file, or a dataset folder with --partition-by",
+    )
+    p.add_argument(
+        "--incremental",
+        action="store_true",
+        help="read only files OUT lacks or holds with another size or modification time, "
+        "and add them to OUT (a rerun after an interruption, or on a grown archive)",
+    )
+    p.add_argument(
+        "--partition-by",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="write a hive-partitioned dataset folder by this column (repeatable), appending",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="leave out files whose name or path matches (repeatable), e.g. '*.json'",
+    )
     p.add_argument(
         "--columns",
         default="default",
@@ -29,7 +56,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--header", choices=["json", "raw"], help="add the whole header as a column")
     p.add_argument("--workers", type=int, help="processes (default: one per core)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="files per task (default 256)")
     p.add_argument(
         "--storage-options",
         type=json.loads,
@@ -58,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    _check_output(args.output, args.partition_by)
     catalog = scan(
         args.sources,
         columns=args.columns,
@@ -65,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         storage_options=args.storage_options,
         workers=args.workers,
         batch_size=args.batch_size,
+        exclude=args.exclude,
     )
     if args.max_errors is not None and args.max_errors < 0:
         raise ConfigError(f"--max-errors must be >= 0, got {args.max_errors}")
@@ -76,7 +105,12 @@ def run(args: argparse.Namespace) -> int:
                 raise _TooManyErrors(event.failed)
 
         try:
-            stats = catalog.to_parquet(args.output, progress=progress)
+            if args.incremental:
+                stats = catalog.update(args.output, partition_by=args.partition_by,
+                                       progress=progress)  # fmt: skip
+            else:
+                stats = catalog.to_parquet(args.output, partition_by=args.partition_by,
+                                           progress=progress)  # fmt: skip
         except _TooManyErrors as stop:
             print(
                 f"stopped: {stop.args[0]:,} unreadable files, more than --max-errors "
@@ -90,12 +124,37 @@ def run(args: argparse.Namespace) -> int:
         f" -> {args.output}",
         file=sys.stderr,
     )
+    if args.incremental:
+        print(f"incremental: {stats.unchanged:,} files unchanged (not read), "
+              f"{stats.replaced:,} changed files read again", file=sys.stderr)  # fmt: skip
+    if stats.excluded:
+        print(f"{stats.excluded:,} files excluded by --exclude", file=sys.stderr)
     if stats.errors:
         list_failures(_errors(args.output), f"the error column of {args.output}")
-    if not stats.instances:
+    if not stats.instances and not stats.unchanged:
         print(f"no readable DICOM instance in {' '.join(args.sources)}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+_PARQUET = (".parquet", ".pq")
+#: suffixes of formats people expect and the scan does not write
+_NOT_PARQUET = (".csv", ".tsv", ".json", ".ndjson", ".jsonl", ".xlsx", ".txt", ".arrow", ".feather")
+
+
+def _check_output(output: str, partition_by: list[str]) -> None:
+    suffix = os.path.splitext(output.rstrip("/"))[1].lower()
+    if partition_by:
+        if suffix in _NOT_PARQUET or suffix in _PARQUET:
+            raise ConfigError(
+                f"--partition-by writes a dataset folder of Parquet files: name a folder, "
+                f"not {output!r}"
+            )
+    elif suffix not in _PARQUET:
+        raise ConfigError(
+            f"scan writes Parquet: name the output .parquet (got {output!r}); for another "
+            "format read it back, e.g. polars.read_parquet(...).write_csv(...)"
+        )
 
 
 def _errors(path: str) -> list[str]:

@@ -34,6 +34,7 @@ FIXED_SCHEMA = pa.schema(
     [
         ("uri", pa.string()),
         ("size", pa.int64()),
+        ("modified", pa.timestamp("us", tz="UTC")),  # the object's modification time
         ("transfer_syntax_uid", pa.string()),
         ("sop_class_uid", pa.string()),
         ("sop_instance_uid", pa.string()),
