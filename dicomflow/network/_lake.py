@@ -51,6 +51,7 @@ from ..dicom import (
     replace_url,
     safe_component,
     uid_of,
+    uid_problem,
 )
 from ..errors import ConfigError, InvalidDicomError
 from ..pipeline import Instance, Output, run_stages
@@ -80,13 +81,16 @@ _FSYNC = ("each", "batch", "none")
 @dataclass(frozen=True, slots=True)
 class Landed:
     """What happened to one received instance: ``status`` is landed (or queued), dropped or
-    failed; ``stage`` names the stage that dropped or failed it, if one did."""
+    failed; ``stage`` names the stage that dropped or failed it, if one did; ``invalid`` names
+    the attribute (a keyword: ``AffectedSOPInstanceUID``, ``StudyInstanceUID``...) whose
+    value made the instance itself unacceptable, so nothing was written."""
 
     status: str
     path: str | None = None
     sop_instance_uid: str | None = None
     reason: str | None = None
     stage: str | None = None
+    invalid: str | None = None
 
 
 @dataclass
@@ -232,11 +236,26 @@ class Lake:
         ``"queued"``): a pull acknowledges while the previous instance is still being written,
         and proves completeness from the files afterwards (:meth:`sync`, :meth:`reconcile`).
         The caller must not modify ``dataset`` afterwards.
+
+        Before anything is written, the UIDs are checked (PS3.5 9.1, :func:`uid_problem`):
+        ``sop_class``, ``sop_instance`` and ``transfer_syntax`` as given (a C-STORE's Affected
+        SOP Class and Instance UIDs, the context's transfer syntax), and the data set's SOP
+        Instance, Study and Series Instance UIDs, which name the file. The data set's SOP
+        Instance UID must be ``sop_instance``. An instance that breaks a rule fails with
+        ``invalid`` naming the attribute and ``reason`` saying why; so a file name is always a
+        valid UID, never hidden, and two different instances never share a file.
         """
-        meta = file_meta_bytes(sop_class, sop_instance, transfer_syntax, calling_ae)
-        parts: tuple[Any, ...] = (meta, dataset)
-        source_sop = sop_instance
         try:
+            refused = _check_sent(sop_class, sop_instance, transfer_syntax)
+            if refused is None:
+                meta = file_meta_bytes(sop_class, sop_instance, transfer_syntax, calling_ae)
+                study, series, sop = header_uids(meta, dataset)
+                refused = _check_dataset(study, series, sop, sop_instance)
+            if refused is not None:
+                with self._lock:
+                    self.stats.failed += 1
+                return refused
+            parts: tuple[Any, ...] = (meta, dataset)
             if self.stages:
                 staged = self._run_stages(meta, dataset, calling_ae)
                 if isinstance(staged, Landed):
@@ -249,15 +268,14 @@ class Lake:
                         return replace(staged, sop_instance_uid=sop_instance)
                     return staged
                 parts = staged
-            if len(parts) == 1:
                 study, series, sop = header_uids(b"", parts[0])
                 sop_class, transfer_syntax = meta_uids(parts[0])
-            else:
-                study, series, sop = header_uids(meta, dataset)
-            sop = sop or sop_instance
+                changed = _check_dataset(study, series, sop, None)
+                if changed is not None:  # a stage gave it UIDs that cannot name a file
+                    raise InvalidDicomError(f"after the stages, {changed.reason}")
             path = self.path_for(study, series, sop)
             record = _Record(
-                path, parts, sop_class, sop, study, series, transfer_syntax, source_sop,
+                path, parts, sop_class, sop, study, series, transfer_syntax, sop_instance,
                 calling_ae, source, dt.datetime.now(dt.UTC),
             )  # fmt: skip
             if self.fsync == "each":
@@ -569,6 +587,40 @@ def _fsync_dir(folder: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+_SENT = (
+    ("AffectedSOPClassUID", "Affected SOP Class UID"),
+    ("AffectedSOPInstanceUID", "Affected SOP Instance UID"),
+    ("TransferSyntaxUID", "Transfer Syntax UID"),
+)
+_NAMING = (
+    ("SOPInstanceUID", "SOP Instance UID"),
+    ("StudyInstanceUID", "Study Instance UID"),
+    ("SeriesInstanceUID", "Series Instance UID"),
+)
+
+
+def _check_sent(sop_class: str, sop_instance: str, transfer_syntax: str) -> Landed | None:
+    """The refusal of an instance whose UIDs as sent are not UIDs (None: they are)."""
+    for (keyword, label), value in zip(_SENT, (sop_class, sop_instance, transfer_syntax)):
+        problem = uid_problem(value)
+        if problem is not None:
+            return Landed("failed", None, sop_instance, f"{label} {problem}", invalid=keyword)
+    return None
+
+
+def _check_dataset(study: str, series: str, sop: str, sent_as: str | None) -> Landed | None:
+    """The refusal of a data set whose file-naming UIDs are not UIDs, or whose SOP Instance
+    UID is not the one it was sent as (``sent_as``; None: not compared)."""
+    for (keyword, label), value in zip(_NAMING, (sop, study, series)):
+        problem = uid_problem(value)
+        if problem is not None:
+            return Landed("failed", None, sent_as, f"{label} {problem}", invalid=keyword)
+    if sent_as is not None and sop != sent_as:
+        reason = f"SOP Instance UID differs from the Affected SOP Instance UID: {sop!r}"
+        return Landed("failed", None, sent_as, reason, invalid="SOPInstanceUID")
+    return None
 
 
 def read_records(root: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
