@@ -238,6 +238,9 @@ def run_receive(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     with StorageSCP(args.lake, opts, stages=_stages(args)) as scp:
         who = "any AE" if args.allow_any else ", ".join(args.allow)
+        if scp.lake.stats.adopted:
+            print(f"adopted {scp.lake.stats.adopted:,} file(s) without a record (a crash "
+                  "before their records were written)", file=sys.stderr)  # fmt: skip
         print(f"{opts.ae_title} listening on {opts.host}:{scp.port} for {who} -> {args.lake}",
               file=sys.stderr, flush=True)  # fmt: skip
         while not stop.wait(1.0):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import signal
@@ -14,6 +15,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 
+from dicomflow.dicom import split_part10
 from dicomflow.network import (
     AssociationOptions,
     AssociationRejectedError,
@@ -285,7 +287,6 @@ def _full_disk(instance):
 )
 def test_scp_and_pipeline_give_the_same_reason_for_a_failing_stage(tmp_path, stage, status):
     import dicomflow as dfl
-    from dicomflow.dicom import split_part10
 
     data = crafted_instance("1.2.3", "1.2.3.4", "1.2.3.4.5")
     (tmp_path / "src").mkdir()
@@ -351,7 +352,7 @@ def test_lake_reconcile_adopts_and_removes(tmp_path, round_trip_files):
     first, second = lake_files(tmp_path)
     second.write_bytes(second.read_bytes()[:2000])  # a torn write
     ds = dcmread(first, stop_before_pixels=True)
-    with Lake(tmp_path) as lake:
+    with Lake(tmp_path, adopt=False) as lake:  # not on opening: reconcile does it here
         present, adopted = lake.reconcile(ds.StudyInstanceUID, ds.SeriesInstanceUID)
     assert adopted >= 1 and ds.SOPInstanceUID in present
     assert not second.exists() or second.parent != first.parent or second.stem not in present
@@ -369,8 +370,6 @@ def test_reconcile_while_records_are_being_written_adopts_nothing(
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from dicomflow.dicom import split_part10
 
     sop_class, sop, ts, body = split_part10(round_trip_files[0].read_bytes())
     ds = dcmread(round_trip_files[0], stop_before_pixels=True)
@@ -400,3 +399,90 @@ def test_reconcile_while_records_are_being_written_adopts_nothing(
     assert (present, adopted) == ({sop}, 0)
     parts = sorted((tmp_path / "_lake").glob("received-*.parquet"))
     assert pq.read_table(parts).column("sop_instance_uid").to_pylist() == [sop]
+
+
+def recorded_rows(lake: Path) -> collections.Counter:
+    """SOP Instance UID -> rows in every readable record part (not deduplicated)."""
+    import pyarrow.parquet as pq
+
+    parts = sorted((lake / "_lake").glob("received-*.parquet"))
+    return collections.Counter(pq.read_table(parts).column("sop_instance_uid").to_pylist())
+
+
+def run_receive_once(lake: Path) -> str:
+    """Start ``dicomflow receive`` on ``lake``, wait until it listens, stop it; its stderr."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dicomflow.cli", "receive", "--ae", "LAKE", "--port", str(port),
+         "--bind", "127.0.0.1", "--lake", str(lake), "--allow", "MODALITY"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: _listening(port), 30, "receive", proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return err
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_receiver_start_records_files_whose_records_were_lost(tmp_path, round_trip_files, damage):
+    """A crash after the acknowledgement and before the records' flush, or a record part torn:
+    the next start adopts the files without a record, each exactly once; a temporary file and
+    a torn file are not adopted."""
+    lake = tmp_path / "lake"
+    files = [p for p in round_trip_files if "SEG" not in str(p) and "BigEnd" not in str(p)][:6]
+    port = free_port()
+    with StorageSCP(lake, scp_options(port)) as scp:  # a record part per three instances
+        for batch in (files[:3], files[3:]):
+            result = subprocess.run(
+                ["storescu", "-aet", "MODALITY", "-aec", "LAKE", "-xy", "127.0.0.1", str(port),
+                 *map(str, batch)],
+                env=PEER_ENV, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            scp.lake.flush()
+    landed = {p.stem: p for p in lake_files(lake)}
+    assert len(landed) == len(files)
+    parts = sorted((lake / "_lake").glob("received-*.parquet"))
+    last = parts[-1]
+    lost = set(read_records(str(lake)).column("sop_instance_uid").to_pylist())
+    if damage == "deleted":
+        last.unlink()
+    else:
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    lost -= set(read_records(str(lake)).column("sop_instance_uid").to_pylist())
+    assert lost  # the last part's instances: files without a record now
+    # a whole instance put in its place by hand, a writer's temporary file, a torn file
+    extra = round_trip_files[-1]
+    _, sop, _, _ = split_part10(extra.read_bytes())
+    ds = dcmread(extra, stop_before_pixels=True)
+    placed = lake / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{sop}.dcm"
+    placed.parent.mkdir(parents=True, exist_ok=True)
+    placed.write_bytes(extra.read_bytes())
+    some = next(iter(landed.values()))
+    temp = some.parent / f".{some.stem}9.dcm.0123456789ab.tmp"
+    temp.write_bytes(some.read_bytes()[:3000])
+    torn = some.parent / f"{some.stem}9.dcm"
+    torn.write_bytes(some.read_bytes()[:3000])
+
+    err = run_receive_once(lake)
+
+    assert f"adopted {len(lost) + 1} file(s) without a record" in err
+    assert f"{torn} (" in err  # the warning names it
+    rows = recorded_rows(lake)
+    assert set(rows) == set(landed) | {sop} and max(rows.values()) == 1
+    records = read_records(str(lake))
+    adopted = {r["sop_instance_uid"] for r in records.to_pylist() if r["source"] == "adopted"}
+    assert adopted == lost | {sop}
+    assert temp.exists() and torn.exists()  # left as they are, not recorded
+    assert sorted((lake / "_lake").glob("*.unreadable")) == (
+        [last.with_name(last.name + ".unreadable")] if damage == "truncated" else []
+    )
+    for row in records.to_pylist():
+        data = Path(row["uri"]).read_bytes()
+        assert row["size"] == len(data)
+    # a second start finds nothing to adopt
+    assert "adopted" not in run_receive_once(lake)
+    assert recorded_rows(lake) == rows
