@@ -192,7 +192,11 @@ class Lake:
         for thread in self._threads:
             thread.start()
         if adopt:
-            self.adopt_unrecorded()
+            try:
+                self.adopt_unrecorded()
+            except BaseException:
+                self.close()  # no writer threads left behind
+                raise
 
     # -- paths -----------------------------------------------------------------------------
     def series_dir(self, study: str, series: str) -> str:
