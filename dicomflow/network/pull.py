@@ -211,6 +211,13 @@ def plan(
     peer = Peer.parse(peer)
     opts = options or PullOptions()
     keys = parse_query(query)
+    per_instance = [k for k in keys if _KEY_LEVEL.get(k) == "IMAGE"]
+    if per_instance:
+        raise ConfigError(
+            f"a pull fetches whole series: {', '.join(per_instance)} is an image-level "
+            "attribute, which cannot choose series (filter the lake afterwards, e.g. with "
+            "dicomflow scan)"
+        )
     study_keys = level_keys(keys, "STUDY")
     study_keys.pop("Modality", None)
     studies = find(
