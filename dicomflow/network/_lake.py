@@ -569,8 +569,8 @@ class Lake:
             self.stats.not_adopted += len(refused)
         if refused:
             warnings.warn(
-                f"{len(refused)} file(s) in the lake {self.root} have no record and are not "
-                f"whole instances of it, left as they are: {refused[0]}",
+                f"{len(refused)} file(s) in the lake {self.root} have no record of their "
+                f"size and are not whole instances of it, left as they are: {refused[0]}",
                 stacklevel=2,
             )
         return adopted
