@@ -25,8 +25,11 @@
     |   +-- AssociationAbortedError(ConnectionAbortedError)   the association ended mid-way
     |   +-- NetworkTimeoutError(TimeoutError)        a connection, ACSE or DIMSE timeout
     |   +-- DimseStatusError                         a DIMSE operation ended in failure
-    |   |   +-- MoveDestinationError(LookupError)    the peer does not know the C-MOVE destination
+    |   |   +-- MoveDestinationError(NetworkConfigError, LookupError)  the peer does not know
+    |   |   |                                        the C-MOVE destination
     |   |   +-- SubOperationsFailedError             C-MOVE/C-GET sub-operations failed
+    |   +-- NetworkConfigError(ConfigError)          a network setting no retry can fix: an
+    |   |                                            unknown C-MOVE destination, a port in use
     |   +-- DicomWebError                            an HTTP error from a DICOMweb service
     +-- Skip                                         raised by a stage to drop an instance
 
@@ -58,6 +61,7 @@ __all__ = [
     "InvalidDicomError",
     "MediaSetError",
     "MoveDestinationError",
+    "NetworkConfigError",
     "NetworkError",
     "NetworkTimeoutError",
     "PixelDataError",
@@ -247,7 +251,13 @@ def _rebuild_status_error(
     )
 
 
-class MoveDestinationError(DimseStatusError, LookupError):
+class NetworkConfigError(ConfigError, NetworkError):
+    """A network setting that no retry can fix: the peer does not know our AE title as a
+    C-MOVE destination, our port is in use. Raised on the first occurrence, with the fix in
+    the message; a pull stops instead of retrying every series."""
+
+
+class MoveDestinationError(DimseStatusError, NetworkConfigError, LookupError):
     """The peer does not know the C-MOVE destination AE title (register it on the peer)."""
 
 

@@ -30,7 +30,7 @@ PUBLIC = {
     "PixelSizeError", "FrameDecodeError", "EncodeError", "GeometryError", "TranscodeError",
     "DeidentificationError", "MediaSetError", "NetworkError", "AssociationRejectedError",
     "AssociationAbortedError", "NetworkTimeoutError", "DimseStatusError",
-    "MoveDestinationError", "SubOperationsFailedError", "DicomWebError",
+    "MoveDestinationError", "SubOperationsFailedError", "DicomWebError", "NetworkConfigError",
 }  # fmt: skip
 
 #: Exceptions deriving from DicomflowError that are internal signals, never raised to a user.
@@ -98,6 +98,9 @@ def test_exception_tree() -> None:
     assert issubclass(dfl.FrameDecodeError, dfl.PixelDataError)
     assert issubclass(dfl.NetworkTimeoutError, TimeoutError)
     assert issubclass(dfl.MoveDestinationError, (dfl.DimseStatusError, LookupError))
+    # a setting no retry fixes: a ConfigError (stops a pull) and still a NetworkError
+    assert issubclass(dfl.MoveDestinationError, dfl.NetworkConfigError)
+    assert issubclass(dfl.NetworkConfigError, (dfl.ConfigError, dfl.NetworkError, OSError))
     assert issubclass(dfl.CollisionError, FileExistsError)
     assert issubclass(dfl.DiskFullError, OSError)
 

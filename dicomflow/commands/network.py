@@ -15,29 +15,61 @@ from .run import EXIT_FAILED, EXIT_OK, list_failures
 __all__ = ["register"]
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: X)`` after every option's help that has a value as default; nothing for
+    options that are off or empty unless given (their help says what that means)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, "", []) or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _add_peer(parser: argparse.ArgumentParser, *, ae_default: str = "DICOMFLOW") -> None:
     parser.add_argument("--pacs", required=True, metavar="AE@HOST:PORT", help="the peer")
-    parser.add_argument("--ae", default=ae_default, help=f"our AE title (default: {ae_default})")
+    parser.add_argument("--ae", default=ae_default, help="our AE title (the calling AE)")
     parser.add_argument("--timeout", type=float, default=120.0, help="DIMSE timeout, seconds")
+
+
+_QUERY_HELP = (
+    "keyword=value pairs, e.g. 'Modality=CT StudyDate=2024-01-01..2024-01-31'; dates and times "
+    "compact (20240101) or ISO (2024-01-01), ranges A..B or DICOM's 20240101-20240131 "
+    "(default: everything)"
+)
 
 
 def register(subparsers: Any) -> None:
     """Add the ``echo``, ``find``, ``pull`` and ``receive`` subcommands."""
-    p = subparsers.add_parser("echo", help="C-ECHO a DICOM peer")
+    command = {"formatter_class": _HelpWithDefaults}
+    p = subparsers.add_parser("echo", help="C-ECHO a DICOM peer", **command)
     _add_peer(p)
     p.set_defaults(func=run_echo)
 
     p = subparsers.add_parser(
         "find",
         help="C-FIND a DICOM peer; answers as a table (or Parquet)",
-        description="Query a peer at one level; the answers are typed like a dicomflow catalog.",
+        description=(
+            "Query a peer at one level; the answers are typed like a dicomflow catalog. A key "
+            "of a lower level is asked as its study-level equivalent (Modality as "
+            "ModalitiesInStudy) or refused."
+        ),
+        **command,
     )
     _add_peer(p)
-    p.add_argument("--level", default="study", choices=["patient", "study", "series", "image"])
-    p.add_argument("--model", default="study", choices=["study", "patient"])
-    p.add_argument("--query", default="", help="e.g. 'Modality=CT StudyDate=20240101-20240131'")
-    p.add_argument("--columns", default="", help="extra return keys, comma separated")
-    p.add_argument("-o", "--output", metavar="OUT.parquet", help="write the answers here")
+    p.add_argument(
+        "--level", default="study", choices=["patient", "study", "series", "image"],
+        help="Query/Retrieve level of the answers",
+    )  # fmt: skip
+    p.add_argument(
+        "--model", default="study", choices=["study", "patient"], help="information model root"
+    )
+    p.add_argument("--query", default="", help=_QUERY_HELP)
+    p.add_argument(
+        "--columns", default="", help="extra return keys, comma separated (default: none)"
+    )
+    p.add_argument(
+        "-o", "--output", metavar="OUT.parquet", help="write the answers here (default: print)"
+    )
     p.set_defaults(func=run_find)
 
     p = subparsers.add_parser(
@@ -46,11 +78,14 @@ def register(subparsers: Any) -> None:
         description=(
             "Plan with C-FIND (study, then series), fetch series by series with C-GET (or "
             "C-MOVE to a Storage SCP started here), check every series is complete. Rerunning "
-            "the same command fetches only what is missing."
+            "the same command fetches only what is missing. A setting no retry can fix (the "
+            "PACS does not know our AE title as a C-MOVE destination, our port is in use) "
+            "stops the pull at once, with the fix."
         ),
+        **command,
     )
     _add_peer(p)
-    p.add_argument("--query", default="", help="e.g. 'Modality=CT StudyDate=20240101-20240131'")
+    p.add_argument("--query", default="", help=_QUERY_HELP)
     p.add_argument("--lake", required=True, metavar="DST", help="lake folder (or fsspec URL)")
     p.add_argument("--port", type=int, default=11113, help="our Storage SCP port (C-MOVE)")
     p.add_argument("--bind", default="0.0.0.0", help="address our Storage SCP listens on")
@@ -60,12 +95,23 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="AE",
-        help="calling AE the PACS stores with on C-MOVE, if not its own (repeatable)",
+        help="calling AE the PACS stores with on C-MOVE, if not its own (repeatable; "
+        "default: its own only)",
     )
-    p.add_argument("--method", default="auto", choices=["auto", "get", "move"])
-    p.add_argument("--model", default="study", choices=["study", "patient"])
-    p.add_argument("--retries", type=int, default=3)
-    p.add_argument("--fsync", default="batch", choices=["each", "batch", "none"])
+    p.add_argument(
+        "--method", default="auto", choices=["auto", "get", "move"],
+        help="C-GET, C-MOVE to our Storage SCP, or auto: C-GET if the PACS accepts it",
+    )  # fmt: skip
+    p.add_argument(
+        "--model", default="study", choices=["study", "patient"], help="information model root"
+    )
+    p.add_argument(
+        "--retries", type=int, default=3, help="attempts after the first for a failed series"
+    )
+    p.add_argument(
+        "--fsync", default="batch", choices=["each", "batch", "none"],
+        help="durability: each file, each series (batch), or left to the system",
+    )  # fmt: skip
     _add_stages(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run_pull)
@@ -76,22 +122,33 @@ def register(subparsers: Any) -> None:
         description=(
             "Listen for C-STORE from the allowed calling AE titles; write each instance as "
             "received (no decoding) to DST/<study>/<series>/<sop>.dcm, acknowledge once it is "
-            "durable, record it in DST/_lake/received-*.parquet. Stops on Ctrl-C or SIGTERM."
+            "durable, record it in DST/_lake/received-*.parquet. Instances whose UIDs are not "
+            "valid UIDs are refused. On start, files without a record (a crash) are recorded. "
+            "Stops on Ctrl-C or SIGTERM."
         ),
+        **command,
     )
     p.add_argument("--ae", required=True, help="the AE title we answer to")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--lake", required=True, metavar="DST")
+    p.add_argument("--port", type=int, required=True, help="the port to listen on")
+    p.add_argument("--lake", required=True, metavar="DST", help="lake folder (or fsspec URL)")
     p.add_argument("--bind", default="0.0.0.0", help="address to listen on")
     p.add_argument(
-        "--allow", action="append", default=[], metavar="AE", help="allowed calling AE (repeat)"
+        "--allow",
+        action="append",
+        default=[],
+        metavar="AE",
+        help="allowed calling AE (repeat; default: none, so give it or --allow-any)",
     )
     p.add_argument("--allow-any", action="store_true", help="accept any calling AE title")
     p.add_argument(
-        "--allow-host", action="append", default=None, metavar="IP", help="allowed peer address"
-    )
-    p.add_argument("--fsync", default="each", choices=["each", "batch", "none"])
-    p.add_argument("--max-associations", type=int, default=16)
+        "--allow-host", action="append", default=None, metavar="IP",
+        help="allowed peer address (repeat; default: any address)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fsync", default="each", choices=["each", "batch", "none"],
+        help="durability: acknowledged once durable (each), in batches, or left to the system",
+    )  # fmt: skip
+    p.add_argument("--max-associations", type=int, default=16, help="associations served at once")
     _add_stages(p)
     p.set_defaults(func=run_receive)
 
@@ -102,10 +159,13 @@ def _add_stages(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="MODULE:CALLABLE",
-        help="apply a stage (Instance -> Instance | None) before landing (repeatable)",
+        help="apply a stage (Instance -> Instance | None) before landing (repeatable; "
+        "default: none)",
     )
     p.add_argument(
-        "--deid", metavar="KEYFILE", help="de-identify before landing, keyed by this secret file"
+        "--deid",
+        metavar="KEYFILE",
+        help="de-identify before landing, keyed by this secret file (default: as received)",
     )
 
 
@@ -247,6 +307,9 @@ def run_receive(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     with StorageSCP(args.lake, opts, stages=_stages(args)) as scp:
         who = "any AE" if args.allow_any else ", ".join(args.allow)
+        if scp.lake.stats.adopted:
+            print(f"adopted {scp.lake.stats.adopted:,} file(s) without a record (a crash "
+                  "before their records were written)", file=sys.stderr)  # fmt: skip
         print(f"{opts.ae_title} listening on {opts.host}:{scp.port} for {who} -> {args.lake}",
               file=sys.stderr, flush=True)  # fmt: skip
         while not stop.wait(1.0):

@@ -11,6 +11,7 @@ it. It holds:
   in one place with one implementation identity (:func:`file_meta`, :func:`file_meta_bytes`);
 - atomic file writing, local and through fsspec (:func:`atomic_write`), and safe path
   components (:func:`safe_component`);
+- the UID rule of PS3.5 9.1 (:func:`uid_problem`), checked before a UID names a file;
 - the transfer syntax table, package data read once (:data:`TRANSFER_SYNTAXES`,
   :func:`transfer_syntax`: UID, names, encoding and what each can hold).
 
@@ -71,6 +72,7 @@ from ._syntaxes import (
     parse_syntaxes,
     transfer_syntax,
 )
+from ._uids import MAX_UID_LENGTH, uid_problem
 from ._values import (
     column_array,
     encodings_of,
@@ -91,6 +93,7 @@ __all__ = [
     "LONG_VRS",
     "MAX_INFLATED",
     "MAX_NESTING",
+    "MAX_UID_LENGTH",
     "NOT_DICOM",
     "TMP_SUFFIX",
     "TRANSFER_SYNTAXES",
@@ -135,6 +138,7 @@ __all__ = [
     "to_text",
     "transfer_syntax",
     "uid_of",
+    "uid_problem",
     "walk",
     "walk_to_end",
 ]

@@ -103,8 +103,12 @@ CANCEL = 0xFE00
 PENDING = (0xFF00, 0xFF01)
 UNRECOGNIZED_OPERATION = 0x0211
 SOP_CLASS_NOT_SUPPORTED = 0x0122
+#: "Invalid SOP Instance": the SOP Instance UID breaks the UID construction rules
+INVALID_SOP_INSTANCE = 0x0117
 OUT_OF_RESOURCES = 0xA700
-IDENTIFIER_DOES_NOT_MATCH = 0xA900
+#: 0xA900 is "Identifier does not match SOP Class" for C-FIND/C-GET/C-MOVE (PS3.4 C.4) and
+#: "Data Set does not match SOP Class" for C-STORE (PS3.4 B.2.3)
+IDENTIFIER_DOES_NOT_MATCH = DATASET_DOES_NOT_MATCH = 0xA900
 UNABLE_TO_PROCESS = 0xC000
 SUBOPERATIONS_WARNING = 0xB000
 _WARNING_STATUSES = (0x0001, 0x0107, 0x0116)
@@ -136,19 +140,22 @@ _VR_OF = {
 _ELEMENT = struct.Struct("<HHL")
 _US = struct.Struct("<H")
 
-Fields = Iterable[tuple[int, int | str]]
+Fields = Iterable[tuple[int, int | str | bytes]]
 
 
 def encode_command(fields: Fields) -> bytes:
     """A command set (implicit VR little endian) with its group length, from (tag, value).
 
     Integers are US (every integer element of a command set PS3.7 E.1-1 lists is); strings are
-    UI (padded with NUL) unless the tag is an AE or LO element (padded with a space).
+    UI (padded with NUL) unless the tag is an AE or LO element (padded with a space); bytes
+    are put as they are (a value echoed from a request, even one that is not ASCII).
     """
     body = bytearray()
     for tag, value in sorted(fields):
         if isinstance(value, int):
             raw = _US.pack(value)
+        elif isinstance(value, bytes):
+            raw = value if len(value) % 2 == 0 else value + b"\0"
         else:
             vr = _VR_OF.get(tag, "UI")
             raw = value.encode("ascii")
@@ -297,15 +304,15 @@ def response(
     C-MOVE, ``counts`` are the (completed, failed, warning) sub-operations and ``remaining``
     the ones left (a final response has none, PS3.4 C.4.2.1.4).
     """
-    fields: list[tuple[int, int | str]] = [
+    fields: list[tuple[int, int | str | bytes]] = [
         (COMMAND_FIELD, us(request, COMMAND_FIELD) | 0x8000),
         (RESPONDED_TO, us(request, MESSAGE_ID)),
         (DATASET_TYPE, HAS_DATASET if dataset else NO_DATASET),
         (STATUS, status),
     ]
     for tag in (AFFECTED_SOP_CLASS, AFFECTED_SOP_INSTANCE):
-        value = text(request, tag)
-        if value:
+        value = request.get(tag)
+        if value:  # the request's bytes: a value that is no UID is echoed, not re-encoded
             fields.append((tag, value))
     if comment:
         fields.append((ERROR_COMMENT, comment.encode("ascii", "replace")[:64].decode()))

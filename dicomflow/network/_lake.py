@@ -17,8 +17,9 @@ decoding), under a temporary name in its final folder, then linked into place. `
 
 Records (path, UIDs, SHA-256, size, calling AE, time) are hashed and written by one background
 thread, so hashing never delays the acknowledgement. A file present without a record (the
-process was killed before its record was written) is *adopted* by :meth:`Lake.reconcile`
-after its header proves it complete.
+process was killed before its record was written) is *adopted*: when the lake is opened
+(:meth:`Lake.adopt_unrecorded`, every such file of the lake) and by :meth:`Lake.reconcile`
+(one series, during a pull), after its header proves it whole.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -51,6 +52,7 @@ from ..dicom import (
     replace_url,
     safe_component,
     uid_of,
+    uid_problem,
 )
 from ..errors import ConfigError, InvalidDicomError
 from ..pipeline import Instance, Output, run_stages
@@ -80,13 +82,16 @@ _FSYNC = ("each", "batch", "none")
 @dataclass(frozen=True, slots=True)
 class Landed:
     """What happened to one received instance: ``status`` is landed (or queued), dropped or
-    failed; ``stage`` names the stage that dropped or failed it, if one did."""
+    failed; ``stage`` names the stage that dropped or failed it, if one did; ``invalid`` names
+    the attribute (a keyword: ``AffectedSOPInstanceUID``, ``StudyInstanceUID``...) whose
+    value made the instance itself unacceptable, so nothing was written."""
 
     status: str
     path: str | None = None
     sop_instance_uid: str | None = None
     reason: str | None = None
     stage: str | None = None
+    invalid: str | None = None
 
 
 @dataclass
@@ -115,6 +120,7 @@ class LakeStats:
     failed: int = 0
     bytes: int = 0
     adopted: int = 0
+    not_adopted: int = 0  # files without a record that are not whole instances of this lake
     by_source: dict[str, int] = field(default_factory=dict)
 
 
@@ -137,6 +143,10 @@ class Lake:
     writers
         Background threads that write queued files and hash every landed instance (writing
         and SHA-256 release the GIL, so two keep up with a fast sender on two cores).
+    adopt
+        On opening, record the files that have no record (:meth:`adopt_unrecorded`): after
+        a crash, what was acknowledged is then recorded too. It lists every series folder
+        and reads the records; only files without a record of their size are read.
     """
 
     def __init__(
@@ -149,6 +159,7 @@ class Lake:
         flush_every: int = 1024,
         flush_seconds: float = 2.0,
         writers: int = 2,
+        adopt: bool = True,
     ) -> None:
         if fsync not in _FSYNC:
             raise ConfigError(f"fsync={fsync!r}: expected one of {', '.join(_FSYNC)}")
@@ -180,6 +191,12 @@ class Lake:
         ]
         for thread in self._threads:
             thread.start()
+        if adopt:
+            try:
+                self.adopt_unrecorded()
+            except BaseException:
+                self.close()  # no writer threads left behind
+                raise
 
     # -- paths -----------------------------------------------------------------------------
     def series_dir(self, study: str, series: str) -> str:
@@ -232,11 +249,26 @@ class Lake:
         ``"queued"``): a pull acknowledges while the previous instance is still being written,
         and proves completeness from the files afterwards (:meth:`sync`, :meth:`reconcile`).
         The caller must not modify ``dataset`` afterwards.
+
+        Before anything is written, the UIDs are checked (PS3.5 9.1, :func:`uid_problem`):
+        ``sop_class``, ``sop_instance`` and ``transfer_syntax`` as given (a C-STORE's Affected
+        SOP Class and Instance UIDs, the context's transfer syntax), and the data set's SOP
+        Instance, Study and Series Instance UIDs, which name the file. The data set's SOP
+        Instance UID must be ``sop_instance``. An instance that breaks a rule fails with
+        ``invalid`` naming the attribute and ``reason`` saying why; so a file name is always a
+        valid UID, never hidden, and two different instances never share a file.
         """
-        meta = file_meta_bytes(sop_class, sop_instance, transfer_syntax, calling_ae)
-        parts: tuple[Any, ...] = (meta, dataset)
-        source_sop = sop_instance
         try:
+            refused = _check_sent(sop_class, sop_instance, transfer_syntax)
+            if refused is None:
+                meta = file_meta_bytes(sop_class, sop_instance, transfer_syntax, calling_ae)
+                study, series, sop = header_uids(meta, dataset)
+                refused = _check_dataset(study, series, sop, sop_instance)
+            if refused is not None:
+                with self._lock:
+                    self.stats.failed += 1
+                return refused
+            parts: tuple[Any, ...] = (meta, dataset)
             if self.stages:
                 staged = self._run_stages(meta, dataset, calling_ae)
                 if isinstance(staged, Landed):
@@ -249,15 +281,14 @@ class Lake:
                         return replace(staged, sop_instance_uid=sop_instance)
                     return staged
                 parts = staged
-            if len(parts) == 1:
                 study, series, sop = header_uids(b"", parts[0])
                 sop_class, transfer_syntax = meta_uids(parts[0])
-            else:
-                study, series, sop = header_uids(meta, dataset)
-            sop = sop or sop_instance
+                changed = _check_dataset(study, series, sop, None)
+                if changed is not None:  # a stage gave it UIDs that cannot name a file
+                    raise InvalidDicomError(f"after the stages, {changed.reason}")
             path = self.path_for(study, series, sop)
             record = _Record(
-                path, parts, sop_class, sop, study, series, transfer_syntax, source_sop,
+                path, parts, sop_class, sop, study, series, transfer_syntax, sop_instance,
                 calling_ae, source, dt.datetime.now(dt.UTC),
             )  # fmt: skip
             if self.fsync == "each":
@@ -494,22 +525,110 @@ class Lake:
             self.stats.adopted += adopted
         return present, adopted
 
-    def _adopt(self, path: str, name: str) -> _Record | None:
-        from ..pipeline import read_bytes
+    def adopt_unrecorded(self) -> int:
+        """Record every whole file of the lake that has no record; returns how many.
 
+        Run when the lake is opened (``adopt=True``). After a crash, files that were written
+        and acknowledged but whose records were still in memory would otherwise never be
+        recorded. Record parts that cannot be read (a torn write on a filesystem without
+        atomic renames) are renamed ``*.parquet.unreadable`` first, so their files are
+        adopted again.
+
+        Only ``<study>/<series>/<sop>.dcm`` files are looked at, never hidden ones (the
+        lake's temporary files start with a dot). A file whose path and size match a record
+        is not read. Any other is adopted (``source="adopted"``) when it is a whole Part 10
+        file whose UIDs are valid and are its path; otherwise it is left where it is,
+        counted in ``stats.not_adopted``, and a warning names the first.
+        """
+        self.flush()
+        self._set_aside_unreadable_parts()
+        with self._records_lock:
+            table = read_records(self.root, self.storage_options)
+            uris = table.column("uri").to_pylist()
+            sizes = table.column("size").to_pylist()
+            if self._recorded is None:
+                sources = table.column("source_sop_instance_uid").to_pylist()
+                self._recorded = dict(zip(sources, sizes))
+        recorded = {_tail(uri): size for uri, size in zip(uris, sizes)}
+        adopted = 0
+        refused: list[str] = []
+        for folders, size, path in self._walk():
+            if recorded.get(folders) == size:
+                continue
+            try:
+                record = self._read_whole(path, folders)
+            except Exception as exc:  # noqa: BLE001 - not ours to adopt; left as it is
+                refused.append(f"{path} ({exc})")
+                continue
+            self._submit(record)
+            adopted += 1
+        if adopted:
+            self.flush()
+        with self._lock:
+            self.stats.adopted += adopted
+            self.stats.not_adopted += len(refused)
+        if refused:
+            warnings.warn(
+                f"{len(refused)} file(s) in the lake {self.root} have no record of their "
+                f"size and are not whole instances of it, left as they are: {refused[0]}",
+                stacklevel=2,
+            )
+        return adopted
+
+    def _walk(self) -> Iterator[tuple[tuple[str, str, str], int, str]]:
+        """Every ``<study>/<series>/<name>.dcm`` that is not hidden: the three names, the
+        size and the path."""
+        if self.url:
+            import fsspec
+
+            fs, base = fsspec.core.url_to_fs(self.root, **self.storage_options)
+            try:
+                found = fs.find(base, maxdepth=3, detail=True)
+            except FileNotFoundError:
+                return
+            base = base.rstrip("/")
+            for name, info in sorted(found.items()):
+                names = name[len(base) :].strip("/").split("/")
+                if len(names) == 3 and _visible(names) and names[0] != STATE_DIR:
+                    study, series, file = names
+                    path = join(self.root, study, series, file)
+                    yield (study, series, file), int(info.get("size") or 0), path
+            return
+        for study in _subfolders(self.root):
+            if study.name == STATE_DIR:
+                continue
+            for series in _subfolders(study.path):
+                with os.scandir(series.path) as files:
+                    for f in files:
+                        if _visible([f.name]) and f.is_file(follow_symlinks=False):
+                            names = (study.name, series.name, f.name)
+                            yield names, f.stat().st_size, f.path
+
+    def _set_aside_unreadable_parts(self) -> None:
+        for fs, path in _state_parts(self.root, "received", self.storage_options):
+            try:
+                if fs is None:
+                    pq.read_metadata(path)
+                else:
+                    with fs.open(path, "rb") as f:
+                        pq.read_metadata(f)
+            except Exception as exc:  # noqa: BLE001 - anything unreadable goes aside
+                aside = path + ".unreadable"
+                if fs is None:
+                    os.replace(path, aside)
+                else:
+                    fs.mv(path, aside)
+                warnings.warn(
+                    f"lake record part {path} is unreadable ({exc}); renamed to {aside}, its "
+                    "files are adopted again",
+                    stacklevel=3,
+                )
+
+    def _adopt(self, path: str, name: str) -> _Record | None:
+        """The record of a file of a series being reconciled; a file that is not whole is
+        removed (it is fetched again)."""
         try:
-            data = read_bytes(path, self.storage_options)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                h = parse_header(data, complete=True)
-            if h.error:
-                raise InvalidDicomError(h.error)
-            sop = uid_of(h, 0x00080018)
-            if not sop or safe_component(sop) + ".dcm" != name:
-                raise InvalidDicomError(f"{name} holds SOP Instance UID {sop!r}")
-            if h.pixel is not None and h.pixel[3] != 0xFFFFFFFF:
-                if (h.pixel_offset or 0) + h.pixel[3] > len(data):
-                    raise InvalidDicomError("Pixel Data is truncated")
+            return self._read_whole(path, None, name)
         except Exception:  # noqa: BLE001 - a torn or foreign file is removed and fetched again
             if not self.url:
                 try:
@@ -517,11 +636,45 @@ class Lake:
                 except FileNotFoundError:
                     pass
             return None
+
+    def _read_whole(
+        self, path: str, folders: tuple[str, str, str] | None, name: str = ""
+    ) -> _Record:
+        """The record of a whole Part 10 file of this lake, or why it is not one.
+
+        It must be complete (every element, Pixel Data included) and hold the SOP Instance
+        UID its name says; with ``folders`` (study, series, file names) its UIDs must also be
+        valid and be exactly those names.
+        """
+        from ..pipeline import read_bytes
+
+        data = read_bytes(path, self.storage_options)
+        if data[128:132] != b"DICM":
+            raise InvalidDicomError("no Part 10 preamble and DICM prefix")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            h = parse_header(data, complete=True)
+        if h.error:
+            raise InvalidDicomError(h.error)
+        if h.pixel is not None and h.pixel[3] != 0xFFFFFFFF:
+            if (h.pixel_offset or 0) + h.pixel[3] > len(data):
+                raise InvalidDicomError("Pixel Data is truncated")
+        sop = uid_of(h, 0x00080018)
+        study, series = uid_of(h, 0x0020000D), uid_of(h, 0x0020000E)
+        if folders is not None:
+            name = folders[2]
+            refused = _check_dataset(study, series, sop, None)
+            if refused is not None:
+                raise InvalidDicomError(refused.reason)
+            if folders[:2] != (study, series):
+                raise InvalidDicomError(f"it belongs in {study}/{series}")
+        if not sop or safe_component(sop) + ".dcm" != name:
+            raise InvalidDicomError(f"{name} holds SOP Instance UID {sop!r}")
         meta = h.meta
         text = lambda raw: raw.decode("ascii", "replace").rstrip("\0 ") if raw else ""  # noqa: E731
         return _Record(
             path, (data,), text(meta.get(0x00020002)) or uid_of(h, 0x00080016), sop,
-            uid_of(h, 0x0020000D), uid_of(h, 0x0020000E), text(meta.get(0x00020010)), sop,
+            study, series, text(meta.get(0x00020010)), sop,
             text(meta.get(0x00020016)), "adopted", dt.datetime.now(dt.UTC),
         )  # fmt: skip
 
@@ -571,14 +724,69 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+_SENT = (
+    ("AffectedSOPClassUID", "Affected SOP Class UID"),
+    ("AffectedSOPInstanceUID", "Affected SOP Instance UID"),
+    ("TransferSyntaxUID", "Transfer Syntax UID"),
+)
+_NAMING = (
+    ("SOPInstanceUID", "SOP Instance UID"),
+    ("StudyInstanceUID", "Study Instance UID"),
+    ("SeriesInstanceUID", "Series Instance UID"),
+)
+
+
+def _check_sent(sop_class: str, sop_instance: str, transfer_syntax: str) -> Landed | None:
+    """The refusal of an instance whose UIDs as sent are not UIDs (None: they are)."""
+    for (keyword, label), value in zip(_SENT, (sop_class, sop_instance, transfer_syntax)):
+        problem = uid_problem(value)
+        if problem is not None:
+            return Landed("failed", None, sop_instance, f"{label} {problem}", invalid=keyword)
+    return None
+
+
+def _check_dataset(study: str, series: str, sop: str, sent_as: str | None) -> Landed | None:
+    """The refusal of a data set whose file-naming UIDs are not UIDs, or whose SOP Instance
+    UID is not the one it was sent as (``sent_as``; None: not compared)."""
+    for (keyword, label), value in zip(_NAMING, (sop, study, series)):
+        problem = uid_problem(value)
+        if problem is not None:
+            return Landed("failed", None, sent_as, f"{label} {problem}", invalid=keyword)
+    if sent_as is not None and sop != sent_as:
+        reason = f"SOP Instance UID differs from the Affected SOP Instance UID: {sop!r}"
+        return Landed("failed", None, sent_as, reason, invalid="SOPInstanceUID")
+    return None
+
+
+def _tail(uri: str) -> tuple[str, str, str]:
+    """A recorded file's study, series and file names (the lake may have moved since)."""
+    study, series, name = (["", "", ""] + uri.replace("\\", "/").split("/"))[-3:]
+    return study, series, name
+
+
+def _visible(names: Sequence[str]) -> bool:
+    return all(not n.startswith(".") for n in names) and names[-1].endswith(".dcm")
+
+
+def _subfolders(folder: str) -> list[os.DirEntry[str]]:
+    with os.scandir(folder) as it:
+        return sorted(
+            (e for e in it if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)),
+            key=lambda e: e.name,
+        )
+
+
 def read_records(root: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
     """The lake's instance records (``_lake/received-*.parquet``), deduplicated by SOP UID."""
-    parts = _state_parts(root, "received", storage_options)
-    if not parts:
+    tables = []
+    for fs, path in _state_parts(root, "received", storage_options):
+        try:
+            tables.append(pq.read_table(path, filesystem=fs).cast(RECORD_SCHEMA))
+        except (OSError, pa.ArrowException) as exc:  # opening the lake sets such parts aside
+            warnings.warn(f"lake record part {path} is unreadable, skipped: {exc}", stacklevel=2)
+    if not tables:
         return RECORD_SCHEMA.empty_table()
-    tables = [pq.read_table(p, filesystem=fs) for fs, p in parts]
-    table = pa.concat_tables([t.cast(RECORD_SCHEMA) for t in tables])
-    return _latest_per_uid(table)
+    return _latest_per_uid(pa.concat_tables(tables))
 
 
 def _latest_per_uid(table: pa.Table) -> pa.Table:
@@ -604,7 +812,11 @@ def _state_parts(
             names = fs.ls(path, detail=False)
         except FileNotFoundError:
             return []
-        return [(fs, n) for n in sorted(names) if n.rsplit("/", 1)[-1].startswith(kind + "-")]
+        return [
+            (fs, n)
+            for n in sorted(names)
+            if n.rsplit("/", 1)[-1].startswith(kind + "-") and n.endswith(".parquet")
+        ]
     try:
         names = sorted(os.listdir(folder))
     except FileNotFoundError:

@@ -24,12 +24,14 @@ from ..dicom import (
     resolve_columns,
 )
 from ..errors import ConfigError
+from ._matching import TEMPORAL_VRS, temporal_value
 
 __all__ = [
     "LEVELS",
     "MODELS",
     "Query",
     "identifier",
+    "keys_at_level",
     "level_keys",
     "parse_query",
     "results_table",
@@ -106,12 +108,16 @@ Query = Mapping[str, Any]
 def parse_query(query: str | Query | None) -> dict[str, Any]:
     """``'Modality=CT StudyDate=20240101-20240131'`` (or a mapping) -> ``{keyword: value}``.
 
-    Values follow DICOM matching: ``*``/``?`` wildcards, ``A-B`` date/time ranges, ``\\``
-    separated UID lists. A key without ``=`` is a return key (empty value). Quote values with
+    Values follow DICOM matching: ``*``/``?`` wildcards, ``\\`` separated UID lists. Dates
+    and times (DA, TM, DT keys) are given compact or in ISO form, ranges as ``A..B`` (or
+    DICOM's ``A-B`` with compact values), and sent compact; any other form is refused (see
+    :mod:`._matching`). A key without ``=`` is a return key (empty value). Quote values with
     spaces: ``"StudyDescription=CT CHEST"``.
 
     >>> parse_query("Modality=CT StudyDate=20240101-20240131")
     {'Modality': 'CT', 'StudyDate': '20240101-20240131'}
+    >>> parse_query("StudyDate=2024-01-01..2024-01-31 StudyTime=08:00..")
+    {'StudyDate': '20240101-20240131', 'StudyTime': '0800-'}
     """
     if query is None:
         return {}
@@ -128,6 +134,8 @@ def parse_query(query: str | Query | None) -> dict[str, Any]:
             raise ConfigError(f"query key {key!r} is not a DICOM keyword")
         if isinstance(value, (list, tuple)):
             value = "\\".join(str(v) for v in value)
+        if value is not None and dictionary_VR(keyword_dict[key]) in TEMPORAL_VRS:
+            value = temporal_value(key, dictionary_VR(keyword_dict[key]), value)
         out[key] = value
     return out
 
@@ -139,6 +147,53 @@ def check_level(level: str) -> str:
     if upper not in LEVELS:
         raise ConfigError(f"level {level!r}: expected one of patient, study, series, image")
     return upper
+
+
+#: Keys of a lower level that the standard answers at a higher one under another keyword
+#: (PS3.4 C.6.1.1.4: the study-level Modalities in Study and SOP Classes in Study).
+_STANDS_FOR: dict[tuple[str, str], str] = {
+    ("STUDY", "Modality"): "ModalitiesInStudy",
+    ("STUDY", "SOPClassUID"): "SOPClassesInStudy",
+}
+
+
+def keys_at_level(query: Query, level: str, *, what: str = "query key") -> dict[str, Any]:
+    """The keys of ``query`` as a peer can match them at ``level``: a lower level's key that
+    has a study-level equivalent is mapped to it (``Modality`` -> ``ModalitiesInStudy``);
+    any other key of a lower level is refused, since no answer at ``level`` has it (the
+    query would silently match nothing, or everything). Keys of the level and above, and
+    keys whose level is not known here, are kept.
+
+    Raises
+    ------
+    ConfigError
+        A key of a lower level without an equivalent; the message lists the known keys
+        of ``level``.
+
+    >>> keys_at_level({"Modality": "CT", "PatientID": "P1"}, "STUDY")
+    {'ModalitiesInStudy': 'CT', 'PatientID': 'P1'}
+    """
+    order = LEVELS.index(level)
+    out: dict[str, Any] = {}
+    for key, value in query.items():
+        at = _KEY_LEVEL.get(key)
+        if at is not None and LEVELS.index(at) > order:
+            mapped = _STANDS_FOR.get((level, key))
+            if mapped is None:
+                known = sorted(k for k, lvl in _KEY_LEVEL.items() if LEVELS.index(lvl) <= order)
+                raise ConfigError(
+                    f"{what} {key} is a {at.lower()}-level attribute: {level.lower()}-level "
+                    f"answers do not have it (query at level {at.lower()}, or use a "
+                    f"{level.lower()}-level key: {', '.join(known)})"
+                )
+            if mapped in query and query[mapped] != value:
+                raise ConfigError(
+                    f"{what}s {key} and {mapped} disagree: at {level.lower()} level {key} is "
+                    f"matched as {mapped}; give one of them"
+                )
+            key = mapped
+        out[key] = value
+    return out
 
 
 def level_keys(query: Query, level: str) -> dict[str, Any]:

@@ -264,9 +264,10 @@ def check_retrieve(result: RetrieveResult, peer: Peer, destination: str | None) 
     if result.status == 0xA801 or (destination is not None and category == "failure" and no_subops):
         raise MoveDestinationError(
             f"{peer} refused the C-MOVE to {destination!r} with 0x{result.status:04X}{comment} "
-            f"before any sub-operation: the destination is most likely not registered on the "
-            f"peer (Orthanc answers 0xC000, DCMTK 0xA801; register {destination!r} with its "
-            "host and port there)",
+            f"before any sub-operation: it does not know {destination!r} as a destination, or "
+            "cannot reach it (Orthanc answers 0xC000, DCMTK 0xA801). Register "
+            f"{destination!r} on the peer with the host and port of its Storage SCP (Orthanc: "
+            f"DicomModalities, or PUT /modalities/{destination}; DCMTK dcmqrscp: HostTable)",
             status=result.status,
         )
     if result.failed or category in ("failure", "cancel") or result.status == 0xB000:

@@ -8,6 +8,7 @@ syntaxes it takes, and a ``serve`` function that reads the association's message
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import threading
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Self
 
 from ..errors import ConfigError
-from ._errors import AssociationRejectedError, NetworkError
+from ._errors import AssociationRejectedError, NetworkConfigError, NetworkError
 from ._options import check_ae_title
 from ._ul import (
     DEFAULT_MAX_DATASET,
@@ -169,9 +170,18 @@ class Listener:
                 (self.options.host, self.options.port), backlog=64, reuse_port=False
             )
         except OSError as exc:
-            raise NetworkError(
-                f"cannot listen on {self.options.host}:{self.options.port}: {exc}"
-            ) from exc
+            where = f"{self.options.host}:{self.options.port}"
+            fixes = {
+                errno.EADDRINUSE: "another program listens there: stop it or choose another "
+                "port (--port)",
+                errno.EACCES: "ports below 1024 need privileges: choose a port above 1023 (--port)",
+                errno.EADDRNOTAVAIL: "no interface of this machine has that address: bind to "
+                "one it has, or 0.0.0.0 (--bind)",
+            }
+            fix = fixes.get(exc.errno or 0)
+            if fix is None:
+                raise NetworkError(f"cannot listen on {where}: {exc}") from exc
+            raise NetworkConfigError(f"cannot listen on {where} ({exc.strerror}): {fix}") from exc
         server.settimeout(0.2)
         self._server = server
         self._thread = threading.Thread(

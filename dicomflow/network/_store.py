@@ -7,7 +7,10 @@ from functools import lru_cache
 from ._dimse import (
     AFFECTED_SOP_CLASS,
     AFFECTED_SOP_INSTANCE,
+    DATASET_DOES_NOT_MATCH,
+    INVALID_SOP_INSTANCE,
     OUT_OF_RESOURCES,
+    SOP_CLASS_NOT_SUPPORTED,
     SUCCESS,
     UNABLE_TO_PROCESS,
     VERIFICATION,
@@ -52,6 +55,14 @@ def is_storage_class(uid: str) -> bool:
     )
 
 
+#: The C-STORE failure status for an instance refused for the value of this attribute; any
+#: other attribute (those of the data set) is 0xA900, "Data Set does not match SOP Class".
+_INVALID_STATUS = {
+    "AffectedSOPInstanceUID": INVALID_SOP_INSTANCE,
+    "AffectedSOPClassUID": SOP_CLASS_NOT_SUPPORTED,
+}
+
+
 def land_and_answer(
     conn: Connection,
     msg: Message,
@@ -63,7 +74,11 @@ def land_and_answer(
     """Land a C-STORE request's data set in ``lake``, then send the C-STORE response.
 
     The response goes out only after :meth:`Lake.receive` returned, so with
-    ``fsync="each"`` the sender's success means the file is durable.
+    ``fsync="each"`` the sender's success means the file is durable. A failure carries the
+    reason as its Error Comment; its status says whose fault it was (PS3.4 B.2.3, PS3.7 C):
+    0x0117 an Affected SOP Instance UID that is no UID, 0x0122 such an Affected SOP Class
+    UID, 0xA900 a data set whose UIDs are no UIDs or whose SOP Instance UID is not the
+    Affected one, 0xA700 a full disk, 0xC000 anything else.
     """
     command = msg.command
     landed = lake.receive(
@@ -79,7 +94,10 @@ def land_and_answer(
         oserror = reason.startswith(
             ("OSError", "PermissionError", "FileNotFound", "NoSpace", "no space left")
         )
-        status = OUT_OF_RESOURCES if oserror else UNABLE_TO_PROCESS
+        if landed.invalid is not None:
+            status = _INVALID_STATUS.get(landed.invalid, DATASET_DOES_NOT_MATCH)
+        else:
+            status = OUT_OF_RESOURCES if oserror else UNABLE_TO_PROCESS
         conn.send_message(msg.context_id, response(command, status, comment=reason))
     else:
         conn.send_message(msg.context_id, response(command, SUCCESS))

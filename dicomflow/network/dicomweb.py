@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..pipeline import Instance, Output, RunContext
 from ._errors import DicomWebError
 from ._lake import Lake
-from ._query import LEVEL_KEYS, check_level, parse_query, results_table
+from ._query import LEVEL_KEYS, check_level, keys_at_level, parse_query, results_table
 
 __all__ = ["DicomWeb", "DicomWebOptions", "StowSink", "frames_array", "retrieve_frames"]
 
@@ -158,7 +158,7 @@ class DicomWeb:
             path = f"studies/{study}/series/{series}/instances"
         elif study and lvl != "STUDY":
             path = f"studies/{study}/{path}"
-        keys = parse_query(query)
+        keys = keys_at_level(parse_query(query), lvl)
         params: list[tuple[str, str]] = [(k, str(v)) for k, v in keys.items() if v is not None]
         wanted = [k for k in (*LEVEL_KEYS[lvl], *columns) if k not in keys]
         params += [("includefield", k) for k in dict.fromkeys(wanted)]

@@ -10,7 +10,8 @@ protocol tests; nothing else in dicomflow speaks DICOM on a socket.
   builder per request, :func:`response`, the command field numbers, status categories, and
   identifiers (:func:`encode_identifier`, :func:`identifier_header`);
 * :func:`iter_find`, the C-FIND answers streamed as parsed identifiers;
-* queries: parsing ``'Modality=CT StudyDate=...'``, identifiers per level, typed result tables,
+* queries: parsing ``'Modality=CT StudyDate=...'`` (dates and times in ISO form too), the
+  keys a level can match (:func:`keys_at_level`), identifiers per level, typed result tables,
   and :func:`match_value`, the attribute matching of PS3.4 C.2.2.2 the Q/R SCP answers with.
 """
 
@@ -48,7 +49,16 @@ from ._dimse import (
     us,
 )
 from ._qr import match_value
-from ._query import LEVELS, MODELS, Query, identifier, level_keys, parse_query, results_table
+from ._query import (
+    LEVELS,
+    MODELS,
+    Query,
+    identifier,
+    keys_at_level,
+    level_keys,
+    parse_query,
+    results_table,
+)
 from ._ul import (
     ABORT,
     APPLICATION_CONTEXT,
@@ -111,6 +121,7 @@ __all__ = [
     "identifier",
     "identifier_header",
     "iter_find",
+    "keys_at_level",
     "level_keys",
     "match_value",
     "negotiate_contexts",

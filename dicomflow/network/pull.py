@@ -31,7 +31,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,7 +41,12 @@ import pyarrow.compute as pc
 from ..errors import ConfigError, DicomflowError
 from ..pipeline import Instance
 from ..runtime import ProgressEvent
-from ._errors import AssociationRejectedError, NetworkError
+from ._errors import (
+    AssociationRejectedError,
+    MoveDestinationError,
+    NetworkConfigError,
+    NetworkError,
+)
 from ._lake import Lake
 from ._options import AssociationOptions, Peer, check_ae_title
 from ._query import _KEY_LEVEL, level_keys, parse_query
@@ -211,6 +216,13 @@ def plan(
     peer = Peer.parse(peer)
     opts = options or PullOptions()
     keys = parse_query(query)
+    per_instance = [k for k in keys if _KEY_LEVEL.get(k) == "IMAGE"]
+    if per_instance:
+        raise ConfigError(
+            f"a pull fetches whole series: {', '.join(per_instance)} is an image-level "
+            "attribute, which cannot choose series (filter the lake afterwards, e.g. with "
+            "dicomflow scan)"
+        )
     study_keys = level_keys(keys, "STUDY")
     study_keys.pop("Modality", None)
     studies = find(
@@ -291,6 +303,8 @@ class _Puller:
         self.bytes = 0
         self.failed = 0
         self.started = time.monotonic()
+        self.stopping = threading.Event()  # a setting no retry can fix: every series stops
+        self.scp_lock = threading.Lock()
 
     def emit(self, kind: str, s: _Series | None = None, **kw: Any) -> None:
         if self.progress is None:
@@ -327,13 +341,35 @@ class _Puller:
         return "get" if accept.results.get(1, (1, ""))[0] == 0 else "move"
 
     def ensure_scp(self) -> None:
-        if self.scp is None:
+        with self.scp_lock:  # one Storage SCP, however many series start at once
+            if self.scp is not None:
+                return
             scp_opts = SCPOptions(
                 ae_title=self.opts.ae_title, host=self.opts.host, port=self.opts.port,
                 calling_aes=(self.peer.ae_title, *self.opts.store_aes), check_called_ae=True,
                 max_pdu=self.opts.assoc.max_pdu, fsync=self.opts.fsync,
             )  # fmt: skip
-            self.scp = StorageSCP(self.lake, scp_opts).start()
+            try:
+                self.scp = StorageSCP(self.lake, scp_opts).start()
+            except NetworkConfigError as exc:
+                raise NetworkConfigError(
+                    f"C-MOVE needs a Storage SCP here, and {exc}; or fetch with C-GET "
+                    "(--method get)"
+                ) from exc
+
+    def move(self, query: Mapping[str, Any]) -> None:
+        """C-MOVE ``query`` to our Storage SCP; an unknown destination says how to fix it."""
+        assert self.scp is not None
+        try:
+            move(self.peer, query, self.scp, model=self.opts.model, options=self.opts.assoc)
+        except MoveDestinationError as exc:
+            raise MoveDestinationError(
+                f"{exc}. This pull's Storage SCP is {self.opts.ae_title!r} on port "
+                f"{self.scp.port}; or use an AE title the peer knows (--ae), or fetch with "
+                "C-GET (--method get)",
+                status=exc.status, completed=exc.completed, failed=exc.failed,
+                warning=exc.warning, failed_uids=exc.failed_uids,
+            ) from exc  # fmt: skip
 
     def expected_uids(self, s: _Series) -> tuple[set[str], list[str]]:
         rows = find(
@@ -369,15 +405,18 @@ class _Puller:
                 )  # fmt: skip
             else:
                 self.ensure_scp()
-                assert self.scp is not None
-                move(self.peer, query, self.scp, model=self.opts.model, options=self.opts.assoc)
+                self.move(query)
                 self.wait_for_arrivals()
 
     def wait_for_arrivals(self) -> None:
         """C-MOVE's final response can precede the last C-STORE's landing by a moment."""
         self.lake._drain()
 
-    def run_series(self, s: _Series) -> dict[str, Any]:
+    def run_series(self, s: _Series) -> dict[str, Any] | None:
+        """Fetch one series with retries; its report row (None: not started, the pull is
+        stopping)."""
+        if self.stopping.is_set():
+            return None
         started = time.monotonic()
         self.emit("series-start", s)
         row: dict[str, Any] = {
@@ -403,6 +442,9 @@ class _Puller:
         before: set[str] | None = None
         delay = self.opts.backoff
         for attempt in range(self.opts.retries + 1):
+            if self.stopping.is_set():
+                row["error"] = row["error"] or "stopped: another series hit a setting to fix"
+                break
             row["attempts"] = attempt + 1
             try:
                 need_uids = s.expected is None or bool(self.lake.stages)
@@ -448,12 +490,15 @@ class _Puller:
                 )
                 row["error"] = f"incomplete: {short} of {expected} instances missing"
                 row["status"] = "incomplete"
+            except ConfigError:  # the same for every series and attempt: stop, say the fix
+                self.stopping.set()
+                raise
             except (NetworkError, DicomflowError, OSError) as exc:
                 row["error"] = f"{type(exc).__name__}: {exc}"
                 row["status"] = "failed"
-            if attempt < self.opts.retries:
+            if attempt < self.opts.retries and not self.stopping.is_set():
                 self.emit("series-retry", s, status=row["status"], detail=row["error"] or "")
-                time.sleep(delay)
+                self.stopping.wait(delay)
                 delay = min(delay * 2, self.opts.max_backoff)
         self.lake.flush()
         final = self.present(s, expected_uids)
@@ -504,6 +549,16 @@ def pull(
 
     Returns a :class:`PullReport` (also written to ``lake/_lake/pull-*.parquet``). Series that
     stay incomplete after the retries are reported, not raised: rerun the same pull.
+
+    Raises
+    ------
+    NetworkConfigError
+        On the first occurrence of a setting that no retry can fix, and no series starts
+        after it: the peer does not know our AE title as a C-MOVE destination
+        (:class:`MoveDestinationError`), our Storage SCP's port is in use. The message says
+        how to fix it.
+    ConfigError
+        A query that cannot choose series (an image-level key), or bad options.
     """
     peer = Peer.parse(peer)
     opts = options or PullOptions()
@@ -535,7 +590,23 @@ def pull(
         if series:
             puller.method = puller.choose_method()
             with ThreadPoolExecutor(opts.concurrency, thread_name_prefix="dicomflow-pull") as pool:
-                rows = list(pool.map(puller.run_series, series))
+                futures = [pool.submit(puller.run_series, s) for s in series]
+                fatal: ConfigError | None = None
+                for future in futures:
+                    try:
+                        row = future.result()
+                    except CancelledError:
+                        continue
+                    except ConfigError as exc:  # no series starts after it; running ones stop
+                        puller.stopping.set()
+                        fatal = fatal or exc
+                        for f in futures:
+                            f.cancel()
+                        continue
+                    if row is not None:
+                        rows.append(row)
+                if fatal is not None:
+                    raise fatal
     finally:
         puller.close()
         target.flush()

@@ -56,7 +56,14 @@ from ._errors import (
 )
 from ._lake import Lake
 from ._options import AssociationOptions, Peer, check_ae_title
-from ._query import LEVEL_KEYS, check_level, identifier, parse_query, results_table
+from ._query import (
+    LEVEL_KEYS,
+    check_level,
+    identifier,
+    keys_at_level,
+    parse_query,
+    results_table,
+)
 from ._retrieve import RetrieveResult, check_retrieve, retrieve, retrieve_level
 from ._ul import Connection, open_association
 
@@ -150,13 +157,22 @@ def find(
     ----------
     query
         ``'Modality=CT StudyDate=20240101-20240131'`` or a mapping of keywords to values
-        (wildcards, ranges and ``\\``-separated UID lists as DICOM matching allows).
+        (wildcards, ranges and ``\\``-separated UID lists as DICOM matching allows; dates
+        and times also in ISO form, ranges ``2024-01-01..2024-01-31``).
     level
-        Query/Retrieve level.
+        Query/Retrieve level. A key of a lower level is matched as its study-level
+        equivalent (``Modality`` as ``ModalitiesInStudy``) or refused.
     model
         ``"study"`` (Study Root) or ``"patient"`` (Patient Root).
     columns
-        Extra return keys (DICOM keywords) beyond the level's defaults.
+        Extra return keys (DICOM keywords) beyond the level's defaults, checked like the
+        query's keys.
+
+    Raises
+    ------
+    ConfigError
+        A key that is not a DICOM keyword, has no answer at ``level``, or a date or time
+        in a form that cannot be matched.
 
     Returns
     -------
@@ -169,10 +185,11 @@ def find(
         raise ConfigError(f"model={model!r}: expected 'study' or 'patient'")
     if model == "study" and level == "PATIENT":
         raise ConfigError("the Study Root model has no PATIENT level; use model='patient'")
-    keys = parse_query(query)
-    ds = identifier(level, keys, (*LEVEL_KEYS[level], *columns), model=model)
+    keys = keys_at_level(parse_query(query), level)
+    extra = tuple(keys_at_level(dict.fromkeys(columns), level, what="column"))
+    ds = identifier(level, keys, (*LEVEL_KEYS[level], *extra), model=model)
     answers = list(iter_find(peer, ds, model=model, options=options))
-    return results_table(level, answers, extra=(*keys, *columns))
+    return results_table(level, answers, extra=(*keys, *extra))
 
 
 def iter_find(

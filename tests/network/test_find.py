@@ -4,14 +4,18 @@ cancel and errors against a pynetdicom SCP (a test peer that answers as a test t
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import threading
 import time
 
+import pyarrow.parquet as pq
 import pytest
 from pydicom import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from dicomflow.errors import ConfigError
 from dicomflow.network import (
     AssociationAbortedError,
     AssociationOptions,
@@ -296,3 +300,92 @@ def test_find_peer_aborts_or_stays_silent():
             find(f"QUIET@127.0.0.1:{port}", None, options=opts)
         thread.join(5)
         server.close()
+
+
+# -- query keys and values, against Orthanc ----------------------------------------------------
+
+SEG_STUDY = "modality/SEG/highdicom_seg_image_ct_binary.dcm"  # StudyDate 19950903, 173032
+
+
+def find_command(orthanc, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dicomflow.cli", "find", "--pacs", str(orthanc.peer),
+         "--ae", "FINDER", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def answers(orthanc, tmp_path, *args: str) -> list[dict]:
+    out = tmp_path / f"answers-{len(list(tmp_path.iterdir()))}.parquet"
+    result = find_command(orthanc, *args, "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    return pq.read_table(out).to_pylist()
+
+
+def test_find_modality_at_study_level_is_modalities_in_study(orthanc, tmp_path):
+    """``--level study --query Modality=CT`` used to answer 0 rows: studies have no Modality,
+    they have ModalitiesInStudy."""
+    series = find(orthanc.peer, "Modality=CT", level="series", options=FAST)
+    ct_studies = set(series.column("study_instance_uid").to_pylist())
+    assert ct_studies
+    rows = answers(orthanc, tmp_path, "--level", "study", "--query", "Modality=CT")
+    assert {r["study_instance_uid"] for r in rows} == ct_studies
+    assert all("CT" in r["ModalitiesInStudy"] for r in rows)
+    # the same as a column: asked for as ModalitiesInStudy
+    table = find(orthanc.peer, None, level="study", columns=("Modality",), options=FAST)
+    assert "ModalitiesInStudy" in table.column_names and "Modality" not in table.column_names
+
+
+def test_find_refuses_a_key_the_level_does_not_have(orthanc):
+    result = find_command(orthanc, "--level", "study", "--query", "SeriesDescription=AX*")
+    assert result.returncode == 2
+    assert "SeriesDescription is a series-level attribute" in result.stderr
+    assert "StudyDate" in result.stderr and "ModalitiesInStudy" in result.stderr  # valid keys
+    result = find_command(orthanc, "--level", "patient", "--model", "patient", "--query",
+                          "Modality=CT")  # fmt: skip
+    assert result.returncode == 2 and "Modality is a series-level attribute" in result.stderr
+    with pytest.raises(ConfigError, match="column Rows is a image-level attribute"):
+        find(orthanc.peer, None, level="series", columns=("Rows",), options=FAST)
+
+
+def test_find_with_iso_dates_and_times(orthanc, corpus, tmp_path):
+    """ISO dates and times, single or as ranges with ``..``, find what the compact DICOM
+    forms find; a form that cannot be matched is refused instead of answering nothing."""
+    from pydicom import dcmread
+
+    seg = dcmread(corpus / SEG_STUDY, stop_before_pixels=True)
+    assert (seg.StudyDate, seg.StudyTime) == ("19950903", "173032")
+
+    def studies(query: str) -> set[str]:
+        rows = find(orthanc.peer, query, level="study", options=FAST)
+        return set(rows.column("study_instance_uid").to_pylist())
+
+    compact = studies("StudyDate=19950903")
+    assert seg.StudyInstanceUID in compact
+    assert studies("StudyDate=1995-09-03") == compact
+    assert studies("StudyDate=1995-09-01..1995-09-30") == studies("StudyDate=19950901-19950930")
+    assert seg.StudyInstanceUID in studies("StudyDate=1995-09-01..1995-09-30")
+    assert seg.StudyInstanceUID in studies("StudyDate=..1995-09-03")
+    assert seg.StudyInstanceUID not in studies("StudyDate=1995-09-04..")
+    timed = studies("StudyDate=1995-09-03 StudyTime=17:00..18:00")
+    assert seg.StudyInstanceUID in timed and timed == studies(
+        "StudyDate=19950903 StudyTime=1700-1800"
+    )
+    assert seg.StudyInstanceUID not in studies("StudyDate=1995-09-03 StudyTime=17:31..")
+    for bad, why in [
+        ("StudyDate=1995-09-01-1995-09-30", "with ISO values, write the range as A..B"),
+        ("StudyDate=1995-13-01", "'1995-13-01' is no real date"),
+        ("StudyDate=1995-09-30..1995-09-01", "the range ends before it starts"),
+        ("StudyDate=last-week", "'last-week' is not a date or a range of them"),
+        ("StudyTime=17:00-18:00", "with ISO values, write the range as A..B"),
+        ("StudyTime=25:00", "'25:00' is no real time"),
+    ]:
+        with pytest.raises(ConfigError, match="expected a") as info:
+            find(orthanc.peer, bad, level="study", options=FAST)
+        assert why in str(info.value), bad
+    # the command: the same answers for ISO dates, and the reason, exit code 2, for the others
+    rows = answers(orthanc, tmp_path, "--level", "study", "--query", "StudyDate=1995-09-03")
+    assert {r["study_instance_uid"] for r in rows} == compact
+    result = find_command(orthanc, "--query", "StudyDate=1995-09-01-1995-09-30")
+    assert result.returncode == 2
+    assert "write the range as A..B" in result.stderr and "2024-01-01..2024-01-31" in result.stderr

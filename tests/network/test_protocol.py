@@ -57,6 +57,91 @@ def test_query_parsing_and_levels():
         parse_query("Modalty=CT")
 
 
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ("StudyDate=20240131", "20240131"),
+        ("StudyDate=2024-01-31", "20240131"),
+        ("StudyDate=2024-01-01..2024-01-31", "20240101-20240131"),
+        ("StudyDate=20240101-20240131", "20240101-20240131"),
+        ("StudyDate=2024-01-01..", "20240101-"),
+        ("StudyDate=..2024-01-31", "-20240131"),
+        ("StudyDate=-20240131", "-20240131"),
+        ("StudyDate=*", ""),
+        ("StudyTime=08:30", "0830"),
+        ("StudyTime=08:30:15.25", "083015.25"),
+        ("StudyTime=08:00..12:30", "0800-1230"),
+        ("StudyTime=0800-1230", "0800-1230"),
+        ("AcquisitionDateTime=2024-01-31T08:30", "202401310830"),
+        ("AcquisitionDateTime=2024-01-31T08:30..2024-02-01", "202401310830-20240201"),
+    ],
+)
+def test_dates_and_times_are_sent_as_dicom_matches_them(given, sent):
+    key = given.split("=")[0]
+    assert parse_query(given)[key] == sent
+
+
+def test_date_objects_are_dates():
+    import datetime as dt
+
+    query = parse_query({
+        "StudyDate": dt.date(2024, 1, 31), "StudyTime": dt.time(8, 30),
+        "AcquisitionDateTime": dt.datetime(2024, 1, 31, 8, 30),
+    })  # fmt: skip
+    assert query == {
+        "StudyDate": "20240131", "StudyTime": "083000",
+        "AcquisitionDateTime": "20240131083000",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        ("StudyDate=2024-01-01-2024-01-31", "write the range as A..B"),
+        ("StudyDate=2024-02-30", "is no real date"),
+        ("StudyDate=20240131-20240101", "ends before it starts"),
+        ("StudyDate=2024", "'2024' is not a date"),
+        ("StudyDate=yesterday", "'yesterday' is not a date"),
+        ("StudyDate=..", "at least one end"),
+        ("StudyDate=2024-01-01..2024-01-02..2024-01-03", "two ends"),
+        ("StudyTime=24:00", "is no real time"),
+        ("StudyTime=8:30", "'8:30' is not a time"),
+    ],
+)
+def test_dates_and_times_that_match_nothing_are_refused(given, why):
+    with pytest.raises(ConfigError, match="expected a") as info:
+        parse_query(given)
+    assert why in str(info.value)
+
+
+def test_keys_are_checked_against_the_level():
+    from dicomflow.network.protocol import keys_at_level
+
+    assert keys_at_level({"Modality": "CT", "StudyDate": "2024"}, "STUDY") == {
+        "ModalitiesInStudy": "CT",
+        "StudyDate": "2024",
+    }
+    assert keys_at_level({"SOPClassUID": "1.2"}, "STUDY") == {"SOPClassesInStudy": "1.2"}
+    assert keys_at_level({"PatientID": "P", "Modality": "CT"}, "SERIES") == {
+        "PatientID": "P",
+        "Modality": "CT",
+    }
+    assert keys_at_level({"PatientComments": "x"}, "STUDY") == {"PatientComments": "x"}
+    with pytest.raises(ConfigError, match=r"SeriesNumber is a series-level .*: .*StudyDate"):
+        keys_at_level({"SeriesNumber": "3"}, "STUDY")
+    with pytest.raises(ConfigError, match="Modality is a series-level"):
+        keys_at_level({"Modality": "CT"}, "PATIENT")
+    with pytest.raises(ConfigError, match="disagree"):
+        keys_at_level({"Modality": "CT", "ModalitiesInStudy": "MR"}, "STUDY")
+
+
+def test_pull_refuses_image_level_keys():
+    from dicomflow.network import plan
+
+    with pytest.raises(ConfigError, match="a pull fetches whole series: Rows"):
+        plan("PACS@127.0.0.1:9", "Rows=512")
+
+
 def test_results_are_typed_like_the_catalog():
     ds = Dataset()
     ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3", "1.2.3.4"

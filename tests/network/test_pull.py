@@ -141,7 +141,8 @@ def test_partial_lake_fetches_only_what_is_missing(orthanc, tmp_path):
     for p in files[::4]:
         p.unlink()
     files[1].write_bytes(files[1].read_bytes()[:5000])  # and one torn write
-    report = pull(orthanc.peer, "Modality=CT", tmp_path, opts)
+    with pytest.warns(UserWarning, match=r"1 file\(s\) .* not whole instances .*truncated"):
+        report = pull(orthanc.peer, "Modality=CT", tmp_path, opts)  # not adopted on opening
     row = report.table.to_pylist()[0]
     missing = len(files[::4]) + 1
     assert row["present_before"] == CT_SERIES_FILES - missing
@@ -242,3 +243,60 @@ def test_retry_after_failed_sub_operations_with_stages(orthanc, tmp_path):
     again = pull(orthanc.peer, "Modality=CT", tmp_path, opts, stages=[remap])
     assert again.fetched == 0 and again.complete
     assert len(lake_files(tmp_path)) == CT_SERIES_FILES
+
+
+# -- settings no retry can fix: stop at once, say the fix ---------------------------------------
+
+
+def pull_command(orthanc, lake: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dicomflow.cli", "pull", "--pacs", str(orthanc.peer),
+         "--lake", str(lake), "--bind", "127.0.0.1", "--method", "move", *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_unknown_move_destination_stops_the_pull_once(orthanc, tmp_path):
+    """Orthanc does not know the AE title: the first C-MOVE fails (0xC000) and the pull stops
+    there with the fix, instead of retrying every series (it took ~30 s for 8 series)."""
+    from dicomflow.network import MoveDestinationError, NetworkConfigError
+
+    assert plan(orthanc.peer, None).num_rows > 1  # several series it could have retried
+    events = []
+    opts = PullOptions(ae_title="NOBODY", port=free_port(), host="127.0.0.1", method="move",
+                       concurrency=1, retries=3, backoff=0.01)  # fmt: skip
+    with pytest.raises(MoveDestinationError) as info:
+        pull(orthanc.peer, None, tmp_path / "api", opts, progress=events.append)
+    assert isinstance(info.value, NetworkConfigError) and info.value.status == 0xC000
+    message = str(info.value)
+    assert "does not know 'NOBODY' as a destination" in message
+    assert "PUT /modalities/NOBODY" in message and "--method get" in message
+    assert [e.kind for e in events if e.kind.startswith("series")] == ["series-start"]
+    assert lake_files(tmp_path / "api") == []
+    # the command: exit code 2, the same message, not one retry
+    result = pull_command(orthanc, tmp_path / "cli", "--ae", "NOBODY", "--port",
+                          str(free_port()), "--retries", "3")  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "error: " in result.stderr and "does not know 'NOBODY'" in result.stderr
+    assert "retrying" not in result.stderr
+    assert not list((tmp_path / "cli" / "_lake").glob("pull-*"))  # no report: nothing ran
+
+
+def test_port_in_use_stops_the_pull_once(orthanc, tmp_path):
+    import socket
+
+    from dicomflow.network import NetworkConfigError
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        events = []
+        opts = PullOptions(ae_title="NOBODY", port=port, host="127.0.0.1", method="move",
+                           concurrency=2, retries=3, backoff=0.01)  # fmt: skip
+        with pytest.raises(NetworkConfigError, match="another program listens there") as info:
+            pull(orthanc.peer, None, tmp_path / "api", opts, progress=events.append)
+        assert f"127.0.0.1:{port}" in str(info.value) and "--method get" in str(info.value)
+        starts = [e for e in events if e.kind == "series-start"]
+        assert 1 <= len(starts) <= 2 and not [e for e in events if e.kind == "series-retry"]
+        result = pull_command(orthanc, tmp_path / "cli", "--ae", "NOBODY", "--port", str(port))
+    assert result.returncode == 2 and "another program listens there" in result.stderr
+    assert "retrying" not in result.stderr

@@ -21,7 +21,7 @@ from dicomflow.network import (
     find,
     get,
 )
-from dicomflow.network.protocol import match_value
+from dicomflow.network.protocol import identifier, iter_find, match_value
 
 from .conftest import PEER_ENV, dataset_bytes, free_port, lake_files, originals_by_uid
 
@@ -130,8 +130,11 @@ def test_dicomflow_against_its_own_scp(qr, ct_study, round_trip_files, tmp_path)
     names = find(peer(qr), "PatientName=*", level="study", options=ME)
     assert names.num_rows == studies.num_rows
     assert find(peer(qr), "PatientID=NO-SUCH-PATIENT", level="study", options=ME).num_rows == 0
+    with pytest.raises(dfl.ConfigError, match="'2024-13-99' is no real date"):
+        find(peer(qr), "StudyDate=2024-13-99", level="study", options=ME)  # refused here
+    unchecked = identifier("STUDY", {"StudyDate": "2024-13-99"})  # sent as it is
     with pytest.raises(DimseStatusError, match="0xA900: cannot match StudyDate"):
-        find(peer(qr), "StudyDate=2024-13-99", level="study", options=ME)
+        list(iter_find(peer(qr), unchecked, options=ME))
     dated = find(peer(qr), "StudyDate=19000101-20991231", level="study", options=ME)
     assert 0 < dated.num_rows <= studies.num_rows
     russian = find(peer(qr), None, level="image", columns=["PatientName"], options=ME)

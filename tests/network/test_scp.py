@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import signal
@@ -14,10 +15,12 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 
+from dicomflow.dicom import split_part10
 from dicomflow.network import (
     AssociationOptions,
     AssociationRejectedError,
     Lake,
+    Peer,
     SCPOptions,
     StorageSCP,
     StoreSink,
@@ -92,24 +95,108 @@ def test_unknown_calling_ae_is_refused(tmp_path, round_trip_files):
     assert lake_files(tmp_path) == []
 
 
-def test_crafted_uids_stay_inside_the_lake(tmp_path):
-    lake = tmp_path / "lake"
+SC_IMAGE = "1.2.840.10008.5.1.4.1.1.7"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+#: (Affected SOP Instance UID, data set SOP/Study/Series Instance UIDs, status, Error Comment);
+#: a non-ASCII value is given as its UTF-8 bytes
+HOSTILE = [
+    ("1.2.3/4", None, 0x0117, "Affected SOP Instance UID has '/' (digits and dots only)"),
+    ("1.2.3_4", None, 0x0117, "Affected SOP Instance UID has '_' (digits and dots only)"),
+    ("1.2.3:4", None, 0x0117, "Affected SOP Instance UID has ':' (digits and dots only)"),
+    (".1.2.3", None, 0x0117, "Affected SOP Instance UID starts with a dot"),
+    ("1.2.3.", None, 0x0117, "Affected SOP Instance UID ends with a dot"),
+    ("1..2", None, 0x0117, "Affected SOP Instance UID has an empty component ('..')"),
+    ("1.02.3", None, 0x0117, "Affected SOP Instance UID has a leading zero in '02'"),
+    ("1." + "2" * 63, None, 0x0117, "Affected SOP Instance UID has 65 characters (at most 64)"),
+    ("1.2.\u00e9".encode(), None, 0x0117, "Affected SOP Instance UID has '?' (digits and dots"),
+    ("1.2.9", ("1.2.8", "1.2", "1.2.3"), 0xA900,
+     "SOP Instance UID differs from the Affected SOP Instance UID"),
+    ("1.2.9", ("1.2.9", "../../escape", "1.2.3"), 0xA900,
+     "Study Instance UID has '/' (digits and dots only)"),
+    ("1.2.9", ("1.2.9", "1.2", ".hidden"), 0xA900,
+     "Series Instance UID has 'h' (digits and dots only)"),
+    ("1.2.9", ("1.2.9", "1.2.\u00e9".encode(), "1.2.3"), 0xA900,
+     "Study Instance UID has '?' (digits and dots only)"),
+]  # fmt: skip
+
+
+def dataset_with(study: str | bytes, series: str | bytes, sop: str | bytes) -> bytes:
+    """A data set (no meta) with these UIDs; bytes values are put in as they are."""
+    swaps = {}
+    texts = []
+    for i, value in enumerate((study, series, sop)):
+        if isinstance(value, bytes):  # pydicom would not write it: swapped in afterwards
+            placeholder = f"{i + 7}" * len(value)
+            swaps[placeholder.encode()] = value
+            value = placeholder
+        texts.append(value)
+    data = dataset_bytes(crafted_instance(*texts))
+    for placeholder, value in swaps.items():
+        data = data.replace(placeholder, value)
+    return data
+
+
+def store_raw(conn, sop_class: str, sop: str | bytes, dataset: bytes) -> tuple[int, str]:
+    """One C-STORE whose Affected SOP Instance UID goes on the wire as given."""
+    from dicomflow.network.protocol import C_STORE_RQ, C_STORE_RSP, encode_command, text, us
+
+    command = encode_command([
+        (0x00000002, sop_class), (0x00000100, C_STORE_RQ), (0x00000110, 1),
+        (0x00000700, 0), (0x00000800, 1), (0x00001000, sop),
+    ])  # fmt: skip
+    conn.send_message(1, command, dataset)
+    for msg in conn.messages():
+        assert msg.command_field == C_STORE_RSP
+        return us(msg.command, 0x00000900), text(msg.command, 0x00000902)
+    raise AssertionError("the receiver released instead of answering")
+
+
+def test_hostile_uids_are_refused_before_anything_is_written(tmp_path):
+    """Against a running ``dicomflow receive``: UIDs that are no UIDs (PS3.5 9.1), in the
+    command or in the data set, or a data set that is not the instance the command names,
+    get a failure status with the reason; nothing is written, nothing is recorded, and the
+    association carries on (the valid instances after them land, each in its own file)."""
+    from dicomflow.network.protocol import open_association
+
     port = free_port()
-    evil = [
-        ("../../../escape", "..", "../../../../etc/passwd"),
-        ("/abs/olute", "a/../../b", "\\..\\..\\win"),
-        ("..", ".", "CON"),
-    ]
-    with StorageSCP(lake, scp_options(port)):
-        for study, series, sop in evil:
-            send(port, crafted_instance(study, series, sop))
+    lake = tmp_path / "lake"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dicomflow.cli", "receive", "--ae", "LAKE", "--port", str(port),
+         "--bind", "127.0.0.1", "--lake", str(lake), "--allow", "MODALITY"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    answers = []
+    try:
+        wait_until(lambda: _listening(port), 30, "receive", proc)
+        conn, accept = open_association(
+            Peer("LAKE", "127.0.0.1", port), SENDER, [(1, SC_IMAGE, [EXPLICIT_LE])]
+        )
+        assert accept.results[1][0] == 0
+        for sop, uids, _, _ in HOSTILE:
+            data_sop, study, series = uids or (sop, "1.2", "1.2.3")
+            answers.append(store_raw(conn, SC_IMAGE, sop, dataset_with(study, series, data_sop)))
+        bad_class = store_raw(conn, "1.2.x", "1.2.7", dataset_with("1.2", "1.2.3", "1.2.7"))
+        # the lake's old troubles: these were one file, and a hidden one; now three files
+        valid = ["1.2.3.4", "1.2.3.40", "1.2.34"]
+        landed = [store_raw(conn, SC_IMAGE, u, dataset_with("1.2", "1.2.3", u)) for u in valid]
+        conn.release()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    for (sop, _, status, comment), (got_status, got_comment) in zip(HOSTILE, answers):
+        assert (hex(got_status), got_comment[: len(comment)]) == (hex(status), comment), sop
+    assert bad_class == (0x0122, "Affected SOP Class UID has 'x' (digits and dots only)")
+    assert landed == [(0x0000, "")] * 3
+    assert "3 instances landed" in err and f"{len(HOSTILE) + 1} failed" in err
     files = lake_files(lake)
-    assert len(files) == len(evil)
-    everything = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert all(p.resolve().is_relative_to(lake.resolve()) for p in everything)
+    assert sorted(p.name for p in files) == sorted(f"{u}.dcm" for u in valid)
+    assert {p.parent.relative_to(lake).as_posix() for p in files} == {"1.2/1.2.3"}
+    hidden = [p for p in tmp_path.rglob(".*")]
+    assert hidden == [], hidden
     records = read_records(str(lake))
-    assert set(records["sop_instance_uid"].to_pylist()) == {e[2] for e in evil}
-    assert all(Path(u).resolve().is_relative_to(lake.resolve()) for u in records["uri"].to_pylist())
+    assert sorted(records["sop_instance_uid"].to_pylist()) == sorted(valid)
+    assert sorted(records["uri"].to_pylist()) == sorted(str(p) for p in files)
 
 
 def test_instances_land_as_received_with_records(tmp_path, round_trip_files):
@@ -200,7 +287,6 @@ def _full_disk(instance):
 )
 def test_scp_and_pipeline_give_the_same_reason_for_a_failing_stage(tmp_path, stage, status):
     import dicomflow as dfl
-    from dicomflow.dicom import split_part10
 
     data = crafted_instance("1.2.3", "1.2.3.4", "1.2.3.4.5")
     (tmp_path / "src").mkdir()
@@ -266,7 +352,7 @@ def test_lake_reconcile_adopts_and_removes(tmp_path, round_trip_files):
     first, second = lake_files(tmp_path)
     second.write_bytes(second.read_bytes()[:2000])  # a torn write
     ds = dcmread(first, stop_before_pixels=True)
-    with Lake(tmp_path) as lake:
+    with Lake(tmp_path, adopt=False) as lake:  # not on opening: reconcile does it here
         present, adopted = lake.reconcile(ds.StudyInstanceUID, ds.SeriesInstanceUID)
     assert adopted >= 1 and ds.SOPInstanceUID in present
     assert not second.exists() or second.parent != first.parent or second.stem not in present
@@ -284,8 +370,6 @@ def test_reconcile_while_records_are_being_written_adopts_nothing(
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from dicomflow.dicom import split_part10
 
     sop_class, sop, ts, body = split_part10(round_trip_files[0].read_bytes())
     ds = dcmread(round_trip_files[0], stop_before_pixels=True)
@@ -315,3 +399,90 @@ def test_reconcile_while_records_are_being_written_adopts_nothing(
     assert (present, adopted) == ({sop}, 0)
     parts = sorted((tmp_path / "_lake").glob("received-*.parquet"))
     assert pq.read_table(parts).column("sop_instance_uid").to_pylist() == [sop]
+
+
+def recorded_rows(lake: Path) -> collections.Counter:
+    """SOP Instance UID -> rows in every readable record part (not deduplicated)."""
+    import pyarrow.parquet as pq
+
+    parts = sorted((lake / "_lake").glob("received-*.parquet"))
+    return collections.Counter(pq.read_table(parts).column("sop_instance_uid").to_pylist())
+
+
+def run_receive_once(lake: Path) -> str:
+    """Start ``dicomflow receive`` on ``lake``, wait until it listens, stop it; its stderr."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dicomflow.cli", "receive", "--ae", "LAKE", "--port", str(port),
+         "--bind", "127.0.0.1", "--lake", str(lake), "--allow", "MODALITY"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: _listening(port), 30, "receive", proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return err
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_receiver_start_records_files_whose_records_were_lost(tmp_path, round_trip_files, damage):
+    """A crash after the acknowledgement and before the records' flush, or a record part torn:
+    the next start adopts the files without a record, each exactly once; a temporary file and
+    a torn file are not adopted."""
+    lake = tmp_path / "lake"
+    files = [p for p in round_trip_files if "SEG" not in str(p) and "BigEnd" not in str(p)][:6]
+    port = free_port()
+    with StorageSCP(lake, scp_options(port)) as scp:  # a record part per three instances
+        for batch in (files[:3], files[3:]):
+            result = subprocess.run(
+                ["storescu", "-aet", "MODALITY", "-aec", "LAKE", "-xy", "127.0.0.1", str(port),
+                 *map(str, batch)],
+                env=PEER_ENV, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            scp.lake.flush()
+    landed = {p.stem: p for p in lake_files(lake)}
+    assert len(landed) == len(files)
+    parts = sorted((lake / "_lake").glob("received-*.parquet"))
+    last = parts[-1]
+    lost = set(read_records(str(lake)).column("sop_instance_uid").to_pylist())
+    if damage == "deleted":
+        last.unlink()
+    else:
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    lost -= set(read_records(str(lake)).column("sop_instance_uid").to_pylist())
+    assert lost  # the last part's instances: files without a record now
+    # a whole instance put in its place by hand, a writer's temporary file, a torn file
+    extra = round_trip_files[-1]
+    _, sop, _, _ = split_part10(extra.read_bytes())
+    ds = dcmread(extra, stop_before_pixels=True)
+    placed = lake / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{sop}.dcm"
+    placed.parent.mkdir(parents=True, exist_ok=True)
+    placed.write_bytes(extra.read_bytes())
+    some = next(iter(landed.values()))
+    temp = some.parent / f".{some.stem}9.dcm.0123456789ab.tmp"
+    temp.write_bytes(some.read_bytes()[:3000])
+    torn = some.parent / f"{some.stem}9.dcm"
+    torn.write_bytes(some.read_bytes()[:3000])
+
+    err = run_receive_once(lake)
+
+    assert f"adopted {len(lost) + 1} file(s) without a record" in err
+    assert f"{torn} (" in err  # the warning names it
+    rows = recorded_rows(lake)
+    assert set(rows) == set(landed) | {sop} and max(rows.values()) == 1
+    records = read_records(str(lake))
+    adopted = {r["sop_instance_uid"] for r in records.to_pylist() if r["source"] == "adopted"}
+    assert adopted == lost | {sop}
+    assert temp.exists() and torn.exists()  # left as they are, not recorded
+    assert sorted((lake / "_lake").glob("*.unreadable")) == (
+        [last.with_name(last.name + ".unreadable")] if damage == "truncated" else []
+    )
+    for row in records.to_pylist():
+        data = Path(row["uri"]).read_bytes()
+        assert row["size"] == len(data)
+    # a second start finds nothing to adopt
+    assert "adopted" not in run_receive_once(lake)
+    assert recorded_rows(lake) == rows
