@@ -15,8 +15,12 @@ MAX_UID_LENGTH = 64
 _ALLOWED = frozenset("0123456789.")
 
 
-def uid_problem(value: str) -> str | None:
+def uid_problem(value: str, *, strict: bool = True) -> str | None:
     """Why ``value`` is not a valid UID, in a few words; ``None`` when it is one.
+
+    With ``strict=False`` a leading zero in a component is let through: PS3.5 forbids it, but
+    legacy archives hold such UIDs, and such a value is still a distinct, safe file name (a
+    receiver that refused it would leave a pull of those series incomplete for ever).
 
     The reason is short enough to follow the attribute's name in a DIMSE Error Comment
     (64 characters), e.g. ``f"SOP Instance UID {problem}"``.
@@ -25,6 +29,8 @@ def uid_problem(value: str) -> str | None:
     ----------
     value
         The UID without its padding (a trailing NUL or space already removed).
+    strict
+        Apply the leading-zero rule too (the default).
 
     Returns
     -------
@@ -56,6 +62,6 @@ def uid_problem(value: str) -> str | None:
     for component in value.split("."):
         if not component:
             return "has an empty component ('..')"
-        if len(component) > 1 and component[0] == "0":
+        if strict and len(component) > 1 and component[0] == "0":
             return f"has a leading zero in {component!r}"
     return None

@@ -739,7 +739,7 @@ _NAMING = (
 def _check_sent(sop_class: str, sop_instance: str, transfer_syntax: str) -> Landed | None:
     """The refusal of an instance whose UIDs as sent are not UIDs (None: they are)."""
     for (keyword, label), value in zip(_SENT, (sop_class, sop_instance, transfer_syntax)):
-        problem = uid_problem(value)
+        problem = uid_problem(value, strict=False)  # legacy leading zeros are still names
         if problem is not None:
             return Landed("failed", None, sop_instance, f"{label} {problem}", invalid=keyword)
     return None
@@ -749,7 +749,7 @@ def _check_dataset(study: str, series: str, sop: str, sent_as: str | None) -> La
     """The refusal of a data set whose file-naming UIDs are not UIDs, or whose SOP Instance
     UID is not the one it was sent as (``sent_as``; None: not compared)."""
     for (keyword, label), value in zip(_NAMING, (sop, study, series)):
-        problem = uid_problem(value)
+        problem = uid_problem(value, strict=False)
         if problem is not None:
             return Landed("failed", None, sent_as, f"{label} {problem}", invalid=keyword)
     if sent_as is not None and sop != sent_as:

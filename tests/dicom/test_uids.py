@@ -60,3 +60,10 @@ def test_a_valid_uid_is_its_own_path_component(parts):
     if len(uid) <= MAX_UID_LENGTH:
         assert uid_problem(uid) is None
         assert safe_component(uid) == uid and not uid.startswith(".")
+
+
+def test_not_strict_lets_legacy_leading_zeros_through():
+    assert uid_problem("1.2.03.4", strict=False) is None
+    assert uid_problem("1.2.03.4") == "has a leading zero in '03'"
+    assert uid_problem("1.2.3/4", strict=False) == "has '/' (digits and dots only)"
+    assert uid_problem(".1.2", strict=False) == "starts with a dot"
