@@ -35,7 +35,7 @@ from ._keys import Crosswalk, Keyring, load_lookup
 from ._options import OPTIONS, DeidOptions, OptionSpec
 from ._pixels import PixelRule, PixelRules
 from ._policy import combine
-from ._recipe import Recipe, RecipeRule
+from ._recipe import Recipe, RecipeRule, parse_target
 from ._recipe_import import Conversion, Unmapped, convert_ctp, convert_deid
 from ._stage import Deidentify, read_secret
 from ._tables import (
@@ -84,6 +84,7 @@ __all__ = [
     "method_codes",
     "output_root_above",
     "parse_tag",
+    "parse_target",
     "profile_rows",
     "read_secret",
     "read_crosswalk",

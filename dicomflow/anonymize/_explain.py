@@ -84,7 +84,7 @@ def _rule_reason(hit: Hit) -> str:
     where = rule.origin or "recipe"
     text = f"{where}: {rule.describe()}"
     if hit.identifying:
-        text += " (identifying: kept by allow-identifying, recorded)"
+        text += " (identifying; allowed, recorded)"
     return text
 
 

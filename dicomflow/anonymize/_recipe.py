@@ -31,13 +31,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom import config as _pydicom_config
 from pydicom.datadict import DicomDictionary, dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.valuerep import validate_value
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ._options import DeidOptions
 
 __all__ = ["ACTIONS", "Recipe", "RecipeRule", "Target", "parse_target"]
 
@@ -197,7 +200,7 @@ def parse_target(text: str) -> Target:
             f'({group:04X},"{creator}",{number:02X})', "private", group << 16, creator=creator,
             offset=number,
         )  # fmt: skip
-    found = _TAG.match(raw)
+    found = _TAG.match(raw) if raw.startswith("(") == raw.endswith(")") else None
     if found or _PLAIN.match(raw):
         group_text, elem_text = (found[1], found[2]) if found else (raw[:4], raw[4:])
         value, mask = _hex_mask(group_text + elem_text)
@@ -433,12 +436,15 @@ def _layer_rules(mapping: Mapping[str, Any], origin: str, layer: int) -> list[Re
             f"{where}unknown recipe settings {sorted(unknown)}{hint}; known: {', '.join(_SETTINGS)}"
         )
     allow = mapping.get("allow-identifying", False)
+    allowed: dict[tuple[Any, ...], str] = {}
     if not isinstance(allow, bool):
         if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
             raise ConfigError(f"{where}allow-identifying must be true, false or a list of targets")
-        allowed = {parse_target(a).key: a for a in allow}
-    else:
-        allowed = {}
+        for text in allow:
+            try:
+                allowed[parse_target(text).key] = text
+            except ConfigError as exc:
+                raise ConfigError(f"{where}allow-identifying: {exc}") from None
     rules: list[RecipeRule] = []
     for key, targets in mapping.items():
         action = _ALIASES.get(key, key)
@@ -453,8 +459,10 @@ def _layer_rules(mapping: Mapping[str, Any], origin: str, layer: int) -> list[Re
                 raise ConfigError(f"{where}{key} must be a list of targets")
             pairs = [(t, None) for t in targets]
         for target, value in pairs:
-            ok = action == "keep" and (allow is True or parse_target(target).key in allowed)
-            rules.append(RecipeRule(action, target, value, ok, origin, layer))
+            rule = RecipeRule(action, target, value, False, origin, layer)
+            if action == "keep" and (allow is True or rule.parsed.key in allowed):
+                rule = replace(rule, allow_identifying=True)
+            rules.append(rule)
     kept = {r.parsed.key for r in rules if r.action == "keep"}
     stray = [text for key, text in allowed.items() if key not in kept]
     if stray:
@@ -529,7 +537,8 @@ class Recipe:
     Parameters
     ----------
     rules : tuple of RecipeRule
-        The rules, in any order (precedence does not depend on it).
+        The rules, in any order (precedence does not depend on it); kept sorted by layer
+        and action.
     date_shift_days : tuple of int, optional
         The per-patient shift range for ``shift`` rules and the Modified Dates Option,
         overriding the options' range.
@@ -557,6 +566,8 @@ class Recipe:
             if not isinstance(rule, RecipeRule):
                 raise ConfigError(f"a recipe holds RecipeRule objects, not {rule!r}")
         _check_layers(rules)
+        # one canonical order (by layer, then action): the order has no meaning of its own
+        rules = tuple(sorted(rules, key=lambda r: (r.layer, ACTIONS.index(r.action))))
         object.__setattr__(self, "rules", rules)
         if self.date_shift_days is not None:
             object.__setattr__(self, "date_shift_days", _shift_range(self.date_shift_days, ""))
@@ -692,6 +703,26 @@ class Recipe:
                     for r in self.rules), self.date_shift_days],
         )  # fmt: skip
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+    def identifying(
+        self, options: DeidOptions | None = None, *, enforce: bool = False
+    ) -> tuple[tuple[str, str], ...]:
+        """The ``keep`` rules that retain attributes the profile (Basic Profile with
+        ``options``) does not keep: ``(target, why)`` pairs.
+
+        With ``enforce``, those without their own ``allow_identifying`` raise `ConfigError`,
+        as the `Deidentifier` does without ``allow_identifying=True``.
+
+        Examples
+        --------
+        >>> Recipe.of(keep=["SeriesDescription", "Modality"]).identifying()
+        (('SeriesDescription', 'profile: X'),)
+        """
+        from ._options import DeidOptions
+        from ._recipe_plan import RecipePlan
+
+        plan = RecipePlan(self, options or DeidOptions(), allow_identifying=not enforce)
+        return plan.identifying
 
     def _layer_mapping(self, layer: int) -> dict[str, Any]:
         rules = [r for r in self.rules if r.layer == layer]
