@@ -310,6 +310,20 @@ def test_private_attributes_by_creator(mr) -> None:
     assert not any(e.tag.is_private for e in out)
 
 
+def test_a_private_rule_that_does_not_fit_fails_closed(mr) -> None:
+    """A private attribute's VR is known only in the instance: a misfit fails it."""
+    from dicomflow.anonymize import DeidentificationError
+
+    block = '(0023,"GEMS_STDY_01",xx)'
+    counter = '(0023,"GEMS_STDY_01",74)'  # SL
+    for rule in ({"pseudonymise": [counter]}, {"shift": [counter]}, {"replace": {counter: "x"}}):
+        recipe = Recipe.of(keep=[block], allow_identifying=True, **rule)
+        with pytest.raises(DeidentificationError, match="GEMS_STDY_01"):
+            _run(mr, recipe)
+    out, _ = _run(mr, Recipe.of(keep=[block], replace={counter: "7"}, allow_identifying=True))
+    assert out[0x00231074].value == 7 and len(out[0x00231080].value) == 1  # its private SQ too
+
+
 def test_a_safe_private_keep_is_not_identifying(mr) -> None:
     safe = Recipe.of(keep=['(0019,"GEMS_ACQU_01",9E)'])
     assert safe.identifying(DeidOptions(retain_safe_private=True)) == ()
