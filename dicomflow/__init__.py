@@ -17,7 +17,7 @@ from typing import Any
 
 from . import writers  # dfl.writers.Part10Folder(...)
 from ._version import __version__
-from .anonymize import Deidentify, DeidOptions
+from .anonymize import Deidentify, DeidOptions, Recipe
 from .catalog import Catalog, Reader, ScanStats, read_mediaset, scan
 from .dicom import DEFAULT_COLUMNS, private_column
 from .errors import (
@@ -104,6 +104,7 @@ __all__ = [
     "PixelOptions",
     "PixelSizeError",
     "Reader",
+    "Recipe",
     "RunReport",
     "ScanStats",
     "Sink",

@@ -19,7 +19,8 @@ PUBLIC = {
     "scan", "Catalog", "ScanStats", "Reader", "read_mediaset", "private_column",
     # pipelines
     "pipeline", "Pipeline", "RunReport", "Instance", "Output", "Stage", "Sink", "Skip",
-    "filter", "map", "Filter", "Map", "Transcode", "Deidentify", "DeidOptions", "writers",
+    "filter", "map", "Filter", "Map", "Transcode", "Deidentify", "DeidOptions", "Recipe",
+    "writers",
     # pixels
     "frames", "locate_frames", "volumes", "Volume", "Volumes", "PixelOptions", "pixels",
     # network

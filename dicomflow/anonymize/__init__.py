@@ -4,7 +4,10 @@ Profile and its Options, keyed and deterministic, with a verifier.
 The standard's tables (E.1-1, E.1-1a, E.3.10-1, E.3.4-1, CID 7050, and the PS3.3 attribute
 Types the compound codes need) are package data; see ``docs/deidentification.md`` for the
 conformance statement. `Deidentify` is the pipeline stage; `verify_folders` checks a whole
-de-identified folder against its originals (``dicomflow verify-deid``).
+de-identified folder against its originals (``dicomflow verify-deid``). A `Recipe` layers
+per-attribute rules (keep, remove, empty, replace, pseudonymise, shift) on the profile;
+`convert_ctp` and `convert_deid` turn CTP DicomAnonymizer scripts and pydicom/deid recipes into
+one.
 
 Exceptions (drawn with the whole tree in :mod:`dicomflow.errors`): ``DeidentificationError``
 for an instance that cannot be de-identified with certainty, ``ConfigError`` for bad options,
@@ -32,6 +35,8 @@ from ._keys import Crosswalk, Keyring, load_lookup
 from ._options import OPTIONS, DeidOptions, OptionSpec
 from ._pixels import PixelRule, PixelRules
 from ._policy import combine
+from ._recipe import Recipe, RecipeRule, parse_target
+from ._recipe_import import Conversion, Unmapped, convert_ctp, convert_deid
 from ._stage import Deidentify, read_secret
 from ._tables import (
     ProfileRow,
@@ -50,6 +55,7 @@ __all__ = [
     "OPTIONS",
     "ActionCounts",
     "AttributeAction",
+    "Conversion",
     "Crosswalk",
     "DeidOptions",
     "DeidentificationError",
@@ -63,9 +69,14 @@ __all__ = [
     "PixelRule",
     "PixelRules",
     "ProfileRow",
+    "Recipe",
+    "RecipeRule",
+    "Unmapped",
     "action_codes",
     "check_apart",
     "combine",
+    "convert_ctp",
+    "convert_deid",
     "explain",
     "iod_for_sop_class",
     "load_lookup",
@@ -73,6 +84,7 @@ __all__ = [
     "method_codes",
     "output_root_above",
     "parse_tag",
+    "parse_target",
     "profile_rows",
     "read_secret",
     "read_crosswalk",

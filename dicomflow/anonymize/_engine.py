@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
+from dataclasses import replace as _replace
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from pydicom import config
 from pydicom.datadict import DicomDictionary
@@ -22,6 +23,8 @@ from ._keys import Crosswalk, Keyring
 from ._options import DeidOptions
 from ._pixels import PixelRules, blank_pixels, describe_device
 from ._policy import CURVE_GROUPS, KEEP_REFS, OVERLAY_GROUPS, TEXT_VRS, Policy, policy_for, resolve
+from ._recipe import DATE_VRS, PSEUDONYM_VRS, Recipe
+from ._recipe_plan import Hit, RecipePlan
 from ._record import check_pixels, output_file_meta, record_method
 from ._structured import STRUCTURED_SEQUENCES, content_overrides
 from ._tables import IodTypes, iod_for_sop_class, iod_types, safe_private
@@ -43,7 +46,10 @@ class ActionCounts:
     """How many attributes (at every nesting level) each action was applied to.
 
     The compound codes are counted under the action they resolved to; a kept ``X/Z/U*``
-    sequence counts as ``K``. The File Meta Information is not counted.
+    sequence counts as ``K``. The File Meta Information is not counted. Recipe rules count
+    as the action they resemble: keep ``K``, remove ``X``, empty ``Z``, replace ``D``,
+    pseudonymise ``U``, shift ``C``. ``retained`` lists, with their number of occurrences,
+    the attributes a recipe kept although the profile does not keep them.
     """
 
     X: int = 0
@@ -52,15 +58,16 @@ class ActionCounts:
     K: int = 0
     C: int = 0
     U: int = 0
+    retained: tuple[tuple[str, int], ...] = ()
 
     def as_dict(self) -> dict[str, int]:
-        """``{"X": ..., "Z": ..., ...}``."""
-        return asdict(self)
+        """``{"X": ..., "Z": ..., ...}`` (the action codes; not ``retained``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "retained"}
 
     @property
     def total(self) -> int:
         """All attributes handled."""
-        return sum(asdict(self).values())
+        return sum(self.as_dict().values())
 
 
 class _Run:
@@ -139,6 +146,13 @@ class Deidentifier:
     pixel_rules : PixelRules or path, optional
         With Clean Pixel Data, the table of regions to blank (default: the one shipped with
         dicomflow, ``PixelRules.load()``).
+    recipe : Recipe, optional
+        Per-attribute rules above the Options (see `Recipe` for the precedence); its
+        ``date_shift_days``, when set, replaces the options' range.
+    allow_identifying : bool
+        Let the recipe keep attributes the profile does not keep (recorded in each output's
+        De-identification Method and in ``ActionCounts.retained``); without it, or the
+        rule's own allowance, such a recipe raises `ConfigError`.
 
     Examples
     --------
@@ -160,12 +174,19 @@ class Deidentifier:
         *,
         lookup: Mapping[str, Mapping[str, str]] | None = None,
         pixel_rules: PixelRules | str | Path | None = None,
+        recipe: Recipe | None = None,
+        allow_identifying: bool = False,
     ) -> None:
         if options is None:
             options = DeidOptions()
         elif not isinstance(options, DeidOptions):
             options = DeidOptions.from_names(options)
+        if recipe is not None and recipe.date_shift_days is not None:
+            options = _replace(options, date_shift_days=recipe.date_shift_days)
         self._options = options
+        self._recipe = recipe
+        self._allow_identifying = bool(allow_identifying)
+        self._plan = self._compile()
         self._keys = Keyring(secret, lookup, options.date_shift_days)
         self._policy: Policy = policy_for(options)
         self._safe = safe_private() if options.retain_safe_private else {}
@@ -180,6 +201,21 @@ class Deidentifier:
         """The options in force."""
         return self._options
 
+    @property
+    def recipe(self) -> Recipe | None:
+        """The recipe in force, if any."""
+        return self._recipe
+
+    @property
+    def allow_identifying(self) -> bool:
+        """Whether the recipe may keep attributes the profile does not keep."""
+        return self._allow_identifying
+
+    def _compile(self) -> RecipePlan | None:
+        if not self._recipe:
+            return None
+        return RecipePlan(self._recipe, self._options, allow_identifying=self._allow_identifying)
+
     def __repr__(self) -> str:
         return f"Deidentifier(options={self._options.names!r}, secret=<hidden>)"
 
@@ -190,11 +226,14 @@ class Deidentifier:
             self._pixel_rules = PixelRules.load()
         return self._pixel_rules
 
-    def __getstate__(self) -> tuple[Keyring, DeidOptions, PixelRules | None]:
-        return (self._keys, self._options, self._pixel_rules)
+    def __getstate__(self) -> tuple:
+        return (self._keys, self._options, self._pixel_rules, self._recipe,
+                self._allow_identifying)  # fmt: skip
 
-    def __setstate__(self, state: tuple[Keyring, DeidOptions, PixelRules | None]) -> None:
-        self._keys, self._options, self._pixel_rules = state
+    def __setstate__(self, state: tuple) -> None:
+        self._keys, self._options, self._pixel_rules, self._recipe, allow = state
+        self._allow_identifying = allow
+        self._plan = self._compile()
         self._sequences = {}
         self._policy = policy_for(self._options)
         self._safe = safe_private() if self._options.retain_safe_private else {}
@@ -250,8 +289,15 @@ class Deidentifier:
         out.set_original_encoding(implicit, little, ds.original_character_set)
         if rectangles:
             blank_pixels(ds, out, rectangles)
-        record_method(out, self._options, pixels_cleaned=bool(rectangles))
-        return out, ActionCounts(**run.counts)
+        codes = {code: run.counts[code] for code in "XZDKCU"}
+        retained = tuple(
+            sorted((k[9:], v) for k, v in run.counts.items() if k.startswith("retained."))
+        )
+        notes = []
+        if self._plan is not None:
+            notes = [self._plan.summary] + [f"kept identifying {name}" for name, _ in retained]
+        record_method(out, self._options, pixels_cleaned=bool(rectangles), notes=notes)
+        return out, ActionCounts(**codes, retained=retained)
 
     def _pixel_plan(self, ds: Dataset) -> tuple[tuple[int, int, int, int], ...]:
         """The rectangles to blank (Clean Pixel Data), or fail closed; see `check_pixels`."""
@@ -327,6 +373,7 @@ class Deidentifier:
         codes = self._policy.codes
         max_bytes = self._policy.max_bytes
         counts = run.counts
+        plan = self._plan
         elements, kept = src._dict, out._dict
         private: list[int] = []
         for tag in list(elements):
@@ -337,6 +384,11 @@ class Deidentifier:
                 code = "D"
             else:
                 key = int(tag)  # plain ints: BaseTag equality is Python code, slow in dict lookups
+                if plan is not None:
+                    hit = plan.public(key)
+                    if hit is not None:
+                        self._rule(src, tag, hit, out, run, path)
+                        continue
                 found = overrides.get(key) if overrides else None
                 code = found or codes.get(key) or self._policy.code(key)
                 if len(code) > 1 or code == "T":
@@ -600,7 +652,9 @@ class Deidentifier:
         self, key: tuple, src: Dataset, tag: int, out: Dataset, run: _Run, before: dict
     ) -> None:
         delta = tuple(
-            (a, run.counts[a] - before[a]) for a in run.counts if run.counts[a] != before[a]
+            (a, run.counts[a] - before.get(a, 0))
+            for a in run.counts
+            if run.counts[a] != before.get(a, 0)
         )
         if any(action not in ("K", "X") for action, _ in delta):
             return  # a derived value inside: depends on more than the bytes
@@ -661,8 +715,10 @@ class Deidentifier:
         path: tuple[int, ...],
         dummies: bool,
     ) -> None:
-        """Private attributes: removed, except Table E.3.10-1 ones with Retain Safe Private."""
-        if not self._safe or dummies:
+        """Private attributes: removed, except Table E.3.10-1 ones with Retain Safe Private
+        and those a recipe rule names by creator."""
+        plan = self._plan if self._plan is not None and self._plan.has_private else None
+        if (not self._safe and plan is None) or dummies:
             run.counts["X"] += len(tags)
             return
         creators: dict[tuple[int, int], str] = {}
@@ -673,13 +729,22 @@ class Deidentifier:
                     value = value.decode("latin-1")
                 creators[(tag >> 16, tag & 0xFF)] = str(value or "").strip()
         kept: list[int] = []
+        ruled: list[tuple[int, Hit]] = []
         blocks: set[tuple[int, int]] = set()
         for tag in tags:
             group, elem = tag >> 16, tag & 0xFFFF
             if elem < 0x1000:
                 continue
             creator = creators.get((group, elem >> 8))
-            if creator is not None and (group, creator, elem & 0xFF) in self._safe:
+            hit = plan.private(group, creator, elem & 0xFF) if plan is not None else None
+            if hit is not None:
+                if hit.rule.action == "remove":
+                    run.counts["X"] += 1
+                    continue
+                ruled.append((tag, hit))
+                if creator is not None:
+                    blocks.add((group, elem >> 8))
+            elif creator is not None and (group, creator, elem & 0xFF) in self._safe:
                 kept.append(tag)
                 blocks.add((group, elem >> 8))
             else:
@@ -694,3 +759,109 @@ class Deidentifier:
             run.counts["K"] += 1
         for tag in kept:
             self._apply(src, tag, "K", out, run, path)
+        for tag, hit in ruled:
+            self._rule(src, tag, hit, out, run, path)
+
+    # -- recipe rules ---------------------------------------------------------------------------
+
+    def _rule(
+        self, src: Dataset, tag: int, hit: Hit, out: Dataset, run: _Run, path: tuple[int, ...]
+    ) -> None:
+        """Apply the recipe rule that decides this attribute (see `Recipe`)."""
+        action, counts = hit.rule.action, run.counts
+        if action == "remove":
+            counts["X"] += 1
+            return
+        if action == "keep":
+            self._apply(src, tag, "K", out, run, path)
+            if hit.identifying:
+                name = "retained." + hit.label
+                counts[name] = counts.get(name, 0) + 1
+            return
+        elem = self._get(src, tag)
+        vr = elem.VR
+        if action == "empty":
+            _store(out, tag, _element(tag, vr, Sequence() if vr == "SQ" else None))
+            counts["Z"] += 1
+            return
+        if vr == "SQ":
+            raise DeidentificationError(f"{hit.label} is a sequence: {action} cannot apply to it")
+        new: object
+        if action == "replace":
+            new = _typed(hit.rule.value, vr, hit.label)
+            counts["D"] += 1
+        elif action == "pseudonymise":
+            new = self._pseudonymised(tag, elem, run, path, hit.label)
+            counts["U"] += 1
+        else:  # shift
+            if vr not in DATE_VRS:
+                raise DeidentificationError(f"{hit.label} is {vr}: shift applies to DA and DT")
+            days = self._shift(run)
+            move = shift_date if vr == "DA" else shift_datetime
+            moved = [move(str(v), days) for v in _values(elem)]
+            dates = [m if m is not None else dummy(vr) for m in moved]
+            new = dates if len(dates) != 1 else dates[0]
+            counts["C"] += 1
+        _store(out, tag, _element(tag, vr, new))
+
+    def _pseudonymised(
+        self, tag: int, elem: DataElement, run: _Run, path: tuple[int, ...], name: str
+    ) -> object:
+        """Keyed replacement of every value: the engine's UIDs, the patient pseudonym for
+        Patient ID and the top-level Patient's Name, else ``H`` + 15 base32 characters."""
+        vr = elem.VR
+        if vr == "UI":
+            uids = [self._uid(str(v), run) for v in _values(elem)]
+            return uids if len(uids) != 1 else uids[0]
+        if tag == PATIENT_ID or (tag == PATIENT_NAME and not path):
+            return self._replacement(tag, elem, run, path, empty=False)
+        if vr not in PSEUDONYM_VRS and vr != "UN":
+            raise DeidentificationError(f"{name} is {vr}: pseudonymise applies to UIDs and text")
+        entry = DicomDictionary.get(int(tag))
+        keyword = entry[4] if entry is not None else name
+        if vr == "UN":  # a private attribute of unknown VR: its bytes read as text
+            raw = elem.value if isinstance(elem.value, bytes) else b""
+            texts = raw.decode("latin-1").split("\\")
+        else:
+            texts = [str(v) for v in _values(elem)]
+        tokens = []
+        for text in texts:
+            original = text.strip("\0 ")
+            if not original:
+                tokens.append(text)
+                continue
+            new = self._keys.looked_up(keyword, original) if entry is not None else None
+            new = new if new is not None else self._keys.hashed(original)
+            if run.crosswalk is not None:
+                run.crosswalk.add(keyword, original, new)
+            tokens.append(new)
+        if vr == "UN":
+            data = "\\".join(tokens).encode("latin-1")
+            return data + b" " * (len(data) % 2)
+        return tokens if len(tokens) != 1 else tokens[0]
+
+
+_INTS = frozenset({"US", "SS", "UL", "SL", "SV", "UV"})
+
+
+def _typed(value: object, vr: str, name: str) -> object:
+    """A recipe's replacement in the Python type of the element's VR (the VR of a private
+    attribute is known only here); ``DeidentificationError`` when it does not fit."""
+    items: list[Any] = list(value) if isinstance(value, tuple) else [value]
+    try:
+        if vr in _INTS:
+            out: list[object] = [int(v) for v in items]
+        elif vr in ("FL", "FD"):
+            out = [float(v) for v in items]
+        elif vr in ("UN", "OB"):
+            data = "\\".join(str(v) for v in items).encode("ascii")
+            return data + b" " * (len(data) % 2)
+        elif vr in ("SQ", "AT", "OW", "OF", "OD", "OL", "OV"):
+            raise ValueError(f"no text or number can be written as {vr}")
+        else:
+            out = [str(v) for v in items]
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        raise DeidentificationError(
+            f"the recipe's value for {name} does not fit {vr}: {exc}"
+        ) from None
+    return out if len(out) != 1 else out[0]

@@ -16,6 +16,8 @@ from pydicom.dataset import Dataset
 
 from ._options import DeidOptions
 from ._policy import CURVE_GROUPS, KEEP_REFS, OVERLAY_GROUPS, UNLISTED_TEXT, policy_for, resolve
+from ._recipe import Recipe
+from ._recipe_plan import Hit, RecipePlan
 from ._structured import STRUCTURED_SEQUENCES, content_overrides
 from ._tables import IodTypes, ProfileRow, iod_for_sop_class, iod_types, profile_rows, safe_private
 
@@ -29,6 +31,15 @@ MEANINGS = {
     "C": "clean",
     "U": "new UID",
     KEEP_REFS: "keep, UIDs inside replaced",
+}
+#: The action code and words of each recipe action (the code is the one it is counted as).
+RULE_ACTIONS = {
+    "keep": ("K", "keep"),
+    "remove": ("X", "remove"),
+    "empty": ("Z", "empty"),
+    "replace": ("D", "replace"),
+    "pseudonymise": ("U", "pseudonym"),
+    "shift": ("C", "shift"),
 }
 _MEASURED_VALUE_SEQUENCE = 0x0040A300
 _PATIENT_NAME = 0x00100010
@@ -68,9 +79,19 @@ def _label(prefix: str, tag: int) -> str:
     return f"{prefix}({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}".rstrip()
 
 
+def _rule_reason(hit: Hit) -> str:
+    rule = hit.rule
+    where = rule.origin or "recipe"
+    text = f"{where}: {rule.describe()}"
+    if hit.identifying:
+        text += " (identifying; allowed, recorded)"
+    return text
+
+
 class _Explainer:
-    def __init__(self, ds: Dataset, options: DeidOptions) -> None:
+    def __init__(self, ds: Dataset, options: DeidOptions, plan: RecipePlan | None) -> None:
         self.options = options
+        self.plan = plan
         self.policy = policy_for(options)
         self.safe = safe_private() if options.retain_safe_private else {}
         sop_class = ds.get("SOPClassUID")
@@ -88,6 +109,10 @@ class _Explainer:
             if tag >> 16 & 1:
                 self._private(ds, tag, path, prefix, creators)
                 continue
+            hit = self.plan.public(tag) if self.plan is not None else None
+            if hit is not None:
+                self._rule(ds, tag, hit, path, _label(prefix, tag))
+                continue
             raw = (overrides or {}).get(tag) or self.policy.code(tag)
             code = raw
             if len(raw) > 1 or raw == UNLISTED_TEXT:
@@ -98,6 +123,12 @@ class _Explainer:
                 self.rows.append(AttributeAction(label, code, "pseudonym", reason))
             else:
                 self.add(label, code, reason)
+            self._items(ds, tag, code, path, label)
+
+    def _rule(self, ds: Dataset, tag: int, hit: Hit, path: tuple[int, ...], label: str) -> None:
+        code, meaning = RULE_ACTIONS[hit.rule.action]
+        self.rows.append(AttributeAction(label, code, meaning, _rule_reason(hit)))
+        if code == "K":
             self._items(ds, tag, code, path, label)
 
     def _items(self, ds: Dataset, tag: int, code: str, path: tuple[int, ...], label: str):
@@ -135,20 +166,32 @@ class _Explainer:
             if isinstance(value, bytes):
                 value = value.decode("latin-1")
             creators[(group, number)] = str(value or "").strip()
-            keeps = self.safe and any(
-                (group, creators[(group, number)], low) in self.safe for low in range(256)
+            keeps = any(
+                (self.safe and (group, creators[(group, number)], low) in self.safe)
+                or self._ruled(ds, group, number, creators[(group, number)], low)
+                for low in range(256)
             )
-            why = "creator of a block with safe attributes" if keeps else "private creator"
+            why = "creator of a block with kept attributes" if keeps else "private creator"
             self.add(f"{label} creator", "K" if keeps else "X", why)
             return
         creator = creators.get((group, number >> 8))
-        if self.safe and creator is not None and (group, creator, number & 0xFF) in self.safe:
+        hit = self.plan.private(group, creator, number & 0xFF) if self.plan is not None else None
+        if hit is not None:
+            self._rule(ds, tag, hit, path, f"{label} {creator or ''}".rstrip())
+        elif self.safe and creator is not None and (group, creator, number & 0xFF) in self.safe:
             self.add(f"{label} {creator}", "K", "Table E.3.10-1 (Retain Safe Private)")
             self._items(ds, tag, "K", path, f"{label} {creator}")
         elif self.safe:
             self.add(f"{label} {creator or ''}".rstrip(), "X", "not in Table E.3.10-1")
         else:
             self.add(f"{label} {creator or ''}".rstrip(), "X", "private attribute (Basic Profile)")
+
+    def _ruled(self, ds: Dataset, group: int, block: int, creator: str, low: int) -> bool:
+        """A recipe rule other than remove applies to this present private attribute."""
+        if self.plan is None or (group << 16 | block << 8 | low) not in ds:
+            return False
+        hit = self.plan.private(group, creator, low)
+        return hit is not None and hit.rule.action != "remove"
 
     def _reason(self, tag: int, raw: str, code: str, path, override: bool) -> str:
         if override:
@@ -204,8 +247,23 @@ class _Explainer:
         return f"{vr} attribute not in Table E.1-1: image structure, number or code"
 
 
-def explain(ds: Dataset, options: DeidOptions | None = None) -> list[AttributeAction]:
+def explain(
+    ds: Dataset,
+    options: DeidOptions | None = None,
+    *,
+    recipe: Recipe | None = None,
+    allow_identifying: bool = False,
+) -> list[AttributeAction]:
     """The action for every attribute of ``ds`` (at every nesting level), with the reason.
+
+    With a ``recipe``, an attribute a rule decides shows the rule and where it came from as
+    the reason (``site.toml: keep SeriesDescription``).
+
+    Raises
+    ------
+    ConfigError
+        The recipe keeps identifying attributes without ``allow_identifying`` (as the engine
+        would refuse it).
 
     Examples
     --------
@@ -215,6 +273,10 @@ def explain(ds: Dataset, options: DeidOptions | None = None) -> list[AttributeAc
     >>> [(r.attribute, r.action) for r in explain(ds)]
     [('(0010,0010) PatientName', 'Z'), ('(0028,0010) Rows', 'K')]
     """
-    explainer = _Explainer(ds, options or DeidOptions())
+    options = options or DeidOptions()
+    plan = None
+    if recipe:
+        plan = RecipePlan(recipe, options, allow_identifying=allow_identifying)
+    explainer = _Explainer(ds, options, plan)
     explainer.walk(ds, (), "")
     return explainer.rows

@@ -114,6 +114,11 @@ class Keyring:
         span = high - low + 1
         return low + int.from_bytes(self.digest("shift", patient_key)[:8], "big") % span
 
+    def hashed(self, original: str) -> str:
+        """A keyed token ``H<15 base32 characters>`` for a value a recipe pseudonymises; it
+        fits every text VR (16 characters: SH, CS and AE included)."""
+        return "H" + self._code("recipe", original.strip(), 15)
+
     def ae_title(self, original: str) -> str:
         """A consistent AE-title pseudonym ``AE<10 base32 characters>``."""
         return "AE" + self._code("ae", original.strip(), 10)

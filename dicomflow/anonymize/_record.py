@@ -3,6 +3,8 @@ and the regenerated File Meta Information."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydicom import config
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
@@ -97,12 +99,25 @@ def _code_item(code_value: str) -> Dataset:
     return item
 
 
-def record_method(out: Dataset, options: DeidOptions, *, pixels_cleaned: bool = False) -> None:
+def _clip(text: str, limit: int = 64) -> str:
+    """A value that fits LO (64 characters)."""
+    return text if len(text) <= limit else text[: limit - 1] + "~"
+
+
+def record_method(
+    out: Dataset,
+    options: DeidOptions,
+    *,
+    pixels_cleaned: bool = False,
+    notes: Iterable[str] = (),
+) -> None:
     """Add Patient Identity Removed, the method text and codes, and the longitudinal flag.
 
     The method text and code items are appended to any already present (PS3.15 E.1.1).
     Clean Pixel Data is recorded only for an instance whose pixels a rule blanked
-    (``pixels_cleaned``); its Burned In Annotation then becomes ``NO``.
+    (``pixels_cleaned``); its Burned In Annotation then becomes ``NO``. ``notes`` are further
+    De-identification Method values (the recipe, the identifying attributes it kept), cut to
+    64 characters each.
     """
     codes = [BASIC_PROFILE_CODE] + [
         s.code_value for s in options.selected if s.name != "clean-pixel-data" or pixels_cleaned
@@ -110,6 +125,7 @@ def record_method(out: Dataset, options: DeidOptions, *, pixels_cleaned: bool = 
     _set(out, 0x00120062, "CS", "YES")  # Patient Identity Removed
     texts = [f"dicomflow {__version__} PS3.15 Annex E"]
     texts += [method_codes()[c].meaning for c in codes]
+    texts += [_clip(note) for note in notes]
     old = out.get(0x00120063)
     if old is not None and old.value:
         previous = list(old.value) if old.VM > 1 else [old.value]

@@ -14,7 +14,7 @@ import hmac
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ._engine import Deidentifier
 from ._keys import Crosswalk, load_lookup
 from ._options import DeidOptions
 from ._pixels import PixelRules
+from ._recipe import Recipe
 
 __all__ = ["Deidentify", "fingerprint", "read_secret"]
 
@@ -75,6 +76,19 @@ def read_secret(
     return value.strip().encode("utf-8")
 
 
+def _recipe(recipe: object) -> Recipe | None:
+    """A recipe given as an object, a file path or a table (a pipeline file's ``recipe``)."""
+    if recipe is None:
+        return None
+    if isinstance(recipe, str | os.PathLike):
+        recipe = Recipe.load(recipe)
+    elif isinstance(recipe, Mapping):
+        recipe = Recipe.from_config(recipe)
+    elif not isinstance(recipe, Recipe):
+        raise ConfigError(f"recipe must be a Recipe, a recipe file or a table, not {recipe!r}")
+    return recipe if recipe.rules or recipe.date_shift_days is not None else None
+
+
 def _lookup_fingerprint(secret: bytes, lookup: Mapping[str, Mapping[str, str]]) -> str:
     canonical = json.dumps({k: dict(v) for k, v in lookup.items()}, sort_keys=True)
     return fingerprint(secret, b"lookup\0" + canonical.encode("utf-8"))
@@ -110,9 +124,18 @@ class Deidentify:
         `merge_crosswalk` (the ``deid`` command calls it) folds them into the file. A crosswalk
         inside a folder that looks like a dicomflow output fails every instance.
     date_shift_days
-        Inclusive range of the per-patient date shift (Modified Dates option).
+        Inclusive range of the per-patient date shift (Modified Dates option, ``shift``
+        rules); default the recipe's ``date-shift-days``, else ``(-3650, 0)``.
     pixel_rules
         A CSV pixel rule table for Clean Pixel Data (default: the one shipped with dicomflow).
+    recipe
+        Per-attribute rules above the Options: a `Recipe`, the path of a TOML recipe file, or
+        a ``[recipe]`` table (see `Recipe` for the precedence).
+    allow_identifying
+        Let the recipe keep attributes the profile does not keep; they are recorded in each
+        output's De-identification Method and as ``deid.retained.<attribute>`` counts in the
+        manifest. Without it (or the rule's own ``allow-identifying``), building the stage
+        raises `ConfigError` naming them.
 
     Examples
     --------
@@ -129,8 +152,10 @@ class Deidentify:
     options: Iterable[str] | DeidOptions = ()
     lookup: str | Mapping[str, Mapping[str, str]] | None = None
     crosswalk: str | None = None
-    date_shift_days: tuple[int, int] = (-3650, 0)
+    date_shift_days: tuple[int, int] | None = None
     pixel_rules: str | None = None
+    recipe: Recipe | str | os.PathLike[str] | Mapping[str, Any] | None = None
+    allow_identifying: bool = False
     name: str = "deidentify"
     _engine: Deidentifier = field(init=False, compare=False)
     _secret: bytes = field(init=False, compare=False)
@@ -138,13 +163,23 @@ class Deidentify:
 
     def __post_init__(self) -> None:
         secret = read_secret(self.secret, self.secret_file, self.secret_env)
+        recipe = _recipe(self.recipe)
+        explicit = self.date_shift_days
         if isinstance(self.options, DeidOptions):
             options = self.options
-            object.__setattr__(self, "date_shift_days", options.date_shift_days)
         else:
             if isinstance(self.options, str):
                 raise ConfigError("options must be a list of option names, not one string")
-            options = DeidOptions.from_names(self.options, date_shift_days=self.date_shift_days)
+            options = DeidOptions.from_names(self.options)
+        if explicit is not None:  # the caller's range wins over the recipe's
+            options = replace(options, date_shift_days=explicit)
+            if recipe is not None and recipe.date_shift_days not in (None, options.date_shift_days):
+                recipe = replace(recipe, date_shift_days=None)
+        elif recipe is not None and recipe.date_shift_days is not None:
+            options = replace(options, date_shift_days=recipe.date_shift_days)
+        if not isinstance(self.allow_identifying, bool):
+            raise ConfigError("allow_identifying must be True or False")
+        object.__setattr__(self, "recipe", recipe)
         object.__setattr__(self, "options", options.names)
         object.__setattr__(self, "date_shift_days", options.date_shift_days)
         if self.secret_file is not None:
@@ -159,7 +194,10 @@ class Deidentify:
         else:
             lookup = self.lookup
         rules = PixelRules.load(self.pixel_rules) if options.clean_pixel_data else None
-        engine = Deidentifier(secret, options, lookup=lookup, pixel_rules=rules)
+        engine = Deidentifier(
+            secret, options, lookup=lookup, pixel_rules=rules, recipe=recipe,
+            allow_identifying=self.allow_identifying,
+        )  # fmt: skip
         object.__setattr__(self, "_engine", engine)
         object.__setattr__(self, "_secret", secret)
         object.__setattr__(self, "_state", {})
@@ -189,7 +227,7 @@ class Deidentify:
         config: dict[str, Any] = {
             "type": "deidentify",
             "options": list(self.deid_options.names),
-            "date_shift_days": list(self.date_shift_days),
+            "date_shift_days": list(self.deid_options.date_shift_days),
             "secret_fingerprint": self.fingerprint,
         }
         if self.secret_file is not None:
@@ -207,6 +245,12 @@ class Deidentify:
             rules = self._engine.pixel_rules
             config["pixel_rules"] = self.pixel_rules or "builtin"
             config["pixel_rules_sha256"] = rules.fingerprint
+        plan = self._engine._plan
+        if isinstance(self.recipe, Recipe) and plan is not None:
+            config["recipe"] = self.recipe.to_config()
+            config["recipe_identifying"] = [target for target, _ in plan.identifying]
+        if self.allow_identifying:
+            config["allow_identifying"] = True
         return config
 
     @classmethod
@@ -221,8 +265,10 @@ class Deidentify:
                 "a pipeline file must not hold the secret: use secret_file or secret_env"
             )
         known = {"secret_file", "secret_env", "options", "lookup", "crosswalk",
-                 "date_shift_days", "pixel_rules", "name"}  # fmt: skip
-        recorded = {"type", "secret_fingerprint", "lookup_fingerprint", "pixel_rules_sha256"}
+                 "date_shift_days", "pixel_rules", "recipe", "allow_identifying",
+                 "name"}  # fmt: skip
+        recorded = {"type", "secret_fingerprint", "lookup_fingerprint", "pixel_rules_sha256",
+                    "recipe_identifying"}  # fmt: skip
         unknown = set(config) - known - recorded
         if unknown:
             raise ConfigError(f"deidentify: unknown settings {sorted(unknown)}")
@@ -249,6 +295,7 @@ class Deidentify:
         out, counts = self._engine.deidentify(instance.dataset, crosswalk=pairs)
         instance.dataset = out
         instance.counts.update({f"deid.{k}": v for k, v in counts.as_dict().items()})
+        instance.counts.update({f"deid.retained.{k}": v for k, v in counts.retained})
         instance.provenance.append(self.name)
         if pairs is not None and self.crosswalk is not None:
             name = fingerprint(self._secret, b"crosswalk part\0" + instance.uri.encode())

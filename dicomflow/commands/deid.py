@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .recipe import add_recipe_options, recipe_from_args
 from .run import add_run_options, execute
 
 __all__ = ["register"]
@@ -64,6 +65,7 @@ def register(subparsers: Any) -> None:
         help="range of the per-patient date shift in days (default -3650 0)",
     )
     p.add_argument("--pixel-rules", metavar="CSV", help="pixel rule table for clean-pixel-data")
+    add_recipe_options(p)
     add_run_options(p)
     p.set_defaults(func=run_deid)
 
@@ -119,7 +121,9 @@ def _dry_run(catalog: Any, stage: Any) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(io.BytesIO(read_bytes(row["uri"])), force=True)
-        actions = explain(ds, stage.deid_options)
+        actions = explain(
+            ds, stage.deid_options, recipe=stage.recipe, allow_identifying=stage.allow_identifying
+        )
         print(f"sample instance: {row['uri']}")
         print(
             _table(
@@ -132,18 +136,22 @@ def _dry_run(catalog: Any, stage: Any) -> None:
     print("no readable instance to show", file=sys.stderr)
 
 
-def _totals(manifest_folder: str) -> dict[str, int]:
+def _totals(manifest_folder: str) -> tuple[dict[str, int], dict[str, int]]:
+    """The total of each action, and of each identifying attribute a recipe kept."""
     import pyarrow.parquet as pq
 
+    totals: dict[str, int] = {}
+    retained: dict[str, int] = {}
     runs = sorted(glob.glob(os.path.join(manifest_folder, "run-*.parquet")))
     if not runs:
-        return {}
-    totals: dict[str, int] = {}
+        return totals, retained
     for counts in pq.read_table(runs[-1], columns=["counts"]).column("counts").to_pylist():
         for key, value in json.loads(counts or "{}").items():
-            if key.startswith("deid."):
+            if key.startswith("deid.retained."):
+                retained[key[14:]] = retained.get(key[14:], 0) + int(value)
+            elif key.startswith("deid."):
                 totals[key[5:]] = totals.get(key[5:], 0) + int(value)
-    return totals
+    return totals, retained
 
 
 def run_deid(args: argparse.Namespace) -> int:
@@ -171,6 +179,8 @@ def run_deid(args: argparse.Namespace) -> int:
         lookup=args.lookup,
         crosswalk=args.crosswalk and os.path.abspath(args.crosswalk),
         pixel_rules=args.pixel_rules,
+        recipe=recipe_from_args(args),
+        allow_identifying=args.allow_identifying,
         **extra,
     )
     if args.mediaset:
@@ -187,10 +197,13 @@ def run_deid(args: argparse.Namespace) -> int:
     code = execute((pipeline(catalog) | stage).write(sink), args)
     if args.dry_run:
         return code
-    totals = _totals(args.manifest)
+    totals, retained = _totals(args.manifest)
     if totals:
         shown = ", ".join(f"{k} {v:,}" for k, v in sorted(totals.items()))
         print(f"actions (all instances): {shown}", file=sys.stderr)
+    if retained:
+        shown = ", ".join(f"{k} {v:,}" for k, v in sorted(retained.items()))
+        print(f"kept identifying attributes (recipe): {shown}", file=sys.stderr)
     if args.crosswalk is not None:
         pairs = stage.merge_crosswalk()
         print(f"crosswalk: {pairs:,} pairs in {args.crosswalk} (keep it private)", file=sys.stderr)

@@ -76,6 +76,14 @@ def test_public_names() -> None:
             "read_crosswalk",
             "verify",
             "verify_folders",
+            # recipes: per-attribute rules, and converters from CTP and deid
+            "Conversion",
+            "Recipe",
+            "RecipeRule",
+            "Unmapped",
+            "convert_ctp",
+            "convert_deid",
+            "parse_target",
             # the engine's building blocks, the seams its unit tests use
             "Keyring",
             "ProfileRow",
