@@ -32,7 +32,7 @@ def as_arrow(catalog: Any) -> pa.Table:
             catalog = catalog.collect()
         return catalog.to_arrow()
     if module.startswith("pandas"):
-        return pa.Table.from_pandas(catalog, preserve_index=False)
+        return _catalog_types(pa.Table.from_pandas(catalog, preserve_index=False))
     if hasattr(catalog, "to_arrow"):
         return catalog.to_arrow()
     if isinstance(catalog, str | PathLike):
@@ -50,6 +50,33 @@ def as_arrow(catalog: Any) -> pa.Table:
                 ) from exc
             return as_arrow(scan([str(i) for i in items]))
     raise ConfigError(f"cannot read a catalog from {type(catalog).__name__}")
+
+
+def _catalog_types(table: pa.Table) -> pa.Table:
+    """Integer columns back from pandas' floats.
+
+    pandas holds an integer column with a missing value as float64 (``NaN`` for null): a
+    catalog's ``pixel_offset`` comes back as ``1234.0``. Columns the catalog types as integers
+    (the fixed ones and every attribute column) are cast back; nulls stay nulls.
+    """
+    from ..dicom import FIXED_SCHEMA, resolve_columns
+
+    expected = {f.name: f.type for f in FIXED_SCHEMA}
+    for name in table.column_names:
+        if name in expected or not table.schema.field(name).type.equals(pa.float64()):
+            continue
+        try:
+            specs = resolve_columns([name])
+        except Exception:  # noqa: BLE001 - not an attribute: left as it is
+            continue
+        if specs and specs[0].name == name:
+            expected[name] = specs[0].arrow_type
+    for i, name in enumerate(table.column_names):
+        want = expected.get(name)
+        have = table.schema.field(name).type
+        if want is not None and pa.types.is_integer(want) and pa.types.is_floating(have):
+            table = table.set_column(i, name, table.column(name).cast(want))
+    return table
 
 
 def as_rows(catalog: Any) -> list[dict[str, Any]]:

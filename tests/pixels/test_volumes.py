@@ -267,3 +267,20 @@ def test_ge_ct_with_tilt_against_dcm2niix_run_here(tmp_path):
     spacing = resampled.header.get_zooms()
     affine = resampled.affine[:3, :3] / spacing
     assert np.abs(affine.T @ affine - np.eye(3)).max() < 1e-4  # orthogonal grid
+
+
+def test_volumes_from_pyarrow_polars_and_pandas_are_the_same():
+    """pandas holds integer columns with nulls as floats (pixel_offset 1234.0): the volumes
+    of ``cat.to_pandas()`` were a TypeError deep in a seek; now all three agree."""
+    import polars as pl
+
+    table = catalog_table(sorted((CORPUS / "modality").rglob("*.dcm")))
+    assert table.column("pixel_offset").null_count  # some rows without pixels: floats in pandas
+    frame = table.to_pandas()
+    assert frame["pixel_offset"].dtype.kind == "f"
+    results = [volumes(x) for x in (table, pl.from_arrow(table), frame)]
+    reports = [r.report.to_pylist() for r in results]
+    assert reports[0] == reports[1] == reports[2] and len(results[0]) > 10
+    assert [len(r.skipped) for r in results] == [len(results[0].skipped)] * 3
+    first = [np.asarray(r[0].array[0]) for r in results]
+    assert np.array_equal(first[0], first[2]) and np.array_equal(first[0], first[1])
