@@ -128,11 +128,16 @@ class Volume:
         return write_png(self, path, **kwargs)
 
     def to_xarray(self):
-        """An ``xarray.DataArray`` (lazy) with physical coordinates in mm.
+        """An ``xarray.DataArray`` (lazy) with patient coordinates in mm (LPS).
 
-        Dimensions are ``("t",) "z", "y", "x" (, "c")``; ``z`` is the distance along the slice
-        normal, ``y``/``x`` the distance along the column/row directions from the origin. The LPS
-        affine, origin and direction are in ``attrs``.
+        Dimensions are ``("t",) "z", "y", "x" (, "c")`` (slice, row, column). When each axis
+        runs along one patient axis (axial, coronal, sagittal acquisitions), the dimension
+        coordinates are patient positions: ``x``, ``y`` and ``z`` hold the L, P or S coordinate
+        of each column, row and slice (``coords[d].attrs["patient_axis"]`` says which), so
+        ``arr.sel(z=-120.5, method="nearest")`` picks the slice at S = -120.5 mm. For oblique
+        or tilted stacks the dimension coordinates are distances from the first voxel along
+        each axis, and three extra (lazy) coordinates ``L``, ``P``, ``S`` give every voxel's
+        patient position. The LPS affine, origin and direction are in ``attrs``.
         """
         import xarray as xr
 
@@ -141,12 +146,14 @@ class Volume:
             dims.insert(0, "t")
         if self.array.ndim > len(dims):
             dims.append("c")
-        coords: dict[str, Any] = {}
-        sz, sy, sx = self.spacing or (1.0, 1.0, 1.0)
         axis = dims.index("z")
-        coords["z"] = ("z", np.arange(self.array.shape[axis]) * sz, {"units": "mm"})
-        coords["y"] = ("y", np.arange(self.array.shape[axis + 1]) * sy, {"units": "mm"})
-        coords["x"] = ("x", np.arange(self.array.shape[axis + 2]) * sx, {"units": "mm"})
+        shape = self.array.shape[axis : axis + 3]
+        coords: dict[str, Any] = {}
+        if self.grid is not None:
+            coords.update(_patient_coords(self.grid.affine, shape))
+        else:
+            for name, n in zip(("z", "y", "x"), shape, strict=True):
+                coords[name] = (name, np.arange(n, dtype=float), {"units": "voxel"})
         if self.is_4d:
             coords["t"] = ("t", np.arange(self.array.shape[0]))
         attrs: dict[str, Any] = {
@@ -266,3 +273,36 @@ def _report_row(i: int, v: Volume) -> dict:
         "first_uri": v.planes[0].ref.uri,
         "warnings": list(v.warnings),
     }
+
+
+_LPS = "LPS"
+
+
+def _patient_coords(affine: np.ndarray, shape: tuple[int, ...]) -> dict[str, Any]:
+    """xarray coordinates of a grid: patient positions where each axis follows one patient
+    axis, else distances along the axes plus lazy per-voxel ``L``/``P``/``S`` coordinates."""
+    steps = [affine[:3, k] for k in (2, 1, 0)]  # slice, row, column steps (LPS mm)
+    origin = affine[:3, 3]
+    names = ("z", "y", "x")
+    along = []
+    for step in steps:
+        j = int(np.argmax(np.abs(step)))
+        norm = float(np.linalg.norm(step)) or 1.0
+        along.append(j if abs(step[j]) >= 0.999 * norm else -1)
+    coords: dict[str, Any] = {}
+    if -1 not in along and len(set(along)) == 3:
+        for name, n, step, j in zip(names, shape, steps, along, strict=True):
+            values = origin[j] + np.arange(n) * step[j]
+            coords[name] = (name, values, {"units": "mm", "patient_axis": _LPS[j]})
+        return coords
+    import dask.array as da
+
+    for name, n, step in zip(names, shape, steps, strict=True):
+        distance = np.arange(n) * float(np.linalg.norm(step))
+        coords[name] = (name, distance, {"units": "mm", "patient_axis": None})
+    index = [da.arange(n, chunks=n).astype(float) for n in shape]
+    grids = (index[0][:, None, None], index[1][None, :, None], index[2][None, None, :])
+    for j, label in enumerate(_LPS):
+        value = origin[j] + sum(g * s[j] for g, s in zip(grids, steps, strict=True))
+        coords[label] = (names, value, {"units": "mm", "patient_axis": label})
+    return coords

@@ -220,3 +220,47 @@ def test_export_scans_a_folder(tmp_path):
     ours = nib.load(nii)
     assert np.array_equal(np.asarray(ours.dataobj), np.asarray(ref.dataobj))
     assert np.abs(ours.affine - ref.affine).max() < 1e-3
+
+
+def _series(tmp_path, corpus, orientation, n=4, spacing=2.5):
+    """``n`` copies of a corpus CT slice as one series with this orientation, stacked along
+    the normal from (10, -20, 30)."""
+    from pydicom.uid import generate_uid
+
+    row, col = np.array(orientation[:3]), np.array(orientation[3:])
+    normal = np.cross(row, col)
+    series = generate_uid()
+    for k in range(n):
+        ds = pydicom.dcmread(corpus / "modality/CT/highdicom_ct_image.dcm")
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series, generate_uid()
+        ds.ImageOrientationPatient = [float(v) for v in orientation]
+        ds.ImagePositionPatient = [
+            float(v) for v in np.array([10.0, -20.0, 30.0]) + k * spacing * normal
+        ]
+        ds.InstanceNumber = k + 1
+        ds.save_as(tmp_path / f"{k}.dcm")
+    (vol,) = volumes(str(tmp_path))
+    return vol
+
+
+@pytest.mark.parametrize(
+    "orientation",
+    [(1, 0, 0, 0, 1, 0), (0, 1, 0, 0, 0, -1), (0.866025, 0.5, 0, -0.5, 0.866025, 0)],
+    ids=["axial", "sagittal", "oblique"],
+)
+def test_xarray_coordinates_are_patient_positions(tmp_path, corpus, orientation):
+    pytest.importorskip("xarray")
+    vol = _series(tmp_path, corpus, orientation)
+    da = vol.to_xarray()
+    for k, j, i in [(0, 0, 0), (3, 7, 11), (2, 100, 5)]:
+        want = vol.affine @ np.array([i, j, k, 1.0])
+        if da.z.attrs["patient_axis"] is not None:
+            got = {da[d].attrs["patient_axis"]: float(da[d][n]) for d, n in zip("zyx", (k, j, i))}
+            assert [got[a] for a in "LPS"] == pytest.approx(want[:3].tolist())
+        else:  # oblique: per-voxel coordinates
+            got = [float(da[a][k, j, i]) for a in "LPS"]
+            assert got == pytest.approx(want[:3].tolist())
+    assert da.z.attrs["units"] == "mm"
+    if orientation[0] == 1:  # axial: z is S, and selecting by position picks the slice
+        assert da.z.attrs["patient_axis"] == "S"
+        assert float(da.sel(z=30.0 + 2 * 2.5, method="nearest").z) == pytest.approx(35.0)
