@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import os
+import pickle
 import re
 import time
 import uuid
@@ -97,6 +100,40 @@ class _Task:
     sinks: tuple[Any, ...]
     storage_options: Mapping[str, Any]
     context: RunContext
+    #: the stages and sinks by value (cloudpickle), when some are defined in ``__main__``
+    packed: bytes | None = None
+
+
+def _by_value(stages: tuple[Any, ...], sinks: tuple[Any, ...]) -> bytes | None:
+    """Stages and sinks pickled by value when plain pickle would name ``__main__``.
+
+    A function or class defined in a notebook (or ``python -c``) pickles as a reference to
+    ``__main__``, which a worker process cannot import: the pool breaks (BrokenProcessPool).
+    cloudpickle (a dependency of dask.distributed) sends such code by value; everything
+    importable still travels by reference. ``None``: plain pickle is enough.
+    """
+    try:
+        plain = pickle.dumps((stages, sinks))
+    except Exception:  # noqa: BLE001 - e.g. a lambda: cloudpickle may still manage
+        plain = b"__main__"
+    if b"__main__" not in plain:
+        return None
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps((stages, sinks))
+    except Exception as exc:
+        raise ConfigError(
+            f"a stage or sink cannot be sent to worker processes ({type(exc).__name__}: "
+            f"{exc}); run with workers=1, or define it in a module"
+        ) from exc
+
+
+@functools.lru_cache(maxsize=4)
+def _unpacked(packed: bytes) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    import cloudpickle
+
+    return cloudpickle.loads(packed)
 
 
 def _run_one(row: dict[str, Any], task: _Task) -> tuple[dict[str, Any], bool]:
@@ -125,6 +162,9 @@ def _run_one(row: dict[str, Any], task: _Task) -> tuple[dict[str, Any], bool]:
 
 def _run_task(task: _Task) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Run one batch of instances (in a worker). Stops the batch at a full disk."""
+    if task.packed is not None:
+        stages, sinks = _unpacked(task.packed)
+        task = dataclasses.replace(task, stages=stages, sinks=sinks, packed=None)
     out = []
     for i, row in enumerate(task.rows):
         result, disk_full = _run_one(row, task)
@@ -352,6 +392,7 @@ class Pipeline:
         # a scan still to run uses the run's pool where it would start one: one pool per run
         # (a run in this process has none, and leaves the scan its own choice)
         pool = None if isinstance(executor, InProcessExecutor) else executor
+        packed = _by_value(stages, self.sinks) if pool is not None else None
 
         def tasks() -> Iterator[_Task]:
             planned = self._plan(filters, done, context, record, dry_run, pool)
@@ -359,7 +400,10 @@ class Pipeline:
                 if halt:
                     record([_not_processed(row, context, halt[0]) for row in rows])
                     continue
-                yield _Task(rows, stages, self.sinks, self._storage_options(), context)
+                if packed is not None:  # the stages travel once per task as one bytes value
+                    yield _Task(rows, (), (), self._storage_options(), context, packed)
+                else:
+                    yield _Task(rows, stages, self.sinks, self._storage_options(), context)
 
         try:
             if executor is None:

@@ -354,3 +354,36 @@ def test_dry_run_writes_nothing(sample: Path, tmp_path: Path) -> None:
     report = _pipeline(sample, tmp_path, dfl.filter("Modality = 'CT'")).execute(dry_run=True)
     assert report.count("planned") == 73 and report.skipped == 56
     assert not list(tmp_path.rglob("*"))
+
+
+NOTEBOOK_CELL = """
+import threading, time
+import dicomflow as dfl
+from dicomflow.writers import Part10Folder
+
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()  # a kernel runs threads
+
+SITE = "NOTEBOOK SITE"
+
+def tag(instance):  # defined in __main__, as in a notebook cell
+    instance.dataset.InstitutionName = SITE
+    return instance
+
+report = (dfl.pipeline(dfl.scan({src!r})) | tag).write(Part10Folder({dst!r})).execute(workers=2)
+print(report.summary())
+assert report.failed == 0 and report.done == {n}, report.summary()
+"""
+
+
+def test_a_stage_defined_in_a_notebook_runs_on_worker_processes(corpus, tmp_path):
+    """A function defined in ``__main__`` (a notebook, ``python -c``) with the default pool:
+    it broke the pool (BrokenProcessPool) because workers cannot import ``__main__``; it is
+    now sent by value."""
+    src = corpus / "modality" / "MR"
+    n = len(list(src.glob("*.dcm")))
+    code = NOTEBOOK_CELL.format(src=str(src), dst=str(tmp_path / "out"), n=n)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = list((tmp_path / "out").rglob("*.dcm"))
+    assert len(written) == n
+    assert {dcmread(p).InstitutionName for p in written} == {"NOTEBOOK SITE"}
