@@ -44,6 +44,7 @@ from .errors import (
     SourceError,
     SourceNotFoundError,
     SubOperationsFailedError,
+    TLSError,
     TranscodeError,
     TruncatedError,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "SourceNotFoundError",
     "Stage",
     "SubOperationsFailedError",
+    "TLSError",
     "Transcode",
     "TranscodeError",
     "TruncatedError",

@@ -30,7 +30,7 @@ PUBLIC = {
     "PixelSizeError", "FrameDecodeError", "EncodeError", "GeometryError", "TranscodeError",
     "DeidentificationError", "MediaSetError", "NetworkError", "AssociationRejectedError",
     "AssociationAbortedError", "NetworkTimeoutError", "DimseStatusError",
-    "MoveDestinationError", "SubOperationsFailedError", "DicomWebError",
+    "MoveDestinationError", "SubOperationsFailedError", "DicomWebError", "TLSError",
 }  # fmt: skip
 
 #: Exceptions deriving from DicomflowError that are internal signals, never raised to a user.

@@ -11,6 +11,7 @@ from ..errors import (
     NetworkError,
     NetworkTimeoutError,
     SubOperationsFailedError,
+    TLSError,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "NetworkError",
     "NetworkTimeoutError",
     "SubOperationsFailedError",
+    "TLSError",
 ]
