@@ -359,7 +359,8 @@ def _receive_tls(args: argparse.Namespace) -> Any:
 
     if not getattr(args, "tls_receive", True):
         return None
-    require = getattr(args, "tls_require_client_cert", False)
+    # receive: as asked; pull: the PACS must prove who it is when we have its CA
+    require = getattr(args, "tls_require_client_cert", bool(args.tls_ca))
     if not args.tls_cert:
         if args.tls_key or args.tls_ca or require or getattr(args, "tls_receive", False):
             raise ConfigError("a TLS Storage SCP needs --tls-cert (and --tls-key)")

@@ -20,6 +20,7 @@ acceptor's socket arrives already wrapped, see :mod:`._server`). What the messag
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import ssl
@@ -578,7 +579,9 @@ def request_association(
         pdu_type, body = conn.recv_pdu()
     except TLSError as exc:  # TLS 1.3: the server refuses our certificate after the handshake
         conn.close()
-        raise TLSError(f"{peer} ended the TLS connection: {exc} (does it trust our client "
+        cause = exc.__cause__
+        why = _ssl_reason(cause) if isinstance(cause, OSError) else str(exc)
+        raise TLSError(f"{peer} ended the TLS connection: {why} (does it trust our client "
                        "certificate? does it want one?)") from exc  # fmt: skip
     except NetworkTimeoutError as exc:
         conn.abort()
@@ -587,7 +590,10 @@ def request_association(
         ) from exc
     except NetworkError as exc:
         conn.close()
-        raise AssociationRejectedError(f"{peer} dropped the association request: {exc}") from exc
+        hint = "" if tls is not None else " (a DICOM TLS port? then connect with TLS)"
+        raise AssociationRejectedError(
+            f"{peer} dropped the association request: {exc}{hint}"
+        ) from exc
     if pdu_type == ASSOCIATE_RJ:
         result, source, reason = body[1], body[2], body[3]
         conn.close()
@@ -653,9 +659,11 @@ def _client_handshake(
 
 
 def _ssl_reason(exc: OSError) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return str(exc.reason or exc.strerror or exc).lower().replace("_", " ")
-    return str(exc) or type(exc).__name__
+    """What OpenSSL says went wrong, in words: ``'certificate verify failed'``."""
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).lower().replace("_", " ")
+    text = str(exc.strerror or exc) if isinstance(exc, ssl.SSLError) else str(exc)
+    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", text) or type(exc).__name__
 
 
 def open_association(

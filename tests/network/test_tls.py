@@ -19,6 +19,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -332,6 +333,30 @@ def test_a_silent_peer_times_out_without_holding_a_slot(tmp_path, pki, round_tri
     assert len(lake_files(tmp_path / "lake")) == 2
     failed = [a for a in scp.associations if not a.accepted]
     assert len(failed) == 1 and "not finished within" in (failed[0].reason or "")
+
+
+def test_a_dripping_handshake_is_cut_at_the_artim_deadline(tmp_path, pki):
+    """A ClientHello sent one byte at a time: every byte comes in time, but the handshake as a
+    whole must end within ``acse_timeout``."""
+    port = free_port()
+    hello = bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]) + b"\x00" * 200  # a record header on
+    with StorageSCP(tmp_path / "lake", scp_options(port, pki, acse_timeout=1.5)) as scp:
+        with socket.create_connection(("127.0.0.1", port)) as drip:
+            closed = False
+            for byte in hello:  # at most about 40 s, far beyond the deadline
+                try:
+                    drip.sendall(bytes([byte]))
+                except OSError:
+                    closed = True
+                    break
+                if scp.handshake_failures:
+                    closed = True
+                    break
+                threading.Event().wait(0.2)
+        assert closed
+        wait_until(lambda: scp.handshake_failures == 1, 30, "the handshake failure counted")
+    failed = [a for a in scp.associations if not a.accepted]
+    assert len(failed) == 1 and "not finished within 1.5 s" in (failed[0].reason or "")
 
 
 def test_silent_connections_beyond_max_negotiating_are_dropped(tmp_path, pki, round_trip_files):
@@ -661,6 +686,15 @@ def test_cli_echo_find_pull_over_tls(tmp_path, orthanc_tls, pki, capsys, monkeyp
     query = ["--query", f"StudyInstanceUID={study}"]
     assert main(["pull", *pacs, *tls, "--method", "get", *query, *lake, "-q"]) == 0
     assert len(lake_files(tmp_path / "lake")) == CT_STUDY_FILES
+    # C-MOVE: Orthanc stores to the SCP pull starts, over TLS with our server certificate
+    port = free_port()
+    orthanc_tls.register_tls("CLIMOVE", port)
+    moved = ["--lake", str(tmp_path / "moved"), "--port", str(port), "--bind", "127.0.0.1"]
+    server = ["--tls-receive", "--tls-ca", pki["ca"], "--tls-cert", pki["server"],
+              "--tls-key", pki["server-key"]]  # fmt: skip
+    move = ["pull", "--pacs", str(orthanc_tls.peer), "--ae", "CLIMOVE", "--method", "move"]
+    assert main([*move, *server, *query, *moved, "-q"]) == 0
+    assert len(lake_files(tmp_path / "moved")) == CT_STUDY_FILES
     # no TLS against a TLS-only port: an error, not a hang
     assert main(["echo", *pacs, "--timeout", "10"]) != 0
     capsys.readouterr()
