@@ -1,10 +1,10 @@
 """DICOM TLS (PS3.15 B.9) and user identity (PS3.7 D.3.3.7) against real peers.
 
-Peers: DCMTK's storescu with ``+tls`` (and ``--user``/``--password``) sending to our receiver,
-Orthanc with ``DicomTlsEnabled`` answering our echo, find and pull (C-GET, and C-MOVE back to
-us over TLS with ``UseDicomTls``), pynetdicom checking the user identity we send. The
-certificates are made here at run time by a throwaway CA (``cryptography``); nothing secret
-is committed.
+Peers: DCMTK's storescu with ``+tls`` (and ``--user``/``--password``) sending to our receiver;
+DCMTK's storescp with ``+tls`` taking our echo and C-STORE; Orthanc with ``DicomTlsEnabled``
+answering our echo, find and pull (C-GET, and C-MOVE back to us over TLS with
+``UseDicomTls``); pynetdicom checking the user identity we send. The certificates are made here
+at run time by a throwaway CA (``cryptography``); nothing secret is committed.
 """
 
 from __future__ import annotations
@@ -296,6 +296,57 @@ def test_client_certificates_not_from_the_ca_are_refused(tmp_path, pki, round_tr
         assert scp.wait_idle(idle=0.2, timeout=30)
     assert scp.handshake_failures == 4
     assert len(lake_files(tmp_path / "lake")) == 1
+
+
+def test_echo_and_store_over_tls_to_dcmtk_storescp(tmp_path, pki, round_trip_files):
+    """DCMTK's storescp as the TLS server: it verifies our client certificate (its default)."""
+    port = free_port()
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        ["/usr/bin/storescp", "-aet", "STORESCP", "-od", str(out), "+tls", pki["server-key"],
+         pki["server"], "+cf", pki["ca"], str(port)],
+        env=PEER_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    peer = f"STORESCP@127.0.0.1:{port}"
+    opts = AssociationOptions(calling_ae="LAKE", tls=client_tls(pki))
+    try:
+        wait_until(lambda: echo(peer, options=opts) > 0, 30, "storescp +tls", proc)
+        inst = Instance(str(round_trip_files[0]))
+        inst._raw = round_trip_files[0].read_bytes()
+        sink = StoreSink(peer, opts)
+        try:
+            sink.write(inst)
+        finally:
+            sink.close()
+        with pytest.raises(TLSError):  # no client certificate: storescp requires one
+            echo(peer, options=AssociationOptions(tls=TLSOptions(ca_file=pki["ca"])))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    assert len(list(out.iterdir())) == 1
+
+
+def test_a_store_sink_from_a_pipeline_file_sends_over_tls(tmp_path, pki, round_trip_files):
+    port = free_port()
+    tls = {"ca_file": pki["ca"], "certificate": pki["client"], "private_key": pki["client-key"]}
+    config = {"type": "c-store", "peer": f"LAKE@127.0.0.1:{port}", "calling_ae": "MODALITY",
+              "tls": tls}  # fmt: skip
+    sink = StoreSink.from_config(config)
+    assert sink.config()["tls"]["ca_file"] == pki["ca"]
+    assert StoreSink.from_config(sink.config()).options == sink.options
+    with StorageSCP(tmp_path / "lake", scp_options(port, pki)) as scp:
+        inst = Instance(str(round_trip_files[0]))
+        inst._raw = round_trip_files[0].read_bytes()
+        try:
+            sink.write(inst)
+        finally:
+            sink.close()
+        assert scp.wait_idle(idle=0.2, timeout=30)
+    assert len(lake_files(tmp_path / "lake")) == 1
+    with pytest.raises(ConfigError, match="tls"):
+        StoreSink.from_config({**config, "tls": {"cafile": "x"}})
 
 
 def test_we_refuse_a_server_certificate_not_from_our_ca(tmp_path, pki, round_trip_files):
