@@ -26,7 +26,7 @@ from typing import Self
 from ..errors import ConfigError
 from ._errors import AssociationRejectedError, NetworkError
 from ._options import TLSOptions, UserIdentity, check_ae_title
-from ._tls import describe, peer_subject, tls_context
+from ._tls import describe, peer_subject, ssl_reason, tls_context
 from ._ul import (
     DEFAULT_MAX_DATASET,
     Accepted,
@@ -79,7 +79,7 @@ class SCPOptions:
         :class:`UserIdentity` of each association request (None when it carries none); an
         association is accepted only when it returns True, else rejected (permanent, "no
         reason given"). A requestor asking for a positive response gets one when accepted.
-        It runs in the association's thread and should be quick.
+        It runs in the association's thread, before the association takes a slot.
     """
 
     ae_title: str = "DICOMFLOW"
@@ -329,8 +329,10 @@ class Listener:
         except Exception as exc:  # noqa: BLE001 - ssl.SSLError, timeouts, resets: never fatal
             if isinstance(exc, TimeoutError):
                 why = f"not finished within {self.options.acse_timeout} s"
+            elif isinstance(exc, OSError):
+                why = ssl_reason(exc)
             else:
-                why = str(getattr(exc, "reason", None) or exc).lower().replace("_", " ")
+                why = str(exc)
             log.reason = f"TLS handshake failed: {why}"
             with self._lock:
                 self.handshake_failures += 1
@@ -352,8 +354,10 @@ class Listener:
         state: dict[str, bool],
     ) -> None:
         def judge(rq: AssociateRequest) -> Refusal | None:
+            check = self.options.authenticate  # outside the lock: it may take its time
+            authenticated = check is None or _authenticated(check, rq)
             with self._lock:  # judged: it leaves the negotiating count, and may take a slot
-                refusal = self._judge(rq, host, log)
+                refusal = self._judge(rq, host, log, authenticated)
                 self._waiting.pop(client, None)
                 if refusal is None:
                     self._associated += 1
@@ -381,7 +385,9 @@ class Listener:
         log.accepted = True
         self.serve(conn, accepted, log)
 
-    def _judge(self, rq: AssociateRequest, host: str, log: AssociationLog) -> Refusal | None:
+    def _judge(
+        self, rq: AssociateRequest, host: str, log: AssociationLog, authenticated: bool = True
+    ) -> Refusal | None:
         opts = self.options
         log.calling_ae = rq.calling_ae
         log.username = rq.identity.username if rq.identity and rq.identity.kind <= 2 else None
@@ -391,8 +397,10 @@ class Listener:
             refusal = Refusal(reason, 1, 1, 3 if "calling AE" in reason else 1)
         elif opts.check_called_ae and rq.called_ae != opts.ae_title:
             refusal = Refusal(f"called AE {rq.called_ae!r} is not {opts.ae_title!r}", 1, 1, 7)
-        elif opts.authenticate is not None and not _authenticated(opts.authenticate, rq):
+        elif not authenticated:
             who = f"user {log.username!r}" if log.username else "no user identity"
+            if rq.identity is not None and log.username is None:
+                who = f"a user identity of type {rq.identity.kind}"
             refusal = Refusal(f"{who}: not authenticated", 1, 1, 1)
         elif self._associated >= opts.max_associations:
             refusal = Refusal("too many associations", 2, 3, 2)

@@ -7,13 +7,14 @@ a peer that never finishes its handshake holds neither the listener nor an assoc
 
 from __future__ import annotations
 
+import re
 import ssl
 from typing import Any
 
 from ..errors import ConfigError
 from ._options import TLSOptions
 
-__all__ = ["describe", "peer_subject", "tls_context"]
+__all__ = ["describe", "peer_subject", "ssl_reason", "tls_context"]
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -106,3 +107,11 @@ def peer_subject(sock: Any) -> str | None:
     for name, short in names.items():
         parts = [p.replace(f"{name}=", f"{short}=", 1) for p in parts]
     return ",".join(parts) or None
+
+
+def ssl_reason(exc: OSError) -> str:
+    """What OpenSSL says went wrong, in words: ``'certificate verify failed'``."""
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).lower().replace("_", " ")
+    text = str(exc.strerror or exc) if isinstance(exc, ssl.SSLError) else str(exc)
+    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", text) or type(exc).__name__

@@ -20,7 +20,6 @@ acceptor's socket arrives already wrapped, see :mod:`._server`). What the messag
 
 from __future__ import annotations
 
-import re
 import select
 import socket
 import ssl
@@ -40,7 +39,7 @@ from ._errors import (
     TLSError,
 )
 from ._options import AssociationOptions, Peer, TLSOptions, UserIdentity
-from ._tls import tls_context
+from ._tls import ssl_reason, tls_context
 
 __all__ = [
     "APPLICATION_CONTEXT",
@@ -370,7 +369,7 @@ class Connection:
         except (ConnectionResetError, BrokenPipeError) as exc:
             raise AssociationAbortedError(f"connection lost: {exc}") from exc
         except ssl.SSLError as exc:
-            raise TLSError(f"TLS: {_ssl_reason(exc)}") from exc
+            raise TLSError(f"TLS: {ssl_reason(exc)}") from exc
 
     def pending(self) -> bool:
         """Whether the peer has sent bytes not read yet (a look at the socket: reads nothing)."""
@@ -394,7 +393,7 @@ class Connection:
         except TimeoutError as exc:
             raise NetworkTimeoutError("the peer did not take our data in time") from exc
         except ssl.SSLError as exc:
-            raise TLSError(f"TLS: {_ssl_reason(exc)}") from exc
+            raise TLSError(f"TLS: {ssl_reason(exc)}") from exc
         except OSError as exc:
             raise AssociationAbortedError(f"connection lost while sending: {exc}") from exc
 
@@ -580,7 +579,7 @@ def request_association(
     except TLSError as exc:  # TLS 1.3: the server refuses our certificate after the handshake
         conn.close()
         cause = exc.__cause__
-        why = _ssl_reason(cause) if isinstance(cause, OSError) else str(exc)
+        why = ssl_reason(cause) if isinstance(cause, OSError) else str(exc)
         raise TLSError(f"{peer} ended the TLS connection: {why} (does it trust our client "
                        "certificate? does it want one?)") from exc  # fmt: skip
     except NetworkTimeoutError as exc:
@@ -652,18 +651,10 @@ def _client_handshake(
     except (ssl.SSLError, OSError) as exc:
         wrapped.close()
         raise TLSError(
-            f"{peer}: the TLS handshake failed: {_ssl_reason(exc)} (does the peer speak TLS "
+            f"{peer}: the TLS handshake failed: {ssl_reason(exc)} (does the peer speak TLS "
             "on this port, and accept our certificate?)"
         ) from exc
     return wrapped
-
-
-def _ssl_reason(exc: OSError) -> str:
-    """What OpenSSL says went wrong, in words: ``'certificate verify failed'``."""
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return str(exc.reason).lower().replace("_", " ")
-    text = str(exc.strerror or exc) if isinstance(exc, ssl.SSLError) else str(exc)
-    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", text) or type(exc).__name__
 
 
 def open_association(
