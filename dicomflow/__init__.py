@@ -45,6 +45,7 @@ from .errors import (
     SourceError,
     SourceNotFoundError,
     SubOperationsFailedError,
+    TLSError,
     TranscodeError,
     TruncatedError,
 )
@@ -113,6 +114,7 @@ __all__ = [
     "SourceNotFoundError",
     "Stage",
     "SubOperationsFailedError",
+    "TLSError",
     "Transcode",
     "TranscodeError",
     "TruncatedError",

@@ -24,6 +24,8 @@
     |   |                                                     or no accepted context
     |   +-- AssociationAbortedError(ConnectionAbortedError)   the association ended mid-way
     |   +-- NetworkTimeoutError(TimeoutError)        a connection, ACSE or DIMSE timeout
+    |   +-- TLSError(ConnectionError)                the TLS handshake or channel failed: an
+    |   |                                            untrusted or refused certificate, no TLS
     |   +-- DimseStatusError                         a DIMSE operation ended in failure
     |   |   +-- MoveDestinationError(NetworkConfigError, LookupError)  the peer does not know
     |   |   |                                        the C-MOVE destination
@@ -70,6 +72,7 @@ __all__ = [
     "SourceError",
     "SourceNotFoundError",
     "SubOperationsFailedError",
+    "TLSError",
     "TranscodeError",
     "TruncatedError",
 ]
@@ -200,6 +203,11 @@ class AssociationAbortedError(NetworkError, ConnectionAbortedError):
 
 class NetworkTimeoutError(NetworkError, TimeoutError):
     """No answer within the connection, ACSE or DIMSE timeout."""
+
+
+class TLSError(NetworkError, ConnectionError):
+    """The TLS layer failed: the handshake (an untrusted certificate, a client certificate the
+    peer refused, a peer that does not speak TLS) or the encrypted channel afterwards."""
 
 
 class DimseStatusError(NetworkError):

@@ -32,6 +32,7 @@ PUBLIC = {
     "DeidentificationError", "MediaSetError", "NetworkError", "AssociationRejectedError",
     "AssociationAbortedError", "NetworkTimeoutError", "DimseStatusError",
     "MoveDestinationError", "SubOperationsFailedError", "DicomWebError", "NetworkConfigError",
+    "TLSError",
 }  # fmt: skip
 
 #: Exceptions deriving from DicomflowError that are internal signals, never raised to a user.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hmac
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -29,6 +31,43 @@ def _add_peer(parser: argparse.ArgumentParser, *, ae_default: str = "DICOMFLOW")
     parser.add_argument("--pacs", required=True, metavar="AE@HOST:PORT", help="the peer")
     parser.add_argument("--ae", default=ae_default, help="our AE title (the calling AE)")
     parser.add_argument("--timeout", type=float, default=120.0, help="DIMSE timeout, seconds")
+    _add_security(parser)
+
+
+def _add_security(parser: argparse.ArgumentParser) -> None:
+    """DICOM TLS and user identity as a service user (echo, find, pull)."""
+    tls = parser.add_argument_group("DICOM TLS (the registered port is 2762)")
+    tls.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect over TLS, verifying the peer with the system's CAs",
+    )
+    tls.add_argument(
+        "--tls-ca",
+        metavar="PEM",
+        help="CA bundle that verifies the peer's certificate (implies --tls)",
+    )
+    tls.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        help="our client certificate, for peers that ask for one (implies --tls)",
+    )
+    tls.add_argument("--tls-key", metavar="PEM", help="its private key (unencrypted PEM)")
+    tls.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="the name the peer's certificate must carry, if not the host's",
+    )
+    who = parser.add_argument_group("user identity (PS3.7 D.3.3.7)")
+    who.add_argument("--username", help="send this user name when associating")
+    who.add_argument(
+        "--password-env", metavar="VAR", help="send the password held by environment variable VAR"
+    )
+    who.add_argument(
+        "--password-file", metavar="FILE", help="send the password on the first line of FILE"
+    )
+    who.add_argument("--identity-response", action="store_true",
+                     help="ask the peer to confirm the identity; abort if it does not")  # fmt: skip
 
 
 _QUERY_HELP = (
@@ -112,6 +151,9 @@ def register(subparsers: Any) -> None:
         "--fsync", default="batch", choices=["each", "batch", "none"],
         help="durability: each file, each series (batch), or left to the system",
     )  # fmt: skip
+    p.add_argument("--tls-receive", action="store_true",
+                   help="our C-MOVE Storage SCP takes TLS too: --tls-cert/--tls-key are its "
+                   "certificate, --tls-ca verifies the PACS's")  # fmt: skip
     _add_stages(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run_pull)
@@ -149,6 +191,15 @@ def register(subparsers: Any) -> None:
         help="durability: acknowledged once durable (each), in batches, or left to the system",
     )  # fmt: skip
     p.add_argument("--max-associations", type=int, default=16, help="associations served at once")
+    tls = p.add_argument_group("DICOM TLS (the registered port is 2762)")
+    tls.add_argument("--tls-cert", metavar="PEM", help="accept TLS only, with this certificate")
+    tls.add_argument("--tls-key", metavar="PEM", help="its private key (unencrypted PEM)")
+    tls.add_argument("--tls-ca", metavar="PEM", help="CA bundle that verifies client certificates")
+    tls.add_argument("--tls-require-client-cert", action="store_true",
+                     help="refuse clients without a certificate signed by --tls-ca")  # fmt: skip
+    p.add_argument("--users", metavar="FILE",
+                   help="accept only associations whose user identity matches a 'name:password' "
+                   "line of FILE")  # fmt: skip
     _add_stages(p)
     p.set_defaults(func=run_receive)
 
@@ -203,7 +254,78 @@ def _deid_stage(keyfile: str) -> Any:
 def _assoc_options(args: argparse.Namespace) -> Any:
     from ..network import AssociationOptions
 
-    return AssociationOptions(calling_ae=args.ae, dimse_timeout=args.timeout)
+    return AssociationOptions(
+        calling_ae=args.ae, dimse_timeout=args.timeout, tls=_client_tls(args),
+        identity=_identity(args),
+    )  # fmt: skip
+
+
+def _client_tls(args: argparse.Namespace) -> Any:
+    from ..network import TLSOptions
+
+    if not (args.tls or args.tls_ca or args.tls_cert):
+        if args.tls_key or args.tls_server_name:
+            raise ConfigError("--tls-key and --tls-server-name need --tls (or --tls-ca/--tls-cert)")
+        return None
+    return TLSOptions(certificate=args.tls_cert, private_key=args.tls_key, ca_file=args.tls_ca,
+                      server_hostname=args.tls_server_name)  # fmt: skip
+
+
+def _identity(args: argparse.Namespace) -> Any:
+    from ..network import UserIdentity
+
+    if args.username is None:
+        if args.password_env or args.password_file or args.identity_response:
+            raise ConfigError("--password-env/--password-file/--identity-response need --username")
+        return None
+    if args.password_env and args.password_file:
+        raise ConfigError("give the password once: --password-env or --password-file")
+    password = ""
+    if args.password_env:
+        if args.password_env not in os.environ:
+            raise ConfigError(f"--password-env {args.password_env}: the variable is not set")
+        password = os.environ[args.password_env]
+    elif args.password_file:
+        password = _first_line(args.password_file, "--password-file")
+    return UserIdentity(args.username, password, positive_response=args.identity_response)
+
+
+def _first_line(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from exc
+
+
+class _Users:
+    """``authenticate`` for the receive command: user name and password from a file of
+    ``name:password`` lines, compared in constant time."""
+
+    def __init__(self, path: str) -> None:
+        self.passwords: dict[str, str] = {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"--users {path}: {exc.strerror or exc}") from exc
+        for n, line in enumerate(lines, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, sep, password = line.partition(":")
+            if not sep or not name:
+                raise ConfigError(f"--users {path}, line {n}: expected name:password")
+            self.passwords[name] = password
+        if not self.passwords:
+            raise ConfigError(f"--users {path}: no name:password line")
+
+    def __call__(self, identity: Any) -> bool:
+        if identity is None or identity.kind not in (1, 2):
+            return False
+        expected = self.passwords.get(identity.username)
+        given = identity.password.encode("utf-8")
+        ok = hmac.compare_digest(given, (expected or "").encode("utf-8"))
+        return expected is not None and ok
 
 
 def run_echo(args: argparse.Namespace) -> int:
@@ -244,7 +366,7 @@ def run_pull(args: argparse.Namespace) -> int:
         ae_title=args.ae, port=args.port, host=args.bind, method=args.method,
         concurrency=args.concurrency, retries=args.retries, fsync=args.fsync, model=args.model,
         store_aes=tuple(args.store_ae),
-        association=_assoc_options(args),
+        association=_assoc_options(args), scp_tls=_receive_tls(args),
     )  # fmt: skip
     shown = progress_for(quiet=args.quiet)  # a bar on a terminal, else a line every 10 s
     lock = threading.Lock()
@@ -291,6 +413,22 @@ def run_pull(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _receive_tls(args: argparse.Namespace) -> Any:
+    """The TLSOptions of a Storage SCP: pull --tls-receive, receive --tls-cert."""
+    from ..network import TLSOptions
+
+    if not getattr(args, "tls_receive", True):
+        return None
+    # receive: as asked; pull: the PACS must prove who it is when we have its CA
+    require = getattr(args, "tls_require_client_cert", bool(args.tls_ca))
+    if not args.tls_cert:
+        if args.tls_key or args.tls_ca or require or getattr(args, "tls_receive", False):
+            raise ConfigError("a TLS Storage SCP needs --tls-cert (and --tls-key)")
+        return None
+    return TLSOptions(certificate=args.tls_cert, private_key=args.tls_key, ca_file=args.tls_ca,
+                      require_client_cert=require)  # fmt: skip
+
+
 def run_receive(args: argparse.Namespace) -> int:
     from ..network import SCPOptions, StorageSCP
 
@@ -301,6 +439,7 @@ def run_receive(args: argparse.Namespace) -> int:
         calling_aes=("*",) if args.allow_any else tuple(args.allow),
         hosts=tuple(args.allow_host) if args.allow_host else None,
         fsync=args.fsync, max_associations=args.max_associations,
+        tls=_receive_tls(args), authenticate=_Users(args.users) if args.users else None,
     )  # fmt: skip
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -310,8 +449,9 @@ def run_receive(args: argparse.Namespace) -> int:
         if scp.lake.stats.adopted:
             print(f"adopted {scp.lake.stats.adopted:,} file(s) without a record (a crash "
                   "before their records were written)", file=sys.stderr)  # fmt: skip
-        print(f"{opts.ae_title} listening on {opts.host}:{scp.port} for {who} -> {args.lake}",
-              file=sys.stderr, flush=True)  # fmt: skip
+        over = " over TLS" if opts.tls else ""
+        print(f"{opts.ae_title} listening on {opts.host}:{scp.port}{over} for {who} -> "
+              f"{args.lake}", file=sys.stderr, flush=True)  # fmt: skip
         while not stop.wait(1.0):
             pass
         stats = scp.lake.stats

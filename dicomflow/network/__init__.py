@@ -9,6 +9,9 @@ Nothing here runs at import: no sockets, no threads. DIMSE is dicomflow's own (:
 :mod:`._dimse`): pynetdicom is not needed.
 Exceptions: see :mod:`dicomflow.network._errors` (all derive from ``DicomflowError`` and the
 builtin a caller would catch: ``ConnectionRefusedError``, ``TimeoutError``, ``LookupError``).
+DICOM TLS and user identity: :class:`TLSOptions` and :class:`UserIdentity`, on
+:class:`AssociationOptions` (as a service user) and :class:`SCPOptions` (``tls``,
+``authenticate``); see ``docs/network.md``.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from ._errors import (
     NetworkError,
     NetworkTimeoutError,
     SubOperationsFailedError,
+    TLSError,
 )
 from ._lake import Lake, Landed, read_records, read_state
-from ._options import AssociationOptions, Peer
+from ._options import AssociationOptions, Peer, TLSOptions, UserIdentity
 from ._qr import QueryRetrieveSCP
 from .dicomweb import DicomWeb, DicomWebOptions, StowSink, retrieve_frames
 from .pull import PullEvent, PullOptions, PullReport, plan, pull
@@ -57,6 +61,9 @@ __all__ = [
     "StoreSink",
     "StowSink",
     "SubOperationsFailedError",
+    "TLSError",
+    "TLSOptions",
+    "UserIdentity",
     "echo",
     "find",
     "get",

@@ -12,6 +12,7 @@ from ..errors import (
     NetworkError,
     NetworkTimeoutError,
     SubOperationsFailedError,
+    TLSError,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "NetworkError",
     "NetworkTimeoutError",
     "SubOperationsFailedError",
+    "TLSError",
 ]

@@ -4,6 +4,12 @@ that accepts TCP connections and runs one thread per association (:class:`Listen
 An SCP is a :class:`Listener` plus what it does with an accepted association: which abstract
 syntaxes it takes, and a ``serve`` function that reads the association's messages
 (:class:`~dicomflow.network.StorageSCP`, :class:`~dicomflow.network.QueryRetrieveSCP`).
+
+With ``SCPOptions.tls`` every connection is a DICOM TLS connection: the TLS handshake runs in
+the connection's own thread, under the same ARTIM deadline as the A-ASSOCIATE-RQ that must
+follow it, and counts as "still negotiating" until then. A peer that fails the handshake (no
+TLS, an untrusted or missing client certificate) or never finishes it is logged, counted in
+:attr:`Listener.handshake_failures` and dropped; the listener goes on.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +26,8 @@ from typing import Self
 
 from ..errors import ConfigError
 from ._errors import AssociationRejectedError, NetworkConfigError, NetworkError
-from ._options import check_ae_title
+from ._options import TLSOptions, UserIdentity, check_ae_title
+from ._tls import describe, peer_subject, ssl_reason, tls_context
 from ._ul import (
     DEFAULT_MAX_DATASET,
     Accepted,
@@ -63,6 +71,16 @@ class SCPOptions:
         ``acse_timeout`` seconds in all (the ARTIM timer) to send it, and when one more
         connects, the oldest still negotiating is dropped: idle or slow-dripping sockets
         cannot hold an allowed sender out, whose request takes milliseconds.
+    tls
+        :class:`TLSOptions` with our certificate and key: accept DICOM TLS connections only
+        (``ca_file`` and ``require_client_cert`` decide which client certificates are taken).
+        The TLS handshake is part of the ``acse_timeout``.
+    authenticate
+        User identity (PS3.7 D.3.3.7): called as ``authenticate(identity)`` with the
+        :class:`UserIdentity` of each association request (None when it carries none); an
+        association is accepted only when it returns True, else rejected (permanent, "no
+        reason given"). A requestor asking for a positive response gets one when accepted.
+        It runs in the association's thread, before the association takes a slot.
     """
 
     ae_title: str = "DICOMFLOW"
@@ -78,6 +96,8 @@ class SCPOptions:
     max_negotiating: int = 8
     max_instance_bytes: int = DEFAULT_MAX_DATASET
     fsync: str = "each"
+    tls: TLSOptions | None = None
+    authenticate: Callable[[UserIdentity | None], bool] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ae_title", check_ae_title(self.ae_title, "SCP AE title"))
@@ -94,6 +114,8 @@ class SCPOptions:
             raise ConfigError("max_associations must be >= 1")
         if self.max_negotiating < 1:
             raise ConfigError("max_negotiating must be >= 1")
+        if self.tls is not None and self.tls.certificate is None:
+            raise ConfigError("an SCP with TLS needs tls.certificate (and its private key)")
 
     def allows(self, calling_ae: str, host: str) -> str | None:
         """Why an association would be refused, or None when it is allowed."""
@@ -107,7 +129,9 @@ class SCPOptions:
 @dataclass
 class AssociationLog:
     """One association an SCP handled (kept in its ``associations``); ``stored`` and ``failed``
-    count the C-STOREs it received (Storage SCP) or sent (C-GET of the Q/R SCP)."""
+    count the C-STOREs it received (Storage SCP) or sent (C-GET of the Q/R SCP). ``tls`` is the
+    TLS version and cipher suite (None: plain TCP), ``certificate`` the subject of the client's
+    certificate, ``username`` the user identity it sent."""
 
     calling_ae: str
     host: str
@@ -116,6 +140,9 @@ class AssociationLog:
     stored: int = 0
     failed: int = 0
     seconds: float = 0.0
+    tls: str | None = None
+    certificate: str | None = None
+    username: str | None = None
 
 
 Serve = Callable[[Connection, Accepted, AssociationLog], None]
@@ -152,9 +179,14 @@ class Listener:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._active: set[threading.Thread] = set()
-        self._waiting: dict[socket.socket, None] = {}  # not judged yet, oldest first
+        #: connections not judged yet, oldest first: accepted socket -> the socket in use now
+        #: (its TLS wrapper once the handshake starts)
+        self._waiting: dict[socket.socket, socket.socket] = {}
         self._associated = 0  # accepted associations still running
         self._lock = threading.Lock()
+        self._tls: ssl.SSLContext | None = None
+        #: TLS handshakes that failed or never finished (each also in ``associations``)
+        self.handshake_failures = 0
 
     @property
     def port(self) -> int:
@@ -165,6 +197,8 @@ class Listener:
     def start(self) -> None:
         if self._server is not None:
             return
+        if self.options.tls is not None:  # a bad certificate fails here, not per connection
+            self._tls = tls_context(self.options.tls, server=True)
         try:
             server = socket.create_server(
                 (self.options.host, self.options.port), backlog=64, reuse_port=False
@@ -230,14 +264,13 @@ class Listener:
             with self._lock:
                 oldest = None
                 if len(self._waiting) >= self.options.max_negotiating:
-                    oldest = next(iter(self._waiting))
-                    del self._waiting[oldest]
-                self._waiting[client] = None
+                    oldest = self._waiting.pop(next(iter(self._waiting)))
+                self._waiting[client] = client
             if oldest is not None:
                 LOGGER.warning("dropped the oldest of %d connections still negotiating",
                                self.options.max_negotiating)  # fmt: skip
-                try:
-                    oldest.shutdown(socket.SHUT_RDWR)  # its thread sees the end and leaves
+                try:  # its thread sees the end and leaves (a TLS one: in its handshake)
+                    socket.socket.shutdown(oldest, socket.SHUT_RDWR)
                 except OSError:
                     pass
             thread = threading.Thread(
@@ -252,14 +285,20 @@ class Listener:
     def _serve(self, client: socket.socket, host: str) -> None:
         started = time.monotonic()
         log = AssociationLog("", host, False)
+        sock: socket.socket | None = client
+        if self._tls is not None:
+            sock = self._handshake(client, host, log)
+        if sock is None:
+            self._finish(client, log, started, associated=False)
+            return
         conn = Connection(
-            client, max_pdu=self.options.max_pdu, timeout=self.options.acse_timeout,
+            sock, max_pdu=self.options.max_pdu, timeout=self.options.acse_timeout,
             max_dataset=self.options.max_instance_bytes,
         )  # fmt: skip
-        conn.set_deadline(self.options.acse_timeout)
+        conn.set_deadline(self.options.acse_timeout - (time.monotonic() - started))
         state = {"associated": False}
         try:
-            self._associate_and_serve(conn, host, log, state)
+            self._associate_and_serve(conn, client, host, log, state)
         except NetworkError as exc:
             if log.reason is None and log.accepted:
                 log.reason = str(exc)
@@ -269,31 +308,84 @@ class Listener:
             conn.abort()
         finally:
             conn.close()
-            log.seconds = time.monotonic() - started
+            self._finish(client, log, started, associated=state["associated"])
+
+    def _finish(
+        self, client: socket.socket, log: AssociationLog, started: float, *, associated: bool
+    ) -> None:
+        log.seconds = time.monotonic() - started
+        with self._lock:
+            self.associations.append(log)
+            self._active.discard(threading.current_thread())
+            self._associated -= associated
+            self._waiting.pop(client, None)
+        self.last_activity = time.monotonic()
+
+    def _handshake(
+        self, client: socket.socket, host: str, log: AssociationLog
+    ) -> ssl.SSLSocket | None:
+        """Run the TLS handshake as the server within ``acse_timeout``; None when it failed
+        (logged, counted, the connection closed)."""
+        assert self._tls is not None
+        tls: ssl.SSLSocket | None = None
+        try:
+            with self._lock:  # wrapping detaches ``client``: the listener must drop the wrapper
+                tls = self._tls.wrap_socket(client, server_side=True,
+                                            do_handshake_on_connect=False)  # fmt: skip
+                if client in self._waiting:
+                    self._waiting[client] = tls
+            tls.settimeout(self.options.acse_timeout)
+            tls.do_handshake()
+        except Exception as exc:  # noqa: BLE001 - ssl.SSLError, timeouts, resets: never fatal
+            if isinstance(exc, TimeoutError):
+                why = f"not finished within {self.options.acse_timeout} s"
+            elif isinstance(exc, OSError):
+                why = ssl_reason(exc)
+            else:
+                why = str(exc)
+            log.reason = f"TLS handshake failed: {why}"
             with self._lock:
-                self.associations.append(log)
-                self._active.discard(threading.current_thread())
-                self._associated -= state["associated"]
-                self._waiting.pop(client, None)
-            self.last_activity = time.monotonic()
+                self.handshake_failures += 1
+            LOGGER.warning("TLS handshake with %s failed: %s", host, why)
+            for sock in (tls, client):
+                if sock is not None:
+                    sock.close()
+            return None
+        log.tls = describe(tls)
+        log.certificate = peer_subject(tls)
+        return tls
 
     def _associate_and_serve(
-        self, conn: Connection, host: str, log: AssociationLog, state: dict[str, bool]
+        self,
+        conn: Connection,
+        client: socket.socket,
+        host: str,
+        log: AssociationLog,
+        state: dict[str, bool],
     ) -> None:
         def judge(rq: AssociateRequest) -> Refusal | None:
+            check = self.options.authenticate  # outside the lock: it may take its time
+            authenticated = check is None or _authenticated(check, rq)
             with self._lock:  # judged: it leaves the negotiating count, and may take a slot
-                refusal = self._judge(rq, host, log)
-                self._waiting.pop(conn.sock, None)
+                refusal = self._judge(rq, host, log, authenticated)
+                self._waiting.pop(client, None)
                 if refusal is None:
                     self._associated += 1
                     state["associated"] = True
             return refusal
 
+        def identity_response(rq: AssociateRequest) -> bytes | None:
+            # judged and accepted: a verified identity is confirmed when the requestor asks
+            identity = rq.identity
+            if self.options.authenticate is None or identity is None:
+                return None
+            return b"" if identity.positive_response else None
+
         try:
             accepted = accept_association(
                 conn, judge, self.accept_abstract,
                 network_timeout=self.options.network_timeout, choose_ts=self.choose_ts,
-                scp_roles=self.scp_roles,
+                scp_roles=self.scp_roles, identity_response=identity_response,
             )  # fmt: skip
         except AssociationRejectedError:
             return
@@ -303,15 +395,23 @@ class Listener:
         log.accepted = True
         self.serve(conn, accepted, log)
 
-    def _judge(self, rq: AssociateRequest, host: str, log: AssociationLog) -> Refusal | None:
+    def _judge(
+        self, rq: AssociateRequest, host: str, log: AssociationLog, authenticated: bool = True
+    ) -> Refusal | None:
         opts = self.options
         log.calling_ae = rq.calling_ae
+        log.username = rq.identity.username if rq.identity and rq.identity.kind <= 2 else None
         reason = opts.allows(rq.calling_ae, host)
         refusal = None
         if reason is not None:
             refusal = Refusal(reason, 1, 1, 3 if "calling AE" in reason else 1)
         elif opts.check_called_ae and rq.called_ae != opts.ae_title:
             refusal = Refusal(f"called AE {rq.called_ae!r} is not {opts.ae_title!r}", 1, 1, 7)
+        elif not authenticated:
+            who = f"user {log.username!r}" if log.username else "no user identity"
+            if rq.identity is not None and log.username is None:
+                who = f"a user identity of type {rq.identity.kind}"
+            refusal = Refusal(f"{who}: not authenticated", 1, 1, 1)
         elif self._associated >= opts.max_associations:
             refusal = Refusal("too many associations", 2, 3, 2)
         if refusal is not None:
@@ -319,6 +419,14 @@ class Listener:
             LOGGER.warning("refused association from %s@%s: %s", rq.calling_ae, host,
                            refusal.reason)  # fmt: skip
         return refusal
+
+
+def _authenticated(check: Callable[[UserIdentity | None], bool], rq: AssociateRequest) -> bool:
+    try:
+        return bool(check(rq.identity))
+    except Exception:  # noqa: BLE001 - a failing check refuses, it does not stop the SCP
+        LOGGER.exception("the authenticate callback failed for %s", rq.calling_ae)
+        return False
 
 
 class ListeningService:
@@ -349,6 +457,11 @@ class ListeningService:
     @property
     def active_associations(self) -> int:
         return self._listener.active_associations
+
+    @property
+    def handshake_failures(self) -> int:
+        """TLS handshakes that failed or never finished (see ``associations`` for why)."""
+        return self._listener.handshake_failures
 
     def start(self) -> Self:
         """Bind and start accepting associations (returns at once)."""

@@ -10,9 +10,11 @@ per association and per-PDU copies, against about 1.3 ms for DCMTK's whole trans
 
 Implemented: A-ASSOCIATE as requestor (:func:`request_association`, :func:`open_association`)
 and acceptor (:func:`accept_association`), with presentation contexts, maximum length,
-implementation identification and SCP/SCU role selection; P-DATA with fragmentation to the
-peer's maximum (:meth:`Connection.send_message`) and reassembly (:meth:`Connection.messages`);
-A-RELEASE (both directions, collisions included) and A-ABORT. What the messages say is
+implementation identification, SCP/SCU role selection and user identity (PS3.7 D.3.3.7);
+P-DATA with fragmentation to the peer's maximum (:meth:`Connection.send_message`) and
+reassembly (:meth:`Connection.messages`); A-RELEASE (both directions, collisions included) and
+A-ABORT; DICOM TLS (PS3.15 B.9) for requestors (``tls=`` of :func:`request_association`; an
+acceptor's socket arrives already wrapped, see :mod:`._server`). What the messages say is
 :mod:`._dimse`'s business.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,8 +36,10 @@ from ._errors import (
     AssociationRejectedError,
     NetworkError,
     NetworkTimeoutError,
+    TLSError,
 )
-from ._options import AssociationOptions, Peer
+from ._options import AssociationOptions, Peer, TLSOptions, UserIdentity
+from ._tls import ssl_reason, tls_context
 
 __all__ = [
     "APPLICATION_CONTEXT",
@@ -85,6 +90,7 @@ class AssociateRequest:
     implementation_uid: str = ""
     implementation_version: str = ""
     roles: dict[str, tuple[int, int]] = field(default_factory=dict)  # uid -> (scu, scp)
+    identity: UserIdentity | None = None
 
     def encode(self) -> bytes:
         items = [_item(0x10, APPLICATION_CONTEXT.encode())]
@@ -130,6 +136,8 @@ class AssociateAccept:
     implementation_uid: str = ""
     implementation_version: str = ""
     roles: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: the User Identity server response (sub-item 0x59; ``b""`` for kinds 1 and 2), None: none
+    identity_response: bytes | None = None
 
     def encode(self) -> bytes:
         items = [_item(0x10, APPLICATION_CONTEXT.encode())]
@@ -163,7 +171,49 @@ def _user_info(pdu: AssociateRequest | AssociateAccept) -> bytes:
         sub += _item(0x54, struct.pack(">H", len(raw)) + raw + bytes([scu, scp]))
     if pdu.implementation_version:
         sub += _item(0x55, pdu.implementation_version.encode()[:16])
+    if isinstance(pdu, AssociateRequest) and pdu.identity is not None:
+        sub += _item(0x58, _identity_rq(pdu.identity))
+    elif isinstance(pdu, AssociateAccept) and pdu.identity_response is not None:
+        sub += _item(0x59, _field(pdu.identity_response))
     return sub
+
+
+def _field(value: bytes) -> bytes:
+    return struct.pack(">H", len(value)) + value
+
+
+def _identity_rq(identity: UserIdentity) -> bytes:
+    """The User Identity sub-item's value (PS3.7 D.3.3.7.1): type, positive response
+    requested, the primary field (user name or token), the secondary field (passcode)."""
+    secondary = identity.password.encode("utf-8") if identity.kind == 2 else b""
+    return (
+        bytes([identity.kind, 1 if identity.positive_response else 0])
+        + _field(identity.username.encode("utf-8"))
+        + _field(secondary)
+    )
+
+
+def _read_identity(sub: bytes) -> UserIdentity | None:
+    """The User Identity of a request's sub-item 0x58, None when it does not parse."""
+    if len(sub) < 6:
+        return None
+    kind, positive = sub[0], sub[1]
+    if not 1 <= kind <= 5:
+        return None
+    n = struct.unpack(">H", sub[2:4])[0]
+    primary = sub[4 : 4 + n]
+    if len(primary) < n or len(sub) < 6 + n:
+        return None
+    m = struct.unpack(">H", sub[4 + n : 6 + n])[0]
+    secondary = sub[6 + n : 6 + n + m]
+    try:
+        return UserIdentity(
+            primary.decode("utf-8", "replace"),
+            secondary.decode("utf-8", "replace") if kind == 2 else "",
+            kind=kind, positive_response=bool(positive),
+        )  # fmt: skip
+    except ValueError:  # an unknown kind, an empty user name
+        return None
 
 
 def _read_user_info(value: bytes, pdu: AssociateRequest | AssociateAccept) -> None:
@@ -178,6 +228,11 @@ def _read_user_info(value: bytes, pdu: AssociateRequest | AssociateAccept) -> No
             n = struct.unpack(">H", sub[:2])[0]
             uid = sub[2 : 2 + n].decode("ascii", "replace").rstrip("\0 ")
             pdu.roles[uid] = (sub[2 + n], sub[3 + n])
+        elif sub_type == 0x58 and isinstance(pdu, AssociateRequest):
+            pdu.identity = _read_identity(sub)
+        elif sub_type == 0x59 and isinstance(pdu, AssociateAccept) and len(sub) >= 2:
+            n = struct.unpack(">H", sub[:2])[0]
+            pdu.identity_response = sub[2 : 2 + n]
 
 
 def _items(data: bytes, pos: int) -> Iterator[tuple[int, bytes]]:
@@ -313,9 +368,13 @@ class Connection:
             raise NetworkTimeoutError("no data from the peer within the network timeout") from exc
         except (ConnectionResetError, BrokenPipeError) as exc:
             raise AssociationAbortedError(f"connection lost: {exc}") from exc
+        except ssl.SSLError as exc:
+            raise TLSError(f"TLS: {ssl_reason(exc)}") from exc
 
     def pending(self) -> bool:
         """Whether the peer has sent bytes not read yet (a look at the socket: reads nothing)."""
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return True  # decrypted already, so select() would not see it
         try:
             readable, _, _ = select.select([self.sock], [], [], 0)
         except (OSError, ValueError):
@@ -333,6 +392,8 @@ class Connection:
                 self.sock.sendall(part)
         except TimeoutError as exc:
             raise NetworkTimeoutError("the peer did not take our data in time") from exc
+        except ssl.SSLError as exc:
+            raise TLSError(f"TLS: {ssl_reason(exc)}") from exc
         except OSError as exc:
             raise AssociationAbortedError(f"connection lost while sending: {exc}") from exc
 
@@ -472,17 +533,29 @@ def request_association(
     network_timeout: float | None,
     max_pdu: int,
     nodelay: bool = True,
+    tls: TLSOptions | None = None,
 ) -> tuple[Connection, AssociateAccept]:
     """Connect and negotiate as the requestor; raise why not.
+
+    With ``tls`` the TLS handshake runs right after the TCP connection, within
+    ``acse_timeout``, and the peer's certificate is verified as ``tls`` says. When
+    ``request.identity`` asks for a positive response and the accept carries none, the
+    association is aborted.
 
     Raises
     ------
     AssociationRejectedError
-        The TCP connection was refused, or the peer rejected or dropped the association.
+        The TCP connection was refused, the peer rejected or dropped the association, or did
+        not confirm the user identity asked to be confirmed.
+    TLSError
+        The TLS handshake failed: the peer's certificate is not trusted or does not name the
+        host, it refused ours, or it does not speak TLS.
     NetworkTimeoutError
         Connecting or negotiating took longer than the timeouts allow.
     NetworkError
         Any other socket error (host unreachable, name not resolved...).
+    ConfigError
+        ``tls`` names files that cannot be used.
     """
     peer = f"{request.called_ae}@{host}:{port}"
     try:
@@ -497,10 +570,18 @@ def request_association(
         ) from exc
     except OSError as exc:
         raise NetworkError(f"cannot connect to {peer}: {exc}") from exc
+    if tls is not None:
+        sock = _client_handshake(sock, host, tls, peer, acse_timeout)
     conn = Connection(sock, max_pdu=max_pdu, timeout=acse_timeout, nodelay=nodelay)
     try:
         conn.send_pdu(ASSOCIATE_RQ, request.encode())
         pdu_type, body = conn.recv_pdu()
+    except TLSError as exc:  # TLS 1.3: the server refuses our certificate after the handshake
+        conn.close()
+        cause = exc.__cause__
+        why = ssl_reason(cause) if isinstance(cause, OSError) else str(exc)
+        raise TLSError(f"{peer} ended the TLS connection: {why} (does it trust our client "
+                       "certificate? does it want one?)") from exc  # fmt: skip
     except NetworkTimeoutError as exc:
         conn.abort()
         raise NetworkTimeoutError(
@@ -508,7 +589,10 @@ def request_association(
         ) from exc
     except NetworkError as exc:
         conn.close()
-        raise AssociationRejectedError(f"{peer} dropped the association request: {exc}") from exc
+        hint = "" if tls is not None else " (a DICOM TLS port? then connect with TLS)"
+        raise AssociationRejectedError(
+            f"{peer} dropped the association request: {exc}{hint}"
+        ) from exc
     if pdu_type == ASSOCIATE_RJ:
         result, source, reason = body[1], body[2], body[3]
         conn.close()
@@ -521,9 +605,56 @@ def request_association(
         conn.abort()
         raise AssociationRejectedError(f"{peer} answered the association with PDU {pdu_type}")
     accept = AssociateAccept.decode(body)
+    identity = request.identity
+    if identity is not None and identity.positive_response and accept.identity_response is None:
+        conn.abort()
+        raise AssociationRejectedError(
+            f"{peer} accepted the association without confirming the user identity "
+            f"{identity.username!r} (a positive response was requested): aborted"
+        )
     conn.peer_max_pdu = accept.max_pdu
     conn.sock.settimeout(network_timeout)
     return conn, accept
+
+
+def _client_handshake(
+    sock: socket.socket, host: str, tls: TLSOptions, peer: str, timeout: float | None
+) -> ssl.SSLSocket:
+    """Wrap a connected socket in TLS as the client; the handshake must end within
+    ``timeout``. The socket is closed when it fails."""
+    try:
+        context = tls_context(tls, server=False)
+    except BaseException:
+        sock.close()
+        raise
+    name = tls.server_hostname or host
+    try:
+        sock.settimeout(timeout)
+        wrapped = context.wrap_socket(sock, server_hostname=name, do_handshake_on_connect=False)
+    except (OSError, ValueError) as exc:
+        sock.close()
+        raise TLSError(f"{peer}: cannot start TLS: {exc}") from exc
+    try:
+        wrapped.do_handshake()
+    except TimeoutError as exc:
+        wrapped.close()
+        raise NetworkTimeoutError(
+            f"{peer}: the TLS handshake did not finish within {timeout} s (does it speak TLS "
+            "on this port?)"
+        ) from exc
+    except ssl.SSLCertVerificationError as exc:
+        wrapped.close()
+        raise TLSError(
+            f"{peer}: its TLS certificate is not accepted: {exc.verify_message or exc.reason}"
+            + ("" if tls.ca_file else " (no CA file given: the system's trust store was used)")
+        ) from exc
+    except (ssl.SSLError, OSError) as exc:
+        wrapped.close()
+        raise TLSError(
+            f"{peer}: the TLS handshake failed: {ssl_reason(exc)} (does the peer speak TLS "
+            "on this port, and accept our certificate?)"
+        ) from exc
+    return wrapped
 
 
 def open_association(
@@ -540,6 +671,7 @@ def open_association(
     request = AssociateRequest(
         peer.ae_title, options.calling_ae, list(contexts), options.max_pdu,
         IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, dict(roles or {}),
+        options.identity,
     )  # fmt: skip
     timeout = options.dimse_timeout
     if timeout is None:
@@ -548,6 +680,7 @@ def open_association(
         peer.host, peer.port, request,
         connect_timeout=options.connection_timeout, acse_timeout=options.acse_timeout,
         network_timeout=timeout, max_pdu=options.max_pdu, nodelay=options.tcp_nodelay,
+        tls=options.tls,
     )  # fmt: skip
 
 
@@ -604,12 +737,15 @@ def accept_association(
     network_timeout: float | None,
     choose_ts: Callable[[str, list[str]], str | None] | None = None,
     scp_roles: Callable[[str], bool] | None = None,
+    identity_response: Callable[[AssociateRequest], bytes | None] | None = None,
 ) -> Accepted:
     """Read an A-ASSOCIATE-RQ on ``conn`` and accept it, or reject it and raise.
 
     ``judge`` refuses the association (a :class:`Refusal`) or lets it through (None);
     ``accept_abstract`` and ``choose_ts`` decide each presentation context. A requestor asking
     for the SCP role of an accepted abstract syntax (C-GET) gets it where ``scp_roles`` says so.
+    ``identity_response`` gives the User Identity server response for the accept (``b""``
+    confirms a user name and passcode; None sends none).
 
     Raises
     ------
@@ -642,6 +778,7 @@ def accept_association(
     accept = AssociateAccept(
         rq.called_ae, rq.calling_ae, results, conn.max_pdu,
         IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, roles,
+        identity_response(rq) if identity_response is not None else None,
     )  # fmt: skip
     conn.send_pdu(ASSOCIATE_AC, accept.encode())
     conn.peer_max_pdu = rq.max_pdu

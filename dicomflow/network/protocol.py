@@ -9,6 +9,8 @@ protocol tests; nothing else in dicomflow speaks DICOM on a socket.
 * DIMSE messages (PS3.7): command sets (:func:`encode_command`, :func:`decode_command`), one
   builder per request, :func:`response`, the command field numbers, status categories, and
   identifiers (:func:`encode_identifier`, :func:`identifier_header`);
+* :func:`tls_context`, the :class:`ssl.SSLContext` a :class:`~dicomflow.network.TLSOptions`
+  stands for (DICOM TLS: at least TLS 1.2, the BCP 195 non-downgrading cipher suites);
 * :func:`iter_find`, the C-FIND answers streamed as parsed identifiers;
 * queries: parsing ``'Modality=CT StudyDate=...'`` (dates and times in ISO form too), the
   keys a level can match (:func:`keys_at_level`), identifiers per level, typed result tables,
@@ -59,6 +61,7 @@ from ._query import (
     parse_query,
     results_table,
 )
+from ._tls import tls_context
 from ._ul import (
     ABORT,
     APPLICATION_CONTEXT,
@@ -132,5 +135,6 @@ __all__ = [
     "results_table",
     "status_category",
     "text",
+    "tls_context",
     "us",
 ]

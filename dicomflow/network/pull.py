@@ -48,7 +48,7 @@ from ._errors import (
     NetworkError,
 )
 from ._lake import Lake
-from ._options import AssociationOptions, Peer, check_ae_title
+from ._options import AssociationOptions, Peer, TLSOptions, check_ae_title
 from ._query import _KEY_LEVEL, level_keys, parse_query
 from .scp import SCPOptions, StorageSCP
 from .scu import find, get, move
@@ -103,7 +103,11 @@ class PullOptions:
     store_aes
         Calling AE titles the peer stores with on C-MOVE, when not its own AE title.
     association
-        Timeouts and PDU size (its ``calling_ae`` is replaced by ``ae_title``).
+        Timeouts, PDU size, TLS and user identity (its ``calling_ae`` is replaced by
+        ``ae_title``).
+    scp_tls
+        :class:`TLSOptions` of the Storage SCP started for C-MOVE (our certificate and key, the
+        CA that signed the PACS's), for a PACS that stores to us over DICOM TLS.
     """
 
     ae_title: str = "DICOMFLOW"
@@ -119,6 +123,7 @@ class PullOptions:
     chunk: int = 200
     store_aes: tuple[str, ...] = ()
     association: AssociationOptions | None = None
+    scp_tls: TLSOptions | None = None
 
     def __post_init__(self) -> None:
         check_ae_title(self.ae_title, "our AE title")
@@ -322,19 +327,13 @@ class _Puller:
         if self.method != "auto":
             return self.method
         from ._retrieve import MODEL_UIDS, QR_SYNTAXES
-        from ._ul import AssociateRequest, request_association
+        from ._ul import open_association
 
-        opts = self.opts.assoc
         uid = MODEL_UIDS[(self.opts.model, "get")]
-        request = AssociateRequest(
-            self.peer.ae_title, opts.calling_ae, [(1, uid, list(QR_SYNTAXES))], opts.max_pdu
-        )
-        try:
-            conn, accept = request_association(
-                self.peer.host, self.peer.port, request,
-                connect_timeout=opts.connection_timeout, acse_timeout=opts.acse_timeout,
-                network_timeout=opts.network_timeout, max_pdu=opts.max_pdu,
-            )  # fmt: skip
+        try:  # with our TLS and user identity, as the retrieves will be
+            conn, accept = open_association(
+                self.peer, self.opts.assoc, [(1, uid, list(QR_SYNTAXES))]
+            )
         except AssociationRejectedError:
             return "move"
         conn.release()
@@ -347,7 +346,7 @@ class _Puller:
             scp_opts = SCPOptions(
                 ae_title=self.opts.ae_title, host=self.opts.host, port=self.opts.port,
                 calling_aes=(self.peer.ae_title, *self.opts.store_aes), check_called_ae=True,
-                max_pdu=self.opts.assoc.max_pdu, fsync=self.opts.fsync,
+                max_pdu=self.opts.assoc.max_pdu, fsync=self.opts.fsync, tls=self.opts.scp_tls,
             )  # fmt: skip
             try:
                 self.scp = StorageSCP(self.lake, scp_opts).start()

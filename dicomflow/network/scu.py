@@ -55,7 +55,7 @@ from ._errors import (
     NetworkError,
 )
 from ._lake import Lake
-from ._options import AssociationOptions, Peer, check_ae_title
+from ._options import AssociationOptions, Peer, TLSOptions, check_ae_title
 from ._query import (
     LEVEL_KEYS,
     check_level,
@@ -409,12 +409,24 @@ class StoreSink:
         self.__post_init__()
 
     def config(self) -> dict[str, Any]:
-        return {"type": "c-store", "peer": str(self.peer), "calling_ae": self.options.calling_ae}
+        out = {"type": "c-store", "peer": str(self.peer), "calling_ae": self.options.calling_ae}
+        if self.options.tls is not None:
+            out["tls"] = self.options.config()["tls"]
+        return out
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> StoreSink:
-        """From a pipeline file: ``peer = "AE@HOST:PORT"``, optional ``calling_ae``."""
-        options = AssociationOptions(calling_ae=config.get("calling_ae", "DICOMFLOW"))
+        """From a pipeline file: ``peer = "AE@HOST:PORT"``, optional ``calling_ae``, and
+        optional ``[sink.tls]`` with the fields of :class:`TLSOptions` (``ca_file``,
+        ``certificate``, ``private_key``...)."""
+        tls = config.get("tls")
+        try:
+            tls_options = TLSOptions(**tls) if tls is not None else None
+        except TypeError as exc:
+            raise ConfigError(f"c-store sink tls = {tls!r}: {exc}") from exc
+        options = AssociationOptions(
+            calling_ae=config.get("calling_ae", "DICOMFLOW"), tls=tls_options
+        )
         return cls(config["peer"], options)
 
     def open(self, context: RunContext) -> None:
