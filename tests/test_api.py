@@ -26,8 +26,9 @@ PUBLIC = {
     "network",
     # errors
     "DicomflowError", "SourceError", "SourceNotFoundError", "InvalidDicomError",
-    "TruncatedError", "ConfigError", "CollisionError", "DiskFullError", "PixelDataError",
-    "PixelSizeError", "FrameDecodeError", "EncodeError", "GeometryError", "TranscodeError",
+    "TruncatedError", "ConfigError", "CollisionError", "DiskFullError", "FileMetaError",
+    "PixelDataError", "PixelSizeError", "FrameDecodeError", "EncodeError", "GeometryError",
+    "TranscodeError",
     "DeidentificationError", "MediaSetError", "NetworkError", "AssociationRejectedError",
     "AssociationAbortedError", "NetworkTimeoutError", "DimseStatusError",
     "MoveDestinationError", "SubOperationsFailedError", "DicomWebError",
@@ -100,6 +101,7 @@ def test_exception_tree() -> None:
     assert issubclass(dfl.MoveDestinationError, (dfl.DimseStatusError, LookupError))
     assert issubclass(dfl.CollisionError, FileExistsError)
     assert issubclass(dfl.DiskFullError, OSError)
+    assert issubclass(dfl.FileMetaError, (dfl.DicomflowError, ValueError))
 
 
 def test_exceptions_keep_their_fields_through_pickling() -> None:
