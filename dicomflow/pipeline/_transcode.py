@@ -27,10 +27,11 @@ byte-identical files.
 Outputs are meant to pass a validator (dciodvfy) with no error their input did not have
 (``benchmarks/dciodvfy_outputs.py`` counts them): lossy JPEG colour decodes to RGB, as DCMTK's
 ``dcmdjpeg`` writes it; Icon Image Sequence pixels are stored as the output's transfer syntax
-allows (PS3.5 8.2: native, or encapsulated in the file's own syntax); a data set stored without File Meta is read in the native encoding
-it was found in; the Media Storage SOP Class/Instance UIDs are the data set's, else its File
-Meta's, and an instance whose UIDs are missing or not valid UIDs is refused
-(:class:`~dicomflow.FileMetaError`, its data set unchanged) rather than given garbage File Meta.
+allows (PS3.5 8.2: native, or encapsulated in the file's own syntax); a data set stored without
+File Meta is read in the native encoding it was found in; the Media Storage SOP Class/Instance
+UIDs are the data set's, else its File Meta's, and an instance whose UIDs are missing or not
+valid UIDs is refused (:class:`~dicomflow.FileMetaError`, its data set unchanged) rather than
+given garbage File Meta.
 """
 
 from __future__ import annotations
