@@ -10,6 +10,8 @@
     +-- ConfigError(ValueError)                      bad options, column names, pipeline files
     +-- CollisionError(FileExistsError)              two different objects, one output path
     +-- DiskFullError(OSError)                       a sink ran out of space; the run stopped
+    +-- FileMetaError(ValueError)                    no valid File Meta for an object: a UID
+    |                                                missing or not a valid UID (PS3.5 9.1)
     +-- PixelDataError(ValueError)                   pixel data that cannot become an array
     |   +-- PixelSizeError                           declared sizes do not fit the bytes present,
     |   |                                            the codestream, or the decode budget
@@ -58,6 +60,7 @@ __all__ = [
     "DimseStatusError",
     "DiskFullError",
     "EncodeError",
+    "FileMetaError",
     "FrameDecodeError",
     "GeometryError",
     "InvalidDicomError",
@@ -114,6 +117,15 @@ class CollisionError(DicomflowError, FileExistsError):
 
 class DiskFullError(DicomflowError, OSError):
     """A sink ran out of space: the run stops cleanly, what was written stays valid."""
+
+
+class FileMetaError(DicomflowError, ValueError):
+    """An object cannot be given valid File Meta Information (PS3.10 7.1), so it is not written.
+
+    Its Media Storage SOP Class or Instance UID is in neither the data set nor its File Meta,
+    or a UID is not a valid one (PS3.5 9.1: digits in components separated by dots, no leading
+    zero, at most 64 characters). Such a value is refused rather than copied into the File Meta.
+    """
 
 
 # -- pixels -----------------------------------------------------------------------------------

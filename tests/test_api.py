@@ -27,8 +27,9 @@ PUBLIC = {
     "network",
     # errors
     "DicomflowError", "SourceError", "SourceNotFoundError", "InvalidDicomError",
-    "TruncatedError", "ConfigError", "CollisionError", "DiskFullError", "PixelDataError",
-    "PixelSizeError", "FrameDecodeError", "EncodeError", "GeometryError", "TranscodeError",
+    "TruncatedError", "ConfigError", "CollisionError", "DiskFullError", "FileMetaError",
+    "PixelDataError", "PixelSizeError", "FrameDecodeError", "EncodeError", "GeometryError",
+    "TranscodeError",
     "DeidentificationError", "MediaSetError", "NetworkError", "AssociationRejectedError",
     "AssociationAbortedError", "NetworkTimeoutError", "DimseStatusError",
     "MoveDestinationError", "SubOperationsFailedError", "DicomWebError", "NetworkConfigError",
@@ -105,6 +106,7 @@ def test_exception_tree() -> None:
     assert issubclass(dfl.NetworkConfigError, (dfl.ConfigError, dfl.NetworkError, OSError))
     assert issubclass(dfl.CollisionError, FileExistsError)
     assert issubclass(dfl.DiskFullError, OSError)
+    assert issubclass(dfl.FileMetaError, (dfl.DicomflowError, ValueError))
 
 
 def test_exceptions_keep_their_fields_through_pickling() -> None:

@@ -8,11 +8,20 @@ pydicom ``FileMetaDataset`` (:func:`file_meta`) for code that writes through pyd
 encoded bytes (:func:`file_meta_bytes`: preamble, ``DICM`` and the group) for the receive paths
 that never build a dataset. :func:`encode_part10` writes a whole dataset; :func:`split_part10`
 and :func:`header_uids` find the UIDs of an encoded object from its first bytes.
+
+Every UID that goes into a File Meta group built here from a data set or from arguments is
+checked (:func:`checked_uid`, PS3.5 9.1), and the Media Storage SOP Class/Instance UIDs of a
+data set are its own or, where it lacks them, those of the File Meta it was read with
+(:func:`sop_uids`). A value that is not a UID (letters, spaces, more than 64 characters,
+anything after the padding) raises :class:`~dicomflow.FileMetaError` instead of being copied:
+the object is not written, and in a pipeline its manifest row fails with that reason. Only
+:func:`file_meta_bytes`, for instances landed as received, writes the peer's UIDs unchecked.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import struct
 from typing import Any
 
@@ -21,19 +30,21 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from .._version import __version__
-from ..errors import ConfigError
+from ..errors import ConfigError, FileMetaError
 from ._encode import encode_file
 from ._header import NeedMore, parse_header
 
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
     "IMPLEMENTATION_VERSION_NAME",
+    "checked_uid",
     "encode_part10",
     "file_meta",
     "file_meta_bytes",
     "header_uids",
     "meta_uids",
     "read_meta",
+    "sop_uids",
     "split_part10",
     "uid_of",
 ]
@@ -44,16 +55,102 @@ IMPLEMENTATION_CLASS_UID = "2.25.142393522637932862512378410419547612981"
 IMPLEMENTATION_VERSION_NAME = ("DICOMFLOW_" + __version__.replace(".", ""))[:16]
 
 
+#: a UID (PS3.5 9.1): components of digits, none with a leading zero, separated by dots
+_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
+_UID_LENGTH = 64
+
+
+def checked_uid(value: object, name: str) -> str:
+    """``value`` as a UID, its trailing padding (NULs, spaces) removed, if it is a valid one.
+
+    Parameters
+    ----------
+    value
+        The value as read (a ``str`` or pydicom ``UID``).
+    name
+        What it is, for the message (``"SOP Instance UID"``).
+
+    Raises
+    ------
+    FileMetaError
+        Empty, longer than 64 characters, or not digits in dot-separated components without
+        leading zeros (PS3.5 9.1).
+
+    Examples
+    --------
+    >>> checked_uid("1.2.840.10008.1.2.1\\0", "Transfer Syntax UID")
+    '1.2.840.10008.1.2.1'
+    >>> checked_uid("1.2.3.abc", "SOP Instance UID")
+    Traceback (most recent call last):
+    ...
+    dicomflow.errors.FileMetaError: SOP Instance UID '1.2.3.abc' is not a valid UID: not digits \
+in dot-separated components without leading zeros (PS3.5 9.1)
+    """
+    text = str(value).rstrip("\0 ")
+    why = None
+    if not text:
+        why = "it is empty"
+    elif len(text) > _UID_LENGTH:
+        why = f"{len(text)} characters, more than {_UID_LENGTH}"
+    elif not _UID.fullmatch(text):
+        why = "not digits in dot-separated components without leading zeros"
+    if why is not None:
+        raise FileMetaError(f"{name} {text!r} is not a valid UID: {why} (PS3.5 9.1)")
+    return text
+
+
+def _text(ds: Any, tag: int) -> str:
+    element = ds.get(tag) if ds is not None else None
+    value = None if element is None else element.value
+    return "" if value is None else str(value).rstrip("\0 ")
+
+
+def sop_uids(ds: Dataset) -> tuple[str, str]:
+    """The (SOP Class UID, SOP Instance UID) of ``ds``'s File Meta, each checked.
+
+    Each is the data set's (0008,0016) / (0008,0018) or, where the data set lacks it (absent or
+    empty), its File Meta's Media Storage SOP Class / Instance UID. A data set value is never
+    replaced by the File Meta's: an invalid one is refused, not corrected.
+
+    Raises
+    ------
+    FileMetaError
+        A UID in neither place, or not a valid UID.
+    """
+    meta = getattr(ds, "file_meta", None)
+    found = []
+    for tag, meta_tag, name in (
+        (0x00080016, 0x00020002, "SOP Class UID"),
+        (0x00080018, 0x00020003, "SOP Instance UID"),
+    ):
+        value = _text(ds, tag) or _text(meta, meta_tag)
+        if not value:
+            raise FileMetaError(
+                f"no {name}: neither the data set ({tag >> 16:04X},{tag & 0xFFFF:04X}) nor its "
+                f"File Meta (0002,{meta_tag & 0xFFFF:04X}) has one"
+            )
+        found.append(checked_uid(value, name))
+    return found[0], found[1]
+
+
 def file_meta(
     sop_class: str | None, sop_instance: str | None, transfer_syntax: str
 ) -> FileMetaDataset:
-    """A File Meta group for one object; a UID given as ``None`` is left out."""
+    """A File Meta group for one object; a UID given as ``None`` (or empty) is left out.
+
+    Raises
+    ------
+    FileMetaError
+        A UID given that is not a valid UID (see :func:`checked_uid`).
+    """
     meta = FileMetaDataset()
     if sop_class:
-        meta.MediaStorageSOPClassUID = UID(str(sop_class))
+        meta.MediaStorageSOPClassUID = UID(checked_uid(sop_class, "Media Storage SOP Class UID"))
     if sop_instance:
-        meta.MediaStorageSOPInstanceUID = UID(str(sop_instance))
-    meta.TransferSyntaxUID = UID(str(transfer_syntax))
+        meta.MediaStorageSOPInstanceUID = UID(
+            checked_uid(sop_instance, "Media Storage SOP Instance UID")
+        )
+    meta.TransferSyntaxUID = UID(checked_uid(transfer_syntax, "Transfer Syntax UID"))
     meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     return meta
@@ -71,7 +168,13 @@ def _element(tag: int, vr: bytes, value: bytes) -> bytes:
 def file_meta_bytes(
     sop_class: str, sop_instance: str, transfer_syntax: str, source_ae: str = ""
 ) -> bytes:
-    """Preamble, ``DICM`` and an encoded File Meta group, without building a dataset."""
+    """Preamble, ``DICM`` and an encoded File Meta group, without building a dataset.
+
+    For the receive paths, which land an instance as it was received: the UIDs are the ones
+    the peer sent (its C-STORE command), written as they are, not checked (a crafted one lands
+    under a sanitized path; ``tests/network/test_scp.py``). File Meta built from a data set
+    (:func:`file_meta`, :func:`encode_part10`) is checked.
+    """
     body = (
         _element(0x00020001, b"OB", b"\0\1")
         + _element(0x00020002, b"UI", sop_class.encode("ascii"))
@@ -88,12 +191,19 @@ def file_meta_bytes(
 def encode_part10(ds: Dataset, transfer_syntax: str | None = None) -> bytes:
     """The dataset as a Part 10 file: preamble, ``DICM``, a regenerated File Meta group.
 
-    The meta group's Media Storage SOP Class/Instance UIDs are taken from the dataset, the
-    transfer syntax from ``transfer_syntax`` or the dataset's current one.
+    The meta group's Media Storage SOP Class/Instance UIDs are the dataset's, or its current
+    File Meta's where the dataset has none (:func:`sop_uids`); the transfer syntax is
+    ``transfer_syntax`` or the dataset's current one. The data set itself is written as it is.
+
+    Raises
+    ------
+    FileMetaError
+        A SOP Class or Instance UID in neither place, or a UID that is not valid: nothing is
+        encoded (and ``ds`` keeps its File Meta).
     """
     old = getattr(ds, "file_meta", None) or FileMetaDataset()
     ts = str(transfer_syntax or old.get("TransferSyntaxUID") or ExplicitVRLittleEndian)
-    ds.file_meta = file_meta(ds.SOPClassUID, ds.SOPInstanceUID, ts)
+    ds.file_meta = file_meta(*sop_uids(ds), ts)
     ds.preamble = b"\x00" * 128
     data = encode_file(ds)  # the same bytes as pydicom's writer, elements read copied as bytes
     if data is not None:

@@ -23,6 +23,15 @@ its ratio and method appended to earlier values), become derived images (Image T
 Derivation Code "Lossy Compression", the source referenced as "Uncompressed predecessor") and
 get a new SOP Instance UID, a 2.25 UID derived from the old one and the settings, so reruns give
 byte-identical files.
+
+Outputs are meant to pass a validator (dciodvfy) with no error their input did not have
+(``benchmarks/dciodvfy_outputs.py`` counts them): lossy JPEG colour decodes to RGB, as DCMTK's
+``dcmdjpeg`` writes it; Icon Image Sequence pixels are stored as the output's transfer syntax
+allows (PS3.5 8.2: native, or encapsulated in the file's own syntax); a data set stored without
+File Meta is read in the native encoding it was found in; the Media Storage SOP Class/Instance
+UIDs are the data set's, else its File Meta's, and an instance whose UIDs are missing or not
+valid UIDs is refused (:class:`~dicomflow.FileMetaError`, its data set unchanged) rather than
+given garbage File Meta.
 """
 
 from __future__ import annotations
@@ -51,8 +60,9 @@ from ..codecs import (
     pixel_format,
     select_encoder,
     stored_frames,
+    to_rgb,
 )
-from ..dicom import TRANSFER_SYNTAXES, TransferSyntax, transfer_syntax
+from ..dicom import TRANSFER_SYNTAXES, TransferSyntax, native_syntax, sop_uids, transfer_syntax
 from ..errors import ConfigError, DicomflowError, TranscodeError
 from ._instance import Instance
 
@@ -80,6 +90,8 @@ LOSSY = {
     for uid in TARGETS.values()
     if not transfer_syntax(uid).is_lossless
 }
+#: lossy JPEG (ISO 10918-1): its decoders give YCbCr, which DCMTK's dcmdjpeg stores as RGB
+_LOSSY_JPEG = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51")
 #: sources whose syntax alone says the pixels were lossy compressed
 _LOSSY_SOURCES = {
     uid: ts.lossy_method for uid, ts in TRANSFER_SYNTAXES.items() if ts.is_lossy and ts.lossy_method
@@ -226,12 +238,16 @@ def _native_frames(ds: Dataset, ts: UID) -> Iterator[tuple[np.ndarray, PixelForm
 
 
 def _decoded_frames(ds: Dataset, ts: UID) -> Iterator[tuple[np.ndarray, PixelFormat]]:
-    """The stored values of each frame (YBR stays YBR), in native byte order, and their format.
+    """The stored values of each frame, in native byte order, and their format.
 
     Plain native Pixel Data is read in place (:func:`_native_frames`); everything else frame by
     frame through the codec layer: encapsulated frames with pydicom's own decoders (the
     reference Transcode has always used), other native layouts (big endian, 1-bit, YBR_FULL_422,
-    32-bit) with the native decoder.
+    32-bit) with the native decoder. YBR stays YBR (YBR_FULL_422 upsampled: YBR_FULL), except
+    from lossy JPEG: its YCbCr is the codestream's colour transform (PS3.5 8.2.1), which the
+    decoders leave undone, and it becomes RGB, as DCMTK's ``dcmdjpeg`` writes it: every IOD
+    that allows colour allows RGB, while some do not allow YBR_FULL (dciodvfy refuses it in an
+    uncompressed ultrasound image).
     """
     native = _native_frames(ds, ts)
     if native is not None:
@@ -243,7 +259,9 @@ def _decoded_frames(ds: Dataset, ts: UID) -> Iterator[tuple[np.ndarray, PixelFor
         backend = "pydicom" if syntax.is_encapsulated else None
         for data in stored_frames(ds, fmt):
             frame, photometric = decode_stored(data, fmt, syntax, backend=backend)
-            if photometric == "YBR_FULL_422":  # decoders return every sample at full size
+            if syntax.uid in _LOSSY_JPEG and photometric in ("YBR_FULL", "YBR_FULL_422"):
+                frame, photometric = to_rgb(frame, photometric), "RGB"  # as dcmdjpeg does
+            elif photometric == "YBR_FULL_422":  # decoders return every sample at full size
                 photometric = "YBR_FULL"
             yield (
                 np.ascontiguousarray(frame, frame.dtype.newbyteorder("=")),
@@ -309,17 +327,16 @@ def _mark_lossy(out: Dataset, source: Dataset, target: UID, ratio: float, salt: 
     _put(out, "DerivationDescription", (f"{earlier}; {note}" if earlier else note)[:1024])
     codes = list(source.get("DerivationCodeSequence", []))
     _put(out, "DerivationCodeSequence", Sequence([*codes, _code("113040", "Lossy Compression")]))
-    old_uid = str(source.get("SOPInstanceUID", ""))
-    if old_uid:
-        reference = Dataset()
-        reference.ReferencedSOPClassUID = source.get("SOPClassUID", "")
-        reference.ReferencedSOPInstanceUID = old_uid
-        reference.PurposeOfReferenceCodeSequence = [_code("121320", "Uncompressed predecessor")]
-        sources = list(source.get("SourceImageSequence", []))
-        _put(out, "SourceImageSequence", Sequence([*sources, reference]))
-        new_uid = derived_uid(old_uid, salt)
-        _put(out, "SOPInstanceUID", new_uid)
-        out.file_meta.MediaStorageSOPInstanceUID = UID(new_uid)
+    sop_class, old_uid = sop_uids(source)  # the data set's, else its File Meta's
+    reference = Dataset()
+    reference.ReferencedSOPClassUID = sop_class
+    reference.ReferencedSOPInstanceUID = old_uid
+    reference.PurposeOfReferenceCodeSequence = [_code("121320", "Uncompressed predecessor")]
+    sources = list(source.get("SourceImageSequence", []))
+    _put(out, "SourceImageSequence", Sequence([*sources, reference]))
+    new_uid = derived_uid(old_uid, salt)
+    _put(out, "SOPInstanceUID", new_uid)
+    out.file_meta.MediaStorageSOPInstanceUID = UID(new_uid)
 
 
 def _set_format(out: Dataset, fmt: PixelFormat, photometric: str) -> None:
@@ -356,7 +373,9 @@ def transcode_dataset(
     Parameters
     ----------
     ds
-        A dataset with ``file_meta.TransferSyntaxUID`` (as ``pydicom.dcmread`` gives).
+        A dataset with ``file_meta.TransferSyntaxUID`` (as ``pydicom.dcmread`` gives), or one
+        read from a data set stored without File Meta: then it is in the native encoding
+        pydicom found (``ds.original_encoding``), and its pixels must be native.
     target
         A name from :data:`TARGETS` or a transfer syntax UID.
     lossy
@@ -372,14 +391,21 @@ def transcode_dataset(
     Dataset
         Sharing the unchanged elements with ``ds``; its ``file_meta.TransferSyntaxUID`` is the
         target (Explicit VR Little Endian for instances without Pixel Data, when the target
-        compresses).
+        compresses), its Media Storage SOP Class/Instance UIDs those of ``ds`` (the data set's,
+        else its File Meta's). Frames of lossy JPEG in YCbCr are RGB, and Icon Image Sequence
+        pixels native unless they stay in their own encapsulated syntax.
 
     Raises
     ------
     ConfigError
         Unknown target, a lossy target without ``lossy=True``, settings for another target.
     TranscodeError
-        The pixels cannot be decoded, or the target (or its installed encoders) cannot hold them.
+        The pixels (or an icon's) cannot be decoded, the target (or its installed encoders)
+        cannot hold them, or nothing says how ``ds`` is encoded.
+    FileMetaError
+        A SOP Class or Instance UID in neither the data set nor its File Meta, or one that is
+        not a valid UID (PS3.5 9.1): the instance is refused before any work, ``ds`` unchanged.
+        The data set's UIDs are its identity; they are not corrected here.
 
     Examples
     --------
@@ -389,33 +415,59 @@ def transcode_dataset(
     """
     uid = resolve_target(target)
     options = _lossy_options(uid, lossy, quality, ratio, near)
-    meta = getattr(ds, "file_meta", None)
-    if not meta or "TransferSyntaxUID" not in meta:
-        raise TranscodeError("the dataset has no (0002,0010) Transfer Syntax UID to convert from")
-    source_ts = UID(meta.TransferSyntaxUID)
+    source_ts = _source_syntax(ds)
+    sop_class, sop_instance = sop_uids(ds)  # before any work: the output needs them
     source = TRANSFER_SYNTAXES.get(str(source_ts))
     big_endian = source is not None and not source.is_little_endian
     out = _little_endian_copy(ds) if big_endian else _shallow_copy(ds)
     out.file_meta = _copy_meta(ds)
+    out.file_meta.MediaStorageSOPClassUID = UID(sop_class)
+    out.file_meta.MediaStorageSOPInstanceUID = UID(sop_instance)
     out.file_meta.TransferSyntaxUID = uid
     if ds.original_encoding[0] and not transfer_syntax(uid).is_implicit_vr:
         _resolve_ow(out)
     if "PixelData" not in ds:
         if uid not in NATIVE:  # nothing to compress: the dataset encoding of the target
             out.file_meta.TransferSyntaxUID = UID(_EXPLICIT_LE)
-        return out
-    if source_ts == uid or (uid in NATIVE and source_ts in NATIVE):
-        return out  # the pixels stay as they are; only the dataset encoding may change
-    if uid in NATIVE:
-        _decode_to_native(ds, out, source_ts)
-    else:
-        _encode_frames(ds, out, source_ts, uid, options, encoder)
+    elif source_ts != uid and not (uid in NATIVE and source_ts in NATIVE):
+        if uid in NATIVE:
+            _decode_to_native(ds, out, source_ts)
+        else:
+            _encode_frames(ds, out, source_ts, uid, options, encoder)
+        _mark_decoded_lossy(ds, out, source_ts, uid)
+    # else the pixels stay as they are; only the dataset encoding may change
+    _store_icons(ds, out, source_ts, UID(out.file_meta.TransferSyntaxUID))
+    return out
+
+
+def _source_syntax(ds: Dataset) -> UID:
+    """The transfer syntax ``ds`` is encoded in: its File Meta's, else the native one pydicom
+    read it in (a data set stored without File Meta: not a PS3.10 file, yet the scan reads it,
+    and pydicom tells implicit from explicit VR and the byte order by looking)."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID"):
+        return UID(str(meta.TransferSyntaxUID).rstrip("\0 "))
+    implicit, little = ds.original_encoding
+    if implicit is None or little is None:
+        raise TranscodeError(
+            "the dataset has no (0002,0010) Transfer Syntax UID and was not read from bytes: "
+            "nothing says how it is encoded"
+        )
+    if 0x7FE00010 in ds and ds[0x7FE00010].is_undefined_length:
+        raise TranscodeError(
+            "encapsulated Pixel Data without a (0002,0010) Transfer Syntax UID saying how it "
+            "was compressed"
+        )
+    return UID(native_syntax(bool(implicit), bool(little)).uid)
+
+
+def _mark_decoded_lossy(ds: Dataset, out: Dataset, source_ts: UID, uid: UID) -> None:
+    """Pixels decoded from a lossy syntax stay lossy ones (PS3.3 C.7.6.1.1.5)."""
     method = _LOSSY_SOURCES.get(source_ts)
     if method and uid not in LOSSY and str(ds.get("LossyImageCompression", "")) != "01":
         _put(out, "LossyImageCompression", "01")  # decoded from a lossy syntax: still lossy
         if "LossyImageCompressionMethod" not in ds:
             _put(out, "LossyImageCompressionMethod", method)
-    return out
 
 
 def _lossy_options(
@@ -463,6 +515,42 @@ def _decode_to_native(ds: Dataset, out: Dataset, source_ts: UID) -> None:
     _set_format(out, fmt, fmt.photometric_interpretation)
     _put(out, "PixelData", data, "OB" if fmt.bits_allocated <= 8 else "OW")
     out["PixelData"].is_undefined_length = False
+
+
+def _store_icons(ds: Dataset, out: Dataset, source_ts: UID, target: UID) -> None:
+    """Icon Image Sequence (0088,0200) pixels in a form the output's syntax allows.
+
+    PS3.5 8.2 and A.4: an icon's Pixel Data is native, or, in a file of an encapsulated syntax,
+    may be encapsulated in that syntax. So a native icon stays as it is (valid in any syntax),
+    and an encapsulated one only while the file stays in its syntax; any other icon, and every
+    icon of a big endian source, is decoded and stored native little endian (as the image's
+    pixels would be for a native target). An icon that cannot be decoded fails the instance,
+    as the image would. Only the top-level sequence holds icons of the image (PS3.3 C.7.6.1.1.6).
+    """
+    if 0x00880200 not in ds:
+        return
+    source = TRANSFER_SYNTAXES.get(str(source_ts))
+    big_endian = source is not None and not source.is_little_endian
+    items = ds[0x00880200].value or ()
+    copies = out[0x00880200].value or ()  # the items as ``out`` holds them (converted if BE)
+    stored, changed = [], False
+    for item, copy in zip(items, copies):
+        if 0x7FE00010 not in item:
+            stored.append(copy)
+            continue
+        allowed = not item[0x7FE00010].is_undefined_length or source_ts == target
+        if allowed and not big_endian:
+            stored.append(copy)
+            continue
+        icon = Dataset(dict(copy.items()))
+        try:
+            _decode_to_native(item, icon, source_ts)
+        except TranscodeError as exc:
+            raise TranscodeError(f"Icon Image Sequence: {exc}") from exc
+        stored.append(icon)
+        changed = True
+    if changed:
+        _put(out, "IconImageSequence", Sequence(stored))
 
 
 def _encode_frames(
