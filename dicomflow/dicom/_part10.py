@@ -21,7 +21,6 @@ the object is not written, and in a pipeline its manifest row fails with that re
 from __future__ import annotations
 
 import io
-import re
 import struct
 from typing import Any
 
@@ -33,6 +32,7 @@ from .._version import __version__
 from ..errors import ConfigError, FileMetaError
 from ._encode import encode_file
 from ._header import NeedMore, parse_header
+from ._uids import uid_problem
 
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",
@@ -55,11 +55,6 @@ IMPLEMENTATION_CLASS_UID = "2.25.142393522637932862512378410419547612981"
 IMPLEMENTATION_VERSION_NAME = ("DICOMFLOW_" + __version__.replace(".", ""))[:16]
 
 
-#: a UID (PS3.5 9.1): components of digits, none with a leading zero, separated by dots
-_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
-_UID_LENGTH = 64
-
-
 def checked_uid(value: object, name: str) -> str:
     """``value`` as a UID, its trailing padding (NULs, spaces) removed, if it is a valid one.
 
@@ -73,8 +68,9 @@ def checked_uid(value: object, name: str) -> str:
     Raises
     ------
     FileMetaError
-        Empty, longer than 64 characters, or not digits in dot-separated components without
-        leading zeros (PS3.5 9.1).
+        Not a UID by :func:`~dicomflow.dicom.uid_problem` (PS3.5 9.1). A leading zero in a
+        component, which legacy archives hold, is let through: the output keeps the UID its
+        input had.
 
     Examples
     --------
@@ -83,19 +79,13 @@ def checked_uid(value: object, name: str) -> str:
     >>> checked_uid("1.2.3.abc", "SOP Instance UID")
     Traceback (most recent call last):
     ...
-    dicomflow.errors.FileMetaError: SOP Instance UID '1.2.3.abc' is not a valid UID: not digits \
-in dot-separated components without leading zeros (PS3.5 9.1)
+    dicomflow.errors.FileMetaError: SOP Instance UID '1.2.3.abc' is not a valid UID: it has 'a' \
+(digits and dots only) (PS3.5 9.1)
     """
     text = str(value).rstrip("\0 ")
-    why = None
-    if not text:
-        why = "it is empty"
-    elif len(text) > _UID_LENGTH:
-        why = f"{len(text)} characters, more than {_UID_LENGTH}"
-    elif not _UID.fullmatch(text):
-        why = "not digits in dot-separated components without leading zeros"
-    if why is not None:
-        raise FileMetaError(f"{name} {text!r} is not a valid UID: {why} (PS3.5 9.1)")
+    problem = uid_problem(text, strict=False)  # legacy leading zeros are kept as they came
+    if problem is not None:
+        raise FileMetaError(f"{name} {text!r} is not a valid UID: it {problem} (PS3.5 9.1)")
     return text
 
 

@@ -27,7 +27,6 @@ NOT_UIDS = {
     "space inside": "1.2.840 113619.2",
     "65 characters": "1.2." + "1" * 61,
     "garbage after the padding": "1.2.840.113619.2\0junk",
-    "leading zero": "1.2.840.0113619.2",
     "empty component": "1.2..3",
     "trailing dot": "1.2.3.",
 }
@@ -81,6 +80,14 @@ def test_invalid_uids_are_refused_not_copied(value: str) -> None:
         file_meta(ds.SOPClassUID, value, "1.2.840.10008.1.2.1")
     with pytest.raises(dfl.FileMetaError):
         file_meta(value, None, "1.2.840.10008.1.2.1")
+
+
+def test_a_legacy_leading_zero_is_kept_as_it_came() -> None:
+    """PS3.5 forbids it, but archives hold such UIDs: the output keeps its input's UID."""
+    ds = _read(CT)
+    ds.SOPInstanceUID = "1.2.840.0113619.2"
+    back = pydicom.dcmread(io.BytesIO(encode_part10(ds)))
+    assert back.file_meta.MediaStorageSOPInstanceUID == back.SOPInstanceUID == "1.2.840.0113619.2"
 
 
 def test_an_invalid_data_set_uid_is_not_replaced_by_the_file_meta_one() -> None:
