@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     except DicomflowError as exc:
         print(f"dicomflow {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # outside any one input: a missing file, a folder that is a file
+        print(f"dicomflow {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

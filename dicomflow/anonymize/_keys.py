@@ -187,6 +187,8 @@ def load_lookup(path: str | Path) -> dict[str, dict[str, str]]:
         Any other layout, or a keyword that is not a DICOM keyword.
     """
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"the lookup table {str(path)!r} does not exist (or is not a file)")
     if path.suffix.lower() in (".parquet", ".pq"):
         import pyarrow.parquet as pq
 

@@ -152,8 +152,8 @@ def _iter_url(url: str, storage_options: dict[str, Any]) -> Iterator[FileRef]:
             raise SourceNotFoundError(f"no such object: {url!r}")
     except SourceError:
         raise
-    except (OSError, ValueError, ImportError) as exc:
-        raise SourceError(f"cannot list {url!r}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - botocore, aiohttp, google-auth errors alike
+        raise SourceError(f"cannot list {url!r}: {type(exc).__name__}: {exc}") from exc
     suffix = f"::{chain}" if sep else ""
     base = path.rstrip("/")
     for name in sorted(found):

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -28,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from ..sample import make_sample
 
     dest = Path(args.dest)
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"{dest} is a file: the demo writes a folder there, name another")
     info = make_sample(dest / "archive", seed=args.seed)
     print(f"sample archive: {len(info.files)} DICOM files + {len(info.broken)} broken files "
           f"under {info.root}")  # fmt: skip
