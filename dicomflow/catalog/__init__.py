@@ -10,6 +10,7 @@ from ._mediaset import DIR_KEYS, read_mediaset
 from ._parquet import write_catalog, write_dataset
 from ._reader import Reader
 from ._sources import iter_sources, read_headers
+from ._summary import error_kind, errors_by_reason, modality_counts, totals
 
 __all__ = [
     "DIR_KEYS",
@@ -18,11 +19,15 @@ __all__ = [
     "ScanEvent",
     "ScanOptions",
     "ScanStats",
+    "error_kind",
+    "errors_by_reason",
     "iter_sources",
     "read_headers",
+    "modality_counts",
     "read_mediaset",
     "scan",
     "scan_batch",
+    "totals",
     "unify",
     "write_catalog",
     "write_dataset",

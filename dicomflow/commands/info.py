@@ -1,0 +1,171 @@
+"""``dicomflow info PATH``: what a catalog, a lake or a run's manifest holds, in a few tables.
+
+PATH is a catalog (a ``.parquet`` file or a partitioned dataset folder that ``scan`` wrote),
+a lake (a folder with ``_lake/`` records: ``receive`` and ``pull`` write them), or a manifest
+(a ``run-*.parquet`` file, or a ``*.manifests`` folder: its latest run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from typing import Any
+
+from ..errors import ConfigError
+from .run import EXIT_OK
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "info",
+        help="summarise a catalog, a lake or a manifest (counts by modality, errors, outcomes)",
+        description=(
+            "Summarise what PATH holds. A catalog: patients, studies, series, instances, frames "
+            "and bytes by modality, and unreadable files by kind of error. A lake: its records "
+            "by how they came (C-STORE, C-GET, C-MOVE, WADO-RS, adopted) and sender. A manifest: "
+            "inputs by status, stage and reason."
+        ),
+    )
+    p.add_argument("path", metavar="PATH", help="catalog .parquet or folder, lake, or manifest")
+    p.add_argument(
+        "--format",
+        choices=["table", "csv", "json"],
+        default="table",
+        help="table: for people; csv: the main table only; json: every table (default: table)",
+    )
+    p.set_defaults(func=run)
+
+
+def _kind(path: str) -> str:
+    if os.path.isdir(os.path.join(path, "_lake")):
+        return "lake"
+    if os.path.isdir(path):
+        if glob.glob(os.path.join(path, "run-*.parquet")) or glob.glob(
+            os.path.join(path, "run-*", "part-*.parquet")
+        ):
+            return "manifest"
+        return "catalog"
+    if not os.path.exists(path):
+        raise ConfigError(f"{path!r} does not exist")
+    import pyarrow.parquet as pq
+
+    try:
+        names = set(pq.read_schema(path).names)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file: one clear message
+        raise ConfigError(f"{path!r} is not a Parquet file: {exc}") from None
+    if {"source_uri", "status"} <= names:
+        return "manifest"
+    if {"uri", "error"} <= names:
+        return "catalog"
+    raise ConfigError(f"{path!r} is neither a catalog nor a manifest (columns: {sorted(names)})")
+
+
+def _catalog(path: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    import pyarrow.dataset as pads
+
+    from ..catalog import errors_by_reason, modality_counts, totals
+
+    if os.path.isdir(path):
+        table = pads.dataset(path, format="parquet", partitioning="hive").to_table()
+    else:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+    return (
+        totals(table),
+        {
+            "by_modality": modality_counts(table),
+            "errors": errors_by_reason(table),
+        },
+        "by_modality",
+    )
+
+
+def _lake(path: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    import polars as pl
+
+    from ..network import read_records
+
+    df = pl.from_arrow(read_records(path))
+    assert isinstance(df, pl.DataFrame)
+    totals = {
+        "instances": df.height,
+        "studies": df["study_instance_uid"].n_unique() if df.height else 0,
+        "series": df["series_instance_uid"].n_unique() if df.height else 0,
+        "bytes": int(df["size"].fill_null(0).sum()) if df.height else 0,
+    }
+    by_source = (
+        df.group_by("source", "calling_ae")
+        .agg(
+            pl.len().alias("instances"),
+            pl.col("series_instance_uid").n_unique().alias("series"),
+            pl.col("size").sum().alias("bytes"),
+            pl.col("received_at").min().alias("first"),
+            pl.col("received_at").max().alias("last"),
+        )
+        .sort("instances", descending=True)
+    )
+    return totals, {"by_source": by_source}, "by_source"
+
+
+def _manifest(path: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    from ..pipeline import read_manifests
+
+    if os.path.isdir(path):
+        runs = sorted(glob.glob(os.path.join(path, "run-*.parquet")))
+        table = pq.read_table(runs[-1]) if runs else read_manifests(path)
+    else:
+        table = pq.read_table(path)
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    counts = df["status"].value_counts() if df.height else None
+    totals = {"inputs": df.height}
+    if counts is not None:
+        totals.update({str(s): int(n) for s, n in counts.iter_rows()})
+    outcomes = (
+        df.group_by("status", "stage", "reason")
+        .len("inputs")
+        .sort("inputs", "status", descending=[True, False])
+    )
+    return totals, {"outcomes": outcomes}, "outcomes"
+
+
+def _to_json(value: Any) -> Any:
+    import polars as pl
+
+    if isinstance(value, pl.DataFrame):
+        return json.loads(value.write_json())
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    path = args.path.rstrip("/") or args.path
+    kind = _kind(path)
+    totals, tables, main = {"catalog": _catalog, "lake": _lake, "manifest": _manifest}[kind](path)
+    if args.format == "json":
+        doc = {"path": path, "kind": kind, "totals": totals}
+        doc.update({name: _to_json(t) for name, t in tables.items()})
+        print(json.dumps(doc, indent=2, default=str))
+        return EXIT_OK
+    if args.format == "csv":
+        sys.stdout.write(tables[main].write_csv())
+        return EXIT_OK
+    print(f"{kind} {path}: " + ", ".join(f"{v:,} {k}" for k, v in totals.items()))
+    with pl.Config(
+        tbl_rows=40, fmt_str_lengths=60, tbl_width_chars=140, tbl_hide_dataframe_shape=True
+    ):
+        for name, table in tables.items():
+            if table.height:
+                print(f"\n{name.replace('_', ' ')}:")
+                print(table)
+    return EXIT_OK
