@@ -22,6 +22,7 @@ from ..dicom import (
     catalog_schema,
     column_array,
     encodings_of,
+    is_url,
     resolve_columns,
     specs_for_tags,
 )
@@ -296,6 +297,8 @@ def _batched(items: Iterable[FileRef], size: int) -> Iterator[list[FileRef]]:
 
 #: batches below which ``workers=None`` scans in process
 POOL_THRESHOLD = 8
+#: files a catalog's notebook view reads by itself (a larger or remote source says how)
+REPR_READ_LIMIT = 5000
 
 
 class Catalog:
@@ -460,7 +463,28 @@ class Catalog:
 
     def to_arrow(self) -> pa.Table:
         """The whole catalog as one ``pyarrow.Table``."""
-        return unify(list(self.iter_batches()), self.schema)
+        table = unify(list(self.iter_batches()), self.schema)
+        self._last = table  # the notebook view shows it (the same buffers: no copy)
+        return table
+
+    def _repr_html_(self) -> str:
+        from ._summary import catalog_html
+
+        table = getattr(self, "_last", None)
+        if table is None and self._small_and_local():
+            table = self.to_arrow()
+        return catalog_html(self, table)
+
+    def _small_and_local(self, limit: int = REPR_READ_LIMIT) -> bool:
+        """Whether the notebook view may read the catalog itself: local, at most ``limit``
+        files (listing stops there)."""
+        sources = [self.source] if isinstance(self.source, str | os.PathLike) else self.source
+        if any(is_url(os.fspath(s)) for s in sources):
+            return False
+        try:
+            return sum(1 for _ in itertools.islice(self.files(), limit + 1)) <= limit
+        except Exception:  # noqa: BLE001 - a source that cannot be listed: not read here
+            return False
 
     def to_polars(self) -> polars.DataFrame:
         """The whole catalog as a polars ``DataFrame``."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["error_kind", "errors_by_reason", "modality_counts", "totals"]
+__all__ = ["catalog_html", "error_kind", "errors_by_reason", "modality_counts", "totals"]
 
 #: what makes two error messages the same kind: the text up to the first detail
 _DETAIL = re.compile(r"(: | \(| '| \"| at byte| \d).*$", re.S)
@@ -100,3 +100,31 @@ def totals(table: pa.Table) -> dict[str, int]:
         "series": good["series_instance_uid"].n_unique() if good.height else 0,
         "bytes": int(df["size"].fill_null(0).sum()) if df.height else 0,
     }
+
+
+def catalog_html(catalog: Any, table: pa.Table | None) -> str:
+    """The notebook view of a catalog: its source and, once read, counts and errors."""
+    import html
+
+    source = html.escape(repr(catalog.source))
+    head = f"<b>dicomflow Catalog</b> of {source}"
+    if table is None:
+        return (
+            f"<div>{head}<p>not read yet (a remote or large source): "
+            "<code>cat.to_polars()</code> reads it, <code>dfl.scan(...).update(path)</code> "
+            "keeps a catalog file up to date.</p></div>"
+        )
+    counts = totals(table)
+    line = ", ".join(f"{v:,} {k}" for k, v in counts.items())
+    parts = [f"<div>{head}<p>{html.escape(line)}</p>"]
+    import polars as pl
+
+    with pl.Config(tbl_rows=50, fmt_str_lengths=80):
+        by = modality_counts(table)
+        if by.height:
+            parts.append("<p>by modality</p>" + by._repr_html_())
+        errors = errors_by_reason(table)
+        if errors.height:
+            parts.append("<p>unreadable files, by kind</p>" + errors._repr_html_())
+    parts.append("</div>")
+    return "".join(parts)

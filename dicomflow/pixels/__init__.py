@@ -36,6 +36,7 @@ from ._frames import (
     row_refs,
 )
 from ._geometry import Grid, analyse_stack, normal_of
+from ._montage import montage
 from ._nifti import RGB24, bids_sidecar, nifti_bytes, write_nifti
 from ._preview import PRESETS, apply_window, display_frame, write_png
 from ._resample import shift_image
@@ -67,6 +68,7 @@ __all__ = [
     "frames",
     "load_frame",
     "locate_frames",
+    "montage",
     "nifti_bytes",
     "normal_of",
     "palette_of",

@@ -10,6 +10,7 @@ import dask.array as da
 import numpy as np
 import pyarrow as pa
 
+from ..errors import ConfigError
 from ._errors import GeometryError
 from ._frames import PixelOptions
 from ._geometry import Grid
@@ -126,6 +127,40 @@ class Volume:
         from ._preview import write_png
 
         return write_png(self, path, **kwargs)
+
+    def montage(self, n: int = 16, **kwargs: Any) -> np.ndarray:
+        """``n`` evenly spaced slices side by side as one ``uint8`` image (reads only those).
+
+        Keyword arguments: ``columns``, ``window`` (a preset or ``(center, width)``), ``tile``
+        (largest side of a tile), ``time`` (of a 4-D volume); see
+        :func:`dicomflow.pixels.montage`.
+        """
+        from ._montage import montage
+
+        return montage(self, n, **kwargs)
+
+    def show(self, n: int = 16, **kwargs: Any) -> Any:
+        """Display a montage (in a notebook; elsewhere it is returned as an IPython image).
+
+        Takes the arguments of :meth:`montage`.
+        """
+        try:
+            from IPython.display import Image, display
+        except ImportError:
+            raise ConfigError(
+                "show() displays in a notebook (IPython); montage() gives the image as an array"
+            ) from None
+
+        from ..codecs import encode_png
+
+        picture = Image(data=encode_png(self.montage(n, **kwargs)), format="png")
+        display(picture)
+        return picture
+
+    def _repr_html_(self) -> str:
+        from ._montage import volume_html
+
+        return volume_html(self)
 
     def to_xarray(self):
         """An ``xarray.DataArray`` (lazy) with patient coordinates in mm (LPS).
