@@ -4,6 +4,7 @@
 >>> pacs = net.Peer.parse("ORTHANC@127.0.0.1:4242")
 >>> net.find(pacs, "Modality=CT", level="series")            # doctest: +SKIP
 >>> net.pull(pacs, "StudyDate=20240101-20240131", "lake/")   # doctest: +SKIP
+>>> net.pull(pacs, lake="lake/", cohort="cohort.csv")       # doctest: +SKIP
 
 Nothing here runs at import: no sockets, no threads. DIMSE is dicomflow's own (:mod:`._ul`,
 :mod:`._dimse`): pynetdicom is not needed.
@@ -13,6 +14,7 @@ builtin a caller would catch: ``ConnectionRefusedError``, ``TimeoutError``, ``Lo
 
 from __future__ import annotations
 
+from ._cohort import Cohort, read_cohort
 from ._errors import (
     AssociationAbortedError,
     AssociationRejectedError,
@@ -36,6 +38,7 @@ __all__ = [
     "AssociationAbortedError",
     "AssociationOptions",
     "AssociationRejectedError",
+    "Cohort",
     "DicomWeb",
     "DicomWebError",
     "DicomWebOptions",
@@ -63,6 +66,7 @@ __all__ = [
     "move",
     "plan",
     "pull",
+    "read_cohort",
     "read_records",
     "read_state",
     "retrieve_frames",
