@@ -270,3 +270,24 @@ def test_window_closing_midway_defers_the_rest(orthanc, tmp_path, monkeypatch):
     monkeypatch.undo()
     again = pull(orthanc.peer, lake=tmp_path, cohort=rows, options=PullOptions(ae_title="NIGHT"))
     assert again.complete and again.fetched == 2 + 1
+
+
+def test_cli_cohort_pull_lists_the_row_that_matched_nothing_and_resumes(orthanc, tmp_path, capsys):
+    from dicomflow.cli import main
+
+    cohort = write(tmp_path, COHORT)
+    lake = tmp_path / "lake"
+    args = ["pull", "--pacs", str(orthanc.peer), "--ae", "COHORT", "--method", "get", "--cohort",
+            str(cohort), "--lake", str(lake), "--max-studies-per-hour", "36000"]  # fmt: skip
+    assert main(args) == 1  # complete, but a row matched nothing: a finding
+    err = capsys.readouterr().err
+    assert "queried 3/3 cohort rows" in err and "planned 2 series in 2 studies, from 3" in err
+    assert "1 of 3 cohort rows matched nothing" in err
+    assert "row 3: AccessionNumber=NOPE-404 StudyDate=20240101" in err
+    assert "cohort outcome: " in err and "plan: " in err
+    assert studies_in(lake) == {MR_STUDY: 2, SEG_STUDY: 1}
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "2/2 series complete" in err and "(0 fetched now" in err
+    outcome = read_state(str(lake), "cohort")
+    assert outcome.num_rows == 6 and outcome.column("status").to_pylist().count("no match") == 2
