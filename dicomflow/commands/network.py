@@ -382,7 +382,7 @@ def run_pull(args: argparse.Namespace) -> int:
             elif event.kind == "series-retry":
                 print(f"retrying series {event.series}: {event.detail}", file=sys.stderr)
             elif event.kind == "waiting" and (event.wait >= 1 or "window" in event.detail):
-                print(f"{event.detail} ({event.wait:,.1f} s)", file=sys.stderr)
+                print(event.detail, file=sys.stderr)
 
     with shown:
         report = pull(remote, args.query, args.lake, opts, cohort=args.cohort,

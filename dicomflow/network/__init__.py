@@ -29,6 +29,7 @@ from ._errors import (
 from ._lake import Lake, Landed, read_records, read_state
 from ._options import AssociationOptions, Peer
 from ._qr import QueryRetrieveSCP
+from ._schedule import Gate, OutsideWindow, TokenBucket, Window
 from .dicomweb import DicomWeb, DicomWebOptions, StowSink, retrieve_frames
 from .pull import PullEvent, PullOptions, PullReport, plan, pull
 from .scp import SCPOptions, StorageSCP
@@ -43,12 +44,14 @@ __all__ = [
     "DicomWebError",
     "DicomWebOptions",
     "DimseStatusError",
+    "Gate",
     "Lake",
     "Landed",
     "MoveDestinationError",
     "NetworkConfigError",
     "NetworkError",
     "NetworkTimeoutError",
+    "OutsideWindow",
     "Peer",
     "PullEvent",
     "PullOptions",
@@ -60,6 +63,8 @@ __all__ = [
     "StoreSink",
     "StowSink",
     "SubOperationsFailedError",
+    "TokenBucket",
+    "Window",
     "echo",
     "find",
     "get",

@@ -78,7 +78,7 @@ class Window:
             start, end = h1 * 60 + m1, h2 * 60 + m2
             if h1 > 23 or m1 > 59 or m2 > 59 or end > _DAY:
                 raise ConfigError(f"window {text!r}: {part.strip()} is not a time of day")
-            if start == end % _DAY:
+            if start == end:
                 raise ConfigError(
                     f"window {text!r}: {part.strip()} is empty; leave the window out to "
                     "retrieve at any time"
@@ -250,7 +250,8 @@ class Gate:
             delay = max(delay, d)
         if delay <= 0:
             return waited
-        self._tell(f"rate limit ({', '.join(reasons)})", delay)
+        self._tell(f"rate limit ({', '.join(reasons)}): next retrieve in {duration_text(delay)}",
+                   delay)  # fmt: skip
         if self.sleep(delay):
             return -1.0
         more = self.wait_for_window()  # the wait may have run past the window's end

@@ -920,19 +920,25 @@ def pull(
             with ThreadPoolExecutor(opts.concurrency, thread_name_prefix="dicomflow-pull") as pool:
                 futures = [pool.submit(puller.run_series, s) for s in series]
                 fatal: ConfigError | None = None
-                for future in futures:
-                    try:
-                        row = future.result()
-                    except CancelledError:
-                        continue
-                    except ConfigError as exc:  # no series starts after it; running ones stop
-                        puller.stopping.set()
-                        fatal = fatal or exc
-                        for f in futures:
-                            f.cancel()
-                        continue
-                    if row is not None:
-                        report_rows.append(row)
+                try:
+                    for future in futures:
+                        try:
+                            row = future.result()
+                        except CancelledError:
+                            continue
+                        except ConfigError as exc:  # no series starts after it; others stop
+                            puller.stopping.set()
+                            fatal = fatal or exc
+                            for f in futures:
+                                f.cancel()
+                            continue
+                        if row is not None:
+                            report_rows.append(row)
+                except BaseException:  # Ctrl-C: no thread may go on waiting for a window
+                    puller.stopping.set()
+                    for f in futures:
+                        f.cancel()
+                    raise
                 if fatal is not None:
                     raise fatal
     finally:

@@ -14,7 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from dicomflow.errors import ConfigError
-from dicomflow.network import PullOptions, plan, pull, read_cohort, read_records, read_state
+from dicomflow.network import (
+    PullOptions,
+    TokenBucket,
+    plan,
+    pull,
+    read_cohort,
+    read_records,
+    read_state,
+)
 
 from .conftest import lake_files
 
@@ -187,22 +195,49 @@ def test_cohort_with_a_common_query_and_plan(orthanc, tmp_path):
 # -- rate limits and the window end to end -----------------------------------------------------
 
 
-def test_rate_limit_schedules_the_retrieves_and_the_pull_completes(orthanc, tmp_path):
-    """36,000 studies an hour: one study retrieve every 0.1 s, whatever the pull could do."""
+def test_a_tiny_rate_budget_schedules_the_retrieves(orthanc, tmp_path, monkeypatch):
+    """2 studies an hour, on a clock that moves only when the pull waits: the retrieves are
+    scheduled half an hour apart, and the pull completes."""
     rows = [{"AccessionNumber": "2"}, {"PatientID": "crlab"}, {"PatientID": "SCSRUSS"},
             {"PatientID": "H31EXAMPLE"}]  # fmt: skip
-    opts = PullOptions(ae_title="RATE", method="get", concurrency=2, max_studies_per_hour=36000)
+    virtual = {"t": 0.0}
+    sleeps = []
+
+    def pass_time(seconds):
+        sleeps.append(seconds)
+        virtual["t"] += seconds
+        return False
+
+    gate = PullOptions.gate
+
+    def gate_on_our_clock(self, sleep=None):
+        built = gate(self, sleep)
+        built.studies = TokenBucket(built.studies.rate, built.studies.capacity,
+                                    clock=lambda: virtual["t"])  # fmt: skip
+        built.sleep = pass_time
+        return built
+
+    monkeypatch.setattr(PullOptions, "gate", gate_on_our_clock)
+    opts = PullOptions(ae_title="RATE", method="get", concurrency=1, max_studies_per_hour=2)
     events = []
     report = pull(orthanc.peer, lake=tmp_path, cohort=rows, options=opts, progress=events.append)
     assert report.complete and len(studies_in(tmp_path)) == 4
-    starts = sorted(r["started"] for r in report.table.to_pylist())
-    assert len(starts) == 4
-    # the schedule: study starts at least 0.1 s apart (a lower bound only, never a speed)
-    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
-    assert all(g >= 0.09 for g in gaps), gaps
+    assert report.table.column("waited").to_pylist() == [0.0, 1800.0, 1800.0, 1800.0]
+    assert sleeps == [1800.0] * 3 and virtual["t"] == 5400.0
     waits = [e for e in events if e.kind == "waiting"]
-    assert len(waits) >= 2 and all("rate limit (36000 studies/hour)" in e.detail for e in waits)
-    assert sum(r["waited"] for r in report.table.to_pylist()) > 0
+    assert [e.wait for e in waits] == [1800.0] * 3
+    assert "rate limit (2 studies/hour): next retrieve in 30 min" in waits[0].detail
+
+
+def test_rate_limit_on_the_real_clock_still_completes(orthanc, tmp_path):
+    """36,000 studies an hour: study retrieves at least 0.1 s apart; checked generously."""
+    rows = [{"AccessionNumber": "2"}, {"PatientID": "crlab"}, {"PatientID": "SCSRUSS"},
+            {"PatientID": "H31EXAMPLE"}]  # fmt: skip
+    opts = PullOptions(ae_title="RATE", method="get", concurrency=2, max_studies_per_hour=36000)
+    report = pull(orthanc.peer, lake=tmp_path, cohort=rows, options=opts)
+    assert report.complete and len(studies_in(tmp_path)) == 4
+    starts = sorted(r["started"] for r in report.table.to_pylist())
+    assert (starts[-1] - starts[0]).total_seconds() >= 0.15  # 0.3 s planned: half of it, at least
 
 
 def test_instances_rate_limit_completes(orthanc, tmp_path):

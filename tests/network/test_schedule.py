@@ -8,8 +8,7 @@ import threading
 import pytest
 
 from dicomflow.errors import ConfigError
-from dicomflow.network import PullOptions
-from dicomflow.network._schedule import Gate, OutsideWindow, TokenBucket, Window
+from dicomflow.network import Gate, OutsideWindow, PullOptions, TokenBucket, Window
 
 
 class FakeClock:
@@ -106,6 +105,7 @@ def test_bucket_refuses_a_rate_of_zero():
         ("20:00-06:00", "19:59", False), ("08:00-17:30", "17:29", True),
         ("08:00-17:30", "17:30", False), ("12:00-13:00,22:00-24:00", "12:30", True),
         ("12:00-13:00,22:00-24:00", "23:59", True), ("12:00-13:00,22:00-24:00", "00:10", False),
+        ("00:00-24:00", "00:00", True), ("00:00-24:00", "23:59", True),
     ],
 )  # fmt: skip
 def test_window_is_open(text, time, open_):
