@@ -78,11 +78,20 @@ from ._errors import (
 )
 from ._lake import Lake
 from ._options import AssociationOptions, Peer, check_ae_title
-from ._query import _KEY_LEVEL, level_keys, parse_query
+from ._plan import (
+    Asking,
+    as_remote,
+    check_series_keys,
+    empty_plan,
+    plan_cohort,
+    query_series,
+    search,
+)
+from ._query import parse_query
 from ._schedule import Gate, OutsideWindow, TokenBucket, Window
-from .dicomweb import DicomWeb, DicomWebOptions
+from .dicomweb import DicomWeb
 from .scp import SCPOptions, StorageSCP
-from .scu import find, get, move
+from .scu import get, move
 
 __all__ = ["PullEvent", "PullOptions", "PullReport", "plan", "pull"]
 
@@ -209,6 +218,11 @@ class PullOptions:
         base = self.association or AssociationOptions()
         return replace(base, calling_ae=self.ae_title)
 
+    @property
+    def asking(self) -> Asking:
+        """How the plan asks the peer."""
+        return Asking(self.model, self.assoc)
+
 
 @dataclass(frozen=True, slots=True)
 class PullEvent(ProgressEvent):
@@ -305,159 +319,6 @@ class PullReport:
 # -- planning ---------------------------------------------------------------------------------
 
 
-def _is_plain(value: Any) -> bool:
-    text = str(value)
-    return bool(text) and not any(c in text for c in "*?\\-")
-
-
-Remote = Peer | DicomWeb
-
-
-def as_remote(peer: Peer | DicomWeb | DicomWebOptions | str) -> Remote:
-    """A peer as given: ``AE@HOST:PORT`` (DIMSE) or an ``http(s)://`` URL (DICOMweb)."""
-    if isinstance(peer, (Peer, DicomWeb)):
-        return peer
-    if isinstance(peer, DicomWebOptions):
-        return DicomWeb(peer)
-    text = str(peer).strip()
-    if text.startswith(("http://", "https://")):
-        return DicomWeb(text)
-    try:
-        return Peer.parse(text)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc}; or a DICOMweb URL, e.g. https://pacs/dicom-web") from None
-
-
-def _search(
-    remote: Remote,
-    level: str,
-    keys: Mapping[str, Any],
-    opts: PullOptions,
-    columns: Sequence[str] = (),
-) -> pa.Table:
-    """C-FIND (DIMSE) or QIDO-RS (DICOMweb) at ``level``; the same table either way."""
-    if isinstance(remote, DicomWeb):
-        rest = dict(keys)
-        study = rest.pop("StudyInstanceUID", None) if level != "study" else None
-        series = rest.pop("SeriesInstanceUID", None) if level == "image" else None
-        return remote.search(level, rest, study=study, series=series, columns=columns)
-    return find(remote, keys, level=level, model=opts.model, options=opts.assoc,
-                columns=columns)  # fmt: skip
-
-
-def _check_series_keys(keys: Mapping[str, Any], where: str = "") -> None:
-    per_instance = [k for k in keys if _KEY_LEVEL.get(k) == "IMAGE"]
-    if per_instance:
-        raise ConfigError(
-            f"{where}a pull fetches whole series: {', '.join(per_instance)} is an image-level "
-            "attribute, which cannot choose series (filter the lake afterwards, e.g. with "
-            "dicomflow scan)"
-        )
-
-
-def _query_series(
-    remote: Remote,
-    keys: Mapping[str, Any],
-    opts: PullOptions,
-    cache: dict[tuple[str, tuple[tuple[str, str], ...]], pa.Table],
-) -> pa.Table | None:
-    """The series one query matches (study C-FIND, then series C-FIND per study); None when
-    nothing matched. ``cache`` keeps series answers per study for the other cohort rows."""
-    study_keys = level_keys(keys, "STUDY")
-    study_keys.pop("Modality", None)
-    studies = _search(remote, "study", study_keys, opts, columns=("SOPClassesInStudy",))
-    series_keys = {
-        k: v for k, v in keys.items() if _KEY_LEVEL.get(k, "SERIES") in ("SERIES", "IMAGE")
-    }
-    series_keys = {k: v for k, v in series_keys.items() if _KEY_LEVEL.get(k) != "IMAGE"}
-    signature = tuple(sorted((k, str(v)) for k, v in series_keys.items()))
-    tables = []
-    for row in studies.to_pylist():
-        uid = row["study_instance_uid"]
-        if not uid:
-            continue
-        found = cache.get((uid, signature))
-        if found is None:
-            ident = {"StudyInstanceUID": uid, **series_keys}
-            if opts.model == "patient" and not isinstance(remote, DicomWeb):
-                ident["PatientID"] = row.get("PatientID") or ""
-            found = _search(remote, "series", ident, opts)
-            n = found.num_rows
-            found = found.append_column(
-                "PatientID", pa.array([row.get("PatientID")] * n, pa.string())
-            )
-            found = found.append_column(
-                "StudyDate", pa.array([row.get("StudyDate")] * n, pa.date32())
-            )
-            classes = row.get("SOPClassesInStudy") or []
-            found = found.append_column(
-                "SOPClassesInStudy", pa.array([list(classes)] * n, pa.list_(pa.string()))
-            )
-            cache[(uid, signature)] = found
-        if found.num_rows:
-            tables.append(found)
-    if not tables:
-        return None
-    table = pa.concat_tables(tables, promote_options="default")
-    for key, value in series_keys.items():  # peers that ignore a key still get it applied
-        if key in table.column_names and _is_plain(value):
-            values = table.column(key).to_pylist()
-            keep = [v is None or str(v) == str(value) for v in values]
-            table = table.filter(pa.array(keep))
-    return table if table.num_rows else None
-
-
-def _empty_plan() -> pa.Table:
-    return pa.table(
-        {
-            "study_instance_uid": pa.array([], pa.string()),
-            "series_instance_uid": pa.array([], pa.string()),
-        }
-    )
-
-
-def _plan_cohort(
-    remote: Remote,
-    cohort: Cohort,
-    opts: PullOptions,
-    on_row: Callable[[int, int], None] | None = None,
-) -> pa.Table:
-    """Every row's queries first, then the series de-duplicated across rows; the column
-    ``cohort_rows`` lists the rows (their numbers) that matched each series."""
-    for row in cohort.rows:
-        _check_series_keys(row.keys, f"{cohort.source}, row {row.number}: ")
-    cache: dict[tuple[str, tuple[tuple[str, str], ...]], pa.Table] = {}
-    tables = []
-    for i, row in enumerate(cohort.rows, 1):
-        found = _query_series(remote, row.keys, opts, cache)
-        if found is not None:
-            n = found.num_rows
-            tables.append(found.append_column("_row", pa.array([row.number] * n, pa.int32())))
-        if on_row is not None:
-            on_row(i, len(cohort.rows))
-    if not tables:
-        return _empty_plan().append_column("cohort_rows", pa.array([], pa.list_(pa.int32())))
-    table = pa.concat_tables(tables, promote_options="default")
-    first: dict[tuple[str, str], int] = {}
-    rows_of: list[list[int]] = []
-    take: list[int] = []
-    keys = zip(
-        table.column("study_instance_uid").to_pylist(),
-        table.column("series_instance_uid").to_pylist(),
-        strict=True,
-    )
-    for i, (key, number) in enumerate(zip(keys, table.column("_row").to_pylist(), strict=True)):
-        if key in first:
-            if number not in rows_of[first[key]]:
-                rows_of[first[key]].append(number)
-            continue
-        first[key] = len(take)
-        take.append(i)
-        rows_of.append([number])
-    table = table.take(pa.array(take, pa.int64())).drop_columns(["_row"])
-    return table.append_column("cohort_rows", pa.array(rows_of, pa.list_(pa.int32())))
-
-
 def plan(
     peer: Peer | DicomWeb | str,
     query: str | Mapping[str, Any] | None = None,
@@ -469,13 +330,13 @@ def plan(
     query; with a ``cohort`` (see :func:`pull`), every row's series, de-duplicated, with the
     column ``cohort_rows`` saying which rows matched each."""
     remote = as_remote(peer)
-    opts = options or PullOptions()
+    asking = (options or PullOptions()).asking
     if cohort is not None:
         rows = cohort if isinstance(cohort, Cohort) else read_cohort(cohort, query)
-        return _plan_cohort(remote, rows, opts)
+        return plan_cohort(remote, rows, asking)
     keys = parse_query(query)
-    _check_series_keys(keys)
-    return _query_series(remote, keys, opts, {}) or _empty_plan()
+    check_series_keys(keys)
+    return query_series(remote, keys, asking, {}) or empty_plan()
 
 
 # -- fetching ---------------------------------------------------------------------------------
@@ -493,7 +354,7 @@ class _Series:
 class _Puller:
     def __init__(
         self,
-        remote: Remote,
+        remote: Peer | DicomWeb,
         lake: Lake,
         opts: PullOptions,
         progress: Callable[[PullEvent], None] | None,
@@ -594,7 +455,7 @@ class _Puller:
 
     def expected_uids(self, s: _Series) -> tuple[set[str], list[str]]:
         keys = {"StudyInstanceUID": s.study, "SeriesInstanceUID": s.series}
-        rows = _search(self.remote, "image", keys, self.opts)
+        rows = search(self.remote, "image", keys, self.opts.asking)
         uids = {u for u in rows.column("sop_instance_uid").to_pylist() if u}
         classes = sorted({c for c in rows.column("sop_class_uid").to_pylist() if c})
         return uids, classes
@@ -862,7 +723,7 @@ def pull(
     if cohort is not None:
         rows = cohort if isinstance(cohort, Cohort) else read_cohort(cohort, query)
     else:
-        _check_series_keys(parse_query(query))
+        check_series_keys(parse_query(query))
     started = time.monotonic()
 
     def tell(event: PullEvent) -> None:
@@ -887,9 +748,9 @@ def pull(
                        elapsed=time.monotonic() - started))  # fmt: skip
 
     if rows is not None:
-        planned = _plan_cohort(remote, rows, opts, on_row=queried)
+        planned = plan_cohort(remote, rows, opts.asking, on_row=queried)
     else:
-        planned = _query_series(remote, parse_query(query), opts, {}) or _empty_plan()
+        planned = query_series(remote, parse_query(query), opts.asking, {}) or empty_plan()
     target = lake if isinstance(lake, Lake) else Lake(lake, fsync=opts.fsync, stages=stages)
     plan_path = target.write_state_table("plan", planned)
     puller = _Puller(remote, target, opts, progress, gate, stopping)
