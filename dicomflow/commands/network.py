@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from ..errors import ConfigError
-from .run import EXIT_FAILED, EXIT_OK, list_failures
+from .run import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, list_failures
 
 __all__ = ["register"]
 
@@ -28,9 +28,15 @@ class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _add_peer(parser: argparse.ArgumentParser, *, ae_default: str = "DICOMFLOW") -> None:
-    parser.add_argument("--pacs", required=True, metavar="AE@HOST:PORT", help="the peer")
+    parser.add_argument(
+        "--pacs", required=True, metavar="AE@HOST:PORT|URL",
+        help="the peer: AE@HOST:PORT (DIMSE), or a DICOMweb service's http(s)://host/dicom-web "
+        "(find and pull)",
+    )  # fmt: skip
     parser.add_argument("--ae", default=ae_default, help="our AE title (the calling AE)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="DIMSE timeout, seconds")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="DIMSE (DICOMweb: HTTP) timeout, seconds"
+    )
     _add_security(parser)
 
 
@@ -58,8 +64,13 @@ def _add_security(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="the name the peer's certificate must carry, if not the host's",
     )
-    who = parser.add_argument_group("user identity (PS3.7 D.3.3.7)")
-    who.add_argument("--username", help="send this user name when associating")
+    who = parser.add_argument_group(
+        "user identity (PS3.7 D.3.3.7; for a DICOMweb --pacs: HTTP basic authentication)"
+    )
+    who.add_argument(
+        "--username", "--user", dest="username", metavar="NAME",
+        help="send this user name when associating (DICOMweb: basic authentication as NAME)",
+    )  # fmt: skip
     who.add_argument(
         "--password-env", metavar="VAR", help="send the password held by environment variable VAR"
     )
@@ -75,6 +86,57 @@ _QUERY_HELP = (
     "compact (20240101) or ISO (2024-01-01), ranges A..B or DICOM's 20240101-20240131 "
     "(default: everything)"
 )
+
+
+def _add_web_auth(parser: argparse.ArgumentParser) -> None:
+    """DICOMweb credentials, named by environment variable: never a secret in the command."""
+    web = parser.add_argument_group("DICOMweb authentication (secrets only from the environment)")
+    web.add_argument(
+        "--token-env", metavar="VAR",
+        help="send 'Authorization: Bearer' with the token held by environment variable VAR "
+        "(default: no token)",
+    )  # fmt: skip
+    # basic authentication reuses --username/--user and --password-env (user identity)
+
+
+def _env_secret(var: str, option: str) -> str:
+    value = os.environ.get(var)
+    if not value:
+        raise ConfigError(f"{option} {var}: the environment variable {var} is not set or empty")
+    return value
+
+
+def _remote(args: argparse.Namespace) -> Any:
+    """``--pacs`` as a DicomWeb (with its credentials) for a URL, else the text for DIMSE."""
+    pacs = args.pacs.strip()
+    web_options = ["--token-env"] if args.token_env else []
+    from ..network import DicomWeb, Peer
+
+    if not pacs.startswith(("http://", "https://")):
+        if web_options:
+            raise ConfigError(
+                f"{', '.join(web_options)}: DICOMweb authentication, but --pacs {pacs} is a "
+                "DIMSE peer (a DICOMweb --pacs starts with http:// or https://)"
+            )
+        try:
+            return Peer.parse(pacs)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; or a DICOMweb URL, e.g. https://pacs/dicom-web") from None
+
+    if args.model != "study":
+        raise ConfigError("--model is a DIMSE information model; DICOMweb has none to choose")
+    if bool(args.username) != bool(args.password_env):
+        raise ConfigError("HTTP basic authentication needs both --user NAME and --password-env VAR")
+    if args.tls or args.tls_ca or args.tls_cert or args.identity_response or args.password_file:
+        raise ConfigError(
+            "--tls*, --password-file and --identity-response are for a DIMSE --pacs; an https:// "
+            "DICOMweb URL verifies its server with the system's CAs"
+        )
+    token = _env_secret(args.token_env, "--token-env") if args.token_env else None
+    auth = None
+    if args.username:
+        auth = (args.username, _env_secret(args.password_env, "--password-env"))
+    return DicomWeb(pacs, token=token, auth=auth, timeout=args.timeout)
 
 
 def register(subparsers: Any) -> None:
@@ -109,6 +171,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "-o", "--output", metavar="OUT.parquet", help="write the answers here (default: print)"
     )
+    _add_web_auth(p)
     p.set_defaults(func=run_find)
 
     p = subparsers.add_parser(
@@ -119,12 +182,23 @@ def register(subparsers: Any) -> None:
             "C-MOVE to a Storage SCP started here), check every series is complete. Rerunning "
             "the same command fetches only what is missing. A setting no retry can fix (the "
             "PACS does not know our AE title as a C-MOVE destination, our port is in use) "
-            "stops the pull at once, with the fix."
+            "stops the pull at once, with the fix. A cohort is a CSV with one query a row: "
+            "all rows are planned first, and what each row matched is written beside the "
+            "report. A DICOMweb PACS is planned with QIDO-RS and retrieved with WADO-RS. Exit "
+            "codes: 0 complete, 1 incomplete (rerun) or a cohort row matched nothing, 2 a "
+            "setting to fix, 3 stopped outside the window (run it again inside it)."
         ),
         **command,
     )
     _add_peer(p)
     p.add_argument("--query", default="", help=_QUERY_HELP)
+    p.add_argument(
+        "--cohort", metavar="FILE.csv",
+        help="one query per row: a CSV (or TSV, Parquet) whose columns are DICOM keywords, e.g. "
+        "AccessionNumber, PatientID, StudyInstanceUID, StudyDate (a date or a range); empty "
+        "cells are left out (default: no cohort, one query); the keys of --query join every "
+        "row",
+    )  # fmt: skip
     p.add_argument("--lake", required=True, metavar="DST", help="lake folder (or fsspec URL)")
     p.add_argument("--port", type=int, default=11113, help="our Storage SCP port (C-MOVE)")
     p.add_argument("--bind", default="0.0.0.0", help="address our Storage SCP listens on")
@@ -154,6 +228,28 @@ def register(subparsers: Any) -> None:
     p.add_argument("--tls-receive", action="store_true",
                    help="our C-MOVE Storage SCP takes TLS too: --tls-cert/--tls-key are its "
                    "certificate, --tls-ca verifies the PACS's")  # fmt: skip
+    polite = p.add_argument_group("when and how fast (what the PACS administrator asks for)")
+    polite.add_argument(
+        "--window", metavar="HH:MM-HH:MM",
+        help="start the pull and its retrieves only in these hours, local time, e.g. "
+        "20:00-06:00 (several comma separated); a retrieve started inside runs to its end; "
+        "outside, wait for the window (default: any time)",
+    )  # fmt: skip
+    polite.add_argument(
+        "--stop-outside-window", action="store_true",
+        help="outside the window, stop cleanly instead of waiting: exit code 3, resume later "
+        "by running the same command",
+    )  # fmt: skip
+    polite.add_argument(
+        "--max-studies-per-hour", type=float, metavar="N",
+        help="start at most N studies an hour, evenly spaced (default: no limit)",
+    )  # fmt: skip
+    polite.add_argument(
+        "--max-instances-per-second", type=float, metavar="N",
+        help="ask for at most N instances a second, on average over retrieves (default: no "
+        "limit)",
+    )  # fmt: skip
+    _add_web_auth(p)
     _add_stages(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run_pull)
@@ -337,13 +433,17 @@ def run_echo(args: argparse.Namespace) -> int:
 
 
 def run_find(args: argparse.Namespace) -> int:
-    from ..network import find
+    from ..network import DicomWeb, find
 
     columns = tuple(c.strip() for c in args.columns.split(",") if c.strip())
-    table = find(
-        args.pacs, args.query, level=args.level, model=args.model, columns=columns,
-        options=_assoc_options(args),
-    )  # fmt: skip
+    remote = _remote(args)
+    if isinstance(remote, DicomWeb):
+        table = remote.search(args.level, args.query, columns=columns)
+    else:
+        table = find(
+            remote, args.query, level=args.level, model=args.model, columns=columns,
+            options=_assoc_options(args),
+        )  # fmt: skip
     if args.output:
         import pyarrow.parquet as pq
 
@@ -362,11 +462,17 @@ def run_pull(args: argparse.Namespace) -> int:
     from ..network import PullOptions, pull
     from ..runtime import progress_for
 
+    remote = _remote(args)
+    if args.stop_outside_window and not args.window:
+        raise ConfigError("--stop-outside-window needs a --window")
     opts = PullOptions(
         ae_title=args.ae, port=args.port, host=args.bind, method=args.method,
         concurrency=args.concurrency, retries=args.retries, fsync=args.fsync, model=args.model,
         store_aes=tuple(args.store_ae),
         association=_assoc_options(args), scp_tls=_receive_tls(args),
+        window=args.window, outside_window="stop" if args.stop_outside_window else "wait",
+        max_studies_per_hour=args.max_studies_per_hour,
+        max_instances_per_second=args.max_instances_per_second,
     )  # fmt: skip
     shown = progress_for(quiet=args.quiet)  # a bar on a terminal, else a line every 10 s
     lock = threading.Lock()
@@ -374,7 +480,12 @@ def run_pull(args: argparse.Namespace) -> int:
     def progress(event: Any) -> None:
         if args.quiet:
             return
-        shown(event)
+        if event.kind == "queried":  # planning a cohort: lines, not the pull's bar
+            if event.done == event.total or event.done % 100 == 0:
+                print(f"queried {event.done:,}/{event.total:,} cohort rows", file=sys.stderr)
+            return
+        if event.kind != "waiting":
+            shown(event)
         with lock:
             if event.kind == "planned":
                 print(f"planned {event.series_total} series in {event.detail}", file=sys.stderr)
@@ -391,13 +502,31 @@ def run_pull(args: argparse.Namespace) -> int:
                 print(f"study {event.study}: {event.status}", file=sys.stderr)
             elif event.kind == "series-retry":
                 print(f"retrying series {event.series}: {event.detail}", file=sys.stderr)
+            elif event.kind == "waiting" and (event.wait >= 1 or "window" in event.detail):
+                print(event.detail, file=sys.stderr)
 
     with shown:
-        report = pull(args.pacs, args.query, args.lake, opts, stages=_stages(args),
-                      progress=progress)  # fmt: skip
+        report = pull(remote, args.query, args.lake, opts, cohort=args.cohort,
+                      stages=_stages(args), progress=progress)  # fmt: skip
+    if report.stopped and report.planned is None:  # outside the window before it began
+        print(f"nothing retrieved: {report.stopped}", file=sys.stderr)
+        return EXIT_STOPPED
     print(report.summary(), file=sys.stderr)
-    if report.path:
-        print(f"report: {report.path}", file=sys.stderr)
+    for what, path in (("report", report.path), ("plan", report.plan_path),
+                       ("cohort outcome", report.cohort_path)):  # fmt: skip
+        if path:
+            print(f"{what}: {path}", file=sys.stderr)
+    if report.unmatched:
+        n = report.cohort.num_rows if report.cohort is not None else 0
+        print(f"{len(report.unmatched)} of {n} cohort rows matched nothing on {args.pacs} "
+              "(a finding, not a retry: check these rows):", file=sys.stderr)  # fmt: skip
+        lines = [f"row {r['row']}: {r['query']}" for r in report.unmatched]
+        list_failures(lines, f"the cohort outcome: {report.cohort_path}")
+    if report.stopped:
+        left = [r for r in report.table.to_pylist() if r["status"] not in ("complete",
+                "already complete")]  # fmt: skip
+        print(f"stopped with {len(left)} series left: {report.stopped}", file=sys.stderr)
+        return EXIT_STOPPED
     if not report.complete:
         lines = [
             f"{r['status']} series {r['series_instance_uid']} (study {r['study_instance_uid']}):"
@@ -410,7 +539,7 @@ def run_pull(args: argparse.Namespace) -> int:
         print("(interrupted or incomplete? run the same command again: only what is missing "
               "is fetched)", file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
-    return EXIT_OK
+    return EXIT_FAILED if report.unmatched else EXIT_OK
 
 
 def _receive_tls(args: argparse.Namespace) -> Any:

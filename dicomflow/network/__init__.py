@@ -4,6 +4,7 @@
 >>> pacs = net.Peer.parse("ORTHANC@127.0.0.1:4242")
 >>> net.find(pacs, "Modality=CT", level="series")            # doctest: +SKIP
 >>> net.pull(pacs, "StudyDate=20240101-20240131", "lake/")   # doctest: +SKIP
+>>> net.pull(pacs, lake="lake/", cohort="cohort.csv")       # doctest: +SKIP
 
 Nothing here runs at import: no sockets, no threads. DIMSE is dicomflow's own (:mod:`._ul`,
 :mod:`._dimse`): pynetdicom is not needed.
@@ -16,6 +17,7 @@ DICOM TLS and user identity: :class:`TLSOptions` and :class:`UserIdentity`, on
 
 from __future__ import annotations
 
+from ._cohort import Cohort, read_cohort
 from ._errors import (
     AssociationAbortedError,
     AssociationRejectedError,
@@ -31,6 +33,7 @@ from ._errors import (
 from ._lake import Lake, Landed, read_records, read_state
 from ._options import AssociationOptions, Peer, TLSOptions, UserIdentity
 from ._qr import QueryRetrieveSCP
+from ._schedule import Gate, OutsideWindow, TokenBucket, Window
 from .dicomweb import DicomWeb, DicomWebOptions, StowSink, retrieve_frames
 from .pull import PullEvent, PullOptions, PullReport, plan, pull
 from .scp import SCPOptions, StorageSCP
@@ -40,16 +43,19 @@ __all__ = [
     "AssociationAbortedError",
     "AssociationOptions",
     "AssociationRejectedError",
+    "Cohort",
     "DicomWeb",
     "DicomWebError",
     "DicomWebOptions",
     "DimseStatusError",
+    "Gate",
     "Lake",
     "Landed",
     "MoveDestinationError",
     "NetworkConfigError",
     "NetworkError",
     "NetworkTimeoutError",
+    "OutsideWindow",
     "Peer",
     "PullEvent",
     "PullOptions",
@@ -63,13 +69,16 @@ __all__ = [
     "SubOperationsFailedError",
     "TLSError",
     "TLSOptions",
+    "TokenBucket",
     "UserIdentity",
+    "Window",
     "echo",
     "find",
     "get",
     "move",
     "plan",
     "pull",
+    "read_cohort",
     "read_records",
     "read_state",
     "retrieve_frames",

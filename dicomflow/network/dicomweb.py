@@ -206,16 +206,21 @@ class DicomWeb:
             yield inst
 
     def retrieve_into(
-        self, lake: Lake | str, study: str, series: str | None = None
+        self,
+        lake: Lake | str,
+        study: str,
+        series: str | None = None,
+        instance: str | None = None,
     ) -> tuple[int, int]:
-        """WADO-RS a study or series into ``lake``; returns (instances, bytes) landed."""
+        """WADO-RS a study, series or instance into ``lake``; returns (instances, bytes)
+        landed."""
         from ..dicom import split_part10
 
         own = not isinstance(lake, Lake)
         target = lake if isinstance(lake, Lake) else Lake(lake)
         count = size = 0
         try:
-            for data in self.iter_raw(study, series):
+            for data in self.iter_raw(study, series, instance):
                 sop_class, sop, ts, body = split_part10(data)
                 landed = target.receive(
                     sop_class=sop_class, sop_instance=sop, transfer_syntax=ts, dataset=body,

@@ -6,6 +6,13 @@
 >>> report.summary()  # doctest: +SKIP
 '40/40 series complete, 12,480 instances (12,480 fetched), 6.5 GB in 0:01:10, 178 inst/s'
 
+A cohort (a CSV with a query per row), at night, at most 60 studies an hour, over DICOMweb:
+
+>>> night = PullOptions(window="20:00-06:00", max_studies_per_hour=60)
+>>> report = pull("https://pacs.example.org/dicom-web", lake="lake/", cohort="cohort.csv",
+...               options=night)  # doctest: +SKIP
+>>> report.cohort.filter(pc.equal(report.cohort["status"], "no match"))  # doctest: +SKIP
+
 How it works:
 
 1. **Plan.** C-FIND at study level (patient and study keys of the query; ``Modality`` is also
@@ -23,11 +30,32 @@ How it works:
 4. **State is the lake.** Files are named by UID, and a file without a record (the process
    was killed) is verified and adopted, so rerunning the same pull fetches only what is
    missing and every instance lands exactly once. A report (one row per series) is written to
-   ``_lake/pull-*.parquet`` and returned.
+   ``_lake/pull-*.parquet`` and returned; the plan beside it (``_lake/plan-*.parquet``).
+
+Cohorts (:mod:`._cohort`): every row's query is planned first (its study and series C-FINDs),
+then the series are de-duplicated across rows into one plan with one progress total; the
+plan's ``cohort_rows`` column says which rows matched each series, and an outcome table (one
+row per cohort row: what it matched, how it ended; ``no match`` for a row that matched
+nothing) is written to ``_lake/cohort-*.parquet`` and returned as ``report.cohort``.
+
+Politeness (:mod:`._schedule`): with a ``window`` (``"20:00-06:00"``, local time) the pull
+and each retrieve start only inside it; a retrieve started inside runs to its end. Outside
+it the pull waits, or with ``outside_window="stop"`` ends at once (``report.stopped`` says
+why; the series not fetched are ``deferred``) to be resumed by running it again. Rate limits
+are token buckets passed before each retrieve: ``max_studies_per_hour`` spaces the starts of
+studies evenly (a study's first retrieve takes its token), ``max_instances_per_second``
+charges each retrieve the instances it asks for (a series is one retrieve: the rate holds on
+average, the next retrieve waits out a large one).
+
+DICOMweb (:class:`~dicomflow.network.DicomWeb`, or its ``http(s)://`` URL as ``peer``): the
+plan is QIDO-RS searches, each series is retrieved with WADO-RS into the same lake layout
+with the same records (``source`` says ``wado-rs``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +69,7 @@ import pyarrow.compute as pc
 from ..errors import ConfigError, DicomflowError
 from ..pipeline import Instance
 from ..runtime import ProgressEvent
+from ._cohort import Cohort, outcome_table, read_cohort
 from ._errors import (
     AssociationRejectedError,
     MoveDestinationError,
@@ -49,9 +78,20 @@ from ._errors import (
 )
 from ._lake import Lake
 from ._options import AssociationOptions, Peer, TLSOptions, check_ae_title
-from ._query import _KEY_LEVEL, level_keys, parse_query
+from ._plan import (
+    Asking,
+    as_remote,
+    check_series_keys,
+    empty_plan,
+    plan_cohort,
+    query_series,
+    search,
+)
+from ._query import parse_query
+from ._schedule import Gate, OutsideWindow, TokenBucket, Window
+from .dicomweb import DicomWeb
 from .scp import SCPOptions, StorageSCP
-from .scu import find, get, move
+from .scu import get, move
 
 __all__ = ["PullEvent", "PullOptions", "PullReport", "plan", "pull"]
 
@@ -67,14 +107,19 @@ REPORT_SCHEMA = pa.schema(
         ("present_before", pa.int64()),
         ("fetched", pa.int64()),
         ("present_after", pa.int64()),
-        ("status", pa.string()),  # complete, already complete, incomplete, failed
+        ("status", pa.string()),  # complete, already complete, incomplete, failed, deferred
         ("attempts", pa.int32()),
         ("method", pa.string()),
         ("seconds", pa.float64()),
         ("bytes", pa.int64()),
         ("error", pa.string()),
+        ("started", pa.timestamp("us", tz="UTC")),  # its first retrieve (null: none)
+        ("waited", pa.float64()),  # seconds its retrieves waited for the window and rates
     ]
 )
+
+#: Statuses of a series that is in the lake whole.
+_DONE = ("complete", "already complete")
 
 
 @dataclass(frozen=True)
@@ -108,6 +153,16 @@ class PullOptions:
     scp_tls
         :class:`TLSOptions` of the Storage SCP started for C-MOVE (our certificate and key, the
         CA that signed the PACS's), for a PACS that stores to us over DICOM TLS.
+    window
+        Times of day (local) when the pull and its retrieves may start: ``"20:00-06:00"``,
+        several comma separated; None: any time.
+    outside_window
+        ``"wait"`` until the window opens, or ``"stop"``: end the pull cleanly (the series
+        left are ``deferred``; run it again to resume).
+    max_studies_per_hour
+        Study retrieves started per hour at most, spaced evenly (None: no limit).
+    max_instances_per_second
+        Instances asked for per second at most, on average over retrieves (None: no limit).
     """
 
     ae_title: str = "DICOMFLOW"
@@ -124,6 +179,10 @@ class PullOptions:
     store_aes: tuple[str, ...] = ()
     association: AssociationOptions | None = None
     scp_tls: TLSOptions | None = None
+    window: str | None = None
+    outside_window: str = "wait"
+    max_studies_per_hour: float | None = None
+    max_instances_per_second: float | None = None
 
     def __post_init__(self) -> None:
         check_ae_title(self.ae_title, "our AE title")
@@ -133,18 +192,50 @@ class PullOptions:
             raise ConfigError("concurrency must be >= 1")
         if self.retries < 0 or self.backoff < 0:
             raise ConfigError("retries and backoff must be >= 0")
+        if self.window is not None:
+            object.__setattr__(self, "window", str(Window.parse(self.window)))
+        if self.outside_window not in ("wait", "stop"):
+            raise ConfigError(f"outside_window={self.outside_window!r}: expected wait or stop")
+        for name in ("max_studies_per_hour", "max_instances_per_second"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name} must be > 0 (or None: no limit), got {value}")
+
+    def gate(self, sleep: Callable[[float], bool] | None = None) -> Gate:
+        """The window and rate limits as a :class:`~._schedule.Gate` (``sleep`` returns True
+        when the pull is stopping)."""
+        studies = instances = None
+        if self.max_studies_per_hour is not None:
+            studies = TokenBucket(self.max_studies_per_hour / 3600.0, 1.0)
+        if self.max_instances_per_second is not None:
+            rate = self.max_instances_per_second
+            instances = TokenBucket(rate, max(1.0, rate))  # a second's worth at once
+        gate = Gate(
+            Window.parse(self.window) if self.window else None, self.outside_window,
+            studies, instances,
+        )  # fmt: skip
+        if sleep is not None:
+            gate.sleep = sleep
+        return gate
 
     @property
     def assoc(self) -> AssociationOptions:
         base = self.association or AssociationOptions()
         return replace(base, calling_ae=self.ae_title)
 
+    @property
+    def asking(self) -> Asking:
+        """How the plan asks the peer."""
+        return Asking(self.model, self.assoc)
+
 
 @dataclass(frozen=True, slots=True)
 class PullEvent(ProgressEvent):
-    """A pull's progress event: ``kind`` is planned, series-start, series-retry, series-done,
-    study-done (the last series of a study finished; ``status`` says how the study ended) or
-    finished (the last event).
+    """A pull's progress event: ``kind`` is queried (a cohort row was planned: ``done`` of
+    ``total`` rows, ``task`` "querying"), planned, series-start, series-retry, waiting (for
+    the window or a rate limit: ``wait`` seconds, ``detail`` why), series-done, study-done
+    (the last series of a study finished; ``status`` says how the study ended) or finished
+    (the last event).
 
     As a :class:`~dicomflow.runtime.ProgressEvent` it counts series (``done`` of ``total``,
     ``failed`` those not complete), ``bytes`` fetched and ``elapsed`` seconds, so any progress
@@ -161,22 +252,41 @@ class PullEvent(ProgressEvent):
     instances: int = 0
     status: str = ""
     detail: str = ""
+    wait: float = 0.0
 
 
 @dataclass
 class PullReport:
-    """What a pull did: one row per series (``table``) and the totals."""
+    """What a pull did: one row per series (``table``) and the totals.
+
+    ``planned`` is the plan (one row per series; ``cohort_rows`` with a cohort), ``cohort``
+    the outcome of each cohort row (see :func:`~._cohort.outcome_table`), ``stopped`` why the
+    pull ended before its end (outside its window: run it again later), and ``path``,
+    ``plan_path``, ``cohort_path`` where the report, the plan and the outcome were written.
+    """
 
     table: pa.Table
     seconds: float
     path: str | None = None
     method: str = ""
     planned: pa.Table | None = field(default=None, repr=False)
+    cohort: pa.Table | None = field(default=None, repr=False)
+    stopped: str | None = None
+    plan_path: str | None = None
+    cohort_path: str | None = None
 
     @property
     def complete(self) -> bool:
+        """Every planned series is in the lake whole (and the pull was not stopped)."""
         statuses = self.table.column("status").to_pylist()
-        return all(s in ("complete", "already complete") for s in statuses)
+        return self.stopped is None and all(s in _DONE for s in statuses)
+
+    @property
+    def unmatched(self) -> list[dict[str, Any]]:
+        """The cohort rows that matched nothing (an empty list without a cohort)."""
+        if self.cohort is None:
+            return []
+        return [r for r in self.cohort.to_pylist() if r["status"] == "no match"]
 
     @property
     def fetched(self) -> int:
@@ -188,11 +298,12 @@ class PullReport:
 
     def summary(self) -> str:
         rows = self.table.to_pylist()
-        done = sum(1 for r in rows if r["status"] in ("complete", "already complete"))
+        done = sum(1 for r in rows if r["status"] in _DONE)
         present = sum(r["present_after"] or 0 for r in rows)
         rate = self.fetched / self.seconds if self.seconds else 0.0
         mbs = self.bytes / self.seconds / 1e6 if self.seconds else 0.0
-        failed = [r for r in rows if r["status"] not in ("complete", "already complete")]
+        deferred = [r for r in rows if r["status"] == "deferred"]
+        failed = [r for r in rows if r["status"] not in (*_DONE, "deferred")]
         text = (
             f"{done}/{len(rows)} series complete, {present:,} instances in the lake "
             f"({self.fetched:,} fetched now, {self.bytes / 1e6:,.1f} MB) in {self.seconds:.1f} s"
@@ -200,77 +311,37 @@ class PullReport:
         )
         if failed:
             text += f"; {len(failed)} series incomplete (rerun the same pull to finish them)"
+        if deferred:
+            text += f"; {len(deferred)} series deferred"
+        if self.cohort is not None:
+            n = self.cohort.num_rows
+            text += f"; cohort: {n - len(self.unmatched)}/{n} rows matched"
+        if self.stopped:
+            text += f"; stopped: {self.stopped}"
         return text
 
 
 # -- planning ---------------------------------------------------------------------------------
 
 
-def _is_plain(value: Any) -> bool:
-    text = str(value)
-    return bool(text) and not any(c in text for c in "*?\\-")
-
-
 def plan(
-    peer: Peer | str,
-    query: str | Mapping[str, Any] | None,
+    peer: Peer | DicomWeb | str,
+    query: str | Mapping[str, Any] | None = None,
     *,
+    cohort: Any = None,
     options: PullOptions | None = None,
 ) -> pa.Table:
-    """The series a pull would fetch: study then series C-FIND, filtered by the query."""
-    peer = Peer.parse(peer)
-    opts = options or PullOptions()
+    """The series a pull would fetch: study then series C-FIND (or QIDO-RS), filtered by the
+    query; with a ``cohort`` (see :func:`pull`), every row's series, de-duplicated, with the
+    column ``cohort_rows`` saying which rows matched each."""
+    remote = as_remote(peer)
+    asking = (options or PullOptions()).asking
+    if cohort is not None:
+        rows = cohort if isinstance(cohort, Cohort) else read_cohort(cohort, query)
+        return plan_cohort(remote, rows, asking)
     keys = parse_query(query)
-    per_instance = [k for k in keys if _KEY_LEVEL.get(k) == "IMAGE"]
-    if per_instance:
-        raise ConfigError(
-            f"a pull fetches whole series: {', '.join(per_instance)} is an image-level "
-            "attribute, which cannot choose series (filter the lake afterwards, e.g. with "
-            "dicomflow scan)"
-        )
-    study_keys = level_keys(keys, "STUDY")
-    study_keys.pop("Modality", None)
-    studies = find(
-        peer, study_keys, level="study", model=opts.model, options=opts.assoc,
-        columns=("SOPClassesInStudy",),
-    )  # fmt: skip
-    series_keys = {
-        k: v for k, v in keys.items() if _KEY_LEVEL.get(k, "SERIES") in ("SERIES", "IMAGE")
-    }
-    series_keys = {k: v for k, v in series_keys.items() if _KEY_LEVEL.get(k) != "IMAGE"}
-    tables = []
-    for row in studies.to_pylist():
-        uid = row["study_instance_uid"]
-        if not uid:
-            continue
-        ident = {"StudyInstanceUID": uid, **series_keys}
-        if opts.model == "patient":
-            ident["PatientID"] = row.get("PatientID") or ""
-        found = find(peer, ident, level="series", model=opts.model, options=opts.assoc)
-        if found.num_rows == 0:
-            continue
-        n = found.num_rows
-        found = found.append_column("PatientID", pa.array([row.get("PatientID")] * n, pa.string()))
-        found = found.append_column("StudyDate", pa.array([row.get("StudyDate")] * n, pa.date32()))
-        classes = row.get("SOPClassesInStudy") or []
-        found = found.append_column(
-            "SOPClassesInStudy", pa.array([list(classes)] * n, pa.list_(pa.string()))
-        )
-        tables.append(found)
-    if not tables:
-        return pa.table(
-            {
-                "study_instance_uid": pa.array([], pa.string()),
-                "series_instance_uid": pa.array([], pa.string()),
-            }
-        )
-    table = pa.concat_tables(tables, promote_options="default")
-    for key, value in series_keys.items():  # peers that ignore a key still get it applied
-        if key in table.column_names and _is_plain(value):
-            values = table.column(key).to_pylist()
-            keep = [v is None or str(v) == str(value) for v in values]
-            table = table.filter(pa.array(keep))
-    return table
+    check_series_keys(keys)
+    return query_series(remote, keys, asking, {}) or empty_plan()
 
 
 # -- fetching ---------------------------------------------------------------------------------
@@ -288,16 +359,21 @@ class _Series:
 class _Puller:
     def __init__(
         self,
-        peer: Peer,
+        remote: Peer | DicomWeb,
         lake: Lake,
         opts: PullOptions,
         progress: Callable[[PullEvent], None] | None,
+        gate: Gate,
+        stopping: threading.Event,
     ) -> None:
-        self.peer = peer
+        self.remote = remote
+        self.web = remote if isinstance(remote, DicomWeb) else None
         self.lake = lake
         self.opts = opts
         self.progress = progress
-        self.method = opts.method
+        self.method = "wado-rs" if self.web is not None else opts.method
+        self.gate = gate
+        self.deferred: str | None = None  # why retrieves stopped: outside the window
         self.scp: StorageSCP | None = None
         self.lock = threading.Lock()
         self.done = 0
@@ -308,8 +384,14 @@ class _Puller:
         self.bytes = 0
         self.failed = 0
         self.started = time.monotonic()
-        self.stopping = threading.Event()  # a setting no retry can fix: every series stops
+        self.stopping = stopping  # a setting no retry can fix: every series stops
         self.scp_lock = threading.Lock()
+
+    @property
+    def peer(self) -> Peer:
+        """The DIMSE peer (only DIMSE code asks)."""
+        assert isinstance(self.remote, Peer)
+        return self.remote
 
     def emit(self, kind: str, s: _Series | None = None, **kw: Any) -> None:
         if self.progress is None:
@@ -325,7 +407,7 @@ class _Puller:
 
     def choose_method(self) -> str:
         if self.method != "auto":
-            return self.method
+            return self.method  # given, or wado-rs for DICOMweb
         from ._retrieve import MODEL_UIDS, QR_SYNTAXES
         from ._ul import open_association
 
@@ -371,11 +453,8 @@ class _Puller:
             ) from exc  # fmt: skip
 
     def expected_uids(self, s: _Series) -> tuple[set[str], list[str]]:
-        rows = find(
-            self.peer,
-            {"StudyInstanceUID": s.study, "SeriesInstanceUID": s.series},
-            level="image", model=self.opts.model, options=self.opts.assoc,
-        )  # fmt: skip
+        keys = {"StudyInstanceUID": s.study, "SeriesInstanceUID": s.series}
+        rows = search(self.remote, "image", keys, self.opts.asking)
         uids = {u for u in rows.column("sop_instance_uid").to_pylist() if u}
         classes = sorted({c for c in rows.column("sop_class_uid").to_pylist() if c})
         return uids, classes
@@ -387,25 +466,50 @@ class _Puller:
         found, _ = self.lake.reconcile(s.study, s.series)
         return found
 
-    def fetch(self, s: _Series, missing: Sequence[str] | None, classes: Sequence[str]) -> None:
-        base = {"StudyInstanceUID": s.study, "SeriesInstanceUID": s.series}
-        batches: list[dict[str, Any]] = [base]
+    def fetch(
+        self,
+        s: _Series,
+        missing: Sequence[str] | None,
+        classes: Sequence[str],
+        row: dict[str, Any],
+    ) -> None:
+        """Retrieve the series (or its ``missing`` instances), each retrieve through the gate
+        (which may raise :class:`OutsideWindow`)."""
+        batches: list[list[str] | None] = [None]
         if missing is not None:
-            uids = sorted(missing)
-            step = self.opts.chunk
-            batches = [
-                {**base, "SOPInstanceUID": uids[i : i + step]} for i in range(0, len(uids), step)
-            ]
-        for query in batches:
-            if self.method == "get":
-                get(
-                    self.peer, query, self.lake, model=self.opts.model,
-                    sop_classes=list(classes) or None, options=self.opts.assoc,
-                )  # fmt: skip
-            else:
-                self.ensure_scp()
-                self.move(query)
-                self.wait_for_arrivals()
+            ordered = sorted(missing)
+            step = 1 if self.web is not None else self.opts.chunk  # WADO-RS: one per request
+            batches = [ordered[i : i + step] for i in range(0, len(ordered), step)]
+        for uids in batches:
+            cost = len(uids) if uids is not None else (s.expected or 1)
+            waited = self.gate.before_retrieve(s.study, cost)
+            if waited < 0:
+                return  # stopping: another series hit a setting to fix
+            row["waited"] += waited
+            if row["started"] is None:
+                row["started"] = dt.datetime.now(dt.UTC)
+            self.retrieve(s, uids, classes)
+
+    def retrieve(self, s: _Series, uids: list[str] | None, classes: Sequence[str]) -> None:
+        """One retrieve: the whole series, or these instances of it."""
+        if self.web is not None:
+            if uids is None:
+                self.web.retrieve_into(self.lake, s.study, s.series)
+            for uid in uids or ():
+                self.web.retrieve_into(self.lake, s.study, s.series, uid)
+            return
+        query: dict[str, Any] = {"StudyInstanceUID": s.study, "SeriesInstanceUID": s.series}
+        if uids is not None:
+            query["SOPInstanceUID"] = uids
+        if self.method == "get":
+            get(
+                self.peer, query, self.lake, model=self.opts.model,
+                sop_classes=list(classes) or None, options=self.opts.assoc,
+            )  # fmt: skip
+        else:
+            self.ensure_scp()
+            self.move(query)
+            self.wait_for_arrivals()
 
     def wait_for_arrivals(self) -> None:
         """C-MOVE's final response can precede the last C-STORE's landing by a moment."""
@@ -417,7 +521,6 @@ class _Puller:
         if self.stopping.is_set():
             return None
         started = time.monotonic()
-        self.emit("series-start", s)
         row: dict[str, Any] = {
             "study_instance_uid": s.study,
             "series_instance_uid": s.series,
@@ -435,7 +538,13 @@ class _Puller:
             "seconds": 0.0,
             "bytes": 0,
             "error": None,
+            "started": None,
+            "waited": 0.0,
         }
+        if self.deferred is not None:  # outside the window: not started, left for a rerun
+            row.update(status="deferred", error=self.deferred, attempts=0)
+            return row
+        self.emit("series-start", s)
         expected_uids: set[str] | None = None
         classes = list(s.sop_classes)
         before: set[str] | None = None
@@ -443,6 +552,9 @@ class _Puller:
         for attempt in range(self.opts.retries + 1):
             if self.stopping.is_set():
                 row["error"] = row["error"] or "stopped: another series hit a setting to fix"
+                break
+            if self.deferred is not None:
+                row.update(status="deferred", error=self.deferred)
                 break
             row["attempts"] = attempt + 1
             try:
@@ -475,7 +587,7 @@ class _Puller:
                         row["status"] = "complete"
                         row["error"] = None
                         break
-                self.fetch(s, sorted(missing) if present and missing else None, classes)
+                self.fetch(s, sorted(missing) if present and missing else None, classes, row)
                 self.lake.sync()
                 after = self.present(s, expected_uids)
                 if (expected_uids is not None and expected_uids <= after) or (
@@ -489,6 +601,11 @@ class _Puller:
                 )
                 row["error"] = f"incomplete: {short} of {expected} instances missing"
                 row["status"] = "incomplete"
+            except OutsideWindow as exc:  # no retrieve starts now: the series is left for later
+                with self.lock:
+                    self.deferred = self.deferred or str(exc)
+                row.update(status="deferred", error=str(exc))
+                break
             except ConfigError:  # the same for every series and attempt: stop, say the fix
                 self.stopping.set()
                 raise
@@ -506,10 +623,10 @@ class _Puller:
         row["fetched"] = len(fetched)
         row["bytes"] = self._size(s, fetched)
         row["seconds"] = time.monotonic() - started
-        ok = row["status"] in ("complete", "already complete")
+        ok = row["status"] in _DONE
         with self.lock:
             self.done += 1
-            self.failed += 0 if ok else 1
+            self.failed += 0 if ok or row["status"] == "deferred" else 1
             self.instances += row["fetched"]
             self.bytes += row["bytes"]
             self.left_in_study[s.study] -= 1
@@ -532,22 +649,52 @@ class _Puller:
 
 
 def pull(
-    peer: Peer | str,
-    query: str | Mapping[str, Any] | None,
-    lake: Lake | str,
+    peer: Peer | DicomWeb | str,
+    query: str | Mapping[str, Any] | None = None,
+    lake: Lake | str | os.PathLike[str] | None = None,
     options: PullOptions | None = None,
     *,
+    cohort: Any = None,
     stages: Sequence[Callable[[Instance], Instance | None]] = (),
     progress: Callable[[PullEvent], None] | None = None,
 ) -> PullReport:
-    """Pull every series matching ``query`` from ``peer`` into ``lake``; see the module docs.
+    """Pull every series matching ``query`` (or the rows of ``cohort``) from ``peer`` into
+    ``lake``; see the module docs.
 
-    ``progress`` is called with a :class:`PullEvent` (a
-    :class:`~dicomflow.runtime.ProgressEvent`) as series start and end: a plain function or a
-    progress consumer (:class:`~dicomflow.runtime.ProgressLog`, the terminal bar...).
+    Parameters
+    ----------
+    peer
+        ``AE@HOST:PORT`` or a :class:`Peer` (DIMSE), or a DICOMweb service: its
+        ``http(s)://`` URL or a :class:`~dicomflow.network.DicomWeb` (which holds the
+        credentials).
+    query
+        ``'Modality=CT StudyDate=2024-01-01..2024-01-31'`` or a mapping; with a cohort, the
+        keys every row's query gets too. None: everything (without a cohort).
+    lake
+        A folder or fsspec URL, or a :class:`Lake` to share.
+    options
+        :class:`PullOptions`: our AE title, concurrency, retries, the time window, the rate
+        limits.
+    cohort
+        A table of queries, one a row (see :func:`~dicomflow.network._cohort.read_cohort`):
+        a CSV path, a ``pyarrow.Table``, a pandas or polars data frame, or a sequence of
+        mappings; column names are DICOM keywords. The outcome of each row is
+        ``report.cohort`` (``no match`` for a row that matched nothing).
+    stages
+        Callables run on every instance before it lands (de-identification...).
+    progress
+        Called with a :class:`PullEvent` (a :class:`~dicomflow.runtime.ProgressEvent`) as
+        series start and end: a plain function or a progress consumer
+        (:class:`~dicomflow.runtime.ProgressLog`, the terminal bar...).
 
-    Returns a :class:`PullReport` (also written to ``lake/_lake/pull-*.parquet``). Series that
-    stay incomplete after the retries are reported, not raised: rerun the same pull.
+    Returns
+    -------
+    PullReport
+        Also written to ``lake/_lake/pull-*.parquet``, beside the plan (``plan-*``) and the
+        cohort's outcome (``cohort-*``). Series that stay incomplete after the retries are
+        reported, not raised: rerun the same pull. Outside its window with
+        ``outside_window="stop"``, ``report.stopped`` says so (nothing is raised) and the
+        series left are ``deferred``.
 
     Raises
     ------
@@ -557,18 +704,57 @@ def pull(
         (:class:`MoveDestinationError`), our Storage SCP's port is in use. The message says
         how to fix it.
     ConfigError
-        A query that cannot choose series (an image-level key), or bad options.
+        A query that cannot choose series (an image-level key), a cohort that cannot be read
+        or has rows that cannot be queried (all named), or bad options.
     """
-    peer = Peer.parse(peer)
+    remote = as_remote(peer)
     opts = options or PullOptions()
-    started = time.monotonic()
-    planned = plan(peer, query, options=opts)
+    if lake is None:
+        raise ConfigError("pull needs a lake: a folder or an fsspec URL (lake=...)")
+    if isinstance(remote, DicomWeb) and opts.method != "auto":
+        raise ConfigError(
+            f"method={opts.method!r} is a DIMSE retrieve; a DICOMweb pull retrieves with WADO-RS"
+        )
     own = not isinstance(lake, Lake)
-    target = lake if isinstance(lake, Lake) else Lake(lake, fsync=opts.fsync, stages=stages)
     if not own and stages:
         raise ConfigError("pass stages to the Lake you share, not to pull()")
-    puller = _Puller(peer, target, opts, progress)
+    rows: Cohort | None = None
+    if cohort is not None:
+        rows = cohort if isinstance(cohort, Cohort) else read_cohort(cohort, query)
+    else:
+        check_series_keys(parse_query(query))
+    started = time.monotonic()
+
+    def tell(event: PullEvent) -> None:
+        if progress is not None:
+            progress(event)
+
+    stopping = threading.Event()
+    gate = opts.gate(sleep=stopping.wait)
+    gate.on_wait = lambda why, wait: tell(
+        PullEvent(kind="waiting", detail=why, wait=wait, elapsed=time.monotonic() - started)
+    )
+    try:
+        gate.wait_for_window()  # the plan's queries start inside the window too
+    except OutsideWindow as exc:
+        tell(PullEvent(kind="finished", finished=True, detail=str(exc),
+                       elapsed=time.monotonic() - started))  # fmt: skip
+        return PullReport(REPORT_SCHEMA.empty_table(), time.monotonic() - started,
+                          stopped=str(exc))  # fmt: skip
+
+    def queried(done: int, total: int) -> None:
+        tell(PullEvent(task="querying", unit="rows", done=done, total=total, kind="queried",
+                       elapsed=time.monotonic() - started))  # fmt: skip
+
+    if rows is not None:
+        planned = plan_cohort(remote, rows, opts.asking, on_row=queried)
+    else:
+        planned = query_series(remote, parse_query(query), opts.asking, {}) or empty_plan()
+    target = lake if isinstance(lake, Lake) else Lake(lake, fsync=opts.fsync, stages=stages)
+    plan_path = target.write_state_table("plan", planned)
+    puller = _Puller(remote, target, opts, progress, gate, stopping)
     puller.started = started
+    gate.on_wait = lambda why, wait: puller.emit("waiting", detail=why, wait=wait)
     series = [
         _Series(
             r["study_instance_uid"],
@@ -583,37 +769,53 @@ def pull(
     puller.total = len(series)
     for s in series:
         puller.left_in_study[s.study] = puller.left_in_study.get(s.study, 0) + 1
-    puller.emit("planned", detail=f"{len(puller.left_in_study)} studies")
-    rows: list[dict[str, Any]] = []
+    detail = f"{len(puller.left_in_study)} studies"
+    if rows is not None:
+        detail += f", from {len(rows.rows)} cohort rows"
+    puller.emit("planned", detail=detail)
+    report_rows: list[dict[str, Any]] = []
     try:
         if series:
             puller.method = puller.choose_method()
             with ThreadPoolExecutor(opts.concurrency, thread_name_prefix="dicomflow-pull") as pool:
                 futures = [pool.submit(puller.run_series, s) for s in series]
                 fatal: ConfigError | None = None
-                for future in futures:
-                    try:
-                        row = future.result()
-                    except CancelledError:
-                        continue
-                    except ConfigError as exc:  # no series starts after it; running ones stop
-                        puller.stopping.set()
-                        fatal = fatal or exc
-                        for f in futures:
-                            f.cancel()
-                        continue
-                    if row is not None:
-                        rows.append(row)
+                try:
+                    for future in futures:
+                        try:
+                            row = future.result()
+                        except CancelledError:
+                            continue
+                        except ConfigError as exc:  # no series starts after it; others stop
+                            puller.stopping.set()
+                            fatal = fatal or exc
+                            for f in futures:
+                                f.cancel()
+                            continue
+                        if row is not None:
+                            report_rows.append(row)
+                except BaseException:  # Ctrl-C: no thread may go on waiting for a window
+                    puller.stopping.set()
+                    for f in futures:
+                        f.cancel()
+                    raise
                 if fatal is not None:
                     raise fatal
     finally:
         puller.close()
         target.flush()
     table = (
-        pa.Table.from_pylist(rows, schema=REPORT_SCHEMA) if rows else REPORT_SCHEMA.empty_table()
+        pa.Table.from_pylist(report_rows, schema=REPORT_SCHEMA)
+        if report_rows
+        else REPORT_SCHEMA.empty_table()
     )
-    path = target.write_state_table("pull", table) if rows else None
+    path = target.write_state_table("pull", table) if report_rows else None
+    outcome = outcome_table(rows, planned, table) if rows is not None else None
+    cohort_path = target.write_state_table("cohort", outcome) if outcome is not None else None
     if own:
         target.close()
     puller.emit("finished", detail=f"{puller.done} of {puller.total} series")
-    return PullReport(table, time.monotonic() - started, path, puller.method, planned)
+    return PullReport(
+        table, time.monotonic() - started, path, puller.method, planned, outcome,
+        puller.deferred, plan_path, cohort_path,
+    )  # fmt: skip
