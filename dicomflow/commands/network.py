@@ -18,12 +18,15 @@ __all__ = ["register"]
 
 
 class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
-    """``(default: X)`` after every option's help that has a value as default; nothing for
-    options that are off or empty unless given (their help says what that means)."""
+    """``(default: X)`` after every option's help that has a value as default; for options
+    that are empty unless given, ``(default: none)`` unless their help says what that means."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, "", []) or action.required:
+        if action.required or action.default is False:
             return action.help
+        if action.default in (None, "", []):
+            text = action.help or ""
+            return text if "default" in text else f"{text} (default: none)"
         return super()._get_help_string(action)
 
 
@@ -226,8 +229,8 @@ def register(subparsers: Any) -> None:
         help="durability: each file, each series (batch), or left to the system",
     )  # fmt: skip
     p.add_argument("--tls-receive", action="store_true",
-                   help="our C-MOVE Storage SCP takes TLS too: --tls-cert/--tls-key are its "
-                   "certificate, --tls-ca verifies the PACS's")  # fmt: skip
+                   help="our C-MOVE Storage SCP takes TLS too, with the TLS certificate and key "
+                   "given below as its own, and their CA bundle verifying the PACS")  # fmt: skip
     polite = p.add_argument_group("when and how fast (what the PACS administrator asks for)")
     polite.add_argument(
         "--window", metavar="HH:MM-HH:MM",

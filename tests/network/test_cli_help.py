@@ -40,7 +40,7 @@ def test_every_option_shows_its_default(name, capsys, monkeypatch):
         if isinstance(action, argparse._StoreTrueAction):  # a switch: off unless given
             assert action.default is False
             continue
-        flag = max(action.option_strings, key=len)
+        flag = action.option_strings[-1]  # the last alias: its help follows it
         # the option's own entry: from its flag to the next option's entry
         entry = re.search(rf"(?:^|\s){re.escape(flag)}\b.*?(?= --?[a-z][\w-]* |$)", text)
         assert entry, flag
