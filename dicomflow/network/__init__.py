@@ -24,7 +24,7 @@ from ._errors import (
     NetworkTimeoutError,
     SubOperationsFailedError,
 )
-from ._lake import Lake, Landed, read_records, read_state
+from ._lake import Lake, Landed, read_catalog, read_records, read_state
 from ._options import AssociationOptions, Peer
 from ._qr import QueryRetrieveSCP
 from .dicomweb import DicomWeb, DicomWebOptions, StowSink, retrieve_frames
@@ -63,6 +63,7 @@ __all__ = [
     "move",
     "plan",
     "pull",
+    "read_catalog",
     "read_records",
     "read_state",
     "retrieve_frames",

@@ -107,7 +107,8 @@ class SCPOptions:
 @dataclass
 class AssociationLog:
     """One association an SCP handled (kept in its ``associations``); ``stored`` and ``failed``
-    count the C-STOREs it received (Storage SCP) or sent (C-GET of the Q/R SCP)."""
+    count the C-STOREs it received (Storage SCP) or sent (C-GET of the Q/R SCP), ``bytes``
+    the data set bytes the Storage SCP received."""
 
     calling_ae: str
     host: str
@@ -116,6 +117,7 @@ class AssociationLog:
     stored: int = 0
     failed: int = 0
     seconds: float = 0.0
+    bytes: int = 0
 
 
 Serve = Callable[[Connection, Accepted, AssociationLog], None]
