@@ -651,6 +651,14 @@ class Lake:
             storage_options=self.storage_options,
         )  # fmt: skip
 
+    def write_private_table(self, kind: str, table: pa.Table) -> str:
+        """Write what names originals (a shareable lake's pull report) as
+        ``DST.private/<kind>-<time>-<id>.parquet``, beside the lake, atomically."""
+        return write_part(
+            self.private_root, kind, table, fsync=self.fsync != "none",
+            storage_options=self.storage_options, folder="",
+        )  # fmt: skip
+
     def compact(self, *, min_parts: int | None = None) -> int:
         """Merge the record parts with fewer than ``compact_rows`` rows into one, when there
         are ``min_parts`` (default ``compact_parts``) of them; returns how many were merged.

@@ -132,10 +132,12 @@ def write_part(
     fsync: bool,
     storage_options: Mapping[str, Any],
     name: str | None = None,
+    folder: str = STATE_DIR,
 ) -> str:
-    """Write ``table`` as ``_lake/<kind>-<time>-<id>.parquet`` (or ``name``), atomically."""
+    """Write ``table`` as ``<root>/_lake/<kind>-<time>-<id>.parquet`` (or ``name``, or in
+    another ``folder`` of ``root``), atomically."""
     name = name or f"{kind}-{_stamp()}-{uuid.uuid4().hex[:8]}.parquet"
-    path = join(root, STATE_DIR, name)
+    path = join(root, folder, name) if folder else join(root, name)
     if is_url(path):
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")

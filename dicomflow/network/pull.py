@@ -24,6 +24,15 @@ How it works:
    was killed) is verified and adopted, so rerunning the same pull fetches only what is
    missing and every instance lands exactly once. A report (one row per series) is written to
    ``_lake/pull-*.parquet`` and returned.
+
+**Into a shareable lake** (a :class:`~dicomflow.network.Lake` with ``deidentified=``, what
+``dicomflow pull --deid`` opens): the plan and the report name the originals (their UIDs,
+Patient ID, dates, descriptions), so the report is written beside the lake, to
+``DST.private/pull-*.parquet``, and is never inside it; the lake gets a de-identified report
+(``_lake/pull-*.parquet``): per series the values of its landed, de-identified instances (from
+the lake's catalog; none for a series of which nothing landed), the counts and statuses,
+errors by their kind only, in the order of the de-identified UIDs. What the lake holds of an
+original instance is found through ``Lake.source_key``.
 """
 
 from __future__ import annotations
@@ -167,6 +176,8 @@ class PullReport:
     path: str | None = None
     method: str = ""
     planned: pa.Table | None = field(default=None, repr=False)
+    #: the de-identified report inside a shareable lake (``path`` is then beside the lake)
+    shared: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -384,7 +395,8 @@ class _Puller:
     def present(self, s: _Series, expected: set[str] | None) -> set[str]:
         if self.lake.stages:  # landed under new UIDs: only the records know the sources
             recorded = self.lake.recorded_sources()
-            return {u for u in (expected or set()) if u in recorded}
+            key = self.lake.source_key
+            return {u for u in (expected or set()) if key(u) in recorded}
         found, _ = self.lake.reconcile(s.study, s.series)
         return found
 
@@ -507,6 +519,8 @@ class _Puller:
         row["fetched"] = len(fetched)
         row["bytes"] = self._size(s, fetched)
         row["seconds"] = time.monotonic() - started
+        if self.lake.shareable:  # what landed, to report it by its de-identified values
+            row["_landed"] = [self.lake.source_key(u) for u in sorted(final)]
         ok = row["status"] in ("complete", "already complete")
         with self.lock:
             self.done += 1
@@ -525,7 +539,8 @@ class _Puller:
     def _size(self, s: _Series, uids: set[str]) -> int:
         """Bytes landed for these instances, from the lake's records."""
         recorded = self.lake.recorded_sources()
-        return sum(recorded.get(uid) or 0 for uid in uids)
+        key = self.lake.source_key
+        return sum(recorded.get(key(uid)) or 0 for uid in uids)
 
     def close(self) -> None:
         if self.scp is not None:
@@ -547,8 +562,9 @@ def pull(
     :class:`~dicomflow.runtime.ProgressEvent`) as series start and end: a plain function or a
     progress consumer (:class:`~dicomflow.runtime.ProgressLog`, the terminal bar...).
 
-    Returns a :class:`PullReport` (also written to ``lake/_lake/pull-*.parquet``). Series that
-    stay incomplete after the retries are reported, not raised: rerun the same pull.
+    Returns a :class:`PullReport` (also written to ``lake/_lake/pull-*.parquet``; a shareable
+    lake's to ``lake.private/``, see the module docstring). Series that stay incomplete after
+    the retries are reported, not raised: rerun the same pull.
 
     Raises
     ------
@@ -610,11 +626,49 @@ def pull(
     finally:
         puller.close()
         target.flush()
+    landed = [row.pop("_landed", []) for row in rows]
     table = (
         pa.Table.from_pylist(rows, schema=REPORT_SCHEMA) if rows else REPORT_SCHEMA.empty_table()
     )
-    path = target.write_state_table("pull", table) if rows else None
+    shared = None
+    if target.shareable and rows:
+        path: str | None = target.write_private_table("pull", table)
+        shared = target.write_state_table("pull", _deidentified_report(target, table, landed))
+    else:
+        path = target.write_state_table("pull", table) if rows else None
     if own:
         target.close()
     puller.emit("finished", detail=f"{puller.done} of {puller.total} series")
-    return PullReport(table, time.monotonic() - started, path, puller.method, planned)
+    return PullReport(table, time.monotonic() - started, path, puller.method, planned, shared)
+
+
+_FROM_CATALOG = ("PatientID", "StudyDate", "Modality", "SeriesDescription")
+
+
+def _deidentified_report(lake: Lake, table: pa.Table, landed: list[list[str]]) -> pa.Table:
+    """The report as a shareable lake may hold it: each series by the values of one of its
+    landed (de-identified) instances, the counts, errors by their kind; sorted."""
+    catalog = lake.catalog()
+    wanted = {uid for uids in landed for uid in uids}
+    values: dict[str, dict[str, Any]] = {}
+    names = ["study_instance_uid", "series_instance_uid", *_FROM_CATALOG]
+    for row in catalog.select(["sop_instance_uid", *names]).to_pylist():
+        if row["sop_instance_uid"] in wanted:
+            values[row["sop_instance_uid"]] = row
+    out = []
+    for row, uids in zip(table.to_pylist(), landed, strict=True):
+        first = next((values[u] for u in uids if u in values), {})
+        row.update({name: first.get(name) for name in names})
+        row["error"] = _error_kind(row["error"])
+        out.append(row)
+    out.sort(key=lambda r: (r["study_instance_uid"] or "~", r["series_instance_uid"] or "~"))
+    return pa.Table.from_pylist(out, schema=REPORT_SCHEMA)
+
+
+def _error_kind(error: str | None) -> str | None:
+    """An error without its details (which may name originals): its kind, or the counts."""
+    if not error:
+        return error
+    if error.startswith(("incomplete:", "stopped:")):
+        return error
+    return error.split(":", 1)[0]

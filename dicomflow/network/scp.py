@@ -23,12 +23,15 @@ how it ended (released, aborted, timed out), e.g.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..pipeline import Instance
+from ..runtime import ProgressEvent
 from ._dimse import (
     C_CANCEL_RQ,
     C_ECHO_RQ,
@@ -43,7 +46,14 @@ from ._server import AssociationLog, Listener, ListeningService, SCPOptions
 from ._store import VERIFICATION, is_storage_class, land_and_answer
 from ._ul import Accepted, Connection
 
-__all__ = ["AssociationLog", "SCPOptions", "StorageSCP", "association_line"]
+__all__ = [
+    "AssociationLog",
+    "ReceiveEvent",
+    "ReceiveMeter",
+    "SCPOptions",
+    "StorageSCP",
+    "association_line",
+]
 
 LOGGER = logging.getLogger("dicomflow.network.scp")
 
@@ -54,6 +64,53 @@ def association_line(log: AssociationLog, seconds: float, outcome: str) -> str:
         f"association {log.calling_ae or '?'}@{log.host}: {log.stored:,} instances, "
         f"{log.failed:,} failed, {log.bytes / 1e6:,.1f} MB in {seconds:.1f} s, {outcome}"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveEvent(ProgressEvent):
+    """A receiver's running counts, for any progress consumer: ``done`` instances (landed,
+    dropped or failed) and ``bytes`` landed since it started, ``failed`` among them; its
+    ``rate`` and ``byte_rate`` are over the last ``window`` seconds (a receiver waits most of
+    its life, so the average since the start says little)."""
+
+    task: str = "receiving"
+    unit: str = "instances"
+    window: float = 0.0
+    window_done: int = 0
+    window_bytes: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.window_done / self.window if self.window > 0 else 0.0
+
+    @property
+    def byte_rate(self) -> float:
+        return self.window_bytes / self.window if self.window > 0 else 0.0
+
+
+class ReceiveMeter:
+    """Makes a :class:`ReceiveEvent` of a lake's counters each time it is asked (every second
+    or so), its rates over the last ``window`` seconds."""
+
+    def __init__(self, lake: Lake, window: float = 10.0) -> None:
+        self.lake = lake
+        self.window = window
+        self.started = time.monotonic()
+        self._samples: collections.deque[tuple[float, int, int]] = collections.deque()
+
+    def event(self, *, finished: bool = False) -> ReceiveEvent:
+        stats = self.lake.stats
+        now = time.monotonic()
+        done = stats.landed + stats.dropped + stats.failed
+        self._samples.append((now, done, stats.bytes))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window:
+            self._samples.popleft()
+        then, done_then, bytes_then = self._samples[0]
+        return ReceiveEvent(
+            done=done, failed=stats.failed, bytes=stats.bytes, elapsed=now - self.started,
+            finished=finished, window=now - then, window_done=done - done_then,
+            window_bytes=stats.bytes - bytes_then,
+        )  # fmt: skip
 
 
 class StorageSCP(ListeningService):
