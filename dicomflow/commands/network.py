@@ -158,6 +158,11 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     _add_stages(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no running counts")
+    p.add_argument(
+        "--log-every", type=float, default=10.0, metavar="SECONDS",
+        help="running counts (instances/s, MB/s, failures) every this many seconds when "
+        "stderr is not a terminal",
+    )  # fmt: skip
     p.set_defaults(func=run_receive)
 
 
@@ -368,7 +373,7 @@ def run_receive(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     handler = _log_associations()
-    shown = progress_for(quiet=args.quiet)  # a bar on a terminal, else a line every 10 s
+    shown = progress_for(quiet=args.quiet, interval=args.log_every)  # a bar on a terminal
     lake, stages, deid = _landing(args, args.fsync)
     try:
         with StorageSCP(lake, opts, stages=stages) as scp, shown:
