@@ -57,7 +57,7 @@ def test_log_lines_without_a_total_and_to_a_logger(caplog) -> None:
     log = ProgressLog(logger, interval=0)
     with caplog.at_level(logging.INFO, logger="dicomflow.test"):
         log(ProgressEvent("scanning", unit="files", done=2048, bytes=5_000_000, elapsed=2.0))
-    assert caplog.messages == ["scanning: 2,048 files, 5.0 MB, 1,024.0 files/s"]
+    assert caplog.messages == ["scanning: 2,048 files, 5.0 MB, 1,024.0 files/s, 2.5 MB/s"]
 
 
 def test_each_task_has_its_own_interval() -> None:

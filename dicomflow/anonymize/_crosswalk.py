@@ -128,13 +128,15 @@ def output_root_above(path: str | os.PathLike[str]) -> str | None:
     """The nearest folder at or above ``path``'s folder that looks like a dicomflow output.
 
     A folder is taken for one when it holds a ``.dicomflow`` folder (a Part 10 folder sink's
-    manifests), a ``DICOMDIR`` (a media set), or has a ``<folder>.manifests`` sibling.
+    manifests), a ``DICOMDIR`` (a media set), a ``_lake`` folder (a lake's records), or has a
+    ``<folder>.manifests`` sibling.
     """
     folder = Path(os.path.abspath(os.fspath(path))).parent
     for candidate in (folder, *folder.parents):
         if (
             (candidate / ".dicomflow").is_dir()
             or (candidate / "DICOMDIR").is_file()
+            or (candidate / "_lake").is_dir()
             or Path(f"{candidate}.manifests").is_dir()
         ):
             return str(candidate)

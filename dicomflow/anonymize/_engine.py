@@ -299,6 +299,21 @@ class Deidentifier:
         record_method(out, self._options, pixels_cleaned=bool(rectangles), notes=notes)
         return out, ActionCounts(**codes, retained=retained)
 
+    def uid(self, original: str) -> str:
+        """The UID this engine gives the UID ``original`` wherever it occurs (itself with the
+        Retain UIDs Option, a lookup table's ``UID`` replacement where it has one): how a
+        de-identified lake finds what it holds of an original.
+
+        Examples
+        --------
+        >>> engine = Deidentifier(b"k" * 32)
+        >>> engine.uid("1.2.3").startswith("2.25."), engine.uid("1.2.3") == engine.uid("1.2.3")
+        (True, True)
+        """
+        if self._options.retain_uids:
+            return original
+        return self._keys.uid(original)
+
     def _pixel_plan(self, ds: Dataset) -> tuple[tuple[int, int, int, int], ...]:
         """The rectangles to blank (Clean Pixel Data), or fail closed; see `check_pixels`."""
         reasons = check_pixels(ds, self._options)

@@ -214,6 +214,10 @@ class Deidentify:
         """The `Deidentifier` this stage runs (e.g. for ``verify`` or a dry run)."""
         return self._engine
 
+    def uid(self, original: str) -> str:
+        """The UID this stage gives the UID ``original`` (see `Deidentifier.uid`)."""
+        return self._engine.uid(original)
+
     @property
     def fingerprint(self) -> str:
         """Keyed fingerprint of the secret: a different secret gives a different one."""

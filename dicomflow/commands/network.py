@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hmac
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -263,9 +264,10 @@ def register(subparsers: Any) -> None:
         description=(
             "Listen for C-STORE from the allowed calling AE titles; write each instance as "
             "received (no decoding) to DST/<study>/<series>/<sop>.dcm, acknowledge once it is "
-            "durable, record it in DST/_lake/received-*.parquet. Instances whose UIDs are not "
-            "valid UIDs are refused. On start, files without a record (a crash) are recorded. "
-            "Stops on Ctrl-C or SIGTERM."
+            "durable, record it in DST/_lake/received-*.parquet (with the scan's columns: the "
+            "lake's catalog). Instances whose UIDs are not valid UIDs are refused. On start, "
+            "files without a record (a crash) are recorded. Each association is logged as one "
+            "line, running counts every 10 s. Stops on Ctrl-C or SIGTERM."
         ),
         **command,
     )
@@ -290,6 +292,11 @@ def register(subparsers: Any) -> None:
         help="durability: acknowledged once durable (each), in batches, or left to the system",
     )  # fmt: skip
     p.add_argument("--max-associations", type=int, default=16, help="associations served at once")
+    p.add_argument(
+        "--max-instance-bytes", type=int, default=None, metavar="N",
+        help="largest data set one C-STORE may carry; a sender going past it is aborted "
+        "(default: 4 GiB, what DICOM can declare)",
+    )  # fmt: skip
     tls = p.add_argument_group("DICOM TLS (the registered port is 2762)")
     tls.add_argument("--tls-cert", metavar="PEM", help="accept TLS only, with this certificate")
     tls.add_argument("--tls-key", metavar="PEM", help="its private key (unencrypted PEM)")
@@ -300,6 +307,12 @@ def register(subparsers: Any) -> None:
                    help="accept only associations whose user identity matches a 'name:password' "
                    "line of FILE")  # fmt: skip
     _add_stages(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no running counts")
+    p.add_argument(
+        "--log-every", type=float, default=10.0, metavar="SECONDS",
+        help="running counts (instances/s, MB/s, failures) every this many seconds when "
+        "stderr is not a terminal",
+    )  # fmt: skip
     p.set_defaults(func=run_receive)
 
 
@@ -315,7 +328,15 @@ def _add_stages(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--deid",
         metavar="KEYFILE",
-        help="de-identify before landing, keyed by this secret file (default: as received)",
+        help="de-identify before landing, keyed by this secret file: the lake is then "
+        "shareable, nothing in it names an original (what does goes to DST.private/) "
+        "(default: as received)",
+    )
+    p.add_argument(
+        "--crosswalk",
+        metavar="FILE",
+        help="with --deid, write the original<->pseudonym pairs to this Parquet file, "
+        "outside the lake (default: none)",
     )
 
 
@@ -330,24 +351,48 @@ def _stages(args: argparse.Namespace) -> list[Any]:
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"--stage {spec!r}: {exc}") from exc
     if args.deid:
-        stages.append(_deid_stage(args.deid))
+        stages.append(_deid_stage(args.deid, args.crosswalk, args.lake))
+    elif args.crosswalk:
+        raise ConfigError("--crosswalk needs --deid: without it nothing is pseudonymised")
     return stages
 
 
-def _deid_stage(keyfile: str) -> Any:
-    from ..anonymize import Deidentifier
+def _deid_stage(keyfile: str, crosswalk: str | None = None, lake: str | None = None) -> Any:
+    """The de-identification of ``--deid`` (PS3.15 Basic Profile, keyed by the file's secret);
+    its crosswalk, if asked for, refused inside the lake."""
+    import os
 
-    with open(keyfile, "rb") as f:
-        secret = f.read().strip()
-    engine = Deidentifier(secret)
+    from ..anonymize import Deidentify, check_apart
 
-    def deidentify(instance: Any) -> Any:
-        out, _ = engine.deidentify(instance.dataset)
-        instance.dataset = out
-        return instance
+    if crosswalk is not None:
+        if lake is not None:
+            check_apart(crosswalk, lake)
+        crosswalk = os.path.abspath(crosswalk)
+    return Deidentify(secret_file=keyfile, crosswalk=crosswalk)
 
-    deidentify.name = "deidentify"  # type: ignore[attr-defined]
-    return deidentify
+
+def _landing(args: argparse.Namespace, fsync: str) -> tuple[Any, list[Any], Any]:
+    """Where a pull or a receiver lands: (the lake, its stages, the --deid stage or None).
+
+    With ``--deid`` it is a shareable lake opened here (close it with :func:`_finish`):
+    nothing written inside it holds an original's value."""
+    stages = _stages(args)
+    if not args.deid:
+        return args.lake, stages, None
+    from ..network import Lake
+
+    deid = stages[-1]
+    return Lake(args.lake, fsync=fsync, stages=stages, deidentified=deid.uid), [], deid
+
+
+def _finish(lake: Any, deid: Any) -> None:
+    """Close a lake :func:`_landing` opened, and fold the crosswalk's parts into its file."""
+    if deid is None:
+        return
+    lake.close()
+    if deid.crosswalk is not None:
+        pairs = deid.merge_crosswalk()
+        print(f"crosswalk: {pairs:,} pairs in {deid.crosswalk} (keep it private)", file=sys.stderr)
 
 
 def _assoc_options(args: argparse.Namespace) -> Any:
@@ -508,15 +553,23 @@ def run_pull(args: argparse.Namespace) -> int:
             elif event.kind == "waiting" and (event.wait >= 1 or "window" in event.detail):
                 print(event.detail, file=sys.stderr)
 
-    with shown:
-        report = pull(remote, args.query, args.lake, opts, cohort=args.cohort,
-                      stages=_stages(args), progress=progress)  # fmt: skip
+    lake, stages, deid = _landing(args, args.fsync)
+    try:
+        with shown:
+            report = pull(remote, args.query, lake, opts, cohort=args.cohort, stages=stages,
+                          progress=progress)  # fmt: skip
+    finally:
+        _finish(lake, deid)
     if report.stopped and report.planned is None:  # outside the window before it began
         print(f"nothing retrieved: {report.stopped}", file=sys.stderr)
         return EXIT_STOPPED
     print(report.summary(), file=sys.stderr)
-    for what, path in (("report", report.path), ("plan", report.plan_path),
-                       ("cohort outcome", report.cohort_path)):  # fmt: skip
+    if report.shared:
+        print(f"report (names the originals: keep it private): {report.path}\n"
+              f"de-identified report in the lake: {report.shared}", file=sys.stderr)  # fmt: skip
+    elif report.path:
+        print(f"report: {report.path}", file=sys.stderr)
+    for what, path in (("plan", report.plan_path), ("cohort outcome", report.cohort_path)):
         if path:
             print(f"{what}: {path}", file=sys.stderr)
     if report.unmatched:
@@ -561,32 +614,57 @@ def _receive_tls(args: argparse.Namespace) -> Any:
                       require_client_cert=require)  # fmt: skip
 
 
+def _log_associations() -> logging.Handler:
+    """Each association's line (and the listener's warnings) on stderr, one line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("dicomflow.network.scp")
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler
+
+
 def run_receive(args: argparse.Namespace) -> int:
     from ..network import SCPOptions, StorageSCP
+    from ..network.scp import ReceiveMeter
+    from ..runtime import progress_for
 
     if not args.allow and not args.allow_any:
         raise ConfigError("say who may store: --allow AE (repeatable) or --allow-any")
+    limits = {}
+    if args.max_instance_bytes is not None:
+        limits["max_instance_bytes"] = args.max_instance_bytes
     opts = SCPOptions(
         ae_title=args.ae, host=args.bind, port=args.port,
         calling_aes=("*",) if args.allow_any else tuple(args.allow),
         hosts=tuple(args.allow_host) if args.allow_host else None,
-        fsync=args.fsync, max_associations=args.max_associations,
+        fsync=args.fsync, max_associations=args.max_associations, **limits,
         tls=_receive_tls(args), authenticate=_Users(args.users) if args.users else None,
     )  # fmt: skip
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with StorageSCP(args.lake, opts, stages=_stages(args)) as scp:
-        who = "any AE" if args.allow_any else ", ".join(args.allow)
-        if scp.lake.stats.adopted:
-            print(f"adopted {scp.lake.stats.adopted:,} file(s) without a record (a crash "
-                  "before their records were written)", file=sys.stderr)  # fmt: skip
-        over = " over TLS" if opts.tls else ""
-        print(f"{opts.ae_title} listening on {opts.host}:{scp.port}{over} for {who} -> "
-              f"{args.lake}", file=sys.stderr, flush=True)  # fmt: skip
-        while not stop.wait(1.0):
-            pass
-        stats = scp.lake.stats
+    handler = _log_associations()
+    shown = progress_for(quiet=args.quiet, interval=args.log_every)  # a bar on a terminal
+    lake, stages, deid = _landing(args, args.fsync)
+    try:
+        with StorageSCP(lake, opts, stages=stages) as scp, shown:
+            who = "any AE" if args.allow_any else ", ".join(args.allow)
+            if scp.lake.stats.adopted:
+                print(f"adopted {scp.lake.stats.adopted:,} file(s) without a record (a crash "
+                      "before their records were written)", file=sys.stderr)  # fmt: skip
+            over = " over TLS" if opts.tls else ""
+            print(f"{opts.ae_title} listening on {opts.host}:{scp.port}{over} for {who} -> "
+                  f"{args.lake}", file=sys.stderr, flush=True)  # fmt: skip
+            meter = ReceiveMeter(scp.lake)
+            while not stop.wait(1.0):
+                shown(meter.event())
+            shown(meter.event(finished=True))
+            stats = scp.lake.stats
+    finally:
+        _finish(lake, deid)
+        logging.getLogger("dicomflow.network.scp").removeHandler(handler)
     print(f"stopped: {stats.landed:,} instances landed ({stats.bytes / 1e6:,.1f} MB), "
           f"{stats.failed} failed, {stats.dropped} dropped", file=sys.stderr)  # fmt: skip
     return 0

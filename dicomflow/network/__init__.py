@@ -30,7 +30,7 @@ from ._errors import (
     SubOperationsFailedError,
     TLSError,
 )
-from ._lake import Lake, Landed, read_records, read_state
+from ._lake import Lake, Landed, read_catalog, read_records, read_state
 from ._options import AssociationOptions, Peer, TLSOptions, UserIdentity
 from ._qr import QueryRetrieveSCP
 from ._schedule import Gate, OutsideWindow, TokenBucket, Window
@@ -78,6 +78,7 @@ __all__ = [
     "move",
     "plan",
     "pull",
+    "read_catalog",
     "read_cohort",
     "read_records",
     "read_state",

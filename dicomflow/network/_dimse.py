@@ -23,6 +23,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from pydicom import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -35,6 +36,7 @@ __all__ = [
     "MODEL_UIDS",
     "QR_SYNTAXES",
     "VERIFICATION",
+    "DatasetSpool",
     "Message",
     "c_cancel_rq",
     "c_echo_rq",
@@ -189,13 +191,28 @@ def text(command: Mapping[int, bytes], tag: int) -> str:
     return raw.decode("ascii", "replace").rstrip("\0 ") if raw else ""
 
 
+class DatasetSpool(Protocol):
+    """Where a data set being received goes instead of memory (the lake's spool file):
+    ``write`` takes each fragment as it arrives, ``size`` counts the bytes taken."""
+
+    @property
+    def size(self) -> int: ...
+
+    def write(self, fragment: memoryview, /) -> None: ...
+
+
 @dataclass
 class Message:
-    """One DIMSE message as received: its presentation context, command set and data set."""
+    """One DIMSE message as received: its presentation context, command set and data set.
+
+    ``spool``: where the data set went when the connection spools data sets
+    (:attr:`._ul.Connection.spool`); ``dataset`` is then empty.
+    """
 
     context_id: int
     command: dict[int, bytes]
     dataset: bytearray | None = None
+    spool: DatasetSpool | None = None
 
     @property
     def command_field(self) -> int:

@@ -3,11 +3,15 @@
 Layout::
 
     DST/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm   (each part safe_component'd)
-    DST/_lake/received-<time>-<id>.parquet                           one row per landed instance
-    DST/_lake/pull-<time>-<id>.parquet                               one row per series of a pull
+    DST/_lake/received-<time>-<id>[-c].parquet    records and catalog: a row per landed instance
+    DST/_lake/pull-<time>-<id>.parquet            one row per series of a pull
+    DST/_lake/incoming/<pid>-<id>.part            large data sets while they arrive
+    DST.private/                                  beside a shareable lake: what names originals
 
 A received data set is written after a File Meta Information group built here (no pydicom, no
-decoding), under a temporary name in its final folder, then linked into place. ``fsync``:
+decoding), under a temporary name in its final folder, then linked into place; one larger than
+the spool's memory (:mod:`._spool`, 4 MiB) is written to ``_lake/incoming`` while it arrives
+and that file is linked into place. ``fsync``:
 
 * ``"each"``: file and folder are fsync'ed before :meth:`Lake.receive` returns, so a Storage
   SCP acknowledges only what is durable (the default);
@@ -15,16 +19,28 @@ decoding), under a temporary name in its final folder, then linked into place. `
   end of every series, before recording the series); records are written only after it;
 * ``"none"``: left to the operating system.
 
-Records (path, UIDs, SHA-256, size, calling AE, time) are hashed and written by one background
-thread, so hashing never delays the acknowledgement. A file present without a record (the
-process was killed before its record was written) is *adopted*: when the lake is opened
-(:meth:`Lake.adopt_unrecorded`, every such file of the lake) and by :meth:`Lake.reconcile`
-(one series, during a pull), after its header proves it whole.
+Records (path, UIDs, SHA-256, size, calling AE, time), with the scan's columns of each
+landed file (the lake's catalog), are hashed and written by background threads, so hashing
+never delays the acknowledgement; their parts are compacted (:mod:`._records`). A file present
+without a record (the process was killed before its record was written) is *adopted*: when the
+lake is opened (:meth:`Lake.adopt_unrecorded`, every such file of the lake) and by
+:meth:`Lake.reconcile` (one series, during a pull), after its header proves it whole.
+
+**A shareable lake** (``deidentified=``, e.g. ``dicomflow pull --deid``): its stages
+de-identify, and nothing the lake writes holds a value of an original. Files are named by the
+landed (de-identified) UIDs; records and catalog hold only values read from the landed data
+sets (the SOP Instance UID "as received" is the landed one, the calling AE the landed File
+Meta's, none); a data set is never spooled to a file before the stages ran. What does name
+originals (a pull's plan and report) goes to ``DST.private/``, beside the lake, never inside
+it. The lake finds an original UID (a pull checking what it holds) through ``deidentified``,
+the UID the stages give it. The lake does not hide *when* it received: file times, the
+``modified`` and ``received_at`` columns and part names are the receiving time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import queue
 import threading
@@ -40,8 +56,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..dicom import (
-    atomic_path,
-    atomic_write,
     encode_part10,
     file_meta_bytes,
     header_uids,
@@ -49,6 +63,7 @@ from ..dicom import (
     join,
     meta_uids,
     parse_header,
+    read_meta,
     replace_url,
     safe_component,
     uid_of,
@@ -56,27 +71,26 @@ from ..dicom import (
 )
 from ..errors import ConfigError, InvalidDicomError
 from ..pipeline import Instance, Output, run_stages
-
-__all__ = ["RECORD_SCHEMA", "Lake", "Landed", "read_records", "read_state"]
-
-STATE_DIR = "_lake"
-RECORD_SCHEMA = pa.schema(
-    [
-        ("uri", pa.string()),
-        ("sop_class_uid", pa.string()),
-        ("sop_instance_uid", pa.string()),
-        ("study_instance_uid", pa.string()),
-        ("series_instance_uid", pa.string()),
-        ("transfer_syntax_uid", pa.string()),
-        ("source_sop_instance_uid", pa.string()),  # as received, before any stage
-        ("sha256", pa.string()),
-        ("size", pa.int64()),
-        ("calling_ae", pa.string()),
-        ("source", pa.string()),  # c-store, c-get, c-move, wado-rs, adopted
-        ("received_at", pa.timestamp("us", tz="UTC")),
-    ]
+from ._dimse import AFFECTED_SOP_CLASS, AFFECTED_SOP_INSTANCE, C_STORE_RQ, Message, text
+from ._records import (
+    RECORD_SCHEMA,
+    STATE_DIR,
+    catalog_rows,
+    compact,
+    finish_compactions,
+    part_table,
+    read_catalog,
+    read_records,
+    read_state,
+    state_parts,
+    write_part,
 )
+from ._spool import SPOOL_MEMORY, Spool, remove_stale
+
+__all__ = ["RECORD_SCHEMA", "Lake", "Landed", "read_catalog", "read_records", "read_state"]
+
 _FSYNC = ("each", "batch", "none")
+INCOMING = "incoming"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +123,7 @@ class _Record:
     when: dt.datetime
     output: Output | None = None  # once written and hashed
     write: bool = False
+    in_file: bool = False  # landed from a spool file: hashed from the file
 
 
 @dataclass
@@ -122,6 +137,37 @@ class LakeStats:
     adopted: int = 0
     not_adopted: int = 0  # files without a record that are not whole instances of this lake
     by_source: dict[str, int] = field(default_factory=dict)
+
+
+class Spooler:
+    """Makes the spool of each C-STORE of one association (see :meth:`Lake.spooler`);
+    :meth:`close` removes the file of a data set the association did not finish."""
+
+    def __init__(self, lake: Lake, syntaxes: Mapping[int, str], calling_ae: str) -> None:
+        self.lake = lake
+        self.syntaxes = dict(syntaxes)
+        self.calling_ae = calling_ae
+        self._last: Spool | None = None
+
+    def __call__(self, msg: Message) -> Spool | None:
+        ts = self.syntaxes.get(msg.context_id)
+        if ts is None or msg.command_field != C_STORE_RQ:
+            return None
+        try:
+            meta = file_meta_bytes(
+                text(msg.command, AFFECTED_SOP_CLASS), text(msg.command, AFFECTED_SOP_INSTANCE),
+                ts, self.calling_ae,
+            )  # fmt: skip
+        except UnicodeError:  # not even ASCII: refused by receive(), from memory
+            return None
+        self._last = Spool(self.lake._incoming, meta, memory=self.lake.spool_memory)
+        return self._last
+
+    def close(self) -> None:
+        """Remove what an unfinished data set left (a landed one's file is already moved)."""
+        if self._last is not None:
+            self._last.discard()
+            self._last = None
 
 
 class Lake:
@@ -147,6 +193,20 @@ class Lake:
         On opening, record the files that have no record (:meth:`adopt_unrecorded`): after
         a crash, what was acknowledged is then recorded too. It lists every series folder
         and reads the records; only files without a record of their size are read.
+    deidentified
+        The UID the stages give a UID as received (a keyed de-identification:
+        ``Deidentify(...).uid``). Given, the lake is *shareable* (see the module docstring):
+        it records only values of the landed data sets, and finds an original SOP Instance
+        UID through this function (:meth:`source_key`).
+    catalog
+        Write the scan's columns of each landed file with its record (the lake's catalog,
+        :meth:`catalog`); off: the records only.
+    spool_memory
+        Data set bytes a C-STORE keeps in memory before its data set goes to a file in
+        ``_lake/incoming`` as it arrives (local lakes without stages; see :mod:`._spool`).
+    compact_parts, compact_rows
+        Record parts are merged when ``compact_parts`` of them have fewer than
+        ``compact_rows`` rows each, and on :meth:`close` (see :mod:`._records`).
     """
 
     def __init__(
@@ -160,6 +220,11 @@ class Lake:
         flush_seconds: float = 2.0,
         writers: int = 2,
         adopt: bool = True,
+        deidentified: Callable[[str], str] | None = None,
+        catalog: bool = True,
+        spool_memory: int = SPOOL_MEMORY,
+        compact_parts: int = 32,
+        compact_rows: int = 100_000,
     ) -> None:
         if fsync not in _FSYNC:
             raise ConfigError(f"fsync={fsync!r}: expected one of {', '.join(_FSYNC)}")
@@ -173,6 +238,11 @@ class Lake:
         self.storage_options = dict(storage_options or {})
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
+        self.deidentified = deidentified
+        self.keeps_catalog = catalog
+        self.spool_memory = spool_memory
+        self.compact_parts = compact_parts
+        self.compact_rows = compact_rows
         self.stats = LakeStats()
         self._dirs: set[str] = set()
         self._lock = threading.Lock()
@@ -185,6 +255,12 @@ class Lake:
         self._last_flush = time.monotonic()
         self._recorded: dict[str, int] | None = None
         self._closed = False
+        self._compacting = threading.Lock()
+        self._parts_written = 0
+        self._incoming = join(self.root, STATE_DIR, INCOMING)
+        if not self.url:
+            remove_stale(self._incoming)
+        finish_compactions(self.root, self.storage_options)
         self._threads = [
             threading.Thread(target=self._work, name=f"dicomflow-lake-{i}", daemon=True)
             for i in range(max(1, writers))
@@ -199,6 +275,22 @@ class Lake:
                 raise
 
     # -- paths -----------------------------------------------------------------------------
+    @property
+    def shareable(self) -> bool:
+        """Whether nothing this lake writes holds an original's value (``deidentified``)."""
+        return self.deidentified is not None
+
+    @property
+    def private_root(self) -> str:
+        """``DST.private``, beside the lake: where what names the originals goes (a pull's
+        plan and report in a shareable lake); never inside the lake."""
+        return self.root.rstrip("/\\") + ".private"
+
+    def source_key(self, uid: str) -> str:
+        """How the records hold a SOP Instance UID as received: itself, or in a shareable
+        lake the UID it landed as."""
+        return self.deidentified(uid) if self.deidentified is not None else uid
+
     def series_dir(self, study: str, series: str) -> str:
         return join(self.root, safe_component(study or "_"), safe_component(series or "_"))
 
@@ -232,13 +324,22 @@ class Lake:
             return {}
 
     # -- receiving -------------------------------------------------------------------------
+    def spooler(self, syntaxes: Mapping[int, str], calling_ae: str) -> Spooler | None:
+        """For one association's :attr:`._ul.Connection.spool`: a spool for each C-STORE's
+        data set (its presentation context's transfer syntax from ``syntaxes``); None where
+        this lake takes data sets in memory (stages need them there, and a URL lake has no
+        local folder). Close it when the association ends."""
+        if self.url or self.stages:
+            return None
+        return Spooler(self, syntaxes, calling_ae)
+
     def receive(
         self,
         *,
         sop_class: str,
         sop_instance: str,
         transfer_syntax: str,
-        dataset: bytes | bytearray | memoryview,
+        dataset: bytes | bytearray | memoryview | Spool,
         calling_ae: str = "",
         source: str = "c-store",
     ) -> Landed:
@@ -248,7 +349,9 @@ class Lake:
         Otherwise it is handed to the lake's writer thread and this returns at once (status
         ``"queued"``): a pull acknowledges while the previous instance is still being written,
         and proves completeness from the files afterwards (:meth:`sync`, :meth:`reconcile`).
-        The caller must not modify ``dataset`` afterwards.
+        The caller must not modify ``dataset`` afterwards. A :class:`~._spool.Spool` (from
+        :meth:`spooler`) whose data set went to its file lands by linking that file into
+        place, durably as ``fsync`` says, before this returns.
 
         Before anything is written, the UIDs are checked (PS3.5 9.1, :func:`uid_problem`):
         ``sop_class``, ``sop_instance`` and ``transfer_syntax`` as given (a C-STORE's Affected
@@ -258,6 +361,12 @@ class Lake:
         ``invalid`` naming the attribute and ``reason`` saying why; so a file name is always a
         valid UID, never hidden, and two different instances never share a file.
         """
+        if isinstance(dataset, Spool):
+            if dataset.spilled or dataset.error is not None:
+                return self._receive_spooled(
+                    dataset, sop_class, sop_instance, transfer_syntax, calling_ae, source
+                )
+            dataset = dataset.data
         try:
             refused = _check_sent(sop_class, sop_instance, transfer_syntax)
             if refused is None:
@@ -269,8 +378,9 @@ class Lake:
                     self.stats.failed += 1
                 return refused
             parts: tuple[Any, ...] = (meta, dataset)
+            source_sop = sop_instance
             if self.stages:
-                staged = self._run_stages(meta, dataset, calling_ae)
+                staged = self._run_stages(meta, dataset, calling_ae, sop_instance)
                 if isinstance(staged, Landed):
                     with self._lock:
                         if staged.status == "failed":
@@ -286,9 +396,11 @@ class Lake:
                 changed = _check_dataset(study, series, sop, None)
                 if changed is not None:  # a stage gave it UIDs that cannot name a file
                     raise InvalidDicomError(f"after the stages, {changed.reason}")
+                if self.shareable:  # only what the landed data set says
+                    source_sop, calling_ae = sop, _source_ae(parts[0])
             path = self.path_for(study, series, sop)
             record = _Record(
-                path, parts, sop_class, sop, study, series, transfer_syntax, sop_instance,
+                path, parts, sop_class, sop, study, series, transfer_syntax, source_sop,
                 calling_ae, source, dt.datetime.now(dt.UTC),
             )  # fmt: skip
             if self.fsync == "each":
@@ -303,10 +415,51 @@ class Lake:
         self._submit(record)
         return Landed("queued", path, sop)
 
-    def _run_stages(self, meta: bytes, dataset: Any, calling_ae: str) -> tuple[Any, ...] | Landed:
+    def _receive_spooled(
+        self,
+        spool: Spool,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        calling_ae: str,
+        source: str,
+    ) -> Landed:
+        """Land a data set that went to its spool file: check it, link the file into place."""
+        try:
+            refused = _check_sent(sop_class, sop_instance, transfer_syntax)
+            if refused is None:
+                spool.finish(fsync=False)
+                with spool.mapped() as data:
+                    study, series, sop = header_uids(spool.meta, data)
+                refused = _check_dataset(study, series, sop, sop_instance)
+            if refused is not None:
+                spool.discard()
+                with self._lock:
+                    self.stats.failed += 1
+                return refused
+            path = self.path_for(study, series, sop)
+            assert spool.path is not None
+            if self.fsync == "each":
+                _fsync_file(spool.path)
+            self._link(spool.path, path)
+            record = _Record(
+                path, (), sop_class, sop, study, series, transfer_syntax, sop_instance,
+                calling_ae, source, dt.datetime.now(dt.UTC), in_file=True,
+            )  # fmt: skip
+            self._submit(record)
+            return Landed("landed", path, sop)
+        except Exception as exc:  # noqa: BLE001 - a full disk fails this instance only
+            spool.discard()
+            with self._lock:
+                self.stats.failed += 1
+            return Landed("failed", None, sop_instance, f"{type(exc).__name__}: {exc}")
+
+    def _run_stages(
+        self, meta: bytes, dataset: Any, calling_ae: str, sop_instance: str
+    ) -> tuple[Any, ...] | Landed:
         """The stages on a received instance, by the stage runtime: the bytes to land, or why
         not (dropped: its reason names the stage; failed: the pipeline's reason text)."""
-        inst = Instance(uri=f"dicom://{calling_ae or 'peer'}/received")
+        inst = Instance(uri=f"dicom://{calling_ae or 'peer'}/received/{sop_instance}")
         inst._raw = meta + bytes(dataset)
         outcome = run_stages(self.stages, inst)
         if outcome.status == "skipped":
@@ -324,10 +477,7 @@ class Lake:
         if self.url:
             self._write_url(path, b"".join(bytes(p) for p in parts))
             return
-        folder = os.path.dirname(path)
-        if folder not in self._dirs:
-            os.makedirs(folder, exist_ok=True)
-            self._dirs.add(folder)
+        folder = self._folder_of(path)
         tmp = f"{folder}/.{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -341,6 +491,18 @@ class Lake:
                 os.fdatasync(fd)
         finally:
             os.close(fd)
+        self._link(tmp, path)
+
+    def _folder_of(self, path: str) -> str:
+        folder = os.path.dirname(path)
+        if folder not in self._dirs:
+            os.makedirs(folder, exist_ok=True)
+            self._dirs.add(folder)
+        return folder
+
+    def _link(self, tmp: str, path: str) -> None:
+        """Put the written file ``tmp`` at ``path`` (its folder made durable, per ``fsync``)."""
+        folder = self._folder_of(path)
         try:
             try:
                 os.link(tmp, path)
@@ -423,13 +585,25 @@ class Lake:
                 with self._lock:
                     self.stats.failed += 1
                 return
-        item.output = output = Output.of_parts("lake", item.path, item.parts)
+        if item.in_file:
+            item.output = output = _output_of_file(item.path)
+        else:
+            item.output = output = Output.of_parts("lake", item.path, item.parts)
         item.parts = ()
         with self._lock:
             self._pending.append(item)
             self.stats.landed += 1
             self.stats.bytes += output.size
             self.stats.by_source[item.source] = self.stats.by_source.get(item.source, 0) + 1
+
+    def _maybe_compact(self) -> None:
+        """A compaction, once ``compact_parts`` parts were written (by the thread that wrote
+        the last, not holding the records lock)."""
+        self._parts_written = 0
+        try:
+            self.compact()
+        except Exception as exc:  # noqa: BLE001 - parts stay as they are, readable
+            warnings.warn(f"compacting the lake's records failed: {exc}", stacklevel=2)
 
     def _write_records(self) -> None:
         # taken before the pending records leave the list and held until their part is on
@@ -441,11 +615,14 @@ class Lake:
                 self._last_flush = time.monotonic()
             if pending:
                 self._write_pending(pending)
+                self._parts_written += 1
+        if pending and self._parts_written >= self.compact_parts:
+            self._maybe_compact()
 
     def _write_pending(self, pending: list[_Record]) -> None:
         outputs = [r.output for r in pending if r.output is not None]
         assert len(outputs) == len(pending), "a record is written only once hashed"
-        columns = {
+        columns: dict[str, list[Any]] = {
             "uri": [o.path for o in outputs],
             "sop_class_uid": [r.sop_class for r in pending],
             "sop_instance_uid": [r.sop_instance for r in pending],
@@ -459,24 +636,54 @@ class Lake:
             "source": [r.source for r in pending],
             "received_at": [r.when for r in pending],
         }
-        table = pa.table(columns, schema=RECORD_SCHEMA)
-        self.write_state_table("received", table)
+        catalog = None
+        if self.keeps_catalog:
+            files = [(o.path, o.size, _modified(o.path, self.url)) for o in outputs]
+            catalog = catalog_rows(files, self.storage_options)
+        self.write_state_table("received", part_table(columns, catalog))
         if self._recorded is not None:
             self._recorded.update((r.source_sop, o.size) for r, o in zip(pending, outputs))
 
     def write_state_table(self, kind: str, table: pa.Table) -> str:
         """Write ``table`` as ``_lake/<kind>-<time>-<id>.parquet``, atomically; returns the path."""
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
-        name = f"{kind}-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-        path = join(self.root, STATE_DIR, name)
-        if self.url:
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, compression="zstd")
-            atomic_write(path, sink.getvalue().to_pybytes(), storage_options=self.storage_options)
-            return path
-        with atomic_path(path, fsync=self.fsync != "none") as tmp:
-            pq.write_table(table, tmp, compression="zstd")
-        return path
+        return write_part(
+            self.root, kind, table, fsync=self.fsync != "none",
+            storage_options=self.storage_options,
+        )  # fmt: skip
+
+    def write_private_table(self, kind: str, table: pa.Table) -> str:
+        """Write what names originals (a shareable lake's pull report) as
+        ``DST.private/<kind>-<time>-<id>.parquet``, beside the lake, atomically."""
+        return write_part(
+            self.private_root, kind, table, fsync=self.fsync != "none",
+            storage_options=self.storage_options, folder="",
+        )  # fmt: skip
+
+    def compact(self, *, min_parts: int | None = None) -> int:
+        """Merge the record parts with fewer than ``compact_rows`` rows into one, when there
+        are ``min_parts`` (default ``compact_parts``) of them; returns how many were merged.
+
+        It runs by itself every ``compact_parts`` parts and on :meth:`close`; crash-safe, and
+        a reader never sees a row twice or misses one (see :mod:`._records`). The parts are
+        merged while records go on being written; one compaction at a time.
+        """
+        if not self._compacting.acquire(blocking=min_parts is not None):
+            return 0  # one is running: the next one takes what it leaves
+        try:
+            return compact(
+                self.root, "received", min_parts=min_parts or self.compact_parts,
+                max_rows=self.compact_rows, fsync=self.fsync != "none",
+                storage_options=self.storage_options,
+            )  # fmt: skip
+        finally:
+            self._compacting.release()
+
+    def catalog(self) -> pa.Table:
+        """The lake's catalog: the scan's columns of every landed instance (the latest row
+        per SOP Instance UID), from the records (no file is read); as
+        :func:`~dicomflow.network.read_catalog`."""
+        self.flush()
+        return read_catalog(self.root, self.storage_options)
 
     def records(self) -> pa.Table:
         """Every instance recorded in this lake, one row per SOP Instance UID (latest wins)."""
@@ -605,7 +812,7 @@ class Lake:
                             yield names, f.stat().st_size, f.path
 
     def _set_aside_unreadable_parts(self) -> None:
-        for fs, path in _state_parts(self.root, "received", self.storage_options):
+        for fs, path in state_parts(self.root, "received", self.storage_options):
             try:
                 if fs is None:
                     pq.read_metadata(path)
@@ -680,7 +887,8 @@ class Lake:
 
     # -- lifetime --------------------------------------------------------------------------
     def close(self) -> None:
-        """Sync (per the fsync policy), write the last records and stop the record thread."""
+        """Sync (per the fsync policy), write the last records, stop the writer threads and
+        compact the record parts."""
         if self._closed:
             return
         self.flush()
@@ -689,6 +897,10 @@ class Lake:
             self._queue.put(None)
         for thread in self._threads:
             thread.join()
+        try:
+            self.compact(min_parts=2)
+        except Exception as exc:  # noqa: BLE001 - the parts stay readable as they are
+            warnings.warn(f"compacting the lake's records failed: {exc}", stacklevel=2)
 
     def __enter__(self) -> Lake:
         return self
@@ -776,63 +988,28 @@ def _subfolders(folder: str) -> list[os.DirEntry[str]]:
         )
 
 
-def read_records(root: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
-    """The lake's instance records (``_lake/received-*.parquet``), deduplicated by SOP UID."""
-    tables = []
-    for fs, path in _state_parts(root, "received", storage_options):
-        try:
-            tables.append(pq.read_table(path, filesystem=fs).cast(RECORD_SCHEMA))
-        except (OSError, pa.ArrowException) as exc:  # opening the lake sets such parts aside
-            warnings.warn(f"lake record part {path} is unreadable, skipped: {exc}", stacklevel=2)
-    if not tables:
-        return RECORD_SCHEMA.empty_table()
-    return _latest_per_uid(pa.concat_tables(tables))
+def _source_ae(data: bytes) -> str:
+    """The Source Application Entity Title of a Part 10 object's File Meta ('' if none)."""
+    meta, _ = read_meta(data)
+    return str(meta.get(0x00020016, "") or "")
 
 
-def _latest_per_uid(table: pa.Table) -> pa.Table:
-    if table.num_rows == 0:
-        return table
-    uids = table.column("sop_instance_uid").to_pylist()
-    last: dict[str, int] = {}
-    for i, u in enumerate(uids):
-        last[u] = i
-    keep = sorted(last.values())
-    return table.take(pa.array(keep, pa.int64()))
-
-
-def _state_parts(
-    root: str, kind: str, storage_options: Mapping[str, Any] | None
-) -> list[tuple[Any, str]]:
-    folder = join(os.fspath(root), STATE_DIR)
-    if is_url(folder):
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(folder, **dict(storage_options or {}))
-        try:
-            names = fs.ls(path, detail=False)
-        except FileNotFoundError:
-            return []
-        return [
-            (fs, n)
-            for n in sorted(names)
-            if n.rsplit("/", 1)[-1].startswith(kind + "-") and n.endswith(".parquet")
-        ]
+def _modified(path: str, url: bool) -> int | None:
+    """A local file's modification time in microseconds, as the scan reads it."""
+    if url:
+        return None
     try:
-        names = sorted(os.listdir(folder))
-    except FileNotFoundError:
-        return []
-    return [
-        (None, os.path.join(folder, n))
-        for n in names
-        if n.startswith(kind + "-") and n.endswith(".parquet")
-    ]
+        return os.stat(path).st_mtime_ns // 1000
+    except OSError:
+        return None
 
 
-def read_state(root: str, kind: str, storage_options: Mapping[str, Any] | None = None) -> pa.Table:
-    """All ``_lake/<kind>-*.parquet`` parts of a lake as one table (e.g. ``kind="pull"``)."""
-    parts = _state_parts(root, kind, storage_options)
-    if not parts:
-        return pa.table({})
-    return pa.concat_tables(
-        [pq.read_table(p, filesystem=fs) for fs, p in parts], promote_options="default"
-    )
+def _output_of_file(path: str) -> Output:
+    """The record of a file landed from a spool: hashed by reading it in pieces."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return Output("lake", path, h.hexdigest(), size)

@@ -178,8 +178,14 @@ def retrieve(
         else:
             assert destination is not None
             command = c_move_rq(1, model_uid, destination)
+        spooler = lake.spooler(storage, peer.ae_title) if lake is not None else None
+        conn.spool = spooler  # large data sets of the C-GET go to files as they arrive
         conn.send_message(1, command, encode_identifier(ds, ts))
-        outcome = _collect(operation, conn, peer, lake, storage, ts, started, progress)
+        try:
+            outcome = _collect(operation, conn, peer, lake, storage, ts, started, progress)
+        finally:
+            if spooler is not None:
+                spooler.close()
     except BaseException:
         conn.abort()
         raise
@@ -211,7 +217,7 @@ def _collect(
             got = land_and_answer(conn, msg, lake, ts, peer.ae_title, operation)
             if got.status in ("landed", "queued") and got.path:
                 received += 1
-                nbytes += len(msg.dataset or b"")
+                nbytes += msg.spool.size if msg.spool is not None else len(msg.dataset or b"")
                 landed.append(got.path)
             continue
         if field_ != final_field:

@@ -129,9 +129,10 @@ class SCPOptions:
 @dataclass
 class AssociationLog:
     """One association an SCP handled (kept in its ``associations``); ``stored`` and ``failed``
-    count the C-STOREs it received (Storage SCP) or sent (C-GET of the Q/R SCP). ``tls`` is the
-    TLS version and cipher suite (None: plain TCP), ``certificate`` the subject of the client's
-    certificate, ``username`` the user identity it sent."""
+    count the C-STOREs it received (Storage SCP) or sent (C-GET of the Q/R SCP), ``bytes``
+    the data set bytes the Storage SCP received. ``tls`` is the TLS version and cipher suite
+    (None: plain TCP), ``certificate`` the subject of the client's certificate, ``username``
+    the user identity it sent."""
 
     calling_ae: str
     host: str
@@ -143,6 +144,7 @@ class AssociationLog:
     tls: str | None = None
     certificate: str | None = None
     username: str | None = None
+    bytes: int = 0
 
 
 Serve = Callable[[Connection, Accepted, AssociationLog], None]

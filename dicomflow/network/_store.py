@@ -19,6 +19,7 @@ from ._dimse import (
     text,
 )
 from ._lake import Lake, Landed
+from ._spool import Spool
 from ._ul import Connection
 
 __all__ = ["VERIFICATION", "is_storage_class", "land_and_answer", "storage_classes"]
@@ -81,11 +82,14 @@ def land_and_answer(
     Affected one, 0xA700 a full disk, 0xC000 anything else.
     """
     command = msg.command
+    dataset: bytes | bytearray | Spool = msg.dataset if msg.dataset is not None else b""
+    if isinstance(msg.spool, Spool):  # the connection spooled it (the lake's spooler)
+        dataset = msg.spool
     landed = lake.receive(
         sop_class=text(command, AFFECTED_SOP_CLASS),
         sop_instance=text(command, AFFECTED_SOP_INSTANCE),
         transfer_syntax=transfer_syntax,
-        dataset=msg.dataset if msg.dataset is not None else b"",
+        dataset=dataset,
         calling_ae=calling_ae,
         source=source,
     )

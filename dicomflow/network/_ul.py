@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from ..dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from ._dimse import Message, decode_command
+from ._dimse import DatasetSpool, Message, decode_command
 from ._errors import (
     AssociationAbortedError,
     AssociationRejectedError,
@@ -297,6 +297,10 @@ class Connection:
         self._buf = bytearray(max(max_pdu, 65536) + 6)
         self._view = memoryview(self._buf)
         self.closed = False
+        #: where received data sets go: None keeps each in memory (``Message.dataset``); an
+        #: SCP landing data sets in files sets a function that gives a message its spool (or
+        #: None: memory), and :meth:`messages` appends the fragments there (``Message.spool``)
+        self.spool: Callable[[Message], DatasetSpool | None] | None = None
 
     def recv_pdu(self) -> tuple[int, memoryview]:
         """The next PDU's type and body; the view is valid until the next call.
@@ -428,6 +432,7 @@ class Connection:
         """
         command = bytearray()
         dataset: bytearray | None = None
+        spool: DatasetSpool | None = None
         current: Message | None = None
         while True:
             pdu_type, body = self.recv_pdu()
@@ -453,11 +458,18 @@ class Connection:
                                 current = None
                             else:
                                 dataset = bytearray()
+                                if self.spool is not None:
+                                    spool = self.spool(current)
                     else:
                         if dataset is None:
                             dataset = bytearray()
-                        dataset += value
-                        if len(dataset) > self.max_dataset:
+                        if spool is not None:
+                            spool.write(value)
+                            received = spool.size
+                        else:
+                            dataset += value
+                            received = len(dataset)
+                        if received > self.max_dataset:
                             self._protocol_error(
                                 f"a data set longer than {self.max_dataset:,} bytes"
                                 " (max_instance_bytes)"
@@ -467,8 +479,8 @@ class Connection:
                                 raise AssociationAbortedError(
                                     "a data set arrived without a command"
                                 )
-                            current.dataset = dataset
-                            dataset = None
+                            current.dataset, current.spool = dataset, spool
+                            dataset = spool = None
                             yield current
                             current = None
             elif pdu_type == RELEASE_RQ:

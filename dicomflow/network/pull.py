@@ -50,6 +50,15 @@ average, the next retrieve waits out a large one).
 DICOMweb (:class:`~dicomflow.network.DicomWeb`, or its ``http(s)://`` URL as ``peer``): the
 plan is QIDO-RS searches, each series is retrieved with WADO-RS into the same lake layout
 with the same records (``source`` says ``wado-rs``).
+
+**Into a shareable lake** (a :class:`~dicomflow.network.Lake` with ``deidentified=``, what
+``dicomflow pull --deid`` opens): the plan, the cohort's outcome and the report name the
+originals (their UIDs, Patient ID, dates, descriptions), so they are written beside the
+lake, to ``DST.private/`` (``pull-*``, ``plan-*``, ``cohort-*``), never inside it; the lake
+gets a de-identified report (``_lake/pull-*.parquet``): per series the values of its landed,
+de-identified instances (from the lake's catalog; none for a series of which nothing landed),
+the counts and statuses, errors by their kind only, in the order of the de-identified UIDs.
+What the lake holds of an original instance is found through ``Lake.source_key``.
 """
 
 from __future__ import annotations
@@ -274,6 +283,8 @@ class PullReport:
     stopped: str | None = None
     plan_path: str | None = None
     cohort_path: str | None = None
+    #: the de-identified report inside a shareable lake (``path`` is then beside the lake)
+    shared: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -462,7 +473,8 @@ class _Puller:
     def present(self, s: _Series, expected: set[str] | None) -> set[str]:
         if self.lake.stages:  # landed under new UIDs: only the records know the sources
             recorded = self.lake.recorded_sources()
-            return {u for u in (expected or set()) if u in recorded}
+            key = self.lake.source_key
+            return {u for u in (expected or set()) if key(u) in recorded}
         found, _ = self.lake.reconcile(s.study, s.series)
         return found
 
@@ -623,6 +635,8 @@ class _Puller:
         row["fetched"] = len(fetched)
         row["bytes"] = self._size(s, fetched)
         row["seconds"] = time.monotonic() - started
+        if self.lake.shareable:  # what landed, to report it by its de-identified values
+            row["_landed"] = [self.lake.source_key(u) for u in sorted(final)]
         ok = row["status"] in _DONE
         with self.lock:
             self.done += 1
@@ -641,7 +655,8 @@ class _Puller:
     def _size(self, s: _Series, uids: set[str]) -> int:
         """Bytes landed for these instances, from the lake's records."""
         recorded = self.lake.recorded_sources()
-        return sum(recorded.get(uid) or 0 for uid in uids)
+        key = self.lake.source_key
+        return sum(recorded.get(key(uid)) or 0 for uid in uids)
 
     def close(self) -> None:
         if self.scp is not None:
@@ -691,7 +706,9 @@ def pull(
     -------
     PullReport
         Also written to ``lake/_lake/pull-*.parquet``, beside the plan (``plan-*``) and the
-        cohort's outcome (``cohort-*``). Series that stay incomplete after the retries are
+        cohort's outcome (``cohort-*``); for a shareable lake these go to ``lake.private/``
+        and the lake gets a de-identified report (``report.shared``, see the module
+        docstring). Series that stay incomplete after the retries are
         reported, not raised: rerun the same pull. Outside its window with
         ``outside_window="stop"``, ``report.stopped`` says so (nothing is raised) and the
         series left are ``deferred``.
@@ -751,7 +768,8 @@ def pull(
     else:
         planned = query_series(remote, parse_query(query), opts.asking, {}) or empty_plan()
     target = lake if isinstance(lake, Lake) else Lake(lake, fsync=opts.fsync, stages=stages)
-    plan_path = target.write_state_table("plan", planned)
+    write_plan = target.write_private_table if target.shareable else target.write_state_table
+    plan_path = write_plan("plan", planned)
     puller = _Puller(remote, target, opts, progress, gate, stopping)
     puller.started = started
     gate.on_wait = lambda why, wait: puller.emit("waiting", detail=why, wait=wait)
@@ -804,18 +822,61 @@ def pull(
     finally:
         puller.close()
         target.flush()
+    landed = [row.pop("_landed", []) for row in report_rows]
     table = (
         pa.Table.from_pylist(report_rows, schema=REPORT_SCHEMA)
         if report_rows
         else REPORT_SCHEMA.empty_table()
     )
-    path = target.write_state_table("pull", table) if report_rows else None
     outcome = outcome_table(rows, planned, table) if rows is not None else None
-    cohort_path = target.write_state_table("cohort", outcome) if outcome is not None else None
+    shared = None
+    cohort_path = None
+    if target.shareable:  # the plan, the report and the cohort name originals: beside it
+        path = target.write_private_table("pull", table) if report_rows else None
+        if report_rows:
+            shared = target.write_state_table("pull", _deidentified_report(target, table, landed))
+        if outcome is not None:
+            cohort_path = target.write_private_table("cohort", outcome)
+    else:
+        path = target.write_state_table("pull", table) if report_rows else None
+        if outcome is not None:
+            cohort_path = target.write_state_table("cohort", outcome)
     if own:
         target.close()
     puller.emit("finished", detail=f"{puller.done} of {puller.total} series")
     return PullReport(
         table, time.monotonic() - started, path, puller.method, planned, outcome,
-        puller.deferred, plan_path, cohort_path,
+        puller.deferred, plan_path, cohort_path, shared,
     )  # fmt: skip
+
+
+_FROM_CATALOG = ("PatientID", "StudyDate", "Modality", "SeriesDescription")
+
+
+def _deidentified_report(lake: Lake, table: pa.Table, landed: list[list[str]]) -> pa.Table:
+    """The report as a shareable lake may hold it: each series by the values of one of its
+    landed (de-identified) instances, the counts, errors by their kind; sorted."""
+    catalog = lake.catalog()
+    wanted = {uid for uids in landed for uid in uids}
+    values: dict[str, dict[str, Any]] = {}
+    names = ["study_instance_uid", "series_instance_uid", *_FROM_CATALOG]
+    for row in catalog.select(["sop_instance_uid", *names]).to_pylist():
+        if row["sop_instance_uid"] in wanted:
+            values[row["sop_instance_uid"]] = row
+    out = []
+    for row, uids in zip(table.to_pylist(), landed, strict=True):
+        first = next((values[u] for u in uids if u in values), {})
+        row.update({name: first.get(name) for name in names})
+        row["error"] = _error_kind(row["error"])
+        out.append(row)
+    out.sort(key=lambda r: (r["study_instance_uid"] or "~", r["series_instance_uid"] or "~"))
+    return pa.Table.from_pylist(out, schema=REPORT_SCHEMA)
+
+
+def _error_kind(error: str | None) -> str | None:
+    """An error without its details (which may name originals): its kind, or the counts."""
+    if not error:
+        return error
+    if error.startswith(("incomplete:", "stopped:")):
+        return error
+    return error.split(":", 1)[0]

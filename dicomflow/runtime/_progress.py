@@ -70,6 +70,11 @@ class ProgressEvent:
         return self.done / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
+    def byte_rate(self) -> float:
+        """Bytes per second so far (0 before any time has passed)."""
+        return self.bytes / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
     def eta(self) -> float | None:
         """Seconds left at the rate so far, when the total is known and work has started."""
         if self.total is None or self.rate <= 0:
@@ -191,7 +196,8 @@ class ProgressLog:
 
     ``target`` is a stream (default ``sys.stderr``) or a :class:`logging.Logger` (lines at
     INFO). A line reads ``running: 1,200/5,000 instances (24%), 3 failed, 40.0 instances/s,
-    ETA 0:01:35``; without a total it has no percentage and no ETA.
+    ETA 0:01:35``; without a total it has no percentage and no ETA; with bytes, the MB
+    before the rate and the MB/s after it.
 
     >>> import io
     >>> out = io.StringIO()
@@ -243,6 +249,8 @@ class ProgressLog:
         if event.bytes:
             parts.append(f"{event.bytes / 1e6:,.1f} MB")
         parts.append(f"{event.rate:,.1f} {event.unit}/s")
+        if event.bytes:
+            parts.append(f"{event.byte_rate / 1e6:,.1f} MB/s")
         if event.finished:
             parts.append(f"finished in {_clock_text(event.elapsed)}")
         elif event.eta is not None:

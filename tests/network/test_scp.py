@@ -485,3 +485,45 @@ def test_receiver_start_records_files_whose_records_were_lost(tmp_path, round_tr
     # a second start finds nothing to adopt
     assert "adopted" not in run_receive_once(lake)
     assert recorded_rows(lake) == rows
+
+
+def test_receive_logs_each_association_and_running_counts(tmp_path, round_trip_files):
+    """Operators see it work: one line per association (calling AE, address, instances,
+    bytes, outcome, duration) and running counts (instances/s, MB/s, failures), with the
+    counts DCMTK's storescu sent."""
+    import re
+
+    files = [p for p in round_trip_files if "SEG" not in str(p) and "BigEnd" not in str(p)]
+    batches = [files[:5], files[5:12], files[12:]]
+    port = free_port()
+    lake = tmp_path / "lake"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dicomflow.cli", "receive", "--ae", "LAKE", "--port", str(port),
+         "--bind", "127.0.0.1", "--lake", str(lake), "--allow-any", "--log-every", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: _listening(port), 30, "receive", proc)
+        for i, batch in enumerate(batches):
+            result = subprocess.run(
+                ["storescu", "-aet", f"SENDER{i}", "-aec", "LAKE", "-xy", "127.0.0.1",
+                 str(port), *map(str, batch)],
+                env=PEER_ENV, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+        wait_until(lambda: read_records(str(lake)).num_rows == len(files), 30, "the records")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = err.splitlines()
+    logged = [line for line in lines if line.startswith("association ")]
+    assert len(logged) == len(batches), err
+    for i, (line, batch) in enumerate(zip(logged, batches, strict=True)):
+        sent = sum(len(dataset_bytes(p.read_bytes())) for p in batch)
+        assert line.startswith(f"association SENDER{i}@127.0.0.1: {len(batch)} instances, "
+                               f"0 failed, {sent / 1e6:,.1f} MB in "), line  # fmt: skip
+        assert re.search(r" in \d+\.\d s, released$", line), line
+    counts = [line for line in lines if line.startswith("receiving: ")]
+    assert counts and counts[-1].startswith(f"receiving: {len(files)} instances, "), err
+    assert "finished in" in counts[-1] and "instances/s" in counts[-1] and "MB/s" in counts[-1]
