@@ -1,42 +1,48 @@
 """Prove that no identifying value of an original survives in its de-identified output.
 
 `verify` collects every value of the original that the profile does not keep (any VR, any
-character set, PN components, dates in DA/DT/TM forms, UIDs, private text) and searches each one
-in the output: in its bytes (encoded in the output's and the original's character sets, UTF-8
-and Latin-1), in its decoded text values, and in the output path.
+character set, names and their parts, dates in DA/DT forms, UIDs, private text) and searches
+each one everywhere in the output: every byte of it (all attributes, the ones the profile keeps
+included, private blocks, nested items, the File Meta Information, the pixel data), its decoded
+text values, and its path. Each value is classified by the attribute it came from:
 
-Values that cannot identify anyone on their own, or that the output holds for other reasons,
-are not searched (the "trivial value rule", see ``docs/deidentification.md``):
+- **strong** identifiers (person names and their parts, IDs, accession numbers, dates and
+  datetimes, addresses, telephone numbers, institution, department and station names, device
+  serial numbers, AE titles, UIDs) are a leak wherever they are found, in kept attributes too:
+  a patient's name typed into Image Type is still the patient's name;
+- **weak** values (descriptions, comments, codes, times, private text the profile removes) are
+  reported as *kept* when found only inside an attribute the profile keeps whose original value
+  already held them (a Study Description ``CHEST`` equal to the Body Part Examined the profile
+  keeps), and as a leak anywhere else.
 
-- empty values and values of fewer than 3 characters;
-- numbers (digits, ``.``, ``+``, ``-``, spaces) of fewer than 6 characters, or made of zeros;
-  longer numbers only match where no other digit touches them;
-- values also found in an attribute of the original that the profile keeps (they are in the
-  output because they are kept there, e.g. a Study Description equal to a Body Part Examined);
-- values contained in one of the engine's fixed texts (``ANONYMOUS``, ``CLEANED``, the dummy
-  dates and times, the CID 7050 code meanings).
+Attributes kept on purpose (a recipe's keeps, the ``kept`` argument) are reported as kept: their
+own values wherever they are found, and any value found inside them that the original held
+there.
+
+Values that cannot identify anyone on their own are not searched (the trivial-value rule):
+values shorter than 3 characters; numbers (digits, ``.``, ``+``, ``-``, spaces) shorter than 6
+characters or made of zeros (longer numbers match only where no other digit touches them);
+values contained in one of the engine's fixed texts (``ANONYMOUS``, ``CLEANED``, the dummy dates
+and times, the CID 7050 code meanings).
 """
 
 from __future__ import annotations
 
-import bisect
-import io
-import itertools
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import AnyStr
+from typing import Any
 
 import pydicom
 from pydicom.charset import convert_encodings
-from pydicom.dataelem import DataElement
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
 from pydicom.multival import MultiValue
 
-from ..dicom import IMPLEMENTATION_CLASS_UID
+from .._version import __version__
+from ..dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from ._keys import DICOM_UID_ROOT
 from ._options import BASIC_PROFILE_CODE, DeidOptions
 from ._policy import CURVE_GROUPS, DATE_VRS, KEEP_REFS, TEXT_VRS, policy_for, resolve
@@ -44,60 +50,113 @@ from ._record import INSERTED_TEXTS
 from ._structured import STRUCTURED_SEQUENCES, content_overrides
 from ._tables import iod_for_sop_class, iod_types, method_codes, safe_private
 from ._values import FIXED_TEXTS
+from ._verify_output import Output, Place, find, label, vr_of
 
-__all__ = ["Finding", "verify"]
+__all__ = ["KEPT", "LEAK", "Finding", "verify"]
+
+#: A finding's kind: an identifying value the output should not hold.
+LEAK = "leak"
+#: A finding's kind: a value the output holds because an attribute is kept (listed, not failed).
+KEPT = "kept"
+#: While searching: a single-word strong value kept, unless another part of its name is there.
+_WORD_KEPT = "word"
 
 _NUMERIC = re.compile(r"[0-9.+\- ]+")
 #: Printable ASCII, tab and line breaks, and the printable Latin-1 range.
 _PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\r\n" + bytes(range(0xA0, 0x100))
 #: Longest binary private/UN value examined for text (longer ones are data, not text).
 MAX_BINARY_TEXT = 65536
+#: Occurrences of one value examined per output (enough to tell kept from leaked).
+MAX_HITS = 32
 _STRING_VRS = TEXT_VRS | DATE_VRS | {"CS", "UI", "DS", "IS"}
 _META_IDENTIFYING = (
     "MediaStorageSOPInstanceUID",
     "SourceApplicationEntityTitle",
     "SendingApplicationEntityTitle",
     "ReceivingApplicationEntityTitle",
+    "SourcePresentationAddress",
+    "SendingPresentationAddress",
+    "ReceivingPresentationAddress",
+    "PrivateInformationCreatorUID",
+    "PrivateInformation",
 )
+#: VRs whose every value identifies: person names, UIDs, dates and datetimes, AE titles.
+_STRONG_VRS = frozenset({"PN", "UI", "DA", "DT", "AE"})
+#: Words of the keywords (of an attribute, or of a sequence around it) that identify: patient
+#: and other IDs, accession numbers, addresses and telephone numbers, institutions and their
+#: departments, stations, devices and person identification codes.
+_STRONG_WORDS = (
+    "PatientID",
+    "AccessionNumber",
+    "AdmissionID",
+    "MedicalRecordLocator",
+    "Address",
+    "Telephone",
+    "Institution",
+    "Department",
+    "StationName",
+    "SerialNumber",
+    "DeviceID",
+    "DetectorID",
+    "PersonIdentification",
+)
+#: Words of the keywords whose single-word values are also ordinary words (a name part such as
+#: "Test" or "Knee", an institution named "TOSHIBA"): see `_word`.
+_WORDY = ("Institution", "Department", "StationName")
+#: Keywords of the parts of a code that say how it is coded, not what it is: weak even in a
+#: code sequence that identifies.
+_CODING = ("Coding", "Context", "Mapping", "TypeOf")
+_WORD = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One identifying value of the original found in the output.
+    """An identifying value of the original found in the output.
 
     Attributes
     ----------
     attribute : str
         Where the value sat in the original: tag path and keyword, e.g.
-        ``(0008,1140)[0]>(0008,1155) ReferencedSOPInstanceUID``.
+        ``(0008,1140) ReferencedImageSequence[0]>(0008,1155) ReferencedSOPInstanceUID``.
     value : str
         The value, masked (first two characters, then ``*``), so reports can be shared.
     where : str
-        Where it was found: ``bytes at offset 1234 (ISO_IR 100)``, ``text of (0010,4000)
-        PatientComments``, or ``output path``.
+        Where it was found in the output: the element (``(0008,0008) ImageType``,
+        ``(0008,2218) AnatomicRegionSequence[0]>(0008,0104) CodeMeaning``, ``File Meta (0002,0016)
+        SourceApplicationEntityTitle``), ``preamble``, ``bytes outside any element value``,
+        or ``output path``.
+    kind : str
+        ``leak`` (`LEAK`): the output should not hold it; ``kept`` (`KEPT`): it is there because
+        an attribute is kept (by the profile, for a value that is not a strong identifier and
+        that the original held in that attribute, or on purpose, ``kept=``). Only leaks fail
+        verification.
+    offset : int or None
+        The byte offset in the output (of the inflated data set for a deflated one), when found
+        in its bytes.
     """
 
     attribute: str
     value: str
     where: str
+    kind: str = LEAK
+    offset: int | None = None
 
 
 def _mask(text: str) -> str:
     return text[:2] + "*" * max(len(text) - 2, 1)
 
 
-def _label(path: str, elem: DataElement) -> str:
-    tag = f"({elem.tag.group:04X},{elem.tag.element:04X})"
-    return f"{path}{tag} {elem.keyword}".strip()
-
-
-def _values(elem: DataElement) -> list:
+def _values(elem: DataElement) -> list[Any]:
     value = elem.value
     if value is None or value == "" or value == b"":
         return []
     if isinstance(value, MultiValue | list | tuple):
         return list(value)
     return [value]
+
+
+def _kind(text: str) -> tuple[str, str]:
+    return text, "number" if _NUMERIC.fullmatch(text) else "text"
 
 
 def _strings(elem: DataElement, private: bool) -> Iterator[tuple[str, str]]:
@@ -135,10 +194,6 @@ def _strings(elem: DataElement, private: bool) -> Iterator[tuple[str, str]]:
             yield text[:8], "date"
 
 
-def _kind(text: str) -> tuple[str, str]:
-    return text, "number" if _NUMERIC.fullmatch(text) else "text"
-
-
 def _trivial(text: str) -> bool:
     if len(text) < 3:
         return True
@@ -147,10 +202,52 @@ def _trivial(text: str) -> bool:
     return False
 
 
-class _Collector:
-    """Walks the original with the engine's rules, sorting values into identifying and kept."""
+def _strong(vr: str, keywords: tuple[str, ...]) -> bool:
+    """Whether a value of this VR, in the attribute at the end of ``keywords`` (the sequences
+    around it before), identifies on its own wherever it is found."""
+    if vr in _STRONG_VRS:
+        return True
+    own = keywords[-1] if keywords else ""
+    if own.startswith(_CODING):
+        return False
+    return any(w in k for k in keywords if k for w in _STRONG_WORDS)
 
-    def __init__(self, original: Dataset, options: DeidOptions) -> None:
+
+def _word(text: str, vr: str, keywords: tuple[str, ...]) -> bool:
+    """Whether a strong value is a single word that is also an ordinary word: a part of a
+    person name, or a one-word institution, department or station name. Such a value found
+    only where the original already held it, in an attribute the profile keeps, is reported as
+    kept (a patient called "Knee" scanned with a coil named "KNEE"); two parts of one name
+    there, or any other strong value, are a leak."""
+    if not _WORD.fullmatch(text):
+        return False
+    return vr == "PN" or any(w in k for k in keywords if k for w in _WORDY)
+
+
+def _tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+@dataclass(slots=True)
+class _Searched:
+    """One identifying value of the original, and what it came from: ``strong`` or weak, kept
+    on purpose (``deliberate``), a single ordinary ``word`` (see `_word`), and the person names
+    it is a part of (``names``: numbers shared by the parts of one name)."""
+
+    attribute: str
+    match: str
+    strong: bool
+    deliberate: bool
+    word: bool
+    names: frozenset[int]
+
+
+class _Collector:
+    """Walks the original with the engine's rules: the values the profile does not keep are
+    searched; where the profile keeps an attribute, the original element is remembered (by its
+    tag path) without decoding it, to tell later whether the original held a value there."""
+
+    def __init__(self, original: Dataset, options: DeidOptions, kept: frozenset[str]) -> None:
         self.options = options
         self.policy = policy_for(options)
         self.safe = safe_private() if options.retain_safe_private else {}
@@ -159,64 +256,201 @@ class _Collector:
         self.present = (
             self.types.present_modules(set(original.keys())) if self.types else frozenset()
         )
-        self.identifying: dict[str, tuple[str, str]] = {}  # value -> (attribute, kind)
-        self.kept: list[str] = []
+        self.kept = kept
+        self.values: dict[str, _Searched] = {}
+        self.held: dict[tuple[int, ...], list[tuple[Dataset, int]]] = {}
+        self.names = 0  # person names seen: their parts share the number
+        # attributes an Option keeps that the Basic Profile would not (Retain Device Identity's
+        # Station Name...): kept by the user's choice, like a recipe's
+        self.basic = policy_for(DeidOptions()) if options != DeidOptions() else None
+        self.chosen: set[tuple[int, ...]] = set()
 
-    def add(self, label: str, elem: DataElement, private: bool = False) -> None:
-        for text, kind in _strings(elem, private):
-            if text.startswith(DICOM_UID_ROOT):
+    def deliberate(self, key: tuple[int, ...], keywords: tuple[str, ...]) -> bool:
+        """Whether the attribute (or a sequence around it) is kept on purpose."""
+        if not self.kept:
+            return False
+        return any(k in self.kept for k in keywords if k) or any(
+            _tag_text(t) in self.kept for t in key
+        )
+
+    def hold(self, ds: Dataset, tag: int, key: tuple[int, ...]) -> None:
+        self.held.setdefault(key, []).append((ds, tag))
+
+    def holds(self, key: tuple[int, ...], folded: str, forms: Collection[bytes]) -> bool:
+        """Whether a kept original element at ``key`` held the value."""
+        for ds, tag in self.held.get(key, ()):
+            try:
+                value = ds[tag].value
+            except Exception:  # noqa: BLE001 - unreadable in the original
+                continue
+            if isinstance(value, bytes):
+                low = value.lower()
+                if any(form in low for form in forms):
+                    return True
+                continue
+            values = value if isinstance(value, MultiValue | list | tuple) else [value]
+            if folded in "\\".join(str(v) for v in values).casefold():
+                return True
+        return False
+
+    def add(
+        self,
+        ds: Dataset,
+        elem: DataElement,
+        where: str,
+        key: tuple[int, ...],
+        keywords: tuple[str, ...],
+        *,
+        private: bool = False,
+        any_vr: bool = False,
+    ) -> None:
+        """Search the values of ``elem``: ``private`` (a private attribute: weak, its bytes
+        read as text when they are text) or ``any_vr`` (inside a removed sequence: numbers and
+        text bytes too)."""
+        strong = not private and _strong(elem.VR, keywords)
+        deliberate = self.deliberate(key, keywords)
+        if deliberate:
+            self.hold(ds, int(elem.tag), key)
+        name: frozenset[int] = frozenset()
+        if elem.VR == "PN":
+            self.names += 1
+            name = frozenset((self.names,))
+        for text, match in _strings(elem, private or any_vr):
+            if not text or text.startswith(DICOM_UID_ROOT):
                 continue  # registered DICOM UIDs (SOP Classes, palettes...) identify no one
-            if text and text not in self.identifying:
-                self.identifying[text] = (label, kind)
+            word = strong and _word(text, elem.VR, keywords)
+            found = self.values.get(text)
+            if found is None:
+                self.values[text] = _Searched(where, match, strong, deliberate, word, name)
+                continue
+            if strong and not found.strong:
+                found.strong, found.attribute, found.word = True, where, word
+            elif strong:
+                found.word = found.word and word
+            found.deliberate = found.deliberate or deliberate
+            found.names = found.names | name
 
-    def keep(self, elem: DataElement) -> None:
-        self.kept.extend(text for text, _ in _strings(elem, True))
+    def _element(self, ds: Dataset, tag: int) -> DataElement | None:
+        try:
+            return ds[tag]
+        except Exception:  # noqa: BLE001 - unreadable: its bytes as text, if they are text
+            raw = ds.get_item(tag)
+            if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
+                return DataElement(tag, "UN", raw.value)
+            return None
 
-    def everything(self, ds: Dataset, prefix: str) -> None:
-        for elem in _elements(ds):
-            label = _label(prefix, elem)
+    def everything(
+        self, ds: Dataset, prefix: str, path: tuple[int, ...], names: tuple[str, ...]
+    ) -> None:
+        """Every value inside a removed sequence is identifying."""
+        for tag in list(ds.keys()):
+            elem = self._element(ds, int(tag))
+            if elem is None:
+                continue
+            where = label(prefix, int(tag), elem.keyword or "")
+            key, keywords = (*path, int(tag)), (*names, elem.keyword or "")
             if elem.VR == "SQ":
                 for i, item in enumerate(elem.value or ()):
-                    self.everything(item, f"{label}[{i}]>")
+                    self.everything(item, f"{where}[{i}]>", key, keywords)
             else:
-                self.add(label, elem, private=True)
+                private = bool(elem.tag.group & 1)
+                self.add(ds, elem, where, key, keywords, private=private, any_vr=True)
 
-    def walk(self, ds: Dataset, path: tuple[int, ...], prefix: str, overrides=None) -> None:
+    def walk(
+        self,
+        ds: Dataset,
+        path: tuple[int, ...],
+        prefix: str,
+        names: tuple[str, ...],
+        overrides: dict[int, str] | None = None,
+    ) -> None:
         creators: dict[tuple[int, int], str] = {}
-        for elem in _elements(ds):
-            tag = int(elem.tag)
-            group, number = tag >> 16, tag & 0xFFFF
-            label = _label(prefix, elem)
-            if group & 1:
-                if 0x10 <= number <= 0xFF:
-                    creators[(group, number)] = str(elem.value or "").strip()
-                    self.keep(elem)
-                    continue
-                creator = creators.get((group, number >> 8))
-                if (group, creator, number & 0xFF) in self.safe:
-                    self._kept(elem, path, label)
-                elif elem.VR == "SQ":
-                    self.everything_in(elem, label)
-                else:
-                    self.add(label, elem, private=True)
+        for base_tag in list(ds.keys()):
+            tag = int(base_tag)
+            key = (*path, tag)
+            if tag >> 16 & 1:
+                self._private(ds, tag, key, prefix, names, creators)
                 continue
             code = (overrides or {}).get(tag) or self.policy.code(tag)
             if len(code) > 1 or code == "T":
                 code = resolve(code, tag, path, self.types, self.present)
+            vr = vr_of(ds.get_item(base_tag), tag)
+            if vr != "SQ" and self._keeps(code, tag, vr):
+                self.hold(ds, tag, key)  # kept: decoded only if a value is found in it
+                self._by_option(tag, path, vr)
+                if self.kept and self.deliberate(key, (*names, keyword_for_tag(tag))):
+                    elem = self._element(ds, tag)
+                    if elem is not None:
+                        keywords = (*names, elem.keyword or "")
+                        self.add(ds, elem, label(prefix, tag, elem.keyword or ""), key, keywords)
+                continue
+            elem = self._element(ds, tag)
+            if elem is None:
+                continue
+            keyword = elem.keyword or ""
+            where = label(prefix, tag, keyword)
+            keywords = (*names, keyword)
             if elem.VR == "SQ":
-                keyword = elem.keyword or ""
                 if code in ("X", "Z") or (
                     code == "D" and (keyword.endswith("CodeSequence") or tag == 0x0040A300)
                 ):
-                    self.everything_in(elem, label)
+                    self.everything_in(elem, where, key, keywords)
                 else:
-                    self._items(elem, (*path, tag), label)
-            elif code in ("K", KEEP_REFS) or self._clean_keeps(code, tag, elem.VR):
-                self.keep(elem)
+                    self._items(elem, key, where, keywords)
+            elif self._keeps(code, tag, elem.VR):
+                self.hold(ds, tag, key)  # converted to an SQ-less VR only now (UN, implicit)
+                self._by_option(tag, path, elem.VR)
+                if self.deliberate(key, keywords):
+                    self.add(ds, elem, where, key, keywords)
             else:
                 if code == "C" and elem.VR == "DT":  # a shifted DT keeps its time of day
-                    self.kept.extend(str(v)[8:] for v in _values(elem))
-                self.add(label, elem)
+                    self.hold(ds, tag, key)
+                self.add(ds, elem, where, key, keywords)
+
+    def _private(
+        self,
+        ds: Dataset,
+        tag: int,
+        key: tuple[int, ...],
+        prefix: str,
+        names: tuple[str, ...],
+        creators: dict[tuple[int, int], str],
+    ) -> None:
+        group, number = tag >> 16, tag & 0xFFFF
+        elem = self._element(ds, tag)
+        if elem is None:
+            return
+        where = label(prefix, tag, "")
+        keywords = (*names, "")
+        if 0x10 <= number <= 0xFF:
+            creators[(group, number)] = str(elem.value or "").strip()
+            self.hold(ds, tag, key)
+            return
+        creator = creators.get((group, number >> 8))
+        if (group, creator, number & 0xFF) in self.safe:
+            if elem.VR == "SQ":
+                self._items(elem, key, where, keywords)
+            else:
+                self.hold(ds, tag, key)
+                if self.deliberate(key, keywords):
+                    self.add(ds, elem, where, key, keywords, private=True)
+        elif elem.VR == "SQ":
+            self.everything_in(elem, where, key, keywords)
+        else:
+            self.add(ds, elem, where, key, keywords, private=True)
+
+    def _keeps(self, code: str, tag: int, vr: str) -> bool:
+        return code in ("K", KEEP_REFS) or self._clean_keeps(code, tag, vr)
+
+    def _by_option(self, tag: int, path: tuple[int, ...], vr: str) -> None:
+        """Note a kept attribute that only a chosen Option keeps."""
+        if self.basic is None:
+            return
+        code = self.basic.code(tag)
+        if len(code) > 1 or code == "T":
+            code = resolve(code, tag, path, self.types, self.present)
+        if not self._keeps(code, tag, vr):
+            self.chosen.add((*path, tag))
 
     def _clean_keeps(self, code: str, tag: int, vr: str) -> bool:
         """Whether action C keeps this value as it is (see `Deidentifier._clean`)."""
@@ -224,58 +458,42 @@ class _Collector:
             return False
         return vr in ("TM", "CS") or (tag >> 16 in CURVE_GROUPS and vr not in TEXT_VRS)
 
-    def _kept(self, elem: DataElement, path: tuple[int, ...], label: str) -> None:
-        if elem.VR == "SQ":
-            self._items(elem, (*path, int(elem.tag)), label)
-        else:
-            self.keep(elem)
-
-    def everything_in(self, elem: DataElement, label: str) -> None:
+    def everything_in(
+        self, elem: DataElement, where: str, key: tuple[int, ...], names: tuple[str, ...]
+    ) -> None:
         for i, item in enumerate(elem.value or ()):
-            self.everything(item, f"{label}[{i}]>")
+            self.everything(item, f"{where}[{i}]>", key, names)
 
-    def _items(self, elem: DataElement, path: tuple[int, ...], label: str) -> None:
+    def _items(
+        self, elem: DataElement, path: tuple[int, ...], where: str, names: tuple[str, ...]
+    ) -> None:
         structured = self.options.clean_structured_content and path[-1] in STRUCTURED_SEQUENCES
         for i, item in enumerate(elem.value or ()):
             overrides = None
             if structured:
                 overrides = content_overrides(item, self.options)
                 if overrides is None:
-                    self.everything(item, f"{label}[{i}]>")
+                    self.everything(item, f"{where}[{i}]>", path, names)
                     continue
-            self.walk(item, path, f"{label}[{i}]>", overrides)
+            self.walk(item, path, f"{where}[{i}]>", names, overrides)
 
-
-def _elements(ds: Dataset) -> Iterator[DataElement]:
-    for tag in list(ds.keys()):
-        try:
-            yield ds[tag]
-        except Exception:  # noqa: BLE001 - unreadable in the original: nothing to compare
-            continue
+    def meta(self, meta: Dataset) -> None:
+        """The identifying attributes of the original's File Meta Information."""
+        for keyword in _META_IDENTIFYING:
+            if keyword not in meta:
+                continue
+            if self.options.retain_uids and keyword == "MediaStorageSOPInstanceUID":
+                continue
+            elem = meta[keyword]
+            tag = int(elem.tag)
+            where = f"File Meta {label('', tag, keyword)}"
+            self.add(meta, elem, where, (tag,), (keyword,), any_vr=elem.VR in ("OB", "UN"))
 
 
 def _read(source: Dataset | str | Path) -> Dataset:
     if isinstance(source, Dataset):
         return source
     return pydicom.dcmread(source, force=True)
-
-
-def _encode(ds: Dataset) -> bytes:
-    """The Part 10 bytes of ``ds``; when its transfer syntax cannot be written (unknown to
-    pydicom, or no File Meta), the meta and the data set are written as explicit VR little
-    endian: the bytes searched are then the values, not the exact file."""
-    buffer = io.BytesIO()
-    try:
-        pydicom.dcmwrite(buffer, ds)
-        return buffer.getvalue()
-    except (AttributeError, ValueError):
-        pass
-    meta = DicomBytesIO()
-    if getattr(ds, "file_meta", None) is not None:
-        write_file_meta_info(meta, ds.file_meta, enforce_standard=False)
-    body = io.BytesIO()
-    pydicom.dcmwrite(body, Dataset(ds), implicit_vr=False, little_endian=True)
-    return meta.getvalue() + body.getvalue()
 
 
 def _codecs(ds: Dataset) -> list[str]:
@@ -286,54 +504,92 @@ def _codecs(ds: Dataset) -> list[str]:
         return []
 
 
-def _forms(text: str, codecs: list[str]) -> set[bytes]:
-    forms = set()
-    for codec in [*codecs, "utf-8", "latin-1"]:
-        try:
-            forms.add(text.encode(codec))
-        except (UnicodeEncodeError, LookupError):
-            continue
-    return {f for f in forms if f}
+def _forms(text: str, codecs: list[str]) -> list[bytes]:
+    """The value's encodings in the output's and original's character sets, UTF-8 and
+    Latin-1, with ASCII letters lowered (as the searched bytes are)."""
+    variants = {text} if text.isascii() else {text, text.lower(), text.upper()}
+    forms: set[bytes] = set()
+    for variant in variants:
+        for codec in [*codecs, "utf-8", "latin-1"]:
+            try:
+                forms.add(variant.encode(codec).lower())
+            except (UnicodeEncodeError, LookupError):
+                continue
+    return sorted(f for f in forms if f)
 
 
-def _digit(haystack: AnyStr, at: int) -> bool:
-    """Whether position ``at`` holds a digit (``False`` outside the haystack)."""
-    return 0 <= at < len(haystack) and haystack[at : at + 1].isdigit()
+def _recorded_options(output: Dataset) -> DeidOptions:
+    """The options of the last de-identification, from its CID 7050 codes."""
+    recorded = output.get(0x00120064)
+    items = recorded.value if recorded is not None and recorded.VR == "SQ" else []
+    codes = [str(item.get("CodeValue", "")) for item in items]
+    if BASIC_PROFILE_CODE in codes:  # the last de-identification's codes start there
+        codes = codes[len(codes) - 1 - codes[::-1].index(BASIC_PROFILE_CODE) :]
+    return DeidOptions.from_codes(codes)
 
 
-def _find(haystack: AnyStr, needle: AnyStr, kind: str) -> int:
-    """First position of ``needle`` where its ``kind`` allows a match (see `_strings`)."""
-    dot = haystack[:0] + (b"." if isinstance(haystack, bytes) else ".")
-    start = 0
-    while True:
-        at = haystack.find(needle, start)
-        if at == -1 or kind == "text":
-            return at
-        end = at + len(needle)
-        touched_before = _digit(haystack, at - 1) or (at > 0 and haystack[at - 1 : at] == dot)
-        if kind == "time" and touched_before:  # the time part of a DT: YYYYMMDD before it
-            date_start = at - 8
-            touched_before = not (
-                date_start >= 0
-                and haystack[date_start:at].isdigit()
-                and not _digit(haystack, date_start - 1)
-            )
-        touched_after = kind != "date" and _digit(haystack, end)
-        if not touched_before and not touched_after:
-            return at
-        start = at + 1
+def _fixed() -> str:
+    return "\0".join(
+        [
+            *FIXED_TEXTS,
+            *INSERTED_TEXTS,
+            f"dicomflow {__version__} PS3.15 Annex E",
+            IMPLEMENTATION_CLASS_UID,
+            IMPLEMENTATION_VERSION_NAME,
+            *(f"{c.code_value}\0{c.meaning}" for c in method_codes().values()),
+        ]
+    ).casefold()
 
 
-def _output_texts(ds: Dataset, prefix: str = "") -> Iterator[tuple[str, str]]:
-    for elem in _elements(ds):
-        label = _label(prefix, elem)
-        if elem.VR == "SQ":
-            for i, item in enumerate(elem.value or ()):
-                yield from _output_texts(item, f"{label}[{i}]>")
-        elif elem.VR in _STRING_VRS or elem.tag.is_private:
-            for value in _values(elem):
-                if not isinstance(value, bytes):
-                    yield label, str(value).casefold()
+class _Search:
+    """Searches one output for the values of one original."""
+
+    def __init__(self, output: Output, collector: _Collector, codecs: list[str], path: str):
+        self.output = output
+        self.collector = collector
+        self.codecs = codecs
+        self.path = path
+
+    def judge(self, value: _Searched, folded: str, forms: list[bytes], place: Place | None) -> str:
+        """``kept`` or ``leak`` for one place the value was found at; ``word``: kept, unless
+        another part of the same name is found at the same place (decided by `verify`)."""
+        if value.deliberate:
+            return KEPT
+        if place is None or place.meta:
+            return LEAK
+        keeps = not value.strong or value.word or place.key in self.collector.chosen
+        keeps = keeps or self.collector.deliberate(place.key, place.keywords)
+        if not keeps or not self.collector.holds(place.key, folded, forms):
+            return LEAK
+        return _WORD_KEPT if value.strong and value.word else KEPT
+
+    def run(self, text: str, value: _Searched) -> list[Finding]:
+        folded = text.casefold()
+        forms = _forms(text, self.codecs)
+        found: dict[str, Finding] = {}
+
+        def record(where: str, kind: str, offset: int | None) -> None:
+            old = found.get(where)
+            if old is None or (old.kind != LEAK and kind == LEAK):
+                found[where] = Finding(value.attribute, _mask(text), where, kind, offset)
+
+        output = self.output
+        seen = 0
+        for form in forms:
+            for at in output.search(form, value.match):
+                place = output.place_at(at)
+                where = place.label if place is not None else output.outside(at)
+                record(where, self.judge(value, folded, forms, place), at)
+                seen += 1
+                if seen >= MAX_HITS:
+                    break
+        if not seen and not text.isascii():  # decoded text: encodings the byte forms missed
+            for place, decoded in output.texts():
+                if find(decoded, folded, value.match) != -1:
+                    record(place.label, self.judge(value, folded, forms, place), None)
+        if self.path and find(self.path, folded, value.match) != -1:
+            record("output path", KEPT if value.deliberate else LEAK, None)
+        return list(found.values())
 
 
 def verify(
@@ -342,6 +598,7 @@ def verify(
     *,
     output_path: str | Path | None = None,
     options: DeidOptions | None = None,
+    kept: Collection[str] = (),
 ) -> list[Finding]:
     """Search the de-identified output for every identifying value of the original.
 
@@ -354,12 +611,17 @@ def verify(
         when that is a path.
     options : DeidOptions, optional
         The options used; by default read from the output's De-identification Method Code
-        Sequence (CID 7050 codes), so values an Option keeps are not reported.
+        Sequence (CID 7050 codes), so values an Option keeps are not searched.
+    kept : collection of str, optional
+        Attributes kept on purpose (keywords, or tags as ``(gggg,eeee)``; a sequence covers
+        what is inside it), e.g. by a recipe: their values, and values the original held in
+        them, are reported as kept, not as leaks.
 
     Returns
     -------
     list of Finding
-        Empty when nothing identifying was found.
+        One per value and place found, leaks (``kind == "leak"``) and values there because an
+        attribute is kept (``kind == "kept"``); no leak means nothing identifying was left.
 
     Examples
     --------
@@ -368,97 +630,46 @@ def verify(
     >>> ds.PatientName = "Doe^Jane"
     >>> leaky = Dataset()
     >>> leaky.ImageComments = "scan of Jane Doe"
-    >>> [f.value for f in verify(ds, leaky)]
-    ['Do*', 'Ja**']
+    >>> sorted((f.value, f.where, f.kind) for f in verify(ds, leaky))
+    [('Do*', '(0020,4000) ImageComments', 'leak'), ('Ja**', '(0020,4000) ImageComments', 'leak')]
     """
     if output_path is None and not isinstance(deidentified, Dataset):
         output_path = deidentified
     source = _read(original)
-    if isinstance(deidentified, Dataset):
-        output, data = deidentified, _encode(deidentified)
-    else:
-        data = Path(deidentified).read_bytes()
-        output = pydicom.dcmread(io.BytesIO(data), force=True)
+    output = Output.of(deidentified)
     if options is None:
-        recorded = output.get(0x00120064)
-        items = recorded.value if recorded is not None and recorded.VR == "SQ" else []
-        codes = [str(item.get("CodeValue", "")) for item in items]
-        if BASIC_PROFILE_CODE in codes:  # the last de-identification's codes start there
-            codes = codes[len(codes) - 1 - codes[::-1].index(BASIC_PROFILE_CODE) :]
-        options = DeidOptions.from_codes(codes)
-
-    collector = _Collector(source, options)
+        options = _recorded_options(output.dataset)
+    collector = _Collector(source, options, frozenset(kept))
     meta = getattr(source, "file_meta", None)
     if meta is not None:
-        for keyword in _META_IDENTIFYING:
-            if keyword in meta and not (
-                options.retain_uids and keyword == "MediaStorageSOPInstanceUID"
-            ):
-                collector.add(f"File Meta {keyword}", meta[keyword])
-        for elem in _elements(meta):
-            if elem.keyword not in _META_IDENTIFYING:
-                collector.keep(elem)
-    collector.walk(source, (), "")
-
-    kept = "\0".join(collector.kept).casefold()
-    fixed = "\0".join(
-        [
-            *FIXED_TEXTS,
-            *INSERTED_TEXTS,
-            IMPLEMENTATION_CLASS_UID,
-            *(f"{c.code_value}\0{c.meaning}" for c in method_codes().values()),
-        ]
-    ).casefold()
-    texts = list(_output_texts(output))
-    labels = [where for where, _ in texts]
-    starts = list(itertools.accumulate((len(t) + 1 for _, t in texts), initial=0))[:-1]
-    blob = "\0".join(t for _, t in texts)
-    where_path = str(output_path).casefold() if output_path is not None else ""
-    codecs = _codecs(output) + _codecs(source)
-    header, bulk, bulk_at = _split_bulk(data, output)
+        collector.meta(meta)
+    collector.walk(source, (), "", ())
+    fixed = _fixed()
+    path = str(output_path).casefold() if output_path is not None else ""
+    search = _Search(output, collector, _codecs(output.dataset) + _codecs(source), path)
     findings: list[Finding] = []
-    for value, (label, kind) in collector.identifying.items():
-        folded = value.casefold()
-        if _trivial(value) or folded in kept or folded in fixed:
+    names: list[frozenset[int]] = []
+    for text, value in collector.values.items():
+        if _trivial(text) or text.casefold() in fixed:
             continue
-        found = False
-        for form in _forms(value, codecs):
-            at = _find(header, form, kind)
-            if at == -1 and len(form) >= BULK_MIN_BYTES:
-                at = _find(bulk, form, kind)
-                at = at if at == -1 else at + bulk_at
-            if at != -1:
-                findings.append(Finding(label, _mask(value), f"bytes at offset {at}"))
-                found = True
-                break
-        if not found:  # decoded text: catches encodings the byte forms missed
-            at = _find(blob, folded, kind)
-            if at != -1:
-                where = labels[bisect.bisect_right(starts, at) - 1]
-                findings.append(Finding(label, _mask(value), f"text of {where}"))
-        if where_path and _find(where_path, folded, kind) != -1:
-            findings.append(Finding(label, _mask(value), "output path"))
-    return findings
+        for finding in search.run(text, value):
+            findings.append(finding)
+            names.append(value.names)
+    return _settle_words(findings, names)
 
 
-#: Shortest value searched inside pixel data: a 6-byte run matches random bytes about once in
-#: 2**48 positions, a 3-byte one every few megabytes.
-BULK_MIN_BYTES = 6
-_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
-
-
-def _split_bulk(data: bytes, output: Dataset) -> tuple[bytes, bytes, int]:
-    """Split the output bytes into the header and the pixel data value (if it can be found)."""
-    for tag in _PIXEL_TAGS:
-        if tag not in output:
-            continue
-        try:
-            value = output[tag].value
-        except Exception:  # noqa: BLE001 - unreadable pixel data: search everything fully
-            break
-        if isinstance(value, bytes) and len(value) >= 256:
-            at = data.rfind(value)
-            if at != -1:
-                return data[:at] + b"\0" + data[at + len(value) :], value, at
-        break
-    return data, b"", 0
+def _settle_words(findings: list[Finding], names: list[frozenset[int]]) -> list[Finding]:
+    """Single-word strong values found where the original held them are kept, unless two
+    parts of one person name are found in the same place: then each is a leak."""
+    parts: dict[tuple[str, int], int] = {}
+    for finding, groups in zip(findings, names, strict=True):
+        if finding.kind == _WORD_KEPT:
+            for group in groups:
+                parts[(finding.where, group)] = parts.get((finding.where, group), 0) + 1
+    settled = []
+    for finding, groups in zip(findings, names, strict=True):
+        if finding.kind == _WORD_KEPT:
+            together = any(parts[(finding.where, g)] > 1 for g in groups)
+            finding = replace(finding, kind=LEAK if together else KEPT)
+        settled.append(finding)
+    return settled

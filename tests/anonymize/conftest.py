@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-#: ``../shared`` beside the clone (CI and the workspace both have it there).
-SHARED = REPO.parent / "shared"
+#: ``../shared`` beside the clone (CI and the workspace both have it there), or
+#: ``$DICOMFLOW_SHARED`` (a worktree elsewhere), as in ``tests/conftest.py``.
+SHARED = Path(os.environ.get("DICOMFLOW_SHARED", REPO.parent / "shared"))
 SECRET = b"dicomflow test secret, 32 bytes!"
 OTHER_SECRET = b"another secret for the same data"
 
