@@ -28,18 +28,20 @@ and times, the CID 7050 code meanings).
 
 from __future__ import annotations
 
+import io
 import re
+import warnings
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pydicom
 from pydicom.charset import convert_encodings
-from pydicom.datadict import keyword_for_tag
-from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
 
 from .._version import __version__
 from ..dicom import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -50,7 +52,8 @@ from ._record import INSERTED_TEXTS
 from ._structured import STRUCTURED_SEQUENCES, content_overrides
 from ._tables import iod_for_sop_class, iod_types, method_codes, safe_private
 from ._values import FIXED_TEXTS
-from ._verify_output import Output, Place, find, label, vr_of
+from ._verify_output import Output, Place, find, keyword_of, label, text_values
+from ._verify_tree import Element, Tree, read_tree, tree_of
 
 __all__ = ["KEPT", "LEAK", "Finding", "verify"]
 
@@ -64,6 +67,7 @@ _WORD_KEPT = "word"
 _NUMERIC = re.compile(r"[0-9.+\- ]+")
 #: Printable ASCII, tab and line breaks, and the printable Latin-1 range.
 _PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\r\n" + bytes(range(0xA0, 0x100))
+_ASCII = bytes(range(0x20, 0x7F))
 #: Longest binary private/UN value examined for text (longer ones are data, not text).
 MAX_BINARY_TEXT = 65536
 #: Occurrences of one value examined per output (enough to tell kept from leaked).
@@ -146,8 +150,7 @@ def _mask(text: str) -> str:
     return text[:2] + "*" * max(len(text) - 2, 1)
 
 
-def _values(elem: DataElement) -> list[Any]:
-    value = elem.value
+def _values(value: Any) -> list[Any]:
     if value is None or value == "" or value == b"":
         return []
     if isinstance(value, MultiValue | list | tuple):
@@ -155,22 +158,27 @@ def _values(elem: DataElement) -> list[Any]:
     return [value]
 
 
+#: Binary numbers (not text: never searched).
+_BINARY_NUMBERS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
+
+
 def _kind(text: str) -> tuple[str, str]:
     return text, "number" if _NUMERIC.fullmatch(text) else "text"
 
 
-def _strings(elem: DataElement, private: bool) -> Iterator[tuple[str, str]]:
-    """The searchable forms of a non-sequence element's value, with how to match each:
+def _strings(vr: str, values: list[Any], private: bool) -> Iterator[tuple[str, str]]:
+    """The searchable forms of a non-sequence element's values, with how to match each:
     ``text``, ``number`` (no digit may touch it), ``date`` (a DA: digits may follow, as in a
     DT) or ``time`` (a TM: may follow the date of a DT)."""
-    vr = elem.VR
-    for value in _values(elem):
+    for value in values:
         if isinstance(value, bytes):
             if not (private or vr == "UN") or len(value) > MAX_BINARY_TEXT:
                 continue  # binary numbers and pixel-like data are not distinctive
             body = value.rstrip(b"\0 ")
             if len(body.translate(None, _PRINTABLE)) > 0.1 * len(body):
                 continue  # not text
+            if len(body.translate(None, _ASCII)) > 0.5 * len(body):
+                continue  # mostly high bytes: binary (a delimiter's FE FF DD E0), not text
             text = value.decode("latin-1")
             for part in text.split("\\"):
                 yield _kind(part.strip("\0 "))
@@ -202,6 +210,7 @@ def _trivial(text: str) -> bool:
     return False
 
 
+@lru_cache(maxsize=4096)
 def _strong(vr: str, keywords: tuple[str, ...]) -> bool:
     """Whether a value of this VR, in the attribute at the end of ``keywords`` (the sequences
     around it before), identifies on its own wherever it is found."""
@@ -219,8 +228,11 @@ def _word(text: str, vr: str, keywords: tuple[str, ...]) -> bool:
     only where the original already held it, in an attribute the profile keeps, is reported as
     kept (a patient called "Knee" scanned with a coil named "KNEE"); two parts of one name
     there, or any other strong value, are a leak."""
-    if not _WORD.fullmatch(text):
-        return False
+    return _wordy(vr, keywords) and _WORD.fullmatch(text) is not None
+
+
+@lru_cache(maxsize=4096)
+def _wordy(vr: str, keywords: tuple[str, ...]) -> bool:
     return vr == "PN" or any(w in k for k in keywords if k for w in _WORDY)
 
 
@@ -242,23 +254,72 @@ class _Searched:
     names: frozenset[int]
 
 
+@lru_cache(maxsize=64)
+def _python_codecs(terms: tuple[str, ...]) -> tuple[str, ...]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return tuple(convert_encodings(list(terms)))
+        except Exception:  # noqa: BLE001 - an unknown character set: pydicom's default
+            return tuple(convert_encodings(None))
+
+
+_DEFAULT_CODECS = _python_codecs(("ISO_IR 6",))
+
+
+def _charset_terms(tree: Tree, elements: list[Element]) -> tuple[str, ...] | None:
+    """The terms of a level's Specific Character Set (0008,0005), ``None`` without one."""
+    for elem in elements:
+        if elem.tag > 0x00080005:
+            break
+        if elem.tag == 0x00080005:
+            values = text_values(tree, elem, ["iso8859"])
+            return tuple(str(v).strip() for v in values)
+    return None
+
+
+def _level_codecs(
+    tree: Tree, elements: list[Element], inherited: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The codecs of a data set's text: its own Specific Character Set, else its parent's."""
+    terms = _charset_terms(tree, elements)
+    return _python_codecs(terms) if terms else inherited
+
+
+def _content_item(tree: Tree, item: list[Element], codecs: list[str]) -> Dataset:
+    """What `content_overrides` reads of a content item: its Value Type and concept name."""
+    ds = Dataset()
+    for elem in item:
+        if elem.tag == 0x0040A040:
+            values = text_values(tree, elem, codecs)
+            ds.add_new(elem.tag, "CS", str(values[0]) if values else "")
+        elif elem.tag == 0x0040A043 and elem.items:
+            concept = Dataset()
+            for inner in elem.items[0]:
+                if inner.tag in (0x00080100, 0x00080102):
+                    values = text_values(tree, inner, codecs)
+                    concept.add_new(inner.tag, "SH", str(values[0]) if values else "")
+            ds.add_new(elem.tag, "SQ", Sequence([concept]))
+    return ds
+
+
 class _Collector:
     """Walks the original with the engine's rules: the values the profile does not keep are
     searched; where the profile keeps an attribute, the original element is remembered (by its
     tag path) without decoding it, to tell later whether the original held a value there."""
 
-    def __init__(self, original: Dataset, options: DeidOptions, kept: frozenset[str]) -> None:
+    def __init__(self, tree: Tree, options: DeidOptions, kept: frozenset[str]) -> None:
+        self.tree = tree
         self.options = options
         self.policy = policy_for(options)
         self.safe = safe_private() if options.retain_safe_private else {}
-        sop_class = original.get("SOPClassUID")
-        self.types = iod_types(iod_for_sop_class(str(sop_class))) if sop_class else None
-        self.present = (
-            self.types.present_modules(set(original.keys())) if self.types else frozenset()
-        )
+        sop_class = tree.top.get(0x00080016)
+        values = text_values(tree, sop_class, ["iso8859"]) if sop_class is not None else []
+        self.types = iod_types(iod_for_sop_class(str(values[0]))) if values else None
+        self.present = self.types.present_modules(set(tree.top)) if self.types else frozenset()
         self.kept = kept
         self.values: dict[str, _Searched] = {}
-        self.held: dict[tuple[int, ...], list[tuple[Dataset, int]]] = {}
+        self.held: dict[tuple[int, ...], list[tuple[Element, tuple[str, ...]]]] = {}
         self.names = 0  # person names seen: their parts share the number
         # attributes an Option keeps that the Basic Profile would not (Retain Device Identity's
         # Station Name...): kept by the user's choice, like a recipe's
@@ -273,52 +334,50 @@ class _Collector:
             _tag_text(t) in self.kept for t in key
         )
 
-    def hold(self, ds: Dataset, tag: int, key: tuple[int, ...]) -> None:
-        self.held.setdefault(key, []).append((ds, tag))
+    def hold(self, elem: Element, key: tuple[int, ...], codecs: tuple[str, ...]) -> None:
+        self.held.setdefault(key, []).append((elem, codecs))
 
     def holds(self, key: tuple[int, ...], folded: str, forms: Collection[bytes]) -> bool:
         """Whether a kept original element at ``key`` held the value."""
-        for ds, tag in self.held.get(key, ()):
-            try:
-                value = ds[tag].value
-            except Exception:  # noqa: BLE001 - unreadable in the original
-                continue
-            if isinstance(value, bytes):
-                low = value.lower()
-                if any(form in low for form in forms):
+        for elem, codecs in self.held.get(key, ()):
+            for value in text_values(self.tree, elem, list(codecs)):
+                if isinstance(value, bytes):
+                    low = value.lower()
+                    if any(form in low for form in forms):
+                        return True
+                elif folded in str(value).casefold():
                     return True
-                continue
-            values = value if isinstance(value, MultiValue | list | tuple) else [value]
-            if folded in "\\".join(str(v) for v in values).casefold():
-                return True
         return False
 
     def add(
         self,
-        ds: Dataset,
-        elem: DataElement,
+        elem: Element,
         where: str,
         key: tuple[int, ...],
         keywords: tuple[str, ...],
+        codecs: tuple[str, ...],
         *,
         private: bool = False,
         any_vr: bool = False,
     ) -> None:
         """Search the values of ``elem``: ``private`` (a private attribute: weak, its bytes
-        read as text when they are text) or ``any_vr`` (inside a removed sequence: numbers and
-        text bytes too)."""
-        strong = not private and _strong(elem.VR, keywords)
+        read as text when they are text) or ``any_vr`` (inside a removed sequence: text bytes
+        too). Binary numbers are never searched: they are not text."""
+        if elem.vr in _BINARY_NUMBERS:
+            return
+        strong = not private and _strong(elem.vr, keywords)
         deliberate = self.deliberate(key, keywords)
         if deliberate:
-            self.hold(ds, int(elem.tag), key)
+            self.hold(elem, key, codecs)
         name: frozenset[int] = frozenset()
-        if elem.VR == "PN":
+        if elem.vr == "PN":
             self.names += 1
             name = frozenset((self.names,))
-        for text, match in _strings(elem, private or any_vr):
+        values = text_values(self.tree, elem, list(codecs))
+        for text, match in _strings(elem.vr, values, private or any_vr):
             if not text or text.startswith(DICOM_UID_ROOT):
                 continue  # registered DICOM UIDs (SOP Classes, palettes...) identify no one
-            word = strong and _word(text, elem.VR, keywords)
+            word = strong and _word(text, elem.vr, keywords)
             found = self.values.get(text)
             if found is None:
                 self.values[text] = _Searched(where, match, strong, deliberate, word, name)
@@ -330,114 +389,104 @@ class _Collector:
             found.deliberate = found.deliberate or deliberate
             found.names = found.names | name
 
-    def _element(self, ds: Dataset, tag: int) -> DataElement | None:
-        try:
-            return ds[tag]
-        except Exception:  # noqa: BLE001 - unreadable: its bytes as text, if they are text
-            raw = ds.get_item(tag)
-            if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
-                return DataElement(tag, "UN", raw.value)
-            return None
-
     def everything(
-        self, ds: Dataset, prefix: str, path: tuple[int, ...], names: tuple[str, ...]
+        self,
+        elements: list[Element],
+        prefix: str,
+        path: tuple[int, ...],
+        names: tuple[str, ...],
+        codecs: tuple[str, ...],
     ) -> None:
         """Every value inside a removed sequence is identifying."""
-        for tag in list(ds.keys()):
-            elem = self._element(ds, int(tag))
-            if elem is None:
-                continue
-            where = label(prefix, int(tag), elem.keyword or "")
-            key, keywords = (*path, int(tag)), (*names, elem.keyword or "")
-            if elem.VR == "SQ":
-                for i, item in enumerate(elem.value or ()):
-                    self.everything(item, f"{where}[{i}]>", key, keywords)
+        codecs = _level_codecs(self.tree, elements, codecs)
+        for elem in elements:
+            tag = elem.tag
+            keyword = keyword_of(tag)
+            where = label(prefix, tag, keyword)
+            key, keywords = (*path, tag), (*names, keyword)
+            if elem.items is not None:
+                for i, item in enumerate(elem.items):
+                    self.everything(item, f"{where}[{i}]>", key, keywords, codecs)
             else:
-                private = bool(elem.tag.group & 1)
-                self.add(ds, elem, where, key, keywords, private=private, any_vr=True)
+                private = bool(tag >> 16 & 1)
+                self.add(elem, where, key, keywords, codecs, private=private, any_vr=True)
 
     def walk(
         self,
-        ds: Dataset,
+        elements: list[Element],
         path: tuple[int, ...],
         prefix: str,
         names: tuple[str, ...],
+        codecs: tuple[str, ...],
         overrides: dict[int, str] | None = None,
     ) -> None:
+        codecs = _level_codecs(self.tree, elements, codecs)
         creators: dict[tuple[int, int], str] = {}
-        for base_tag in list(ds.keys()):
-            tag = int(base_tag)
+        codes, policy = self.policy.codes, self.policy
+        for elem in elements:
+            tag = elem.tag
             key = (*path, tag)
             if tag >> 16 & 1:
-                self._private(ds, tag, key, prefix, names, creators)
+                self._private(elem, key, prefix, names, creators, codecs)
                 continue
-            code = (overrides or {}).get(tag) or self.policy.code(tag)
+            code = (overrides and overrides.get(tag)) or codes.get(tag) or policy.code(tag)
             if len(code) > 1 or code == "T":
                 code = resolve(code, tag, path, self.types, self.present)
-            vr = vr_of(ds.get_item(base_tag), tag)
-            if vr != "SQ" and self._keeps(code, tag, vr):
-                self.hold(ds, tag, key)  # kept: decoded only if a value is found in it
-                self._by_option(tag, path, vr)
-                if self.kept and self.deliberate(key, (*names, keyword_for_tag(tag))):
-                    elem = self._element(ds, tag)
-                    if elem is not None:
-                        keywords = (*names, elem.keyword or "")
-                        self.add(ds, elem, label(prefix, tag, elem.keyword or ""), key, keywords)
+            if elem.items is None and self._keeps(code, tag, elem.vr):
+                self.hold(elem, key, codecs)  # kept: decoded only if a value is found in it
+                self._by_option(tag, path, elem.vr)
+                if self.kept and self.deliberate(key, (*names, keyword_of(tag))):
+                    keyword = keyword_of(tag)
+                    self.add(elem, label(prefix, tag, keyword), key, (*names, keyword), codecs)
                 continue
-            elem = self._element(ds, tag)
-            if elem is None:
-                continue
-            keyword = elem.keyword or ""
+            keyword = keyword_of(tag)
             where = label(prefix, tag, keyword)
             keywords = (*names, keyword)
-            if elem.VR == "SQ":
+            if elem.items is not None:
                 if code in ("X", "Z") or (
                     code == "D" and (keyword.endswith("CodeSequence") or tag == 0x0040A300)
                 ):
-                    self.everything_in(elem, where, key, keywords)
+                    self.everything_in(elem, where, key, keywords, codecs)
                 else:
-                    self._items(elem, key, where, keywords)
-            elif self._keeps(code, tag, elem.VR):
-                self.hold(ds, tag, key)  # converted to an SQ-less VR only now (UN, implicit)
-                self._by_option(tag, path, elem.VR)
-                if self.deliberate(key, keywords):
-                    self.add(ds, elem, where, key, keywords)
-            else:
-                if code == "C" and elem.VR == "DT":  # a shifted DT keeps its time of day
-                    self.hold(ds, tag, key)
-                self.add(ds, elem, where, key, keywords)
+                    self._items(elem, key, where, keywords, codecs)
+                continue
+            if code == "C" and elem.vr == "DT":  # a shifted DT keeps its time of day
+                self.hold(elem, key, codecs)
+            self.add(elem, where, key, keywords, codecs)
 
     def _private(
         self,
-        ds: Dataset,
-        tag: int,
+        elem: Element,
         key: tuple[int, ...],
         prefix: str,
         names: tuple[str, ...],
         creators: dict[tuple[int, int], str],
+        codecs: tuple[str, ...],
     ) -> None:
+        tag = elem.tag
         group, number = tag >> 16, tag & 0xFFFF
-        elem = self._element(ds, tag)
-        if elem is None:
-            return
         where = label(prefix, tag, "")
         keywords = (*names, "")
         if 0x10 <= number <= 0xFF:
-            creators[(group, number)] = str(elem.value or "").strip()
-            self.hold(ds, tag, key)
+            values = text_values(self.tree, elem, list(codecs))
+            value = values[0] if values else ""
+            if isinstance(value, bytes):
+                value = value.decode("latin-1")
+            creators[(group, number)] = str(value).strip("\0 ")
+            self.hold(elem, key, codecs)
             return
         creator = creators.get((group, number >> 8))
         if (group, creator, number & 0xFF) in self.safe:
-            if elem.VR == "SQ":
-                self._items(elem, key, where, keywords)
+            if elem.items is not None:
+                self._items(elem, key, where, keywords, codecs)
             else:
-                self.hold(ds, tag, key)
+                self.hold(elem, key, codecs)
                 if self.deliberate(key, keywords):
-                    self.add(ds, elem, where, key, keywords, private=True)
-        elif elem.VR == "SQ":
-            self.everything_in(elem, where, key, keywords)
+                    self.add(elem, where, key, keywords, codecs, private=True)
+        elif elem.items is not None:
+            self.everything_in(elem, where, key, keywords, codecs)
         else:
-            self.add(ds, elem, where, key, keywords, private=True)
+            self.add(elem, where, key, keywords, codecs, private=True)
 
     def _keeps(self, code: str, tag: int, vr: str) -> bool:
         return code in ("K", KEEP_REFS) or self._clean_keeps(code, tag, vr)
@@ -459,55 +508,83 @@ class _Collector:
         return vr in ("TM", "CS") or (tag >> 16 in CURVE_GROUPS and vr not in TEXT_VRS)
 
     def everything_in(
-        self, elem: DataElement, where: str, key: tuple[int, ...], names: tuple[str, ...]
+        self,
+        elem: Element,
+        where: str,
+        key: tuple[int, ...],
+        names: tuple[str, ...],
+        codecs: tuple[str, ...],
     ) -> None:
-        for i, item in enumerate(elem.value or ()):
-            self.everything(item, f"{where}[{i}]>", key, names)
+        for i, item in enumerate(elem.items or ()):
+            self.everything(item, f"{where}[{i}]>", key, names, codecs)
 
     def _items(
-        self, elem: DataElement, path: tuple[int, ...], where: str, names: tuple[str, ...]
+        self,
+        elem: Element,
+        path: tuple[int, ...],
+        where: str,
+        names: tuple[str, ...],
+        codecs: tuple[str, ...],
     ) -> None:
         structured = self.options.clean_structured_content and path[-1] in STRUCTURED_SEQUENCES
-        for i, item in enumerate(elem.value or ()):
+        for i, item in enumerate(elem.items or ()):
             overrides = None
             if structured:
-                overrides = content_overrides(item, self.options)
+                content = _content_item(self.tree, item, list(codecs))
+                overrides = content_overrides(content, self.options)
                 if overrides is None:
-                    self.everything(item, f"{where}[{i}]>", path, names)
+                    self.everything(item, f"{where}[{i}]>", path, names, codecs)
                     continue
-            self.walk(item, path, f"{where}[{i}]>", names, overrides)
+            self.walk(item, path, f"{where}[{i}]>", names, codecs, overrides)
 
-    def meta(self, meta: Dataset) -> None:
+    def meta(self) -> None:
         """The identifying attributes of the original's File Meta Information."""
-        for keyword in _META_IDENTIFYING:
-            if keyword not in meta:
+        for elem in self.tree.meta:
+            keyword = keyword_of(elem.tag)
+            if keyword not in _META_IDENTIFYING:
                 continue
             if self.options.retain_uids and keyword == "MediaStorageSOPInstanceUID":
                 continue
-            elem = meta[keyword]
-            tag = int(elem.tag)
-            where = f"File Meta {label('', tag, keyword)}"
-            self.add(meta, elem, where, (tag,), (keyword,), any_vr=elem.VR in ("OB", "UN"))
+            where = f"File Meta {label('', elem.tag, keyword)}"
+            any_vr = elem.vr in ("OB", "UN")
+            self.add(elem, where, (elem.tag,), (keyword,), _DEFAULT_CODECS, any_vr=any_vr)
 
 
-def _read(source: Dataset | str | Path) -> Dataset:
-    if isinstance(source, Dataset):
-        return source
-    return pydicom.dcmread(source, force=True)
-
-
-def _codecs(ds: Dataset) -> list[str]:
+def _source_tree(original: Dataset | str | Path) -> Tree:
+    if isinstance(original, Dataset):
+        return tree_of(original)
+    raw = Path(original).read_bytes()
     try:
-        charset = ds.get("SpecificCharacterSet")
-        return list(convert_encodings(charset.value if charset is not None else None))
-    except Exception:  # noqa: BLE001 - an unknown charset still gets UTF-8 and Latin-1
-        return []
+        return read_tree(raw)
+    except Exception:  # noqa: BLE001 - bytes the walker refuses: pydicom's reading
+        return tree_of(pydicom.dcmread(io.BytesIO(raw), force=True))
+
+
+def _terms(tree: Tree) -> tuple[str, ...]:
+    return _charset_terms(tree, tree.elements) or ()
+
+
+def _codecs(tree: Tree) -> list[str]:
+    terms = _terms(tree)
+    return list(_python_codecs(terms)) if terms else []
+
+
+def _extended(*trees: Tree) -> bool:
+    """Whether a character set with code extensions (ISO 2022 escapes) is in use: a value's
+    bytes then depend on the escapes around it, so the decoded texts are searched too."""
+    for tree in trees:
+        terms = _terms(tree)
+        if len(terms) > 1 or any("2022" in t for t in terms):
+            return True
+    return False
 
 
 def _forms(text: str, codecs: list[str]) -> list[bytes]:
     """The value's encodings in the output's and original's character sets, UTF-8 and
     Latin-1, with ASCII letters lowered (as the searched bytes are)."""
-    variants = {text} if text.isascii() else {text, text.lower(), text.upper()}
+    if text.isascii():
+        return [text.lower().encode("ascii")]  # the same bytes in every DICOM character set
+    variants = {text, text.lower(), text.upper()}
     forms: set[bytes] = set()
     for variant in variants:
         for codec in [*codecs, "utf-8", "latin-1"]:
@@ -518,11 +595,8 @@ def _forms(text: str, codecs: list[str]) -> list[bytes]:
     return sorted(f for f in forms if f)
 
 
-def _recorded_options(output: Dataset) -> DeidOptions:
+def _recorded_options(codes: list[str]) -> DeidOptions:
     """The options of the last de-identification, from its CID 7050 codes."""
-    recorded = output.get(0x00120064)
-    items = recorded.value if recorded is not None and recorded.VR == "SQ" else []
-    codes = [str(item.get("CodeValue", "")) for item in items]
     if BASIC_PROFILE_CODE in codes:  # the last de-identification's codes start there
         codes = codes[len(codes) - 1 - codes[::-1].index(BASIC_PROFILE_CODE) :]
     return DeidOptions.from_codes(codes)
@@ -544,11 +618,14 @@ def _fixed() -> str:
 class _Search:
     """Searches one output for the values of one original."""
 
-    def __init__(self, output: Output, collector: _Collector, codecs: list[str], path: str):
+    def __init__(
+        self, output: Output, collector: _Collector, codecs: list[str], path: str, decode: bool
+    ) -> None:
         self.output = output
         self.collector = collector
         self.codecs = codecs
         self.path = path
+        self.decode = decode
 
     def judge(self, value: _Searched, folded: str, forms: list[bytes], place: Place | None) -> str:
         """``kept`` or ``leak`` for one place the value was found at; ``word``: kept, unless
@@ -583,8 +660,8 @@ class _Search:
                 seen += 1
                 if seen >= MAX_HITS:
                     break
-        if not seen and not text.isascii():  # decoded text: encodings the byte forms missed
-            for place, decoded in output.texts():
+        if not seen and self.decode and not text.isascii():  # code extensions (ISO 2022)
+            for place, decoded in output.texts(self.codecs):
                 if find(decoded, folded, value.match) != -1:
                     record(place.label, self.judge(value, folded, forms, place), None)
         if self.path and find(self.path, folded, value.match) != -1:
@@ -635,18 +712,17 @@ def verify(
     """
     if output_path is None and not isinstance(deidentified, Dataset):
         output_path = deidentified
-    source = _read(original)
+    source = _source_tree(original)
     output = Output.of(deidentified)
     if options is None:
-        options = _recorded_options(output.dataset)
+        options = _recorded_options(output.method_codes())
     collector = _Collector(source, options, frozenset(kept))
-    meta = getattr(source, "file_meta", None)
-    if meta is not None:
-        collector.meta(meta)
-    collector.walk(source, (), "", ())
+    collector.meta()
+    collector.walk(source.elements, (), "", (), _DEFAULT_CODECS)
     fixed = _fixed()
     path = str(output_path).casefold() if output_path is not None else ""
-    search = _Search(output, collector, _codecs(output.dataset) + _codecs(source), path)
+    codecs = _codecs(output.tree) + _codecs(source)
+    search = _Search(output, collector, codecs, path, _extended(output.tree, source))
     findings: list[Finding] = []
     names: list[frozenset[int]] = []
     for text, value in collector.values.items():

@@ -1,43 +1,41 @@
 """The output side of the verifier: the bytes searched, and which element a byte belongs to.
 
-`Output` holds a de-identified object as it is shared: its Part 10 bytes (a deflated data set
-inflated, so that its values can be searched), the same bytes with ASCII letters lowered (the
-search is case-insensitive), and the parsed data set. A value found at some offset is placed in
+`Output` holds a de-identified object as it is shared: its bytes (a deflated data set inflated,
+so that its values can be searched), the same bytes with ASCII letters lowered (the search is
+case-insensitive), and its element tree (`read_tree`). A value found at some offset is placed in
 the element whose value holds that byte (`Output.place_at`), at any nesting level and in the
-File Meta Information, from the value offsets pydicom records while parsing; a byte outside every
-element value is in the preamble or in the encoding itself (tags, lengths, item headers).
+File Meta Information; a byte outside every element value is in the preamble or in the encoding
+itself (tags, lengths, item headers).
 """
 
 from __future__ import annotations
 
 import bisect
 import io
-import zlib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AnyStr
+from typing import Any, AnyStr
 
 import pydicom
-from pydicom.datadict import dictionary_VR, keyword_for_tag
-from pydicom.dataelem import RawDataElement
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
-from pydicom.multival import MultiValue
 
-from ..dicom import MAX_INFLATED, read_meta
+from ..dicom import to_text
 from ._policy import DATE_VRS, TEXT_VRS
+from ._verify_tree import UNKNOWN, Element, Tree, read_tree, tree_of
 
-__all__ = ["BULK_MIN_BYTES", "Output", "Place", "find", "hits", "label", "vr_of"]
+__all__ = ["BULK_MIN_BYTES", "Output", "Place", "find", "hits", "label", "text_values"]
 
 #: Shortest value searched inside pixel data: a 6-byte run matches random bytes about once in
 #: 2**48 positions, a 3-byte one every few megabytes.
 BULK_MIN_BYTES = 6
-_DEFLATED = "1.2.840.10008.1.2.1.99"
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _STRING_VRS = TEXT_VRS | DATE_VRS | {"CS", "UI", "DS", "IS"}
-_UNDEFINED = 0xFFFFFFFF
+_SINGLE_VRS = frozenset({"LT", "ST", "UT", "UR"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +46,7 @@ class Place:
     ----------
     label : str
         Tag path and keyword, e.g. ``(0008,2218) AnatomicRegionSequence[0]>(0008,0104)
-        CodeMeaning``; File Meta
-        elements start with ``File Meta``.
+        CodeMeaning``; File Meta elements start with ``File Meta``.
     key : tuple of int
         The tags from the top level, without item numbers: the same attribute of the original
         has the same key.
@@ -65,20 +62,30 @@ class Place:
     meta: bool = False
 
 
+def keyword_of(tag: int) -> str:
+    """The keyword of a public attribute ('' for private ones and unknown tags)."""
+    return "" if tag >> 16 & 1 else keyword_for_tag(tag)
+
+
 def label(prefix: str, tag: int, keyword: str) -> str:
     """``prefix(gggg,eeee) Keyword``."""
     return f"{prefix}({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}".strip()
 
 
-def vr_of(raw: object, tag: int) -> str:
-    """The VR of a raw or converted element: its own, else (implicit VR, UN) the dictionary's."""
-    vr = getattr(raw, "VR", None)
-    if vr and vr != "UN":
-        return str(vr)
-    try:
-        return str(dictionary_VR(tag)).split(" ")[0]
-    except KeyError:
-        return str(vr or "UN")
+def text_values(tree: Tree, elem: Element, codecs: list[str]) -> list[Any]:
+    """An element's values: decoded text (as pydicom decodes it) for string VRs, the bytes
+    for the others."""
+    if elem.decoded is not None:
+        return elem.decoded
+    raw = tree.raw(elem)
+    if not raw:
+        return []
+    if elem.vr in _STRING_VRS or elem.vr == "UR":
+        text = to_text(raw, elem.vr, codecs)
+        if not text:
+            return []
+        return [text] if elem.vr in _SINGLE_VRS else text.split("\\")
+    return [raw]
 
 
 def _digit(haystack: AnyStr, at: int) -> bool:
@@ -140,20 +147,37 @@ def _encode(ds: Dataset) -> bytes:
     return meta.getvalue() + body.getvalue()
 
 
-def _inflated(data: bytes, start: int) -> bytes:
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    try:
-        body = inflater.decompress(data[start:], MAX_INFLATED)
-    except zlib.error as exc:
-        raise ValueError(f"the deflated data set cannot be inflated: {exc}") from None
-    if not inflater.eof and inflater.unconsumed_tail:
-        raise ValueError(f"the deflated data set inflates past {MAX_INFLATED // 2**20} MiB")
-    return data[:start] + body
+class _Level:
+    """The elements of one data set or item, by where their values start (an element whose
+    offset is not known gets the bytes between its neighbours)."""
 
+    def __init__(self, elements: list[Element], low: int, high: int) -> None:
+        self.elements = elements
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        previous = low
+        for i, elem in enumerate(elements):
+            start, end = elem.start, elem.end
+            if start == UNKNOWN:
+                start = previous
+                end = next((e.start for e in elements[i + 1 :] if e.start != UNKNOWN), high)
+            previous = max(previous, end)
+            self.starts.append(start)
+            self.ends.append(end)
+        self.items: dict[int, list[_Level]] = {}
 
-#: One element of a data set as parsed: tag, raw element (or converted), value start and end
-#: (None when pydicom recorded no offset).
-_Span = tuple[int, object, int | None, int | None]
+    def find(self, offset: int) -> int:
+        """The index of the element whose span holds ``offset``, or -1."""
+        i = bisect.bisect_right(self.starts, offset) - 1
+        return i if i >= 0 and offset < self.ends[i] else -1
+
+    def item_levels(self, i: int) -> list[_Level]:
+        found = self.items.get(i)
+        if found is None:
+            start, end = self.starts[i], self.ends[i]
+            items = self.elements[i].items or ()
+            found = self.items[i] = [_Level(item, start, end) for item in items]
+        return found
 
 
 class Output:
@@ -161,29 +185,29 @@ class Output:
 
     Parameters
     ----------
-    data : bytes
+    raw : bytes
         Its Part 10 bytes.
     """
 
-    def __init__(self, data: bytes) -> None:
-        self.dataset = pydicom.dcmread(io.BytesIO(data), force=True)
-        self.preamble = data[128:132] == b"DICM"
-        meta = getattr(self.dataset, "file_meta", None)
-        syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-        self.start = read_meta(data)[1]  # where the data set starts
-        base = 0  # where the offsets pydicom records for the data set count from
-        if syntax == _DEFLATED:
-            base = self.start
-            data = _inflated(data, self.start)
-        self.data = data
-        self.low = data.lower()  # ASCII letters only: offsets stay the same
-        # the offsets, taken now: an element pydicom converts later (reading the options, the
-        # character set, the texts) no longer has one
-        self._top = self._snapshot(self.dataset, base)
-        self._meta = self._snapshot(meta, 0) if meta is not None else []
-        self.pixels = self._pixels()
-        self._starts: list[int] | None = None
-        self._spans: list[tuple[int, Place]] = []
+    def __init__(self, raw: bytes) -> None:
+        try:
+            tree = read_tree(raw)
+        except Exception:  # noqa: BLE001 - bytes the walker refuses: pydicom's reading
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree = tree_of(pydicom.dcmread(io.BytesIO(raw), force=True), raw)
+        self.tree = tree
+        self.data = tree.data
+        self.low = tree.data.lower()  # ASCII letters only: offsets stay the same
+        self.start = tree.start
+        self.preamble = tree.preamble
+        self.pixels = len(self.data), len(self.data)
+        for elem in tree.elements:
+            if elem.tag in _PIXEL_TAGS and elem.start != UNKNOWN:
+                self.pixels = elem.start, elem.end
+                break
+        self._meta = _Level(tree.meta, 132 if tree.preamble else 0, tree.start)
+        self._top = _Level(tree.elements, tree.start, len(self.data))
         self._texts: list[tuple[Place, str]] | None = None
 
     @classmethod
@@ -193,26 +217,24 @@ class Output:
             return cls(_encode(deidentified))
         return cls(Path(deidentified).read_bytes())
 
-    def _snapshot(self, ds: Dataset, base: int) -> list[_Span]:
-        """Each element's value span, where pydicom recorded an offset that holds its bytes."""
-        spans: list[_Span] = []
-        for tag in list(ds.keys()):
-            raw = ds.get_item(tag)
-            start = end = None
-            if isinstance(raw, RawDataElement) and raw.value is not None:
-                start = base + raw.value_tell
-                end = start + len(raw.value)
-                if not self.data.startswith(raw.value[:64], start):
-                    start = end = None  # not where pydicom said: placed between neighbours
-            spans.append((int(tag), raw, start, end))
-        return spans
+    def value(self, tag: int) -> str:
+        """The text of a top-level element ('' when absent)."""
+        elem = self.tree.top.get(tag)
+        if elem is None:
+            return ""
+        values = text_values(self.tree, elem, ["iso8859"])
+        return "\\".join(str(v) for v in values)
 
-    def _pixels(self) -> tuple[int, int]:
-        """Where the value of the top-level pixel data is (empty at the end when none)."""
-        for tag, _, start, end in self._top:
-            if tag in _PIXEL_TAGS and start is not None and end is not None:
-                return start, end
-        return len(self.data), len(self.data)
+    def method_codes(self) -> list[str]:
+        """The Code Values of the De-identification Method Code Sequence (0012,0064)."""
+        elem = self.tree.top.get(0x00120064)
+        codes = []
+        for item in (elem.items or ()) if elem is not None else ():
+            for inner in item:
+                if inner.tag == 0x00080100:
+                    values = text_values(self.tree, inner, ["iso8859"])
+                    codes.append(str(values[0]).strip() if values else "")
+        return codes
 
     def search(self, form: bytes, match: str) -> Iterator[int]:
         """Offsets of ``form`` (lowered) in the output; inside pixel data only when it is at
@@ -226,15 +248,27 @@ class Output:
 
     def place_at(self, offset: int) -> Place | None:
         """The element whose value holds byte ``offset``; ``None`` outside every value."""
-        if self._starts is None:
-            self._index()
-        assert self._starts is not None
-        i = bisect.bisect_right(self._starts, offset) - 1
-        if i >= 0:
-            end, place = self._spans[i]
-            if offset < end:
-                return place
-        return None
+        meta = offset < self.start
+        level = self._meta if meta else self._top
+        prefix = "File Meta " if meta else ""
+        key: tuple[int, ...] = ()
+        keywords: tuple[str, ...] = ()
+        while True:
+            i = level.find(offset)
+            if i == -1:
+                return None
+            elem = level.elements[i]
+            keyword = keyword_of(elem.tag)
+            where = label(prefix, elem.tag, keyword)
+            key, keywords = (*key, elem.tag), (*keywords, keyword)
+            if elem.items is None:
+                return Place(where, key, keywords, meta)
+            items = level.item_levels(i)
+            lows = [item.starts[0] if item.starts else level.starts[i] for item in items]
+            j = bisect.bisect_right(lows, offset) - 1
+            if j < 0:
+                return None
+            level, prefix = items[j], f"{where}[{j}]>"
 
     def outside(self, offset: int) -> str:
         """Where a byte outside every element value is."""
@@ -242,84 +276,32 @@ class Output:
             return "preamble"
         return "bytes outside any element value"
 
-    def _index(self) -> None:
-        found: list[tuple[int, int, Place]] = []
-        meta_start = 132 if self.preamble else 0
-        self._level(self.dataset.file_meta if self._meta else Dataset(), self._meta,
-                    meta_start, self.start, (), (), "File Meta ", True, found)  # fmt: skip
-        self._level(self.dataset, self._top, self.start, len(self.data), (), (), "", False, found)
-        found.sort(key=lambda span: span[0])
-        self._starts = [start for start, _, _ in found]
-        self._spans = [(end, place) for _, end, place in found]
-
-    def _level(
-        self,
-        ds: Dataset,
-        spans: list[_Span],
-        low: int,
-        high: int,
-        key: tuple[int, ...],
-        keywords: tuple[str, ...],
-        prefix: str,
-        meta: bool,
-        found: list[tuple[int, int, Place]],
-    ) -> None:
-        """Record the value span of every element of ``ds`` (``spans``; the data set lies
-        between ``low`` and ``high``), items of sequences included. An element without a
-        recorded offset is given the bytes between its neighbours."""
-        previous = low
-        for i, (tag, raw, start, end) in enumerate(spans):
-            if start is None or end is None:
-                start = previous
-                end = next((s for _, _, s, _ in spans[i + 1 :] if s is not None), high)
-            previous = max(previous, end)
-            keyword = keyword_for_tag(tag) if not tag >> 16 & 1 else ""
-            where = label(prefix, tag, keyword)
-            path, names = (*key, tag), (*keywords, keyword)
-            vr = vr_of(raw, tag)
-            if vr == "SQ" or (vr == "UN" and getattr(raw, "length", 0) == _UNDEFINED):
-                try:
-                    elem = ds[tag]
-                except Exception:  # noqa: BLE001 - unreadable: its bytes stay one value
-                    elem = None
-                if elem is not None and elem.VR == "SQ":
-                    for n, item in enumerate(elem.value or ()):
-                        self._level(item, self._snapshot(item, start), start, end, path, names,
-                                    f"{where}[{n}]>", meta, found)  # fmt: skip
-                    continue
-            found.append((start, end, Place(where, path, names, meta)))
-
-    def texts(self) -> list[tuple[Place, str]]:
+    def texts(self, codecs: list[str]) -> list[tuple[Place, str]]:
         """Every text value of the output, decoded and case-folded, with its place (made once,
         for values whose encoded forms were not found)."""
         if self._texts is None:
-            if self._starts is None:
-                self._index()  # before the texts convert every element
             self._texts = []
-            self._collect(self.dataset, (), (), "", self._texts)
+            self._collect(self.tree.elements, (), (), "", codecs, self._texts)
         return self._texts
 
     def _collect(
         self,
-        ds: Dataset,
+        elements: list[Element],
         key: tuple[int, ...],
         keywords: tuple[str, ...],
         prefix: str,
+        codecs: list[str],
         out: list[tuple[Place, str]],
     ) -> None:
-        for tag in list(ds.keys()):
-            try:
-                elem = ds[tag]
-            except Exception:  # noqa: BLE001 - unreadable: its bytes were searched
-                continue
-            where = label(prefix, int(tag), elem.keyword or "")
-            path, names = (*key, int(tag)), (*keywords, elem.keyword or "")
-            if elem.VR == "SQ":
-                for n, item in enumerate(elem.value or ()):
-                    self._collect(item, path, names, f"{where}[{n}]>", out)
-            elif elem.VR in _STRING_VRS or elem.tag.is_private:
-                value = elem.value
-                values = value if isinstance(value, MultiValue | list | tuple) else [value]
+        for elem in elements:
+            keyword = keyword_of(elem.tag)
+            where = label(prefix, elem.tag, keyword)
+            path, names = (*key, elem.tag), (*keywords, keyword)
+            if elem.items is not None:
+                for n, item in enumerate(elem.items):
+                    self._collect(item, path, names, f"{where}[{n}]>", codecs, out)
+            elif elem.vr in _STRING_VRS or elem.tag >> 16 & 1:
+                values = text_values(self.tree, elem, codecs)
                 text = "\\".join(str(v) for v in values if not isinstance(v, bytes))
                 if text:
                     out.append((Place(where, path, names), text.casefold()))
