@@ -209,17 +209,26 @@ def run_deid(args: argparse.Namespace) -> int:
     return code
 
 
+def _tail(text: str, width: int) -> str:
+    """The end of a long attribute path (where its keyword is), cut at the front."""
+    return text if len(text) <= width else "~" + text[len(text) - width + 1 :]
+
+
 def _kept_summary(kept: Sequence[Any], limit: int) -> None:
-    """Kept values, counted by the attribute they came from and where they were found."""
+    """Kept values, counted by the attribute they came from and where they were found (item
+    numbers left out)."""
+    import re
+
     counts: dict[tuple[str, str], list[Any]] = {}
     for f in kept:
-        counts.setdefault((f.attribute, f.where), []).append(f)
-    rows = sorted(counts.items(), key=lambda item: -len(item[1]))
+        key = (re.sub(r"\[\d+\]", "[*]", f.attribute), re.sub(r"\[\d+\]", "[*]", f.where))
+        counts.setdefault(key, []).append(f)
+    rows = sorted(counts.items(), key=lambda item: (-len(item[1]), item[0]))
     print(f"kept (listed, not failing): {len(kept):,} values in "
           f"{len({f.output for f in kept}):,} outputs")  # fmt: skip
-    shown = [(attribute, where, f"{len(found):,}", found[0].value)
+    shown = [(_tail(attribute, 56), _tail(where, 56), f"{len(found):,}", found[0].value)
              for (attribute, where), found in rows[:limit]]  # fmt: skip
-    print(_table(shown, ("attribute", "found in", "outputs", "e.g."), (48, 48, 8, 16)))
+    print(_table(shown, ("attribute", "found in", "values", "e.g."), (56, 56, 8, 12)))
     if len(rows) > limit:
         print(f"... and {len(rows) - limit:,} more")
 
@@ -245,7 +254,8 @@ def run_verify(args: argparse.Namespace) -> int:
             progress=progress,
         )
     if report.findings:
-        rows = [(f.output, f.attribute, f.value, f.where) for f in report.findings]
+        rows = [(_tail(f.output, 40), _tail(f.attribute, 48), f.value, _tail(f.where, 48))
+                for f in report.findings]  # fmt: skip
         print("leaks:")
         print(_table(rows[: args.limit], ("output", "attribute", "value", "found in"),
                      (40, 48, 16, 48)))  # fmt: skip
