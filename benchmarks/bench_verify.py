@@ -23,6 +23,8 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/bench_verify.py                 # 1000 files, best of 2
     .venv/bin/python benchmarks/bench_verify.py --n 300 --repeat 1
     .venv/bin/python benchmarks/bench_verify.py --originals ../shared/corpus
+    git archive COMMIT | tar -x -C /tmp/before       # the verifier as it was, for comparison
+    .venv/bin/python benchmarks/bench_verify.py --before /tmp/before
 """
 
 from __future__ import annotations
@@ -69,20 +71,28 @@ def child(method: str, src: str, dst: str) -> None:
         seconds = time.perf_counter() - start
         print(json.dumps({"seconds": seconds, "files": report.done}))
         return
+    import inspect
+
+    # an earlier checkout (--before) may have no pool: it then runs on one core
+    extra = (
+        {"workers": workers} if "workers" in inspect.signature(verify_folders).parameters else {}
+    )
     start = time.perf_counter()
-    found = verify_folders(src, dst, workers=workers)
+    found = verify_folders(src, dst, **extra)
     seconds = time.perf_counter() - start
+    kept = len(getattr(found, "kept", ()))
     print(json.dumps({"seconds": seconds, "files": found.pairs, "leaks": len(found.findings),
-                      "kept": len(found.kept), "problems": len(found.problems)}))  # fmt: skip
+                      "kept": kept, "problems": len(found.problems)}))  # fmt: skip
 
 
-def timed(method: str, src: Path, dst: Path, idle_wait: float) -> dict:
+def timed(method: str, src: Path, dst: Path, idle_wait: float, tree: str | None = None) -> dict:
     if method.startswith("deid"):
         shutil.rmtree(dst, ignore_errors=True)
         shutil.rmtree(f"{dst}.manifests", ignore_errors=True)
     wait_for_idle(idle_wait)
     command = [sys.executable, __file__, "--child", method, str(src), str(dst)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    env = dict(os.environ, PYTHONPATH=tree) if tree else None
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     if done.returncode:
         raise SystemExit(f"{method} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -113,16 +123,22 @@ def bench(args: argparse.Namespace) -> int:
                 run = timed(method, src, dst, args.idle_wait)
                 if method not in best or run["seconds"] < best[method]["seconds"]:
                     best[method] = run
+                if kind == "verify" and args.before:
+                    name = f"{method} ({Path(args.before).name})"
+                    run = timed(method, src, dst, args.idle_wait, args.before)
+                    if name not in best or run["seconds"] < best[name]["seconds"]:
+                        best[name] = run
     shutil.rmtree(out.with_name(out.name + "2"), ignore_errors=True)
     shutil.rmtree(f"{out.with_name(out.name + '2')}.manifests", ignore_errors=True)
     print(f"\n== best of {args.repeat}")
-    print(f"{'method':10s} {'seconds':>8s} {'files':>6s} {'files/s':>8s}  notes")
+    width = max(len(m) for m in best)
+    print(f"{'method':{width}s} {'seconds':>8s} {'files':>6s} {'files/s':>8s}  notes")
     for method, run in best.items():
         rate = run["files"] / run["seconds"]
         notes = ""
         if method.startswith("verify"):
             notes = f"{run['leaks']} leaks, {run['kept']} kept, {run['problems']} problems"
-        print(f"{method:10s} {run['seconds']:8.2f} {run['files']:6d} {rate:8.1f}  {notes}")
+        print(f"{method:{width}s} {run['seconds']:8.2f} {run['files']:6d} {rate:8.1f}  {notes}")
     print("\n== verify against deid (files/s ratio; >= 1: verifying is at least as fast)")
     verdicts = []
     for workers in WORKERS:
@@ -150,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--archive", help="archive folder (default .bench/verify-<pixels>-n<N>)")
     parser.add_argument("--originals", help="a folder of originals instead of an archive")
+    parser.add_argument(
+        "--before",
+        metavar="TREE",
+        help="also time verify with this earlier checkout on PYTHONPATH (e.g. a git archive)",
+    )
     parser.add_argument(
         "--idle-wait",
         type=float,

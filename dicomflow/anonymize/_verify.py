@@ -258,11 +258,15 @@ def verify(
     path = str(output_path).casefold() if output_path is not None else ""
     codecs = codecs_of(output.tree) + codecs_of(source)
     search = _Search(output, collector, codecs, path, extended(output.tree, source))
+    searched = [
+        (text, value)
+        for text, value in collector.values.items()
+        if not _trivial(text) and text.casefold() not in fixed
+    ]
+    output.index_pixels({form for text, _ in searched for form in _forms(text, codecs)})
     findings: list[Finding] = []
     names: list[frozenset[int]] = []
-    for text, value in collector.values.items():
-        if _trivial(text) or text.casefold() in fixed:
-            continue
+    for text, value in searched:
         for finding in search.run(text, value):
             findings.append(finding)
             names.append(value.names)

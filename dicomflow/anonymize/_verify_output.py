@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import io
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AnyStr
@@ -36,6 +36,10 @@ BULK_MIN_BYTES = 6
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _STRING_VRS = TEXT_VRS | DATE_VRS | {"CS", "UI", "DS", "IS"}
 _SINGLE_VRS = frozenset({"LT", "ST", "UT", "UR"})
+#: Pixel data shorter than this is searched form by form; longer, by `Output.index_pixels`.
+_PIXELS_SCANNED = 16384
+#: More candidate positions than this: pixel data full of text-like bytes, searched form by form.
+_MAX_CANDIDATES = 50000
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,23 @@ def _digit(haystack: AnyStr, at: int) -> bool:
     return 0 <= at < len(haystack) and haystack[at : at + 1].isdigit()
 
 
+def _allowed(haystack: AnyStr, at: int, stop: int, match: str) -> bool:
+    """Whether the match ``haystack[at:stop]`` counts for a value matched as ``match``."""
+    if match == "text":
+        return True
+    dot = b"." if isinstance(haystack, bytes) else "."
+    touched_before = _digit(haystack, at - 1) or (at > 0 and haystack[at - 1 : at] == dot)
+    if match == "time" and touched_before:  # the time part of a DT: YYYYMMDD before it
+        date_start = at - 8
+        touched_before = not (
+            date_start >= 0
+            and haystack[date_start:at].isdigit()
+            and not _digit(haystack, date_start - 1)
+        )
+    touched_after = match != "date" and _digit(haystack, stop)
+    return not touched_before and not touched_after
+
+
 def hits(
     haystack: AnyStr, needle: AnyStr, match: str, start: int = 0, end: int | None = None
 ) -> Iterator[int]:
@@ -102,25 +123,11 @@ def hits(
     ``date`` (a DA: nothing may come before it, digits may follow, as in a DT) or ``time`` (a
     TM: may follow the date of a DT, nothing may follow).
     """
-    dot = b"." if isinstance(haystack, bytes) else "."
     end = len(haystack) if end is None else end
     at = haystack.find(needle, start, end)
     while at != -1:
-        if match == "text":
+        if _allowed(haystack, at, at + len(needle), match):
             yield at
-        else:
-            stop = at + len(needle)
-            touched_before = _digit(haystack, at - 1) or (at > 0 and haystack[at - 1 : at] == dot)
-            if match == "time" and touched_before:  # the time part of a DT: YYYYMMDD before it
-                date_start = at - 8
-                touched_before = not (
-                    date_start >= 0
-                    and haystack[date_start:at].isdigit()
-                    and not _digit(haystack, date_start - 1)
-                )
-            touched_after = match != "date" and _digit(haystack, stop)
-            if not touched_before and not touched_after:
-                yield at
         at = haystack.find(needle, at + 1, end)
 
 
@@ -209,6 +216,7 @@ class Output:
         self._meta = _Level(tree.meta, 132 if tree.preamble else 0, tree.start)
         self._top = _Level(tree.elements, tree.start, len(self.data))
         self._texts: list[tuple[Place, str]] | None = None
+        self._bulk: dict[bytes, list[int]] = {}
 
     @classmethod
     def of(cls, deidentified: Dataset | str | Path) -> Output:
@@ -238,13 +246,51 @@ class Output:
 
     def search(self, form: bytes, match: str) -> Iterator[int]:
         """Offsets of ``form`` (lowered) in the output; inside pixel data only when it is at
-        least `BULK_MIN_BYTES` long."""
-        if len(form) >= BULK_MIN_BYTES:
-            yield from hits(self.low, form, match)
-            return
+        least `BULK_MIN_BYTES` long (from `index_pixels`, when it was given the form)."""
         start, end = self.pixels
         yield from hits(self.low, form, match, 0, start)
+        if len(form) >= BULK_MIN_BYTES:
+            found = self._bulk.get(form)
+            if found is None:
+                yield from hits(self.low, form, match, start, end)
+            else:
+                yield from (at for at in found if _allowed(self.low, at, at + len(form), match))
         yield from hits(self.low, form, match, end)
+
+    def index_pixels(self, forms: Collection[bytes]) -> None:
+        """Find every long form inside the pixel data in one pass (a search per form would read
+        megabytes each time): the positions whose first two bytes begin some form are found
+        with numpy, then each is compared with the forms that begin so."""
+        start, end = self.pixels
+        forms = [f for f in forms if len(f) >= BULK_MIN_BYTES]
+        if end - start < _PIXELS_SCANNED or not forms:
+            return
+        import numpy as np
+
+        by_prefix: dict[int, list[bytes]] = {}
+        table = np.zeros(65536, dtype=bool)
+        for form in forms:
+            key = form[0] | form[1] << 8
+            table[key] = True
+            by_prefix.setdefault(key, []).append(form)
+        pixels = np.frombuffer(self.low, np.uint8, count=end - start, offset=start)
+        even, odd = (len(pixels) // 2) * 2, ((len(pixels) - 1) // 2) * 2
+        candidates = np.concatenate(  # little-endian pairs: first byte + 256 * second
+            [
+                np.flatnonzero(table[pixels[:even].view("<u2")]) * 2,
+                np.flatnonzero(table[pixels[1 : 1 + odd].view("<u2")]) * 2 + 1,
+            ]
+        )
+        if len(candidates) > _MAX_CANDIDATES:
+            return  # text-like pixel data: one search per form is faster then
+        found: dict[bytes, list[int]] = {form: [] for form in forms}
+        low = self.low
+        for offset in sorted(candidates.tolist()):
+            at = start + offset
+            for form in by_prefix[low[at] | low[at + 1] << 8]:
+                if low.startswith(form, at) and at + len(form) <= end:
+                    found[form].append(at)
+        self._bulk = found
 
     def place_at(self, offset: int) -> Place | None:
         """The element whose value holds byte ``offset``; ``None`` outside every value."""
