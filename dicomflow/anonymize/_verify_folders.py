@@ -12,35 +12,49 @@ original. Pairing, in order of preference:
 
 An output that cannot be paired cannot be verified, and a manifest found inside the output
 folder holds the original paths and SOP Instance UIDs: both are reported as problems.
+
+The pairs are verified in batches on a pool of worker processes (``workers``, one per core by
+default; small folders in this process), with progress reported as `ProgressEvent` s.
 """
 
 from __future__ import annotations
 
 import os
+import time
 import warnings
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pydicom
 
+from ..errors import ConfigError
+from ..runtime import ProgressEvent, as_consumer, fork_is_safe, make_executor
 from ._keys import Keyring
-from ._verify import verify
+from ._verify import LEAK, verify
 
 __all__ = ["FolderFinding", "FolderReport", "verify_folders"]
 
 _SKIP_NAMES = {"DICOMDIR"}
+#: Pairs verified per task sent to a worker.
+BATCH = 16
+#: With ``workers=None``, fewer pairs than this are verified in this process: starting a pool
+#: would cost more than it saves.
+POOL_THRESHOLD = 200
 
 
 @dataclass(frozen=True)
 class FolderFinding:
-    """An identifying value of ``original`` found in ``output`` (paths relative to their roots)."""
+    """An identifying value of ``original`` found in ``output`` (paths relative to their roots);
+    ``kind`` is ``leak`` or ``kept``, as in `Finding`."""
 
     original: str
     output: str
     attribute: str
     value: str
     where: str
+    kind: str = LEAK
 
 
 @dataclass(frozen=True)
@@ -57,12 +71,16 @@ class FolderReport:
         Identifying values found in outputs (leaks).
     problems : tuple of str
         What could not be verified, or leaks outside the DICOM files (a manifest in the share).
+    kept : tuple of FolderFinding
+        Values found in outputs because an attribute is kept (by the profile, or on purpose):
+        listed, not failing.
     """
 
     pairs: int
     paired_by: str
     findings: tuple[FolderFinding, ...]
     problems: tuple[str, ...]
+    kept: tuple[FolderFinding, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -70,18 +88,20 @@ class FolderReport:
         return not self.findings and not self.problems
 
     def to_arrow(self) -> Any:
-        """The findings as a ``pyarrow.Table``."""
+        """The findings, leaks then kept values, as a ``pyarrow.Table`` (column ``kind``)."""
         import pyarrow as pa
 
-        names = ("original", "output", "attribute", "value", "where")
-        return pa.table({n: [getattr(f, n) for f in self.findings] for n in names},
+        names = ("original", "output", "attribute", "value", "where", "kind")
+        rows = (*self.findings, *self.kept)
+        return pa.table({n: [getattr(f, n) for f in rows] for n in names},
                         schema=pa.schema([(n, pa.string()) for n in names]))  # fmt: skip
 
     def summary(self) -> str:
         verdict = "no identifying value found" if self.ok else "LEAKS OR UNVERIFIED OUTPUTS"
         return (
             f"{self.pairs:,} outputs verified (paired by {self.paired_by}): "
-            f"{len(self.findings):,} findings, {len(self.problems):,} problems: {verdict}"
+            f"{len(self.findings):,} findings, {len(self.kept):,} kept, "
+            f"{len(self.problems):,} problems: {verdict}"
         )
 
 
@@ -165,12 +185,50 @@ def _pair(
     return {}, "order"
 
 
+@dataclass(frozen=True)
+class _Pair:
+    source: str
+    output: str
+    shown: str  # the output's path relative to the output folder: what is shared
+    name: str  # the original's path relative to the original folder
+
+
+def _verify_batch(
+    task: tuple[list[_Pair], frozenset[str]],
+) -> list[tuple[list[FolderFinding], str | None]]:
+    """Verify a batch of pairs (in a worker): each pair's findings, or why it was not verified."""
+    pairs, kept = task
+    done: list[tuple[list[FolderFinding], str | None]] = []
+    for pair in pairs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                found = verify(pair.source, pair.output, output_path=pair.shown, kept=kept)
+            except Exception as exc:  # noqa: BLE001 - unverifiable is reported, not raised
+                problem = f"{pair.shown}: cannot be verified: {type(exc).__name__}: {exc}"
+                done.append(([], problem))
+                continue
+        done.append(([FolderFinding(pair.name, pair.shown, f.attribute, f.value, f.where, f.kind)
+                      for f in found], None))  # fmt: skip
+    return done
+
+
+def _batches(
+    pairs: list[_Pair], kept: frozenset[str]
+) -> Iterator[tuple[list[_Pair], frozenset[str]]]:
+    for start in range(0, len(pairs), BATCH):
+        yield pairs[start : start + BATCH], kept
+
+
 def verify_folders(
     original: str | os.PathLike[str],
     deidentified: str | os.PathLike[str],
     *,
     manifest: str | os.PathLike[str] | None = None,
     secret: bytes | None = None,
+    kept: Collection[str] = (),
+    workers: int | None = None,
+    progress: Any = None,
 ) -> FolderReport:
     """Verify every de-identified output under ``deidentified`` against its original.
 
@@ -183,12 +241,22 @@ def verify_folders(
     secret : bytes, optional
         The project secret: pairs outputs with originals by their keyed UIDs when there is no
         manifest.
+    kept : collection of str, optional
+        Attributes kept on purpose (keywords or ``(gggg,eeee)``), as for `verify`.
+    workers : int, optional
+        Worker processes; ``1`` verifies in this process; default one per core (in this process
+        for fewer than `POOL_THRESHOLD` pairs).
+    progress : bool or callable, optional
+        ``True`` for a progress bar on a terminal, or a callable given a `ProgressEvent`
+        (task ``verifying``, unit ``files``) after each batch and at the end.
 
     Returns
     -------
     FolderReport
         ``report.ok`` is True when nothing identifying was found and every output was paired.
     """
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     original = Path(os.path.abspath(original))
     deidentified = Path(os.path.abspath(deidentified))
     for what, folder in (("original", original), ("de-identified", deidentified)):
@@ -211,7 +279,7 @@ def verify_folders(
     paired_by = "manifest"
     if not pairs:
         pairs, paired_by = _pair(original, deidentified, outputs, secret)
-    findings: list[FolderFinding] = []
+    jobs: list[_Pair] = []
     for out in outputs:
         source = pairs.get(out)
         shown = str(out.relative_to(deidentified))
@@ -221,19 +289,55 @@ def verify_folders(
         if not source.is_file():
             problems.append(f"{shown}: its original {source} is missing, so not verified")
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                found = verify(source, out, output_path=shown)
-            except Exception as exc:  # noqa: BLE001 - unverifiable is reported, not raised
-                problems.append(f"{shown}: cannot be verified: {type(exc).__name__}: {exc}")
-                continue
         try:
             name = str(Path(os.path.abspath(source)).relative_to(original))
         except ValueError:
             name = str(source)
-        findings.extend(FolderFinding(name, shown, f.attribute, f.value, f.where) for f in found)
-    verified = sum(1 for out in outputs if out in pairs)
-    if not verified:
+        jobs.append(_Pair(str(source), str(out), shown, name))
+    leaks, kept_found, verified = _run(jobs, frozenset(kept), workers, progress, problems)
+    if not jobs:
         problems.append(f"none of the {len(outputs)} outputs could be paired with an original")
-    return FolderReport(verified, paired_by, tuple(findings), tuple(problems))
+    return FolderReport(verified, paired_by, tuple(leaks), tuple(problems), tuple(kept_found))
+
+
+def _run(
+    jobs: list[_Pair],
+    kept: frozenset[str],
+    workers: int | None,
+    progress: Any,
+    problems: list[str],
+) -> tuple[list[FolderFinding], list[FolderFinding], int]:
+    """Verify the pairs, on a pool when it is worth starting one; (leaks, kept, verified)."""
+    consumer = as_consumer(progress)
+    leaks: list[FolderFinding] = []
+    kept_found: list[FolderFinding] = []
+    verified = failed = 0
+    start = time.perf_counter()
+    in_process = workers == 1 or (workers is None and len(jobs) < POOL_THRESHOLD)
+    executor = make_executor(
+        1 if in_process else workers, start_method="fork" if fork_is_safe() else "forkserver"
+    )
+
+    def emit(finished: bool = False) -> None:
+        if consumer is not None:
+            consumer(ProgressEvent(
+                "verifying", unit="files", done=verified + failed, total=len(jobs),
+                failed=failed, elapsed=time.perf_counter() - start,
+                detail={"leaks": len(leaks), "kept": len(kept_found)}, finished=finished,
+            ))  # fmt: skip
+
+    try:
+        for results in executor.map(_verify_batch, _batches(jobs, kept)):
+            for found, problem in results:
+                if problem is not None:
+                    problems.append(problem)
+                    failed += 1
+                    continue
+                verified += 1
+                for f in found:
+                    (leaks if f.kind == LEAK else kept_found).append(f)
+            emit()
+        emit(finished=True)
+    finally:
+        executor.close()
+    return leaks, kept_found, verified

@@ -75,9 +75,11 @@ def register(subparsers: Any) -> None:
         description=(
             "Pair each de-identified output with its original (by the run's manifest, else by "
             "the keyed UIDs when the secret is given, else by equal UIDs or by order) and "
-            "search its bytes, text values and path for every identifying value of the "
-            "original. Prints a table of findings; exits with 1 on any finding or output that "
-            "could not be verified."
+            "search everything it holds (every attribute, the kept ones included, private "
+            "blocks, nested items, File Meta, pixel data) and its path for every identifying "
+            "value of the original. Prints a table of leaks, then a summary of values kept "
+            "on purpose or by the profile (not failing); exits with 1 on any leak, on an "
+            "output that could not be verified, or when there was nothing to verify."
         ),
     )
     v.add_argument("original", metavar="ORIGINAL")
@@ -86,6 +88,16 @@ def register(subparsers: Any) -> None:
     group = v.add_mutually_exclusive_group()
     group.add_argument("--secret-file", metavar="FILE", help="pair by keyed UIDs")
     group.add_argument("--secret-env", metavar="VAR", help="pair by keyed UIDs")
+    v.add_argument(
+        "--kept",
+        action="append",
+        default=[],
+        metavar="KEYWORD",
+        help="an attribute kept on purpose (repeatable; keyword or (gggg,eeee)): its values "
+        "are reported as kept, not as leaks",
+    )
+    v.add_argument("--workers", type=int, help="processes (default: one per core)")
+    v.add_argument("-q", "--quiet", action="store_true", help="no progress bar or lines")
     v.add_argument("--limit", type=int, default=50, help="findings shown (default 50)")
     v.set_defaults(func=run_verify)
 
@@ -210,19 +222,60 @@ def run_deid(args: argparse.Namespace) -> int:
     return code
 
 
+def _tail(text: str, width: int) -> str:
+    """The end of a long attribute path (where its keyword is), cut at the front."""
+    return text if len(text) <= width else "~" + text[len(text) - width + 1 :]
+
+
+def _kept_summary(kept: Sequence[Any], limit: int) -> None:
+    """Kept values, counted by the attribute they came from and where they were found (item
+    numbers left out)."""
+    import re
+
+    counts: dict[tuple[str, str], list[Any]] = {}
+    for f in kept:
+        key = (re.sub(r"\[\d+\]", "[*]", f.attribute), re.sub(r"\[\d+\]", "[*]", f.where))
+        counts.setdefault(key, []).append(f)
+    rows = sorted(counts.items(), key=lambda item: (-len(item[1]), item[0]))
+    print(f"kept (listed, not failing): {len(kept):,} values in "
+          f"{len({f.output for f in kept}):,} outputs")  # fmt: skip
+    shown = [(_tail(attribute, 56), _tail(where, 56), f"{len(found):,}", found[0].value)
+             for (attribute, where), found in rows[:limit]]  # fmt: skip
+    print(_table(shown, ("attribute", "found in", "values", "e.g."), (56, 56, 8, 12)))
+    if len(rows) > limit:
+        print(f"... and {len(rows) - limit:,} more")
+
+
 def run_verify(args: argparse.Namespace) -> int:
     from ..anonymize import read_secret, verify_folders
+    from ..errors import ConfigError
+    from ..runtime import progress_for
 
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     secret = None
     if args.secret_file or args.secret_env:
         secret = read_secret(secret_file=args.secret_file, secret_env=args.secret_env)
-    report = verify_folders(args.original, args.deidentified, manifest=args.manifest, secret=secret)
+    with progress_for(quiet=args.quiet) as progress:
+        report = verify_folders(
+            args.original,
+            args.deidentified,
+            manifest=args.manifest,
+            secret=secret,
+            kept=args.kept,
+            workers=args.workers,
+            progress=progress,
+        )
     if report.findings:
-        rows = [(f.output, f.attribute, f.value, f.where) for f in report.findings]
-        print(_table(rows[: args.limit], ("output", "attribute", "value", "where"),
-                     (40, 48, 16, 40)))  # fmt: skip
+        rows = [(_tail(f.output, 40), _tail(f.attribute, 48), f.value, _tail(f.where, 48))
+                for f in report.findings]  # fmt: skip
+        print("leaks:")
+        print(_table(rows[: args.limit], ("output", "attribute", "value", "found in"),
+                     (40, 48, 16, 48)))  # fmt: skip
         if len(rows) > args.limit:
-            print(f"... and {len(rows) - args.limit:,} more findings")
+            print(f"... and {len(rows) - args.limit:,} more leaks")
+    if report.kept:
+        _kept_summary(report.kept, args.limit)
     for problem in report.problems[: args.limit]:
         print(f"problem: {problem}")
     if len(report.problems) > args.limit:

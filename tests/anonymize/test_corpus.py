@@ -71,7 +71,8 @@ def test_corpus_file(relative: str) -> None:
                 continue
             assert out.PatientIdentityRemoved == "YES"
             assert counts.total >= len(ds)  # every top-level attribute got an action
-            assert verify(ds, out) == []
+            leaks = [f for f in verify(ds, out) if f.kind == "leak"]
+            assert leaks == []
 
 
 def test_corpus_mostly_deidentified() -> None:

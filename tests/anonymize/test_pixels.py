@@ -78,7 +78,7 @@ def test_rule_blanks_the_stored_pixels(syntax: str) -> None:
     assert np.array_equal(after[12:], before[12:])  # everything else is untouched
     assert out.BurnedInAnnotation == "NO"
     assert "113101" in [item.CodeValue for item in out.DeidentificationMethodCodeSequence]
-    assert verify(ds, out) == []
+    assert [f for f in verify(ds, out) if f.kind == "leak"] == []
     assert np.array_equal(ds.pixel_array, before)  # the input is not modified
 
 

@@ -1,0 +1,504 @@
+"""What the verifier searches for: every identifying value of an original, and where the
+profile keeps what.
+
+`Collector` walks the original's element tree with the engine's rules (Table E.1-1 with the
+Options, the IOD Types of compound codes, the defaults for unlisted attributes, Retain Safe
+Private, Clean Structured Content) and gathers every value the profile does not keep, with the
+attribute it came from and its class (strong or weak, see `verify`); the elements the profile
+keeps are remembered by their tag path, not decoded, so that a value found in the output can be
+checked against what the original held in the same attribute.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.charset import convert_encodings
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+from ._keys import DICOM_UID_ROOT
+from ._options import DeidOptions
+from ._policy import CURVE_GROUPS, DATE_VRS, KEEP_REFS, TEXT_VRS, policy_for, resolve
+from ._structured import STRUCTURED_SEQUENCES, content_overrides
+from ._tables import iod_for_sop_class, iod_types, safe_private
+from ._verify_output import keyword_of, label, text_values
+from ._verify_tree import Element, Tree, read_tree, tree_of
+
+__all__ = ["DEFAULT_CODECS", "Collector", "Searched", "codecs_of", "extended", "source_tree"]
+
+_NUMERIC = re.compile(r"[0-9.+\- ]+")
+#: Printable ASCII, tab and line breaks, and the printable Latin-1 range.
+_PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t\r\n" + bytes(range(0xA0, 0x100))
+_ASCII = bytes(range(0x20, 0x7F))
+#: Longest binary private/UN value examined for text (longer ones are data, not text).
+MAX_BINARY_TEXT = 65536
+_STRING_VRS = TEXT_VRS | DATE_VRS | {"CS", "UI", "DS", "IS"}
+_META_IDENTIFYING = (
+    "MediaStorageSOPInstanceUID",
+    "SourceApplicationEntityTitle",
+    "SendingApplicationEntityTitle",
+    "ReceivingApplicationEntityTitle",
+    "SourcePresentationAddress",
+    "SendingPresentationAddress",
+    "ReceivingPresentationAddress",
+    "PrivateInformationCreatorUID",
+    "PrivateInformation",
+)
+#: VRs whose every value identifies: person names, UIDs, dates and datetimes, AE titles.
+_STRONG_VRS = frozenset({"PN", "UI", "DA", "DT", "AE"})
+#: Words of the keywords (of an attribute, or of a sequence around it) that identify: patient
+#: and other IDs, accession numbers, addresses and telephone numbers, institutions and their
+#: departments, stations, devices and person identification codes.
+_STRONG_WORDS = (
+    "PatientID",
+    "AccessionNumber",
+    "AdmissionID",
+    "MedicalRecordLocator",
+    "Address",
+    "Telephone",
+    "Institution",
+    "Department",
+    "StationName",
+    "SerialNumber",
+    "DeviceID",
+    "DetectorID",
+    "PersonIdentification",
+)
+#: Words of the keywords whose single-word values are also ordinary words (a name part such as
+#: "Test" or "Knee", an institution named "TOSHIBA"): see `_word`.
+_WORDY = ("Institution", "Department", "StationName")
+#: Keywords of the parts of a code that say how it is coded, not what it is: weak even in a
+#: code sequence that identifies.
+_CODING = ("Coding", "Context", "Mapping", "TypeOf")
+_WORD = re.compile(r"[^\W\d_]+(?:['-][^\W\d_]+)*")
+
+
+def _values(value: Any) -> list[Any]:
+    if value is None or value == "" or value == b"":
+        return []
+    if isinstance(value, MultiValue | list | tuple):
+        return list(value)
+    return [value]
+
+
+#: Binary numbers (not text: never searched).
+_BINARY_NUMBERS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
+
+
+def _kind(text: str) -> tuple[str, str]:
+    return text, "number" if _NUMERIC.fullmatch(text) else "text"
+
+
+def _strings(vr: str, values: list[Any], private: bool) -> Iterator[tuple[str, str]]:
+    """The searchable forms of a non-sequence element's values, with how to match each:
+    ``text``, ``number`` (no digit may touch it), ``date`` (a DA: digits may follow, as in a
+    DT) or ``time`` (a TM: may follow the date of a DT)."""
+    for value in values:
+        if isinstance(value, bytes):
+            if not (private or vr == "UN") or len(value) > MAX_BINARY_TEXT:
+                continue  # binary numbers and pixel-like data are not distinctive
+            body = value.rstrip(b"\0 ")
+            if len(body.translate(None, _PRINTABLE)) > 0.1 * len(body):
+                continue  # not text
+            if len(body.translate(None, _ASCII)) > 0.5 * len(body):
+                continue  # mostly high bytes: binary (a delimiter's FE FF DD E0), not text
+            text = value.decode("latin-1")
+            for part in text.split("\\"):
+                yield _kind(part.strip("\0 "))
+            continue
+        if vr not in _STRING_VRS and not private:
+            continue
+        text = str(value).strip("\0 ")
+        if vr == "DA" and len(text) == 8 and text.isdigit():
+            yield text, "date"
+            yield f"{text[:4]}-{text[4:6]}-{text[6:]}", "number"
+            yield f"{text[:4]}.{text[4:6]}.{text[6:]}", "number"
+            continue
+        if vr == "TM":
+            yield text, "time"
+            yield text.split(".")[0], "time"
+            continue
+        yield _kind(text)
+        if vr == "PN":
+            yield from (_kind(p.strip()) for p in re.split(r"[\^=]", text))
+        elif vr == "DT" and text[:8].isdigit():
+            yield text[:8], "date"
+
+
+@lru_cache(maxsize=4096)
+def _strong(vr: str, keywords: tuple[str, ...]) -> bool:
+    """Whether a value of this VR, in the attribute at the end of ``keywords`` (the sequences
+    around it before), identifies on its own wherever it is found."""
+    if vr in _STRONG_VRS:
+        return True
+    own = keywords[-1] if keywords else ""
+    if own.startswith(_CODING):
+        return False
+    return any(w in k for k in keywords if k for w in _STRONG_WORDS)
+
+
+def _word(text: str, vr: str, keywords: tuple[str, ...]) -> bool:
+    """Whether a strong value is a single word that is also an ordinary word: a part of a
+    person name, or a one-word institution, department or station name. Such a value found
+    only where the original already held it, in an attribute the profile keeps, is reported as
+    kept (a patient called "Knee" scanned with a coil named "KNEE"); two parts of one name
+    there, or any other strong value, are a leak."""
+    return _wordy(vr, keywords) and _WORD.fullmatch(text) is not None
+
+
+@lru_cache(maxsize=4096)
+def _wordy(vr: str, keywords: tuple[str, ...]) -> bool:
+    return vr == "PN" or any(w in k for k in keywords if k for w in _WORDY)
+
+
+def _tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+@dataclass(slots=True)
+class Searched:
+    """One identifying value of the original, and what it came from: ``strong`` or weak, kept
+    on purpose (``deliberate``), a single ordinary ``word`` (see `_word`), and the person names
+    it is a part of (``names``: numbers shared by the parts of one name)."""
+
+    attribute: str
+    match: str
+    strong: bool
+    deliberate: bool
+    word: bool
+    names: frozenset[int]
+
+
+@lru_cache(maxsize=64)
+def _python_codecs(terms: tuple[str, ...]) -> tuple[str, ...]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return tuple(convert_encodings(list(terms)))
+        except Exception:  # noqa: BLE001 - an unknown character set: pydicom's default
+            return tuple(convert_encodings(None))
+
+
+DEFAULT_CODECS = _python_codecs(("ISO_IR 6",))
+
+
+def _charset_terms(tree: Tree, elements: list[Element]) -> tuple[str, ...] | None:
+    """The terms of a level's Specific Character Set (0008,0005), ``None`` without one."""
+    for elem in elements:
+        if elem.tag > 0x00080005:
+            break
+        if elem.tag == 0x00080005:
+            values = text_values(tree, elem, ["iso8859"])
+            return tuple(str(v).strip() for v in values)
+    return None
+
+
+def _level_codecs(
+    tree: Tree, elements: list[Element], inherited: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The codecs of a data set's text: its own Specific Character Set, else its parent's."""
+    terms = _charset_terms(tree, elements)
+    return _python_codecs(terms) if terms else inherited
+
+
+def _content_item(tree: Tree, item: list[Element], codecs: list[str]) -> Dataset:
+    """What `content_overrides` reads of a content item: its Value Type and concept name."""
+    ds = Dataset()
+    for elem in item:
+        if elem.tag == 0x0040A040:
+            values = text_values(tree, elem, codecs)
+            ds.add_new(elem.tag, "CS", str(values[0]) if values else "")
+        elif elem.tag == 0x0040A043 and elem.items:
+            concept = Dataset()
+            for inner in elem.items[0]:
+                if inner.tag in (0x00080100, 0x00080102):
+                    values = text_values(tree, inner, codecs)
+                    concept.add_new(inner.tag, "SH", str(values[0]) if values else "")
+            ds.add_new(elem.tag, "SQ", Sequence([concept]))
+    return ds
+
+
+class Collector:
+    """Walks the original with the engine's rules: the values the profile does not keep are
+    searched; where the profile keeps an attribute, the original element is remembered (by its
+    tag path) without decoding it, to tell later whether the original held a value there."""
+
+    def __init__(self, tree: Tree, options: DeidOptions, kept: frozenset[str]) -> None:
+        self.tree = tree
+        self.options = options
+        self.policy = policy_for(options)
+        self.safe = safe_private() if options.retain_safe_private else {}
+        sop_class = tree.top.get(0x00080016)
+        values = text_values(tree, sop_class, ["iso8859"]) if sop_class is not None else []
+        self.types = iod_types(iod_for_sop_class(str(values[0]))) if values else None
+        self.present = self.types.present_modules(set(tree.top)) if self.types else frozenset()
+        self.kept = kept
+        self.values: dict[str, Searched] = {}
+        self.held: dict[tuple[int, ...], list[tuple[Element, tuple[str, ...]]]] = {}
+        self.names = 0  # person names seen: their parts share the number
+        # attributes an Option keeps that the Basic Profile would not (Retain Device Identity's
+        # Station Name...): kept by the user's choice, like a recipe's
+        self.basic = policy_for(DeidOptions()) if options != DeidOptions() else None
+        self.chosen: set[tuple[int, ...]] = set()
+
+    def deliberate(self, key: tuple[int, ...], keywords: tuple[str, ...]) -> bool:
+        """Whether the attribute (or a sequence around it) is kept on purpose."""
+        if not self.kept:
+            return False
+        return any(k in self.kept for k in keywords if k) or any(
+            _tag_text(t) in self.kept for t in key
+        )
+
+    def hold(self, elem: Element, key: tuple[int, ...], codecs: tuple[str, ...]) -> None:
+        self.held.setdefault(key, []).append((elem, codecs))
+
+    def holds(self, key: tuple[int, ...], folded: str, forms: Collection[bytes]) -> bool:
+        """Whether a kept original element at ``key`` held the value."""
+        for elem, codecs in self.held.get(key, ()):
+            for value in text_values(self.tree, elem, list(codecs)):
+                if isinstance(value, bytes):
+                    low = value.lower()
+                    if any(form in low for form in forms):
+                        return True
+                elif folded in str(value).casefold():
+                    return True
+        return False
+
+    def add(
+        self,
+        elem: Element,
+        where: str,
+        key: tuple[int, ...],
+        keywords: tuple[str, ...],
+        codecs: tuple[str, ...],
+        *,
+        private: bool = False,
+        any_vr: bool = False,
+    ) -> None:
+        """Search the values of ``elem``: ``private`` (a private attribute: weak, its bytes
+        read as text when they are text) or ``any_vr`` (inside a removed sequence: text bytes
+        too). Binary numbers are never searched: they are not text."""
+        if elem.vr in _BINARY_NUMBERS:
+            return
+        strong = not private and _strong(elem.vr, keywords)
+        deliberate = self.deliberate(key, keywords)
+        if deliberate:
+            self.hold(elem, key, codecs)
+        name: frozenset[int] = frozenset()
+        if elem.vr == "PN":
+            self.names += 1
+            name = frozenset((self.names,))
+        values = text_values(self.tree, elem, list(codecs))
+        for text, match in _strings(elem.vr, values, private or any_vr):
+            if not text or text.startswith(DICOM_UID_ROOT):
+                continue  # registered DICOM UIDs (SOP Classes, palettes...) identify no one
+            word = strong and _word(text, elem.vr, keywords)
+            found = self.values.get(text)
+            if found is None:
+                self.values[text] = Searched(where, match, strong, deliberate, word, name)
+                continue
+            if strong and not found.strong:
+                found.strong, found.attribute, found.word = True, where, word
+            elif strong:
+                found.word = found.word and word
+            found.deliberate = found.deliberate or deliberate
+            found.names = found.names | name
+
+    def everything(
+        self,
+        elements: list[Element],
+        prefix: str,
+        path: tuple[int, ...],
+        names: tuple[str, ...],
+        codecs: tuple[str, ...],
+    ) -> None:
+        """Every value inside a removed sequence is identifying."""
+        codecs = _level_codecs(self.tree, elements, codecs)
+        for elem in elements:
+            tag = elem.tag
+            keyword = keyword_of(tag)
+            where = label(prefix, tag, keyword)
+            key, keywords = (*path, tag), (*names, keyword)
+            if elem.items is not None:
+                for i, item in enumerate(elem.items):
+                    self.everything(item, f"{where}[{i}]>", key, keywords, codecs)
+            else:
+                private = bool(tag >> 16 & 1)
+                self.add(elem, where, key, keywords, codecs, private=private, any_vr=True)
+
+    def walk(
+        self,
+        elements: list[Element],
+        path: tuple[int, ...],
+        prefix: str,
+        names: tuple[str, ...],
+        codecs: tuple[str, ...],
+        overrides: dict[int, str] | None = None,
+    ) -> None:
+        codecs = _level_codecs(self.tree, elements, codecs)
+        creators: dict[tuple[int, int], str] = {}
+        codes, policy = self.policy.codes, self.policy
+        for elem in elements:
+            tag = elem.tag
+            key = (*path, tag)
+            if tag >> 16 & 1:
+                self._private(elem, key, prefix, names, creators, codecs)
+                continue
+            code = (overrides and overrides.get(tag)) or codes.get(tag) or policy.code(tag)
+            if len(code) > 1 or code == "T":
+                code = resolve(code, tag, path, self.types, self.present)
+            if elem.items is None and self._keeps(code, tag, elem.vr):
+                self.hold(elem, key, codecs)  # kept: decoded only if a value is found in it
+                self._by_option(tag, path, elem.vr)
+                if self.kept and self.deliberate(key, (*names, keyword_of(tag))):
+                    keyword = keyword_of(tag)
+                    self.add(elem, label(prefix, tag, keyword), key, (*names, keyword), codecs)
+                continue
+            keyword = keyword_of(tag)
+            where = label(prefix, tag, keyword)
+            keywords = (*names, keyword)
+            if elem.items is not None:
+                if code in ("X", "Z") or (
+                    code == "D" and (keyword.endswith("CodeSequence") or tag == 0x0040A300)
+                ):
+                    self.everything_in(elem, where, key, keywords, codecs)
+                else:
+                    self._items(elem, key, where, keywords, codecs)
+                continue
+            if code == "C" and elem.vr == "DT":  # a shifted DT keeps its time of day
+                self.hold(elem, key, codecs)
+            self.add(elem, where, key, keywords, codecs)
+
+    def _private(
+        self,
+        elem: Element,
+        key: tuple[int, ...],
+        prefix: str,
+        names: tuple[str, ...],
+        creators: dict[tuple[int, int], str],
+        codecs: tuple[str, ...],
+    ) -> None:
+        tag = elem.tag
+        group, number = tag >> 16, tag & 0xFFFF
+        where = label(prefix, tag, "")
+        keywords = (*names, "")
+        if 0x10 <= number <= 0xFF:
+            values = text_values(self.tree, elem, list(codecs))
+            value = values[0] if values else ""
+            if isinstance(value, bytes):
+                value = value.decode("latin-1")
+            creators[(group, number)] = str(value).strip("\0 ")
+            self.hold(elem, key, codecs)
+            return
+        creator = creators.get((group, number >> 8))
+        if (group, creator, number & 0xFF) in self.safe:
+            if elem.items is not None:
+                self._items(elem, key, where, keywords, codecs)
+            else:
+                self.hold(elem, key, codecs)
+                if self.deliberate(key, keywords):
+                    self.add(elem, where, key, keywords, codecs, private=True)
+        elif elem.items is not None:
+            self.everything_in(elem, where, key, keywords, codecs)
+        else:
+            self.add(elem, where, key, keywords, codecs, private=True)
+
+    def _keeps(self, code: str, tag: int, vr: str) -> bool:
+        return code in ("K", KEEP_REFS) or self._clean_keeps(code, tag, vr)
+
+    def _by_option(self, tag: int, path: tuple[int, ...], vr: str) -> None:
+        """Note a kept attribute that only a chosen Option keeps."""
+        if self.basic is None:
+            return
+        code = self.basic.code(tag)
+        if len(code) > 1 or code == "T":
+            code = resolve(code, tag, path, self.types, self.present)
+        if not self._keeps(code, tag, vr):
+            self.chosen.add((*path, tag))
+
+    def _clean_keeps(self, code: str, tag: int, vr: str) -> bool:
+        """Whether action C keeps this value as it is (see `Deidentifier._clean`)."""
+        if code != "C":
+            return False
+        return vr in ("TM", "CS") or (tag >> 16 in CURVE_GROUPS and vr not in TEXT_VRS)
+
+    def everything_in(
+        self,
+        elem: Element,
+        where: str,
+        key: tuple[int, ...],
+        names: tuple[str, ...],
+        codecs: tuple[str, ...],
+    ) -> None:
+        for i, item in enumerate(elem.items or ()):
+            self.everything(item, f"{where}[{i}]>", key, names, codecs)
+
+    def _items(
+        self,
+        elem: Element,
+        path: tuple[int, ...],
+        where: str,
+        names: tuple[str, ...],
+        codecs: tuple[str, ...],
+    ) -> None:
+        structured = self.options.clean_structured_content and path[-1] in STRUCTURED_SEQUENCES
+        for i, item in enumerate(elem.items or ()):
+            overrides = None
+            if structured:
+                content = _content_item(self.tree, item, list(codecs))
+                overrides = content_overrides(content, self.options)
+                if overrides is None:
+                    self.everything(item, f"{where}[{i}]>", path, names, codecs)
+                    continue
+            self.walk(item, path, f"{where}[{i}]>", names, codecs, overrides)
+
+    def meta(self) -> None:
+        """The identifying attributes of the original's File Meta Information."""
+        for elem in self.tree.meta:
+            keyword = keyword_of(elem.tag)
+            if keyword not in _META_IDENTIFYING:
+                continue
+            if self.options.retain_uids and keyword == "MediaStorageSOPInstanceUID":
+                continue
+            where = f"File Meta {label('', elem.tag, keyword)}"
+            any_vr = elem.vr in ("OB", "UN")
+            self.add(elem, where, (elem.tag,), (keyword,), DEFAULT_CODECS, any_vr=any_vr)
+
+
+def source_tree(original: Dataset | str | Path) -> Tree:
+    if isinstance(original, Dataset):
+        return tree_of(original)
+    raw = Path(original).read_bytes()
+    try:
+        return read_tree(raw)
+    except Exception:  # noqa: BLE001 - bytes the walker refuses: pydicom's reading
+        return tree_of(pydicom.dcmread(io.BytesIO(raw), force=True))
+
+
+def _terms(tree: Tree) -> tuple[str, ...]:
+    return _charset_terms(tree, tree.elements) or ()
+
+
+def codecs_of(tree: Tree) -> list[str]:
+    terms = _terms(tree)
+    return list(_python_codecs(terms)) if terms else []
+
+
+def extended(*trees: Tree) -> bool:
+    """Whether a character set with code extensions (ISO 2022 escapes) is in use: a value's
+    bytes then depend on the escapes around it, so the decoded texts are searched too."""
+    for tree in trees:
+        terms = _terms(tree)
+        if len(terms) > 1 or any("2022" in t for t in terms):
+            return True
+    return False

@@ -1,0 +1,353 @@
+"""The output side of the verifier: the bytes searched, and which element a byte belongs to.
+
+`Output` holds a de-identified object as it is shared: its bytes (a deflated data set inflated,
+so that its values can be searched), the same bytes with ASCII letters lowered (the search is
+case-insensitive), and its element tree (`read_tree`). A value found at some offset is placed in
+the element whose value holds that byte (`Output.place_at`), at any nesting level and in the
+File Meta Information; a byte outside every element value is in the preamble or in the encoding
+itself (tags, lengths, item headers).
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import warnings
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AnyStr
+
+import pydicom
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+
+from ..dicom import to_text
+from ._policy import DATE_VRS, TEXT_VRS
+from ._verify_tree import UNKNOWN, Element, Tree, read_tree, tree_of
+
+__all__ = ["BULK_MIN_BYTES", "Output", "Place", "find", "hits", "label", "text_values"]
+
+#: Shortest value searched inside pixel data: a 6-byte run matches random bytes about once in
+#: 2**48 positions, a 3-byte one every few megabytes.
+BULK_MIN_BYTES = 6
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_STRING_VRS = TEXT_VRS | DATE_VRS | {"CS", "UI", "DS", "IS"}
+_SINGLE_VRS = frozenset({"LT", "ST", "UT", "UR"})
+#: Pixel data shorter than this is searched form by form; longer, by `Output.index_pixels`.
+_PIXELS_SCANNED = 16384
+#: More candidate positions than this: pixel data full of text-like bytes, searched form by form.
+_MAX_CANDIDATES = 50000
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """One element value of the output.
+
+    Attributes
+    ----------
+    label : str
+        Tag path and keyword, e.g. ``(0008,2218) AnatomicRegionSequence[0]>(0008,0104)
+        CodeMeaning``; File Meta elements start with ``File Meta``.
+    key : tuple of int
+        The tags from the top level, without item numbers: the same attribute of the original
+        has the same key.
+    keywords : tuple of str
+        The keywords along the path (empty for private attributes).
+    meta : bool
+        Whether it is in the File Meta Information.
+    """
+
+    label: str
+    key: tuple[int, ...]
+    keywords: tuple[str, ...]
+    meta: bool = False
+
+
+def keyword_of(tag: int) -> str:
+    """The keyword of a public attribute ('' for private ones and unknown tags)."""
+    return "" if tag >> 16 & 1 else keyword_for_tag(tag)
+
+
+def label(prefix: str, tag: int, keyword: str) -> str:
+    """``prefix(gggg,eeee) Keyword``."""
+    return f"{prefix}({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}".strip()
+
+
+def text_values(tree: Tree, elem: Element, codecs: list[str]) -> list[Any]:
+    """An element's values: decoded text (as pydicom decodes it) for string VRs, the bytes
+    for the others."""
+    if elem.decoded is not None:
+        return elem.decoded
+    raw = tree.raw(elem)
+    if not raw:
+        return []
+    if elem.vr in _STRING_VRS or elem.vr == "UR":
+        text = to_text(raw, elem.vr, codecs)
+        if not text:
+            return []
+        return [text] if elem.vr in _SINGLE_VRS else text.split("\\")
+    return [raw]
+
+
+def _digit(haystack: AnyStr, at: int) -> bool:
+    """Whether position ``at`` holds a digit (``False`` outside the haystack)."""
+    return 0 <= at < len(haystack) and haystack[at : at + 1].isdigit()
+
+
+def _allowed(haystack: AnyStr, at: int, stop: int, match: str) -> bool:
+    """Whether the match ``haystack[at:stop]`` counts for a value matched as ``match``."""
+    if match == "text":
+        return True
+    dot = b"." if isinstance(haystack, bytes) else "."
+    touched_before = _digit(haystack, at - 1) or (at > 0 and haystack[at - 1 : at] == dot)
+    if match == "time" and touched_before:  # the time part of a DT: YYYYMMDD before it
+        date_start = at - 8
+        touched_before = not (
+            date_start >= 0
+            and haystack[date_start:at].isdigit()
+            and not _digit(haystack, date_start - 1)
+        )
+    touched_after = match != "date" and _digit(haystack, stop)
+    return not touched_before and not touched_after
+
+
+def hits(
+    haystack: AnyStr, needle: AnyStr, match: str, start: int = 0, end: int | None = None
+) -> Iterator[int]:
+    """Every position of ``needle`` in ``haystack[start:end]`` where ``match`` allows it.
+
+    ``match`` is ``text`` (anywhere), ``number`` (no digit, nor a ``.`` before, may touch it),
+    ``date`` (a DA: nothing may come before it, digits may follow, as in a DT) or ``time`` (a
+    TM: may follow the date of a DT, nothing may follow).
+    """
+    end = len(haystack) if end is None else end
+    at = haystack.find(needle, start, end)
+    while at != -1:
+        if _allowed(haystack, at, at + len(needle), match):
+            yield at
+        at = haystack.find(needle, at + 1, end)
+
+
+def find(haystack: AnyStr, needle: AnyStr, match: str) -> int:
+    """The first position `hits` gives, or -1."""
+    return next(iter(hits(haystack, needle, match)), -1)
+
+
+def _encode(ds: Dataset) -> bytes:
+    """The Part 10 bytes of ``ds``; when its transfer syntax cannot be written (unknown to
+    pydicom, or no File Meta), the meta and the data set are written as explicit VR little
+    endian: the bytes searched are then the values, not the exact file."""
+    buffer = io.BytesIO()
+    try:
+        pydicom.dcmwrite(buffer, ds)
+        return buffer.getvalue()
+    except (AttributeError, ValueError):
+        pass
+    meta = DicomBytesIO()
+    if getattr(ds, "file_meta", None) is not None:
+        write_file_meta_info(meta, ds.file_meta, enforce_standard=False)
+    body = io.BytesIO()
+    pydicom.dcmwrite(body, Dataset(ds), implicit_vr=False, little_endian=True)
+    return meta.getvalue() + body.getvalue()
+
+
+class _Level:
+    """The elements of one data set or item, by where their values start (an element whose
+    offset is not known gets the bytes between its neighbours)."""
+
+    def __init__(self, elements: list[Element], low: int, high: int) -> None:
+        self.elements = elements
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        previous = low
+        for i, elem in enumerate(elements):
+            start, end = elem.start, elem.end
+            if start == UNKNOWN:
+                start = previous
+                end = next((e.start for e in elements[i + 1 :] if e.start != UNKNOWN), high)
+            previous = max(previous, end)
+            self.starts.append(start)
+            self.ends.append(end)
+        self.items: dict[int, list[_Level]] = {}
+
+    def find(self, offset: int) -> int:
+        """The index of the element whose span holds ``offset``, or -1."""
+        i = bisect.bisect_right(self.starts, offset) - 1
+        return i if i >= 0 and offset < self.ends[i] else -1
+
+    def item_levels(self, i: int) -> list[_Level]:
+        found = self.items.get(i)
+        if found is None:
+            start, end = self.starts[i], self.ends[i]
+            items = self.elements[i].items or ()
+            found = self.items[i] = [_Level(item, start, end) for item in items]
+        return found
+
+
+class Output:
+    """A de-identified object as shared, ready to be searched.
+
+    Parameters
+    ----------
+    raw : bytes
+        Its Part 10 bytes.
+    """
+
+    def __init__(self, raw: bytes) -> None:
+        try:
+            tree = read_tree(raw)
+        except Exception:  # noqa: BLE001 - bytes the walker refuses: pydicom's reading
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree = tree_of(pydicom.dcmread(io.BytesIO(raw), force=True), raw)
+        self.tree = tree
+        self.data = tree.data
+        self.low = tree.data.lower()  # ASCII letters only: offsets stay the same
+        self.start = tree.start
+        self.preamble = tree.preamble
+        self.pixels = len(self.data), len(self.data)
+        for elem in tree.elements:
+            if elem.tag in _PIXEL_TAGS and elem.start != UNKNOWN:
+                self.pixels = elem.start, elem.end
+                break
+        self._meta = _Level(tree.meta, 132 if tree.preamble else 0, tree.start)
+        self._top = _Level(tree.elements, tree.start, len(self.data))
+        self._texts: list[tuple[Place, str]] | None = None
+        self._bulk: dict[bytes, list[int]] = {}
+
+    @classmethod
+    def of(cls, deidentified: Dataset | str | Path) -> Output:
+        """The output of a file, or of a data set as it would be written."""
+        if isinstance(deidentified, Dataset):
+            return cls(_encode(deidentified))
+        return cls(Path(deidentified).read_bytes())
+
+    def value(self, tag: int) -> str:
+        """The text of a top-level element ('' when absent)."""
+        elem = self.tree.top.get(tag)
+        if elem is None:
+            return ""
+        values = text_values(self.tree, elem, ["iso8859"])
+        return "\\".join(str(v) for v in values)
+
+    def method_codes(self) -> list[str]:
+        """The Code Values of the De-identification Method Code Sequence (0012,0064)."""
+        elem = self.tree.top.get(0x00120064)
+        codes = []
+        for item in (elem.items or ()) if elem is not None else ():
+            for inner in item:
+                if inner.tag == 0x00080100:
+                    values = text_values(self.tree, inner, ["iso8859"])
+                    codes.append(str(values[0]).strip() if values else "")
+        return codes
+
+    def search(self, form: bytes, match: str) -> Iterator[int]:
+        """Offsets of ``form`` (lowered) in the output; inside pixel data only when it is at
+        least `BULK_MIN_BYTES` long (from `index_pixels`, when it was given the form)."""
+        start, end = self.pixels
+        yield from hits(self.low, form, match, 0, start)
+        if len(form) >= BULK_MIN_BYTES:
+            found = self._bulk.get(form)
+            if found is None:
+                yield from hits(self.low, form, match, start, end)
+            else:
+                yield from (at for at in found if _allowed(self.low, at, at + len(form), match))
+        yield from hits(self.low, form, match, end)
+
+    def index_pixels(self, forms: Collection[bytes]) -> None:
+        """Find every long form inside the pixel data in one pass (a search per form would read
+        megabytes each time): the positions whose first two bytes begin some form are found
+        with numpy, then each is compared with the forms that begin so."""
+        start, end = self.pixels
+        forms = [f for f in forms if len(f) >= BULK_MIN_BYTES]
+        if end - start < _PIXELS_SCANNED or not forms:
+            return
+        import numpy as np
+
+        by_prefix: dict[int, list[bytes]] = {}
+        table = np.zeros(65536, dtype=bool)
+        for form in forms:
+            key = form[0] | form[1] << 8
+            table[key] = True
+            by_prefix.setdefault(key, []).append(form)
+        pixels = np.frombuffer(self.low, np.uint8, count=end - start, offset=start)
+        even, odd = (len(pixels) // 2) * 2, ((len(pixels) - 1) // 2) * 2
+        candidates = np.concatenate(  # little-endian pairs: first byte + 256 * second
+            [
+                np.flatnonzero(table[pixels[:even].view("<u2")]) * 2,
+                np.flatnonzero(table[pixels[1 : 1 + odd].view("<u2")]) * 2 + 1,
+            ]
+        )
+        if len(candidates) > _MAX_CANDIDATES:
+            return  # text-like pixel data: one search per form is faster then
+        found: dict[bytes, list[int]] = {form: [] for form in forms}
+        low = self.low
+        for offset in sorted(candidates.tolist()):
+            at = start + offset
+            for form in by_prefix[low[at] | low[at + 1] << 8]:
+                if low.startswith(form, at) and at + len(form) <= end:
+                    found[form].append(at)
+        self._bulk = found
+
+    def place_at(self, offset: int) -> Place | None:
+        """The element whose value holds byte ``offset``; ``None`` outside every value."""
+        meta = offset < self.start
+        level = self._meta if meta else self._top
+        prefix = "File Meta " if meta else ""
+        key: tuple[int, ...] = ()
+        keywords: tuple[str, ...] = ()
+        while True:
+            i = level.find(offset)
+            if i == -1:
+                return None
+            elem = level.elements[i]
+            keyword = keyword_of(elem.tag)
+            where = label(prefix, elem.tag, keyword)
+            key, keywords = (*key, elem.tag), (*keywords, keyword)
+            if elem.items is None:
+                return Place(where, key, keywords, meta)
+            items = level.item_levels(i)
+            lows = [item.starts[0] if item.starts else level.starts[i] for item in items]
+            j = bisect.bisect_right(lows, offset) - 1
+            if j < 0:
+                return None
+            level, prefix = items[j], f"{where}[{j}]>"
+
+    def outside(self, offset: int) -> str:
+        """Where a byte outside every element value is."""
+        if self.preamble and offset < 128:
+            return "preamble"
+        return "bytes outside any element value"
+
+    def texts(self, codecs: list[str]) -> list[tuple[Place, str]]:
+        """Every text value of the output, decoded and case-folded, with its place (made once,
+        for values whose encoded forms were not found)."""
+        if self._texts is None:
+            self._texts = []
+            self._collect(self.tree.elements, (), (), "", codecs, self._texts)
+        return self._texts
+
+    def _collect(
+        self,
+        elements: list[Element],
+        key: tuple[int, ...],
+        keywords: tuple[str, ...],
+        prefix: str,
+        codecs: list[str],
+        out: list[tuple[Place, str]],
+    ) -> None:
+        for elem in elements:
+            keyword = keyword_of(elem.tag)
+            where = label(prefix, elem.tag, keyword)
+            path, names = (*key, elem.tag), (*keywords, keyword)
+            if elem.items is not None:
+                for n, item in enumerate(elem.items):
+                    self._collect(item, path, names, f"{where}[{n}]>", codecs, out)
+            elif elem.vr in _STRING_VRS or elem.tag >> 16 & 1:
+                values = text_values(self.tree, elem, codecs)
+                text = "\\".join(str(v) for v in values if not isinstance(v, bytes))
+                if text:
+                    out.append((Place(where, path, names), text.casefold()))
