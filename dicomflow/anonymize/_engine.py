@@ -26,6 +26,7 @@ from ._policy import CURVE_GROUPS, KEEP_REFS, OVERLAY_GROUPS, TEXT_VRS, Policy, 
 from ._recipe import DATE_VRS, PSEUDONYM_VRS, Recipe
 from ._recipe_plan import Hit, RecipePlan
 from ._record import check_pixels, output_file_meta, record_method
+from ._scrub import Scrubber, identifying_values
 from ._structured import STRUCTURED_SEQUENCES, content_overrides
 from ._tables import IodTypes, iod_for_sop_class, iod_types, safe_private
 from ._values import CLEANED_TEXT, dummy, shift_date, shift_datetime
@@ -59,10 +60,17 @@ class ActionCounts:
     C: int = 0
     U: int = 0
     retained: tuple[tuple[str, int], ...] = ()
+    #: attributes the profile keeps in which an identifying value of the instance was found
+    #: and masked (see :mod:`._scrub`), with the occurrences masked
+    masked: tuple[tuple[str, int], ...] = ()
 
     def as_dict(self) -> dict[str, int]:
         """``{"X": ..., "Z": ..., ...}`` (the action codes; not ``retained``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "retained"}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("retained", "masked")
+        }
 
     @property
     def total(self) -> int:
@@ -277,6 +285,8 @@ class Deidentifier:
         run = _Run(types, present, patient_key)
         run.crosswalk = crosswalk
         body = self._dataset(ds, run, (), None, False)
+        scrubber = Scrubber(identifying_values(ds, self._kept_on_purpose))
+        scrubber.scrub(body, self._kept_on_purpose)  # names typed into kept attributes
         instance_uid = None
         if meta is not None and meta.get("MediaStorageSOPInstanceUID"):
             instance_uid = str(meta.MediaStorageSOPInstanceUID)
@@ -296,8 +306,17 @@ class Deidentifier:
         notes = []
         if self._plan is not None:
             notes = [self._plan.summary] + [f"kept identifying {name}" for name, _ in retained]
+        notes += [f"masked identifying text in {name}" for name in sorted(scrubber.masked)]
         record_method(out, self._options, pixels_cleaned=bool(rectangles), notes=notes)
-        return out, ActionCounts(**codes, retained=retained)
+        masked = tuple(sorted(scrubber.masked.items()))
+        return out, ActionCounts(**codes, retained=retained, masked=masked)
+
+    def _kept_on_purpose(self, tag: int) -> bool:
+        """Whether a recipe keeps this public attribute (its values are wanted as they are)."""
+        if self._plan is None:
+            return False
+        hit = self._plan.public(tag)
+        return hit is not None and hit.rule.action == "keep"
 
     def uid(self, original: str) -> str:
         """The UID this engine gives the UID ``original`` wherever it occurs (itself with the

@@ -21,7 +21,10 @@ from ._tables import iod_for_sop_class, method_codes
 __all__ = ["INSERTED_TEXTS", "check_pixels", "output_file_meta", "record_method"]
 
 #: Values the engine inserts into every output (besides the CID 7050 codes).
-INSERTED_TEXTS = ("YES", "UNMODIFIED", "MODIFIED", "REMOVED", "DCM", "PS3.15 Annex E")
+INSERTED_TEXTS = (
+    "YES", "UNMODIFIED", "MODIFIED", "REMOVED", "DCM", "PS3.15 Annex E",
+    "masked identifying text in",
+)  # fmt: skip
 
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)

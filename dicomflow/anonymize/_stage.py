@@ -300,6 +300,7 @@ class Deidentify:
         instance.dataset = out
         instance.counts.update({f"deid.{k}": v for k, v in counts.as_dict().items()})
         instance.counts.update({f"deid.retained.{k}": v for k, v in counts.retained})
+        instance.counts.update({f"deid.masked.{k}": v for k, v in counts.masked})
         instance.provenance.append(self.name)
         if pairs is not None and self.crosswalk is not None:
             name = fingerprint(self._secret, b"crosswalk part\0" + instance.uri.encode())
