@@ -83,3 +83,47 @@ def test_more_frames_than_the_bytes_hold_are_refused_before_any_task(
     )
     out = _child(script, str(path))
     assert "1000000 frame(s)" in out["refused"] and str(path) in out["refused"]
+
+
+def test_transcode_refuses_more_frames_than_the_bytes_hold(tmp_path: Path) -> None:
+    """The data set path (Transcode, Clean Pixel Data) checks the count before any frame: it
+    decoded all 1,000,000 frames that were there, then failed on the next one."""
+    import pydicom
+
+    from dicomflow.pipeline import TranscodeError, transcode_dataset
+
+    path = _native(tmp_path / "short.dcm", 4_000_000, 1, 1, 1_000_000)
+    with pytest.raises(TranscodeError) as info:
+        transcode_dataset(pydicom.dcmread(path), "rle")
+    assert str(path) in str(info.value)
+    assert "4000000 frame(s)" in str(info.value) and "only 1,000,000 bytes" in str(info.value)
+
+
+def test_an_offset_table_cannot_give_frames_without_fragments(tmp_path: Path) -> None:
+    """An Extended Offset Table of 100,000 frames one byte apart, over one fragment: a frame
+    needs a fragment (an 8-byte item at least), so the table is not used and the frames cannot
+    be assigned, before any per-frame task exists."""
+    import dicomflow as dfl
+
+    n = 100_000
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.5")  # RLE: encapsulated
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4.5"
+    ds.Rows = ds.Columns = 1
+    ds.NumberOfFrames = n
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    fragment = bytes(8 * n)
+    ds.ExtendedOffsetTable = np.arange(n, dtype="<u8").tobytes()
+    ds.ExtendedOffsetTableLengths = np.ones(n, dtype="<u8").tobytes()
+    item = b"\xfe\xff\x00\xe0"
+    ds.PixelData = item + b"\0\0\0\0" + item + len(fragment).to_bytes(4, "little") + fragment
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    path = tmp_path / "eot.dcm"
+    path.write_bytes(encode_part10(ds))
+    row = dfl.scan(str(path), workers=1).to_arrow().to_pylist()[0]
+    row["ExtendedOffsetTable"] = ds.ExtendedOffsetTable  # as a catalog column carries it
+    with pytest.raises(dfl.PixelDataError, match="1 fragments cannot be assigned to 100000"):
+        dfl.frames(row)
