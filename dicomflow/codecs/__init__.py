@@ -85,7 +85,7 @@ from ._codec import (
     encoders_for,
     select_encoder,
 )
-from ._dataset import pixel_format, stored_frames
+from ._dataset import check_frame_count, pixel_format, stored_frames
 from ._format import PixelFormat
 from ._guard import DEFAULT_MAX_FRAME_BYTES, check_frame
 from ._headers import codestream_starts, j2k_header, jpeg_header
@@ -106,6 +106,7 @@ __all__ = [
     "available_backends",
     "check_encodable",
     "check_frame",
+    "check_frame_count",
     "codestream_starts",
     "decode_frame",
     "decode_stored",

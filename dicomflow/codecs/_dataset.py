@@ -3,15 +3,16 @@ each frame, for the stages that hold a data set (Transcode, Clean Pixel Data).""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from ..errors import PixelDataError
+from ..errors import PixelDataError, PixelSizeError
 from ._format import PixelFormat
 
-__all__ = ["pixel_format", "stored_frames"]
+__all__ = ["check_frame_count", "pixel_format", "stored_frames"]
 
 _KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _REQUIRED = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "PhotometricInterpretation")
@@ -28,6 +29,8 @@ def pixel_format(ds: Any, transfer_syntax_uid: str) -> PixelFormat:
     PixelDataError
         No pixel data, or an Image Pixel attribute pydicom requires to decode it is missing
         (Bits Stored and Pixel Representation for Pixel Data, Planar Configuration for colour).
+    PixelSizeError
+        Number of Frames is more than the pixel data can hold (:func:`check_frame_count`).
     """
     keyword = next((k for k in _KEYWORDS if k in ds), None)
     if keyword is None:
@@ -43,7 +46,50 @@ def pixel_format(ds: Any, transfer_syntax_uid: str) -> PixelFormat:
         raise PixelDataError(f"missing required element(s): {', '.join(missing)}")
     row = {k: ds.get(k) for k in _IMAGE_PIXEL}
     row |= {"transfer_syntax_uid": transfer_syntax_uid, "pixel_keyword": keyword}
-    return PixelFormat.from_row(row)
+    fmt = PixelFormat.from_row(row)
+    check_frame_count(ds, fmt)
+    return fmt
+
+
+def _fragments(value: bytes) -> int:
+    """The fragments of encapsulated Pixel Data (its items after the Basic Offset Table), counted
+    from the 8-byte item headers alone."""
+    count, pos, end = -1, 0, len(value)
+    while pos + 8 <= end and value[pos : pos + 4] == b"\xfe\xff\x00\xe0":
+        count += 1
+        pos += 8 + struct.unpack("<I", value[pos + 4 : pos + 8])[0]
+    return max(count, 0)
+
+
+def check_frame_count(ds: Any, fmt: PixelFormat) -> None:
+    """Refuse a Number of Frames the pixel data of ``ds`` cannot hold, before any frame is
+    enumerated or any array allocated.
+
+    Native data must hold every frame (its value, padded to an even length, at least
+    ``fmt.native_nbytes``); encapsulated data needs a fragment per frame at least.
+
+    Raises
+    ------
+    PixelSizeError
+        Naming the file (when ``ds`` was read from one) and the counts.
+    """
+    value = ds[fmt.pixel_keyword].value
+    if value is None:
+        value = b""
+    where = f"{ds.filename}: " if isinstance(getattr(ds, "filename", None), str) else ""
+    if fmt.is_encapsulated:
+        fragments = _fragments(value)
+        if fmt.number_of_frames > fragments:
+            raise PixelSizeError(
+                f"{where}Number of Frames {fmt.number_of_frames} cannot come from {fragments} "
+                "fragment(s) of encapsulated pixel data (a frame needs one at least)"
+            )
+    elif fmt.native_nbytes > len(value):
+        raise PixelSizeError(
+            f"{where}{fmt.number_of_frames} frame(s) of {fmt.rows} x {fmt.columns} x "
+            f"{fmt.samples_per_pixel} x {fmt.bits_allocated} bits need {fmt.native_nbytes:,} "
+            f"bytes but only {len(value):,} bytes of pixel data are present"
+        )
 
 
 def _extended_offsets(ds: Any) -> tuple[bytes, bytes] | None:
@@ -55,7 +101,14 @@ def _extended_offsets(ds: Any) -> tuple[bytes, bytes] | None:
 
 def stored_frames(ds: Any, fmt: PixelFormat) -> Iterator[bytes | np.ndarray]:
     """The encoded bytes of each frame of ``ds`` in turn (fragments joined; native frames exactly
-    their own bytes, 1-bit frames realigned to start on a byte)."""
+    their own bytes, 1-bit frames realigned to start on a byte).
+
+    Raises
+    ------
+    PixelSizeError
+        Before the first frame: Number of Frames is more than the data holds.
+    """
+    check_frame_count(ds, fmt)
     element = ds[fmt.pixel_keyword]
     value = element.value
     count = fmt.number_of_frames

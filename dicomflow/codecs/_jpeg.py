@@ -3,11 +3,12 @@ the imagecodecs baseline encoder.
 
 Lossy JPEG decoders may differ by one grey level (their inverse DCTs round differently, which ISO
 10918 allows), so for lossy syntaxes these decoders are not ``exact``: pydicom's own plugin
-(gdcm, pylibjpeg, pillow: whichever is installed) comes first, except for 8-bit grey frames when
-that plugin is an IJG libjpeg (gdcm, Pillow), which libjpeg-turbo decodes identically and
-faster (its accurate integer IDCT and upsampling are libjpeg 6b's; checked over the corpus in
-the tests). ``exact=False`` tries libjpeg-turbo first: within one grey level of any other
-conforming decoder.
+(gdcm, pylibjpeg, pillow: whichever is installed; in gdcm's place, which can abort the
+interpreter and is never called, Pillow: see ``_pydicom``) comes first, except for 8-bit grey
+frames when that plugin is an IJG libjpeg (gdcm, Pillow), which libjpeg-turbo decodes
+identically and faster (its accurate integer IDCT and upsampling are libjpeg 6b's; checked
+over the corpus in the tests). ``exact=False`` tries libjpeg-turbo first: within one grey level
+of any other conforming decoder.
 """
 
 from __future__ import annotations

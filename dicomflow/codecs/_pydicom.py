@@ -2,8 +2,15 @@
 faster codecs leave.
 
 The decoder wraps the single frame as encapsulated data and calls pydicom's decoder for the
-syntax (whose plugin order is pydicom's: gdcm, pylibjpeg, pillow for JPEG...). Each encoder is one
-pydicom encoding plugin called for one frame.
+syntax, one decoding plugin at a time in pydicom's order (gdcm, pylibjpeg, pillow for JPEG...),
+except the plugins of :data:`NEVER_CALLED`: a plugin that can abort the interpreter on a
+malformed frame would, as the last fallback of a frame every other decoder refused, kill the
+process (and a resumed run, on the same file). Where pydicom itself would decode lossy JPEG with
+gdcm, Pillow takes its place: both are IJG libjpeg arithmetic (Pillow's libjpeg-turbo), with
+identical values on every lossy JPEG of the corpus (``tests/pixels/test_frames.py`` checks
+against pydicom's ``pixel_array``); pylibjpeg's libjpeg can differ by a few grey levels.
+Each encoder is one pydicom encoding plugin called for one frame (encoders only ever see frames
+dicomflow decoded).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from functools import cache
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -21,9 +29,10 @@ from ._format import PixelFormat
 from ._registry import Decoder, Encoder
 from ._samples import storable
 
-__all__ = ["decode", "jpeg_plugin"]
+__all__ = ["NEVER_CALLED", "decode", "decoding_plugins", "jpeg_plugin"]
 
 RLE = "1.2.840.10008.1.2.5"
+LOSSY_JPEG = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51")
 JPEG_LS = ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81")
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
 J2K = "1.2.840.10008.1.2.4.91"
@@ -43,6 +52,21 @@ DECODES = (
 )
 
 DECODERS = (Decoder("pydicom", DECODES, "decode", priority=0, requires=("pydicom",)),)
+
+#: pydicom decoding plugins dicomflow never calls, and why. Found by fuzzing each backend in a
+#: child process (``tests/codecs/test_no_abort.py`` writes such files): gdcm 3.0's codecs let
+#: C++ exceptions escape into the interpreter, which aborts (SIGABRT, exit 134) on a JPEG whose
+#: JFIF major version is not 1 (a libjpeg warning that gdcm throws as ``gdcm::Exception``) or
+#: on truncated or corrupt JPEG data, and crash (SIGSEGV) on a JPEG-LS frame with a second
+#: start-of-frame segment. Every syntax it decodes has other decoders (CharLS, libjpeg,
+#: OpenJPEG, Pillow), so it is dropped from decoding altogether; its RLE encoder stays (it only
+#: encodes frames dicomflow decoded).
+NEVER_CALLED: Mapping[str, str] = MappingProxyType(
+    {
+        "gdcm": "lets C++ exceptions escape and crashes on malformed JPEG and JPEG-LS frames, "
+        "which aborts the interpreter",
+    }
+)
 # after the faster codecs of each syntax (see their modules); gdcm, pylibjpeg, pydicom is also
 # pydicom's own order for RLE
 ENCODERS = (
@@ -97,8 +121,56 @@ def decode(src: bytes, fmt: PixelFormat) -> tuple[np.ndarray, str]:
         decoder = get_decoder(fmt.transfer_syntax_uid)
     except NotImplementedError as exc:
         raise PixelDataError(str(exc)) from None
-    arr, props = decoder.as_array(wrapped, index=0, validate=False, **opts)
-    return arr, str(props.get("photometric_interpretation", fmt.photometric_interpretation))
+    plugins = decoding_plugins(fmt.transfer_syntax_uid)
+    if not plugins:
+        raise PixelDataError(
+            f"pydicom has no decoding plugin for {fmt.transfer_syntax_uid} here that is safe to "
+            f"call (never called: {', '.join(NEVER_CALLED)})"
+        )
+    failures = []
+    for plugin in plugins:
+        try:
+            arr, props = decoder.as_array(
+                wrapped, index=0, validate=False, decoding_plugin=plugin, **opts
+            )
+        except Exception as exc:  # a plugin's own error type is not ours to know
+            failures.append(f"{plugin}: {exc}")
+            continue
+        photometric = props.get("photometric_interpretation", fmt.photometric_interpretation)
+        return arr, str(photometric)
+    raise PixelDataError("; ".join(failures))
+
+
+def _plugin_order(decoder: Any) -> list[str]:
+    """pydicom's own order of a decoder's installed plugins (its registration order)."""
+    order = list(getattr(decoder, "_available", None) or decoder.available_plugins)
+    return [name for name in order if name in decoder.available_plugins]
+
+
+@cache
+def decoding_plugins(syntax: str) -> tuple[str, ...]:
+    """The pydicom decoding plugins :func:`decode` tries for ``syntax``, in order.
+
+    pydicom's own order of the installed plugins, less those of :data:`NEVER_CALLED`; for lossy
+    JPEG, when pydicom itself would use gdcm (an IJG libjpeg), Pillow (the same arithmetic)
+    first.
+
+    Examples
+    --------
+    >>> "gdcm" in decoding_plugins("1.2.840.10008.1.2.4.50")
+    False
+    """
+    from pydicom.pixels import get_decoder
+
+    try:
+        order = _plugin_order(get_decoder(syntax))
+    except NotImplementedError:
+        return ()
+    safe = [name for name in order if name not in NEVER_CALLED]
+    if syntax in LOSSY_JPEG and order[:1] == ["gdcm"] and "pillow" in safe:
+        safe.remove("pillow")
+        safe.insert(0, "pillow")
+    return tuple(safe)
 
 
 @cache
@@ -110,9 +182,7 @@ def jpeg_plugin() -> str:
     """
     from pydicom.pixels import get_decoder
 
-    decoder = get_decoder("1.2.840.10008.1.2.4.50")
-    order = list(getattr(decoder, "_available", None) or ("gdcm", "pylibjpeg", "pillow"))
-    installed = [name for name in order if name in decoder.available_plugins]
+    installed = _plugin_order(get_decoder("1.2.840.10008.1.2.4.50"))
     return installed[0] if installed else ""
 
 

@@ -25,6 +25,7 @@ from ._locate import FrameRef, frame_refs
 from ._table import as_arrow, as_rows
 
 __all__ = [
+    "MIN_CHUNK_BYTES",
     "FrameTransform",
     "PixelOptions",
     "frames",
@@ -33,6 +34,10 @@ __all__ = [
     "locate_frames",
     "row_refs",
 ]
+
+
+#: Decoded bytes a chunk holds at least: smaller frames are grouped (see :func:`frames_array`).
+MIN_CHUNK_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +62,8 @@ class PixelOptions:
         ``False`` for the fastest decoder, whose values may differ by one grey level (the
         inverse DCT rounding ISO 10918 leaves to decoders). Other syntaxes are always exact.
     frames_per_chunk : int
-        Frames per dask chunk (1: every frame is its own task).
+        Frames per dask chunk (1: every frame is its own task, unless frames are smaller than
+        ``MIN_CHUNK_BYTES``, 4 KiB: those are grouped to hold at least that).
     max_frame_bytes : int
         The decode budget: a frame that would decode to more bytes is refused before any
         decoder runs (:class:`PixelSizeError`, reported as a :class:`FrameDecodeError`).
@@ -249,6 +255,53 @@ def _load_chunk(
     return out[0][np.newaxis] if len(out) == 1 else np.stack(out)
 
 
+def _frames_token(
+    refs: Sequence[FrameRef],
+    transforms: Sequence[FrameTransform | None],
+    options: PixelOptions,
+    storage_options: Mapping[str, Any] | None,
+    dtype: np.dtype,
+) -> str:
+    """A deterministic token of what locates and maps every frame.
+
+    The distinct files, formats and transforms are tokenized once each and the per-frame
+    numbers as one integer array: tokenizing a million small objects one by one takes minutes
+    and gigabytes.
+    """
+    uris: dict[str, int] = {}
+    formats: dict[int, tuple[int, PixelFormat]] = {}  # by identity: a row's refs share one
+    kinds: dict[Any, tuple[int, FrameTransform | None]] = {}
+
+    def kind(transform: FrameTransform | None) -> int:
+        palette = None if transform is None else id(transform.palette)
+        return kinds.setdefault((transform, palette), (len(kinds), transform))[0]
+
+    n = len(refs)
+    fields = (
+        (uris.setdefault(r.uri, len(uris)) for r in refs),
+        (r.index for r in refs),
+        (r.start for r in refs),
+        (r.stop for r in refs),
+        (r.bit_offset for r in refs),
+        (r.swap_ow for r in refs),
+        (r.whole_file for r in refs),
+        (formats.setdefault(id(r.fmt), (len(formats), r.fmt))[0] for r in refs),
+        (kind(t) for t in transforms),
+    )
+    located = np.empty((len(fields), n), np.int64)
+    for row, values in zip(located, fields, strict=True):
+        row[:] = np.fromiter(values, np.int64, count=n)
+    return tokenize(
+        list(uris),
+        [f for _, f in formats.values()],
+        [t for _, t in kinds.values()],
+        located,
+        options,
+        dict(storage_options or {}),
+        dtype,
+    )
+
+
 def frames_array(
     refs: Sequence[FrameRef],
     *,
@@ -261,7 +314,10 @@ def frames_array(
 ) -> da.Array:
     """A dask array ``(frames, rows, columns[, samples])`` over the given frame references.
 
-    Nothing is read here; each chunk is one task reading and decoding only its frames.
+    Nothing is read here; each chunk is one task reading and decoding only its frames: as many
+    as ``options.frames_per_chunk``, and frames smaller than :data:`MIN_CHUNK_BYTES` grouped so
+    that a chunk holds at least that many bytes (a task's bookkeeping is about a kilobyte:
+    a megabyte of 1-byte frames would otherwise take gigabytes).
     """
     if not refs:
         raise PixelDataError("no frames")
@@ -272,14 +328,15 @@ def frames_array(
         frame_shape = fmt.frame_shape
     if dtype is None:
         dtype = options.output_dtype(fmt.dtype)
-    per = max(1, int(options.frames_per_chunk))
+    frame_bytes = max(int(np.prod(frame_shape)) * np.dtype(dtype).itemsize, 1)
+    per = max(1, int(options.frames_per_chunk), -(-MIN_CHUNK_BYTES // frame_bytes))
     if name is None:  # deterministic: the same frames with the same options share keys
-        located = [(r.uri, r.index, r.start, r.stop, r.fmt) for r in refs]
-        token = tokenize(located, options, list(transforms), dict(storage_options or {}), dtype)
+        token = _frames_token(refs, transforms, options, storage_options, np.dtype(dtype))
         name = f"dicomflow-frames-{token}"
     layer: dict = {}
     sizes = []
     zeros = (0,) * len(frame_shape)
+    shared_options = dict(storage_options or {})
     for block, start in enumerate(range(0, len(refs), per)):
         chunk_refs = tuple(refs[start : start + per])
         chunk_t = tuple(transforms[start : start + per])
@@ -288,7 +345,7 @@ def frames_array(
             chunk_refs,
             options,
             chunk_t,
-            dict(storage_options or {}),
+            shared_options,
             np.dtype(dtype),
         )
         sizes.append(len(chunk_refs))

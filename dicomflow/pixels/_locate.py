@@ -124,10 +124,12 @@ def encapsulated_offsets(
 
 
 def _plausible(offsets: list[int], first: int, end: int) -> bool:
+    """Whether an offset table can be right: it starts at the first fragment, and every frame
+    has room for one item header at least (a frame needs a fragment: frames <= fragments)."""
     return (
         offsets[0] == first
-        and all(a < b for a, b in zip(offsets, offsets[1:], strict=False))
-        and offsets[-1] < end
+        and all(b - a >= 8 for a, b in zip(offsets, offsets[1:], strict=False))
+        and offsets[-1] + 8 <= end
     )
 
 

@@ -220,7 +220,8 @@ def _enhanced_planes(row: Mapping[str, Any], refs: Sequence[FrameRef], ds) -> li
             if timing.get(key) is not None:
                 top[key] = float(timing.get(key))
     planes = []
-    for i, ref in enumerate(refs):
+    for ref in refs:
+        i = ref.index
         frame = per_frame[i] if per_frame is not None and i < len(per_frame) else None
         position = _group_item(frame, shared, "PlanePositionSequence")
         orientation = _group_item(frame, shared, "PlaneOrientationSequence")
@@ -273,15 +274,16 @@ def _enhanced_planes(row: Mapping[str, Any], refs: Sequence[FrameRef], ds) -> li
 def _multiframe_planes(row: Mapping[str, Any], refs: Sequence[FrameRef], ds) -> list[Plane]:
     """Multi-frame objects without functional groups (RT Dose, NM, cine)."""
     base = _classic_plane(row, refs[0])
-    offsets = _floats(ds.get("GridFrameOffsetVector"), len(refs)) if ds else None
+    count = refs[0].fmt.number_of_frames
+    offsets = _floats(ds.get("GridFrameOffsetVector"), count) if ds else None
     planes = []
-    for i, ref in enumerate(refs):
+    for ref in refs:
         plane = _classic_plane(row, ref)
         if offsets is not None and base.position is not None and base.orientation is not None:
             normal = np.cross(base.orientation[:3], base.orientation[3:])
-            plane.position = base.position + offsets[i] * normal
+            plane.position = base.position + offsets[ref.index] * normal
         else:  # frames are a time series of one plane
-            plane.temporal = float(i)
+            plane.temporal = float(ref.index)
         planes.append(plane)
     return planes
 
@@ -289,8 +291,15 @@ def _multiframe_planes(row: Mapping[str, Any], refs: Sequence[FrameRef], ds) -> 
 def planes_from_rows(
     rows: Sequence[Mapping[str, Any]],
     storage_options: Mapping[str, Any] | None = None,
+    *,
+    frames: Sequence[int] | None = None,
 ) -> tuple[list[Plane], list[tuple[str, str]]]:
-    """Image planes of all rows, and ``(uri, reason)`` for rows that give none."""
+    """Image planes of all rows, and ``(uri, reason)`` for rows that give none.
+
+    ``frames``: only the planes of these frames of each row (0-based, in file order; indices
+    past a row's frames are left out), so that one frame of a multi-frame object costs one
+    plane, not one per frame (a million-frame object: a gigabyte).
+    """
     planes: list[Plane] = []
     skipped: list[tuple[str, str]] = []
     for row in rows:
@@ -303,15 +312,20 @@ def planes_from_rows(
             continue
         try:
             refs = row_refs(row, storage_options)
+            multiframe = len(refs) > 1
+            if frames is not None:
+                refs = [refs[i] for i in frames if 0 <= i < len(refs)]
+                if not refs:
+                    continue
             image_type = _image_type(row.get("ImageType"))
-            if len(refs) > 1 or "MOSAIC" in image_type:
+            if multiframe or "MOSAIC" in image_type:
                 ds = read_header(uri, storage_options)
                 if (
                     "PerFrameFunctionalGroupsSequence" in ds
                     or "SharedFunctionalGroupsSequence" in ds
                 ):
                     new = _enhanced_planes(row, refs, ds)
-                elif len(refs) > 1:
+                elif multiframe:
                     new = _multiframe_planes(row, refs, ds)
                 else:
                     plane = _classic_plane(row, refs[0])

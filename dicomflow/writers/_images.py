@@ -148,6 +148,18 @@ def _no_image(
     raise PixelDataError(f"{row.get('uri')}: {reason}")
 
 
+def _frame_count(row: Mapping[str, Any]) -> int:
+    """The frames of a catalog row, as the pixel layer counts them (1 when unknown)."""
+    for key in ("number_of_frames", "NumberOfFrames"):
+        try:
+            count = int(row.get(key) or 0)
+        except (TypeError, ValueError):
+            continue
+        if count > 0:
+            return count
+    return 1
+
+
 def _header(instance: Instance, parsed: bool) -> Dataset:
     """The attributes paths are made of: the stages' dataset, or the source's header only."""
     if parsed:
@@ -248,7 +260,8 @@ class PngFolder:
         parsed = instance.parsed
         images = []
         with instance_pixels(instance) as (row, options):
-            planes, skipped = planes_from_rows([row], options)
+            chosen = None if self.frames == "all" else [_frame_count(row) // 2]
+            planes, skipped = planes_from_rows([row], options, frames=chosen)
             if not planes:
                 _no_image(row, skipped[0][1] if skipped else None, "PNG", options)
             wanted = range(len(planes)) if self.frames == "all" else [len(planes) // 2]
