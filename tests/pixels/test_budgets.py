@@ -151,4 +151,6 @@ def test_the_middle_frame_png_of_a_million_frames_costs_one_plane(tmp_path: Path
     assert out["rows"] == [{"status": "done", "reason": None}]
     (png,) = (tmp_path / "png").rglob("*.png")
     assert imagecodecs.png_decode(png.read_bytes()).shape == (1, 1)
-    assert out["rss"] < 700 * 2**20, f"peak RSS {out['rss'] / 2**20:.0f} MiB"
+    assert out["rss"] < 2**30, (
+        f"peak RSS {out['rss'] / 2**20:.0f} MiB"
+    )  # 1.1 GB before; 0.4-0.75 now
