@@ -219,16 +219,20 @@ def _walk_deflated(
         elements: Elements = {}
         if inflater.eof or (not pending and len(chunk) < piece):  # all of it is inflated
             data = bytes(out)
-            return (
-                data,
-                elements,
-                walk_to_end(data, little, implicit, elements, "the inflated dataset"),
-            )
+            try:
+                pixel = walk_to_end(data, little, implicit, elements, "the inflated dataset")
+            except Unsupported as exc:
+                raise InvalidDicomError(f"the inflated dataset: {exc}") from None
+            return data, elements, pixel
         try:
             _, pixel = walk(out, 0, little, implicit, elements, True)  # type: ignore[arg-type]
             return bytes(out), elements, pixel
-        except _OutOfData:
-            pass  # the header goes on past what is inflated so far
+        except _OutOfData as more:  # the header goes on past what is inflated so far
+            if more.needed > MAX_INFLATED + 1:  # a value declared past the bound: no need to
+                raise _bomb(len(stream), MAX_INFLATED) from None  # inflate up to it first
+        except Unsupported as exc:
+            # pydicom would inflate the whole stream, unbounded: no fallback for these
+            raise InvalidDicomError(f"the inflated dataset: {exc}") from None
         if len(out) > MAX_INFLATED:
             raise _bomb(len(stream), MAX_INFLATED)
         piece = min(piece * 2, 8 * 2**20, MAX_INFLATED + 1 - len(out))

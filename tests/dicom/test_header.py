@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import pydicom
@@ -130,9 +131,9 @@ def test_nesting_depth_is_bounded_with_a_clear_message(tmp_path: Path, depth: in
         assert f"nested more than {MAX_NESTING} levels deep" in row["error"]
 
 
-def _deflated_bomb(inflated: int) -> bytes:
-    """Part 10, Deflated Explicit VR LE: an OB element declaring 2 GiB, then zeros."""
-    import struct
+def _deflated_file(*pieces: bytes) -> bytes:
+    """Part 10, Deflated Explicit VR LE, its data set the ``pieces`` (long runs of zeros
+    compress to almost nothing)."""
     import zlib
 
     from pydicom.filebase import DicomBytesIO
@@ -147,13 +148,29 @@ def _deflated_bomb(inflated: int) -> bytes:
     out.write(b"\0" * 128 + b"DICM")
     write_file_meta_info(out, meta)
     z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    stream = [z.compress(struct.pack("<HH2sHL", 0x0011, 0x0010, b"OB", 0, 2**31))]
-    zeros = b"\0" * 2**24
-    stream += [z.compress(zeros) for _ in range(inflated // len(zeros))]
-    return out.getvalue() + b"".join(stream) + z.flush()
+    return out.getvalue() + b"".join(z.compress(p) for p in pieces) + z.flush()
 
 
-def test_a_deflate_bomb_is_refused_within_bounded_memory(tmp_path: Path) -> None:
+_ZEROS = b"\0" * 2**24
+
+
+def _ob(elem: int, length: int) -> bytes:
+    return struct.pack("<HH2sHL", 0x0011, elem, b"OB", 0, length)
+
+
+_BOMBS = {
+    # one element declaring 2 GiB, then 1 GiB of zeros: refused without inflating it
+    "one long value": [_ob(0x0010, 2**31)] + [_ZEROS] * 64,
+    # 1 GiB in 16 MiB values that each fit: inflated up to the bound, then refused
+    "many values": [p for i in range(64) for p in (_ob(0x1000 + i, len(_ZEROS)), _ZEROS)],
+    # a stray delimiter (the fast walk hands such data sets to pydicom, which would inflate
+    # the whole stream) before 1 GiB of zeros
+    "a stray delimiter": [struct.pack("<HHL", 0xFFFE, 0xE00D, 0)] + [_ZEROS] * 64,
+}
+
+
+@pytest.mark.parametrize("bomb", list(_BOMBS))
+def test_a_deflate_bomb_is_refused_within_bounded_memory(tmp_path: Path, bomb: str) -> None:
     """1 MB that inflates to 1 GiB: an error row, and the scanning process stays small."""
     import json
     import subprocess
@@ -162,7 +179,7 @@ def test_a_deflate_bomb_is_refused_within_bounded_memory(tmp_path: Path) -> None
     from dicomflow.dicom import MAX_INFLATED
 
     path = tmp_path / "bomb.dcm"
-    path.write_bytes(_deflated_bomb(2**30))
+    path.write_bytes(_deflated_file(*_BOMBS[bomb]))
     assert path.stat().st_size < 2**21
     script = (
         "import dicomflow as dfl, json, resource, sys\n"
@@ -175,9 +192,14 @@ def test_a_deflate_bomb_is_refused_within_bounded_memory(tmp_path: Path) -> None
     )
     assert done.returncode == 0, done.stderr
     error, rss = json.loads(done.stdout)
-    assert f"inflates past {MAX_INFLATED // 2**20} MiB" in error
-    assert error.endswith("refused as a decompression bomb")
-    assert rss < MAX_INFLATED + 600 * 2**20  # the limit, plus the interpreter and its imports
+    if bomb == "a stray delimiter":
+        assert error.startswith("the inflated dataset: unexpected delimiter"), error
+        assert rss < 400 * 2**20
+    else:
+        assert f"inflates past {MAX_INFLATED // 2**20} MiB" in error
+        assert error.endswith("refused as a decompression bomb")
+        bound = 300 * 2**20 if bomb == "one long value" else MAX_INFLATED + 600 * 2**20
+        assert rss < bound  # (the interpreter and its imports: about 120 MB)
 
 
 def test_deflated_objects_inflate_only_up_to_their_pixel_data(corpus: Path) -> None:
