@@ -31,7 +31,11 @@ How it is built:
   (JPEG SOF, JPEG-LS SOF55, JPEG 2000 / HTJ2K SIZ; the expansion RLE can reach) must match Rows,
   Columns, Samples per Pixel and Bits Allocated, and the decoded frame must fit the decode
   budget (``max_frame_bytes``, 1 GiB per frame by default); otherwise
-  :class:`~dicomflow.errors.PixelSizeError`, before anything is allocated.
+  :class:`~dicomflow.errors.PixelSizeError`, before anything is allocated;
+  :func:`check_frame_count` likewise refuses a Number of Frames the pixel data cannot hold;
+- **no backend that can abort the interpreter** runs in the caller's process: pydicom's gdcm
+  plugin (uncaught C++ exceptions and crashes on malformed JPEG and JPEG-LS) is never called
+  to decode (``_pydicom.NEVER_CALLED``); every syntax it decodes has other decoders.
 
 Adding a transfer syntax
 ------------------------

@@ -8,6 +8,7 @@ Windowing follows the linear VOI function of PS3.3 C.11.2.1.2.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,18 +35,42 @@ PRESETS: dict[str, tuple[float, float]] = {
 }
 
 
+#: integer frames whose values span at most this many levels are windowed through a lookup
+#: table of their levels (every 8- and 16-bit frame); others strip by strip
+_LUT_LEVELS = 1 << 20
+#: elements per strip when a frame is converted piecewise: float64 temporaries of 16 MiB
+_STRIP = 1 << 21
+#: the percentiles an unwindowed slice is scaled between
+_PERCENTILES = (0.5, 99.5)
+
+
 def apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
-    """Map values to 0..255 with the DICOM linear window (PS3.3 C.11.2.1.2.1)."""
+    """Map values to 0..255 with the DICOM linear window (PS3.3 C.11.2.1.2.1).
+
+    Works strip by strip: the float64 temporaries stay a few MiB whatever the image size.
+    """
+    values = np.asarray(values)
+    out = np.empty(values.shape, np.uint8)
+    flat_in, flat_out = values.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_in.size, _STRIP):
+        stop = start + _STRIP
+        flat_out[start:stop] = _window(flat_in[start:stop], center, width)
+    return out
+
+
+def _window(values: np.ndarray, center: float, width: float) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     width = max(float(width), 1.0)
     low = center - 0.5 - (width - 1) / 2
     high = center - 0.5 + (width - 1) / 2
     scaled = ((values - (center - 0.5)) / max(width - 1, 1e-9) + 0.5) * 255.0
     out = np.where(values <= low, 0.0, np.where(values > high, 255.0, scaled))
+    np.nan_to_num(out, copy=False, nan=0.0)  # not a number: black (a cast would be undefined)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _resolve_window(window, plane, values: np.ndarray) -> tuple[float, float]:
+def _preset(window) -> tuple[float, float] | None:
+    """An explicit window or preset; ``None``: the plane's own, or percentiles."""
     if isinstance(window, str):
         try:
             return PRESETS[window]
@@ -55,14 +80,114 @@ def _resolve_window(window, plane, values: np.ndarray) -> tuple[float, float]:
             ) from None
     if window is not None:
         return float(window[0]), float(window[1])
+    return None
+
+
+def _resolve_window(window, plane) -> tuple[float, float] | None:
+    """The window to use (``None``: the frame's percentiles)."""
+    chosen = _preset(window)
+    if chosen is not None:
+        return chosen
     center, width = plane.window if plane is not None else (None, None)
     if center is not None and width is not None and width > 0:
         return float(center), float(width)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
+    return None
+
+
+def _lerp_window(kth: Callable[[int], float], n: int) -> tuple[float, float]:
+    """Center and width between the percentiles of ``n`` values, ``kth(k)`` the k-th smallest
+    (numpy's default, linear, method)."""
+    if n == 0:
         return 0.0, 1.0
-    low, high = np.percentile(finite, [0.5, 99.5])
+    found = []
+    for q in _PERCENTILES:
+        index = (n - 1) * q / 100.0
+        below = int(np.floor(index))
+        a, b = kth(below), kth(min(below + 1, n - 1))
+        found.append(a + (b - a) * (index - below))
+    low, high = found
     return float((low + high) / 2), float(max(high - low, 1.0))
+
+
+def _levels(raw: np.ndarray, lo: int, count: int) -> np.ndarray:
+    """How many pixels have each level ``lo .. lo + count - 1`` (strip by strip)."""
+    counts = np.zeros(count, np.int64)
+    flat = raw.reshape(-1)
+    for start in range(0, flat.size, _STRIP):
+        strip = flat[start : start + _STRIP].astype(np.int64) - lo
+        counts += np.bincount(strip, minlength=count)
+    return counts
+
+
+def _through_table(raw: np.ndarray, table: np.ndarray, lo: int) -> np.ndarray:
+    out = np.empty(raw.shape, np.uint8)
+    flat_in, flat_out = raw.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_in.size, _STRIP):
+        strip = flat_in[start : start + _STRIP].astype(np.int64) - lo
+        np.take(table, strip, out=flat_out[start : start + _STRIP])
+    return out
+
+
+def _grey_by_levels(raw: np.ndarray, slope: float, intercept: float, rescale: bool, window):
+    """Integer frames: the window applied to each level once, then looked up per pixel."""
+    lo, hi = int(raw.min()), int(raw.max())
+    levels = np.arange(lo, hi + 1, dtype=np.float64)
+    if rescale:
+        levels = levels * slope + intercept
+    if window is None:
+        counts = _levels(raw, lo, hi - lo + 1)
+        order = np.argsort(levels, kind="stable")
+        ranked, cumulative = levels[order], np.cumsum(counts[order])
+        window = _lerp_window(
+            lambda k: ranked[np.searchsorted(cumulative, k, side="right")],
+            int(cumulative[-1]),
+        )
+    return _through_table(raw, apply_window(levels, *window), lo)
+
+
+def _grey_by_strips(raw: np.ndarray, slope: float, intercept: float, rescale: bool, window):
+    """Floating point frames and integers of a huge range: converted strip by strip."""
+    if window is None:
+        finite = raw[np.isfinite(raw)] if raw.dtype.kind == "f" else raw.reshape(-1).copy()
+        n = finite.size
+        positions: set[int] = set()
+        for q in _PERCENTILES:
+            below = int(np.floor((n - 1) * q / 100.0))
+            for k in (below, min(below + 1, n - 1)):
+                positions |= {k, n - 1 - k}
+        if n:
+            finite.partition(sorted(positions))
+
+        def kth(k: int) -> float:
+            value = float(finite[k])
+            return value * slope + intercept if rescale else value
+
+        if rescale and slope < 0:  # the order reverses
+            window = _lerp_window(lambda k: kth(n - 1 - k), n)
+        else:
+            window = _lerp_window(kth, n)
+        del finite
+    out = np.empty(raw.shape, np.uint8)
+    flat_in, flat_out = raw.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_in.size, _STRIP):
+        values = flat_in[start : start + _STRIP].astype(np.float64)
+        if rescale:
+            values = values * slope + intercept
+        flat_out[start : start + _STRIP] = _window(values, *window)
+    return out
+
+
+def _colour(raw: np.ndarray) -> np.ndarray:
+    """Colour frames: 8-bit samples kept, wider ones scaled to 0..255 by the frame's maximum."""
+    if raw.dtype == np.uint8:
+        return np.ascontiguousarray(raw)  # a planar decode is a strided view: PNG wants C order
+    top = float(raw.max()) or 1.0
+    out = np.empty(raw.shape, np.uint8)
+    rows = max(_STRIP // max(raw[0].size, 1), 1)  # whole rows per strip
+    for row in range(0, raw.shape[0], rows):
+        part = raw[row : row + rows]
+        out[row : row + len(part)] = np.clip(part / top * 255.0, 0, 255).astype(np.uint8)
+    return out
 
 
 def display_frame(raw: np.ndarray, plane=None, window=None) -> np.ndarray:
@@ -72,6 +197,10 @@ def display_frame(raw: np.ndarray, plane=None, window=None) -> np.ndarray:
     the module docstring), and MONOCHROME1 is inverted so that higher is brighter. Colour
     frames are already display values: 8-bit samples are kept, wider ones scaled to 0..255
     by the frame's maximum.
+
+    Memory stays a small multiple of the decoded frame: an integer frame is windowed through
+    a table of its levels (each level mapped once, exactly as a float64 conversion of every
+    pixel would map it), anything else strip by strip; the output is one ``uint8`` per sample.
 
     Parameters
     ----------
@@ -89,18 +218,20 @@ def display_frame(raw: np.ndarray, plane=None, window=None) -> np.ndarray:
     """
     raw = np.asarray(raw)
     if raw.ndim == 3:  # colour: already display values
-        if raw.dtype != np.uint8:
-            top = float(raw.max()) or 1.0
-            raw = np.clip(raw / top * 255.0, 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(raw)  # a planar decode is a strided view: PNG wants C order
-    values = raw.astype(np.float64)
-    if plane is not None and raw.dtype.kind in "iu":  # stored values: apply the Modality LUT
-        values = values * plane.slope + plane.intercept
-    center, width = _resolve_window(window, plane, values)
-    image = apply_window(values, center, width)
+        return _colour(raw)
+    rescale = plane is not None and raw.dtype.kind in "iu"  # stored values: the Modality LUT
+    slope = float(plane.slope) if rescale else 1.0
+    intercept = float(plane.intercept) if rescale else 0.0
+    chosen = _resolve_window(window, plane)
+    if raw.size == 0:
+        image = np.zeros(raw.shape, np.uint8)
+    elif raw.dtype.kind in "iub" and int(raw.max()) - int(raw.min()) < _LUT_LEVELS:
+        image = _grey_by_levels(raw, slope, intercept, rescale, chosen)
+    else:
+        image = _grey_by_strips(raw, slope, intercept, rescale, chosen)
     photometric = "" if plane is None else str(plane.row.get("PhotometricInterpretation") or "")
     if photometric.upper() == "MONOCHROME1":
-        image = 255 - image
+        np.subtract(255, image, out=image)
     return np.ascontiguousarray(image)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from pydicom import Dataset
 
+from ..codecs import DEFAULT_MAX_FRAME_BYTES
 from ..dicom import atomic_write, encode_part10, join, remove_stale_temporaries
 from ..errors import ConfigError
 from ..pipeline import Instance, Output, RunContext, Skip
@@ -194,6 +195,12 @@ class PngFolder:
         fsspec options for ``root``.
     fsync : bool
         Flush each file to disk before it gets its name.
+    max_frame_bytes : int
+        The decode budget (1 GiB by default): a frame that would decode to more bytes is
+        refused before anything is decoded, and the instance fails with a
+        :class:`~dicomflow.FrameDecodeError` naming the budget. A frame is decoded once and
+        windowed through a table of its levels, so an export peaks at about the decoder's own
+        need (JPEG 2000: some four times the decoded frame), not at float64 copies of it.
 
     Examples
     --------
@@ -210,9 +217,12 @@ class PngFolder:
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     name: str = "png"
     fsync: bool = False
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
 
     def __post_init__(self) -> None:
         _check_template(self.template, (".png",), ("frame",))
+        if int(self.max_frame_bytes) < 1:
+            raise ConfigError(f"max_frame_bytes={self.max_frame_bytes!r}: expected a byte count")
         if self.frames not in ("middle", "all"):
             raise ConfigError(f"frames={self.frames!r}: expected 'middle' or 'all'")
         window = self.window
@@ -234,13 +244,16 @@ class PngFolder:
 
     def config(self) -> dict[str, Any]:
         window = list(self.window) if isinstance(self.window, tuple) else self.window
-        return {
+        config: dict[str, Any] = {
             "type": "png",
             "root": str(self.root),
             "template": self.template,
             "window": window,
             "frames": self.frames,
         }
+        if self.max_frame_bytes != DEFAULT_MAX_FRAME_BYTES:  # written only when chosen
+            config["max_frame_bytes"] = int(self.max_frame_bytes)
+        return config
 
     def open(self, context: RunContext) -> None:
         """Remove temporary files an interrupted earlier run left behind."""
@@ -268,10 +281,11 @@ class PngFolder:
             palette = None
             if str(row.get("PhotometricInterpretation") or "").upper() == "PALETTE COLOR":
                 palette = FrameTransform(palette=palette_of(row["uri"], options))
+            decoding = PixelOptions(max_frame_bytes=int(self.max_frame_bytes))
             for k in wanted:
                 plane = planes[k]
-                transform = palette or plane.transform(PixelOptions())
-                raw = load_frame(plane.ref, PixelOptions(), transform, options)
+                transform = palette or plane.transform(decoding)
+                raw = load_frame(plane.ref, decoding, transform, options)
                 images.append((plane.ref.index, display_frame(raw, plane, self.window)))
         template = self.template
         if self.frames == "all" and len(images) > 1:
