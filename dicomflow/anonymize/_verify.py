@@ -53,7 +53,7 @@ from ._verify_collect import (
     extended,
     source_tree,
 )
-from ._verify_output import Output, Place, find
+from ._verify_output import Output, Place, find, hits
 
 __all__ = ["KEPT", "LEAK", "Finding", "verify"]
 
@@ -199,9 +199,29 @@ class _Search:
             for place, decoded in output.texts(self.codecs):
                 if find(decoded, folded, value.match) != -1:
                     record(place.label, self.judge(value, folded, forms, place), None)
-        if self.path and find(self.path, folded, value.match) != -1:
+        if self.path and _in_path(self.path, folded, value.match):
             record("output path", KEPT if value.deliberate else LEAK, None)
         return list(found.values())
+
+
+#: A value this long found inside a word of the output path is a leak; a shorter one must be a
+#: whole word of it (written names are random letters and digits: "SP2" is found by chance in
+#: one of them every few runs).
+PATH_WORD_INSIDE = 8
+
+
+def _in_path(path: str, folded: str, match: str) -> bool:
+    """Whether the output path shows the value: as a whole word (between characters that are
+    not letters or digits), or inside one when it is :data:`PATH_WORD_INSIDE` long or more."""
+    for at in hits(path, folded, match):
+        if len(folded) >= PATH_WORD_INSIDE:
+            return True
+        stop = at + len(folded)
+        if not (at > 0 and path[at - 1].isalnum()) and not (
+            stop < len(path) and path[stop].isalnum()
+        ):
+            return True
+    return False
 
 
 def verify(

@@ -81,6 +81,24 @@ def test_output_path_is_searched(tmp_path) -> None:
     assert verify(source, target, output_path=tmp_path / "share" / "1.dcm") == []
 
 
+def test_a_short_value_inside_a_random_path_word_is_chance(tmp_path) -> None:
+    """Software Versions "SP2" inside the random folder name "SEZWQSP2" is chance (the demo's
+    verifier failed one run in four on it); as a whole word of the path it is a leak, and a
+    long value is one even inside a word."""
+    original, out = _clean()
+    original.SoftwareVersions = "SP2"
+    original.PatientID = "MRN48213377"
+    where = {
+        "PTQZB61S/SEZWQSP2/0Q0JLVPV": set(),
+        "PTQZB61S/SP2/0Q0JLVPV": {"(0018,1020) SoftwareVersions"},
+        "PTQZB61S/SP2_0Q0JLVPV": {"(0018,1020) SoftwareVersions"},
+        "PTQZB61S/XMRN48213377Y/0Q0JLVPV": {"(0010,0020) PatientID"},
+    }
+    for path, expected in where.items():
+        findings = verify(original, out, output_path=tmp_path / path)
+        assert {f.attribute for f in findings if f.where == "output path"} == expected, path
+
+
 def test_trivial_values_are_not_reported_and_kept_ones_are_listed() -> None:
     original = sample()
     original.PatientName = "Li^Bo"  # components of 2 characters
