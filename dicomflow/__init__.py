@@ -44,6 +44,7 @@ from .errors import (
     SourceError,
     SourceNotFoundError,
     SubOperationsFailedError,
+    TextDetectionError,
     TranscodeError,
     TruncatedError,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "SourceNotFoundError",
     "Stage",
     "SubOperationsFailedError",
+    "TextDetectionError",
     "Transcode",
     "TranscodeError",
     "TruncatedError",

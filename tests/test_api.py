@@ -28,7 +28,7 @@ PUBLIC = {
     "DicomflowError", "SourceError", "SourceNotFoundError", "InvalidDicomError",
     "TruncatedError", "ConfigError", "CollisionError", "DiskFullError", "PixelDataError",
     "PixelSizeError", "FrameDecodeError", "EncodeError", "GeometryError", "TranscodeError",
-    "DeidentificationError", "MediaSetError", "NetworkError", "AssociationRejectedError",
+    "DeidentificationError", "TextDetectionError", "MediaSetError", "NetworkError", "AssociationRejectedError",
     "AssociationAbortedError", "NetworkTimeoutError", "DimseStatusError",
     "MoveDestinationError", "SubOperationsFailedError", "DicomWebError",
 }  # fmt: skip

@@ -24,11 +24,13 @@ Examples
 
 from __future__ import annotations
 
+from ._burned import decoded_frames
 from ._crosswalk import check_apart, merge_crosswalk, output_root_above, read_crosswalk
 from ._engine import ActionCounts, Deidentifier
 from ._errors import DeidentificationError
 from ._explain import AttributeAction, explain
 from ._keys import Crosswalk, Keyring, load_lookup
+from ._ocr import TextBox, TextDetector, display_frame, find_text
 from ._options import OPTIONS, DeidOptions, OptionSpec
 from ._pixels import PixelRule, PixelRules
 from ._policy import combine
@@ -63,10 +65,15 @@ __all__ = [
     "PixelRule",
     "PixelRules",
     "ProfileRow",
+    "TextBox",
+    "TextDetector",
     "action_codes",
     "check_apart",
     "combine",
+    "decoded_frames",
+    "display_frame",
     "explain",
+    "find_text",
     "iod_for_sop_class",
     "load_lookup",
     "merge_crosswalk",
