@@ -196,8 +196,9 @@ def _draw(sample: Sample, rng: random.Random, used: list[tuple[int, int, int, in
     size = rng.randrange(10, 41)
     size = min(size, max(10, rows // 6))
     font = _font(name, size)
-    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text,
-                                                                               font=font)
+    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox(
+        (0, 0), text, font=font
+    )
     while right - left > columns - 8 and len(text) > 4:
         text = text[: len(text) * 2 // 3].rstrip()
         left, top, right, bottom = font.getbbox(text)
@@ -351,7 +352,7 @@ def _save_misses(result: Result, folder: Path) -> None:
         x, y, w, h = sample.boxes[index]
         crop = image[max(0, y - 20) : y + h + 20, max(0, x - 20) : x + w + 20]
         Image.fromarray(crop).save(folder / f"miss-{number:03d}.png")
-    for number, (sample, boxes) in enumerate(result.false_alarms):
+    for number, (sample, _boxes) in enumerate(result.false_alarms):
         Image.fromarray(display_frame(sample.frame, sample.photometric)).save(
             folder / f"false-{number:03d}.png"
         )

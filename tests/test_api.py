@@ -28,9 +28,9 @@ PUBLIC = {
     "DicomflowError", "SourceError", "SourceNotFoundError", "InvalidDicomError",
     "TruncatedError", "ConfigError", "CollisionError", "DiskFullError", "PixelDataError",
     "PixelSizeError", "FrameDecodeError", "EncodeError", "GeometryError", "TranscodeError",
-    "DeidentificationError", "TextDetectionError", "MediaSetError", "NetworkError", "AssociationRejectedError",
-    "AssociationAbortedError", "NetworkTimeoutError", "DimseStatusError",
-    "MoveDestinationError", "SubOperationsFailedError", "DicomWebError",
+    "DeidentificationError", "TextDetectionError", "MediaSetError", "NetworkError",
+    "AssociationRejectedError", "AssociationAbortedError", "NetworkTimeoutError",
+    "DimseStatusError", "MoveDestinationError", "SubOperationsFailedError", "DicomWebError",
 }  # fmt: skip
 
 #: Exceptions deriving from DicomflowError that are internal signals, never raised to a user.

@@ -7,8 +7,13 @@ conformance statement. `Deidentify` is the pipeline stage; `verify_folders` chec
 de-identified folder against its originals (``dicomflow verify-deid``).
 
 Exceptions (drawn with the whole tree in :mod:`dicomflow.errors`): ``DeidentificationError``
-for an instance that cannot be de-identified with certainty, ``ConfigError`` for bad options,
+for an instance that cannot be de-identified with certainty (``TextDetectionError`` when
+burned-in text cannot be searched for: Tesseract missing), ``ConfigError`` for bad options,
 secret or lookup table.
+
+Clean Pixel Data blanks the regions of a pixel rule table and searches images that may show
+text by OCR (`TextDetector`, `find_text`: Tesseract, Debian ``tesseract-ocr`` and
+``tesseract-ocr-eng``).
 
 Examples
 --------
@@ -24,7 +29,7 @@ Examples
 
 from __future__ import annotations
 
-from ._burned import decoded_frames
+from ._burned import BURNED_IN_TEXT_ACTIONS, PixelReport, decoded_frames, risk_reasons
 from ._crosswalk import check_apart, merge_crosswalk, output_root_above, read_crosswalk
 from ._engine import ActionCounts, Deidentifier
 from ._errors import DeidentificationError
@@ -49,6 +54,7 @@ from ._verify import Finding, verify
 from ._verify_folders import FolderFinding, FolderReport, verify_folders
 
 __all__ = [
+    "BURNED_IN_TEXT_ACTIONS",
     "OPTIONS",
     "ActionCounts",
     "AttributeAction",
@@ -62,6 +68,7 @@ __all__ = [
     "FolderReport",
     "Keyring",
     "OptionSpec",
+    "PixelReport",
     "PixelRule",
     "PixelRules",
     "ProfileRow",
@@ -83,6 +90,7 @@ __all__ = [
     "profile_rows",
     "read_secret",
     "read_crosswalk",
+    "risk_reasons",
     "safe_private",
     "shift_date",
     "shift_datetime",

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..pipeline import Instance
+from ._burned import PixelReport
 from ._crosswalk import merge_crosswalk, output_root_above, write_part
 from ._engine import Deidentifier
 from ._keys import Crosswalk, load_lookup
@@ -113,6 +114,10 @@ class Deidentify:
         Inclusive range of the per-patient date shift (Modified Dates option).
     pixel_rules
         A CSV pixel rule table for Clean Pixel Data (default: the one shipped with dicomflow).
+    burned_in_text
+        With Clean Pixel Data, what to do with burned-in text OCR finds: ``"blank"`` it
+        (default) or ``"quarantine"`` the instance (fail it with the reason). What OCR found
+        and still reads after blanking goes into ``instance.counts`` (``ocr.*``).
 
     Examples
     --------
@@ -131,6 +136,7 @@ class Deidentify:
     crosswalk: str | None = None
     date_shift_days: tuple[int, int] = (-3650, 0)
     pixel_rules: str | None = None
+    burned_in_text: str = "blank"
     name: str = "deidentify"
     _engine: Deidentifier = field(init=False, compare=False)
     _secret: bytes = field(init=False, compare=False)
@@ -159,7 +165,8 @@ class Deidentify:
         else:
             lookup = self.lookup
         rules = PixelRules.load(self.pixel_rules) if options.clean_pixel_data else None
-        engine = Deidentifier(secret, options, lookup=lookup, pixel_rules=rules)
+        engine = Deidentifier(secret, options, lookup=lookup, pixel_rules=rules,
+                              burned_in_text=self.burned_in_text)  # fmt: skip
         object.__setattr__(self, "_engine", engine)
         object.__setattr__(self, "_secret", secret)
         object.__setattr__(self, "_state", {})
@@ -207,6 +214,7 @@ class Deidentify:
             rules = self._engine.pixel_rules
             config["pixel_rules"] = self.pixel_rules or "builtin"
             config["pixel_rules_sha256"] = rules.fingerprint
+            config["burned_in_text"] = self.burned_in_text
         return config
 
     @classmethod
@@ -221,7 +229,7 @@ class Deidentify:
                 "a pipeline file must not hold the secret: use secret_file or secret_env"
             )
         known = {"secret_file", "secret_env", "options", "lookup", "crosswalk",
-                 "date_shift_days", "pixel_rules", "name"}  # fmt: skip
+                 "date_shift_days", "pixel_rules", "burned_in_text", "name"}  # fmt: skip
         recorded = {"type", "secret_fingerprint", "lookup_fingerprint", "pixel_rules_sha256"}
         unknown = set(config) - known - recorded
         if unknown:
@@ -246,9 +254,13 @@ class Deidentify:
         pairs = Crosswalk() if self.crosswalk is not None else None
         if pairs is not None:
             self._check_crosswalk_location()
-        out, counts = self._engine.deidentify(instance.dataset, crosswalk=pairs)
+        pixels = PixelReport() if self.deid_options.clean_pixel_data else None
+        out, counts = self._engine.deidentify(instance.dataset, crosswalk=pairs,
+                                              pixel_report=pixels)  # fmt: skip
         instance.dataset = out
         instance.counts.update({f"deid.{k}": v for k, v in counts.as_dict().items()})
+        if pixels is not None:
+            instance.counts.update(pixels.counts())
         instance.provenance.append(self.name)
         if pairs is not None and self.crosswalk is not None:
             name = fingerprint(self._secret, b"crosswalk part\0" + instance.uri.encode())

@@ -64,6 +64,10 @@ def register(subparsers: Any) -> None:
         help="range of the per-patient date shift in days (default -3650 0)",
     )
     p.add_argument("--pixel-rules", metavar="CSV", help="pixel rule table for clean-pixel-data")
+    p.add_argument(
+        "--burned-in-text", choices=("blank", "quarantine"), default="blank",
+        help="with clean-pixel-data: blank the text OCR finds (default) or fail the instance",
+    )  # fmt: skip
     add_run_options(p)
     p.set_defaults(func=run_deid)
 
@@ -171,6 +175,7 @@ def run_deid(args: argparse.Namespace) -> int:
         lookup=args.lookup,
         crosswalk=args.crosswalk and os.path.abspath(args.crosswalk),
         pixel_rules=args.pixel_rules,
+        burned_in_text=args.burned_in_text,
         **extra,
     )
     if args.mediaset:
