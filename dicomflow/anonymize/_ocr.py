@@ -456,7 +456,8 @@ def _ink(box: np.ndarray) -> tuple[int, int] | None:
 
     Text is drawn in one flat colour, brighter or darker than what is around it: its level is
     the commonest value on one side of the box's median (the background), the side where
-    more pixels lie far from the background; the tolerance is half that distance."""
+    more pixels lie far from the background, and never a level covering most of the box; the
+    tolerance is half that distance."""
     if box.size == 0:
         return None
     values = box.ravel().astype(np.int16)
@@ -468,6 +469,9 @@ def _ink(box: np.ndarray) -> tuple[int, int] | None:
         level = int(np.argmax(np.bincount(side // 4, minlength=64))) * 4 + 2
         distance = abs(level - background)
         tolerance = max(6, distance // 2)
+        covered = np.count_nonzero(np.abs(values - level) <= tolerance)
+        if covered > 0.6 * values.size:
+            continue  # that is the background (a box mostly of bold text): not the ink
         score = float(np.count_nonzero(np.abs(side - level) <= tolerance)) * distance
         if best is None or score > best[0]:
             best = (score, level, tolerance)
