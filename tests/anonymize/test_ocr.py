@@ -21,8 +21,8 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomflow.anonymize import (
-    Deidentifier,
     DeidentificationError,
+    Deidentifier,
     PixelReport,
     TextDetector,
     decoded_frames,
@@ -125,10 +125,11 @@ def _text_boxes(frame: np.ndarray) -> list[tuple[int, int, int, int]]:
     blank = np.zeros_like(frame)
     ink = _planted(blank, 1) > 0
     boxes = []
-    for _, (x, y) in LINES:
-        rows, cols = np.nonzero(ink[max(0, y - 4) : y + 28])
-        boxes.append((int(cols.min()), max(0, y - 4) + int(rows.min()),
-                      int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1)))  # fmt: skip
+    for _, (_, y) in LINES:
+        top = max(0, y - 4)
+        rows, cols = np.nonzero(ink[top : y + 28])
+        width, height = int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1)
+        boxes.append((int(cols.min()), top + int(rows.min()), width, height))
     return boxes
 
 
