@@ -83,7 +83,7 @@ def test_planted_text_is_found_and_clean_frames_are_left_alone(measured) -> None
 
 
 @pytest.mark.xfail(strict=True, reason="issue 13 item 4 target (recall >= 0.95) not met yet: "
-                   "the detector finds about 0.85-0.90 of planted boxes (docs/deidentification.md "
+                   "the benchmark measures 0.84 of planted lines found (docs/deidentification.md "
                    "section 13)")  # fmt: skip
 def test_planted_text_recall_reaches_the_target(measured) -> None:
     assert measured.recall >= 0.95
