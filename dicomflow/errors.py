@@ -20,6 +20,7 @@
     |   +-- GeometryError                            positions/orientations that give no volume
     +-- TranscodeError(ValueError)                   an instance that cannot be transcoded
     +-- DeidentificationError(ValueError)            an instance not de-identifiable with certainty
+    |   +-- TextDetectionError                       burned-in text cannot be searched for (OCR)
     +-- MediaSetError(ValueError)                    an instance that cannot join a media set
     +-- NetworkError(OSError)                        a DICOM peer could not do what was asked
     |   +-- AssociationRejectedError(ConnectionRefusedError)  no connection, A-ASSOCIATE-RJ,
@@ -76,6 +77,7 @@ __all__ = [
     "SourceNotFoundError",
     "SubOperationsFailedError",
     "TLSError",
+    "TextDetectionError",
     "TranscodeError",
     "TruncatedError",
 ]
@@ -188,6 +190,12 @@ class DeidentificationError(DicomflowError, ValueError):
     have to be kept, and similar cases raise this error with the reason instead of writing an
     instance that might still identify someone.
     """
+
+
+class TextDetectionError(DeidentificationError):
+    """Burned-in text cannot be searched for: Tesseract or its English data is missing (the
+    message names the Debian packages), or Tesseract failed on the image. The instance is not
+    de-identified."""
 
 
 class MediaSetError(DicomflowError, ValueError):

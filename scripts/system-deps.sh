@@ -6,7 +6,8 @@
 #   bash scripts/system-deps.sh PKG...     only these packages (e.g. python3-venv), no check
 set -euo pipefail
 if [ $# -gt 0 ]; then packages=("$@"); else
-  packages=(dcmtk dcm2niix dicom3tools orthanc orthanc-dicomweb libgdcm-tools)
+  packages=(dcmtk dcm2niix dicom3tools orthanc orthanc-dicomweb libgdcm-tools
+            tesseract-ocr tesseract-ocr-eng fonts-dejavu-core)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -20,13 +21,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     --no-install-recommends "${missing[@]}" >/dev/null
 fi
 [ $# -gt 0 ] && exit 0
-# what the tests call: DCMTK tools and peers, dicom3tools, dcm2niix, Orthanc and its plugin, GDCM
+# what the tests call: DCMTK tools and peers, dicom3tools, dcm2niix, Orthanc and its plugin, GDCM,
+# Tesseract (Clean Pixel Data's OCR) with its English data and the DejaVu fonts of the OCR tests
 absent=()
 for c in dcmdump dcmdrle dcmdjpls dcmdjpeg dcmgpdir dcmqrscp storescu storescp getscu movescu findscu \
-         dciodvfy dcm2niix Orthanc gdcmconv; do
+         dciodvfy dcm2niix Orthanc gdcmconv tesseract; do
   command -v "$c" >/dev/null || absent+=("$c")
 done
 [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || absent+=(libOrthancDicomWeb.so)
+tesseract --list-langs 2>/dev/null | grep -qx eng || absent+=(tesseract-ocr-eng)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || absent+=(DejaVuSans.ttf)
 if [ ${#absent[@]} -gt 0 ]; then
   echo "system-deps: installed, but still missing: ${absent[*]}" >&2
   exit 1

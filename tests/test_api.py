@@ -33,7 +33,7 @@ PUBLIC = {
     "DeidentificationError", "MediaSetError", "NetworkError", "AssociationRejectedError",
     "AssociationAbortedError", "NetworkTimeoutError", "DimseStatusError",
     "MoveDestinationError", "SubOperationsFailedError", "DicomWebError", "NetworkConfigError",
-    "TLSError",
+    "TLSError", "TextDetectionError",
 }  # fmt: skip
 
 #: Exceptions deriving from DicomflowError that are internal signals, never raised to a user.

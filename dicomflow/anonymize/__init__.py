@@ -10,8 +10,13 @@ per-attribute rules (keep, remove, empty, replace, pseudonymise, shift) on the p
 one.
 
 Exceptions (drawn with the whole tree in :mod:`dicomflow.errors`): ``DeidentificationError``
-for an instance that cannot be de-identified with certainty, ``ConfigError`` for bad options,
+for an instance that cannot be de-identified with certainty (``TextDetectionError`` when
+burned-in text cannot be searched for: Tesseract missing), ``ConfigError`` for bad options,
 secret or lookup table.
+
+Clean Pixel Data blanks the regions of a pixel rule table and searches images that may show
+text by OCR (`TextDetector`, `find_text`: Tesseract, Debian ``tesseract-ocr`` and
+``tesseract-ocr-eng``).
 
 Examples
 --------
@@ -27,11 +32,13 @@ Examples
 
 from __future__ import annotations
 
+from ._burned import BURNED_IN_TEXT_ACTIONS, PixelReport, decoded_frames, risk_reasons
 from ._crosswalk import check_apart, merge_crosswalk, output_root_above, read_crosswalk
 from ._engine import ActionCounts, Deidentifier
 from ._errors import DeidentificationError
 from ._explain import AttributeAction, explain
 from ._keys import Crosswalk, Keyring, load_lookup
+from ._ocr import TextBox, TextDetector, display_frame, find_text
 from ._options import OPTIONS, DeidOptions, OptionSpec
 from ._pixels import PixelRule, PixelRules
 from ._policy import combine
@@ -52,6 +59,7 @@ from ._verify import Finding, verify
 from ._verify_folders import FolderFinding, FolderReport, verify_folders
 
 __all__ = [
+    "BURNED_IN_TEXT_ACTIONS",
     "OPTIONS",
     "ActionCounts",
     "AttributeAction",
@@ -66,18 +74,24 @@ __all__ = [
     "FolderReport",
     "Keyring",
     "OptionSpec",
+    "PixelReport",
     "PixelRule",
     "PixelRules",
     "ProfileRow",
     "Recipe",
     "RecipeRule",
+    "TextBox",
+    "TextDetector",
     "Unmapped",
     "action_codes",
     "check_apart",
     "combine",
     "convert_ctp",
     "convert_deid",
+    "decoded_frames",
+    "display_frame",
     "explain",
+    "find_text",
     "iod_for_sop_class",
     "load_lookup",
     "merge_crosswalk",
@@ -88,6 +102,7 @@ __all__ = [
     "profile_rows",
     "read_secret",
     "read_crosswalk",
+    "risk_reasons",
     "safe_private",
     "shift_date",
     "shift_datetime",

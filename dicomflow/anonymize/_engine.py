@@ -18,10 +18,13 @@ from pydicom.tag import BaseTag
 
 from ..dicom import DeidentifiedDataset, Fallback
 from ..dicom import Writer as _SequenceWriter
+from ..errors import ConfigError
+from ._burned import BURNED_IN_TEXT_ACTIONS, PixelReport, clean_pixels, risk_reasons
 from ._errors import DeidentificationError
 from ._keys import Crosswalk, Keyring
+from ._ocr import TextDetector
 from ._options import DeidOptions
-from ._pixels import PixelRules, blank_pixels, describe_device
+from ._pixels import PixelRules
 from ._policy import CURVE_GROUPS, KEEP_REFS, OVERLAY_GROUPS, TEXT_VRS, Policy, policy_for, resolve
 from ._recipe import DATE_VRS, PSEUDONYM_VRS, Recipe
 from ._recipe_plan import Hit, RecipePlan
@@ -161,6 +164,11 @@ class Deidentifier:
         Let the recipe keep attributes the profile does not keep (recorded in each output's
         De-identification Method and in ``ActionCounts.retained``); without it, or the
         rule's own allowance, such a recipe raises `ConfigError`.
+    text_detector : TextDetector, optional
+        With Clean Pixel Data, how images that may show text are searched by OCR.
+    burned_in_text : {"blank", "quarantine"}
+        With Clean Pixel Data, what to do with text OCR finds: blank it (default) or fail the
+        instance.
 
     Examples
     --------
@@ -184,6 +192,8 @@ class Deidentifier:
         pixel_rules: PixelRules | str | Path | None = None,
         recipe: Recipe | None = None,
         allow_identifying: bool = False,
+        text_detector: TextDetector | None = None,
+        burned_in_text: str = "blank",
     ) -> None:
         if options is None:
             options = DeidOptions()
@@ -199,6 +209,11 @@ class Deidentifier:
         self._policy: Policy = policy_for(options)
         self._safe = safe_private() if options.retain_safe_private else {}
         self._sequences: dict[tuple, tuple[RawDataElement, tuple]] = {}
+        if burned_in_text not in BURNED_IN_TEXT_ACTIONS:
+            raise ConfigError(
+                f"burned_in_text must be one of {BURNED_IN_TEXT_ACTIONS}, not {burned_in_text!r}"
+            )
+        self._ocr = (text_detector or TextDetector(), burned_in_text)
         if pixel_rules is None or isinstance(pixel_rules, PixelRules):
             self._pixel_rules = pixel_rules
         else:
@@ -236,10 +251,10 @@ class Deidentifier:
 
     def __getstate__(self) -> tuple:
         return (self._keys, self._options, self._pixel_rules, self._recipe,
-                self._allow_identifying)  # fmt: skip
+                self._allow_identifying, self._ocr)  # fmt: skip
 
     def __setstate__(self, state: tuple) -> None:
-        self._keys, self._options, self._pixel_rules, self._recipe, allow = state
+        self._keys, self._options, self._pixel_rules, self._recipe, allow, self._ocr = state
         self._allow_identifying = allow
         self._plan = self._compile()
         self._sequences = {}
@@ -249,7 +264,11 @@ class Deidentifier:
     # -- public -----------------------------------------------------------------------------
 
     def deidentify(
-        self, ds: Dataset, *, crosswalk: Crosswalk | None = None
+        self,
+        ds: Dataset,
+        *,
+        crosswalk: Crosswalk | None = None,
+        pixel_report: PixelReport | None = None,
     ) -> tuple[FileDataset, ActionCounts]:
         """Return a de-identified copy of ``ds`` and the count of each action applied.
 
@@ -262,16 +281,18 @@ class Deidentifier:
         crosswalk : Crosswalk, optional
             Receives ``(keyword, original, replacement)`` for pseudonyms, UIDs, AE titles,
             looked-up values and the patient's date shift.
+        pixel_report : PixelReport, optional
+            With Clean Pixel Data, receives what was blanked and what OCR still reads.
 
         Raises
         ------
         DeidentificationError
             The instance cannot be de-identified with certainty (burned-in text without Clean
-            Pixel Data or without a pixel rule covering the image, pixels that cannot be
-            decoded for cleaning, unreadable sequence, uninterpretable UN sequence that would
-            have to be kept).
+            Pixel Data, or found by OCR under the quarantine policy; pixels that cannot be
+            decoded for cleaning; Tesseract missing (`TextDetectionError`); unreadable
+            sequence; uninterpretable UN sequence that would have to be kept).
         """
-        rectangles = self._pixel_plan(ds)
+        reasons = self._pixel_plan(ds)
         meta = getattr(ds, "file_meta", None)
         try:
             sop_class = _value(ds, 0x00080016)
@@ -297,8 +318,13 @@ class Deidentifier:
         )
         implicit, little = ds.original_encoding
         out.set_original_encoding(implicit, little, ds.original_character_set)
-        if rectangles:
-            blank_pixels(ds, out, rectangles)
+        cleaned = False
+        if reasons is not None:
+            detector, action = self._ocr
+            cleaned = clean_pixels(
+                ds, out, rules=self.pixel_rules, reasons=reasons, detector=detector,
+                action=action, report=pixel_report,
+            )  # fmt: skip
         codes = {code: run.counts[code] for code in "XZDKCU"}
         retained = tuple(
             sorted((k[9:], v) for k, v in run.counts.items() if k.startswith("retained."))
@@ -307,7 +333,7 @@ class Deidentifier:
         if self._plan is not None:
             notes = [self._plan.summary] + [f"kept identifying {name}" for name, _ in retained]
         notes += [f"masked identifying text in {name}" for name in sorted(scrubber.masked)]
-        record_method(out, self._options, pixels_cleaned=bool(rectangles), notes=notes)
+        record_method(out, self._options, pixels_cleaned=cleaned, notes=notes)
         masked = tuple(sorted(scrubber.masked.items()))
         return out, ActionCounts(**codes, retained=retained, masked=masked)
 
@@ -333,20 +359,15 @@ class Deidentifier:
             return original
         return self._keys.uid(original)
 
-    def _pixel_plan(self, ds: Dataset) -> tuple[tuple[int, int, int, int], ...]:
-        """The rectangles to blank (Clean Pixel Data), or fail closed; see `check_pixels`."""
-        reasons = check_pixels(ds, self._options)
-        if not self._options.clean_pixel_data or 0x7FE00010 not in ds:
-            return ()
-        rectangles = self.pixel_rules.rectangles_for(ds)
-        if reasons and not rectangles:
-            raise DeidentificationError(
-                f"pixel data may show identifying text ({'; '.join(reasons)}) and no rule of "
-                f"the pixel rule table ({self.pixel_rules.source}) covers this image "
-                f"({describe_device(ds)}); not de-identified. Add a rule for this device "
-                "and image size, or leave the instance out"
-            )
-        return rectangles
+    def _pixel_plan(self, ds: Dataset) -> list[str] | None:
+        """``None``: the pixels stay as they are; else why OCR searches them (empty: only
+        the pixel rules apply). Fails closed without Clean Pixel Data; see `check_pixels`."""
+        check_pixels(ds, self._options)
+        if not self._options.clean_pixel_data:
+            return None
+        if not any(tag in ds for tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)):
+            return None
+        return risk_reasons(ds)
 
     # -- derived values ---------------------------------------------------------------------
 

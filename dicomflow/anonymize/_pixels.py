@@ -18,7 +18,11 @@ result is stored again:
   decode to exactly the blanked ones; otherwise, and for lossy sources (whose re-encoding would
   lose more), it is stored uncompressed in Explicit VR Little Endian.
 
-Colour images are stored as RGB after cleaning when their stored form was YCbCr.
+Colour images are stored as RGB after cleaning when their stored form was YCbCr. Float and
+Double Float Pixel Data (always native) are blanked and stored back in their own element.
+
+Where no rule covers an image that may show text, the text is searched for by OCR
+(:mod:`._burned`, :mod:`._ocr`).
 """
 
 from __future__ import annotations
@@ -50,9 +54,11 @@ from ..dicom import TransferSyntax, transfer_syntax
 from ..errors import ConfigError
 from ._errors import DeidentificationError
 
-__all__ = ["PixelRule", "PixelRules", "blank_pixels"]
+__all__ = ["PixelRule", "PixelRules", "blank", "blank_pixels", "decode_pixels", "store_pixels"]
 
 PIXEL_DATA = 0x7FE00010
+FLOAT_PIXEL_DATA = 0x7FE00008
+DOUBLE_PIXEL_DATA = 0x7FE00009
 Rectangle = tuple[int, int, int, int]
 
 #: The codec layer's encoders that are pydicom's own plugins: what ``Dataset.compress`` used.
@@ -351,28 +357,25 @@ def _decode(src: Dataset, syntax: TransferSyntax) -> tuple[np.ndarray, PixelForm
     return (out if count > 1 else out[0]), decoded
 
 
-def blank_pixels(src: Dataset, out: Dataset, rectangles: Iterable[Rectangle]) -> str:
-    """Blank ``rectangles`` in every frame of ``src``'s pixels and store them in ``out``.
+def _store_float(out: Dataset, fmt: PixelFormat, arr: np.ndarray, syntax: TransferSyntax) -> None:
+    """Float or Double Float Pixel Data back in its own element, in a native syntax."""
+    tag = FLOAT_PIXEL_DATA if fmt.pixel_keyword == "FloatPixelData" else DOUBLE_PIXEL_DATA
+    vr = "OF" if tag == FLOAT_PIXEL_DATA else "OD"
+    dtype = arr.dtype.newbyteorder("<" if syntax.is_little_endian else ">")
+    out[tag] = DataElement(tag, vr, arr.astype(dtype, copy=False).tobytes())
+    out.file_meta.TransferSyntaxUID = UID(syntax.uid)
 
-    ``out`` (the de-identified copy, with File Meta Information) gets the new Pixel Data, the
-    Image Pixel attributes that describe it and, where the pixels had to be stored another way,
-    the new Transfer Syntax UID. ``src`` is not modified.
 
-    Returns
-    -------
-    str
-        The transfer syntax the cleaned pixels are stored in.
+def decode_pixels(src: Dataset) -> tuple[np.ndarray, PixelFormat, TransferSyntax]:
+    """Every frame of ``src``'s pixel data (Pixel Data, Float or Double Float Pixel Data) as a
+    writable array (``(frames, rows, columns[, 3])`` when there are several frames), the format
+    of that array, and the transfer syntax it came in.
 
     Raises
     ------
     DeidentificationError
-        The pixel data cannot be decoded, or is float pixel data (not cleaned).
+        The pixel data cannot be decoded (so it cannot be cleaned).
     """
-    if PIXEL_DATA not in src:
-        raise DeidentificationError(
-            "clean-pixel-data: only Pixel Data (7FE0,0010) can be blanked; this instance has "
-            "Float or Double Float Pixel Data"
-        )
     meta_group = getattr(src, "file_meta", None)
     found = meta_group.get("TransferSyntaxUID") if meta_group is not None else None
     uid = UID(str(found or _EXPLICIT_LE))
@@ -386,8 +389,17 @@ def blank_pixels(src: Dataset, out: Dataset, rectangles: Iterable[Rectangle]) ->
         ) from exc
     if not arr.flags.writeable:
         arr = arr.copy()
-    _blank(arr, rectangles, fmt.samples_per_pixel, fmt.photometric_interpretation)
-    if syntax.is_native:
+    return arr, fmt, syntax
+
+
+def store_pixels(out: Dataset, arr: np.ndarray, fmt: PixelFormat, syntax: TransferSyntax) -> str:
+    """Store cleaned frames ``arr`` (as `decode_pixels` gave them) in ``out``: the same transfer
+    syntax where that is exact (native; lossless re-encoding that decodes back to ``arr``),
+    else Explicit VR Little Endian. Returns the transfer syntax they are stored in."""
+    if fmt.pixel_keyword != "PixelData":
+        native = syntax if syntax.is_native else transfer_syntax(_EXPLICIT_LE)
+        _store_float(out, fmt, arr, native)
+    elif syntax.is_native:
         _store_native(out, fmt, arr, syntax)
     elif syntax.is_lossless and _reencode(out, fmt, arr, syntax):
         pass
@@ -395,3 +407,30 @@ def blank_pixels(src: Dataset, out: Dataset, rectangles: Iterable[Rectangle]) ->
         _store_native(out, fmt, arr, transfer_syntax(_EXPLICIT_LE))
         out.set_original_encoding(False, True, out.original_character_set)
     return str(out.file_meta.TransferSyntaxUID)
+
+
+def blank(arr: np.ndarray, fmt: PixelFormat, rectangles: Iterable[Rectangle]) -> None:
+    """Fill ``rectangles`` of every frame of ``arr`` with the image's darkest value."""
+    _blank(arr, rectangles, fmt.samples_per_pixel, fmt.photometric_interpretation)
+
+
+def blank_pixels(src: Dataset, out: Dataset, rectangles: Iterable[Rectangle]) -> str:
+    """Blank ``rectangles`` in every frame of ``src``'s pixels and store them in ``out``.
+
+    ``out`` (the de-identified copy, with File Meta Information) gets the new pixel data, the
+    Image Pixel attributes that describe it and, where the pixels had to be stored another way,
+    the new Transfer Syntax UID. ``src`` is not modified.
+
+    Returns
+    -------
+    str
+        The transfer syntax the cleaned pixels are stored in.
+
+    Raises
+    ------
+    DeidentificationError
+        The pixel data cannot be decoded.
+    """
+    arr, fmt, syntax = decode_pixels(src)
+    blank(arr, fmt, rectangles)
+    return store_pixels(out, arr, fmt, syntax)

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..pipeline import Instance
+from ._burned import PixelReport
 from ._crosswalk import merge_crosswalk, output_root_above, write_part
 from ._engine import Deidentifier
 from ._keys import Crosswalk, load_lookup
@@ -136,6 +137,10 @@ class Deidentify:
         output's De-identification Method and as ``deid.retained.<attribute>`` counts in the
         manifest. Without it (or the rule's own ``allow-identifying``), building the stage
         raises `ConfigError` naming them.
+    burned_in_text
+        With Clean Pixel Data, what to do with burned-in text OCR finds: ``"blank"`` it
+        (default) or ``"quarantine"`` the instance (fail it with the reason). What OCR found
+        and still reads after blanking goes into ``instance.counts`` (``ocr.*``).
 
     Examples
     --------
@@ -156,6 +161,7 @@ class Deidentify:
     pixel_rules: str | None = None
     recipe: Recipe | str | os.PathLike[str] | Mapping[str, Any] | None = None
     allow_identifying: bool = False
+    burned_in_text: str = "blank"
     name: str = "deidentify"
     _engine: Deidentifier = field(init=False, compare=False)
     _secret: bytes = field(init=False, compare=False)
@@ -196,7 +202,7 @@ class Deidentify:
         rules = PixelRules.load(self.pixel_rules) if options.clean_pixel_data else None
         engine = Deidentifier(
             secret, options, lookup=lookup, pixel_rules=rules, recipe=recipe,
-            allow_identifying=self.allow_identifying,
+            allow_identifying=self.allow_identifying, burned_in_text=self.burned_in_text,
         )  # fmt: skip
         object.__setattr__(self, "_engine", engine)
         object.__setattr__(self, "_secret", secret)
@@ -249,6 +255,7 @@ class Deidentify:
             rules = self._engine.pixel_rules
             config["pixel_rules"] = self.pixel_rules or "builtin"
             config["pixel_rules_sha256"] = rules.fingerprint
+            config["burned_in_text"] = self.burned_in_text
         plan = self._engine._plan
         if isinstance(self.recipe, Recipe) and plan is not None:
             config["recipe"] = self.recipe.to_config()
@@ -270,7 +277,7 @@ class Deidentify:
             )
         known = {"secret_file", "secret_env", "options", "lookup", "crosswalk",
                  "date_shift_days", "pixel_rules", "recipe", "allow_identifying",
-                 "name"}  # fmt: skip
+                 "burned_in_text", "name"}  # fmt: skip
         recorded = {"type", "secret_fingerprint", "lookup_fingerprint", "pixel_rules_sha256",
                     "recipe_identifying"}  # fmt: skip
         unknown = set(config) - known - recorded
@@ -296,11 +303,15 @@ class Deidentify:
         pairs = Crosswalk() if self.crosswalk is not None else None
         if pairs is not None:
             self._check_crosswalk_location()
-        out, counts = self._engine.deidentify(instance.dataset, crosswalk=pairs)
+        pixels = PixelReport() if self.deid_options.clean_pixel_data else None
+        out, counts = self._engine.deidentify(instance.dataset, crosswalk=pairs,
+                                              pixel_report=pixels)  # fmt: skip
         instance.dataset = out
         instance.counts.update({f"deid.{k}": v for k, v in counts.as_dict().items()})
         instance.counts.update({f"deid.retained.{k}": v for k, v in counts.retained})
         instance.counts.update({f"deid.masked.{k}": v for k, v in counts.masked})
+        if pixels is not None:
+            instance.counts.update(pixels.counts())
         instance.provenance.append(self.name)
         if pairs is not None and self.crosswalk is not None:
             name = fingerprint(self._secret, b"crosswalk part\0" + instance.uri.encode())

@@ -66,6 +66,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--pixel-rules", metavar="CSV", help="pixel rule table for clean-pixel-data")
     add_recipe_options(p)
+    p.add_argument(
+        "--burned-in-text", choices=("blank", "quarantine"), default="blank",
+        help="with clean-pixel-data: blank the text OCR finds (default) or fail the instance",
+    )  # fmt: skip
     add_run_options(p)
     p.set_defaults(func=run_deid)
 
@@ -193,6 +197,7 @@ def run_deid(args: argparse.Namespace) -> int:
         pixel_rules=args.pixel_rules,
         recipe=recipe_from_args(args),
         allow_identifying=args.allow_identifying,
+        burned_in_text=args.burned_in_text,
         **extra,
     )
     if args.mediaset:

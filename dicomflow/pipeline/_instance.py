@@ -95,7 +95,7 @@ class Instance:
     row: Mapping[str, Any] = field(default_factory=dict)
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     provenance: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)  # JSON values; numbers count things
     _dataset: Dataset | None = None
     _raw: bytes | None = None
 

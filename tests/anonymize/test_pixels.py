@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -12,7 +13,13 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, RLELossless
 
 import dicomflow as dfl
-from dicomflow.anonymize import DeidentificationError, Deidentifier, PixelRules, verify
+from dicomflow.anonymize import (
+    DeidentificationError,
+    Deidentifier,
+    PixelReport,
+    PixelRules,
+    verify,
+)
 from dicomflow.dicom import encode_part10
 from dicomflow.errors import ConfigError
 from dicomflow.sample import (
@@ -59,11 +66,14 @@ def _engine(**kwargs) -> Deidentifier:
     return Deidentifier(SECRET, ["clean-pixel-data"], **kwargs)
 
 
-def test_quarantined_without_the_option_or_a_rule() -> None:
+def test_quarantined_without_the_option_searched_without_a_rule() -> None:
     with pytest.raises(DeidentificationError, match="Burned In Annotation is YES"):
         Deidentifier(SECRET).deidentify(_burned_in())
-    with pytest.raises(DeidentificationError, match="no rule .* covers this image"):
-        _engine().deidentify(_burned_in())  # the shipped table has no rule for this scanner
+    # no rule for this scanner: searched by OCR instead of refused; the strokes are no text
+    ds = _burned_in()
+    out, _ = _engine().deidentify(ds)
+    assert np.array_equal(out.pixel_array, ds.pixel_array)
+    assert out.BurnedInAnnotation == "YES"  # nothing was blanked: no claim is made
 
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless, JPEGLSLossless])
@@ -104,10 +114,18 @@ def _corpus(relative: str) -> pydicom.Dataset:
 
 def test_shipped_rule_on_a_real_ultrasound_image() -> None:
     ds = _corpus("transfer-syntax/explicit-vr-le/examples_rgb_color.dcm")  # GE LOGIQ 700
-    out, _ = _engine().deidentify(ds)
+    report = PixelReport()
+    out, _ = _engine().deidentify(ds, pixel_report=report)
     before, after = ds.pixel_array, out.pixel_array
-    assert after[:54].max() == 0 and np.array_equal(after[54:], before[54:])
-    assert out.BurnedInAnnotation == "NO"
+    assert after[:54].max() == 0  # the rule's band
+    # below it, OCR finds the image's caption ("LYMPH NODE") and scale text; only those
+    # boxes change
+    assert report.rule_rectangles == 1 and report.found
+    changed = np.zeros(before.shape[:2], bool)
+    for x, y, w, h in report.found[0]:
+        changed[y : y + h, x : x + w] = True
+    changed[:54] = True
+    assert np.array_equal(after[~changed], before[~changed])
 
 
 def test_lossy_source_is_stored_uncompressed_not_recompressed() -> None:
@@ -120,7 +138,7 @@ def test_lossy_source_is_stored_uncompressed_not_recompressed() -> None:
     assert frames.shape == (30, 240, 320, 3) and frames[:, :30].max() == 0
 
 
-def test_corpus_burned_in_files_fail_with_a_reason(tmp_path) -> None:
+def test_corpus_burned_in_files_are_searched_or_fail_with_a_reason(tmp_path) -> None:
     folder = CORPUS / "burned-in"
     if not folder.is_dir():
         pytest.skip("corpus not found")
@@ -128,8 +146,11 @@ def test_corpus_burned_in_files_fail_with_a_reason(tmp_path) -> None:
     job = (dfl.pipeline(str(folder)) | stage).write(dfl.writers.Part10Folder(str(tmp_path)))
     report = job.execute(workers=1, manifest=str(tmp_path / "m"))
     rows = report.manifest.to_pylist()
-    assert len(rows) == 2 and all(r["status"] == "failed" for r in rows)
-    by_name = {r["source_uri"].rsplit("/", 1)[-1]: r["reason"] for r in rows}
-    assert "no rule" in by_name["fo-dicom_GH1728.dcm"]
-    assert by_name["fo-dicom_GH364.dcm"]  # pydicom cannot read it: failed, with its reason
-    assert not list(tmp_path.rglob("*.dcm"))
+    assert len(rows) == 2
+    by_name = {r["source_uri"].rsplit("/", 1)[-1]: r for r in rows}
+    # no rule for this CT: searched by OCR (every frame), not refused
+    searched = by_name["fo-dicom_GH1728.dcm"]
+    assert searched["status"] == "done", searched["reason"]
+    assert json.loads(searched["counts"])["ocr.frames"] == 1
+    unreadable = by_name["fo-dicom_GH364.dcm"]  # pydicom cannot read it: failed, with a reason
+    assert unreadable["status"] == "failed" and unreadable["reason"]

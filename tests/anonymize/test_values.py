@@ -84,6 +84,15 @@ def test_public_names() -> None:
             "convert_ctp",
             "convert_deid",
             "parse_target",
+            # Clean Pixel Data's OCR (burned-in text)
+            "BURNED_IN_TEXT_ACTIONS",
+            "PixelReport",
+            "TextBox",
+            "TextDetector",
+            "decoded_frames",
+            "display_frame",
+            "find_text",
+            "risk_reasons",
             # the engine's building blocks, the seams its unit tests use
             "Keyring",
             "ProfileRow",
