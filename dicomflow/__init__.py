@@ -26,6 +26,7 @@ from .errors import (
     CollisionError,
     ConfigError,
     DeidentificationError,
+    DerivedObjectError,
     DicomflowError,
     DicomWebError,
     DimseStatusError,
@@ -72,8 +73,20 @@ _LAZY = {
         name: "dicomflow.pixels"
         for name in ("PixelOptions", "Volume", "Volumes", "frames", "locate_frames", "volumes")
     },
+    **{
+        name: "dicomflow.derived"
+        for name in (
+            "LabelVolume",
+            "read_measurements",
+            "read_rtstruct",
+            "read_seg",
+            "write_measurement_report",
+            "write_seg",
+        )
+    },
 }
-_LAZY_MODULES = ("network", "pixels")  # dfl.network.find(...), dfl.pixels.available_backends()
+# dfl.network.find(...), dfl.pixels.available_backends(), dfl.derived.fill_polygon(...)
+_LAZY_MODULES = ("derived", "network", "pixels")
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -85,6 +98,7 @@ __all__ = [
     "DeidOptions",
     "DeidentificationError",
     "Deidentify",
+    "DerivedObjectError",
     "DicomWebError",
     "DicomflowError",
     "DimseStatusError",
@@ -96,6 +110,7 @@ __all__ = [
     "GeometryError",
     "Instance",
     "InvalidDicomError",
+    "LabelVolume",
     "Map",
     "MediaSetError",
     "MoveDestinationError",
@@ -125,6 +140,7 @@ __all__ = [
     "Volume",
     "Volumes",
     "__version__",
+    "derived",
     "filter",
     "frames",
     "locate_frames",
@@ -133,9 +149,14 @@ __all__ = [
     "pipeline",
     "pixels",
     "private_column",
+    "read_measurements",
     "read_mediaset",
+    "read_rtstruct",
+    "read_seg",
     "scan",
     "volumes",
+    "write_measurement_report",
+    "write_seg",
     "writers",
 ]
 

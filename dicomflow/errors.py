@@ -18,6 +18,7 @@
     |   +-- FrameDecodeError                         one frame cannot be read or decoded
     |   +-- EncodeError                              a frame cannot be encoded in a syntax
     |   +-- GeometryError                            positions/orientations that give no volume
+    +-- DerivedObjectError(ValueError)               a SEG, RTSTRUCT or SR that does not fit
     +-- TranscodeError(ValueError)                   an instance that cannot be transcoded
     +-- DeidentificationError(ValueError)            an instance not de-identifiable with certainty
     |   +-- TextDetectionError                       burned-in text cannot be searched for (OCR)
@@ -56,6 +57,7 @@ __all__ = [
     "CollisionError",
     "ConfigError",
     "DeidentificationError",
+    "DerivedObjectError",
     "DicomWebError",
     "DicomflowError",
     "DimseStatusError",
@@ -176,6 +178,10 @@ class GeometryError(PixelDataError):
 
 
 # -- stages and sinks -------------------------------------------------------------------------
+
+
+class DerivedObjectError(DicomflowError, ValueError):
+    """A SEG, RTSTRUCT or SR that cannot be read onto its series, or written from a table."""
 
 
 class TranscodeError(DicomflowError, ValueError):

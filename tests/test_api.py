@@ -23,13 +23,16 @@ PUBLIC = {
     "writers",
     # pixels
     "frames", "locate_frames", "volumes", "Volume", "Volumes", "PixelOptions", "pixels",
+    # derived objects
+    "derived", "read_seg", "read_rtstruct", "read_measurements", "LabelVolume", "write_seg",
+    "write_measurement_report",
     # network
     "network",
     # errors
     "DicomflowError", "SourceError", "SourceNotFoundError", "InvalidDicomError",
     "TruncatedError", "ConfigError", "CollisionError", "DiskFullError", "FileMetaError",
     "PixelDataError", "PixelSizeError", "FrameDecodeError", "EncodeError", "GeometryError",
-    "TranscodeError",
+    "TranscodeError", "DerivedObjectError",
     "DeidentificationError", "MediaSetError", "NetworkError", "AssociationRejectedError",
     "AssociationAbortedError", "NetworkTimeoutError", "DimseStatusError",
     "MoveDestinationError", "SubOperationsFailedError", "DicomWebError", "NetworkConfigError",

@@ -1,0 +1,244 @@
+"""DICOM SEG from a label volume and TID 1500 measurement reports from a table (highdicom)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import ConfigError, DerivedObjectError
+
+# SCT "Tissue" in "Anatomical structure": the neutral codes when the caller gives none
+DEFAULT_CATEGORY = ("91723000", "SCT", "Anatomical Structure")
+DEFAULT_TYPE = ("85756007", "SCT", "Tissue")
+
+
+def _highdicom() -> Any:
+    try:
+        import highdicom
+    except ImportError:
+        raise ConfigError(
+            "writing SEG and SR needs highdicom: pip install 'dicomflow[derived]'"
+        ) from None
+    return highdicom
+
+
+def labels_from_nifti(path: Any, volume: Any) -> np.ndarray:
+    """A NIfTI label map as ``(slices, rows, columns)`` in ``volume``'s array order.
+
+    The NIfTI must be on the grid dicomflow writes that series on (``volume.to_nifti``): same
+    shape and affine within 1e-3 mm, as a label map from a model run on that file is.
+    """
+    import nibabel as nib
+
+    image: Any = nib.load(str(path))
+    data = np.asarray(image.dataobj)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    labels = np.transpose(data, (2, 1, 0))[:, ::-1, :]
+    if labels.shape != tuple(volume.shape):
+        raise DerivedObjectError(f"label map {data.shape} does not fit the series {volume.shape}")
+    if not np.allclose(image.affine, volume.nifti_affine, atol=1e-3):
+        raise DerivedObjectError("label map affine differs from the series' NIfTI affine")
+    return labels
+
+
+def _sources(volume: Any) -> list[Any]:
+    import pydicom
+
+    out = []
+    for plane in volume.planes:
+        out.append(pydicom.dcmread(plane.ref.uri, stop_before_pixels=True))
+    return out
+
+
+def write_seg(
+    labels: Any,
+    volume: Any,
+    path: Any,
+    *,
+    segments: Mapping[int, str] | None = None,
+    series_number: int = 300,
+    algorithm: str | None = None,
+    fractional: bool = False,
+) -> Any:
+    """Write a DICOM SEG of ``labels`` referencing the series of ``volume``.
+
+    Parameters
+    ----------
+    labels : ndarray or path
+        ``(slices, rows, columns)`` integer labels in the volume's array order, or a NIfTI
+        file on the series' NIfTI grid (see :func:`labels_from_nifti`).
+    volume : dicomflow.pixels.Volume
+        A 3-D volume of single-frame images (the source series).
+    segments : mapping, optional
+        Label number -> segment label; default ``"Segment N"`` for each number present.
+    algorithm : str, optional
+        Name of the algorithm; the segments are AUTOMATIC with it, MANUAL without.
+    fractional : bool
+        Write a FRACTIONAL (probability) SEG of each segment's mask instead of BINARY.
+    """
+    hd = _highdicom()
+    if not isinstance(labels, np.ndarray):
+        labels = labels_from_nifti(labels, volume)
+    if labels.shape != tuple(volume.shape) or volume.is_4d:
+        raise DerivedObjectError(f"labels {labels.shape} do not fit the volume {volume.shape}")
+    numbers = [int(n) for n in np.unique(labels) if n != 0]
+    if not numbers:
+        raise DerivedObjectError("the label map has no labelled voxel")
+    names = dict(segments or {})
+    algo = None
+    if algorithm:
+        algo = hd.AlgorithmIdentificationSequence(
+            name=algorithm,
+            version=__version__,
+            family=hd.sr.CodedConcept("123110", "DCM", "Artificial Intelligence"),
+        )
+    descriptions = []
+    for i, number in enumerate(numbers, start=1):
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=i,
+                segment_label=names.get(number, f"Segment {number}"),
+                segmented_property_category=hd.sr.CodedConcept(*DEFAULT_CATEGORY),
+                segmented_property_type=hd.sr.CodedConcept(*DEFAULT_TYPE),
+                algorithm_type="AUTOMATIC" if algo else "MANUAL",
+                algorithm_identification=algo,
+            )
+        )
+    stacked = np.stack([labels == n for n in numbers], axis=-1)
+    sources = _sources(volume)
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=stacked.astype(np.float32) if fractional else stacked,
+        segmentation_type="FRACTIONAL" if fractional else "BINARY",
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="dicomflow",
+        manufacturer_model_name="dicomflow",
+        software_versions=__version__,
+        device_serial_number="0",
+        content_label="LABELS",
+        content_creator_name="dicomflow^",
+        omit_empty_frames=False,
+    )
+    seg.save_as(str(path))
+    return path
+
+
+MEASUREMENT_COLUMNS = ("TrackingIdentifier", "ConceptName", "ConceptMeaning", "value", "unit")
+
+
+def _concept(text: str, meaning: str | None, hd: Any) -> Any:
+    scheme, _, value = str(text).partition(":")
+    if not value:
+        raise DerivedObjectError(f"a code is SCHEME:VALUE, not {text!r}")
+    return hd.sr.CodedConcept(value, scheme, meaning or value)
+
+
+def write_measurement_report(
+    table: Any,
+    source: Any,
+    path: Any,
+    *,
+    observer: str = "dicomflow^",
+    series_number: int = 400,
+) -> Any:
+    """Write a TID 1500 Measurement Report of a measurement table.
+
+    Parameters
+    ----------
+    table : Arrow table, polars/pandas frame or list of dicts
+        One row per measurement with ``TrackingIdentifier``, ``ConceptName`` (``SCHEME:VALUE``),
+        ``ConceptMeaning``, ``value``, ``unit`` (UCUM) and optionally ``Finding`` /
+        ``FindingMeaning``, ``FindingSite`` / ``FindingSiteMeaning``, ``TrackingUID``,
+        ``unit_meaning``; rows with one tracking identifier form one measurement group.
+        The columns of :func:`read_measurements` are accepted as they come.
+    source : pydicom.Dataset or path
+        An image of the series measured (the report's study and the evidence).
+    """
+    import pydicom
+
+    hd = _highdicom()
+    rows = _rows(table)
+    missing = [c for c in MEASUREMENT_COLUMNS if rows and c not in rows[0]]
+    if not rows or missing:
+        raise DerivedObjectError(f"measurement table is empty or lacks {missing}")
+    image = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(source)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(str(row["TrackingIdentifier"]), []).append(row)
+    observer_context = hd.sr.ObserverContext(
+        observer_type=hd.sr.CodedConcept("121006", "DCM", "Person"),
+        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=observer),
+    )
+    context = hd.sr.ObservationContext(observer_person_context=observer_context)
+    ref = hd.sr.SourceImageForMeasurementGroup.from_source_image(image)
+    measurement_groups = []
+    for tracking, items in groups.items():
+        first = items[0]
+        measurements = [
+            hd.sr.Measurement(
+                name=_concept(r["ConceptName"], r.get("ConceptMeaning"), hd),
+                value=float(r["value"]),
+                unit=hd.sr.CodedConcept(
+                    str(r["unit"]), "UCUM", r.get("unit_meaning") or str(r["unit"])
+                ),
+            )
+            for r in items
+        ]
+        finding = first.get("Finding")
+        site = first.get("FindingSite")
+        measurement_groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=first.get("TrackingUID") or hd.UID(), identifier=tracking
+                ),
+                finding_type=_concept(finding, first.get("FindingMeaning"), hd)
+                if finding
+                else None,
+                finding_sites=[
+                    hd.sr.FindingSite(_concept(site, first.get("FindingSiteMeaning"), hd))
+                ]
+                if site
+                else None,
+                source_images=[ref],
+                measurements=measurements,
+            )
+        )
+    report = hd.sr.MeasurementReport(
+        observation_context=context,
+        procedure_reported=hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure"),
+        imaging_measurements=measurement_groups,
+        title=hd.sr.CodedConcept("126000", "DCM", "Imaging Measurement Report"),
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[image],
+        content=report,
+        series_number=series_number,
+        series_instance_uid=hd.UID(),
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="dicomflow",
+        is_complete=True,
+        is_final=True,
+    )
+    sr.save_as(str(path))
+    return path
+
+
+def _rows(table: Any) -> list[dict[str, Any]]:
+    if isinstance(table, Sequence) and not isinstance(table, str):
+        return [dict(r) for r in table]
+    if hasattr(table, "to_pylist"):
+        return list(table.to_pylist())
+    if hasattr(table, "to_dicts"):
+        return list(table.to_dicts())
+    if hasattr(table, "to_dict"):
+        return list(table.to_dict("records"))
+    raise DerivedObjectError(f"not a table: {type(table).__name__}")
