@@ -78,7 +78,9 @@ def read_rtstruct(rtstruct: Any, volume: Any) -> LabelVolume:
     area: their ROIs are listed, not filled. A contour not lying on a slice of the volume (more
     than a quarter slice off) is counted in ``warnings``.
     """
-    ds = rtstruct if isinstance(rtstruct, pydicom.Dataset) else pydicom.dcmread(rtstruct)
+    ds = (
+        rtstruct if isinstance(rtstruct, pydicom.Dataset) else pydicom.dcmread(rtstruct, force=True)
+    )
     if ds.get("Modality") != "RTSTRUCT":
         raise DerivedObjectError(f"not an RTSTRUCT: Modality {ds.get('Modality')!r}")
     shape = tuple(volume.shape[-3:])
