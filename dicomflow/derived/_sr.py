@@ -164,7 +164,7 @@ def read_measurements(sr: Any) -> tuple[pa.Table, pa.Table]:
                         "FindingSiteMeaning": site[1],
                         "ConceptName": concept,
                         "ConceptMeaning": meaning,
-                        "value": None if mv is None else float(mv.NumericValue),
+                        "value": _number(mv),
                         "unit": None if unit is None else unit.split(":", 1)[1],
                         "unit_meaning": unit_m,
                         "Derivation": derivation,
@@ -184,6 +184,14 @@ def read_measurements(sr: Any) -> tuple[pa.Table, pa.Table]:
         pa.Table.from_pylist(measurements, schema=MEASUREMENT_SCHEMA),
         pa.Table.from_pylist(evaluations, schema=EVALUATION_SCHEMA),
     )
+
+
+def _number(mv: Any) -> float | None:
+    """The measured value: Floating Point Value (FD, exact) where present, else the DS text."""
+    if mv is None:
+        return None
+    exact = mv.get("FloatingPointValue")
+    return float(exact) if exact is not None else float(mv.NumericValue)
 
 
 def _references_of_group(group: Any) -> tuple[str | None, int | None, list[int] | None]:
