@@ -14,7 +14,7 @@ import pytest
 import dicomflow as dfl
 from dicomflow.derived import segment_table
 
-from .conftest import CORPUS
+from .conftest import CORPUS, ORIGIN, STEP
 
 
 def _labels(shape) -> np.ndarray:
@@ -149,3 +149,26 @@ def test_not_a_seg_is_refused(ct_series) -> None:
     paths, vol = ct_series
     with pytest.raises(dfl.DerivedObjectError, match="not a SEG"):
         dfl.read_seg(paths[0], vol)
+
+
+def test_frames_without_source_references_are_placed_by_position(ct_series, tmp_path) -> None:
+    _, vol = ct_series
+    lab = _labels(vol.shape)
+    out = dfl.write_seg(lab, vol, tmp_path / "seg.dcm")
+    ds = pydicom.dcmread(out)
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        del item.DerivationImageSequence
+    # a frame with voxels moved 1 mm along the normal (0.4 slice) off the grid: not placed
+    i = next(n for n, frame in enumerate(ds.pixel_array) if frame.any())
+    item = ds.PerFrameFunctionalGroupsSequence[i]
+    pos = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+    item.PlanePositionSequence[0].ImagePositionPatient = [pos[0], pos[1], pos[2] + 1.0]
+    ds.save_as(tmp_path / "positions.dcm")
+    got = dfl.read_seg(tmp_path / "positions.dcm", vol)
+    k = int(round((pos[2] - ORIGIN[2]) / STEP))  # the slice it was on, by hand geometry
+    number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+    expected = lab.copy()
+    assert (expected[k] == number).any()
+    expected[k][expected[k] == number] = 0
+    np.testing.assert_array_equal(got.labels, expected)
+    assert got.warnings == (f"frame {i + 1} lies on no slice of the referenced series",)
