@@ -164,6 +164,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{i + 1}/{total}] {target.name} {shape}", file=sys.stderr)
         for warning in volume.warnings:
             print(f"    warning: {warning}", file=sys.stderr)
+    if args.format == "nifti":
+        failed_labels = _label_maps(catalog, vols, dst, suffix)
+    else:
+        failed_labels = 0
     report = vols.report
     report = report.append_column("output", pa.array(outputs, pa.string()))
     report = report.append_column("status", pa.array(statuses, pa.string()))
@@ -192,7 +196,67 @@ def run(args: argparse.Namespace) -> int:
         uris, reasons = zip(*vols.skipped)
         _write_table(pa.table({"uri": uris, "reason": reasons}), dst / "export-skipped.parquet")
     list_failures(unread, str(dst / "export-skipped.parquet"))
-    return EXIT_FAILED if failed or unread else EXIT_OK
+    return EXIT_FAILED if failed or unread or failed_labels else EXIT_OK
+
+
+def _label_maps(catalog: Any, vols: Any, dst: Path, suffix: str) -> int:
+    """Label maps of every SEG and RTSTRUCT beside the volume of the series they reference.
+
+    Each is ``<volume name>_<seg|rtstruct>-<n><suffix>`` on that volume's NIfTI grid, with a
+    ``.tsv`` lookup table (number, name) beside it; returns how many could not be written.
+    """
+    import pydicom
+
+    from ..derived import read_rtstruct, read_seg
+
+    table = catalog.to_arrow() if hasattr(catalog, "to_arrow") else catalog
+    if "Modality" not in table.column_names:
+        return 0
+    rows = [
+        (uri, modality)
+        for uri, modality in zip(
+            table.column("uri").to_pylist(), table.column("Modality").to_pylist()
+        )
+        if modality in ("SEG", "RTSTRUCT")
+    ]
+    by_series: dict[Any, tuple[int, Any]] = {}
+    for i, volume in enumerate(vols):
+        if not volume.is_4d:
+            by_series.setdefault(volume.info.get("SeriesInstanceUID"), (i, volume))
+    failed, count = 0, 0
+    for uri, modality in rows:
+        try:
+            ds = pydicom.dcmread(uri, force=True)
+            targets = _referenced_series(ds)
+            placed = [by_series[uid] for uid in targets if uid in by_series]
+            if not placed:
+                print(f"    {uri}: the series it references is not in SRC", file=sys.stderr)
+                continue
+            for i, volume in placed:
+                got = read_seg(ds, volume) if modality == "SEG" else read_rtstruct(ds, volume)
+                count += 1
+                stem = f"{_name(i, volume)}_{modality.lower()}-{count}"
+                got.to_nifti(dst / (stem + suffix))
+                key = "SegmentNumber" if modality == "SEG" else "ROINumber"
+                label = "SegmentLabel" if modality == "SEG" else "ROIName"
+                lines = ["number\tname"] + [
+                    f"{r[key]}\t{r[label] or ''}" for r in got.segments.to_pylist()
+                ]
+                (dst / (stem + ".tsv")).write_text("\n".join(lines) + "\n")
+                print(f"    labels: {stem + suffix} ({modality} {uri})", file=sys.stderr)
+        except Exception as exc:  # one unreadable SEG or RTSTRUCT is a line, not the end
+            failed += 1
+            print(f"    FAILED labels of {uri}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return failed
+
+
+def _referenced_series(ds: Any) -> list[str]:
+    out = [str(item.SeriesInstanceUID) for item in ds.get("ReferencedSeriesSequence", [])]
+    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):
+        for study in frame.get("RTReferencedStudySequence", []):
+            for series in study.get("RTReferencedSeriesSequence", []):
+                out.append(str(series.SeriesInstanceUID))
+    return list(dict.fromkeys(out))
 
 
 def _write_table(table: Any, path: Path) -> None:

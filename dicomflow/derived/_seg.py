@@ -122,6 +122,14 @@ def _position(item: Any, shared: Any) -> np.ndarray | None:
     return None
 
 
+def _segment_number(item: Any, shared: Any) -> int:
+    """The segment of a frame: per frame, or shared by all (a SEG of one segment)."""
+    for group in (item, shared):
+        if group is not None and group.get("SegmentIdentificationSequence"):
+            return int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+    raise DerivedObjectError("a SEG frame names no segment (Segment Identification Sequence)")
+
+
 def read_seg(seg: Any, volume: Any, *, threshold: float = 0.5) -> LabelVolume:
     """A SEG as a label volume on the grid of ``volume`` (the referenced series).
 
@@ -183,7 +191,7 @@ def read_seg(seg: Any, volume: Any, *, threshold: float = 0.5) -> LabelVolume:
             frame = frames[i]
             labels[k] = np.where(frame > 0, frame, labels[k])
             continue
-        num = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        num = _segment_number(item, shared)
         masks[num][k] |= frames[i].astype(bool)
     for num in sorted(masks):
         labels[masks[num]] = num

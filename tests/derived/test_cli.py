@@ -53,3 +53,37 @@ def test_seg_command_from_nifti(ct_series, tmp_path, capsys) -> None:
     got = dfl.read_seg(out, vol)
     # segments are numbered 1..n in label order: 2 -> 1, 5 -> 2
     np.testing.assert_array_equal(got.labels, np.select([lab == 2, lab == 5], [1, 2], 0))
+
+
+def test_export_nifti_writes_label_maps_beside_the_series(tmp_path, capsys) -> None:
+    from .conftest import write_ct_series
+    from .test_rtstruct import _rtstruct
+
+    src = tmp_path / "src"
+    paths = write_ct_series(src)
+    vol = dfl.volumes(dfl.scan([str(p) for p in paths], workers=1))[0]
+    lab = np.zeros(vol.shape, dtype=np.uint8)
+    lab[2:4, 3:9, 5:12] = 1
+    dfl.write_seg(lab, vol, src / "seg.dcm", segments={1: "organ"})
+    _rtstruct(src / "rtss.dcm", vol, pydicom.uid.generate_uid(), pydicom.uid.generate_uid())
+    out = tmp_path / "out"
+    main(["export", str(src), str(out), "--format", "nifti"])
+    err = capsys.readouterr().err
+    series = [
+        p for p in out.glob("*.nii.gz") if "_seg-" not in p.name and "_rtstruct-" not in p.name
+    ]
+    seg_maps = sorted(out.glob("*_seg-*.nii.gz"))
+    rt_maps = sorted(out.glob("*_rtstruct-*.nii.gz"))
+    assert len(seg_maps) == 1 and len(rt_maps) == 1, err
+    ct = next(p for p in series if seg_maps[0].name.startswith(p.name.split(".nii")[0]))
+    image, labels = nib.load(ct), nib.load(seg_maps[0])
+    assert labels.shape == image.shape
+    np.testing.assert_allclose(labels.affine, image.affine, atol=1e-4)
+    # the NIfTI layout by hand: x = column, y = flipped row, z = slice
+    np.testing.assert_array_equal(
+        np.asarray(labels.dataobj), np.transpose(lab[:, ::-1, :], (2, 1, 0))
+    )
+    lut = seg_maps[0].with_name(seg_maps[0].name.replace(".nii.gz", ".tsv")).read_text()
+    assert lut.splitlines() == ["number\tname", "1\torgan"]
+    rt = np.asarray(nib.load(rt_maps[0]).dataobj)
+    assert int((rt == 1).sum()) == 2 * 72 - 6  # the ROI with a hole of test_rtstruct
