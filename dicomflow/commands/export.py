@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         for warning in volume.warnings:
             print(f"    warning: {warning}", file=sys.stderr)
     if args.format == "nifti":
-        failed_labels = _label_maps(catalog, vols, dst, suffix)
+        failed_labels = _label_maps(catalog, vols, dst, suffix, outputs)
     else:
         failed_labels = 0
     report = vols.report
@@ -199,12 +199,15 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed or unread or failed_labels else EXIT_OK
 
 
-def _label_maps(catalog: Any, vols: Any, dst: Path, suffix: str) -> int:
+def _label_maps(catalog: Any, vols: Any, dst: Path, suffix: str, outputs: list[str | None]) -> int:
     """Label maps of every SEG and RTSTRUCT beside the volume of the series they reference.
 
     Each is ``<volume name>_<seg|rtstruct>-<n><suffix>`` on that volume's NIfTI grid, with a
-    ``.tsv`` lookup table (number, name) beside it; returns how many could not be written.
+    ``.tsv`` lookup table (number, name) beside it, reoriented where the series' NIfTI was;
+    returns how many could not be written.
     """
+    import nibabel as nib
+    import numpy as np
     import pydicom
 
     from ..derived import read_rtstruct, read_seg
@@ -221,7 +224,7 @@ def _label_maps(catalog: Any, vols: Any, dst: Path, suffix: str) -> int:
     ]
     by_series: dict[Any, tuple[int, Any]] = {}
     for i, volume in enumerate(vols):
-        if not volume.is_4d:
+        if not volume.is_4d and outputs[i] is not None:
             by_series.setdefault(volume.info.get("SeriesInstanceUID"), (i, volume))
     failed, count = 0, 0
     for uri, modality in rows:
@@ -236,7 +239,9 @@ def _label_maps(catalog: Any, vols: Any, dst: Path, suffix: str) -> int:
                 got = read_seg(ds, volume) if modality == "SEG" else read_rtstruct(ds, volume)
                 count += 1
                 stem = f"{_name(i, volume)}_{modality.lower()}-{count}"
-                got.to_nifti(dst / (stem + suffix))
+                written: Any = nib.load(str(outputs[i]))
+                turned = not np.allclose(written.affine, volume.nifti_affine, atol=1e-4)
+                got.to_nifti(dst / (stem + suffix), reorient=turned)
                 key = "SegmentNumber" if modality == "SEG" else "ROINumber"
                 label = "SegmentLabel" if modality == "SEG" else "ROIName"
                 lines = ["number\tname"] + [

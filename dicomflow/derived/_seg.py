@@ -46,15 +46,31 @@ class LabelVolume:
     masks: dict[int, np.ndarray] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
-    def to_nifti(self, path: Any) -> Any:
-        """Write the label map as NIfTI-1 in the layout dicomflow writes the series in."""
+    def to_nifti(self, path: Any, *, reorient: bool = False) -> Any:
+        """Write the label map as NIfTI-1 in the layout dicomflow writes the series in.
+
+        ``reorient=True`` permutes and flips the axes losslessly to the closest RAS layout, as
+        ``Volume.to_nifti(reorient=True)`` (and ``"auto"`` for 3-D MR) does with the series.
+        """
         import nibabel as nib
+        from nibabel.orientations import (
+            apply_orientation,
+            axcodes2ornt,
+            inv_ornt_aff,
+            io_orientation,
+            ornt_transform,
+        )
 
         flip = np.eye(4)
         flip[1, 1] = -1.0
         flip[1, 3] = self.labels.shape[1] - 1
-        data = np.ascontiguousarray(np.transpose(self.labels[:, ::-1, :], (2, 1, 0)))
-        image = nib.Nifti1Image(data, np.diag([-1.0, -1.0, 1.0, 1.0]) @ self.affine @ flip)
+        data = np.transpose(self.labels[:, ::-1, :], (2, 1, 0))
+        affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ self.affine @ flip
+        if reorient:
+            ornt = ornt_transform(io_orientation(affine), axcodes2ornt("RAS"))
+            affine = affine @ inv_ornt_aff(ornt, data.shape)
+            data = apply_orientation(data, ornt)
+        image = nib.Nifti1Image(np.ascontiguousarray(data), affine)
         image.header.set_intent("label")
         nib.save(image, str(path))
         return path

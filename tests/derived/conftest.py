@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 import dicomflow as dfl
 
@@ -27,20 +27,31 @@ STEP = 2.5
 ORIGIN = np.array([-30.0, -40.0, 100.0])
 
 
-def write_ct_series(folder: Path, *, shuffle: bool = True) -> list[Path]:
-    """Write the series (instance files in a shuffled order, so that sorting matters)."""
+def write_ct_series(
+    folder: Path,
+    *,
+    shuffle: bool = True,
+    modality: str = "CT",
+    orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+) -> list[Path]:
+    """Write the series (instance files in a shuffled order, so that sorting matters).
+
+    ``modality`` is CT or MR; ``orientation`` is the Image Orientation (Patient).
+    """
+    normal = np.cross(orientation[:3], orientation[3:])
+    sop_class = MRImageStorage if modality == "MR" else CTImageStorage
     folder.mkdir(parents=True, exist_ok=True)
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
     paths = []
     order = [3, 0, 5, 1, 4, 2] if shuffle else list(range(SLICES))
     for n, k in enumerate(order):
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPClassUID = sop_class
         meta.MediaStorageSOPInstanceUID = generate_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         path = folder / f"ct{n}.dcm"
         ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = CTImageStorage
+        ds.SOPClassUID = sop_class
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
         ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^CT", "P1", "", "O"
@@ -51,10 +62,10 @@ def write_ct_series(folder: Path, *, shuffle: bool = True) -> list[Path]:
             "",
         )
         ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, k + 1
-        ds.Modality, ds.Manufacturer, ds.PositionReferenceIndicator = "CT", "dicomflow-test", ""
+        ds.Modality, ds.Manufacturer, ds.PositionReferenceIndicator = modality, "dicomflow-test", ""
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImagePositionPatient = [float(v) for v in ORIGIN + [0, 0, k * STEP]]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.ImagePositionPatient = [float(v) for v in ORIGIN + normal * k * STEP]
+        ds.ImageOrientationPatient = list(orientation)
         ds.PixelSpacing = list(SPACING)
         ds.SliceThickness = STEP
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"

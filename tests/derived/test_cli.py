@@ -87,3 +87,32 @@ def test_export_nifti_writes_label_maps_beside_the_series(tmp_path, capsys) -> N
     assert lut.splitlines() == ["number\tname", "1\torgan"]
     rt = np.asarray(nib.load(rt_maps[0]).dataobj)
     assert int((rt == 1).sum()) == 2 * 72 - 6  # the ROI with a hole of test_rtstruct
+
+
+def test_export_label_map_follows_a_reoriented_sagittal_mr_series(tmp_path, capsys) -> None:
+    from .conftest import write_ct_series
+
+    src = tmp_path / "src"
+    paths = write_ct_series(src, modality="MR", orientation=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0))
+    vol = dfl.volumes(dfl.scan([str(p) for p in paths], workers=1))[0]
+    lab = np.zeros(vol.shape, dtype=np.uint8)
+    lab[1:3, 2:7, 3:11] = 1
+    lab[4, 15:18, 0:2] = 1
+    dfl.write_seg(lab, vol, src / "seg.dcm")
+    out = tmp_path / "out"
+    main(["export", str(src), str(out), "--format", "nifti", "--reorient", "yes"])
+    err = capsys.readouterr().err
+    seg_map = next(iter(out.glob("*_seg-*.nii.gz")), None)
+    assert seg_map is not None, err
+    series = out / (seg_map.name.split("_seg-")[0] + ".nii.gz")
+    image, labels = nib.load(series), nib.load(seg_map)
+    assert not np.allclose(image.affine, vol.nifti_affine)  # the sagittal series was reoriented
+    np.testing.assert_allclose(labels.affine, image.affine, atol=1e-4)
+    # every labelled NIfTI voxel, mapped to patient space (RAS -> LPS) and back onto the DICOM
+    # grid with the volume's own affine, is a labelled voxel of the array; and as many
+    ijk = np.argwhere(np.asarray(labels.dataobj) == 1)
+    ras = labels.affine @ np.column_stack([ijk, np.ones(len(ijk))]).T
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ras
+    col, row, sl, _ = np.rint(np.linalg.inv(vol.affine) @ lps).astype(int)
+    assert len(ijk) == int(lab.sum())
+    assert (lab[sl, row, col] == 1).all()
