@@ -149,3 +149,21 @@ def test_corpus_rtstruct_roi_table_matches_pydicom(ct_series) -> None:
     # its frame of reference is not the synthetic series': nothing is drawn, each says why
     assert not any(r["rasterised"] for r in rows) and all(r["reason"] for r in rows)
     assert not got.labels.any()
+
+
+def test_a_structure_set_over_two_series_is_read_once_per_series(ct_series, tmp_path) -> None:
+    from .conftest import write_ct_series
+
+    _, vol = ct_series
+    other = dfl.volumes(dfl.scan([str(p) for p in write_ct_series(tmp_path / "b")], workers=1))[0]
+    assert other.info["FrameOfReferenceUID"] != vol.info["FrameOfReferenceUID"]
+    path = tmp_path / "rtss.dcm"
+    _rtstruct(path, vol, other.info["FrameOfReferenceUID"], other.info["SeriesInstanceUID"])
+    first, second = dfl.read_rtstruct(path, vol), dfl.read_rtstruct(path, other)
+    assert set(first.masks) == {1} and set(second.masks) == {4}
+    expected = np.zeros(other.shape, dtype=bool)
+    expected[0, 0:5, 0:5] = True  # centres of columns and rows 0-4 lie inside 0..5 (not 5)
+    np.testing.assert_array_equal(second.masks[4], expected)
+    rows = {r["ROINumber"]: r for r in second.segments.to_pylist()}
+    assert rows[4]["ReferencedSeriesInstanceUID"] == other.info["SeriesInstanceUID"]
+    assert "frame of reference" in rows[1]["reason"]
