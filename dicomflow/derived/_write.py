@@ -148,6 +148,7 @@ def write_measurement_report(
     *,
     observer: str = "dicomflow^",
     series_number: int = 400,
+    evaluations: Any = None,
 ) -> Any:
     """Write a TID 1500 Measurement Report of a measurement table.
 
@@ -161,6 +162,10 @@ def write_measurement_report(
         The columns of :func:`read_measurements` are accepted as they come.
     source : pydicom.Dataset or path
         An image of the series measured (the report's study and the evidence).
+    evaluations : table, optional
+        Qualitative evaluations: ``TrackingIdentifier``, ``ConceptName``, ``ConceptMeaning``,
+        ``value`` (a code, ``SCHEME:VALUE``) and ``value_meaning``, each joining the group of its
+        tracking identifier (the columns of the second table :func:`read_measurements` gives).
     """
     import pydicom
 
@@ -173,6 +178,17 @@ def write_measurement_report(
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(str(row["TrackingIdentifier"]), []).append(row)
+    coded: dict[str, list[Any]] = {}
+    for row in _rows(evaluations) if evaluations is not None else []:
+        tracking = str(row["TrackingIdentifier"])
+        if tracking not in groups:
+            raise DerivedObjectError(f"evaluation of {tracking!r}: no measurement of that group")
+        coded.setdefault(tracking, []).append(
+            hd.sr.QualitativeEvaluation(
+                name=_concept(row["ConceptName"], row.get("ConceptMeaning"), hd),
+                value=_concept(row["value"], row.get("value_meaning"), hd),
+            )
+        )
     observer_context = hd.sr.ObserverContext(
         observer_type=hd.sr.CodedConcept("121006", "DCM", "Person"),
         observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=observer),
@@ -209,6 +225,7 @@ def write_measurement_report(
                 else None,
                 source_images=[ref],
                 measurements=measurements,
+                qualitative_evaluations=coded.get(tracking) or None,
             )
         )
     report = hd.sr.MeasurementReport(

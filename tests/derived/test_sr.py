@@ -122,10 +122,42 @@ def test_report_round_trip(ct_series, tmp_path) -> None:
     assert {r["ReferencedSOPInstanceUID"] for r in meas.to_pylist()} == {src.SOPInstanceUID}
 
 
+EVALUATIONS = [
+    {
+        "TrackingIdentifier": "Lesion1",
+        "ConceptName": "SCT:246116008",
+        "ConceptMeaning": "Lesion morphology",
+        "value": "SCT:49608001",
+        "value_meaning": "Irregular",
+    },
+    {
+        "TrackingIdentifier": "Lesion2",
+        "ConceptName": "SCT:246116008",
+        "ConceptMeaning": "Lesion morphology",
+        "value": "SCT:255507004",
+        "value_meaning": "Round",
+    },
+]
+
+
+def test_evaluations_round_trip(ct_series, tmp_path) -> None:
+    paths, _ = ct_series
+    out = dfl.write_measurement_report(
+        _table(""), paths[0], tmp_path / "sr.dcm", evaluations=EVALUATIONS
+    )
+    _, evals, _, e = _ours(out)
+    _, hd_e = _highdicom_rows(out)
+    assert e == hd_e
+    got = {(r["TrackingIdentifier"], r["ConceptName"], r["value"]) for r in evals.to_pylist()}
+    assert got == {(r["TrackingIdentifier"], r["ConceptName"], r["value"]) for r in EVALUATIONS}
+
+
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) missing")
 def test_written_report_has_no_dciodvfy_error(ct_series, tmp_path) -> None:
     paths, _ = ct_series
-    out = dfl.write_measurement_report(_table(""), paths[0], tmp_path / "sr.dcm")
+    out = dfl.write_measurement_report(
+        _table(""), paths[0], tmp_path / "sr.dcm", evaluations=EVALUATIONS
+    )
     run = subprocess.run(["dciodvfy", str(out)], capture_output=True, text=True)
     errors = [ln for ln in (run.stdout + run.stderr).splitlines() if ln.startswith("Error")]
     assert errors == []
