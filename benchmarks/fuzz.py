@@ -46,7 +46,7 @@ import dicomflow as dfl
 folder, decode = sys.argv[1], sys.argv[2] == "1"
 table = dfl.scan(folder, workers=1).to_arrow()
 rows = table.select(["uri", "error", "pixel_offset", "pixel_length"]).to_pylist()
-internal = [r["error"] for r in rows if r["error"] and "unexpected" in r["error"]]
+internal = [r["error"] for r in rows if r["error"] and r["error"].startswith("unexpected ")]
 scan_rss = peak_rss()
 refused = sum(bool(r["error"]) for r in rows)
 print(json.dumps({"phase": "scan", "rows": len(rows), "refused": refused,

@@ -11,7 +11,7 @@ import numpy as np
 from ..dicom import TransferSyntax
 from ..errors import ConfigError, EncodeError, PixelDataError, PixelSizeError
 from ._format import PixelFormat
-from ._guard import check_frame
+from ._guard import check_frame, codec_failed
 from ._registry import Decoder, Encoder, Registry, check_backend, default_registry, no_encoder
 from ._samples import to_rgb
 
@@ -108,7 +108,9 @@ def decode_stored(
             arr, photometric = decoder.decode(data, fmt)
         except PixelSizeError:
             raise  # a property of the data, not of the decoder: no other one may allocate
-        except Exception as exc:  # a codec's own error type is not ours to know
+        except BaseException as exc:  # a codec's own error type is not ours to know
+            if not codec_failed(exc):
+                raise
             failures.append(f"{decoder.name}: {exc}")
             continue
         if arr.shape != fmt.frame_shape:
@@ -302,7 +304,9 @@ def encode_frame(
         return chosen.encode(frame, target, options or {})
     except EncodeError:
         raise
-    except Exception as exc:  # a codec's own error type is not ours to know
+    except BaseException as exc:  # a codec's own error type is not ours to know
+        if not codec_failed(exc):
+            raise
         raise EncodeError(f"{chosen.name} could not encode {ts.name}: {exc}") from exc
 
 
