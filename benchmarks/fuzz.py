@@ -156,8 +156,8 @@ def main() -> int:
             r["frames_decoded"], r["frames_refused"], r["frames_internal"], len(r["died"]),
             f"{r['peak']['scan'] / 2**20:.0f} MB", f"{r['peak']['decode'] / 2**20:.0f} MB",
         ), flush=True)  # fmt: skip
-        for line in r["died"] + r["examples"]:
-            print(f"    {line}")
+        for note in r["died"] + r["examples"]:
+            print(f"    {note}")
     print(f"{time.perf_counter() - start:.0f} s; {'a rule broke' if broken else 'every rule held'}")
     return 1 if broken else 0
 
