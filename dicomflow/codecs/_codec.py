@@ -12,6 +12,7 @@ from ..dicom import TransferSyntax
 from ..errors import ConfigError, EncodeError, PixelDataError, PixelSizeError
 from ._format import PixelFormat
 from ._guard import check_frame, codec_failed
+from ._j2k import colour_transform
 from ._registry import Decoder, Encoder, Registry, check_backend, default_registry, no_encoder
 from ._samples import to_rgb
 
@@ -210,6 +211,19 @@ def _target(fmt: PixelFormat, ts: TransferSyntax) -> PixelFormat:
     if fmt.transfer_syntax_uid == ts.uid:
         return fmt
     return replace(fmt, transfer_syntax_uid=ts.uid, number_of_frames=1)
+
+
+def encoded_photometric(fmt: PixelFormat, syntax: str | TransferSyntax) -> str:
+    """The Photometric Interpretation of ``fmt``'s frames once the encoders here store them in
+    ``syntax``: JPEG Baseline subsamples colour (``YBR_FULL_422``), JPEG 2000 Lossless applies
+    the reversible colour transform to RGB (``YBR_RCT``); otherwise unchanged."""
+    uid = syntax.uid if isinstance(syntax, TransferSyntax) else str(syntax)
+    if fmt.samples_per_pixel == 3:
+        if uid == "1.2.840.10008.1.2.4.50":
+            return "YBR_FULL_422"
+        if uid == "1.2.840.10008.1.2.4.90" and colour_transform(fmt):
+            return "YBR_RCT"
+    return fmt.photometric_interpretation
 
 
 def check_encodable(
