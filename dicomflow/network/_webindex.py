@@ -187,7 +187,12 @@ class CatalogIndex:
         df = catalog.rename({k: v for k, v in _FIXED.items() if k in catalog.columns})
         for keyword in set(_FIXED.values()) - set(df.columns):
             df = df.with_columns(pl.lit(None, pl.String).alias(keyword))
-        df = df.filter(pl.col("SOPInstanceUID").is_not_null())
+        # only what a URL can name: rows with all three UIDs
+        df = df.filter(
+            pl.col("SOPInstanceUID").is_not_null()
+            & pl.col("SeriesInstanceUID").is_not_null()
+            & pl.col("StudyInstanceUID").is_not_null()
+        )
         # one row per SOP Instance UID (the last one cataloged)
         df = df.unique("SOPInstanceUID", keep="last", maintain_order=True)
         order = ["StudyInstanceUID", "SeriesInstanceUID"]
