@@ -56,8 +56,8 @@ def synthetic_catalog(rows: int, seed: int = 0) -> pl.DataFrame:
     modality = np.array(["CT", "MR", "CR", "US", "PT"])[rng.integers(0, 5, studies)]
     first = np.array(["ANNA", "BEN", "CARLA", "DAVID", "EMMA", "FRANZ", "GRETA", "HUGO"])
     last = np.array(["SMITH", "MULLER", "ROSSI", "DUBOIS", "NOVAK", "GARCIA", "KOWALSKI"])
-    names = [f"{last[a]}^{first[b]}" for a, b in zip(rng.integers(0, 7, studies),
-                                                      rng.integers(0, 8, studies), strict=True)]  # fmt: skip
+    pairs = zip(rng.integers(0, 7, studies), rng.integers(0, 8, studies), strict=True)
+    names = [f"{last[a]}^{first[b]}" for a, b in pairs]
     frame = pl.DataFrame(
         {
             "study": study,
