@@ -324,3 +324,25 @@ def test_a_source_without_catalog_is_refused(tmp_path) -> None:
         load_index(tmp_path)
     with pytest.raises(FileNotFoundError):
         load_index(tmp_path / "missing.parquet")
+
+
+def test_a_lake_is_served(index, tmp_path) -> None:
+    """A lake's files (adopted when the lake is opened) are served from its records."""
+    from dicomflow.network import Lake
+
+    rows = [r for r in _readable(index) if "dcm_qa_ct_ge" in r["uri"]][:4]
+    root = tmp_path / "lake"
+    for row in rows:
+        study, series, sop = _uids(row)
+        dest = root / study / series / f"{sop}.dcm"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(row["uri"], dest)
+    with Lake(root) as lake:
+        assert lake.stats.adopted == len(rows)
+    with DicomWebServer(load_index(root)) as srv:
+        web = DICOMwebClient(srv.url)
+        found = web.search_for_instances()
+        assert {_value(i, "00080018") for i in found} == {r["SOPInstanceUID"] for r in rows}
+        row = rows[0]
+        got = web.retrieve_instance_frames(*_uids(row), [1], media_types=FRAMES)
+        assert got == _stored_frames(str(root / "/".join(_uids(row))) + ".dcm")
