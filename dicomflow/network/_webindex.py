@@ -26,7 +26,7 @@ from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag
 
 from ..errors import ConfigError, SourceNotFoundError
 
-__all__ = ["CatalogIndex", "Query", "load_catalog"]
+__all__ = ["CatalogIndex", "Query", "load_catalog", "load_index"]
 
 STUDY, SERIES, INSTANCE = "study", "series", "instance"
 
@@ -116,6 +116,11 @@ def load_catalog(source: str | os.PathLike[str]) -> pl.DataFrame:
         .otherwise(pl.lit(absolute + os.sep) + pl.col("uri"))
         .alias("uri")
     )
+
+
+def load_index(source: str | os.PathLike[str]) -> CatalogIndex:
+    """Load a lake, a folder holding a catalog, or a catalog Parquet file, for serving."""
+    return CatalogIndex(load_catalog(source))
 
 
 @dataclass(frozen=True)

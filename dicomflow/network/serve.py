@@ -25,7 +25,6 @@ binds 127.0.0.1 unless told otherwise; with a token every request needs
 from __future__ import annotations
 
 import hmac
-import os
 import re
 import secrets
 import socket
@@ -47,11 +46,10 @@ from ..pixels import (
     display_frame,
     load_frame,
     planes_from_rows,
-    read_range,
     row_refs,
-    unwrap_fragments,
 )
-from ._webindex import INSTANCE, SERIES, STUDY, CatalogIndex, Query, load_catalog
+from ._webindex import INSTANCE, SERIES, STUDY, CatalogIndex, Query, load_index
+from ._webstatic import header_json, stored_frame
 
 __all__ = ["DicomWebServer", "create_app", "load_index"]
 
@@ -59,11 +57,6 @@ _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _DICOM_JSON = "application/dicom+json"
 _REFS_CACHED = 4096
 _LEVELS = {"studies": STUDY, "series": SERIES, "instances": INSTANCE}
-
-
-def load_index(source: str | os.PathLike[str]) -> CatalogIndex:
-    """Load a lake, a folder holding a catalog, or a catalog Parquet file, for serving."""
-    return CatalogIndex(load_catalog(source))
 
 
 class _NotFound(Exception):
@@ -149,7 +142,7 @@ class _Service:
             [self._instance(request)] if "instance" in request.path_params else self._rows(request)
         )
         base = str(request.base_url).rstrip("/")
-        docs = await run_in_threadpool(lambda: [_header_json(row, base) for row in rows])
+        docs = await run_in_threadpool(lambda: [header_json(row, base) for row in rows])
         return JSONResponse(docs, media_type=_DICOM_JSON)
 
     async def frames(self, request: Request) -> Response:
@@ -159,7 +152,7 @@ class _Service:
         syntax = str(row.get("transfer_syntax_uid") or "")
         chosen = [refs[n - 1] for n in numbers]
         return _multipart(
-            (_stored_frame(ref) for ref in chosen),
+            (stored_frame(ref) for ref in chosen),
             "application/octet-stream",
             syntax,
         )
@@ -172,7 +165,7 @@ class _Service:
         if tag == "7FE00010":
             refs = self.refs(row)
             syntax = str(row.get("transfer_syntax_uid") or "")
-            return _multipart((_stored_frame(r) for r in refs), "application/octet-stream", syntax)
+            return _multipart((stored_frame(r) for r in refs), "application/octet-stream", syntax)
         value = await run_in_threadpool(_element_bytes, row["uri"], int(tag, 16))
         if value is None:
             raise _NotFound()
@@ -202,21 +195,6 @@ def _frame_numbers(text: str, count: int) -> list[int]:
     return numbers
 
 
-def _stored_frame(ref: FrameRef) -> bytes:
-    """One frame as stored: a native frame's byte range, an encapsulated frame's fragments."""
-    if ref.whole_file or ref.bit_offset or ref.swap_ow:
-        raise PixelDataError(
-            f"frame {ref.index + 1} is not a byte range of the file (deflated, bit-packed or "
-            "byte-swapped): it cannot be served without re-encoding"
-        )
-    data = read_range(ref.uri, ref.start, ref.stop)
-    if ref.fmt.is_encapsulated:
-        return unwrap_fragments(data, ref.uri, ref.index)
-    if len(data) < ref.stop - ref.start:
-        raise PixelDataError(f"frame {ref.index + 1}: the file ends inside it")
-    return data.tobytes() if hasattr(data, "tobytes") else bytes(data)
-
-
 def _multipart(parts: Iterator[bytes], media: str, syntax: str = "") -> Response:
     boundary = secrets.token_hex(16)
     part_type = media + (f"; transfer-syntax={syntax}" if syntax else "")
@@ -240,26 +218,6 @@ def _multipart(parts: Iterator[bytes], media: str, syntax: str = "") -> Response
         yield from stream
 
     return StreamingResponse(rest(), media_type=content)
-
-
-def _header_json(row: dict[str, Any], base: str) -> dict[str, Any]:
-    from pydicom import dcmread
-
-    uids = (row["StudyInstanceUID"], row["SeriesInstanceUID"], row["SOPInstanceUID"])
-    url = f"{base}/studies/{uids[0]}/series/{uids[1]}/instances/{uids[2]}"
-    ds = dcmread(row["uri"], stop_before_pixels=True, force=True)
-
-    def bulk(element: Any) -> str:
-        return f"{url}/bulkdata/{element.tag:08X}"
-
-    doc: dict[str, Any] = ds.to_json_dict(bulk_data_threshold=1024, bulk_data_element_handler=bulk)
-    syntax = getattr(ds, "file_meta", None) and ds.file_meta.get("TransferSyntaxUID")
-    if syntax:
-        doc["00020010"] = {"vr": "UI", "Value": [str(syntax)]}
-    if row.get("pixel_offset") is not None:
-        vr = "OB" if row.get("transfer_syntax_uid", "").startswith("1.2.840.10008.1.2.4") else "OW"
-        doc["7FE00010"] = {"vr": vr, "BulkDataURI": f"{url}/bulkdata/7FE00010"}
-    return dict(sorted(doc.items()))
 
 
 def _element_bytes(uri: str, tag: int) -> bytes | None:
