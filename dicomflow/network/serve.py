@@ -285,6 +285,11 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": "not in the catalog"}, status_code=404)
 
 
+async def _file_gone(request: Request, exc: Exception) -> Response:
+    # the catalog names a file that cannot be read now; its path is not told to the client
+    return JSONResponse({"error": "the cataloged file cannot be read"}, status_code=404)
+
+
 async def _unprocessable(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": str(exc)}, status_code=422)
 
@@ -323,6 +328,7 @@ def create_app(index: CatalogIndex, *, token: str | None = None) -> Any:
             ConfigError: _bad_request,
             _NotFound: _not_found,
             PixelDataError: _unprocessable,
+            OSError: _file_gone,
         },
     )
     return _TokenGate(app, token) if token else app
