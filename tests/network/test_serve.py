@@ -238,8 +238,17 @@ def test_ohif_opening_a_study(server, index) -> None:
         assert studies.headers["content-type"].startswith("application/dicom+json")
         study = next(s for s in studies.json() if "CT" in s.get("00080061", {}).get("Value", []))
         uid = study["0020000D"]["Value"][0]
+        again = web.get(f"/studies?StudyInstanceUID={uid}", headers=h).json()
+        assert [s["0020000D"]["Value"][0] for s in again] == [uid]
         series = web.get(f"/studies/{uid}/series", headers=h).json()
         assert series
+        for one in series:  # OHIF reads every series' metadata before it lays out the viewer
+            se = one["0020000E"]["Value"][0]
+            listed = web.get(f"/studies/{uid}/series/{se}/metadata", headers=h)
+            assert listed.status_code == 200
+            assert len(listed.json()) == one["00201209"]["Value"][0]
+            thumb = web.get(f"/studies/{uid}/series/{se}/thumbnail")
+            assert thumb.status_code == 200 and thumb.content.startswith(b"\x89PNG")
         chosen = series[0]["0020000E"]["Value"][0]
         meta = web.get(f"/studies/{uid}/series/{chosen}/metadata", headers=h).json()
         assert len(meta) == series[0]["00201209"]["Value"][0]
