@@ -206,7 +206,6 @@ class CatalogIndex:
         self._series_slices = self._slices()
         self.series = self._series_table()
         self.studies = self._study_table()
-        self._sop_rows: dict[str, int] | None = None
 
     def _slices(self) -> dict[str, tuple[int, int]]:
         runs = (
@@ -280,6 +279,17 @@ class CatalogIndex:
         series: str | None = None,
     ) -> list[dict[str, Any]]:
         """Matching rows of ``level`` as DICOM JSON objects."""
+        return self.search_counted(level, query, study=study, series=series)[0]
+
+    def search_counted(
+        self,
+        level: str,
+        query: Query,
+        *,
+        study: str | None = None,
+        series: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """:meth:`search`, and how many rows matched before ``offset`` and ``limit``."""
         if level == STUDY:
             table = self.studies
         elif level == SERIES:
@@ -294,6 +304,7 @@ class CatalogIndex:
             table = self.instances
         if query.keys:
             table = table.filter(match(table, query.keys))
+        matched = table.height
         table = table.slice(query.offset, query.limit)
         fields = list(DEFAULT_FIELDS[level]) + list(query.keys) + list(query.include)
         if query.include_all:
@@ -301,7 +312,7 @@ class CatalogIndex:
         if level != STUDY and "StudyInstanceUID" not in fields:
             fields.append("StudyInstanceUID")
         wanted = [f for f in dict.fromkeys(fields) if f in table.columns]
-        return [to_json(row) for row in table.select(wanted).iter_rows(named=True)]
+        return [to_json(row) for row in table.select(wanted).iter_rows(named=True)], matched
 
 
 def match(table: pl.DataFrame, keys: Mapping[str, str]) -> pl.Expr:

@@ -31,6 +31,7 @@ import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import fsspec
@@ -56,6 +57,7 @@ __all__ = ["DicomWebServer", "create_app", "load_index"]
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _DICOM_JSON = "application/dicom+json"
 _REFS_CACHED = 4096
+_MAX_RESULTS = 10_000  # one answer at most; the Warning header says when there were more
 _LEVELS = {"studies": STUDY, "series": SERIES, "instances": INSTANCE}
 
 
@@ -118,10 +120,19 @@ class _Service:
         study = _uid(p["study"]) if "study" in p else None
         series = _uid(p["series"]) if "series" in p else None
         query = Query.from_params(request.query_params.multi_items())
-        found = self.index.search(level, query, study=study, series=series)
+        capped = query.limit is None or query.limit > _MAX_RESULTS
+        if capped:
+            query = replace(query, limit=_MAX_RESULTS)
+        found, matched = self.index.search_counted(level, query, study=study, series=series)
         if not found:
             return Response(status_code=204)
-        return JSONResponse(found, media_type=_DICOM_JSON)
+        headers = {}
+        if capped and matched > query.offset + len(found):  # PS3.18 8.3.4.4: say it was cut
+            headers["Warning"] = (
+                f'299 dicomflow "{matched - query.offset - len(found)} more results: '
+                'ask again with limit and offset"'
+            )
+        return JSONResponse(found, media_type=_DICOM_JSON, headers=headers)
 
     # -- WADO-RS ---------------------------------------------------------------------------
     async def retrieve(self, request: Request) -> Response:

@@ -407,3 +407,18 @@ def test_a_filtered_study_list_over_a_million_rows(tmp_path) -> None:
         for s in found
     )
     assert sorted(times)[2] < 0.1
+
+
+def test_an_unlimited_search_is_cut_with_a_warning(server, index, monkeypatch) -> None:
+    """Without limit at most 10,000 results come back; a Warning header says how many more."""
+    import dicomflow.network.serve as serve_module
+
+    every = httpx.get(f"{server.url}/instances").json()
+    assert len(every) == index.instances.height
+    assert "warning" not in httpx.get(f"{server.url}/instances").headers
+    monkeypatch.setattr(serve_module, "_MAX_RESULTS", 5)
+    r = httpx.get(f"{server.url}/instances")
+    assert len(r.json()) == 5
+    assert f"{index.instances.height - 5} more results" in r.headers["warning"]
+    paged = httpx.get(f"{server.url}/instances?limit=3&offset=2")
+    assert len(paged.json()) == 3 and "warning" not in paged.headers
