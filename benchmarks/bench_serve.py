@@ -13,8 +13,8 @@ Two measurements, one run:
   its DICOMweb plugin (the recipe of the network tests, ``tests/network/conftest.py``); then
   ``--clients`` concurrent clients (threads, one ``httpx.Client`` each) fetch single frames
   (WADO-RS ``.../frames/1``, ``application/octet-stream``) of random instances for
-  ``--seconds`` seconds from each server in turn; every frame's size is checked. Target:
-  >= 3x Orthanc.
+  ``--seconds`` seconds from each server in turn; every frame's size is checked, and first
+  that both send the stored frame's bytes. Target: >= 3x Orthanc.
 
 Usage (from the repository root)::
 
@@ -193,6 +193,16 @@ def frames(files: int, clients: int, seconds: float, workdir: Path) -> dict[str,
     orthanc = Orthanc(workdir / "orthanc").start()
     try:
         orthanc.upload(sorted(archive.rglob("*.dcm")))
+        # the same bytes from both: the stored frame (dicomflow.pixels locates it)
+        from dicomflow.network.serve import stored_frame
+        from dicomflow.pixels import row_refs
+
+        first = catalog.row(0, named=True)
+        expected = stored_frame(row_refs(first)[0])
+        for url in (f"http://127.0.0.1:{port}", orthanc.dicomweb):
+            body = httpx.get(url + paths[0], headers=FRAME_ACCEPT, timeout=60).content
+            if expected not in body:
+                raise RuntimeError(f"{url}: frame 1 is not the stored frame")
         result = {}
         for name, url in (("dicomflow", f"http://127.0.0.1:{port}"),
                           ("orthanc", orthanc.dicomweb)):  # fmt: skip

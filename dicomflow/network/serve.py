@@ -52,7 +52,7 @@ from ..pixels import (
 from ._webindex import INSTANCE, SERIES, STUDY, CatalogIndex, Query, load_index
 from ._webstatic import header_json, stored_frame
 
-__all__ = ["DicomWebServer", "create_app", "load_index"]
+__all__ = ["DicomWebServer", "create_app", "load_index", "stored_frame"]
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _DICOM_JSON = "application/dicom+json"
