@@ -12,21 +12,18 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
+from dicomweb_client.api import DICOMwebClient
+from pydicom import dcmread
+from pydicom.encaps import generate_frames
 
-pytest.importorskip("starlette")
-pytest.importorskip("uvicorn")
-httpx = pytest.importorskip("httpx")
-from dicomweb_client.api import DICOMwebClient  # noqa: E402
-from pydicom import dcmread  # noqa: E402
-from pydicom.encaps import generate_frames  # noqa: E402
+import dicomflow as dfl
+from dicomflow.network.serve import DicomWebServer, load_index
+from dicomflow.sample import make_sample
 
-import dicomflow as dfl  # noqa: E402
-from dicomflow.network.serve import DicomWebServer, load_index  # noqa: E402
-from dicomflow.sample import make_sample  # noqa: E402
-
-from .conftest import free_port, wait_until  # noqa: E402
+from .conftest import free_port, wait_until
 
 CORPUS_FILES = (
     "series/dcm_qa_ct_ge",  # 28 native CT slices

@@ -89,10 +89,11 @@ def test_the_tree_holds_what_a_viewer_fetches(archive: Path, tmp_path: Path) -> 
 
 
 def test_the_command_writes_to_a_bucket(archive: Path) -> None:
-    moto = pytest.importorskip("moto.server")
-    s3fs = pytest.importorskip("s3fs")
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
     port = free_port()
-    server = moto.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
         endpoint = f"http://127.0.0.1:{port}"
