@@ -33,6 +33,8 @@ CLI_PAGE = "reference/cli.md"
 USAGE_WIDTH = 88  # fixed, so the page does not depend on the terminal that builds it
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]{}])")
+#: what ArgumentDefaultsHelpFormatter (and some helps) append: "... (default: each)"
+_SAID_DEFAULT = re.compile(r"\s*\(default: [^()]*\)\s*$")
 
 
 def _text(value: object) -> str:
@@ -84,6 +86,8 @@ def _default(action: argparse.Action) -> str:
 def _help(action: argparse.Action, parser: argparse.ArgumentParser) -> str:
     formatter = parser.formatter_class(prog=parser.prog, width=USAGE_WIDTH)
     text = formatter._expand_help(action) if action.help else ""
+    if _default(action):  # the default has its own column: not said twice
+        text = _SAID_DEFAULT.sub("", text)
     parts = [_text(text)] if text else []
     if action.choices is not None and not isinstance(action, argparse._SubParsersAction):
         parts.append("one of " + ", ".join(_code(c) for c in action.choices))
@@ -194,7 +198,7 @@ def api_homes() -> dict[int, str]:
     homes: dict[int, str] = {}
     # first the packages that define an object, then the lowest that exports it
     for by_definition in (True, False):
-        for short, package in packages.items():
+        for package in packages.values():
             for name in package.__all__:
                 obj = getattr(package, name)
                 if id(obj) in homes:
@@ -217,7 +221,9 @@ def _directive(identifier: str, **options: object) -> list[str]:
                 lines.append(f"      {key}:")
                 lines += [f"        - {item}" for item in value]
             else:
-                lines.append(f"      {key}: {str(value).lower() if isinstance(value, bool) else value}")
+                lines.append(
+                    f"      {key}: {str(value).lower() if isinstance(value, bool) else value}"
+                )
         lines.append("")
     return lines + [""]
 
@@ -239,8 +245,12 @@ def api_package_page(short: str, homes: dict[int, str]) -> str:
     for identifier in lazy:  # loaded on first use: the page shows them where they are defined
         lines += _directive(identifier, show_root_heading=True, show_root_full_path=False)
     if elsewhere:
-        lines += ["## Also exported here", "",
-                  "Names of this package documented where they are defined:", ""]
+        lines += [
+            "## Also exported here",
+            "",
+            "Names of this package documented where they are defined:",
+            "",
+        ]
         lines += [f"- [`{name}.{member}`][{home}]" for member, home in elsewhere]
         lines.append("")
     return "\n".join(lines)

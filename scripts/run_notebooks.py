@@ -9,7 +9,8 @@ checkout. Then its outputs are made fit to commit:
 
 - every occurrence of that folder in an output becomes ``.`` (the catalog's ``uri`` column and
   the manifests hold absolute paths), and the run fails if any other path of this machine
-  (the checkout, the home folder, ``/tmp/``) is still in an output;
+  (the checkout, the home folder, ``/tmp/``, any ``/work/``, ``/root/``, ``/home/``...) is
+  still in an output;
 - no execution timings are recorded, so a rerun changes only what the code shows;
 - a text output longer than ``MAX_TEXT`` characters, or a notebook whose outputs exceed
   ``MAX_NOTEBOOK`` bytes, fails the run: shorten what the cell shows instead.
@@ -34,8 +35,11 @@ from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TEXT = 40_000  # characters of one text output
-MAX_NOTEBOOK = 1_500_000  # bytes of one notebook file, images included
+MAX_NOTEBOOK = 400_000  # bytes of one notebook file, images included
 DATA_URI = re.compile(r"data:image/[a-z]+;base64,[A-Za-z0-9+/=]+")
+#: absolute paths of any machine, not only this one's folders: a shared or home folder, a
+#: temporary one, a virtualenv's site-packages in a warning
+ANY_MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|tmp|root|home|Users|private/var|var/folders)/")
 
 
 def machine_paths() -> list[str]:
@@ -69,6 +73,8 @@ def problems(notebook: nbformat.NotebookNode) -> list[str]:
             for path in machine_paths():
                 if path.rstrip("/") + "/" in text or path + '"' in text:
                     found.append(f"cell {index}: an output holds the path {path}")
+            for match in sorted(set(ANY_MACHINE_PATH.findall(text))):
+                found.append(f"cell {index}: an output holds an absolute path ({match}...)")
             for kind, body in [("text", output.get("text", ""))] + list(
                 output.get("data", {}).items()
             ):
@@ -123,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: not written:", *found, sep="\n  ", file=sys.stderr)
             continue
         path.write_text(text, encoding="utf-8")
-        print(f"{path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path}: "
-              f"{len(text.encode()):,} bytes")  # fmt: skip
+        shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
+        print(f"{shown}: {len(text.encode()):,} bytes")
     return 1 if failed else 0
 
 
