@@ -165,7 +165,19 @@ def cli_markdown(parser: argparse.ArgumentParser | None = None) -> str:
 # -- API reference ---------------------------------------------------------------------------
 #: The documented packages, from the bottom layer up: a name exported by several of them is
 #: documented in the one that defines it, else in the lowest one that exports it.
-API_PACKAGES = ("errors", "catalog", "pipeline", "pixels", "anonymize", "writers", "network")
+API_PACKAGES = (
+    "errors",
+    "dicom",
+    "runtime",
+    "codecs",
+    "catalog",
+    "pipeline",
+    "pixels",
+    "anonymize",
+    "writers",
+    "network",
+    "sample",
+)
 
 
 def _defining_module(package, name: str) -> str | None:
@@ -192,23 +204,30 @@ def _rendered_elsewhere(package, name: str) -> bool:
     return importlib.util.find_spec(f"{package.__name__}.{name}") is not None
 
 
-def api_homes() -> dict[int, str]:
-    """``id(object) -> identifier`` of the place each public object is documented."""
+def _key(obj: object, name: str) -> int | str:
+    """What identifies a public object across packages: classes, functions and modules by
+    identity (one object exported under several packages), constants by name (equal ints
+    and strings may be one object in CPython without being the same name)."""
+    return id(obj) if callable(obj) or isinstance(obj, ModuleType) else name
+
+
+def api_homes() -> dict[int | str, str]:
+    """Where each public object is documented (its identifier), by :func:`_key`."""
     packages = {p: importlib.import_module(f"dicomflow.{p}") for p in API_PACKAGES}
-    homes: dict[int, str] = {}
+    homes: dict[int | str, str] = {}
     # first the packages that define an object, then the lowest that exports it
     for by_definition in (True, False):
         for package in packages.values():
             for name in package.__all__:
                 obj = getattr(package, name)
-                if id(obj) in homes:
+                if _key(obj, name) in homes:
                     continue
                 module = getattr(obj, "__module__", None) if callable(obj) else None
                 if by_definition and not (module or "").startswith(package.__name__):
                     continue
                 lazy = _rendered_elsewhere(package, name)
                 where = _defining_module(package, name) if lazy else package.__name__
-                homes[id(obj)] = f"{where}.{name}"
+                homes[_key(obj, name)] = f"{where}.{name}"
     return homes
 
 
@@ -228,12 +247,12 @@ def _directive(identifier: str, **options: object) -> list[str]:
     return lines + [""]
 
 
-def api_package_page(short: str, homes: dict[int, str]) -> str:
+def api_package_page(short: str, homes: dict[int | str, str]) -> str:
     package = importlib.import_module(f"dicomflow.{short}")
     name = package.__name__
     here, lazy, elsewhere = [], [], []
     for member in package.__all__:
-        home = homes[id(getattr(package, member))]
+        home = homes[_key(getattr(package, member), member)]
         if home == f"{name}.{member}":
             here.append(member)
         elif home.startswith(name + ".") and _rendered_elsewhere(package, member):
@@ -272,7 +291,7 @@ def _summary(obj: object) -> str:
     return "".join([*out, _text(text[end:])])
 
 
-def api_index_page(homes: dict[int, str]) -> str:
+def api_index_page(homes: dict[int | str, str]) -> str:
     import dicomflow
 
     lines = [
@@ -296,7 +315,7 @@ def api_index_page(homes: dict[int, str]) -> str:
             short = obj.__name__.removeprefix("dicomflow.")
             lines.append(f"| `dfl.{member}` | [`{obj.__name__}`]({short}.md) | the package |")
             continue
-        home = homes.get(id(obj))
+        home = homes.get(_key(obj, member))
         if home is None:  # defined in a layer with no page of its own: documented below
             home = f"{_defining_module(dicomflow, member) or 'dicomflow'}.{member}"
             here.append(home)
