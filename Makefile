@@ -41,6 +41,7 @@ lint: setup
 # The notebooks are rendered from their committed outputs: `make notebooks` refreshes those.
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	@echo 'built site/: open site/index.html'
 
 notebooks: setup
 	$(PY) scripts/run_notebooks.py
