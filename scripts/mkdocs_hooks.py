@@ -284,11 +284,16 @@ def _summary(obj: object) -> str:
     doc = (getattr(obj, "__doc__", None) or "").strip() if callable(obj) else ""
     text = " ".join(doc.split("\n\n")[0].split()) if doc else ""
     text = _ROLE.sub(lambda m: f"``{m[1]}``", text)
+
+    def words(part: str) -> str:  # _text strips the spaces that separate it from the code
+        lead, trail = part[:1].isspace(), part[-1:].isspace()
+        return (" " if lead else "") + _text(part) + (" " if trail and part.strip() else "")
+
     out, end = [], 0
     for match in _INLINE_CODE.finditer(text):
-        out += [_text(text[end : match.start()]), _code(match[1] or match[2])]
+        out += [words(text[end : match.start()]), _code(match[1] or match[2])]
         end = match.end()
-    return "".join([*out, _text(text[end:])])
+    return "".join([*out, words(text[end:])])
 
 
 def api_index_page(homes: dict[int | str, str]) -> str:

@@ -146,3 +146,16 @@ def test_site_loads_nothing_from_outside(site: Path) -> None:
     for page in site.rglob("*.html"):
         found = outside.findall(page.read_text(encoding="utf-8"))
         assert not found, f"{page.relative_to(site)} loads {found[:3]}"
+
+
+def test_api_summaries_keep_the_words_around_inline_code() -> None:
+    def documented() -> None:
+        """Apply ``f`` to each `Instance`; a :class:`Skip` skips it.
+
+        Not in the summary.
+        """
+
+    summary = _hooks()._summary(documented)
+    assert summary == (
+        "Apply <code>f</code> to each <code>Instance</code>; a <code>Skip</code> skips it."
+    )
