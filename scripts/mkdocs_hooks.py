@@ -1,6 +1,6 @@
 """MkDocs hooks of the documentation site (``mkdocs.yml``: ``hooks:``).
 
-Two kinds of page are not written by hand:
+Three kinds of page are not written by hand:
 
 - ``reference/cli.md`` is generated at build time from the parser the ``dicomflow`` command
   itself uses (:func:`dicomflow.cli.build_parser`): every subcommand (nested ones too) with its
