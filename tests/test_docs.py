@@ -159,3 +159,35 @@ def test_api_summaries_keep_the_words_around_inline_code() -> None:
     assert summary == (
         "Apply <code>f</code> to each <code>Instance</code>; a <code>Skip</code> skips it."
     )
+
+
+def _console_commands(text: str):
+    """The ``dicomflow ...`` command lines of a page's console blocks, continuations joined."""
+    for block in re.findall(r"```console\n(.*?)```", text, re.S):
+        lines = re.sub(r"\\\n\s*", " ", block).splitlines()
+        if any(line.startswith("$ ") for line in lines):  # the rest is what the command printed
+            lines = [line[2:] for line in lines if line.startswith("$ ")]
+        for line in lines:
+            command = line.split("#")[0]
+            if command.startswith("dicomflow "):
+                yield command.split()
+
+
+@pytest.mark.parametrize(
+    "page", ["README.md", "docs/getting-started.md", *sorted(p.relative_to(ROOT).as_posix()
+             for p in (ROOT / "docs/guides").glob("*.md"))],
+)  # fmt: skip
+def test_commands_in_the_guides_exist_with_their_options(page: str) -> None:
+    """Every subcommand and option a guide shows is one the parser has (the commands were also
+    run by hand against the sample and a local Orthanc; this keeps them from drifting)."""
+    parser = build_parser()
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    commands = list(_console_commands((ROOT / page).read_text(encoding="utf-8")))
+    assert commands, f"{page} shows no dicomflow command"
+    for words in commands:
+        assert words[1] in subparsers.choices, f"{page}: no command {words[1]!r}"
+        sub = subparsers.choices[words[1]]
+        options = {o for a in sub._actions for o in a.option_strings}
+        for word in words[2:]:
+            if word.startswith("--"):
+                assert word.split("=")[0] in options, f"{page}: {words[1]} has no {word}"
