@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test lint typecheck bench clean
+.PHONY: setup system-deps demo test lint typecheck bench docs notebooks clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || bash scripts/system-deps.sh python3-venv
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,docs]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -37,8 +37,17 @@ lint: setup
 	$(VENV)/bin/ruff format --check dicomflow tests benchmarks
 	$(VENV)/bin/lint-imports
 
+# The documentation site, into site/ (open site/index.html); warnings are errors (mkdocs.yml).
+# The notebooks are rendered from their committed outputs: `make notebooks` refreshes those.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	@echo 'built site/: open site/index.html'
+
+notebooks: setup
+	$(PY) scripts/run_notebooks.py
+
 bench: setup
 	$(PY) benchmarks/bench_scan.py
 
 clean:
-	rm -rf demo-out .bench .pytest_cache
+	rm -rf demo-out .bench .pytest_cache site

@@ -39,14 +39,15 @@ CORPUS = Path(os.environ.get("DICOMFLOW_SHARED", ROOT.parent / "shared")) / "cor
 WORK = ROOT / ".bench" / "fuzz"
 
 _CHILD = r"""
-import collections, json, resource, sys, warnings
+import collections, json, sys, warnings
+from dicomflow.runtime import peak_rss
 warnings.simplefilter("ignore")
 import dicomflow as dfl
 folder, decode = sys.argv[1], sys.argv[2] == "1"
 table = dfl.scan(folder, workers=1).to_arrow()
 rows = table.select(["uri", "error", "pixel_offset", "pixel_length"]).to_pylist()
-internal = [r["error"] for r in rows if r["error"] and "unexpected" in r["error"]]
-scan_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+internal = [r["error"] for r in rows if r["error"] and r["error"].startswith("unexpected ")]
+scan_rss = peak_rss()
 refused = sum(bool(r["error"]) for r in rows)
 print(json.dumps({"phase": "scan", "rows": len(rows), "refused": refused,
                   "internal": internal[:5], "n_internal": len(internal), "rss": scan_rss}),
@@ -67,7 +68,7 @@ if decode:
             frames["internal"] += 1
             bad.append(f"{row['uri']}: {type(exc).__name__}: {exc}"[:300])
 print(json.dumps({"phase": "decode", **frames, "internal_examples": bad[:5],
-                  "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}), flush=True)
+                  "rss": peak_rss()}), flush=True)
 """
 
 
@@ -155,8 +156,8 @@ def main() -> int:
             r["frames_decoded"], r["frames_refused"], r["frames_internal"], len(r["died"]),
             f"{r['peak']['scan'] / 2**20:.0f} MB", f"{r['peak']['decode'] / 2**20:.0f} MB",
         ), flush=True)  # fmt: skip
-        for line in r["died"] + r["examples"]:
-            print(f"    {line}")
+        for note in r["died"] + r["examples"]:
+            print(f"    {note}")
     print(f"{time.perf_counter() - start:.0f} s; {'a rule broke' if broken else 'every rule held'}")
     return 1 if broken else 0
 

@@ -34,25 +34,10 @@ def _benchmark() -> ModuleType:
 
 bench = _benchmark()
 INPUTS = [*bench.SAMPLE, *bench.GENERATED]
-#: added errors known and not fixed here, each with why; (input, route) -> normalised errors
-KNOWN = {
-    # PS3.15 Table E.1-1 removes (X) Responsible Person and Responsible Organization, which the
-    # Patient module makes Type 2C for an animal (this one has Patient Species Description):
-    # a de-identification policy question, for the Basic Profile's owner.
-    ("multiframe/fo-dicom_mr_brucker.dcm", "deid"): {
-        "Error - Missing attribute Type 2C Conditional Element=<ResponsiblePerson> "
-        "Module=<Patient>",
-        "Error - Missing attribute Type 2C Conditional Element=<ResponsibleOrganization> "
-        "Module=<Patient>",
-    },
-    # An ultrasound colour image in JPEG 2000 lossless must be YBR_RCT (the reversible colour
-    # transform); the JPEG 2000 encoders here store RGB without it (before this item: YBR_FULL,
-    # refused as well). Needs the multiple component transform in the codec layer.
-    ("transfer-syntax/explicit-vr-le/examples_ybr_color.dcm", "transcode:jpeg2000-lossless"): {
-        "Error - Unrecognized enumerated value <RGB> for value 1 of attribute "
-        "<Photometric Interpretation>",
-    },
-}
+#: added errors known and not fixed here, each with why; (input, route) -> normalised errors.
+#: None is left: the animal patient's Responsible Person and Organization (Type 2C, removed by
+#: the profile) are now written empty, and JPEG 2000 Lossless stores RGB as YBR_RCT.
+KNOWN: dict[tuple[str, str], set[str]] = {}
 #: the one refusal allowed: de-identification fails closed on pixels that may show text
 FAIL_CLOSED = "DeidentificationError: pixel data may show identifying text"
 
@@ -104,15 +89,3 @@ def test_outputs_add_no_dciodvfy_error(name: str, sources, stages, tmp_path) -> 
             added[route] = sorted(new)
     assert refused == {}, f"{name}: routes that wrote nothing"
     assert added == {}, f"{name}: dciodvfy errors its input did not have"
-
-
-@pytest.mark.parametrize("key", sorted(KNOWN), ids=" ".join)
-def test_known_gaps_are_still_there(key: tuple[str, str], sources, stages, tmp_path) -> None:
-    """A known gap that went away must leave KNOWN, so the check is strict again."""
-    name, route = key
-    data, reason = bench.output(stages[route], sources[name])
-    assert data is not None, reason
-    path = tmp_path / "out.dcm"
-    path.write_bytes(data)
-    added = bench.dciodvfy_errors(path) - bench.dciodvfy_errors(sources[name])
-    assert KNOWN[key] <= added

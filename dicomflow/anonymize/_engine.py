@@ -142,6 +142,23 @@ def _element(tag: int, vr: str, value: object) -> DataElement:
     return DataElement(tag, vr, value, validation_mode=config.IGNORE)
 
 
+#: Patient Module attributes the profile removes (X) that PS3.3 makes Type 2C when the patient
+#: is an animal (Patient Species Description or Code Sequence present): Responsible Person and
+#: Responsible Organization.
+_ANIMAL_TYPE_2C = (0x00102297, 0x00102299)
+
+
+def _keep_animal_type_2c(ds: Dataset, body: Dataset) -> None:
+    """Put back, empty, the Type 2C attributes of an animal patient the original had: removed,
+    the output broke its IOD (dciodvfy: "Missing attribute Type 2C ... ResponsibleOrganization");
+    empty, it says nothing."""
+    if 0x00102201 not in body and 0x00102202 not in body:  # species description / code
+        return
+    for tag in _ANIMAL_TYPE_2C:
+        if tag in ds and tag not in body:
+            body.add_new(tag, ds[tag].VR, None)
+
+
 class Deidentifier:
     """De-identifies pydicom Datasets by PS3.15 Annex E (Basic Profile plus Options).
 
@@ -308,6 +325,7 @@ class Deidentifier:
         body = self._dataset(ds, run, (), None, False)
         scrubber = Scrubber(identifying_values(ds, self._kept_on_purpose))
         scrubber.scrub(body, self._kept_on_purpose)  # names typed into kept attributes
+        _keep_animal_type_2c(ds, body)
         instance_uid = None
         if meta is not None and meta.get("MediaStorageSOPInstanceUID"):
             instance_uid = str(meta.MediaStorageSOPInstanceUID)

@@ -196,7 +196,7 @@ def read_tree(raw: bytes) -> Tree:
     ------
     Exception
         Whatever the walker raises for bytes it cannot follow (truncated, not DICOM, an
-        unexpected delimiter): the caller then reads the object with pydicom.
+        delimiter out of place): the caller then reads the object with pydicom.
     """
     header = parse_header(raw, complete=True)
     if header.error:

@@ -86,6 +86,7 @@ from ._codec import (
     decode_stored,
     decoders_for,
     encode_frame,
+    encoded_photometric,
     encoders_for,
     select_encoder,
 )
@@ -118,6 +119,7 @@ __all__ = [
     "default_registry",
     "encode_frame",
     "encode_png",
+    "encoded_photometric",
     "encoders_for",
     "j2k_header",
     "jpeg_header",

@@ -11,7 +11,8 @@ import numpy as np
 from ..dicom import TransferSyntax
 from ..errors import ConfigError, EncodeError, PixelDataError, PixelSizeError
 from ._format import PixelFormat
-from ._guard import check_frame
+from ._guard import check_frame, codec_failed
+from ._j2k import colour_transform
 from ._registry import Decoder, Encoder, Registry, check_backend, default_registry, no_encoder
 from ._samples import to_rgb
 
@@ -108,7 +109,9 @@ def decode_stored(
             arr, photometric = decoder.decode(data, fmt)
         except PixelSizeError:
             raise  # a property of the data, not of the decoder: no other one may allocate
-        except Exception as exc:  # a codec's own error type is not ours to know
+        except BaseException as exc:  # a codec's own error type is not ours to know
+            if not codec_failed(exc):
+                raise
             failures.append(f"{decoder.name}: {exc}")
             continue
         if arr.shape != fmt.frame_shape:
@@ -210,6 +213,19 @@ def _target(fmt: PixelFormat, ts: TransferSyntax) -> PixelFormat:
     return replace(fmt, transfer_syntax_uid=ts.uid, number_of_frames=1)
 
 
+def encoded_photometric(fmt: PixelFormat, syntax: str | TransferSyntax) -> str:
+    """The Photometric Interpretation of ``fmt``'s frames once the encoders here store them in
+    ``syntax``: JPEG Baseline subsamples colour (``YBR_FULL_422``), JPEG 2000 Lossless applies
+    the reversible colour transform to RGB (``YBR_RCT``); otherwise unchanged."""
+    uid = syntax.uid if isinstance(syntax, TransferSyntax) else str(syntax)
+    if fmt.samples_per_pixel == 3:
+        if uid == "1.2.840.10008.1.2.4.50":
+            return "YBR_FULL_422"
+        if uid == "1.2.840.10008.1.2.4.90" and colour_transform(fmt):
+            return "YBR_RCT"
+    return fmt.photometric_interpretation
+
+
 def check_encodable(
     fmt: PixelFormat, syntax: str | TransferSyntax, *, registry: Registry | None = None
 ) -> None:
@@ -302,7 +318,9 @@ def encode_frame(
         return chosen.encode(frame, target, options or {})
     except EncodeError:
         raise
-    except Exception as exc:  # a codec's own error type is not ours to know
+    except BaseException as exc:  # a codec's own error type is not ours to know
+        if not codec_failed(exc):
+            raise
         raise EncodeError(f"{chosen.name} could not encode {ts.name}: {exc}") from exc
 
 

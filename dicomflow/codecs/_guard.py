@@ -18,12 +18,20 @@ from ..errors import PixelDataError, PixelSizeError
 from ._format import PixelFormat
 from ._headers import j2k_header, jpeg_header
 
-__all__ = ["DEFAULT_MAX_FRAME_BYTES", "check_frame", "codestream_info"]
+__all__ = ["DEFAULT_MAX_FRAME_BYTES", "check_frame", "codec_failed", "codestream_info"]
 
 #: one frame's encoded bytes, as the readers hand them over
 FrameBytes = bytes | bytearray | memoryview | np.ndarray
 #: The decode budget: decoded bytes one frame may have unless the caller allows more.
 DEFAULT_MAX_FRAME_BYTES = 1 << 30
+
+
+def codec_failed(exc: BaseException) -> bool:
+    """Whether an exception out of a codec call is the codec failing on this data (then the
+    next codec is tried, or the frame is refused): any ``Exception``, and the ``BaseException``
+    a Rust codec raises when it panics (pyo3's ``PanicException``: pylibjpeg-rle's on a crafted
+    RLE frame, "index out of bounds", ended the process); never an interrupt or an exit."""
+    return not isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit)
 
 
 def codestream_info(data: FrameBytes, syntax: TransferSyntax) -> dict | None:
@@ -85,7 +93,8 @@ def _check_codestream(data: FrameBytes, fmt: PixelFormat, syntax: TransferSyntax
     if not info:
         marker = "start-of-frame" if syntax.codestream != "jpeg2000" else "SIZ"
         raise PixelDataError(
-            f"no {syntax.codestream.upper()} {marker} marker: the frame's size cannot be checked"
+            f"no valid {syntax.codestream.upper()} {marker} marker: the frame's size cannot be "
+            "checked"
         )
     declared = (info["rows"], info["columns"], info["components"])
     if declared != (fmt.rows, fmt.columns, fmt.samples_per_pixel):

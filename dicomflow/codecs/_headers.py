@@ -47,6 +47,10 @@ def jpeg_header(src: bytes) -> dict:
         if is_sof:
             if pos + 10 > size or pos + 10 + 3 * src[pos + 9] > size:
                 return {}
+            if length != 8 + 3 * src[pos + 9] and marker != 0xF7:
+                # T.81 B.2.2: Lf = 8 + 3 x Nf. liblj92 (imagecodecs' lossless JPEG) crashed the
+                # process on a frame header that says otherwise: none is a parsable codestream
+                return {}
             info["marker"] = marker
             info["precision"] = src[pos + 4]
             info["rows"], info["columns"] = struct.unpack(">HH", src[pos + 5 : pos + 9])

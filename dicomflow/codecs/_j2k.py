@@ -84,6 +84,13 @@ def _check_range(frame: np.ndarray, fmt: PixelFormat) -> None:
         )
 
 
+def colour_transform(fmt: PixelFormat) -> bool:
+    """Whether the JPEG 2000 Lossless encoder here applies the reversible colour transform to
+    these frames (RGB ones: then the Photometric Interpretation is ``YBR_RCT``, PS3.5 8.2.4;
+    dciodvfy refuses RGB in an Ultrasound image stored as JPEG 2000)."""
+    return fmt.samples_per_pixel == 3 and fmt.photometric_interpretation == "RGB"
+
+
 def encode_imagecodecs(frame: np.ndarray, fmt: PixelFormat, options: Mapping[str, Any]) -> bytes:
     import imagecodecs
 
@@ -94,7 +101,7 @@ def encode_imagecodecs(frame: np.ndarray, fmt: PixelFormat, options: Mapping[str
             level=0,
             codecformat="J2K",
             reversible=True,
-            mct=False,
+            mct=colour_transform(fmt),
             bitspersample=fmt.bits_stored,
             numthreads=1,
         )

@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import PixelDataError
 from . import _jpegls, _rle
 from ._format import PixelFormat
+from ._guard import codec_failed
 from ._registry import Decoder, Encoder
 from ._samples import storable
 
@@ -133,7 +134,9 @@ def decode(src: bytes, fmt: PixelFormat) -> tuple[np.ndarray, str]:
             arr, props = decoder.as_array(
                 wrapped, index=0, validate=False, decoding_plugin=plugin, **opts
             )
-        except Exception as exc:  # a plugin's own error type is not ours to know
+        except BaseException as exc:  # a plugin's own error type is not ours to know
+            if not codec_failed(exc):
+                raise
             failures.append(f"{plugin}: {exc}")
             continue
         photometric = props.get("photometric_interpretation", fmt.photometric_interpretation)

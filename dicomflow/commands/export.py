@@ -1,19 +1,22 @@
-"""``dicomflow export SRC DST --format nifti|zarr|png|dicom``.
+"""``dicomflow export SRC DST --format nifti|zarr|png|dicom|dicomweb``.
 
 Volumes (NIfTI, Zarr, PNG): one output per volume, with a geometry report. DICOM: every
 instance as a Part 10 file (or a DICOMDIR media set with ``--dicomdir``) through a pipeline,
-with its manifest.
+with its manifest. DICOMweb: a static DICOMweb tree (``dicomflow.network.export_dicomweb``)
+that a viewer opens from a folder or a bucket with no server.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from .run import EXIT_FAILED, EXIT_OK, list_failures
 
 __all__ = ["register"]
@@ -34,8 +37,15 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("src", metavar="SRC", help="folder, glob, fsspec URL, or catalog .parquet")
-    parser.add_argument("dst", metavar="DST", help="output folder (local path)")
-    parser.add_argument("--format", choices=[*sorted(_SUFFIX), "dicom"], default="nifti")
+    parser.add_argument("dst", metavar="DST", help="output folder (dicomweb: or fsspec URL)")
+    parser.add_argument(
+        "--format", choices=[*sorted(_SUFFIX), "dicom", "dicomweb"], default="nifti"
+    )
+    parser.add_argument(
+        "--base-url",
+        default="",
+        help="dicomweb: the URL DST will be served from (written into OHIF's manifest ohif.json)",
+    )
     parser.add_argument(
         "--dicomdir", action="store_true", help="DICOM: write a PS3.10 media set with a DICOMDIR"
     )
@@ -128,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     storage_options = _storage_options(args.storage_option)
+    if args.format == "dicomweb":
+        return _export_dicomweb(args, storage_options)
     catalog = _catalog(args.src, storage_options)
     if args.format == "dicom":
         return _export_dicom(catalog, args, storage_options)
@@ -262,6 +274,19 @@ def _referenced_series(ds: Any) -> list[str]:
             for series in study.get("RTReferencedSeriesSequence", []):
                 out.append(str(series.SeriesInstanceUID))
     return list(dict.fromkeys(out))
+
+
+def _export_dicomweb(args: argparse.Namespace, storage_options: dict[str, Any]) -> int:
+    """A static DICOMweb tree of SRC (a catalog, a folder with one, or a lake) in DST."""
+    from ..network import export_dicomweb, load_index
+
+    src = args.src
+    if not os.path.exists(src):
+        raise ConfigError(f"--format dicomweb: SRC {src!r} must be a catalog, a folder or a lake")
+    counts = export_dicomweb(load_index(src), args.dst, base_url=args.base_url,
+                             storage_options=storage_options or None)  # fmt: skip
+    print(", ".join(f"{v:,} {k}" for k, v in counts.items()) + f" -> {args.dst}", file=sys.stderr)
+    return EXIT_FAILED if counts["frames_refused"] else EXIT_OK
 
 
 def _write_table(table: Any, path: Path) -> None:

@@ -172,7 +172,7 @@ def walk(
             if elem == 0xE000 and length != _UNDEFINED and vpos + length <= n:
                 pos = vpos + length  # a stray item outside a sequence: stepped over, as pydicom
                 continue
-            raise Unsupported(f"unexpected delimiter ({group:04X},{elem:04X}) at byte {pos}")
+            raise Unsupported(f"delimiter ({group:04X},{elem:04X}) out of place at byte {pos}")
         tag = group << 16 | elem
         if top and tag in _PIXEL_TAGS:
             return pos, (tag, vr, vpos, length)
@@ -272,7 +272,7 @@ def _skip_sequence(buf: bytes, pos: int, little: bool, implicit: bool, depth: in
         if elem == 0xE0DD:
             return pos
         if elem != 0xE000:
-            raise Unsupported(f"unexpected ({group:04X},{elem:04X}) in a sequence")
+            raise Unsupported(f"({group:04X},{elem:04X}) where a sequence item should be")
         if length == _UNDEFINED:
             pos, _ = walk(buf, pos, little, implicit, None, False, depth)
         else:

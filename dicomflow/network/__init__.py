@@ -34,6 +34,8 @@ from ._lake import Lake, Landed, read_catalog, read_records, read_state
 from ._options import AssociationOptions, Peer, TLSOptions, UserIdentity
 from ._qr import QueryRetrieveSCP
 from ._schedule import Gate, OutsideWindow, TokenBucket, Window
+from ._webindex import CatalogIndex, load_index
+from ._webstatic import export_dicomweb
 from .dicomweb import DicomWeb, DicomWebOptions, StowSink, retrieve_frames
 from .pull import PullEvent, PullOptions, PullReport, plan, pull
 from .scp import SCPOptions, StorageSCP
@@ -43,6 +45,7 @@ __all__ = [
     "AssociationAbortedError",
     "AssociationOptions",
     "AssociationRejectedError",
+    "CatalogIndex",
     "Cohort",
     "DicomWeb",
     "DicomWebError",
@@ -73,8 +76,10 @@ __all__ = [
     "UserIdentity",
     "Window",
     "echo",
+    "export_dicomweb",
     "find",
     "get",
+    "load_index",
     "move",
     "plan",
     "pull",

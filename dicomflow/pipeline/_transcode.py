@@ -56,6 +56,7 @@ from ..codecs import (
     check_encodable,
     decode_frame,
     decode_stored,
+    encoded_photometric,
     encoders_for,
     pixel_format,
     select_encoder,
@@ -583,10 +584,7 @@ def _encode_frames(
     if fmt is None or chosen is None:
         raise TranscodeError("the Pixel Data holds no frame")
     pixel_data, eot, eot_lengths = _encapsulate(encoded)
-    photometric = fmt.photometric_interpretation
-    if target == TARGETS["jpeg-baseline"] and fmt.samples_per_pixel == 3:
-        photometric = "YBR_FULL_422"  # the encoder subsamples the chroma
-    _set_format(out, fmt, photometric)
+    _set_format(out, fmt, encoded_photometric(fmt, str(target)))
     if eot:
         _put(out, "ExtendedOffsetTable", eot, "OV")
         _put(out, "ExtendedOffsetTableLengths", eot_lengths, "OV")

@@ -33,9 +33,11 @@ from ._frames import (
     load_frame,
     locate_frames,
     palette_of,
+    read_range,
     row_refs,
 )
 from ._geometry import Grid, analyse_stack, normal_of
+from ._locate import FrameRef, unwrap_fragments
 from ._montage import montage
 from ._nifti import RGB24, bids_sidecar, nifti_bytes, write_nifti
 from ._preview import PRESETS, apply_window, display_frame, write_png
@@ -51,6 +53,7 @@ __all__ = [
     "PRESETS",
     "RGB24",
     "FrameDecodeError",
+    "FrameRef",
     "FrameTransform",
     "GeometryError",
     "Grid",
@@ -74,9 +77,11 @@ __all__ = [
     "palette_of",
     "parse_csa",
     "planes_from_rows",
+    "read_range",
     "read_header",
     "row_refs",
     "shift_image",
+    "unwrap_fragments",
     "volumes",
     "write_nifti",
     "write_png",

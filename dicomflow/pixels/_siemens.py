@@ -1,7 +1,8 @@
 """Siemens mosaics: the CSA header fields that say how to cut a mosaic into slices.
 
 A mosaic stores the N slices of one volume as tiles of one image, left to right and top to
-bottom, on a square grid of ``ceil(sqrt(N))`` tiles per side. Image Position (Patient) is that of
+bottom, on a square grid of ``ceil(sqrt(N))`` tiles per side (of ``Rows // per side`` pixels:
+any remainder is unused). Image Position (Patient) is that of
 the whole mosaic's first pixel; the first slice's position is found by moving to the corner of
 the first tile (half the difference between mosaic and tile size, in each in-plane direction).
 The slice order follows the CSA ``SliceNormalVector``.
@@ -129,7 +130,10 @@ def mosaic_info(ds, rows: int, columns: int, orientation) -> MosaicInfo | None:
     if not count or count < 1:
         return None
     per_side = math.ceil(math.sqrt(count))
-    if rows % per_side or columns % per_side:
+    # tiles are cut from the top left corner; a mosaic larger than its grid of tiles (its size
+    # not a multiple of the tiles per side) has unused pixels on the right and at the bottom
+    # (before, such a mosaic was not split: it became a stack of mosaics)
+    if rows < per_side or columns < per_side:
         return None
     normal = None
     if len(csa.get("SliceNormalVector", [])) == 3:

@@ -101,6 +101,19 @@ def _floats(value, n: int | None = None) -> list[float] | None:
     return out if all(np.isfinite(out)) else None
 
 
+def _pixel_spacing(value) -> tuple[tuple[float, float] | None, str | None]:
+    """Pixel Spacing (row, column) in mm, or ``None`` with why it cannot be used: a spacing
+    of zero or below (``0\\0`` is written by some converters and secondary captures) would
+    make the grid degenerate, so it is treated as absent (1 mm assumed, with a warning)."""
+    spacing = _floats(value, 2)
+    if spacing is None:
+        return None, None
+    if min(spacing) <= 0:
+        shown = "\\".join(f"{v:g}" for v in spacing)
+        return None, f"Pixel Spacing {shown} is not a spacing: 1 mm assumed"
+    return (spacing[0], spacing[1]), None
+
+
 def _seconds(value) -> float | None:
     """DICOM TM / DT (or a time object) as seconds since midnight (date ignored)."""
     if value is None:
@@ -179,14 +192,17 @@ def _stack_key(row: Mapping[str, Any], plane: Plane) -> tuple:
 def _classic_plane(row: Mapping[str, Any], ref: FrameRef) -> Plane:
     iop = _floats(row.get("ImageOrientationPatient"), 6)
     ipp = _floats(row.get("ImagePositionPatient"), 3)
-    spacing = _floats(row.get("PixelSpacing"), 2) or _floats(row.get("ImagerPixelSpacing"), 2)
+    spacing, bad = _pixel_spacing(row.get("PixelSpacing"))
+    if spacing is None and bad is None:
+        spacing, bad = _pixel_spacing(row.get("ImagerPixelSpacing"))
     slope = _num(row.get("RescaleSlope")) if row.get("RescaleSlope") is not None else 1.0
     return Plane(
         ref=ref,
         row=row,
         position=None if ipp is None else np.array(ipp),
         orientation=None if iop is None else tuple(iop),
-        pixel_spacing=None if spacing is None else (spacing[0], spacing[1]),
+        pixel_spacing=spacing,
+        extra={"pixel_spacing_problem": bad} if bad else {},
         slope=slope or 1.0,
         intercept=_num(row.get("RescaleIntercept")),
         echo=_echo(row),
@@ -235,9 +251,11 @@ def _enhanced_planes(row: Mapping[str, Any], refs: Sequence[FrameRef], ds) -> li
             frame_type = frame_type or _group_item(frame, shared, seq)
         ipp = _floats(position.get("ImagePositionPatient"), 3) if position else None
         iop = _floats(orientation.get("ImageOrientationPatient"), 6) if orientation else None
-        spacing = _floats(measures.get("PixelSpacing"), 2) if measures else None
+        spacing, bad = _pixel_spacing(measures.get("PixelSpacing") if measures else None)
         slope = _num(transform.get("RescaleSlope")) if transform else 0.0
         extra: dict[str, Any] = dict(top)
+        if bad:
+            extra["pixel_spacing_problem"] = bad
         if measures is not None:
             extra["SliceThickness"] = measures.get("SliceThickness")
             extra["SpacingBetweenSlices"] = measures.get("SpacingBetweenSlices")
@@ -254,7 +272,7 @@ def _enhanced_planes(row: Mapping[str, Any], refs: Sequence[FrameRef], ds) -> li
             row=row,
             position=None if ipp is None else np.array(ipp),
             orientation=None if iop is None else tuple(iop),
-            pixel_spacing=None if spacing is None else (spacing[0], spacing[1]),
+            pixel_spacing=spacing,
             slope=slope or 1.0,
             intercept=_num(transform.get("RescaleIntercept")) if transform else 0.0,
             echo=_echo(row, echo_time),

@@ -113,7 +113,9 @@ def _geometry_stack(
     rows, columns = fmt.rows, fmt.columns
     dr, dc = first.pixel_spacing or (1.0, 1.0)
     if first.pixel_spacing is None:
-        warnings.append("no Pixel Spacing: 1 mm assumed")
+        warnings.append(
+            first.extra.get("pixel_spacing_problem") or "no Pixel Spacing: 1 mm assumed"
+        )
     iop = np.asarray(orientation, float)
     step = report.step
     if len(ordered) == 1:

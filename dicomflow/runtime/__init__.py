@@ -14,6 +14,7 @@ from ._executors import (
     fork_is_safe,
     make_executor,
 )
+from ._memory import peak_rss
 from ._progress import (
     Progress,
     ProgressCallback,
@@ -37,5 +38,6 @@ __all__ = [
     "as_consumer",
     "fork_is_safe",
     "make_executor",
+    "peak_rss",
     "progress_for",
 ]

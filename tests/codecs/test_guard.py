@@ -109,10 +109,10 @@ def test_more_bits_than_bits_allocated_and_no_header(no_decoder_runs):
     fmt = PixelFormat("1.2.840.10008.1.2.4.70", rows=4, columns=4, bits_allocated=8, bits_stored=8)
     with pytest.raises(PixelSizeError, match="16 bits, more than Bits Allocated 8"):
         check_frame(_jpeg(0xC3, 16, 4, 4), fmt, transfer_syntax(fmt.transfer_syntax_uid))
-    with pytest.raises(PixelDataError, match="no JPEG start-of-frame marker"):
+    with pytest.raises(PixelDataError, match="no valid JPEG start-of-frame marker"):
         decode_frame(b"\x00" * 64, fmt, fmt.transfer_syntax_uid)
     j2k = PixelFormat("1.2.840.10008.1.2.4.90", rows=4, columns=4)
-    with pytest.raises(PixelDataError, match="no JPEG2000 SIZ marker"):
+    with pytest.raises(PixelDataError, match="no valid JPEG2000 SIZ marker"):
         decode_frame(b"\xff\x4f" + b"\x00" * 64, j2k, j2k.transfer_syntax_uid)
 
 

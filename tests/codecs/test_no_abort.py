@@ -236,3 +236,36 @@ def test_pydicom_decoders_never_reach_gdcm(corpus: Path) -> None:
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "alive", done.stderr[-2000:]
+
+
+# Found by the 100,000-mutant fuzz run (benchmarks/fuzz.py, flip class): one changed byte of a
+# corpus file each. imagecodecs' lossless JPEG (liblj92) crashed (SIGSEGV) on a start-of-frame
+# segment whose length is not 8 + 3 x components (T.81 B.2.2); pylibjpeg-rle, written in Rust,
+# panicked ("index out of bounds"), and pyo3's PanicException is a BaseException that no
+# ``except Exception`` caught: the process ended.
+_FUZZ_FOUND = {
+    "jpeg-lossless-sof-length": (
+        "transfer-syntax/jpeg-lossless-p14/JPEGLossless_1s_1f_u_16_12.dcm",
+        [(1613, 190)],
+    ),
+    "rle-segment-overrun": (
+        "transfer-syntax/rle/MR_small_RLE.dcm",
+        [(616, 119), (3614, 30), (4032, 29), (5832, 11), (6723, 67)],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_FUZZ_FOUND))
+def test_fuzz_found_frames_are_refused_in_a_process_that_lives(case, corpus, tmp_path) -> None:
+    source, changes = _FUZZ_FOUND[case]
+    data = bytearray((corpus / source).read_bytes())
+    for at, value in changes:
+        data[at] = value
+    path = tmp_path / f"{case}.dcm"
+    path.write_bytes(bytes(data))
+    out = _in_child(_FRAMES, path)[str(path)]  # the process lived
+    if case == "jpeg-lossless-sof-length":  # refused before any decoder sees it
+        assert out["refused"] == "FrameDecodeError"
+        assert "no valid JPEG start-of-frame marker" in out["message"]
+    else:  # the Rust decoder's panic is one failure; another backend decodes the frame
+        assert np.asarray(out["decoded"]).shape == (64, 64)

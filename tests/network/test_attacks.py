@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from dicomflow.network.protocol import P_DATA, AssociateRequest
+from dicomflow.runtime import peak_rss
 
 from .conftest import PEER_ENV, free_port, lake_files, wait_until
 
@@ -30,14 +31,6 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _peak_rss(pid: int) -> int:
-    """The process' high-water mark of resident memory (VmHWM), in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
 
 
 class Receiver:
@@ -104,7 +97,7 @@ def test_a_pdu_announcing_4_gb_is_aborted_without_buffering_it(
     receiver: Receiver, round_trip_files: list[Path], when: str
 ) -> None:
     """6 bytes (``01 00 FF FF FF FF``) took 4.2 GB per connection: now an A-ABORT at once."""
-    before = _peak_rss(receiver.proc.pid)
+    before = peak_rss(receiver.proc.pid)
     socks = []
     for _ in range(5):  # five of them exhausted a 24 GB host
         if when == "before association":
@@ -120,7 +113,7 @@ def test_a_pdu_announcing_4_gb_is_aborted_without_buffering_it(
         sock.close()
     time.sleep(0.5)
     assert receiver.proc.poll() is None, "the receiver died"
-    assert _peak_rss(receiver.proc.pid) - before < 200 * 2**20
+    assert peak_rss(receiver.proc.pid) - before < 200 * 2**20
     result = receiver.store(round_trip_files[:3])  # the allowed sender still gets in
     assert result.returncode == 0, result.stderr
     receiver.stop()

@@ -28,6 +28,7 @@ from dicomflow.network import (
     read_records,
     read_state,
 )
+from dicomflow.runtime import peak_rss
 
 from .conftest import PEER_ENV, free_port, lake_files, wait_until
 
@@ -199,14 +200,6 @@ def write_big_instance(path: Path, size: int) -> str:
             f.write(chunk[: min(left, len(chunk))])
             left -= min(left, len(chunk))
     return str(ds.SOPInstanceUID)
-
-
-def peak_rss(pid: int) -> int:
-    """The process's peak resident set (VmHWM), bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
 
 
 def test_a_large_instance_goes_to_its_file_as_it_arrives(tmp_path):

@@ -1,8 +1,8 @@
 """Memory budgets that hold: what a small file declares cannot make dicomflow take gigabytes.
 
-Each case runs in a child process that reports its own peak RSS (``VmHWM``, the high-water
-mark of its own memory: ``ru_maxrss`` would start at the test process's size, which Linux carries
-over a fork and exec): a bound on memory, measured where nothing else runs. The files are
+Each case runs in a child process that reports its own peak RSS (`dicomflow.runtime.peak_rss`,
+``VmHWM``: ``ru_maxrss`` would start at the test process's size, which Linux carries over a fork
+and exec): a bound on memory, measured where nothing else runs. The files are
 generated here.
 """
 
@@ -41,19 +41,7 @@ def _native(path: Path, frames: int, rows: int, columns: int, pixel_bytes: int) 
     return path
 
 
-_PEAK = r"""
-import resource
-
-def peak_rss():
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-"""
+_PEAK = "from dicomflow.runtime import peak_rss\n"
 
 
 def _child(script: str, *args: str) -> dict:

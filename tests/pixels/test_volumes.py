@@ -284,3 +284,54 @@ def test_volumes_from_pyarrow_polars_and_pandas_are_the_same():
     assert [len(r.skipped) for r in results] == [len(results[0].skipped)] * 3
     first = [np.asarray(r[0].array[0]) for r in results]
     assert np.array_equal(first[0], first[2]) and np.array_equal(first[0], first[1])
+
+
+def test_pixel_spacing_of_zero_is_written_like_dcm2niix_with_a_warning(tmp_path):
+    """Pixel Spacing 0\\0 made the NIfTI export fail (a degenerate affine); dcm2niix writes the
+    image with 1 mm voxels. Now the same voxel sizes and voxels, a valid affine, and why."""
+    src = tmp_path / "zero"
+    src.mkdir()
+    for i, path in enumerate(_dicom_files("series/dcm_qa_nih_ge_mr_0007")[:14]):
+        ds = pydicom.dcmread(path)
+        ds.PixelSpacing = [0, 0]
+        ds.save_as(src / f"{i:03}.dcm")
+    out = tmp_path / "d2n"
+    out.mkdir()
+    subprocess.run(["dcm2niix", "-f", "ref", "-o", str(out), str(src)], capture_output=True,
+                   check=True)  # fmt: skip
+    ref = nib.load(out / "ref.nii")
+    (vol,) = volumes(catalog_table(sorted(src.glob("*.dcm"))))
+    assert "Pixel Spacing 0\\0 is not a spacing: 1 mm assumed" in vol.warnings
+    ours = nib.load(vol.to_nifti(tmp_path / "ours.nii"))
+    assert ours.header.get_zooms() == pytest.approx(ref.header.get_zooms(), abs=1e-4)
+    assert np.array_equal(np.asarray(ours.dataobj), np.asarray(ref.dataobj))
+    assert abs(np.linalg.det(ours.affine[:3, :3])) > 0  # dcm2niix's is all zeros in plane
+
+
+def test_a_mosaic_larger_than_its_grid_of_tiles_is_still_cut(tmp_path):
+    """A mosaic whose size is not a multiple of its tiles per side (here 384 + 4 for 6 x 6
+    tiles of 64) was not split: a stack of whole mosaics with a false gantry tilt. Cut from the
+    top left, with its Image Position moved so that the tiles stay where they were: the same
+    voxels and the same affine as the real mosaic (whose volume equals dcm2niix's reference)."""
+    originals = _dicom_files("series/dcm_qa_siemens_sag_asc_36sl")
+    padded = tmp_path / "padded"
+    padded.mkdir()
+    for i, path in enumerate(originals):
+        ds = pydicom.dcmread(path)
+        image = ds.pixel_array
+        big = np.zeros((image.shape[0] + 4, image.shape[1] + 4), image.dtype)
+        big[: image.shape[0], : image.shape[1]] = image
+        iop = np.array(ds.ImageOrientationPatient, float)
+        dr, dc = (float(v) for v in ds.PixelSpacing)
+        # the first tile's corner is IPP + (mosaic - tile) / 2 in each direction: 2 more pixels
+        ipp = np.array(ds.ImagePositionPatient, float) - 2 * (iop[:3] * dc + iop[3:] * dr)
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in ipp]
+        ds.Rows, ds.Columns = big.shape
+        ds.PixelData = big.tobytes()
+        ds.save_as(padded / f"{i:03}.dcm")
+    (want,) = volumes(catalog_table(originals))
+    (got,) = volumes(catalog_table(sorted(padded.glob("*.dcm"))))
+    assert got.shape == want.shape
+    assert not any("tilt" in w for w in got.warnings)
+    assert np.array_equal(got.array.compute(), want.array.compute())
+    assert np.abs(got.affine - want.affine).max() < 1e-3
