@@ -149,6 +149,7 @@ def write_measurement_report(
     observer: str = "dicomflow^",
     series_number: int = 400,
     evaluations: Any = None,
+    segmentation: Any = None,
 ) -> Any:
     """Write a TID 1500 Measurement Report of a measurement table.
 
@@ -166,6 +167,9 @@ def write_measurement_report(
         Qualitative evaluations: ``TrackingIdentifier``, ``ConceptName``, ``ConceptMeaning``,
         ``value`` (a code, ``SCHEME:VALUE``) and ``value_meaning``, each joining the group of its
         tracking identifier (the columns of the second table :func:`read_measurements` gives).
+    segmentation : pydicom.Dataset or path, optional
+        A SEG: a group whose rows give ``ReferencedSegmentNumber`` is written as a volumetric
+        ROI group (TID 1411) measured on that segment of it, and the SEG joins the evidence.
     """
     import pydicom
 
@@ -195,6 +199,13 @@ def write_measurement_report(
     )
     context = hd.sr.ObservationContext(observer_person_context=observer_context)
     ref = hd.sr.SourceImageForMeasurementGroup.from_source_image(image)
+    seg = None
+    if segmentation is not None:
+        seg = (
+            segmentation
+            if isinstance(segmentation, pydicom.Dataset)
+            else pydicom.dcmread(segmentation)
+        )
     measurement_groups = []
     for tracking, items in groups.items():
         first = items[0]
@@ -210,24 +221,33 @@ def write_measurement_report(
         ]
         finding = first.get("Finding")
         site = first.get("FindingSite")
-        measurement_groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=first.get("TrackingUID") or hd.UID(), identifier=tracking
-                ),
-                finding_type=_concept(finding, first.get("FindingMeaning"), hd)
-                if finding
-                else None,
-                finding_sites=[
-                    hd.sr.FindingSite(_concept(site, first.get("FindingSiteMeaning"), hd))
-                ]
-                if site
-                else None,
-                source_images=[ref],
-                measurements=measurements,
-                qualitative_evaluations=coded.get(tracking) or None,
+        common: dict[str, Any] = {
+            "tracking_identifier": hd.sr.TrackingIdentifier(
+                uid=first.get("TrackingUID") or hd.UID(), identifier=tracking
+            ),
+            "finding_type": _concept(finding, first.get("FindingMeaning"), hd) if finding else None,
+            "finding_sites": [
+                hd.sr.FindingSite(_concept(site, first.get("FindingSiteMeaning"), hd))
+            ]
+            if site
+            else None,
+            "measurements": measurements,
+            "qualitative_evaluations": coded.get(tracking) or None,
+        }
+        number = first.get("ReferencedSegmentNumber")
+        if number is not None and seg is not None:
+            segment = hd.sr.ReferencedSegment.from_segmentation(seg, int(number))
+            measurement_groups.append(
+                hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                    referenced_segment=segment, **common
+                )
             )
-        )
+        elif number is not None:
+            raise DerivedObjectError(f"{tracking!r} names a segment: pass segmentation=")
+        else:
+            measurement_groups.append(
+                hd.sr.MeasurementsAndQualitativeEvaluations(source_images=[ref], **common)
+            )
     report = hd.sr.MeasurementReport(
         observation_context=context,
         procedure_reported=hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure"),
@@ -235,7 +255,7 @@ def write_measurement_report(
         title=hd.sr.CodedConcept("126000", "DCM", "Imaging Measurement Report"),
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[image],
+        evidence=[image] if seg is None else [image, seg, *_seg_sources(seg, image)],
         content=report,
         series_number=series_number,
         series_instance_uid=hd.UID(),
@@ -247,6 +267,24 @@ def write_measurement_report(
     )
     sr.save_as(str(path))
     return path
+
+
+def _seg_sources(seg: Any, image: Any) -> list[Any]:
+    """The source images a SEG references, as the identifiers SR evidence lists."""
+    from pydicom import Dataset
+
+    out = []
+    for series in seg.get("ReferencedSeriesSequence", []):
+        for ref in series.get("ReferencedInstanceSequence", []):
+            if ref.ReferencedSOPInstanceUID == image.SOPInstanceUID:
+                continue
+            ds = Dataset()
+            ds.SOPClassUID = ref.ReferencedSOPClassUID
+            ds.SOPInstanceUID = ref.ReferencedSOPInstanceUID
+            ds.SeriesInstanceUID = series.SeriesInstanceUID
+            ds.StudyInstanceUID = seg.StudyInstanceUID
+            out.append(ds)
+    return out
 
 
 def _rows(table: Any) -> list[dict[str, Any]]:

@@ -167,3 +167,33 @@ def test_not_an_sr_is_refused(ct_series) -> None:
     paths, _ = ct_series
     with pytest.raises(dfl.DerivedObjectError, match="not an SR"):
         dfl.read_measurements(paths[0])
+
+
+def test_measurements_on_a_segment_round_trip(ct_series, tmp_path) -> None:
+    import numpy as np
+    import pydicom
+
+    paths, vol = ct_series
+    lab = np.zeros(vol.shape, dtype=np.uint8)
+    lab[1:3, 2:6, 2:6] = 1
+    lab[3:5, 8:12, 8:12] = 2
+    seg_path = dfl.write_seg(lab, vol, tmp_path / "seg.dcm")
+    table = [{**r, "ReferencedSegmentNumber": 2 if r["TrackingIdentifier"] == "Lesion1" else None}
+             for r in _table("")]  # fmt: skip
+    out = dfl.write_measurement_report(table, paths[0], tmp_path / "sr.dcm", segmentation=seg_path)
+    meas, _, m, _ = _ours(out)
+    hd_m, _ = _highdicom_rows(out)
+    assert m == hd_m
+    seg_uid = pydicom.dcmread(seg_path).SOPInstanceUID
+    groups = hd.sr.srread(out).content.get_volumetric_roi_measurement_groups()
+    assert [g.tracking_identifier for g in groups] == ["Lesion1"]
+    assert groups[0].referenced_segment.referenced_sop_instance_uid == seg_uid
+    assert list(groups[0].referenced_segment.referenced_segment_numbers) == [2]
+    rows = meas.to_pylist()
+    lesion1 = [r for r in rows if r["TrackingIdentifier"] == "Lesion1"]
+    assert {(r["ReferencedSOPInstanceUID"], r["ReferencedSegmentNumber"]) for r in lesion1} == {
+        (seg_uid, 2)
+    }
+    if shutil.which("dciodvfy"):
+        run = subprocess.run(["dciodvfy", str(out)], capture_output=True, text=True)
+        assert [ln for ln in (run.stdout + run.stderr).splitlines() if ln.startswith("Error")] == []
