@@ -138,6 +138,19 @@ def _position(item: Any, shared: Any) -> np.ndarray | None:
     return None
 
 
+def _frames(ds: Any, n: int) -> np.ndarray:
+    """All frames; 1-bit native pixel data is unpacked directly (little-endian bit order)."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    native = syntax is not None and not syntax.is_compressed
+    if native and int(ds.BitsAllocated) == 1 and "PixelData" in ds:
+        count = n * int(ds.Rows) * int(ds.Columns)
+        bits = np.unpackbits(np.frombuffer(ds.PixelData, dtype=np.uint8), bitorder="little")
+        if bits.size < count:
+            raise DerivedObjectError(f"SEG {ds.SOPInstanceUID}: pixel data shorter than its frames")
+        return bits[:count]
+    return np.asarray(ds.pixel_array)
+
+
 def _segment_number(item: Any, shared: Any) -> int:
     """The segment of a frame: per frame, or shared by all (a SEG of one segment)."""
     for group in (item, shared):
@@ -172,9 +185,8 @@ def read_seg(seg: Any, volume: Any, *, threshold: float = 0.5) -> LabelVolume:
         raise DerivedObjectError(
             f"SEG frames are {ds.Rows}x{ds.Columns}, the series {shape[1]}x{shape[2]}"
         )
-    frames = ds.pixel_array
     n = int(ds.get("NumberOfFrames", 1) or 1)
-    frames = frames.reshape(n, shape[1], shape[2])
+    frames = _frames(ds, n).reshape(n, shape[1], shape[2])
     kind = ds.get("SegmentationType", "BINARY")
     is_labelmap = kind == "LABELMAP"
     if kind == "FRACTIONAL":
