@@ -188,6 +188,7 @@ TEST_PRIVATE_SEAMS = {
     "tests/test_scan_bad_input.py": "fault injection: a scan converter that raises",
     "tests/pixels/test_frames.py": "monkeypatches the frame locator and the backend list",
     "tests/pixels/test_writers.py": "the NIfTI writer's choice of its direct path, white-box",
+    "tests/derived/test_seg.py": "read_seg's direct 1-bit unpacking against pydicom, white-box",
     "tests/codecs/test_registry.py": "monkeypatches which JPEG plugin pydicom would use",
     "tests/pipeline/test_pipeline.py": "counts the process pools a run starts (monkeypatch)",
     "tests/pipeline/test_transcode.py": "white-box: the native fast path, the offset-table limit",

@@ -172,3 +172,20 @@ def test_frames_without_source_references_are_placed_by_position(ct_series, tmp_
     expected[k][expected[k] == number] = 0
     np.testing.assert_array_equal(got.labels, expected)
     assert got.warnings == (f"frame {i + 1} lies on no slice of the referenced series",)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "transfer-syntax/explicit-vr-le/liver_nonbyte_aligned.dcm",
+        "modality/SEG/liver_1frame.dcm",
+        "modality/SEG/highdicom_seg_image_ct_binary_overlap.dcm",
+    ],
+)
+def test_one_bit_frames_equal_pydicom(name) -> None:
+    from dicomflow.derived._seg import _frames
+
+    ds = pydicom.dcmread(CORPUS / name)
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    got = _frames(ds, n).reshape(n, ds.Rows, ds.Columns)
+    np.testing.assert_array_equal(got, np.asarray(ds.pixel_array).reshape(n, ds.Rows, ds.Columns))
