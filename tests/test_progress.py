@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,5 +149,53 @@ def test_the_cli_logs_lines_when_stderr_is_not_a_terminal(sample: Path, tmp_path
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     lines = [line for line in run.stderr.splitlines() if line.startswith("scanning: ")]
-    assert len(lines) == 1 and lines[0].startswith("scanning: 132 files, 3 failed, ")
+    assert len(lines) == 1 and lines[0].startswith("scanning: 132/132 files (100%), 3 failed, ")
     assert "finished in" in lines[0]
+
+
+#: A progress line while the task runs: count of total, percentage, rate, ETA.
+RUNNING = re.compile(
+    r"^(\w+): ([\d,]+)/([\d,]+) (\w+) \(\d+%\), (.*, )?[\d,.]+ \4/s, (.*, )?ETA \d+:\d\d:\d\d$"
+)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DICOMFLOW_PROGRESS_EVERY": "0"}  # a line per batch
+    return subprocess.run([sys.executable, "-m", "dicomflow.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=300)  # fmt: skip
+
+
+def test_long_commands_log_count_total_rate_and_eta_without_a_terminal(
+    sample: Path, tmp_path: Path
+) -> None:
+    """scan, deid, verify-deid and transcode in a log (stderr not a terminal): lines while they
+    run with count/total, rate and ETA (the scan and the pipelines used to give no total, so no
+    ETA), and a last line with the time they took."""
+    (tmp_path / "key").write_text("a project secret of some length\n")
+    commands = {
+        "scanning": ["scan", str(sample), "-o", "c.parquet", "--batch-size", "32"],
+        "running": ["deid", str(sample), "share", "--secret-file", "key", "--batch-size", "32"],
+        "verifying": ["verify-deid", str(sample), "share", "--workers", "1"],
+        "transcoding": ["transcode", str(sample), "tc", "--to", "explicit-vr-le",
+                        "--batch-size", "32"],
+    }  # fmt: skip
+    for task, args in commands.items():
+        run = _cli(*args, cwd=tmp_path)
+        assert run.returncode in (0, 1), run.stderr  # 1: the sample's 3 broken files
+        task = "running" if task == "transcoding" else task
+        lines = [line for line in run.stderr.splitlines() if line.startswith(f"{task}: ")]
+        assert len(lines) >= 3, (args[0], run.stderr)
+        running = [RUNNING.match(line) for line in lines[:-1]]
+        assert all(running), (args[0], lines)
+        totals = {m.group(3) for m in running if m}
+        assert len(totals) == 1 and int(totals.pop().replace(",", "")) >= 129, lines
+        assert "finished in" in lines[-1], lines
+
+
+def test_the_interval_setting_is_checked(sample: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "DICOMFLOW_PROGRESS_EVERY": "soon"}
+    run = subprocess.run([sys.executable, "-m", "dicomflow.cli", "scan", str(sample), "-o",
+                          str(tmp_path / "c.parquet")],
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert run.returncode != 0 and "DICOMFLOW_PROGRESS_EVERY" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -13,6 +13,9 @@ original. Pairing, in order of preference:
 An output that cannot be paired cannot be verified, and a manifest found inside the output
 folder holds the original paths and SOP Instance UIDs: both are reported as problems.
 
+The manifest also records each Deidentify stage's configuration: the attributes its recipe keeps
+are kept on purpose, reported as kept (not leaks) without being named again in ``kept``.
+
 The pairs are verified in batches on a pool of worker processes (``workers``, one per core by
 default; small folders in this process), with progress reported as `ProgressEvent` s.
 """
@@ -163,6 +166,36 @@ def _from_manifest(folders: list[Path], deidentified: Path) -> dict[Path, Path]:
     return pairs
 
 
+def _recipe_keeps(folders: list[Path]) -> frozenset[str]:
+    """The targets the recipes of the runs' Deidentify stages keep, from the manifests' metadata."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ._recipe import Recipe
+
+    keeps: set[str] = set()
+    seen: set[bytes] = set()
+    for folder in folders:
+        paths = sorted(folder.glob("run-*.parquet")) + sorted(folder.glob("run-*/part-*.parquet"))
+        for path in paths:
+            try:
+                metadata = pq.read_schema(path).metadata or {}
+            except (OSError, pa.ArrowInvalid):
+                continue  # a part cut short by a crash: its rows are not read either
+            config = metadata.get(b"dicomflow.pipeline")
+            if config is None or config in seen:
+                continue
+            seen.add(config)
+            for stage in json.loads(config).get("stages", ()):
+                if stage.get("type") == "deidentify" and stage.get("recipe"):
+                    recipe = Recipe.from_config(stage["recipe"])
+                    winner = {r.target: r.action for r in recipe.rules}  # by layer: last wins
+                    keeps.update(t for t, action in winner.items() if action == "keep")
+    return frozenset(keeps)
+
+
 def _pair(
     original: Path, deidentified: Path, outputs: list[Path], secret: bytes | None
 ) -> tuple[dict[Path, Path], str]:
@@ -242,7 +275,8 @@ def verify_folders(
         The project secret: pairs outputs with originals by their keyed UIDs when there is no
         manifest.
     kept : collection of str, optional
-        Attributes kept on purpose (keywords or ``(gggg,eeee)``), as for `verify`.
+        Attributes kept on purpose (keywords or ``(gggg,eeee)``), as for `verify`; those a
+        recipe recorded in the manifest keeps are added to them.
     workers : int, optional
         Worker processes; ``1`` verifies in this process; default one per core (in this process
         for fewer than `POOL_THRESHOLD` pairs).
@@ -276,6 +310,8 @@ def verify_folders(
             "original file paths and SOP Instance UIDs: move it out before sharing"
         )
     pairs = _from_manifest(folders, deidentified) if folders else {}
+    if pairs:  # the run's recipe says which attributes it kept on purpose
+        kept = frozenset(kept) | _recipe_keeps(folders)
     paired_by = "manifest"
     if not pairs:
         pairs, paired_by = _pair(original, deidentified, outputs, secret)

@@ -75,6 +75,8 @@ class ScanStats:
     #: changed files read again
     unchanged: int = 0
     replaced: int = 0
+    #: files to read, once the listing has ended (None while it runs): the progress total
+    total: int | None = None
 
     @property
     def instances(self) -> int:
@@ -87,7 +89,7 @@ class ScanStats:
     def event(self, *, finished: bool = False) -> ScanEvent:
         """These counters as a progress event."""
         return ScanEvent(
-            "scanning", unit="files", done=self.files, failed=self.errors,
+            "scanning", unit="files", done=self.files, total=self.total, failed=self.errors,
             bytes=self.bytes_read, elapsed=self.seconds, fallbacks=self.fallbacks,
             finished=finished,
         )  # fmt: skip
@@ -289,6 +291,16 @@ def _scan_task(args: tuple[Sequence[FileRef], ScanOptions]) -> tuple[pa.RecordBa
     return scan_batch(*args)
 
 
+def _counted(refs: Iterable[FileRef], stats: ScanStats) -> Iterator[FileRef]:
+    """The refs, setting ``stats.total`` when the listing ends (a pool or the look-ahead that
+    decides on one usually takes the whole listing before the reads are done)."""
+    listed = 0
+    for ref in refs:
+        listed += 1
+        yield ref
+    stats.total = listed
+
+
 def _batched(items: Iterable[FileRef], size: int) -> Iterator[list[FileRef]]:
     it = iter(items)
     while chunk := list(itertools.islice(it, size)):
@@ -437,7 +449,7 @@ class Catalog:
         """
         self.stats = stats = ScanStats()
         start = time.perf_counter()
-        batches = _batched(self.files(), self.batch_size)
+        batches = _batched(_counted(self.files(), stats), self.batch_size)
         shared = executor
         executor, batches = self._executor(batches, shared)
         try:

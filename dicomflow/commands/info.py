@@ -11,10 +11,10 @@ import argparse
 import glob
 import json
 import os
-import sys
 from typing import Any
 
 from ..errors import ConfigError
+from ._format import add_format, print_records, print_table, to_json
 from .run import EXIT_OK
 
 __all__ = ["register"]
@@ -32,12 +32,8 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument("path", metavar="PATH", help="catalog .parquet or folder, lake, or manifest")
-    p.add_argument(
-        "--format",
-        choices=["table", "csv", "json"],
-        default="table",
-        help="table: for people; csv: the main table only; json: every table (default: table)",
-    )
+    add_format(p, "table: for people; csv: the main table only; json: every table "
+               "(default: table)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -138,34 +134,21 @@ def _manifest(path: str) -> tuple[dict[str, Any], dict[str, Any], str]:
     return totals, {"outcomes": outcomes}, "outcomes"
 
 
-def _to_json(value: Any) -> Any:
-    import polars as pl
-
-    if isinstance(value, pl.DataFrame):
-        return json.loads(value.write_json())
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
-    import polars as pl
-
     path = args.path.rstrip("/") or args.path
     kind = _kind(path)
     totals, tables, main = {"catalog": _catalog, "lake": _lake, "manifest": _manifest}[kind](path)
     if args.format == "json":
         doc = {"path": path, "kind": kind, "totals": totals}
-        doc.update({name: _to_json(t) for name, t in tables.items()})
+        doc.update({name: to_json(t) for name, t in tables.items()})
         print(json.dumps(doc, indent=2, default=str))
         return EXIT_OK
     if args.format == "csv":
-        sys.stdout.write(tables[main].write_csv())
+        print_records(tables[main], "csv")
         return EXIT_OK
     print(f"{kind} {path}: " + ", ".join(f"{v:,} {k}" for k, v in totals.items()))
-    with pl.Config(
-        tbl_rows=40, fmt_str_lengths=60, tbl_width_chars=140, tbl_hide_dataframe_shape=True
-    ):
-        for name, table in tables.items():
-            if table.height:
-                print(f"\n{name.replace('_', ' ')}:")
-                print(table)
+    for name, table in tables.items():
+        if table.height:
+            print(f"\n{name.replace('_', ' ')}:")
+            print_table(table, rows=40)
     return EXIT_OK

@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 from ..errors import ConfigError
+from ._format import add_format, print_records
 from .run import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, list_failures
 
 __all__ = ["register"]
@@ -175,6 +176,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "-o", "--output", metavar="OUT.parquet", help="write the answers here (default: print)"
     )
+    add_format(p, "how the answers are printed: table (for people, UIDs whole on one line), "
+               "csv or json (a list of records), on stdout; the count goes to stderr "
+               "(default: table)")  # fmt: skip
     _add_web_auth(p)
     p.set_defaults(func=run_find)
 
@@ -500,8 +504,7 @@ def run_find(args: argparse.Namespace) -> int:
         return 0
     import polars as pl
 
-    with pl.Config(tbl_rows=50, tbl_cols=12, fmt_str_lengths=40, tbl_width_chars=160):
-        print(pl.from_arrow(table))
+    print_records(pl.from_arrow(table), args.format)
     print(f"{table.num_rows} answers", file=sys.stderr)
     return 0
 

@@ -46,7 +46,8 @@ def execute(pipeline: Any, args: argparse.Namespace) -> int:
     :data:`EXIT_FAILED` when any input failed, :data:`EXIT_STOPPED` when the run stopped early,
     else :data:`EXIT_OK` (a dry run reports what would fail but exits 0).
 
-    Progress: a bar on a terminal, a line every 10 seconds otherwise (cron, containers).
+    Progress: a bar on a terminal, a line every 10 seconds otherwise (cron, containers;
+    ``$DICOMFLOW_PROGRESS_EVERY`` sets the seconds).
     """
     from ..runtime import progress_for
 

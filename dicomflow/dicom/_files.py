@@ -158,10 +158,30 @@ def replace_url(path: str, data: bytes, storage_options: Mapping[str, Any] | Non
     _move_into_place(fs, fs_path, data)
 
 
-def _move_into_place(fs: Any, fs_path: str, data: bytes) -> None:
+#: Bytes a remote file buffers before it sends them (one part of an S3 multipart upload; S3
+#: takes parts of 5 MiB and more).
+PUT_BLOCK = 8 << 20
+
+
+def put_url(local: str, path: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Put the local file ``local`` at an fsspec URL, as :func:`replace_url` puts bytes: the
+    file is streamed in blocks of `PUT_BLOCK` (not ``put_file``: s3fs reads every part of a
+    multipart upload into memory at once), never read whole into memory."""
+    import fsspec
+
+    fs, fs_path = fsspec.core.url_to_fs(path, **dict(storage_options or {}))
+    _move_into_place(fs, fs_path, local=local)
+
+
+def _move_into_place(fs: Any, fs_path: str, data: bytes = b"", local: str | None = None) -> None:
     parent, name = fs_path.rsplit("/", 1)
     tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
-    fs.pipe_file(tmp, data)
+    if local is not None:
+        with open(local, "rb") as src, fs.open(tmp, "wb", block_size=PUT_BLOCK) as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+    else:
+        fs.pipe_file(tmp, data)
     try:
         fs.mv(tmp, fs_path)
     finally:

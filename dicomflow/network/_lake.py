@@ -11,7 +11,8 @@ Layout::
 A received data set is written after a File Meta Information group built here (no pydicom, no
 decoding), under a temporary name in its final folder, then linked into place; one larger than
 the spool's memory (:mod:`._spool`, 4 MiB) is written to ``_lake/incoming`` while it arrives
-and that file is linked into place. ``fsync``:
+and that file is linked into place (a lake on a URL spools to a folder of the local temporary
+space and streams the file up in 8 MiB blocks: memory stays bounded there too). ``fsync``:
 
 * ``"each"``: file and folder are fsync'ed before :meth:`Lake.receive` returns, so a Storage
   SCP acknowledges only what is durable (the default);
@@ -63,6 +64,7 @@ from ..dicom import (
     join,
     meta_uids,
     parse_header,
+    put_url,
     read_meta,
     replace_url,
     safe_component,
@@ -257,9 +259,9 @@ class Lake:
         self._closed = False
         self._compacting = threading.Lock()
         self._parts_written = 0
-        self._incoming = join(self.root, STATE_DIR, INCOMING)
-        if not self.url:
-            remove_stale(self._incoming)
+        # a URL lake spools to a local folder, then uploads the finished file
+        self._incoming = _local_incoming() if self.url else join(self.root, STATE_DIR, INCOMING)
+        remove_stale(self._incoming)
         finish_compactions(self.root, self.storage_options)
         self._threads = [
             threading.Thread(target=self._work, name=f"dicomflow-lake-{i}", daemon=True)
@@ -327,9 +329,10 @@ class Lake:
     def spooler(self, syntaxes: Mapping[int, str], calling_ae: str) -> Spooler | None:
         """For one association's :attr:`._ul.Connection.spool`: a spool for each C-STORE's
         data set (its presentation context's transfer syntax from ``syntaxes``); None where
-        this lake takes data sets in memory (stages need them there, and a URL lake has no
-        local folder). Close it when the association ends."""
-        if self.url or self.stages:
+        this lake takes data sets in memory (stages need them there). A URL lake spools to a
+        local temporary folder and uploads the finished file. Close it when the association
+        ends."""
+        if self.stages:
             return None
         return Spooler(self, syntaxes, calling_ae)
 
@@ -439,6 +442,9 @@ class Lake:
                 return refused
             path = self.path_for(study, series, sop)
             assert spool.path is not None
+            if self.url:
+                uids = (sop_class, sop, study, series, transfer_syntax, sop_instance)
+                return self._upload_spooled(spool, path, uids, calling_ae, source)
             if self.fsync == "each":
                 _fsync_file(spool.path)
             self._link(spool.path, path)
@@ -453,6 +459,26 @@ class Lake:
             with self._lock:
                 self.stats.failed += 1
             return Landed("failed", None, sop_instance, f"{type(exc).__name__}: {exc}")
+
+    def _upload_spooled(
+        self, spool: Spool, path: str, uids: tuple[str, ...], calling_ae: str, source: str
+    ) -> Landed:
+        """A URL lake: hash the local spool file, upload it in pieces (fsspec ``put_file``:
+        a multipart upload on S3), then remove it; memory stays at the spool's."""
+        assert spool.path is not None
+        try:
+            local = _output_of_file(spool.path)
+            put_url(spool.path, path, self.storage_options)
+        finally:
+            spool.discard()
+        sop_class, sop, study, series, transfer_syntax, sop_instance = uids
+        record = _Record(
+            path, (), sop_class, sop, study, series, transfer_syntax, sop_instance,
+            calling_ae, source, dt.datetime.now(dt.UTC),
+            output=Output("lake", path, local.sha256, local.size),
+        )  # fmt: skip
+        self._submit(record)
+        return Landed("landed", path, sop)
 
     def _run_stages(
         self, meta: bytes, dataset: Any, calling_ae: str, sop_instance: str
@@ -585,7 +611,9 @@ class Lake:
                 with self._lock:
                     self.stats.failed += 1
                 return
-        if item.in_file:
+        if item.output is not None:  # hashed before it was uploaded
+            output = item.output
+        elif item.in_file:
             item.output = output = _output_of_file(item.path)
         else:
             item.output = output = Output.of_parts("lake", item.path, item.parts)
@@ -1002,6 +1030,16 @@ def _modified(path: str, url: bool) -> int | None:
         return os.stat(path).st_mtime_ns // 1000
     except OSError:
         return None
+
+
+def _local_incoming() -> str:
+    """Where a URL lake's large data sets arrive: a folder of this machine's temporary space
+    (the spool names its files by process, so stale ones are removed as for a local lake)."""
+    import tempfile
+
+    folder = os.path.join(tempfile.gettempdir(), "dicomflow-incoming")
+    os.makedirs(folder, exist_ok=True)
+    return folder
 
 
 def _output_of_file(path: str) -> Output:

@@ -36,7 +36,8 @@ class Spool:
     ----------
     folder
         Where the file goes once the data set outgrows ``memory`` (the lake's incoming folder,
-        on the lake's file system, so the file is linked into place, not copied).
+        on the lake's file system, so the file is linked into place, not copied; for a lake
+        on a URL, a local temporary folder the file is uploaded from).
     meta
         The File Meta Information the file starts with (preamble and ``DICM`` included).
     memory

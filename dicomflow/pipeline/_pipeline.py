@@ -190,6 +190,12 @@ def _catalog_batches(source: Any, pool: Executor | None) -> Iterator[pa.RecordBa
         yield from scan(source).iter_batches(executor=pool)
 
 
+def _listed_files(source: Any) -> int | None:
+    """The files a scan still running as the source has listed, once its listing has ended."""
+    stats = getattr(source, "stats", None)
+    return getattr(stats, "total", None)
+
+
 def _is_table(source: Any) -> bool:
     """A catalog table (pyarrow or polars), as opposed to a scan still to run."""
     from ..catalog import Catalog
@@ -359,6 +365,9 @@ class Pipeline:
         consumer = as_consumer(progress)
         total = len(self.source) if _is_table(self.source) else None  # type: ignore[arg-type]
 
+        def _listed() -> int | None:  # a scan as the source: its file count, once listed
+            return None if _is_table(self.source) else _listed_files(self.source)
+
         def record(rows: list[dict[str, Any]]) -> None:
             rows_out.extend(rows)
             for row in rows:
@@ -369,7 +378,7 @@ class Pipeline:
         def report_progress(finished: bool = False) -> None:
             if consumer is not None:
                 consumer(ProgressEvent(
-                    "running", unit="instances", done=len(rows_out), total=total,
+                    "running", unit="instances", done=len(rows_out), total=total or _listed(),
                     failed=statuses.get("failed", 0), elapsed=time.perf_counter() - start,
                     detail=dict(statuses), finished=finished,
                 ))  # fmt: skip

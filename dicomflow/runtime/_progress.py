@@ -22,6 +22,7 @@ consumer, any callable taking one event, as work completes, and once more at the
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -29,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any, Protocol
+
+from ..errors import ConfigError
 
 __all__ = [
     "Progress",
@@ -126,18 +129,22 @@ class Progress:
 
     def _start(self, label: str, unit: str, total: int | None) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
         from rich.progress import Progress as RichProgress
 
         count = MofNCompleteColumn() if total else TextColumn("{task.completed:,}")
-        self._progress = RichProgress(
-            TextColumn(f"{label:<10}"),
-            BarColumn(),
-            count,
-            TextColumn(unit + "  {task.fields[rate]}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-        )
+        rate = TextColumn(unit + "  {task.fields[rate]}")
+        columns: list[Any] = [TextColumn(f"{label:<10}"), BarColumn(), count, rate,
+                              TimeElapsedColumn()]  # fmt: skip
+        if total:  # the time left, once there is a total to reach
+            columns += [TextColumn("ETA"), TimeRemainingColumn()]
+        self._progress = RichProgress(*columns, console=Console(stderr=True))
         self._progress.__enter__()
         self._task = self._progress.add_task(label, total=total, rate="")
 
@@ -305,12 +312,34 @@ def as_consumer(progress: Any) -> ProgressConsumer | None:
     return progress
 
 
+#: Environment variable: seconds between two progress lines when stderr is not a terminal.
+EVERY_ENV = "DICOMFLOW_PROGRESS_EVERY"
+
+
+def _interval(interval: float | None) -> float:
+    if interval is not None:
+        return interval
+    text = os.environ.get(EVERY_ENV)
+    if not text:
+        return 10.0
+    try:
+        every = float(text)
+    except ValueError:
+        every = -1.0
+    if not every >= 0:
+        raise ConfigError(f"{EVERY_ENV} must be a number of seconds >= 0, got {text!r}")
+    return every
+
+
 def progress_for(
-    stream: IO[str] | None = None, *, interval: float = 10.0, quiet: bool = False
+    stream: IO[str] | None = None, *, interval: float | None = None, quiet: bool = False
 ) -> Progress | ProgressLog:
     """The command line's consumer: a bar when ``stream`` (stderr) is a terminal, a log line
     every ``interval`` seconds otherwise, nothing shown when ``quiet``. Use it as a context
-    manager, so that a bar is closed however the command ends."""
+    manager, so that a bar is closed however the command ends.
+
+    ``interval`` defaults to ``$DICOMFLOW_PROGRESS_EVERY`` (seconds), else 10."""
+    interval = _interval(interval)
     if quiet:
         return Progress(enabled=False)
     stream = stream if stream is not None else sys.stderr

@@ -201,3 +201,32 @@ def test_convert_refuses_what_does_not_map(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "11 rules have no dicomflow recipe form; nothing written" in err
     assert 'line 13: <r en="T" t="unspecifiedelements">' in err and not out.exists()
+
+
+def test_verify_deid_reads_the_recipes_keeps_from_the_manifest(
+    tmp_path, export, secret_file, capsys
+) -> None:
+    """A recipe keeps SeriesDescription, which names the site: with only --manifest, verify-deid
+    lists it as kept; the patient's name planted in another attribute is still a leak."""
+    src = tmp_path / "named"
+    src.mkdir()
+    for path in sorted(export.iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.PatientName = "DOE^JOHNATHAN"
+        ds.SeriesDescription = "fMRI Riverside Memorial"
+        ds.save_as(src / path.name)
+    dst, manifest = tmp_path / "share", tmp_path / "runs"
+    assert _deid(src, dst, secret_file, "--keep", "SeriesDescription", "--allow-identifying",
+                 "--manifest", str(manifest)) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["verify-deid", str(src), str(dst), "--manifest", str(manifest), "-q"]) == 0
+    out = capsys.readouterr()
+    assert "kept (listed, not failing): " in out.out and "SeriesDescription" in out.out
+    assert "0 findings" in out.err and "LEAKS" not in out.err
+    planted = sorted(dst.rglob("*.dcm"))[0]
+    ds = pydicom.dcmread(planted)
+    ds.ImageComments = "for DOE JOHNATHAN"
+    ds.save_as(planted)
+    assert main(["verify-deid", str(src), str(dst), "--manifest", str(manifest), "-q"]) == 1
+    out = capsys.readouterr()
+    assert "ImageComments" in out.out.split("kept (listed")[0] and "2 findings" in out.err

@@ -4,10 +4,12 @@ cancel and errors against a pynetdicom SCP (a test peer that answers as a test t
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import threading
 import time
+from csv import DictReader
 
 import pyarrow.parquet as pq
 import pytest
@@ -389,3 +391,32 @@ def test_find_with_iso_dates_and_times(orthanc, corpus, tmp_path):
     result = find_command(orthanc, "--query", "StudyDate=1995-09-01-1995-09-30")
     assert result.returncode == 2
     assert "write the range as A..B" in result.stderr and "2024-01-01..2024-01-31" in result.stderr
+
+
+def test_find_formats(orthanc, tmp_path):
+    """``--format table`` prints every series UID whole on one line (they used to wrap over four
+    lines); csv and json give the same answers as ``-o`` to programs, on stdout alone."""
+    expected = answers(orthanc, tmp_path, "--level", "series")
+    uids = {r["series_instance_uid"] for r in expected}
+    assert uids and max(map(len, uids)) > 40
+    table = find_command(orthanc, "--level", "series")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    for uid in uids:  # whole, on the line of its row
+        assert sum(uid in line for line in lines) == 1, uid
+    assert f"{len(expected)} answers" in table.stderr
+    assert table.stdout == find_command(orthanc, "--level", "series", "--format", "table").stdout
+    csv = find_command(orthanc, "--level", "series", "--format", "csv")
+    assert csv.returncode == 0, csv.stderr
+    rows = list(DictReader(io.StringIO(csv.stdout)))
+    assert [r["series_instance_uid"] for r in rows] == [r["series_instance_uid"] for r in expected]
+    assert rows[0].keys() == expected[0].keys()
+    doc = find_command(orthanc, "--level", "series", "--format", "json")
+    assert doc.returncode == 0, doc.stderr
+    records = json.loads(doc.stdout)
+    assert [r["series_instance_uid"] for r in records] == [
+        r["series_instance_uid"] for r in expected
+    ]
+    assert {k: str(v) for k, v in records[0].items() if v is not None} == {
+        k: str(v) for k, v in expected[0].items() if v is not None
+    }
