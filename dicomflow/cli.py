@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -40,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     except DicomflowError as exc:
         print(f"dicomflow {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `dicomflow info x | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nor may the exit's flush of stdout complain
+        return 141  # 128 + SIGPIPE, as a shell reports a tool the pipe's reader left
     except OSError as exc:  # outside any one input: a missing file, a folder that is a file
         print(f"dicomflow {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -88,3 +88,22 @@ def test_info_of_something_else_is_a_clear_error(tmp_path, capsys) -> None:
     assert main(["info", str(tmp_path / "notes.parquet")]) == 2
     assert "is not a Parquet file" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "missing")]) == 2
+
+
+def test_a_reader_that_stops_early_is_no_error(sample, tmp_path) -> None:
+    """`dicomflow info CATALOG | head -1`: the reader closed the pipe; it printed "error:
+    [Errno 32] Broken pipe" with exit 2. Now quiet, with the shell's code for it (141)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "catalog.parquet"
+    assert main(["scan", str(sample.root), "-o", str(out), "-q", "--workers", "1"]) == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dicomflow", "info", str(out), "--format", "csv"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the child has written anything: its first write fails
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Broken pipe" not in err and "Traceback" not in err, err
