@@ -15,8 +15,10 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from dicomflow.runtime import peak_rss
+
 from .conftest import PEER_ENV, free_port, wait_until
-from .test_attacks import _listening, _peak_rss
+from .test_attacks import _listening
 
 #: Pixel bytes of the large instance: far above the spool's 4 MiB and the upload's pieces.
 LARGE = 320 * 2**20
@@ -71,13 +73,13 @@ def test_a_large_instance_into_an_s3_lake_is_spooled(s3, tmp_path: Path, peers_a
     )  # fmt: skip
     try:
         wait_until(lambda: _listening(port), 30, "receive", proc)
-        before = _peak_rss(proc.pid)
+        before = peak_rss(proc.pid)
         result = subprocess.run(
             ["storescu", "-aet", "MODALITY", "-aec", "LAKE", "127.0.0.1", str(port), str(sent)],
             env=PEER_ENV, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
-        grown = _peak_rss(proc.pid) - before
+        grown = peak_rss(proc.pid) - before
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
