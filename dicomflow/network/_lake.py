@@ -80,6 +80,7 @@ from ._records import (
     catalog_rows,
     compact,
     finish_compactions,
+    fsync_dir,
     part_table,
     read_catalog,
     read_records,
@@ -538,7 +539,7 @@ class Lake:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         if self.fsync == "each":
-            _fsync_dir(folder)
+            fsync_dir(folder)
         elif self.fsync == "batch":
             with self._lock:
                 self._unsynced.append(path)
@@ -557,7 +558,7 @@ class Lake:
         if paths and not self.url:
             with ThreadPoolExecutor(4) as pool:
                 list(pool.map(_fsync_file, paths))
-                list(pool.map(_fsync_dir, sorted({os.path.dirname(p) for p in paths})))
+                list(pool.map(fsync_dir, sorted({os.path.dirname(p) for p in paths})))
         self._write_records()
 
     def flush(self) -> None:
@@ -947,19 +948,6 @@ def _fsync_file(path: str) -> None:
         return
     try:
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)
 

@@ -146,7 +146,7 @@ def write_part(
     with atomic_path(path, fsync=fsync) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     if fsync:
-        _fsync_dir(os.path.dirname(path))
+        fsync_dir(os.path.dirname(path))
     return path
 
 
@@ -369,7 +369,7 @@ def compact(
     write_part(root, kind, table, fsync=fsync, storage_options=so, name=name)
     _remove(fs, small)
     if fs is None and fsync:
-        _fsync_dir(os.path.dirname(small[0]))
+        fsync_dir(os.path.dirname(small[0]))
     return len(small)
 
 
@@ -394,7 +394,9 @@ def _remove(fs: Any, paths: Sequence[str]) -> None:
             pass
 
 
-def _fsync_dir(folder: str) -> None:
+def fsync_dir(folder: str) -> None:
+    """Make a folder's new entries durable (best effort: where a folder cannot be opened or
+    synced, nothing)."""
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:

@@ -83,6 +83,17 @@ def corpus_files(corpus: Path, entries: Iterable[str]) -> list[Path]:
     return out
 
 
+def copy_corpus(corpus: Path, entries: Iterable[str], dest: Path) -> None:
+    """Copy corpus files and folders (whole, as they are) under ``dest``, at their own paths."""
+    for entry in entries:
+        src, to = corpus / entry, dest / entry
+        if src.is_dir():
+            shutil.copytree(src, to)
+        else:
+            to.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, to)
+
+
 def _is_part10(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(132)[128:] == b"DICM"

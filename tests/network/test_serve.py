@@ -23,7 +23,7 @@ import dicomflow as dfl
 from dicomflow.network.serve import DicomWebServer, load_index
 from dicomflow.sample import make_sample
 
-from .conftest import free_port, wait_until
+from .conftest import copy_corpus, free_port, wait_until
 
 CORPUS_FILES = (
     "series/dcm_qa_ct_ge",  # 28 native CT slices
@@ -40,14 +40,7 @@ FRAMES = (("application/octet-stream", "*"),)
 @pytest.fixture(scope="module")
 def archive(corpus: Path, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("serve")
-    for entry in CORPUS_FILES:
-        src = corpus / entry
-        dest = root / "corpus" / entry
-        if src.is_dir():
-            shutil.copytree(src, dest)
-        else:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, dest)
+    copy_corpus(corpus, CORPUS_FILES, root / "corpus")
     make_sample(root / "sample")
     dfl.scan(root).to_parquet(root / "catalog.parquet")
     return root

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from pydicom.encaps import generate_frames
 import dicomflow as dfl
 from dicomflow.network import export_dicomweb, load_index
 
-from .conftest import free_port
+from .conftest import copy_corpus, free_port
 
 CORPUS_FILES = (
     "series/dcm_qa_ct_ge",
@@ -29,14 +28,7 @@ CORPUS_FILES = (
 @pytest.fixture(scope="module")
 def archive(corpus: Path, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("static")
-    for entry in CORPUS_FILES:
-        src = corpus / entry
-        dest = root / "files" / entry
-        if src.is_dir():
-            shutil.copytree(src, dest)
-        else:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, dest)
+    copy_corpus(corpus, CORPUS_FILES, root / "files")
     dfl.scan(root / "files").to_parquet(root / "catalog.parquet")
     return root
 
