@@ -107,3 +107,14 @@ def test_a_reader_that_stops_early_is_no_error(sample, tmp_path) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141, err
     assert "Broken pipe" not in err and "Traceback" not in err, err
+
+
+def test_info_of_a_folder_that_holds_no_catalog_is_a_clear_error(tmp_path, capsys) -> None:
+    """A folder of other files, or an empty one, raised pyarrow's and polars' errors."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("hi")
+    (tmp_path / "empty").mkdir()
+    assert main(["info", str(tmp_path / "notes")]) == 2
+    assert "is not a catalog folder" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "empty")]) == 2
+    assert "holds no catalog, lake or manifest" in capsys.readouterr().err

@@ -195,6 +195,8 @@ class _Search:
                 seen += 1
                 if seen >= MAX_HITS:
                     break
+            if seen >= MAX_HITS:
+                break
         if not seen and self.decode and not text.isascii():  # code extensions (ISO 2022)
             for place, decoded in output.texts(self.codecs):
                 if find(decoded, folded, value.match) != -1:

@@ -190,10 +190,26 @@ def _recipe_keeps(folders: list[Path]) -> frozenset[str]:
             seen.add(config)
             for stage in json.loads(config).get("stages", ()):
                 if stage.get("type") == "deidentify" and stage.get("recipe"):
-                    recipe = Recipe.from_config(stage["recipe"])
-                    winner = {r.target: r.action for r in recipe.rules}  # by layer: last wins
-                    keeps.update(t for t, action in winner.items() if action == "keep")
+                    keeps.update(_kept_by(Recipe.from_config(stage["recipe"])))
     return frozenset(keeps)
+
+
+def _kept_by(recipe: Any) -> set[str]:
+    """The attributes a recipe keeps, as the collector names them (a keyword, else
+    ``(GGGG,EEEE)``): per attribute the rule of the highest layer wins, however its target
+    was spelt (``PatientName``, ``(0010,0010)`` and ``00100010`` are one attribute)."""
+    from ._recipe import label
+
+    winner: dict[tuple[Any, ...], Any] = {}
+    for rule in recipe.rules:
+        key = rule.parsed.key
+        if key not in winner or rule.layer >= winner[key].layer:
+            winner[key] = rule
+    return {
+        label(rule.parsed.value) if rule.parsed.kind == "public" else rule.target
+        for rule in winner.values()
+        if rule.action == "keep"
+    }
 
 
 def _pair(

@@ -45,7 +45,15 @@ def _kind(path: str) -> str:
             os.path.join(path, "run-*", "part-*.parquet")
         ):
             return "manifest"
-        return "catalog"
+        import pyarrow.dataset as pads
+
+        try:
+            names = set(pads.dataset(path, format="parquet", partitioning="hive").schema.names)
+        except Exception as exc:  # noqa: BLE001 - any unreadable folder: one clear message
+            raise ConfigError(f"{path!r} is not a catalog folder: {exc}") from None
+        if {"uri", "error"} <= names:
+            return "catalog"
+        raise ConfigError(f"{path!r} holds no catalog, lake or manifest")
     if not os.path.exists(path):
         raise ConfigError(f"{path!r} does not exist")
     import pyarrow.parquet as pq

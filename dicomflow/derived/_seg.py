@@ -220,6 +220,10 @@ def read_seg(seg: Any, volume: Any, *, threshold: float = 0.5) -> LabelVolume:
             labels[k] = np.where(frame > 0, frame, labels[k])
             continue
         num = _segment_number(item, shared)
+        if num not in masks:
+            raise DerivedObjectError(
+                f"SEG frame {i + 1} names segment {num}, which its Segment Sequence lacks"
+            )
         masks[num][k] |= frames[i].astype(bool)
     for num in sorted(masks):
         labels[masks[num]] = num

@@ -181,6 +181,13 @@ def write_measurement_report(
     image = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(source)
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
+        if row["TrackingIdentifier"] is None:  # "None" would merge every such row into one group
+            raise DerivedObjectError(f"a measurement row has no TrackingIdentifier: {row}")
+        if row.get("value") is None:
+            raise DerivedObjectError(
+                f"measurement {row.get('ConceptName')!r} of {row['TrackingIdentifier']!r} has "
+                "no value"
+            )
         groups.setdefault(str(row["TrackingIdentifier"]), []).append(row)
     coded: dict[str, list[Any]] = {}
     for row in _rows(evaluations) if evaluations is not None else []:

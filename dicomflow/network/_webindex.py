@@ -463,10 +463,11 @@ def _json_values(vr: str, value: Any) -> list[Any]:
             out.append(
                 item.strftime("%H%M%S") + (f".{item.microsecond:06d}" if item.microsecond else "")
             )
-        elif vr in ("IS", "SL", "SS", "UL", "US", "SV", "UV"):
-            out.append(int(item))
-        elif vr in ("DS", "FL", "FD"):
-            out.append(float(item))
+        elif vr in ("IS", "SL", "SS", "UL", "US", "SV", "UV", "DS", "FL", "FD"):
+            try:  # a catalog that kept a value as text ("12.0", "x") answers it as text
+                out.append(float(item) if vr in ("DS", "FL", "FD") else int(item))
+            except (TypeError, ValueError):
+                out.append(str(item))
         elif isinstance(item, bytes):
             continue  # binary values are bulk data, not QIDO answers
         else:

@@ -41,6 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..dicom import uid_problem
 from ..errors import ConfigError, PixelDataError
 from ..pixels import (
     FrameRef,
@@ -54,7 +55,6 @@ from ._webstatic import header_json, stored_frame
 
 __all__ = ["DicomWebServer", "create_app", "load_index", "stored_frame"]
 
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _DICOM_JSON = "application/dicom+json"
 _REFS_CACHED = 4096
 _MAX_RESULTS = 10_000  # one answer at most; the Warning header says when there were more
@@ -66,7 +66,7 @@ class _NotFound(Exception):
 
 
 def _uid(value: str) -> str:
-    if len(value) > 64 or not _UID.fullmatch(value):
+    if uid_problem(value, strict=False):  # the lake's own check: what it adopts, it serves
         raise ConfigError(f"{value[:80]!r} is not a UID")
     return value
 

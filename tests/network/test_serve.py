@@ -412,3 +412,11 @@ def test_an_unlimited_search_is_cut_with_a_warning(server, index, monkeypatch) -
     assert f"{index.instances.height - 5} more results" in r.headers["warning"]
     paged = httpx.get(f"{server.url}/instances?limit=3&offset=2")
     assert len(paged.json()) == 3 and "warning" not in paged.headers
+
+
+def test_a_number_kept_as_text_is_answered_as_text_not_a_failed_search() -> None:
+    """An IS or DS value a catalog kept as text ("12.0", "x") made every QIDO answer a 500."""
+    from dicomflow.network._webindex import _json_values
+
+    assert _json_values("IS", ["12", "12.0", "x"]) == [12, "12.0", "x"]
+    assert _json_values("DS", ["1.5", "n/a"]) == [1.5, "n/a"]
