@@ -143,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     catalog = _catalog(args.src, storage_options)
     if args.format == "dicom":
         return _export_dicom(catalog, args, storage_options)
+    if not isinstance(catalog, pa.Table):  # scanned once, for the volumes and the label maps
+        catalog = catalog.to_arrow()
     vols = volumes(catalog, storage_options=storage_options or None, resample=args.resample)
     dst = Path(args.dst)
     dst.mkdir(parents=True, exist_ok=True)
@@ -224,7 +226,7 @@ def _label_maps(catalog: Any, vols: Any, dst: Path, suffix: str, outputs: list[s
 
     from ..derived import read_rtstruct, read_seg
 
-    table = catalog.to_arrow() if hasattr(catalog, "to_arrow") else catalog
+    table = catalog
     if "Modality" not in table.column_names:
         return 0
     rows = [
