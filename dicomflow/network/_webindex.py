@@ -25,6 +25,7 @@ import polars as pl
 from pydicom.datadict import dictionary_VR, keyword_dict, keyword_for_tag
 
 from ..errors import ConfigError, SourceNotFoundError
+from ._matching import temporal_value
 
 __all__ = ["CatalogIndex", "Query", "load_catalog", "load_index"]
 
@@ -338,7 +339,7 @@ def _match_one(keyword: str, dtype: pl.DataType, value: str) -> pl.Expr:
     col = pl.col(keyword)
     vr = _vr(keyword)
     if vr in ("DA", "TM", "DT"):
-        return _range(col, vr, dtype, value)
+        return _range(col, keyword, vr, dtype, value)
     values = value.split("\\")
     if isinstance(dtype, pl.List):
         return col.list.eval(_scalar(pl.element(), vr, values)).list.any().fill_null(False)
@@ -366,58 +367,31 @@ def _scalar(col: pl.Expr, vr: str, values: Sequence[str], dtype: Any = pl.String
     return expr
 
 
-def _parse_temporal(vr: str, text: str) -> Any:
-    text = text.replace("-", "").replace(":", "") if vr != "DT" else text
-    try:
-        if vr == "DA":
-            return dt.datetime.strptime(text.replace(".", ""), "%Y%m%d").date()
-        if vr == "TM":
-            digits = text.split(".")[0].ljust(6, "0")
-            return dt.time(int(digits[:2]), int(digits[2:4]), int(digits[4:6]))
-        digits = text.split(".")[0].split("+")[0].ljust(14, "0")
-        return dt.datetime.strptime(digits[:14], "%Y%m%d%H%M%S").replace(tzinfo=dt.UTC)
-    except ValueError as exc:
-        raise ConfigError(f"{text!r}: not {'a date' if vr == 'DA' else 'a time'} value") from exc
+_STRFTIME = {"DA": "%Y%m%d", "TM": "%H%M%S", "DT": "%Y%m%d%H%M%S"}
 
 
-def _range(col: pl.Expr, vr: str, dtype: Any, value: str) -> pl.Expr:
-    if "-" in value and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        low_text, high_text = value.split("-", 1)
+def _range(col: pl.Expr, keyword: str, vr: str, dtype: Any, value: str) -> pl.Expr:
+    """DA/TM/DT matching (PS3.4 C.2.2.2.5): the value read as the C-FIND keys are
+    (`temporal_value`: ISO or compact, ``A-B`` or ``A..B``), then compared as compact text
+    for every column type, an upper end given to the day, minute or hour covering all of it."""
+    value = temporal_value(keyword, vr, value)
+    if not value:
+        return pl.lit(True)
+    if "-" in value:
+        low, high = value.split("-", 1)
     else:
-        low_text = high_text = value
-    low = _parse_temporal(vr, low_text) if low_text else None
-    high = _parse_temporal(vr, high_text) if high_text else None
-    if dtype == pl.String:  # a catalog that kept the text: compare compact text
+        low = high = value
+    low, high = low.split(".")[0], high.split(".")[0]  # whole seconds: what the columns show
+    if dtype == pl.String:  # a catalog that kept the text
         text = col.str.replace_all(r"[-:]", "")
-        lo = None if low is None else _compact(low)
-        hi = None if high is None else _compact(high)
-        expr = pl.lit(True)
-        if lo is not None:
-            expr = expr & (text >= lo)
-        if hi is not None:
-            expr = expr & (text.str.slice(0, len(hi)) <= hi)
-        return expr.fill_null(False)
-    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
-        low = low.replace(tzinfo=None) if isinstance(low, dt.datetime) else low
-        high = high.replace(tzinfo=None) if isinstance(high, dt.datetime) else high
+    else:
+        text = col.dt.strftime(_STRFTIME[vr])
     expr = pl.lit(True)
-    if low is not None:
-        expr = expr & (col >= low)
-    if high is not None:
-        if isinstance(high, dt.time) and high_text and len(high_text.split(".")[0]) < 6:
-            # a time given to the minute or hour covers all of it
-            expr = expr & (col.dt.strftime("%H%M%S").str.slice(0, len(high_text)) <= high_text)
-        else:
-            expr = expr & (col <= high)
+    if low:
+        expr = expr & (text >= low)
+    if high:
+        expr = expr & (text.str.slice(0, len(high)) <= high)
     return expr.fill_null(False)
-
-
-def _compact(value: Any) -> str:
-    if isinstance(value, dt.datetime):
-        return value.strftime("%Y%m%d%H%M%S")
-    if isinstance(value, dt.date):
-        return value.strftime("%Y%m%d")
-    return value.strftime("%H%M%S")
 
 
 # -- DICOM JSON (PS3.18 F.2) ------------------------------------------------------------------

@@ -420,3 +420,28 @@ def test_a_number_kept_as_text_is_answered_as_text_not_a_failed_search() -> None
 
     assert _json_values("IS", ["12", "12.0", "x"]) == [12, "12.0", "x"]
     assert _json_values("DS", ["1.5", "n/a"]) == [1.5, "n/a"]
+
+
+def test_date_and_time_ranges_match_alike_whatever_the_column_type() -> None:
+    """QIDO ranges matched differently on text and typed columns: StudyTime=-0830 left out
+    083015 on text; a DT range's upper date lost its day. Values are read as find reads them."""
+    import datetime as dt
+
+    import polars as pl
+
+    from dicomflow.network._webindex import _match_one
+
+    def hits(frame: pl.DataFrame, key: str, value: str) -> int:
+        return frame.filter(_match_one(key, frame.schema[key], value)).height
+
+    times = [dt.time(8, 30, 15), dt.time(8, 31), dt.time(7, 0)]
+    for frame in (pl.DataFrame({"StudyTime": times}),
+                  pl.DataFrame({"StudyTime": [t.strftime("%H%M%S") for t in times]})):  # fmt: skip
+        assert hits(frame, "StudyTime", "-0830") == 2  # 08:30 covers the whole minute
+        assert hits(frame, "StudyTime", "08:30..08:31") == 2
+    stamps = [dt.datetime(2020, 1, 1, 8), dt.datetime(2020, 1, 2), dt.datetime(2019, 6, 1)]
+    for frame in (pl.DataFrame({"AcquisitionDateTime": stamps}),
+                  pl.DataFrame({"AcquisitionDateTime": [s.strftime("%Y%m%d%H%M%S")
+                                                        for s in stamps]})):  # fmt: skip
+        assert hits(frame, "AcquisitionDateTime", "20190101-20200101") == 2
+        assert hits(frame, "AcquisitionDateTime", "2020-01-01T08:00") == 1
