@@ -46,8 +46,10 @@ docs: setup
 notebooks: setup
 	$(PY) scripts/run_notebooks.py
 
+# every benchmark, one after another, then one table of ratios (.bench/summary.md);
+# `make bench QUICK=1` for small sizes (about 20 min), BENCH_ONLY=scan,deid for some
 bench: setup
-	$(PY) benchmarks/bench_scan.py
+	$(PY) benchmarks/run_all.py $(if $(QUICK),--quick) $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
 
 clean:
 	rm -rf demo-out .bench .pytest_cache site

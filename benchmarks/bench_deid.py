@@ -49,7 +49,8 @@ import sys
 import time
 from pathlib import Path
 
-from synth import ensure_archive, list_dicom  # benchmarks/ is on sys.path when run as a script
+from _summary import record  # benchmarks/ is on sys.path when run as a script
+from synth import ensure_archive, list_dicom
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -304,10 +305,13 @@ def bench(args: argparse.Namespace) -> int:
         verdicts.append(ok)
         print(f"dicomflow-1w >= {TARGET_RATIO:.0f}x the fastest competitor ({fastest}): "
               f"{ratio:.2f}x  {'PASS' if ok else 'FAIL'}")  # fmt: skip
+        record("deid", "files/s dicomflow-1w", ratio, target=TARGET_RATIO, against=fastest)
     for method in ("dicomflow-1w", "dicomflow-2w", "dicomflow-loop"):
         ok = left_by[method] == 0
         verdicts.append(ok)
         print(f"{method} leaves 0 planted values: {left_by[method]}  {'PASS' if ok else 'FAIL'}")
+        record("deid", f"planted values left, {method}", left_by[method], target=0,
+               lower_is_better=True, unit="values")  # fmt: skip
     return 0 if all(verdicts) else 1
 
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from _summary import record  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DICOMFLOW_SHARED", REPO.parent / "shared"))
@@ -376,6 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({100 * result.altered_share:.1f} %; target <= 10 %)")  # fmt: skip
     print(f"speed: {result.frames} frames in {result.seconds:.1f} s "
           f"({result.frames_per_second:.2f} frames/s, one process)")  # fmt: skip
+    record("ocr", "recall of planted boxes", result.recall, target=0.95, unit="ratio")
+    record("ocr", "share of clean frames altered", result.altered_share, target=0.10,
+           lower_is_better=True, unit="ratio")  # fmt: skip
+    record("ocr", "speed", result.frames_per_second, unit="frames/s")
     for sample, index in result.misses:
         print(f"  missed {sample.texts[index]!r} ({sample.specs[index]}) at "
               f"{sample.boxes[index]} in {sample.source}")  # fmt: skip

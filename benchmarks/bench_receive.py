@@ -45,6 +45,8 @@ import sys
 import time
 from pathlib import Path
 
+from _summary import record  # benchmarks/ is on sys.path when run as a script
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BENCH = ROOT / ".bench"
@@ -256,6 +258,7 @@ def print_table(results: dict[str, list[dict]], m: int, n: int, size: int) -> No
                 ratio = head / rates[base][0]
                 verdict = "PASS" if ratio >= target else "FAIL"
                 print(f"target dicomflow-none >= {target:.1f} x {base}: {ratio:.2f} {verdict}")
+                record("receive", f"inst/s, {m} sender(s)", ratio, target=target, against=base)
     print()
 
 

@@ -42,6 +42,7 @@ import sys
 import time
 from pathlib import Path
 
+from _summary import record  # benchmarks/ is on sys.path when run as a script
 from synth import ensure_archive, list_dicom  # benchmarks/ is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
@@ -700,6 +701,7 @@ def main(argv: list[str] | None = None) -> None:
             f"target >= {target:.1f}x  {'PASS' if value >= target else 'FAIL'}" if target else ""
         )
         print(f"  {name:<28} {value:6.2f}x   {verdict}")
+        record("scan", f"files/s {name}", value, target=target)
     print()
     fallbacks = ", ".join(
         f"{k}: {r['fallbacks']} of {n} files" for k, r in results.items() if "fallbacks" in r

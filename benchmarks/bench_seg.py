@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _summary import record  # benchmarks/ is on sys.path when run as a script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "derived"))
 
@@ -59,6 +60,7 @@ def main() -> None:
     print(f"dicomflow read_seg:           {t_ours:.3f} s")
     print(f"highdicom get_volume:         {t_theirs:.3f} s")
     print(f"ratio highdicom / dicomflow:  {t_theirs / t_ours:.2f}x")
+    record("seg", "SEG to label volume", t_theirs / t_ours, target=1.0, against="highdicom")
 
 
 def _time(fn) -> float:

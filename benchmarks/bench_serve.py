@@ -37,6 +37,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import polars as pl
+from _summary import record  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -232,12 +233,16 @@ def main(argv: list[str] | None = None) -> int:
         for label, found, ms in qido(args.rows, args.repeat, workdir):
             verdict = "ok" if ms < 100 else "OVER TARGET"
             print(f"  {label:38s} {found:5d} studies  {ms:7.1f} ms  (target < 100 ms: {verdict})")
+            record("serve", f"QIDO {label}, {args.rows:,} rows", ms, target=100.0,
+                   lower_is_better=True, unit="ms")  # fmt: skip
         if not args.skip_frames:
             print("== WADO-RS frames/s, dicomflow serve vs Orthanc DICOMweb")
             rates = frames(args.files, args.clients, args.seconds, workdir)
             ratio = rates["dicomflow"] / rates["orthanc"]
             verdict = "ok" if ratio >= 3 else "UNDER TARGET"
             print(f"  ratio dicomflow / orthanc: {ratio:.2f}x  (target >= 3x: {verdict})")
+            record("serve", f"frames/s, {args.clients} clients", ratio, target=3.0,
+                   against="Orthanc DICOMweb")  # fmt: skip
     return 0
 
 

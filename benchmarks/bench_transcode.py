@@ -42,6 +42,7 @@ import sys
 import time
 from pathlib import Path
 
+from _summary import record  # benchmarks/ is on sys.path when run as a script
 from synth import ensure_archive, list_dicom  # benchmarks/ is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
@@ -192,6 +193,7 @@ def bench(args: argparse.Namespace) -> int:
             verdicts.append(ok)
             verdict = "PASS" if ok else "FAIL"
             print(f"{syntax:18s} {name:26s} {ratio:6.2f}x  (target {target}x)  {verdict}")
+            record("transcode", f"{syntax}: {top}", ratio, target=target, against=bottom)
         one = results[(syntax, "pydicom")] / results[(syntax, "dicomflow-1w")]
         print(f"{syntax:18s} {'dicomflow-1w / pydicom':26s} {one:6.2f}x  (no target)")
         key = (syntax, "dicomflow-2w")

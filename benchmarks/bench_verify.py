@@ -39,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+from _summary import record  # benchmarks/ is on sys.path when run as a script
 from bench_deid import wait_for_idle  # benchmarks/ is on sys.path when run as a script
 from synth import ensure_archive
 
@@ -148,6 +149,7 @@ def bench(args: argparse.Namespace) -> int:
         verdicts.append(ok)
         print(f"{workers} worker{'s' if workers > 1 else ''}: {ratio:5.2f}x  "
               f"{'PASS' if ok else 'FAIL'}")  # fmt: skip
+        record("verify", f"files/s, {workers} worker(s)", ratio, target=1.0, against="deid")
     clean = all(best[f"verify-{w}w"]["leaks"] == best[f"verify-{w}w"]["problems"] == 0
                 for w in WORKERS)  # fmt: skip
     print(f"no leak and no problem reported on the clean output: {'PASS' if clean else 'FAIL'}")
