@@ -56,6 +56,7 @@ BENCHES = (
     Bench("pull", "bench_pull.py", ("--n", "300", "--repeat", "1")),
     Bench("serve", "bench_serve.py", ("--rows", "200000", "--files", "50", "--seconds", "3")),
     Bench("ocr", "bench_ocr.py", ("--planted", "40", "--clean", "20")),
+    Bench("cluster", "bench_cluster.py", ("--n", "1000", "--tasks", "2000")),
 )
 
 
