@@ -381,7 +381,8 @@ def breakdown(archive: Path, subset: list[str], out: Path, repeat: int) -> dict:
             firsts = reader.first_reads(chunk, DEFAULT_PREFIX)
             t["reading bytes"] += time.perf_counter() - start
             headers, results = [], []
-            for (uri, _), (buf, size) in zip(chunk, firsts):
+            for ref, (buf, size, modified) in zip(chunk, firsts):
+                uri, size = ref[0], size if size is not None else ref[1]
                 parsed, error = None, None
                 try:
                     if isinstance(buf, Exception):
@@ -409,14 +410,15 @@ def breakdown(archive: Path, subset: list[str], out: Path, repeat: int) -> dict:
                 except (InvalidDicomError, OSError) as exc:
                     error = str(exc)
                 headers.append(parsed)
-                results.append((size, parsed, error))
+                results.append((size, modified, parsed, error))
             start = time.perf_counter()
             encodings = [encodings_of(h) if h is not None else () for h in headers]
             arrays = [column_array(spec, headers, encodings) for spec in specs]
             t["converting columns"] += time.perf_counter() - start
             start = time.perf_counter()
             rows = [
-                _fixed_row(uri, size, h, err) for (uri, _), (size, h, err) in zip(chunk, results)
+                _fixed_row(ref[0], size, modified, h, err)
+                for ref, (size, modified, h, err) in zip(chunk, results)
             ]
             fixed = [pa.array(col, type=f.type) for col, f in zip(zip(*rows), FIXED_SCHEMA)]
             batches.append(pa.RecordBatch.from_arrays(fixed + arrays, schema=schema))
