@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test lint typecheck bench docs notebooks clean
+.PHONY: setup system-deps demo test test-assets lint typecheck bench docs notebooks clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -26,8 +26,12 @@ system-deps:
 demo: setup
 	$(VENV)/bin/dicomflow demo demo-out
 
-test: system-deps setup typecheck
+test: system-deps setup typecheck test-assets
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+# what the browser tests open: OHIF's published build, pinned and checked (into .cache/)
+test-assets: setup
+	$(PY) scripts/fetch_ohif.py
 
 typecheck: setup
 	$(VENV)/bin/mypy
