@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Group the images of SRC into volumes (series split into stacks, sorted along the "
             "slice normal, 4-D for repeats) and write one output per volume into DST, with a "
-            "geometry report (DST/export-report.parquet). SRC is a folder, glob or URL (scanned "
+            "geometry report per volume (DST/export-report.parquet) and per series, with the "
+            "decision taken (DST/export-series.parquet). SRC is a folder, glob or URL (scanned "
             "with dicomflow.scan) or a catalog saved as .parquet."
         ),
     )
@@ -108,7 +110,11 @@ def _catalog(src: str, storage_options: dict[str, Any]):
         raise ConfigError(
             "scanning SRC needs dicomflow.scan; pass a catalog .parquet instead"
         ) from exc
-    return scan(src, storage_options=storage_options or None)
+    from ..dicom import DEFAULT_COLUMNS
+
+    # Images in Acquisition: the slices the series declares, for the report per series
+    columns = [*DEFAULT_COLUMNS, "ImagesInAcquisition"]
+    return scan(src, columns=columns, storage_options=storage_options or None)
 
 
 def _name(index: int, volume) -> str:
@@ -134,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
     from ..dicom import NOT_DICOM
-    from ..pixels import NO_PIXEL_DATA, volumes
+    from ..pixels import LOCALIZER_DROPPED, NO_PIXEL_DATA, volumes
 
     started = time.perf_counter()
     storage_options = _storage_options(args.storage_option)
@@ -187,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     report = report.append_column("status", pa.array(statuses, pa.string()))
     report = report.append_column("export_error", pa.array(errors, pa.string()))
     _write_table(report, dst / "export-report.parquet")
+    _write_table(vols.series_report, dst / "export-series.parquet")
     failed = statuses.count("failed")
     warned = sum(1 for v in vols if v.warnings)
     elapsed = time.perf_counter() - started
@@ -196,16 +203,20 @@ def run(args: argparse.Namespace) -> int:
     unread = [
         why if why.startswith(uri) else f"{uri}: {why}"
         for uri, why in vols.skipped
-        if why != NO_PIXEL_DATA and NOT_DICOM not in why
+        if why not in (NO_PIXEL_DATA, LOCALIZER_DROPPED) and NOT_DICOM not in why
     ]
     print(
         f"{total - failed} written, {failed} failed, {warned} with geometry warnings, "
         f"{len(unread)} image row(s) not readable, "
-        f"{len(vols.skipped) - len(unread)} catalog row(s) without an image or not DICOM; "
+        f"{len(vols.skipped) - len(unread)} catalog row(s) without an image, localizers dropped "
+        "or not DICOM; "
         f"{elapsed:.1f} s; "
         f"report: {dst / 'export-report.parquet'}",
         file=sys.stderr,
     )
+    decided = Counter(d.split(":")[0] for d in vols.series_report.column("decision").to_pylist())
+    shown = ", ".join(f"{n} {d}" for d, n in sorted(decided.items()))
+    print(f"series: {shown}; {dst / 'export-series.parquet'}", file=sys.stderr)
     if vols.skipped:
         uris, reasons = zip(*vols.skipped)
         _write_table(pa.table({"uri": uris, "reason": reasons}), dst / "export-skipped.parquet")

@@ -2,8 +2,8 @@
 
 :func:`~dicomflow.pixels.volumes` feeds a :class:`SeriesLog` as it groups planes into stacks
 and stacks into volumes; :attr:`Volumes.series_report` is its table, one row per series of
-the catalog (typed by ``SERIES_SCHEMA``), so that a pipeline can filter series on it before it
-reads any pixel.
+the catalog (typed by ``SERIES_SCHEMA``; files that are not DICOM belong to none), so that
+a pipeline can filter series on it before it reads any pixel.
 
 The ``decision`` column takes one of these values:
 
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..dicom import NOT_DICOM
 from ._slices import NO_PIXEL_DATA
 
 __all__ = ["LOCALIZER_DROPPED", "SERIES_SCHEMA", "SeriesLog", "series_key"]
@@ -147,6 +148,8 @@ class SeriesLog:
         self._series: dict[tuple, _Series] = {}
         self._of_uri: dict[str, tuple] = {}
         for row in rows:
+            if not row.get("series_instance_uid") and NOT_DICOM in str(row.get("error") or ""):
+                continue  # not DICOM (a README beside the files): no series of the catalog
             key = series_key(row)
             entry = self._series.setdefault(key, _Series(row))
             entry.instances += 1

@@ -162,8 +162,7 @@ def _geometry_stack(
         **stats,
         "expected_slices": report.expected if len(ordered) > 1 else 1,
         "gaps": [
-            {"after_slice": k, "from_mm": a, "to_mm": b, "missing": m}
-            for k, a, b, m in report.gaps
+            {"after_slice": k, "from_mm": a, "to_mm": b, "missing": m} for k, a, b, m in report.gaps
         ],
         "orientation": list(iop),
         "slice_distances": report.distances.tolist(),
