@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pydicom
+from pydicom.multival import MultiValue
 
 from ..errors import DerivedObjectError
 
@@ -122,11 +123,24 @@ def _frame_items(ds: Any, n: int) -> list[Any]:
     return list(per)
 
 
-def _source_uid(item: Any) -> str | None:
+def _source(item: Any) -> tuple[str, int] | None:
+    """The source image (SOP Instance UID, frame number: 1 when it names none) of a frame."""
     for der in item.get("DerivationImageSequence", []):
         for src in der.get("SourceImageSequence", []):
-            return str(src.ReferencedSOPInstanceUID)
+            frames = src.get("ReferencedFrameNumber")
+            if isinstance(frames, list | tuple | MultiValue):
+                frames = frames[0] if len(frames) == 1 else None
+            return str(src.ReferencedSOPInstanceUID), int(frames or 1)
     return None
+
+
+def _slice_index(volume: Any) -> dict[tuple[str, int], int]:
+    """Slice of each (SOP Instance UID, frame number) of the volume's planes."""
+    out: dict[tuple[str, int], int] = {}
+    for k, plane in enumerate(volume.planes):
+        if plane.sop_instance_uid and plane.mosaic is None:
+            out[(plane.sop_instance_uid, plane.ref.index + 1)] = k
+    return out
 
 
 def _position(item: Any, shared: Any) -> np.ndarray | None:
@@ -171,9 +185,10 @@ def read_seg(seg: Any, volume: Any, *, threshold: float = 0.5) -> LabelVolume:
     threshold : float
         Fractional segments cover a voxel where the fraction is at least this.
 
-    Each frame is placed by the SOP Instance UID of its source image when the SEG names it,
-    otherwise by its Image Position (Patient) on the volume's grid; a frame that lands on no
-    slice of the volume is reported in ``warnings``.
+    Each frame is placed by the SOP Instance UID (and frame number, for a multi-frame
+    source) of its source image when the SEG names it, otherwise by its Image Position
+    (Patient) on the volume's grid; a frame that lands on no slice of the volume is reported
+    in ``warnings``.
     """
     ds = seg if isinstance(seg, pydicom.Dataset) else pydicom.dcmread(seg)
     if ds.get("Modality") != "SEG":
@@ -192,7 +207,7 @@ def read_seg(seg: Any, volume: Any, *, threshold: float = 0.5) -> LabelVolume:
     if kind == "FRACTIONAL":
         top = float(ds.get("MaximumFractionalValue", 255))
         frames = frames >= threshold * top
-    uid_index = {uid: i for i, uid in enumerate(volume.sop_instance_uids) if uid}
+    uid_index = _slice_index(volume)
     inverse = np.linalg.inv(volume.affine)
     shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
     items = _frame_items(ds, n)
@@ -204,7 +219,8 @@ def read_seg(seg: Any, volume: Any, *, threshold: float = 0.5) -> LabelVolume:
     labels = np.zeros(shape, dtype=np.uint16)
     warnings = []
     for i, item in enumerate(items):
-        k = uid_index.get(_source_uid(item) or "")
+        source = _source(item)
+        k = None if source is None else uid_index.get(source)
         if k is None:
             pos = _position(item, shared)
             if pos is not None:
