@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{i + 1}/{total}] {target.name} {shape}", file=sys.stderr)
         for warning in volume.warnings:
             print(f"    warning: {warning}", file=sys.stderr)
-    if args.format == "nifti":
+    if args.format in ("nifti", "zarr"):
         failed_labels = _label_maps(catalog, vols, dst, suffix, outputs)
     else:
         failed_labels = 0
@@ -229,7 +229,9 @@ def _label_maps(catalog: Any, vols: Any, dst: Path, suffix: str, outputs: list[s
 
     Each is ``<volume name>_<seg|rtstruct>-<n><suffix>`` on that volume's NIfTI grid, with a
     ``.tsv`` lookup table (number, name) beside it, reoriented where the series' NIfTI was;
-    returns how many could not be written.
+    with Zarr, the OME-Zarr label image ``labels/<seg|rtstruct>-<n>`` inside the series'
+    group, its lookup table in the NGFF ``image-label`` metadata. Returns how many could not
+    be written.
     """
     import nibabel as nib
     import numpy as np
@@ -263,6 +265,10 @@ def _label_maps(catalog: Any, vols: Any, dst: Path, suffix: str, outputs: list[s
             for i, volume in placed:
                 got = read_seg(ds, volume) if modality == "SEG" else read_rtstruct(ds, volume)
                 count += 1
+                if suffix == ".zarr":
+                    where = got.to_zarr(outputs[i], f"{modality.lower()}-{count}")
+                    print(f"    labels: {where} ({modality} {uri})", file=sys.stderr)
+                    continue
                 stem = f"{_name(i, volume)}_{modality.lower()}-{count}"
                 written: Any = nib.load(str(outputs[i]))
                 turned = not np.allclose(written.affine, volume.nifti_affine, atol=1e-4)
