@@ -97,7 +97,7 @@ class LabelVolume:
             group = zarr.open_group(where, mode="r+", storage_options=storage_options)
         except (FileNotFoundError, ValueError, TypeError) as exc:
             raise DerivedObjectError(f"{where}: no Zarr group to put labels in ({exc})") from exc
-        ome = dict(group.attrs.get("ome") or {})
+        ome: dict[str, Any] = dict(_attrs(group).get("ome") or {})
         scales = ome.get("multiscales") or []
         if not scales:
             raise DerivedObjectError(f"{where}: not an OME-Zarr image (no multiscales)")
@@ -105,12 +105,12 @@ class LabelVolume:
         if [a["name"] for a in axes] != ["z", "y", "x"]:
             raise DerivedObjectError(f"{where}: labels go on a 3-D single-channel image")
         datasets = scales[0]["datasets"]
-        full = group[datasets[0]["path"]]
-        if tuple(full.shape) != self.labels.shape:
+        shapes = [_shape(group, entry["path"]) for entry in datasets]
+        if shapes[0] != self.labels.shape:
             raise DerivedObjectError(
-                f"{where}: the image is {tuple(full.shape)}, the labels {self.labels.shape}"
+                f"{where}: the image is {shapes[0]}, the labels {self.labels.shape}"
             )
-        geometry = group.attrs.get("dicomflow") or {}
+        geometry = _attrs(group).get("dicomflow") or {}
         affine = geometry.get("affine_lps")
         if affine is not None and not np.allclose(affine, self.affine, atol=1e-3):
             raise DerivedObjectError(f"{where}: the labels are not on this image's grid")
@@ -119,8 +119,7 @@ class LabelVolume:
         holder = group.require_group("labels")
         target = holder.create_group(name, overwrite=True)
         levels = []
-        for entry in datasets:
-            shape = tuple(group[entry["path"]].shape)
+        for entry, shape in zip(datasets, shapes, strict=True):
             data = _nearest(self.labels, shape).astype(dtype)
             array = target.create_array(
                 entry["path"],
@@ -152,7 +151,7 @@ class LabelVolume:
                 },
             }
         )
-        listed = [n for n in (holder.attrs.get("ome") or {}).get("labels", []) if n != name]
+        listed = [n for n in (_attrs(holder).get("ome") or {}).get("labels", []) if n != name]
         holder.attrs["ome"] = {"version": version, "labels": [*listed, name]}
         return f"{where.rstrip('/')}/labels/{name}"
 
@@ -173,6 +172,19 @@ _PALETTE = (
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
     (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
 )  # fmt: skip
+
+
+def _shape(group: Any, path: str) -> tuple[int, ...]:
+    """The shape of an array of the group (an error when the path holds none)."""
+    array = group.get(path)
+    if not hasattr(array, "shape"):
+        raise DerivedObjectError(f"the image names a level {path!r} that holds no array")
+    return tuple(array.shape)
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    """A Zarr node's attributes as plain JSON values."""
+    return dict(node.attrs)
 
 
 def _nearest(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
