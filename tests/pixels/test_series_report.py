@@ -218,3 +218,24 @@ def test_export_writes_the_series_table_a_pipeline_filters_on(tmp_path, capsys):
     assert volumes["output"][index].endswith(".zarr")
     assert pq.read_schema(tmp_path / "both" / "export-series.parquet").equals(SERIES_SCHEMA)
     assert str(scout) in pl.read_parquet(tmp_path / "both" / "export-skipped.parquet")["uri"]
+
+
+def test_info_geometry_reads_the_report_from_a_catalog(tmp_path, capsys):
+    import json
+
+    paths = _copy(tmp_path)
+    paths[10].unlink()
+    _add_localizer(paths)
+    catalog = tmp_path / "catalog.parquet"
+    assert main(["scan", str(tmp_path / "src"), "-o", str(catalog), "--workers", "1"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(catalog), "--geometry", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["decisions"] == {"volume-with-gaps": 1}
+    (row,) = doc["series"]
+    assert row["found_slices"] == 14 and row["expected_slices"] == 15
+    assert row["missing_slices"] == 1 and row["localizers_dropped"] == 1
+    assert row["gaps"][0]["after_slice"] == 9  # slices 0..9 kept before the deleted 10th
+    assert main(["info", str(catalog), "--geometry"]) == 0
+    out = capsys.readouterr().out
+    assert "1 series: 1 volume-with-gaps" in out and "volume-with-gaps" in out
