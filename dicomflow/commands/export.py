@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         for warning in volume.warnings:
             print(f"    warning: {warning}", file=sys.stderr)
     if args.format in ("nifti", "zarr"):
-        failed_labels = _label_maps(catalog, vols, dst, suffix, outputs)
+        failed_labels = _label_maps(catalog, vols, dst, suffix, outputs, storage_options)
     else:
         failed_labels = 0
     report = vols.report
@@ -224,7 +224,14 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed or unread or failed_labels else EXIT_OK
 
 
-def _label_maps(catalog: Any, vols: Any, dst: Path, suffix: str, outputs: list[str | None]) -> int:
+def _label_maps(
+    catalog: Any,
+    vols: Any,
+    dst: Path,
+    suffix: str,
+    outputs: list[str | None],
+    storage_options: dict[str, Any],
+) -> int:
     """Label maps of every SEG and RTSTRUCT beside the volume of the series they reference.
 
     Each is ``<volume name>_<seg|rtstruct>-<n><suffix>`` on that volume's NIfTI grid, with a
@@ -233,6 +240,7 @@ def _label_maps(catalog: Any, vols: Any, dst: Path, suffix: str, outputs: list[s
     group, its lookup table in the NGFF ``image-label`` metadata. Returns how many could not
     be written.
     """
+    import fsspec
     import nibabel as nib
     import numpy as np
     import pydicom
@@ -256,7 +264,8 @@ def _label_maps(catalog: Any, vols: Any, dst: Path, suffix: str, outputs: list[s
     failed, count = 0, 0
     for uri, modality in rows:
         try:
-            ds = pydicom.dcmread(uri, force=True)
+            with fsspec.open(uri, "rb", **storage_options) as f:  # SRC may be a URL
+                ds = pydicom.dcmread(f, force=True)
             targets = _referenced_series(ds)
             placed = [by_series[uid] for uid in targets if uid in by_series]
             if not placed:

@@ -131,3 +131,25 @@ def test_labels_on_another_grid_are_refused(tmp_path):
     with pytest.raises(dfl.DerivedObjectError, match="not on this image's grid"):
         got.to_zarr(group, "seg")
     assert "labels" not in zarr.open_group(group, mode="r")
+
+
+def test_export_zarr_labels_of_a_source_on_an_fsspec_url(tmp_path, capsys):
+    import uuid
+
+    import fsspec
+
+    paths = write_ct_series(tmp_path / "ct")
+    (vol,) = dfl.volumes(dfl.scan([str(p) for p in paths], workers=1))
+    lab = _labels(vol.shape)
+    dfl.write_seg(lab, vol, tmp_path / "ct" / "seg.dcm")
+    fs = fsspec.filesystem("memory")
+    root = f"memory://labels-{uuid.uuid4().hex[:8]}"
+    try:
+        for path in (tmp_path / "ct").iterdir():
+            fs.put_file(str(path), f"{root}/{path.name}")
+        rc = main(["export", f"{root}/", str(tmp_path / "out"), "--format", "zarr"])
+        assert rc == 0, capsys.readouterr().err
+    finally:
+        fs.rm(root.removeprefix("memory://"), recursive=True)
+    (image,) = [p for p in (tmp_path / "out").glob("*_CT.zarr")]
+    np.testing.assert_array_equal(zarr.open_group(str(image), mode="r")["labels/seg-1/0"][...], lab)
