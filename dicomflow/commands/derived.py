@@ -32,6 +32,7 @@ def register(sub: Any) -> None:
     p.add_argument("source", metavar="SRC", help="folder, file or URL to scan")
     p.add_argument("-o", "--output", required=True, help="Parquet file of measurements")
     p.add_argument("--evaluations", help="Parquet file of the qualitative evaluations")
+    _storage_option(p, "SRC")
     p.set_defaults(func=run_measurements)
 
     s = sub.add_parser(
@@ -49,7 +50,18 @@ def register(sub: Any) -> None:
     s.add_argument("--label", action="append", default=[], metavar="N=NAME", help="segment name")
     s.add_argument("--algorithm", help="algorithm name (segments become AUTOMATIC)")
     s.add_argument("--fractional", action="store_true", help="write a FRACTIONAL SEG")
+    _storage_option(s, "the series")
     s.set_defaults(func=run_seg)
+
+
+def _storage_option(parser: Any, what: str) -> None:
+    parser.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"fsspec storage option for reading {what} (repeatable)",
+    )
 
 
 def run_measurements(args: argparse.Namespace) -> int:
@@ -58,8 +70,11 @@ def run_measurements(args: argparse.Namespace) -> int:
 
     from ..catalog import scan
     from ..derived import EVALUATION_SCHEMA, MEASUREMENT_SCHEMA, read_measurements
+    from ..pixels import read_header
+    from .export import _storage_options
 
-    catalog = scan(args.source).to_arrow()
+    options = _storage_options(args.storage_option) or None
+    catalog = scan(args.source, storage_options=options).to_arrow()
     uris = [
         u
         for u, m, err in zip(
@@ -72,8 +87,8 @@ def run_measurements(args: argparse.Namespace) -> int:
     meas, evals, failed = [], [], 0
     for uri in uris:
         try:
-            m, e = read_measurements(uri)
-        except (DicomflowError, ValueError, KeyError, AttributeError) as exc:
+            m, e = read_measurements(read_header(uri, options))
+        except (DicomflowError, OSError, ValueError, KeyError, AttributeError) as exc:
             print(f"{uri}: {exc}", file=sys.stderr)
             failed += 1
             continue
@@ -92,6 +107,7 @@ def run_seg(args: argparse.Namespace) -> int:
     from ..catalog import scan
     from ..derived import write_seg
     from ..pixels import volumes
+    from .export import _storage_options
 
     names = {}
     for item in args.label:
@@ -99,7 +115,9 @@ def run_seg(args: argparse.Namespace) -> int:
         if not sep or not number.strip().isdigit():
             raise ConfigError(f"--label takes N=NAME, not {item!r}")
         names[int(number)] = name
-    vols = [v for v in volumes(scan(args.series)) if not v.is_4d]
+    options = _storage_options(args.storage_option) or None
+    found = volumes(scan(args.series, storage_options=options), storage_options=options)
+    vols = [v for v in found if not v.is_4d]
     if len(vols) != 1:
         raise ConfigError(f"--series must hold one 3-D series; {args.series!r} gives {len(vols)}")
     write_seg(

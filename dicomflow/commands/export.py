@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Group the images of SRC into volumes (series split into stacks, sorted along the "
             "slice normal, 4-D for repeats) and write one output per volume into DST, with a "
-            "geometry report (DST/export-report.parquet). SRC is a folder, glob or URL (scanned "
+            "geometry report per volume (DST/export-report.parquet) and per series, with the "
+            "decision taken (DST/export-series.parquet). SRC is a folder, glob or URL (scanned "
             "with dicomflow.scan) or a catalog saved as .parquet."
         ),
     )
@@ -108,7 +110,11 @@ def _catalog(src: str, storage_options: dict[str, Any]):
         raise ConfigError(
             "scanning SRC needs dicomflow.scan; pass a catalog .parquet instead"
         ) from exc
-    return scan(src, storage_options=storage_options or None)
+    from ..dicom import DEFAULT_COLUMNS
+
+    # Images in Acquisition: the slices the series declares, for the report per series
+    columns = [*DEFAULT_COLUMNS, "ImagesInAcquisition"]
+    return scan(src, columns=columns, storage_options=storage_options or None)
 
 
 def _name(index: int, volume) -> str:
@@ -134,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
     from ..dicom import NOT_DICOM
-    from ..pixels import NO_PIXEL_DATA, volumes
+    from ..pixels import LOCALIZER_DROPPED, NO_PIXEL_DATA, volumes
 
     started = time.perf_counter()
     storage_options = _storage_options(args.storage_option)
@@ -178,8 +184,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{i + 1}/{total}] {target.name} {shape}", file=sys.stderr)
         for warning in volume.warnings:
             print(f"    warning: {warning}", file=sys.stderr)
-    if args.format == "nifti":
-        failed_labels = _label_maps(catalog, vols, dst, suffix, outputs)
+    if args.format in ("nifti", "zarr"):
+        failed_labels = _label_maps(catalog, vols, dst, suffix, outputs, storage_options)
     else:
         failed_labels = 0
     report = vols.report
@@ -187,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     report = report.append_column("status", pa.array(statuses, pa.string()))
     report = report.append_column("export_error", pa.array(errors, pa.string()))
     _write_table(report, dst / "export-report.parquet")
+    _write_table(vols.series_report, dst / "export-series.parquet")
     failed = statuses.count("failed")
     warned = sum(1 for v in vols if v.warnings)
     elapsed = time.perf_counter() - started
@@ -196,16 +203,20 @@ def run(args: argparse.Namespace) -> int:
     unread = [
         why if why.startswith(uri) else f"{uri}: {why}"
         for uri, why in vols.skipped
-        if why != NO_PIXEL_DATA and NOT_DICOM not in why
+        if why not in (NO_PIXEL_DATA, LOCALIZER_DROPPED) and NOT_DICOM not in why
     ]
     print(
         f"{total - failed} written, {failed} failed, {warned} with geometry warnings, "
         f"{len(unread)} image row(s) not readable, "
-        f"{len(vols.skipped) - len(unread)} catalog row(s) without an image or not DICOM; "
+        f"{len(vols.skipped) - len(unread)} catalog row(s) without an image, localizers dropped "
+        "or not DICOM; "
         f"{elapsed:.1f} s; "
         f"report: {dst / 'export-report.parquet'}",
         file=sys.stderr,
     )
+    decided = Counter(d.split(":")[0] for d in vols.series_report.column("decision").to_pylist())
+    shown = ", ".join(f"{n} {d}" for d, n in sorted(decided.items()))
+    print(f"series: {shown}; {dst / 'export-series.parquet'}", file=sys.stderr)
     if vols.skipped:
         uris, reasons = zip(*vols.skipped)
         _write_table(pa.table({"uri": uris, "reason": reasons}), dst / "export-skipped.parquet")
@@ -213,13 +224,23 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed or unread or failed_labels else EXIT_OK
 
 
-def _label_maps(catalog: Any, vols: Any, dst: Path, suffix: str, outputs: list[str | None]) -> int:
+def _label_maps(
+    catalog: Any,
+    vols: Any,
+    dst: Path,
+    suffix: str,
+    outputs: list[str | None],
+    storage_options: dict[str, Any],
+) -> int:
     """Label maps of every SEG and RTSTRUCT beside the volume of the series they reference.
 
     Each is ``<volume name>_<seg|rtstruct>-<n><suffix>`` on that volume's NIfTI grid, with a
     ``.tsv`` lookup table (number, name) beside it, reoriented where the series' NIfTI was;
-    returns how many could not be written.
+    with Zarr, the OME-Zarr label image ``labels/<seg|rtstruct>-<n>`` inside the series'
+    group, its lookup table in the NGFF ``image-label`` metadata. Returns how many could not
+    be written.
     """
+    import fsspec
     import nibabel as nib
     import numpy as np
     import pydicom
@@ -243,7 +264,8 @@ def _label_maps(catalog: Any, vols: Any, dst: Path, suffix: str, outputs: list[s
     failed, count = 0, 0
     for uri, modality in rows:
         try:
-            ds = pydicom.dcmread(uri, force=True)
+            with fsspec.open(uri, "rb", **storage_options) as f:  # SRC may be a URL
+                ds = pydicom.dcmread(f, force=True)
             targets = _referenced_series(ds)
             placed = [by_series[uid] for uid in targets if uid in by_series]
             if not placed:
@@ -252,6 +274,10 @@ def _label_maps(catalog: Any, vols: Any, dst: Path, suffix: str, outputs: list[s
             for i, volume in placed:
                 got = read_seg(ds, volume) if modality == "SEG" else read_rtstruct(ds, volume)
                 count += 1
+                if suffix == ".zarr":
+                    where = got.to_zarr(outputs[i], f"{modality.lower()}-{count}")
+                    print(f"    labels: {where} ({modality} {uri})", file=sys.stderr)
+                    continue
                 stem = f"{_name(i, volume)}_{modality.lower()}-{count}"
                 written: Any = nib.load(str(outputs[i]))
                 turned = not np.allclose(written.affine, volume.nifti_affine, atol=1e-4)

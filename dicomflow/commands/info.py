@@ -1,5 +1,8 @@
 """``dicomflow info PATH``: what a catalog, a lake or a run's manifest holds, in a few tables.
 
+``info CATALOG --geometry``: the geometry report per series (``Volumes.series_report``), what
+``dicomflow export`` would find and decide for each series, read from the catalog alone.
+
 PATH is a catalog (a ``.parquet`` file or a partitioned dataset folder that ``scan`` wrote),
 a lake (a folder with ``_lake/`` records: ``receive`` and ``pull`` write them), or a manifest
 (a ``run-*.parquet`` file, or a ``*.manifests`` folder: its latest run).
@@ -32,6 +35,12 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument("path", metavar="PATH", help="catalog .parquet or folder, lake, or manifest")
+    p.add_argument(
+        "--geometry",
+        action="store_true",
+        help="catalog: the geometry report per series (found and expected slices, gaps, "
+        "duplicates, orientations, localizers, tilt, the decision export would take)",
+    )
     add_format(p, "table: for people; csv: the main table only; json: every table "
                "(default: table)")  # fmt: skip
     p.set_defaults(func=run)
@@ -67,6 +76,28 @@ def _kind(path: str) -> str:
     if {"uri", "error"} <= names:
         return "catalog"
     raise ConfigError(f"{path!r} is neither a catalog nor a manifest (columns: {sorted(names)})")
+
+
+#: the columns of the report per series shown as a table or CSV (JSON has them all)
+_GEOMETRY_COLUMNS = (
+    "series_instance_uid", "SeriesNumber", "Modality", "SeriesDescription", "decision",
+    "actions", "instances", "volumes", "shape", "found_slices", "expected_slices",
+    "declared_slices", "missing_slices", "duplicate_instances", "duplicate_positions",
+    "orientations", "localizers_dropped", "refused_images", "tilt_degrees",
+)  # fmt: skip
+
+
+def _geometry(table: Any) -> tuple[dict[str, Any], Any]:
+    """The report per series of a catalog, and the counts of its decisions."""
+    import polars as pl
+
+    from ..pixels import volumes
+
+    report = pl.from_arrow(volumes(table).series_report)
+    assert isinstance(report, pl.DataFrame)
+    decided = report["decision"].str.split(":").list.first().value_counts(sort=True)
+    counts = {str(d): int(n) for d, n in decided.iter_rows()}
+    return counts, report
 
 
 def _catalog(path: str) -> tuple[dict[str, Any], dict[str, Any], str]:
@@ -145,6 +176,10 @@ def _manifest(path: str) -> tuple[dict[str, Any], dict[str, Any], str]:
 def run(args: argparse.Namespace) -> int:
     path = args.path.rstrip("/") or args.path
     kind = _kind(path)
+    if args.geometry:
+        if kind != "catalog":
+            raise ConfigError(f"--geometry reads a catalog; {path!r} is a {kind}")
+        return _run_geometry(path, args.format)
     totals, tables, main = {"catalog": _catalog, "lake": _lake, "manifest": _manifest}[kind](path)
     if args.format == "json":
         doc = {"path": path, "kind": kind, "totals": totals}
@@ -159,4 +194,28 @@ def run(args: argparse.Namespace) -> int:
         if table.height:
             print(f"\n{name.replace('_', ' ')}:")
             print_table(table, rows=40)
+    return EXIT_OK
+
+
+def _run_geometry(path: str, fmt: str) -> int:
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    if os.path.isdir(path):
+        table = pads.dataset(path, format="parquet", partitioning="hive").to_table()
+    else:
+        table = pq.read_table(path)
+    counts, report = _geometry(table)
+    if fmt == "json":
+        doc = {"path": path, "kind": "catalog", "decisions": counts, "series": to_json(report)}
+        print(json.dumps(doc, indent=2, default=str))
+        return EXIT_OK
+    shown = report.select(_GEOMETRY_COLUMNS)
+    if fmt == "csv":
+        print_records(shown, "csv")
+        return EXIT_OK
+    print(f"catalog {path}: {report.height:,} series: "
+          + ", ".join(f"{n:,} {d}" for d, n in counts.items()))  # fmt: skip
+    if report.height:
+        print_table(shown, rows=40)
     return EXIT_OK

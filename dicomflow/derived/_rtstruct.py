@@ -148,4 +148,9 @@ def read_rtstruct(rtstruct: Any, volume: Any) -> LabelVolume:
     for number in sorted(masks):
         labels[masks[number]] = number
     table = pa.Table.from_pylist(rows, schema=ROI_SCHEMA)
-    return LabelVolume(labels, volume.affine, table, masks, tuple(warnings))
+    colors = {}
+    for number, item in contours_of.items():
+        rgb = item.get("ROIDisplayColor")
+        if rgb is not None and len(rgb) == 3:
+            colors[number] = (int(rgb[0]), int(rgb[1]), int(rgb[2]))
+    return LabelVolume(labels, volume.affine, table, masks, tuple(warnings), colors)

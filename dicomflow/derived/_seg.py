@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pydicom
+from pydicom.multival import MultiValue
 
 from ..errors import DerivedObjectError
 
@@ -45,6 +46,8 @@ class LabelVolume:
     segments: pa.Table
     masks: dict[int, np.ndarray] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    #: display colour (R, G, B, 0-255) of a segment or ROI where the object recommends one
+    colors: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
     def to_nifti(self, path: Any, *, reorient: bool = False) -> Any:
         """Write the label map as NIfTI-1 in the layout dicomflow writes the series in.
@@ -74,6 +77,133 @@ class LabelVolume:
         image.header.set_intent("label")
         nib.save(image, str(path))
         return path
+
+    def to_zarr(self, image: Any, name: str, *, storage_options: Any = None) -> str:
+        """Write the label map into the OME-Zarr image group of its series as ``labels/<name>``.
+
+        ``image`` is the group ``Volume.to_zarr`` wrote for the referenced series. The label
+        image follows the OME-NGFF labels layout, in the NGFF version of that group (0.5: the
+        metadata under ``"ome"`` in ``zarr.json``): ``labels/`` lists its label images, and
+        ``labels/<name>/`` is a multiscale image of the same axes, scales and shapes (one
+        level per level of the image, sampled by nearest voxel) whose ``image-label`` gives a
+        colour (``rgba``) and the properties (the segment or ROI table's row) of each label
+        value, and ``source: {"image": "../../"}``. Returns the label group's path.
+        """
+        import zarr
+        from zarr.codecs import ZstdCodec
+
+        where = str(image)
+        try:
+            group = zarr.open_group(where, mode="r+", storage_options=storage_options)
+        except (FileNotFoundError, ValueError, TypeError) as exc:
+            raise DerivedObjectError(f"{where}: no Zarr group to put labels in ({exc})") from exc
+        ome: dict[str, Any] = dict(_attrs(group).get("ome") or {})
+        scales = ome.get("multiscales") or []
+        if not scales:
+            raise DerivedObjectError(f"{where}: not an OME-Zarr image (no multiscales)")
+        axes = scales[0]["axes"]
+        if [a["name"] for a in axes] != ["z", "y", "x"]:
+            raise DerivedObjectError(f"{where}: labels go on a 3-D single-channel image")
+        datasets = scales[0]["datasets"]
+        shapes = [_shape(group, entry["path"]) for entry in datasets]
+        if shapes[0] != self.labels.shape:
+            raise DerivedObjectError(
+                f"{where}: the image is {shapes[0]}, the labels {self.labels.shape}"
+            )
+        geometry = _attrs(group).get("dicomflow") or {}
+        affine = geometry.get("affine_lps")
+        if affine is not None and not np.allclose(affine, self.affine, atol=1e-3):
+            raise DerivedObjectError(f"{where}: the labels are not on this image's grid")
+        top = int(self.labels.max(initial=0))
+        dtype = np.uint8 if top <= np.iinfo(np.uint8).max else np.uint16
+        holder = group.require_group("labels")
+        target = holder.create_group(name, overwrite=True)
+        levels = []
+        for entry, shape in zip(datasets, shapes, strict=True):
+            data = _nearest(self.labels, shape).astype(dtype)
+            array = target.create_array(
+                entry["path"],
+                shape=shape,
+                dtype=dtype,
+                chunks=(1, shape[1], shape[2]),
+                compressors=[ZstdCodec(level=5)],
+                dimension_names=["z", "y", "x"],
+                fill_value=0,
+            )
+            array[...] = data
+            levels.append(
+                {
+                    "path": entry["path"],
+                    "coordinateTransformations": entry["coordinateTransformations"],
+                }
+            )
+        version = ome.get("version", "0.5")
+        target.attrs.update(
+            {
+                "ome": {
+                    "version": version,
+                    "image-label": self._image_label(),
+                    "multiscales": [{"name": name, "axes": axes, "datasets": levels}],
+                },
+                "dicomflow": {
+                    "affine_lps": self.affine.tolist(),
+                    "warnings": list(self.warnings),
+                },
+            }
+        )
+        listed = [n for n in (_attrs(holder).get("ome") or {}).get("labels", []) if n != name]
+        holder.attrs["ome"] = {"version": version, "labels": [*listed, name]}
+        return f"{where.rstrip('/')}/labels/{name}"
+
+    def _image_label(self) -> dict[str, Any]:
+        """NGFF ``image-label``: a colour and the table's row for each label value."""
+        key = "SegmentNumber" if "SegmentNumber" in self.segments.column_names else "ROINumber"
+        colors, properties = [], []
+        for row in self.segments.to_pylist():
+            value = int(row[key])
+            rgb = self.colors.get(value) or _PALETTE[(value - 1) % len(_PALETTE)]
+            colors.append({"label-value": value, "rgba": [*map(int, rgb), 255]})
+            properties.append({"label-value": value, **row})
+        return {"colors": colors, "properties": properties, "source": {"image": "../../"}}
+
+
+#: label colours where the object recommends none (distinct, readable on grey images)
+_PALETTE = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+)  # fmt: skip
+
+
+def _shape(group: Any, path: str) -> tuple[int, ...]:
+    """The shape of an array of the group (an error when the path holds none)."""
+    array = group.get(path)
+    if not hasattr(array, "shape"):
+        raise DerivedObjectError(f"the image names a level {path!r} that holds no array")
+    return tuple(array.shape)
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    """A Zarr node's attributes as plain JSON values."""
+    return dict(node.attrs)
+
+
+def _nearest(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``labels`` on a level of ``shape`` (in-plane factors of 2**n): the voxel nearest each
+    block's centre."""
+    fy, fx = labels.shape[1] // shape[1], labels.shape[2] // shape[2]
+    return labels[:, fy // 2 :: fy, fx // 2 :: fx][:, : shape[1], : shape[2]]
+
+
+def _lab_to_rgb(value: Any) -> tuple[int, int, int] | None:
+    """A DICOM CIELab colour (three 16-bit values) as RGB, by highdicom when it is there."""
+    try:
+        from highdicom.color import CIELabColor
+    except ImportError:
+        return None
+    try:
+        return CIELabColor.from_dicom_value([int(v) for v in value]).to_rgb(clip=True)
+    except (TypeError, ValueError):
+        return None
 
 
 def _code(item: Any, keyword: str) -> tuple[str | None, str | None]:
@@ -122,11 +252,24 @@ def _frame_items(ds: Any, n: int) -> list[Any]:
     return list(per)
 
 
-def _source_uid(item: Any) -> str | None:
+def _source(item: Any) -> tuple[str, int] | None:
+    """The source image (SOP Instance UID, frame number: 1 when it names none) of a frame."""
     for der in item.get("DerivationImageSequence", []):
         for src in der.get("SourceImageSequence", []):
-            return str(src.ReferencedSOPInstanceUID)
+            frames = src.get("ReferencedFrameNumber")
+            if isinstance(frames, list | tuple | MultiValue):
+                frames = frames[0] if len(frames) == 1 else None
+            return str(src.ReferencedSOPInstanceUID), int(frames or 1)
     return None
+
+
+def _slice_index(volume: Any) -> dict[tuple[str, int], int]:
+    """Slice of each (SOP Instance UID, frame number) of the volume's planes."""
+    out: dict[tuple[str, int], int] = {}
+    for k, plane in enumerate(volume.planes):
+        if plane.sop_instance_uid and plane.mosaic is None:
+            out[(plane.sop_instance_uid, plane.ref.index + 1)] = k
+    return out
 
 
 def _position(item: Any, shared: Any) -> np.ndarray | None:
@@ -171,9 +314,10 @@ def read_seg(seg: Any, volume: Any, *, threshold: float = 0.5) -> LabelVolume:
     threshold : float
         Fractional segments cover a voxel where the fraction is at least this.
 
-    Each frame is placed by the SOP Instance UID of its source image when the SEG names it,
-    otherwise by its Image Position (Patient) on the volume's grid; a frame that lands on no
-    slice of the volume is reported in ``warnings``.
+    Each frame is placed by the SOP Instance UID (and frame number, for a multi-frame
+    source) of its source image when the SEG names it, otherwise by its Image Position
+    (Patient) on the volume's grid; a frame that lands on no slice of the volume is reported
+    in ``warnings``.
     """
     ds = seg if isinstance(seg, pydicom.Dataset) else pydicom.dcmread(seg)
     if ds.get("Modality") != "SEG":
@@ -192,7 +336,7 @@ def read_seg(seg: Any, volume: Any, *, threshold: float = 0.5) -> LabelVolume:
     if kind == "FRACTIONAL":
         top = float(ds.get("MaximumFractionalValue", 255))
         frames = frames >= threshold * top
-    uid_index = {uid: i for i, uid in enumerate(volume.sop_instance_uids) if uid}
+    uid_index = _slice_index(volume)
     inverse = np.linalg.inv(volume.affine)
     shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
     items = _frame_items(ds, n)
@@ -204,7 +348,8 @@ def read_seg(seg: Any, volume: Any, *, threshold: float = 0.5) -> LabelVolume:
     labels = np.zeros(shape, dtype=np.uint16)
     warnings = []
     for i, item in enumerate(items):
-        k = uid_index.get(_source_uid(item) or "")
+        source = _source(item)
+        k = None if source is None else uid_index.get(source)
         if k is None:
             pos = _position(item, shared)
             if pos is not None:
@@ -232,4 +377,10 @@ def read_seg(seg: Any, volume: Any, *, threshold: float = 0.5) -> LabelVolume:
         num = row["SegmentNumber"]
         row["voxels"] = int(masks[num].sum()) if num in masks else int(counts[num])
     table = pa.Table.from_pylist(segs, schema=SEGMENT_SCHEMA)
-    return LabelVolume(labels, volume.affine, table, masks, tuple(warnings))
+    colors = {}
+    for item in ds.get("SegmentSequence", []):
+        lab = item.get("RecommendedDisplayCIELabValue")
+        rgb = None if lab is None else _lab_to_rgb(lab)
+        if rgb is not None:
+            colors[int(item.SegmentNumber)] = rgb
+    return LabelVolume(labels, volume.affine, table, masks, tuple(warnings), colors)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
+from ..dicom import atomic_path
 from ..errors import ConfigError, DerivedObjectError
 
 # SCT "Tissue" in "Anatomical structure": the neutral codes when the caller gives none
@@ -45,13 +46,30 @@ def labels_from_nifti(path: Any, volume: Any) -> np.ndarray:
     return labels
 
 
-def _sources(volume: Any) -> list[Any]:
-    import pydicom
+def _sources(volume: Any, labels: np.ndarray) -> tuple[list[Any], np.ndarray]:
+    """The source headers (each object read once, through fsspec with the volume's storage
+    options) and the labels in the order highdicom pairs them with the sources' frames.
 
-    out = []
-    for plane in volume.planes:
-        out.append(pydicom.dcmread(plane.ref.uri, stop_before_pixels=True))
-    return out
+    Single-frame sources: one header per slice, the labels as they are. One multi-frame
+    source: its header, and one label frame per frame of it (in frame order; frames outside
+    the volume, of another stack of the same object, are empty).
+    """
+    from ..pixels import read_header
+
+    uris = list(dict.fromkeys(plane.ref.uri for plane in volume.planes))
+    headers = [read_header(uri, volume.storage_options) for uri in uris]
+    frames = [int(h.get("NumberOfFrames", 1) or 1) for h in headers]
+    if len(headers) == len(volume.planes) and max(frames) == 1:
+        return headers, labels
+    if len(headers) > 1:
+        raise DerivedObjectError(
+            f"the series spans {len(headers)} objects, some multi-frame: a SEG references "
+            "single-frame images or one multi-frame image"
+        )
+    stacked = np.zeros((frames[0], *labels.shape[1:]), dtype=labels.dtype)
+    for k, plane in enumerate(volume.planes):
+        stacked[plane.ref.index] = labels[k]
+    return headers, stacked
 
 
 def write_seg(
@@ -72,7 +90,8 @@ def write_seg(
         ``(slices, rows, columns)`` integer labels in the volume's array order, or a NIfTI
         file on the series' NIfTI grid (see :func:`labels_from_nifti`).
     volume : dicomflow.pixels.Volume
-        A 3-D volume of single-frame images (the source series).
+        A 3-D volume (the source series): single-frame images, or one multi-frame image;
+        its sources are read (headers only) through fsspec with its storage options.
     segments : mapping, optional
         Label number -> segment label; default ``"Segment N"`` for each number present.
     algorithm : str, optional
@@ -108,9 +127,28 @@ def write_seg(
                 algorithm_identification=algo,
             )
         )
-    stacked = np.stack([labels == n for n in numbers], axis=-1)
-    sources = _sources(volume)
-    seg = hd.seg.Segmentation(
+    sources, ordered = _sources(volume, labels)
+    stacked = np.stack([ordered == n for n in numbers], axis=-1)
+    try:
+        seg = _segmentation(hd, sources, stacked, fractional, descriptions, series_number)
+    except (AttributeError, TypeError, ValueError) as exc:  # highdicom's word on the sources
+        raise DerivedObjectError(
+            f"cannot write a SEG on this series: {type(exc).__name__}: {exc}"
+        ) from exc
+    with atomic_path(path) as tmp:
+        seg.save_as(tmp)
+    return path
+
+
+def _segmentation(
+    hd: Any,
+    sources: list[Any],
+    stacked: np.ndarray,
+    fractional: bool,
+    descriptions: list[Any],
+    series_number: int,
+) -> Any:
+    return hd.seg.Segmentation(
         source_images=sources,
         pixel_array=stacked.astype(np.float32) if fractional else stacked,
         segmentation_type="FRACTIONAL" if fractional else "BINARY",
@@ -127,8 +165,6 @@ def write_seg(
         content_creator_name="dicomflow^",
         omit_empty_frames=False,
     )
-    seg.save_as(str(path))
-    return path
 
 
 MEASUREMENT_COLUMNS = ("TrackingIdentifier", "ConceptName", "ConceptMeaning", "value", "unit")
@@ -272,7 +308,8 @@ def write_measurement_report(
         is_complete=True,
         is_final=True,
     )
-    sr.save_as(str(path))
+    with atomic_path(path) as tmp:
+        sr.save_as(tmp)
     return path
 
 

@@ -7,13 +7,15 @@
     arr = dfl.frames(cat.head(1))     # dask: one chunk per frame, nothing read yet
     vols = dfl.volumes(cat)           # series -> stacks -> sorted along the normal, 3-D or 4-D
     vols.to_polars()                  # the geometry report: one row per volume
+    vols.series_report                # one row per series: found/expected slices, decision
     vols[0].to_nifti("ct.nii.gz"); vols[0].to_zarr("ct.zarr"); vols[0].to_xarray()
 
 Modules: ``_locate`` (where each frame's bytes are), ``_frames`` (the dask array; frames are
 decoded by :mod:`dicomflow.codecs`, which also holds the ``PixelFormat`` description),
 ``_slices`` (rows to image planes: functional groups, mosaics), ``_geometry`` (sorting,
 spacing, tilt, affines), ``_stacks`` (grouping into volumes), ``_volume`` (the ``Volume`` and
-its report), ``_resample`` (tilt and spacing correction), ``_siemens`` (CSA header, mosaics).
+its report), ``_report`` (the report per series), ``_resample`` (tilt and spacing correction),
+``_siemens`` (CSA header, mosaics).
 The volume formats (``_nifti``, ``_zarr``, ``_preview``: NIfTI-1, OME-Zarr, PNG) live here;
 the per-instance sinks built on them live in ``dicomflow.writers``.
 
@@ -41,6 +43,7 @@ from ._locate import FrameRef, unwrap_fragments
 from ._montage import montage
 from ._nifti import RGB24, bids_sidecar, nifti_bytes, write_nifti
 from ._preview import PRESETS, apply_window, display_frame, write_png
+from ._report import LOCALIZER_DROPPED, SERIES_SCHEMA
 from ._resample import shift_image
 from ._siemens import parse_csa
 from ._slices import NO_PIXEL_DATA, planes_from_rows, read_header
@@ -49,9 +52,11 @@ from ._volume import Volume, Volumes
 from ._zarr import write_zarr
 
 __all__ = [
+    "LOCALIZER_DROPPED",
     "NO_PIXEL_DATA",
     "PRESETS",
     "RGB24",
+    "SERIES_SCHEMA",
     "FrameDecodeError",
     "FrameRef",
     "FrameTransform",

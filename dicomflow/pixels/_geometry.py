@@ -113,6 +113,10 @@ class StackReport:
     """What the positions of one stack say about its geometry.
 
     ``order`` sorts the input slices along the normal; distances are along the normal.
+    ``gaps`` holds ``(after, from_mm, to_mm, missing)`` for each gap of a whole multiple of the
+    spacing: the index (in sorted order) of the slice before it, the distances along the normal
+    on either side, and how many slices it lacks. ``expected`` is how many slices the extent
+    holds at the spacing (``extent / spacing + 1``).
     """
 
     order: np.ndarray
@@ -125,6 +129,8 @@ class StackReport:
     irregular: bool
     max_spacing_deviation: float
     warnings: tuple[str, ...] = field(default=())
+    gaps: tuple[tuple[int, float, float, int], ...] = field(default=())
+    expected: int = 1
 
 
 def analyse_stack(
@@ -167,16 +173,23 @@ def analyse_stack(
     duplicates = int(np.sum(gaps < position_tolerance))
     if duplicates:
         warnings.append(f"{duplicates} duplicate slice position(s)")
-    real = gaps[gaps >= position_tolerance]
+    distinct = gaps >= position_tolerance
+    real = gaps[distinct]
     if len(real) == 0:
         raise GeometryError("all slices are at the same position")
     spacing = float(np.median(real))
     deviation = float(np.max(np.abs(real - spacing)))
     irregular = deviation > spacing_tolerance * spacing
-    ratios = real / spacing
+    ratios = gaps / spacing
     whole = np.round(ratios)
-    gap = (whole >= 2) & (np.abs(ratios - whole) < 0.1)  # a multiple of the spacing: lost slices
+    gap = distinct & (whole >= 2) & (np.abs(ratios - whole) < 0.1)  # a multiple: lost slices
     missing = int(np.sum(whole[gap] - 1))
+    holes = tuple(
+        (int(k), float(d_sorted[k]), float(d_sorted[k + 1]), int(whole[k] - 1))
+        for k in np.flatnonzero(gap)
+    )
+    extent = float(d_sorted[-1] - d_sorted[0])
+    expected = int(round(extent / spacing)) + 1
     if missing:
         warnings.append(f"{missing} missing slice(s) (gaps of a multiple of {spacing:.4g} mm)")
     if irregular:
@@ -203,4 +216,6 @@ def analyse_stack(
         irregular=bool(irregular),
         max_spacing_deviation=deviation,
         warnings=tuple(warnings),
+        gaps=holes,
+        expected=expected,
     )

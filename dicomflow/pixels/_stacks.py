@@ -15,6 +15,7 @@ from dask.highlevelgraph import HighLevelGraph
 from ._errors import GeometryError
 from ._frames import PixelOptions, frames_array, load_frame
 from ._geometry import Grid, analyse_stack, normal_of
+from ._report import LOCALIZER_DROPPED, SeriesLog
 from ._slices import Plane, planes_from_rows
 from ._table import as_rows
 from ._volume import Volume, Volumes
@@ -60,10 +61,14 @@ def _position_key(p: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(x) + 0.0 for x in np.round(p, 2))  # type: ignore[return-value]
 
 
-def _split_repeats(
-    planes: list[Plane],
-) -> tuple[list[list[Plane]], list[str], int, int]:
-    """Group planes by position; return per-position lists sorted in time, warnings, dropped."""
+def _split_repeats(planes: list[Plane]) -> tuple[list[list[Plane]], list[str], dict[str, int]]:
+    """Group planes by position; return per-position lists sorted in time, warnings, counts.
+
+    The counts: ``duplicate_instances`` (an instance listed twice: ignored),
+    ``duplicate_positions`` (extra images at a position of a stack without repeats: the
+    earliest kept), ``incomplete_repeats`` (images of repeats not complete at every position),
+    and ``dropped_images``, the last two together.
+    """
     by_pos: dict[tuple, list[Plane]] = defaultdict(list)
     seen: set[tuple] = set()
     exact_duplicates = 0
@@ -81,26 +86,35 @@ def _split_repeats(
     counts = Counter(len(g) for g in groups)
     repeats = min(counts)
     dropped = sum(len(g) - repeats for g in groups)
+    duplicates = incomplete = 0
     if len(counts) > 1:
         if repeats == 1 and max(counts) > 1:
+            duplicates = dropped
             warnings.append(
                 f"{dropped} duplicate slice(s) at {sum(1 for g in groups if len(g) > 1)} "
                 "position(s): the earliest of each kept"
             )
         else:
+            incomplete = dropped
             warnings.append(
                 f"positions hold {sorted(counts)} images: kept {repeats} repeat(s) per position, "
                 f"dropped {dropped} image(s) of incomplete repeats"
             )
     groups = [g[:repeats] for g in groups]
-    return groups, warnings, dropped, exact_duplicates
+    stats = {
+        "duplicate_instances": exact_duplicates,
+        "duplicate_positions": duplicates,
+        "incomplete_repeats": incomplete,
+        "dropped_images": dropped,
+    }
+    return groups, warnings, stats
 
 
 def _geometry_stack(
     planes: list[Plane], options: PixelOptions, storage_options
 ) -> tuple[da.Array, Grid, tuple[Plane, ...], dict, tuple[str, ...]]:
     orientation = planes[0].orientation
-    groups, warnings, dropped, _ = _split_repeats(planes)
+    groups, warnings, stats = _split_repeats(planes)
     positions = np.array([g[0].position for g in groups])
     report = analyse_stack(positions, orientation)
     warnings = [*warnings, *report.warnings]
@@ -145,7 +159,11 @@ def _geometry_stack(
         "max_spacing_deviation": report.max_spacing_deviation,
         "missing_slices": report.missing,
         "duplicate_slices": report.duplicates,
-        "dropped_images": dropped,
+        **stats,
+        "expected_slices": report.expected if len(ordered) > 1 else 1,
+        "gaps": [
+            {"after_slice": k, "from_mm": a, "to_mm": b, "missing": m} for k, a, b, m in report.gaps
+        ],
         "orientation": list(iop),
         "slice_distances": report.distances.tolist(),
     }
@@ -170,7 +188,8 @@ def _mosaic_chunk(plane: Plane, options: PixelOptions, storage_options, dtype) -
 
 
 def _mosaic_stack(planes: list[Plane], options: PixelOptions, storage_options):
-    groups, warnings, dropped, _ = _split_repeats(planes)
+    groups, warnings, stats = _split_repeats(planes)
+    dropped = stats["dropped_images"]
     if len(groups) > 1:
         warnings.append(f"mosaics at {len(groups)} different positions: the first kept")
         dropped += sum(len(g) for g in groups[1:])
@@ -226,7 +245,10 @@ def _mosaic_stack(planes: list[Plane], options: PixelOptions, storage_options):
         "max_spacing_deviation": 0.0,
         "missing_slices": 0,
         "duplicate_slices": 0,
+        **stats,
         "dropped_images": dropped,
+        "expected_slices": info_m.count,
+        "gaps": [],
         "orientation": list(iop),
         "mosaic": True,
         "SliceTiming": [t / 1000.0 for t in info_m.slice_times] or None,
@@ -251,6 +273,7 @@ def volumes(
     options: PixelOptions = PixelOptions(),  # noqa: B008 - frozen
     storage_options: Mapping[str, Any] | None = None,
     resample: bool = False,
+    keep_localizers: bool = False,
 ) -> Volumes:
     """Group the catalog's images into volumes.
 
@@ -272,12 +295,18 @@ def volumes(
     resample : bool
         Return tilted or irregularly spaced stacks resampled onto a regular orthogonal grid
         (see :meth:`Volume.resampled`); by default they are kept as acquired and reported.
+    keep_localizers : bool
+        Keep localizer images (Image Type ``LOCALIZER``) that share a series with other
+        images as volumes of their own; by default they are dropped from it (listed in
+        ``skipped``). A series of localizers only is always kept.
 
     Returns
     -------
     Volumes
-        A sequence of :class:`Volume`; ``.report`` is the geometry table, ``.skipped`` lists
-        rows that gave no image and why.
+        A sequence of :class:`Volume`; ``.report`` is the geometry table (one row per
+        volume), ``.series_report`` the one per series (found and expected slices, gaps,
+        duplicates, localizers, the decision taken), ``.skipped`` lists rows that gave no
+        image and why.
 
     Examples
     --------
@@ -286,10 +315,17 @@ def volumes(
     >>> vols[0].array[10].compute()                    # doctest: +SKIP
     """
     rows = as_rows(catalog)
+    log = SeriesLog(rows)
     planes, skipped = planes_from_rows(rows, storage_options)
     stacks: dict[tuple, list[Plane]] = defaultdict(list)
     for plane in planes:
         stacks[plane.stack].append(plane)  # dicts keep first-appearance order
+    for key, members in stacks.items():
+        log.images(key, len(members))
+    if not keep_localizers:
+        _drop_localizers(stacks, skipped, log)
+    for uri, why in skipped:
+        log.skipped(uri, why)
     result: list[Volume] = []
     per_series = Counter(key[:3] for key in stacks)
     for key in sorted(stacks, key=lambda k: _sortable((k[0], k[2], k[1]))):
@@ -303,6 +339,7 @@ def volumes(
                 built = _flat_stack(members, options, storage_options)
         except GeometryError as exc:
             skipped.extend((p.ref.uri, f"geometry: {exc}") for p in members)
+            log.refused(key, len(members), f"geometry: {exc}")
             continue
         array, grid, seq, info, warnings = built
         if per_series[key[:3]] > 1:
@@ -322,6 +359,7 @@ def volumes(
             options=options,
             stacked=not info.get("mosaic"),
         )
+        acquired = volume.info
         if (
             resample
             and grid is not None
@@ -332,8 +370,26 @@ def volumes(
                 volume = replace(volume, warnings=(*volume.warnings, note))
             else:
                 volume = volume.resampled()
+        log.built(key, len(result), volume, acquired)
         result.append(volume)
-    return Volumes(result, skipped)
+    return Volumes(result, skipped, series=log.table())
+
+
+def _drop_localizers(
+    stacks: dict[tuple, list[Plane]], skipped: list[tuple[str, str]], log: SeriesLog
+) -> None:
+    """Drop the localizer stacks of every series that also holds stacks of other images."""
+    by_series: dict[tuple, list[tuple]] = defaultdict(list)
+    for key in stacks:
+        by_series[key[:3]].append(key)
+    for keys in by_series.values():
+        scouts = [k for k in keys if "LOCALIZER" in k[8]]
+        if not scouts or len(scouts) == len(keys):
+            continue
+        for key in scouts:
+            members = stacks.pop(key)
+            log.localizers(key, len(members))
+            skipped.extend((p.ref.uri, LOCALIZER_DROPPED) for p in members)
 
 
 def _sortable(key) -> tuple:

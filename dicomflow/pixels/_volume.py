@@ -223,9 +223,16 @@ class Volume:
 class Volumes(Sequence[Volume]):
     """The volumes of a catalog, plus a geometry report table (one row per volume)."""
 
-    def __init__(self, items: Sequence[Volume], skipped: Sequence[tuple[str, str]] = ()):
+    def __init__(
+        self,
+        items: Sequence[Volume],
+        skipped: Sequence[tuple[str, str]] = (),
+        *,
+        series: pa.Table | None = None,
+    ):
         self._items = tuple(items)
         self.skipped = tuple(skipped)
+        self._series = series
 
     def __getitem__(self, index):
         if isinstance(index, slice):
@@ -247,11 +254,39 @@ class Volumes(Sequence[Volume]):
         rows = [_report_row(i, v) for i, v in enumerate(self._items)]
         return pa.Table.from_pylist(rows, schema=_REPORT_SCHEMA)
 
-    def to_polars(self):
-        """The report as a polars DataFrame."""
+    @property
+    def series_report(self) -> pa.Table:
+        """One row per series of the catalog: what was found, expected and decided.
+
+        Columns (``dicomflow.pixels.SERIES_SCHEMA``): the series' identity; ``decision``
+        (``volume``, ``volume-with-gaps``, ``volume-irregular``, ``volume-tilted``,
+        ``resampled``, ``split by orientation``..., ``image``, ``no image``,
+        ``refused: <reason>``) and ``actions`` (what was dropped or ignored on the way);
+        ``instances`` and ``images`` read, the ``volumes`` made (``volume_index`` into this
+        sequence and the rows of :attr:`report`), their ``shape`` (one volume) or ``shapes``;
+        ``found_slices`` (distinct positions kept), ``expected_slices`` (the extent along
+        the normal over the spacing, plus one), ``declared_slices`` (Images in Acquisition,
+        where the catalog has it) and ``declared_frames`` (Number of Frames of multi-frame
+        rows); ``missing_slices``, ``gap_count`` and ``gaps`` (after which slice, from and to
+        which distance along the normal, how many missing); ``duplicate_instances``,
+        ``duplicate_positions``, ``incomplete_repeats``; ``stacks``, ``orientations`` and
+        ``mixed_orientations``; ``localizers_dropped``, ``refused_images``; ``tilt_degrees``
+        (as acquired), ``irregular_spacing``, ``has_geometry`` and ``warnings``.
+        """
+        if self._series is None:
+            from ._report import SERIES_SCHEMA
+
+            return SERIES_SCHEMA.empty_table()
+        return self._series
+
+    def to_polars(self, per: str = "volume"):
+        """The report as a polars DataFrame: ``per="volume"`` (:attr:`report`) or
+        ``per="series"`` (:attr:`series_report`)."""
         import polars as pl
 
-        return pl.from_arrow(self.report)
+        if per not in ("volume", "series"):
+            raise ConfigError(f"per={per!r}: expected 'volume' or 'series'")
+        return pl.from_arrow(self.report if per == "volume" else self.series_report)
 
 
 _REPORT_SCHEMA = pa.schema(
