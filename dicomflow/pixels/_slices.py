@@ -197,7 +197,7 @@ def _stack_key(row: Mapping[str, Any], plane: Plane) -> tuple:
         orientation_part = orientation_key(orientation) or ()
     spacing = plane.pixel_spacing
     if spacing is not None and not isinstance(spacing, tuple):
-        spacing = tuple(spacing)  # type: ignore[assignment]
+        spacing = tuple(spacing)
     return (
         row.get("study_instance_uid") or "",
         row.get("series_instance_uid") or "",
