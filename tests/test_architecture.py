@@ -186,7 +186,8 @@ def test_every_built_in_name_resolves(kind: str) -> None:
 #: Tests that reach a private module, and why no public seam serves them.
 TEST_PRIVATE_SEAMS = {
     "tests/test_scan_bad_input.py": "fault injection: a scan converter that raises",
-    "tests/pixels/test_frames.py": "monkeypatches the frame locator and the backend list",
+    "tests/pixels/test_frames.py": "monkeypatches the frame locator and the backend list; "
+    "the frame array's keys (frames_array, white-box)",
     "tests/pixels/test_writers.py": "the NIfTI writer's choice of its direct path, white-box",
     "tests/derived/test_seg.py": "read_seg's direct 1-bit unpacking against pydicom, white-box",
     "tests/anonymize/test_verify_folders.py": "which recipe rules win, read from a manifest",

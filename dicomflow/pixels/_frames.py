@@ -266,10 +266,11 @@ def _frames_token(
 
     The distinct files, formats and transforms are tokenized once each and the per-frame
     numbers as one integer array: tokenizing a million small objects one by one takes minutes
-    and gigabytes.
+    and gigabytes. Formats are told apart by value: every row has its own (equal) one, and
+    tokenizing 300 equal formats took most of a 300-slice series' volume assembly.
     """
     uris: dict[str, int] = {}
-    formats: dict[int, tuple[int, PixelFormat]] = {}  # by identity: a row's refs share one
+    formats: dict[PixelFormat, int] = {}  # by value: the rows of a series have equal ones
     kinds: dict[Any, tuple[int, FrameTransform | None]] = {}
 
     def kind(transform: FrameTransform | None) -> int:
@@ -285,7 +286,7 @@ def _frames_token(
         (r.bit_offset for r in refs),
         (r.swap_ow for r in refs),
         (r.whole_file for r in refs),
-        (formats.setdefault(id(r.fmt), (len(formats), r.fmt))[0] for r in refs),
+        (formats.setdefault(r.fmt, len(formats)) for r in refs),
         (kind(t) for t in transforms),
     )
     located = np.empty((len(fields), n), np.int64)
@@ -293,7 +294,7 @@ def _frames_token(
         row[:] = np.fromiter(values, np.int64, count=n)
     return tokenize(
         list(uris),
-        [f for _, f in formats.values()],
+        list(formats),
         [t for _, t in kinds.values()],
         located,
         options,

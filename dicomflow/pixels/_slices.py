@@ -9,8 +9,10 @@ gives one record holding all its slices.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import fsspec
@@ -84,7 +86,7 @@ def _num(value) -> float:
         v = float(value)
     except (TypeError, ValueError):
         return 0.0
-    return v if np.isfinite(v) else 0.0
+    return v if math.isfinite(v) else 0.0
 
 
 def _floats(value, n: int | None = None) -> list[float] | None:
@@ -98,7 +100,7 @@ def _floats(value, n: int | None = None) -> list[float] | None:
         return None
     if n is not None and len(out) != n:
         return None
-    return out if all(np.isfinite(out)) else None
+    return out if all(map(math.isfinite, out)) else None
 
 
 def _pixel_spacing(value) -> tuple[tuple[float, float] | None, str | None]:
@@ -168,17 +170,41 @@ def _first(value):
     return value
 
 
+# The slices of a series share their orientation, spacing and format: each key part is worked
+# out once per distinct value (numpy's rounding, as before), not once per slice.
+@lru_cache(maxsize=1024)
+def _orientation_part(orientation: tuple[float, ...]) -> tuple:
+    return orientation_key(orientation) or ()
+
+
+@lru_cache(maxsize=1024)
+def _spacing_part(spacing: tuple[float, float]) -> tuple:
+    return tuple(np.round(spacing, 4))
+
+
+@lru_cache(maxsize=256)
+def _format_part(fmt: Any) -> tuple:
+    return fmt.frame_shape, str(fmt.dtype)
+
+
 def _stack_key(row: Mapping[str, Any], plane: Plane) -> tuple:
-    fmt = plane.ref.fmt
-    spacing = None if plane.pixel_spacing is None else tuple(np.round(plane.pixel_spacing, 4))
+    orientation = plane.orientation
+    if orientation is None:
+        orientation_part: tuple = ()
+    elif isinstance(orientation, tuple):
+        orientation_part = _orientation_part(orientation)
+    else:
+        orientation_part = orientation_key(orientation) or ()
+    spacing = plane.pixel_spacing
+    if spacing is not None and not isinstance(spacing, tuple):
+        spacing = tuple(spacing)
     return (
         row.get("study_instance_uid") or "",
         row.get("series_instance_uid") or "",
         _num(row.get("SeriesNumber")),
-        orientation_key(plane.orientation) or (),
-        fmt.frame_shape,
-        str(fmt.dtype),
-        spacing or (),
+        orientation_part,
+        *_format_part(plane.ref.fmt),
+        _spacing_part(spacing) if spacing is not None else (),
         plane.echo,
         # classic Image Type: values 1-3 (original/derived, primary/secondary, the modality's
         # kind: AXIAL, LOCALIZER, M, P...); vendors append free values (e.g. GE's ADD) per slice.

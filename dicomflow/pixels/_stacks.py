@@ -72,13 +72,18 @@ def _split_repeats(planes: list[Plane]) -> tuple[list[list[Plane]], list[str], d
     by_pos: dict[tuple, list[Plane]] = defaultdict(list)
     seen: set[tuple] = set()
     exact_duplicates = 0
-    for p in planes:
+    keys: list | None = None
+    if planes and all(p.position is not None for p in planes):  # all rounded at once
+        rounded = np.round(np.array([p.position for p in planes], float), 2) + 0.0
+        keys = [tuple(k) for k in rounded.tolist()]
+    for i, p in enumerate(planes):
         ident = (p.sop_instance_uid, p.ref.uri if p.sop_instance_uid is None else "", p.ref.index)
         if ident in seen:
             exact_duplicates += 1
             continue
         seen.add(ident)
-        by_pos[_position_key(p.position)].append(p)  # type: ignore[arg-type]
+        key = keys[i] if keys is not None else _position_key(p.position)  # type: ignore[arg-type]
+        by_pos[key].append(p)
     warnings = []
     if exact_duplicates:
         warnings.append(f"{exact_duplicates} duplicate instance(s) ignored")

@@ -346,6 +346,23 @@ def test_frames_of_many_rows_concatenate():
     assert np.array_equal(arr.compute(), ref)
 
 
+def test_frame_keys_depend_on_the_formats_values_not_on_their_objects():
+    """Every row of a series has its own (equal) PixelFormat: the dask keys are the same as
+    when the rows share one, so equal formats are tokenized once, not once per slice."""
+    from dataclasses import replace
+
+    from dicomflow.pixels import row_refs
+    from dicomflow.pixels._frames import frames_array
+
+    paths = sorted((CORPUS / "series/dcm_qa_nih_ge_mr_0004").glob("*.dcm"))[:6]
+    refs = [ref for row in catalog_table(paths).to_pylist() for ref in row_refs(row)]
+    assert len({id(r.fmt) for r in refs}) == len(refs)  # one object per row, all equal
+    shared = [replace(r, fmt=refs[0].fmt) for r in refs]
+    assert frames_array(refs).name == frames_array(shared).name
+    other = [replace(r, fmt=replace(r.fmt, bits_stored=12)) for r in refs]
+    assert frames_array(other).name != frames_array(refs).name
+
+
 def test_frames_refuse_mixed_shapes():
     paths = [
         CORPUS / "transfer-syntax/explicit-vr-le/CT_small.dcm",
