@@ -7,7 +7,7 @@
 set -euo pipefail
 if [ $# -gt 0 ]; then packages=("$@"); else
   packages=(dcmtk dcm2niix dicom3tools orthanc orthanc-dicomweb libgdcm-tools
-            tesseract-ocr tesseract-ocr-eng fonts-dejavu-core)
+            tesseract-ocr tesseract-ocr-eng fonts-dejavu-core chromium)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -22,10 +22,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 [ $# -gt 0 ] && exit 0
 # what the tests call: DCMTK tools and peers, dicom3tools, dcm2niix, Orthanc and its plugin, GDCM,
-# Tesseract (Clean Pixel Data's OCR) with its English data and the DejaVu fonts of the OCR tests
+# Tesseract (Clean Pixel Data's OCR) with its English data, the DejaVu fonts of the OCR tests, and
+# Chromium (headless, driven by Playwright, for the browse page of dicomflow serve)
 absent=()
 for c in dcmdump dcmdrle dcmdjpls dcmdjpeg dcmgpdir dcmqrscp storescu storescp getscu movescu findscu \
-         dciodvfy dcm2niix Orthanc gdcmconv tesseract; do
+         dciodvfy dcm2niix Orthanc gdcmconv tesseract chromium; do
   command -v "$c" >/dev/null || absent+=("$c")
 done
 [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || absent+=(libOrthancDicomWeb.so)

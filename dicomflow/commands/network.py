@@ -511,7 +511,7 @@ def run_find(args: argparse.Namespace) -> int:
 
 def run_pull(args: argparse.Namespace) -> int:
     from ..network import PullOptions, pull
-    from ..runtime import progress_for
+    from ..runtime import PROGRESS_FILE, ProgressFile, progress_for
 
     remote = _remote(args)
     if args.stop_outside_window and not args.window:
@@ -527,8 +527,11 @@ def run_pull(args: argparse.Namespace) -> int:
     )  # fmt: skip
     shown = progress_for(quiet=args.quiet)  # a bar on a terminal, else a line every 10 s
     lock = threading.Lock()
+    # the pull's state in the lake, for `dicomflow serve LAKE` to show (counts only)
+    tracked = ProgressFile(os.path.join(args.lake, "_lake", PROGRESS_FILE))
 
     def progress(event: Any) -> None:
+        tracked(event, "running")  # how it ended is said once the report is in
         if args.quiet:
             return
         if event.kind == "queried":  # planning a cohort: lines, not the pull's bar
@@ -558,9 +561,10 @@ def run_pull(args: argparse.Namespace) -> int:
 
     lake, stages, deid = _landing(args, args.fsync)
     try:
-        with shown:
+        with shown, tracked:
             report = pull(remote, args.query, lake, opts, cohort=args.cohort, stages=stages,
                           progress=progress)  # fmt: skip
+            tracked.close("stopped" if report.stopped else "finished")
     finally:
         _finish(lake, deid)
     if report.stopped and report.planned is None:  # outside the window before it began

@@ -194,11 +194,18 @@ class CatalogIndex:
         for keyword in set(_FIXED.values()) - set(df.columns):
             df = df.with_columns(pl.lit(None, pl.String).alias(keyword))
         # only what a URL can name: rows with all three UIDs
-        df = df.filter(
+        named = (
             pl.col("SOPInstanceUID").is_not_null()
             & pl.col("SeriesInstanceUID").is_not_null()
             & pl.col("StudyInstanceUID").is_not_null()
         )
+        #: rows with an error that name no series (files that could not be read): not served
+        unlisted = (
+            df.filter(~named & pl.col("error").is_not_null()) if "error" in df.columns else None
+        )
+        self.unlisted_errors = 0 if unlisted is None else unlisted.height
+        self._unlisted_reasons = [] if unlisted is None else _reasons(unlisted)
+        df = df.filter(named)
         # one row per SOP Instance UID (the last one cataloged)
         df = df.unique("SOPInstanceUID", keep="last", maintain_order=True)
         order = ["StudyInstanceUID", "SeriesInstanceUID"]
@@ -316,10 +323,115 @@ class CatalogIndex:
         return [to_json(row) for row in table.select(wanted).iter_rows(named=True)], matched
 
 
+    # -- the browse page's facets ------------------------------------------------------------
+    def facets(self, query: Query) -> dict[str, Any]:
+        """Counts of the series matching ``query`` (QIDO keys, series level): per modality,
+        body part, manufacturer and study year, the study date range, and the instances with
+        an error. Each facet is counted under every key but its own, so that the other values
+        of a facet stay in view while one is chosen."""
+        series = self.series
+
+        def matching(*without: str) -> pl.DataFrame:
+            keys = {k: v for k, v in query.keys.items() if k not in without}
+            return series.filter(match(series, keys)) if keys else series
+
+        chosen = matching()
+        out: dict[str, Any] = {
+            "studies": chosen["StudyInstanceUID"].n_unique(),
+            "series": chosen.height,
+            "instances": int(chosen["NumberOfSeriesRelatedInstances"].sum()),
+        }
+        for name, keyword in _FACETS.items():
+            out[name] = _counts(matching(keyword), keyword)
+        dated = matching("StudyDate")
+        out["dates"] = _date_range(dated)
+        # the series of the page's "with errors" choice are named by UID: not under that key
+        errors = matching("SeriesInstanceUID")["SeriesInstanceUID"]
+        out["errors"] = self._errors(errors)
+        out["no_thumbnail"] = self._no_thumbnail(chosen["SeriesInstanceUID"])
+        return out
+
+    def _errors(self, series: pl.Series) -> dict[str, Any]:
+        if "error" not in self.instances.columns:
+            return {"instances": 0, "series": [], "reasons": [], "unlisted": 0,
+                    "unlisted_reasons": []}  # fmt: skip
+        failed = self.instances.filter(
+            pl.col("error").is_not_null() & pl.col("SeriesInstanceUID").is_in(series.implode())
+        )
+        return {
+            "instances": failed.height,
+            "series": failed["SeriesInstanceUID"].unique(maintain_order=True).to_list(),
+            "reasons": _reasons(failed),
+            "unlisted": self.unlisted_errors,
+            "unlisted_reasons": self._unlisted_reasons,
+        }
+
+    def _no_thumbnail(self, series: pl.Series) -> list[str]:
+        """Series none of whose instances holds pixel data (SR, presentation states...)."""
+        if "pixel_offset" not in self.instances.columns:
+            return series.to_list()
+        has = (
+            self.instances.filter(pl.col("SeriesInstanceUID").is_in(series.implode()))
+            .group_by("SeriesInstanceUID")
+            .agg(pl.col("pixel_offset").is_not_null().any().alias("image"))
+        )
+        return sorted(has.filter(~pl.col("image"))["SeriesInstanceUID"].to_list())
+
+
+def _reasons(failed: pl.DataFrame) -> list[dict[str, Any]]:
+    """The 20 most frequent error texts (their first 200 characters) and how many rows."""
+    return (
+        failed.group_by(pl.col("error").str.slice(0, 200).alias("reason"))
+        .len("instances")
+        .sort(["instances", "reason"], descending=[True, False])
+        .head(20)
+        .to_dicts()
+    )
+
+
+_FACETS = {"modality": "Modality", "body_part": "BodyPartExamined",
+           "manufacturer": "Manufacturer"}  # fmt: skip
+
+
+def _counts(table: pl.DataFrame, keyword: str) -> list[dict[str, Any]]:
+    """``[{"value", "series", "studies"}]``, most series first; a missing value is null."""
+    if keyword not in table.columns:
+        return []
+    text = pl.col(keyword).cast(pl.String).replace("", None).alias("value")
+    counted = table.group_by(text).agg(
+        pl.len().alias("series"), pl.col("StudyInstanceUID").n_unique().alias("studies")
+    )
+    return counted.sort(["series", "value"], descending=[True, False], nulls_last=True).to_dicts()
+
+
+def _date_range(table: pl.DataFrame) -> dict[str, Any]:
+    """The first and last study date (``YYYYMMDD``) and the series per study year."""
+    if "StudyDate" not in table.columns:
+        return {"first": None, "last": None, "years": [], "undated": table.height}
+    if table.schema["StudyDate"] == pl.String:
+        text = pl.col("StudyDate").str.replace_all("-", "").replace("", None)
+    else:
+        text = pl.col("StudyDate").dt.strftime("%Y%m%d")
+    dates = table.select(text.alias("d"))["d"]
+    years = (
+        dates.drop_nulls().str.slice(0, 4).alias("value").to_frame().group_by("value")
+        .len("series").sort("value")
+    )  # fmt: skip
+    return {
+        "first": dates.min(),
+        "last": dates.max(),
+        "years": years.to_dicts(),
+        "undated": dates.null_count(),
+    }
+
+
 def match(table: pl.DataFrame, keys: Mapping[str, str]) -> pl.Expr:
     """One polars expression true where a row matches every key."""
     expr = pl.lit(True)
     for keyword, value in keys.items():
+        vr = _vr(keyword)
+        if vr in ("DA", "TM", "DT"):
+            temporal_value(keyword, vr, value)  # a bad value is refused where no column has it
         if keyword not in table.columns or value in ("", "*"):
             continue
         expr = expr & _match_one(keyword, table.schema[keyword], value)
