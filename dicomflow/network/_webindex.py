@@ -367,13 +367,16 @@ class CatalogIndex:
         }
 
     def _no_thumbnail(self, series: pl.Series) -> list[str]:
-        """Series none of whose instances holds pixel data (SR, presentation states...)."""
+        """Series with no readable image (SR, presentation states, only failed instances)."""
         if "pixel_offset" not in self.instances.columns:
             return series.to_list()
+        image = pl.col("pixel_offset").is_not_null()
+        if "error" in self.instances.columns:
+            image = image & pl.col("error").is_null()
         has = (
             self.instances.filter(pl.col("SeriesInstanceUID").is_in(series.implode()))
             .group_by("SeriesInstanceUID")
-            .agg(pl.col("pixel_offset").is_not_null().any().alias("image"))
+            .agg(image.any().alias("image"))
         )
         return sorted(has.filter(~pl.col("image"))["SeriesInstanceUID"].to_list())
 

@@ -206,9 +206,10 @@ class _Service:
         p = request.path_params
         if "instance" in p:
             row = self._instance(request)
-        else:  # a series' thumbnail: its middle instance among those with pixel data
+        else:  # a series' thumbnail: its middle instance among the readable images
             rows = self._rows(request)
-            images = [r for r in rows if r.get("pixel_offset") is not None] or rows
+            images = [r for r in rows if r.get("pixel_offset") is not None
+                      and r.get("error") is None] or rows  # fmt: skip
             row = images[len(images) // 2]
         frame = int(p["frames"].split(",")[0]) - 1 if "frames" in p else None
         accept = request.headers.get("accept", "")
