@@ -153,8 +153,8 @@ def test_a_run_leaves_its_progress_beside_its_manifest(sample: Path, tmp_path: P
     assert doc["state"] == "finished" and doc["task"] == "running"
     assert (doc["done"], doc["total"], doc["failed"]) == (132, 132, 3)
     assert main(["run", str(toml), "--workers", "1", "-q", "--dry-run"]) == 0
-    assert read_progress(tmp_path / "out.manifests" / "progress.json")["updated"] == (
-        doc["updated"]
+    assert (
+        read_progress(tmp_path / "out.manifests" / "progress.json")["updated"] == (doc["updated"])
     )  # a dry run writes nothing
 
 

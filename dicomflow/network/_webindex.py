@@ -322,7 +322,6 @@ class CatalogIndex:
         wanted = [f for f in dict.fromkeys(fields) if f in table.columns]
         return [to_json(row) for row in table.select(wanted).iter_rows(named=True)], matched
 
-
     # -- the browse page's facets ------------------------------------------------------------
     def facets(self, query: Query) -> dict[str, Any]:
         """Counts of the series matching ``query`` (QIDO keys, series level): per modality,

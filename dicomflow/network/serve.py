@@ -53,7 +53,6 @@ from starlette.routing import Route
 
 from ..dicom import uid_problem
 from ..errors import ConfigError, PixelDataError
-from ..runtime import read_progress
 from ..pixels import (
     FrameRef,
     display_frame,
@@ -61,6 +60,7 @@ from ..pixels import (
     planes_from_rows,
     row_refs,
 )
+from ..runtime import read_progress
 from ._webindex import INSTANCE, SERIES, STUDY, CatalogIndex, Query, load_index
 from ._webstatic import header_json, stored_frame
 

@@ -385,9 +385,14 @@ class Pipeline:
             if consumer is None and shown is None:
                 return
             event = ProgressEvent(
-                "running", unit="instances", done=len(rows_out), total=total or _listed(),
-                failed=statuses.get("failed", 0), elapsed=time.perf_counter() - start,
-                detail=dict(statuses), finished=finished,
+                "running",
+                unit="instances",
+                done=len(rows_out),
+                total=total or _listed(),
+                failed=statuses.get("failed", 0),
+                elapsed=time.perf_counter() - start,
+                detail=dict(statuses),
+                finished=finished,
             )
             if shown is not None:
                 shown(event, "stopped" if finished and halt else None)
