@@ -64,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
     progress = progress_paths(args.source, args.progress)
     print(
         f"serving {index.studies.height:,} studies, {index.series.height:,} series, "
-        f"{index.instances.height:,} instances at http://{args.host}:{args.port}/"
-        + (" (bearer token required)" if token else ""),
+        f"{index.instances.height:,} instances at http://{args.host}:{args.port}/ (DICOMweb, "
+        "and a browse page at that address"
+        + ("; bearer token required: open it with ?token=..." if token else "")
+        + ")",
         file=sys.stderr,
     )
     app = create_app(index, token=token, progress=progress)

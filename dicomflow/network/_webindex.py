@@ -9,6 +9,9 @@ one slice of the sorted frame, found through a dictionary built at load time.
 QIDO-RS matching (PS3.18 8.3.4, PS3.4 C.2.2.2) is done with polars expressions: single values,
 ``\\``-separated UID lists, ``*``/``?`` wildcards (names case-insensitively), date and time
 ranges ``A-B`` with either end open; a key the catalog has no column for matches everything.
+
+:meth:`CatalogIndex.facets` counts the series a query matches per modality, body part,
+manufacturer and study year, and the rows with errors, for the browse page.
 """
 
 from __future__ import annotations

@@ -273,6 +273,7 @@
     $("list").hidden = true;
     $("facets").hidden = true;
     $("viewer").hidden = false;
+    document.body.classList.add("viewing");
     const img = $("slice");
     img.removeAttribute("src");
     delete img.dataset.index;
@@ -324,6 +325,7 @@
     $("viewer").hidden = true;
     $("list").hidden = false;
     $("facets").hidden = false;
+    document.body.classList.remove("viewing");
     slices = [];
     current = -1;
   }
