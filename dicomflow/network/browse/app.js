@@ -355,7 +355,7 @@
     const stale = t.state === "running" && t.age !== null && t.age > STALE_S;
     const bar = el("progress", { max: t.total || 1, value: t.total ? t.done : 0 });
     const node = el("div", { className: "task", dataset: { state: t.state, id: String(t.id) } },
-      el("strong", {}, `${t.where}: ${t.task}`), bar, el("span", { className: "counts" }, parts.join(", ")),
+      el("strong", {}, t.where), el("span", { className: "what" }, `(${t.task})`), bar, el("span", { className: "counts" }, parts.join(", ")),
       el("span", { className: "state" }, stale ? `no update for ${clock(t.age)}` : t.state));
     if (stale) node.dataset.stale = "1";
     return node;
