@@ -217,6 +217,19 @@ class CatalogIndex:
         self._series_slices = self._slices()
         self.series = self._series_table()
         self.studies = self._study_table()
+        # for the facets, once: the rows with an error, and which series have an image
+        error = pl.col("error") if "error" in df.columns else pl.lit(None, pl.String)
+        self._failed = self.instances.filter(error.is_not_null()).select(
+            "SeriesInstanceUID", error.alias("error")
+        )
+        image = (
+            pl.col("pixel_offset").is_not_null() if "pixel_offset" in df.columns else pl.lit(False)
+        )
+        self._unimaged = (
+            self.instances.group_by("SeriesInstanceUID", maintain_order=True)
+            .agg((image & error.is_null()).any().alias("image"))
+            .filter(~pl.col("image"))["SeriesInstanceUID"]
+        )
 
     def _slices(self) -> dict[str, tuple[int, int]]:
         runs = (
@@ -332,10 +345,20 @@ class CatalogIndex:
         an error. Each facet is counted under every key but its own, so that the other values
         of a facet stay in view while one is chosen."""
         series = self.series
+        # one mask per key, evaluated once, then combined for each facet
+        masks = {
+            k: series.with_columns(match(series, {k: v}).alias("_m"))["_m"]
+            for k, v in query.keys.items()
+        }
 
         def matching(*without: str) -> pl.DataFrame:
-            keys = {k: v for k, v in query.keys.items() if k not in without}
-            return series.filter(match(series, keys)) if keys else series
+            chosen = [m for k, m in masks.items() if k not in without]
+            if not chosen:
+                return series
+            mask = chosen[0]
+            for m in chosen[1:]:
+                mask = mask & m
+            return series.filter(mask)
 
         chosen = matching()
         out: dict[str, Any] = {
@@ -354,33 +377,26 @@ class CatalogIndex:
         return out
 
     def _errors(self, series: pl.Series) -> dict[str, Any]:
-        if "error" not in self.instances.columns:
-            return {"instances": 0, "series": [], "reasons": [], "unlisted": 0,
-                    "unlisted_reasons": []}  # fmt: skip
-        failed = self.instances.filter(
-            pl.col("error").is_not_null() & pl.col("SeriesInstanceUID").is_in(series.implode())
-        )
+        failed = self._failed
+        if series.len() < self.series.height:
+            failed = failed.filter(pl.col("SeriesInstanceUID").is_in(series.implode()))
+        named = failed["SeriesInstanceUID"].unique(maintain_order=True)
         return {
             "instances": failed.height,
-            "series": failed["SeriesInstanceUID"].unique(maintain_order=True).to_list(),
+            "series": named.head(_LISTED).to_list(),  # the first: the page lists 500
+            "series_count": named.len(),
             "reasons": _reasons(failed),
             "unlisted": self.unlisted_errors,
             "unlisted_reasons": self._unlisted_reasons,
         }
 
     def _no_thumbnail(self, series: pl.Series) -> list[str]:
-        """Series with no readable image (SR, presentation states, only failed instances)."""
-        if "pixel_offset" not in self.instances.columns:
-            return series.to_list()
-        image = pl.col("pixel_offset").is_not_null()
-        if "error" in self.instances.columns:
-            image = image & pl.col("error").is_null()
-        has = (
-            self.instances.filter(pl.col("SeriesInstanceUID").is_in(series.implode()))
-            .group_by("SeriesInstanceUID")
-            .agg(image.any().alias("image"))
-        )
-        return sorted(has.filter(~pl.col("image"))["SeriesInstanceUID"].to_list())
+        """Series with no readable image (SR, presentation states, only failed instances):
+        the first :data:`_LISTED`, in list order."""
+        found = self._unimaged
+        if series.len() < self.series.height:  # a filtered list: only its series
+            found = found.filter(found.is_in(series.implode()))
+        return found.head(_LISTED).to_list()
 
 
 def _reasons(failed: pl.DataFrame) -> list[dict[str, Any]]:
@@ -393,6 +409,9 @@ def _reasons(failed: pl.DataFrame) -> list[dict[str, Any]]:
         .to_dicts()
     )
 
+
+#: UIDs named in one facets answer at most (series with errors, series without an image)
+_LISTED = 1000
 
 _FACETS = {"modality": "Modality", "body_part": "BodyPartExamined",
            "manufacturer": "Manufacturer"}  # fmt: skip
@@ -413,19 +432,22 @@ def _date_range(table: pl.DataFrame) -> dict[str, Any]:
     """The first and last study date (``YYYYMMDD``) and the series per study year."""
     if "StudyDate" not in table.columns:
         return {"first": None, "last": None, "years": [], "undated": table.height}
-    if table.schema["StudyDate"] == pl.String:
-        text = pl.col("StudyDate").str.replace_all("-", "").replace("", None)
-    else:
-        text = pl.col("StudyDate").dt.strftime("%Y%m%d")
-    dates = table.select(text.alias("d"))["d"]
-    years = (
-        dates.drop_nulls().str.slice(0, 4).alias("value").to_frame().group_by("value")
-        .len("series").sort("value")
-    )  # fmt: skip
+    column = table["StudyDate"]
+    if column.dtype == pl.String:
+        dates = column.str.replace_all("-", "").replace("", None)
+        first, last, year = dates.min(), dates.max(), dates.str.slice(0, 4)
+    else:  # typed dates: compared as dates, only the two ends written as text
+        dates = column
+        first, last = (
+            d.strftime("%Y%m%d") if isinstance(d, dt.date) else None
+            for d in (dates.min(), dates.max())
+        )
+        year = dates.dt.year().cast(pl.String)
+    years = year.drop_nulls().alias("value").to_frame().group_by("value").len("series")
     return {
-        "first": dates.min(),
-        "last": dates.max(),
-        "years": years.to_dicts(),
+        "first": first,
+        "last": last,
+        "years": years.sort("value").to_dicts(),
         "undated": dates.null_count(),
     }
 

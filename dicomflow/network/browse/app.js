@@ -154,7 +154,7 @@
     $("years").replaceChildren(...d.years.map((y) => el("li", {}, `${y.value}: ${y.series} series`)));
     const e = f.errors;
     errorSeries = e.series;
-    $("errors-count").textContent = `${e.instances} instances, ${e.series.length} series`;
+    $("errors-count").textContent = `${e.instances} instances, ${e.series_count} series`;
     $("error-reasons").replaceChildren(...e.reasons.map((r) => el("li", {}, `${r.instances} x ${r.reason}`)));
     $("unlisted").textContent = e.unlisted
       ? `${e.unlisted} cataloged files could not be read and name no series (not listed):` : "";
