@@ -589,6 +589,18 @@ def test_progress_files_are_served(index, tmp_path) -> None:
 def test_the_page_is_package_data_and_needs_no_token(index) -> None:
     """The page and its files are served from the installed package without the token (they
     hold no data), with a policy that lets it fetch from this server only."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["dicomflow"]
+    page_files = sorted((root / "dicomflow" / "network" / "browse").iterdir())
+    assert {p.name for p in page_files} == {"index.html", "app.js", "style.css", "icon.svg"}
+    for path in page_files:  # each is installed with the package
+        name = path.relative_to(root / "dicomflow").as_posix()
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
     with DicomWebServer(index, token="t") as srv:
         page = httpx.get(f"{srv.url}/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
