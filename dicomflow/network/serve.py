@@ -24,7 +24,7 @@ year, the date range and the rows with errors, from the catalog in memory) and `
 A URL only ever names UIDs: each is checked to be a UID and looked up in the catalog, and only
 a ``uri`` the catalog holds is opened, so no part of a URL reaches the filesystem. The server
 binds 127.0.0.1 unless told otherwise; with a token every request needs
-``Authorization: Bearer <token>``, except the page's own three files, which hold no data.
+``Authorization: Bearer <token>``, except the page's own files, which hold no data.
 
 Every handler is a plain function: starlette runs it in its thread pool, so searches (polars),
 frame location and file reads never hold the event loop; streamed parts are produced in the
