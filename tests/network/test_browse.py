@@ -190,11 +190,25 @@ def _browse(page, url: str, catalog: pl.DataFrame, progress_file: Path, shots: P
     assert _listed(page) == ct
     page.screenshot(path=shots / "filtered.png", full_page=True)
 
+    # the study date: from one date on, with CT still chosen
+    dates = sorted(set(catalog["StudyDate"].drop_nulls()))
+    since = dates[len(dates) // 2]
+    recent = set(
+        catalog.filter((pl.col("Modality") == "CT") & (pl.col("StudyDate") >= since))[
+            "study_instance_uid"
+        ]
+    )
+    assert recent and recent < ct
+    page.fill("#date-from", f"{since:%Y-%m-%d}")
+    ready = _ready(page, ready)
+    assert _listed(page) == recent
+
     # the errors facet: only the series holding a row with an error
     failed = set(catalog.filter(pl.col("error").is_not_null())["series_instance_uid"])
     assert failed
     page.locator("#clear").click()
     ready = _ready(page, ready)
+    assert _listed(page) == every
     page.locator("#errors-only").check()
     ready = _ready(page, ready)
     shown = set(page.eval_on_selector_all(".series", "els => els.map(e => e.dataset.series)"))
