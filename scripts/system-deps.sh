@@ -22,8 +22,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 [ $# -gt 0 ] && exit 0
 # what the tests call: DCMTK tools and peers, dicom3tools, dcm2niix, Orthanc and its plugin, GDCM,
-# Tesseract (Clean Pixel Data's OCR) with its English data and the DejaVu fonts of the OCR tests,
-# Chromium (the browser tests)
+# Tesseract (Clean Pixel Data's OCR) with its English data, the DejaVu fonts of the OCR tests, and
+# Chromium (headless, driven by Playwright: serve's browse page, OHIF opening dicomflow's DICOMweb)
 absent=()
 for c in dcmdump dcmdrle dcmdjpls dcmdjpeg dcmgpdir dcmqrscp storescu storescp getscu movescu findscu \
          dciodvfy dcm2niix Orthanc gdcmconv tesseract chromium; do

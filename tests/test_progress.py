@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import json
 import logging
 import os
 import re
@@ -19,9 +21,11 @@ from dicomflow.runtime import (
     Progress,
     ProgressCallback,
     ProgressEvent,
+    ProgressFile,
     ProgressLog,
     as_consumer,
     progress_for,
+    read_progress,
 )
 from dicomflow.sample import make_sample
 
@@ -81,6 +85,77 @@ def test_a_plain_callback_is_throttled_but_always_sees_the_end() -> None:
         callback(event(i + 1, elapsed=i * 0.3))
     callback(event(10, elapsed=3.0, finished=True))
     assert [e.done for e in seen] == [1, 5, 9, 10] and seen[-1].finished
+
+
+def test_a_progress_file_is_replaced_whole_at_its_interval(tmp_path: Path) -> None:
+    path, clock = tmp_path / "run" / "progress.json", Clock()
+    out = ProgressFile(path, every=5, clock=clock)
+    out(event(10, elapsed=2.0, total=100, failed=1, bytes=2048))
+    first = json.loads(path.read_text())
+    assert {k: first[k] for k in ("task", "unit", "done", "total", "failed", "bytes", "rate",
+                                  "eta", "elapsed", "state", "pid")} == {
+        "task": "running", "unit": "instances", "done": 10, "total": 100, "failed": 1,
+        "bytes": 2048, "rate": 5.0, "eta": 18.0, "elapsed": 2.0, "state": "running",
+        "pid": os.getpid(),
+    }  # fmt: skip
+    assert dt.datetime.fromisoformat(first["updated"]).tzinfo is not None
+    clock.now += 4.9
+    out(event(20, elapsed=4.0, total=100))
+    assert json.loads(path.read_text())["done"] == 10  # not yet: every 5 s
+    clock.now += 0.1
+    out(event(30, elapsed=5.0, total=100))
+    assert json.loads(path.read_text())["done"] == 30
+    out(event(100, elapsed=9.0, total=100, finished=True))  # the end is always written
+    last = json.loads(path.read_text())
+    assert (last["done"], last["state"], last["eta"]) == (100, "finished", None)
+    assert [p.name for p in path.parent.iterdir()] == ["progress.json"]  # no temporary left
+    out.close("stopped")  # a finished task stays finished
+    assert read_progress(path)["state"] == "finished"
+
+
+def test_a_progress_file_says_how_the_task_ended(tmp_path: Path) -> None:
+    ended = {}
+    for name, raised in (("error", ValueError), ("interrupt", KeyboardInterrupt)):
+        path = tmp_path / f"{name}.json"
+        with pytest.raises(raised):
+            with ProgressFile(path, every=60) as out:
+                out(event(1, elapsed=1.0))
+                out(event(2, elapsed=2.0))  # kept, not yet written: the interval
+                raise raised()
+        ended[name] = read_progress(path)
+    with ProgressFile(tmp_path / "early.json", every=60) as out:  # no finished event
+        out(event(2, elapsed=2.0))
+    ended["early"] = read_progress(tmp_path / "early.json")
+    assert {k: (d["state"], d["done"]) for k, d in ended.items()} == {
+        "error": ("failed", 2), "interrupt": ("stopped", 2), "early": ("stopped", 2),
+    }  # fmt: skip
+
+
+def test_reading_a_progress_file(tmp_path: Path) -> None:
+    assert read_progress(tmp_path / "none.json") is None
+    (tmp_path / "junk.json").write_text('{"state": "dancing"}')
+    with pytest.raises(dfl.ConfigError, match="not a dicomflow progress file"):
+        read_progress(tmp_path / "junk.json")
+    ProgressFile(tmp_path / "p.json")(event(1, elapsed=1.0))
+    assert 0 <= read_progress(tmp_path / "p.json")["age"] < 60
+
+
+def test_a_run_leaves_its_progress_beside_its_manifest(sample: Path, tmp_path: Path) -> None:
+    """``dicomflow run`` (any pipeline with a manifest folder) keeps progress.json there,
+    which ``dicomflow serve --progress`` shows."""
+    from dicomflow.cli import main
+
+    toml = tmp_path / "copy.toml"
+    toml.write_text(f'[source]\nscan = "{sample}"\n[[sinks]]\ntype = "folder"\n'
+                    f'root = "{tmp_path / "out"}"\n')  # fmt: skip
+    assert main(["run", str(toml), "--workers", "1", "-q"]) == 1  # the 3 broken files
+    doc = read_progress(tmp_path / "out.manifests" / "progress.json")
+    assert doc["state"] == "finished" and doc["task"] == "running"
+    assert (doc["done"], doc["total"], doc["failed"]) == (132, 132, 3)
+    assert main(["run", str(toml), "--workers", "1", "-q", "--dry-run"]) == 0
+    assert (
+        read_progress(tmp_path / "out.manifests" / "progress.json")["updated"] == (doc["updated"])
+    )  # a dry run writes nothing
 
 
 def test_what_progress_arguments_mean() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import importlib
 import logging
@@ -12,6 +13,7 @@ import sys
 import threading
 from typing import Any
 
+from ..dicom import is_url
 from ..errors import ConfigError
 from ._format import add_format, print_records
 from .run import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, list_failures
@@ -511,7 +513,7 @@ def run_find(args: argparse.Namespace) -> int:
 
 def run_pull(args: argparse.Namespace) -> int:
     from ..network import PullOptions, pull
-    from ..runtime import progress_for
+    from ..runtime import PROGRESS_FILE, ProgressFile, progress_for
 
     remote = _remote(args)
     if args.stop_outside_window and not args.window:
@@ -527,8 +529,14 @@ def run_pull(args: argparse.Namespace) -> int:
     )  # fmt: skip
     shown = progress_for(quiet=args.quiet)  # a bar on a terminal, else a line every 10 s
     lock = threading.Lock()
+    # the pull's state in a local lake, for `dicomflow serve LAKE` to show (counts only)
+    tracked = None if is_url(args.lake) else ProgressFile(
+        os.path.join(args.lake, "_lake", PROGRESS_FILE)
+    )  # fmt: skip
 
     def progress(event: Any) -> None:
+        if tracked is not None:
+            tracked(event, "running")  # how it ended is said once the report is in
         if args.quiet:
             return
         if event.kind == "queried":  # planning a cohort: lines, not the pull's bar
@@ -558,9 +566,11 @@ def run_pull(args: argparse.Namespace) -> int:
 
     lake, stages, deid = _landing(args, args.fsync)
     try:
-        with shown:
+        with shown, tracked or contextlib.nullcontext():
             report = pull(remote, args.query, lake, opts, cohort=args.cohort, stages=stages,
                           progress=progress)  # fmt: skip
+            if tracked is not None:
+                tracked.close("stopped" if report.stopped else "finished")
     finally:
         _finish(lake, deid)
     if report.stopped and report.planned is None:  # outside the window before it began

@@ -21,8 +21,9 @@ def register(sub: Any) -> None:
             "Serve SOURCE (a lake, a folder holding a catalog, or a catalog .parquet file) as a "
             "read-only DICOMweb service. Searches (QIDO-RS) are answered from the catalog in "
             "memory; instances, metadata and frames (WADO-RS) are read from the cataloged "
-            "files, frames by byte range and as stored. Needs the 'serve' extra "
-            "(pip install 'dicomflow[serve]')."
+            "files, frames by byte range and as stored. A browse page is at / (facets, studies "
+            "and series with thumbnails, a slice scroller, the progress of a running pull or "
+            "pipeline). Needs the 'serve' extra (pip install 'dicomflow[serve]')."
         ),
     )
     p.add_argument("source", metavar="SOURCE", help="lake folder, catalog folder or .parquet")
@@ -32,6 +33,14 @@ def register(sub: Any) -> None:
         "--token-env",
         metavar="VAR",
         help="require 'Authorization: Bearer <token>', the token read from this variable",
+    )
+    p.add_argument(
+        "--progress",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="a progress file, or the folder of one (a lake, a run's manifest folder), shown "
+        "on the browse page; repeatable (default: the lake's own when SOURCE is a lake)",
     )
     p.set_defaults(func=run)
 
@@ -45,19 +54,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from ..network.serve import create_app, load_index
+        from ..network.serve import create_app, load_index, progress_paths
     except ImportError as exc:
         raise ConfigError(
             f"dicomflow serve needs starlette and uvicorn ({exc.name} is missing): "
             "pip install 'dicomflow[serve]'"
         ) from None
     index = load_index(args.source)
+    progress = progress_paths(args.source, args.progress)
     print(
         f"serving {index.studies.height:,} studies, {index.series.height:,} series, "
-        f"{index.instances.height:,} instances at http://{args.host}:{args.port}/"
-        + (" (bearer token required)" if token else ""),
+        f"{index.instances.height:,} instances at http://{args.host}:{args.port}/ (DICOMweb, "
+        "and a browse page at that address"
+        + ("; bearer token required: open it with ?token=..." if token else "")
+        + ")",
         file=sys.stderr,
     )
-    uvicorn.run(create_app(index, token=token), host=args.host, port=args.port,
+    app = create_app(index, token=token, progress=progress)
+    uvicorn.run(app, host=args.host, port=args.port,
                 log_level="warning")  # fmt: skip
     return EXIT_OK

@@ -74,6 +74,11 @@ def temporal_value(key: str, vr: str, value: object) -> str:
     try:
         if "\\" in text:
             raise ValueError("a list of values does not match dates or times")
+        if vr == "DT" and _utc_offset(text):
+            raise ValueError(
+                "a UTC offset (+0100, -0500, Z) is not matched: catalogs keep the local date "
+                "and time, so give it without the offset"
+            )
         if ".." in text:
             ends = text.split("..")
         elif "-" in text and _single(vr, text) is None:
@@ -100,6 +105,20 @@ def temporal_value(key: str, vr: str, value: object) -> str:
             f"{key}={text!r}: {exc}; expected {_FORMS[vr]}, or a range as {_EXAMPLES[vr]} "
             "(either end may be left out), or * for any"
         ) from None
+
+
+_COMPACT_OFFSET = re.compile(r"(\d{8,14}(?:\.\d{1,6})?)-(\d{4})")
+_ISO_OFFSET = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})")
+
+
+def _utc_offset(text: str) -> bool:
+    """Whether a DT value ends with a UTC offset (``&ZZXX``, PS3.5 6.2, or ISO's ``Z``,
+    ``+01:00``). ``-0500`` after a compact value is an offset when, read as a range's year,
+    it would end the range before it starts."""
+    if "+" in text or text.endswith("Z") or any(_ISO_OFFSET.search(e) for e in text.split("..")):
+        return True
+    m = _COMPACT_OFFSET.fullmatch(text)
+    return m is not None and m.group(2) < m.group(1)[:4]
 
 
 def _one(vr: str, text: str) -> str:

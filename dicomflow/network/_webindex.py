@@ -9,6 +9,9 @@ one slice of the sorted frame, found through a dictionary built at load time.
 QIDO-RS matching (PS3.18 8.3.4, PS3.4 C.2.2.2) is done with polars expressions: single values,
 ``\\``-separated UID lists, ``*``/``?`` wildcards (names case-insensitively), date and time
 ranges ``A-B`` with either end open; a key the catalog has no column for matches everything.
+
+:meth:`CatalogIndex.facets` counts the series a query matches per modality, body part,
+manufacturer and study year, and the rows with errors, for the browse page.
 """
 
 from __future__ import annotations
@@ -194,11 +197,18 @@ class CatalogIndex:
         for keyword in set(_FIXED.values()) - set(df.columns):
             df = df.with_columns(pl.lit(None, pl.String).alias(keyword))
         # only what a URL can name: rows with all three UIDs
-        df = df.filter(
+        named = (
             pl.col("SOPInstanceUID").is_not_null()
             & pl.col("SeriesInstanceUID").is_not_null()
             & pl.col("StudyInstanceUID").is_not_null()
         )
+        #: rows with an error that name no series (files that could not be read): not served
+        unlisted = (
+            df.filter(~named & pl.col("error").is_not_null()) if "error" in df.columns else None
+        )
+        self.unlisted_errors = 0 if unlisted is None else unlisted.height
+        self._unlisted_reasons = [] if unlisted is None else _reasons(unlisted)
+        df = df.filter(named)
         # one row per SOP Instance UID (the last one cataloged)
         df = df.unique("SOPInstanceUID", keep="last", maintain_order=True)
         order = ["StudyInstanceUID", "SeriesInstanceUID"]
@@ -207,6 +217,19 @@ class CatalogIndex:
         self._series_slices = self._slices()
         self.series = self._series_table()
         self.studies = self._study_table()
+        # for the facets, once: the rows with an error, and which series have an image
+        error = pl.col("error") if "error" in df.columns else pl.lit(None, pl.String)
+        self._failed = self.instances.filter(error.is_not_null()).select(
+            "SeriesInstanceUID", error.alias("error")
+        )
+        image = (
+            pl.col("pixel_offset").is_not_null() if "pixel_offset" in df.columns else pl.lit(False)
+        )
+        self._unimaged = (
+            self.instances.group_by("SeriesInstanceUID", maintain_order=True)
+            .agg((image & error.is_null()).any().alias("image"))
+            .filter(~pl.col("image"))["SeriesInstanceUID"]
+        )
 
     def _slices(self) -> dict[str, tuple[int, int]]:
         runs = (
@@ -315,11 +338,127 @@ class CatalogIndex:
         wanted = [f for f in dict.fromkeys(fields) if f in table.columns]
         return [to_json(row) for row in table.select(wanted).iter_rows(named=True)], matched
 
+    # -- the browse page's facets ------------------------------------------------------------
+    def facets(self, query: Query) -> dict[str, Any]:
+        """Counts of the series matching ``query`` (QIDO keys, series level): per modality,
+        body part, manufacturer and study year, the study date range, and the instances with
+        an error. Each facet is counted under every key but its own, so that the other values
+        of a facet stay in view while one is chosen."""
+        series = self.series
+        # one mask per key, evaluated once, then combined for each facet
+        masks = {
+            k: series.with_columns(match(series, {k: v}).alias("_m"))["_m"]
+            for k, v in query.keys.items()
+        }
+
+        def matching(*without: str) -> pl.DataFrame:
+            chosen = [m for k, m in masks.items() if k not in without]
+            if not chosen:
+                return series
+            mask = chosen[0]
+            for m in chosen[1:]:
+                mask = mask & m
+            return series.filter(mask)
+
+        chosen = matching()
+        out: dict[str, Any] = {
+            "studies": chosen["StudyInstanceUID"].n_unique(),
+            "series": chosen.height,
+            "instances": int(chosen["NumberOfSeriesRelatedInstances"].sum()),
+        }
+        for name, keyword in _FACETS.items():
+            out[name] = _counts(matching(keyword), keyword)
+        dated = matching("StudyDate")
+        out["dates"] = _date_range(dated)
+        # the series of the page's "with errors" choice are named by UID: not under that key
+        errors = matching("SeriesInstanceUID")["SeriesInstanceUID"]
+        out["errors"] = self._errors(errors)
+        out["no_thumbnail"] = self._no_thumbnail(chosen["SeriesInstanceUID"])
+        return out
+
+    def _errors(self, series: pl.Series) -> dict[str, Any]:
+        failed = self._failed
+        if series.len() < self.series.height:
+            failed = failed.filter(pl.col("SeriesInstanceUID").is_in(series.implode()))
+        named = failed["SeriesInstanceUID"].unique(maintain_order=True)
+        return {
+            "instances": failed.height,
+            "series": named.head(_LISTED).to_list(),  # the first: the page lists 500
+            "series_count": named.len(),
+            "reasons": _reasons(failed),
+            "unlisted": self.unlisted_errors,
+            "unlisted_reasons": self._unlisted_reasons,
+        }
+
+    def _no_thumbnail(self, series: pl.Series) -> list[str]:
+        """Series with no readable image (SR, presentation states, only failed instances):
+        the first :data:`_LISTED`, in list order."""
+        found = self._unimaged
+        if series.len() < self.series.height:  # a filtered list: only its series
+            found = found.filter(found.is_in(series.implode()))
+        return found.head(_LISTED).to_list()
+
+
+def _reasons(failed: pl.DataFrame) -> list[dict[str, Any]]:
+    """The 20 most frequent error texts (their first 200 characters) and how many rows."""
+    return (
+        failed.group_by(pl.col("error").str.slice(0, 200).alias("reason"))
+        .len("instances")
+        .sort(["instances", "reason"], descending=[True, False])
+        .head(20)
+        .to_dicts()
+    )
+
+
+#: UIDs named in one facets answer at most (series with errors, series without an image)
+_LISTED = 1000
+
+_FACETS = {"modality": "Modality", "body_part": "BodyPartExamined",
+           "manufacturer": "Manufacturer"}  # fmt: skip
+
+
+def _counts(table: pl.DataFrame, keyword: str) -> list[dict[str, Any]]:
+    """``[{"value", "series", "studies"}]``, most series first; a missing value is null."""
+    if keyword not in table.columns:
+        return []
+    text = pl.col(keyword).cast(pl.String).replace("", None).alias("value")
+    counted = table.group_by(text).agg(
+        pl.len().alias("series"), pl.col("StudyInstanceUID").n_unique().alias("studies")
+    )
+    return counted.sort(["series", "value"], descending=[True, False], nulls_last=True).to_dicts()
+
+
+def _date_range(table: pl.DataFrame) -> dict[str, Any]:
+    """The first and last study date (``YYYYMMDD``) and the series per study year."""
+    if "StudyDate" not in table.columns:
+        return {"first": None, "last": None, "years": [], "undated": table.height}
+    column = table["StudyDate"]
+    if column.dtype == pl.String:
+        dates = column.str.replace_all("-", "").replace("", None)
+        first, last, year = dates.min(), dates.max(), dates.str.slice(0, 4)
+    else:  # typed dates: compared as dates, only the two ends written as text
+        dates = column
+        first, last = (
+            d.strftime("%Y%m%d") if isinstance(d, dt.date) else None
+            for d in (dates.min(), dates.max())
+        )
+        year = dates.dt.year().cast(pl.String)
+    years = year.drop_nulls().alias("value").to_frame().group_by("value").len("series")
+    return {
+        "first": first,
+        "last": last,
+        "years": years.sort("value").to_dicts(),
+        "undated": dates.null_count(),
+    }
+
 
 def match(table: pl.DataFrame, keys: Mapping[str, str]) -> pl.Expr:
     """One polars expression true where a row matches every key."""
     expr = pl.lit(True)
     for keyword, value in keys.items():
+        vr = _vr(keyword)
+        if vr in ("DA", "TM", "DT"):
+            temporal_value(keyword, vr, value)  # a bad value is refused where no column has it
         if keyword not in table.columns or value in ("", "*"):
             continue
         expr = expr & _match_one(keyword, table.schema[keyword], value)

@@ -26,8 +26,8 @@ from typing import Any
 
 import fsspec
 
-from ..dicom import atomic_write
-from ..errors import PixelDataError
+from ..dicom import atomic_write, transfer_syntax
+from ..errors import ConfigError, PixelDataError
 from ..pixels import FrameRef, read_range, row_refs, unwrap_fragments
 from ._webindex import INSTANCE, SERIES, STUDY, CatalogIndex, Query
 
@@ -64,9 +64,21 @@ def header_json(row: dict[str, Any], base: str) -> dict[str, Any]:
     if syntax:
         doc["00020010"] = {"vr": "UI", "Value": [str(syntax)]}
     if row.get("pixel_offset") is not None:
-        vr = "OB" if row.get("transfer_syntax_uid", "").startswith("1.2.840.10008.1.2.4") else "OW"
+        vr = "OB" if _encapsulated(row.get("transfer_syntax_uid") or syntax) else "OW"
         doc["7FE00010"] = {"vr": vr, "BulkDataURI": f"{url}/bulkdata/7FE00010"}
     return dict(sorted(doc.items()))
+
+
+def _encapsulated(syntax: object) -> bool:
+    """Whether Pixel Data under ``syntax`` is encapsulated (then its VR is OB, PS3.5 A.4),
+    from the transfer-syntax table; a syntax the table does not know is taken as encapsulated
+    (private syntaxes compress), no syntax at all as native."""
+    if not syntax:
+        return False
+    try:
+        return transfer_syntax(str(syntax)).is_encapsulated
+    except ConfigError:
+        return True
 
 
 def _join(root: str, *parts: str) -> str:

@@ -16,27 +16,37 @@ the Extended Offset Table or the item headers by :func:`dicomflow.pixels.row_ref
 sent are the stored bytes, never decoded or re-encoded. ``rendered`` and ``thumbnail`` are PNG
 (or JPEG when asked and Pillow is there), windowed by :func:`dicomflow.pixels.display_frame`.
 
+The browse page (``/``, its script and style under ``/browse/``, package data) is built on
+these endpoints and two more: ``/facets`` (counts per modality, body part, manufacturer and
+year, the date range and the rows with errors, from the catalog in memory) and ``/progress``
+(the progress files of a running pull or pipeline, :class:`~dicomflow.runtime.ProgressFile`).
+
 A URL only ever names UIDs: each is checked to be a UID and looked up in the catalog, and only
 a ``uri`` the catalog holds is opened, so no part of a URL reaches the filesystem. The server
 binds 127.0.0.1 unless told otherwise; with a token every request needs
-``Authorization: Bearer <token>``.
+``Authorization: Bearer <token>``, except the page's own files, which hold no data.
+
+Every handler is a plain function: starlette runs it in its thread pool, so searches (polars),
+frame location and file reads never hold the event loop; streamed parts are produced in the
+pool too.
 """
 
 from __future__ import annotations
 
 import hmac
+import importlib.resources
+import os
 import re
 import secrets
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 import fsspec
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -50,15 +60,24 @@ from ..pixels import (
     planes_from_rows,
     row_refs,
 )
+from ..runtime import read_progress
 from ._webindex import INSTANCE, SERIES, STUDY, CatalogIndex, Query, load_index
 from ._webstatic import header_json, stored_frame
 
-__all__ = ["DicomWebServer", "create_app", "load_index", "stored_frame"]
+__all__ = ["DicomWebServer", "create_app", "load_index", "progress_paths", "stored_frame"]
 
 _DICOM_JSON = "application/dicom+json"
 _REFS_CACHED = 4096
 _MAX_RESULTS = 10_000  # one answer at most; the Warning header says when there were more
 _LEVELS = {"studies": STUDY, "series": SERIES, "instances": INSTANCE}
+# the browse page: its files (package data) and the types they are sent as
+_PAGE_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css",
+               "icon.svg": "image/svg+xml"}  # fmt: skip
+# the page fetches only from this server and shows images from blobs it made
+_PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 class _NotFound(Exception):
@@ -72,10 +91,12 @@ def _uid(value: str) -> str:
 
 
 class _Service:
-    """The request handlers, over one :class:`CatalogIndex`."""
+    """The request handlers, over one :class:`CatalogIndex` (plain functions: starlette runs
+    them in its thread pool)."""
 
-    def __init__(self, index: CatalogIndex) -> None:
+    def __init__(self, index: CatalogIndex, progress: Sequence[str] = ()) -> None:
         self.index = index
+        self.progress = tuple(progress)
         self._refs: OrderedDict[str, list[FrameRef]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -114,7 +135,7 @@ class _Service:
         return refs
 
     # -- QIDO-RS ---------------------------------------------------------------------------
-    async def search(self, request: Request) -> Response:
+    def search(self, request: Request) -> Response:
         p = request.path_params
         level = _LEVELS[request.url.path.rstrip("/").rsplit("/", 1)[-1]]
         study = _uid(p["study"]) if "study" in p else None
@@ -135,7 +156,7 @@ class _Service:
         return JSONResponse(found, media_type=_DICOM_JSON, headers=headers)
 
     # -- WADO-RS ---------------------------------------------------------------------------
-    async def retrieve(self, request: Request) -> Response:
+    def retrieve(self, request: Request) -> Response:
         rows = (
             [self._instance(request)] if "instance" in request.path_params else self._rows(request)
         )
@@ -148,15 +169,14 @@ class _Service:
 
         return _multipart(parts(), "application/dicom")
 
-    async def metadata(self, request: Request) -> Response:
+    def metadata(self, request: Request) -> Response:
         rows = (
             [self._instance(request)] if "instance" in request.path_params else self._rows(request)
         )
         base = str(request.base_url).rstrip("/")
-        docs = await run_in_threadpool(lambda: [header_json(row, base) for row in rows])
-        return JSONResponse(docs, media_type=_DICOM_JSON)
+        return JSONResponse([header_json(row, base) for row in rows], media_type=_DICOM_JSON)
 
-    async def frames(self, request: Request) -> Response:
+    def frames(self, request: Request) -> Response:
         row = self._instance(request)
         refs = self.refs(row)
         numbers = _frame_numbers(request.path_params["frames"], len(refs))
@@ -168,7 +188,7 @@ class _Service:
             syntax,
         )
 
-    async def bulkdata(self, request: Request) -> Response:
+    def bulkdata(self, request: Request) -> Response:
         row = self._instance(request)
         tag = request.path_params["tag"].upper()
         if not re.fullmatch(r"[0-9A-F]{8}", tag):
@@ -177,23 +197,76 @@ class _Service:
             refs = self.refs(row)
             syntax = str(row.get("transfer_syntax_uid") or "")
             return _multipart((stored_frame(r) for r in refs), "application/octet-stream", syntax)
-        value = await run_in_threadpool(_element_bytes, row["uri"], int(tag, 16))
+        value = _element_bytes(row["uri"], int(tag, 16))
         if value is None:
             raise _NotFound()
         return _multipart(iter([value]), "application/octet-stream")
 
-    async def rendered(self, request: Request) -> Response:
+    def rendered(self, request: Request) -> Response:
         p = request.path_params
         if "instance" in p:
             row = self._instance(request)
-        else:  # a series' thumbnail: its middle instance
+        else:  # a series' thumbnail: its middle instance among the readable images
             rows = self._rows(request)
-            row = rows[len(rows) // 2]
+            images = [r for r in rows if r.get("pixel_offset") is not None
+                      and r.get("error") is None] or rows  # fmt: skip
+            row = images[len(images) // 2]
         frame = int(p["frames"].split(",")[0]) - 1 if "frames" in p else None
         accept = request.headers.get("accept", "")
         jpeg = "image/jpeg" in accept and "image/png" not in accept
-        data, media = await run_in_threadpool(_render, row, frame, jpeg)
+        data, media = _render(row, frame, jpeg)
         return Response(data, media_type=media)
+
+    # -- the browse page -------------------------------------------------------------------
+    def page(self, request: Request) -> Response:
+        name = request.path_params.get("name", "index.html")
+        media = _PAGE_FILES.get(name)
+        if media is None:
+            raise _NotFound()
+        data = importlib.resources.files(__package__).joinpath("browse", name).read_bytes()
+        headers = {"Content-Security-Policy": _PAGE_POLICY, "Cache-Control": "no-cache",
+                   "X-Content-Type-Options": "nosniff"}  # fmt: skip
+        return Response(data, media_type=f"{media}; charset=utf-8", headers=headers)
+
+    def facets(self, request: Request) -> Response:
+        query = Query.from_params(request.query_params.multi_items())
+        return JSONResponse(self.index.facets(query))
+
+    def progress_files(self, request: Request) -> Response:
+        tasks = []
+        for n, path in enumerate(self.progress):
+            try:
+                doc = read_progress(path)
+            except (ConfigError, OSError):
+                doc = {"state": "unreadable"}
+            if doc is not None:  # where it is written is not told: the folder's name only
+                tasks.append({"id": n, "where": _progress_label(path), **doc})
+        return JSONResponse({"tasks": tasks})
+
+
+def _progress_label(path: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.basename(folder) == "_lake":
+        folder = os.path.dirname(folder)
+    return os.path.basename(folder)
+
+
+def progress_paths(source: str | os.PathLike[str], given: Sequence[str] = ()) -> list[str]:
+    """The progress files the page shows: each of ``given`` (a progress file, or a folder: a
+    lake, a run's manifest folder), and the source's own when it is a lake."""
+    from ..runtime import PROGRESS_FILE
+
+    found: list[str] = []
+    for path in [*given, os.fspath(source)]:
+        if os.path.isdir(os.path.join(path, "_lake")):
+            path = os.path.join(path, "_lake", PROGRESS_FILE)
+        elif os.path.isdir(path) or (path in given and not path.endswith(".json")):
+            path = os.path.join(path, PROGRESS_FILE)
+        elif path not in given:
+            continue
+        if path not in found:
+            found.append(path)
+    return found
 
 
 def _frame_numbers(text: str, count: int) -> list[int]:
@@ -271,14 +344,18 @@ def _render(row: dict[str, Any], frame: int | None, jpeg: bool) -> tuple[bytes, 
 
 
 class _TokenGate:
-    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>``."""
+    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>``, except the
+    browse page's own files (``/``, ``/browse/...``): they hold no data, and the page's script
+    sends the token with every request it makes."""
 
     def __init__(self, app: Any, token: str) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
+        path = scope.get("path", "")
+        page = path == "/" or path.removeprefix("/browse/") in _PAGE_FILES
+        if scope["type"] == "http" and not page:
             given = dict(scope.get("headers") or ()).get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 response = Response("a bearer token is needed", status_code=401,
@@ -305,13 +382,20 @@ async def _unprocessable(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": str(exc)}, status_code=422)
 
 
-def create_app(index: CatalogIndex, *, token: str | None = None) -> Any:
-    """The ASGI application serving ``index`` (starlette), behind a token gate if given."""
-    s = _Service(index)
+def create_app(
+    index: CatalogIndex, *, token: str | None = None, progress: Sequence[str] = ()
+) -> Any:
+    """The ASGI application serving ``index`` (starlette), behind a token gate if given;
+    ``progress`` names the progress files ``/progress`` reads (:func:`progress_paths`)."""
+    s = _Service(index, progress)
     study = "/studies/{study}"
     series = study + "/series/{series}"
     instance = series + "/instances/{instance}"
     routes = [
+        Route("/", s.page),
+        Route("/browse/{name}", s.page),
+        Route("/facets", s.facets),
+        Route("/progress", s.progress_files),
         Route("/studies", s.search),
         Route("/series", s.search),
         Route("/instances", s.search),
@@ -364,17 +448,20 @@ class DicomWebServer:
         0 picks a free port.
     token : str, optional
         The bearer token every request must carry.
+    progress : sequence of str
+        Progress files the browse page shows (:func:`progress_paths`).
     """
 
     def __init__(
         self, index: CatalogIndex, *, host: str = "127.0.0.1", port: int = 0,
-        token: str | None = None,
+        token: str | None = None, progress: Sequence[str] = (),
     ) -> None:  # fmt: skip
         import uvicorn
 
         self.host = host
         self.port = port or free_port(host)
-        config = uvicorn.Config(create_app(index, token=token), host=host, port=self.port,
+        app = create_app(index, token=token, progress=progress)
+        config = uvicorn.Config(app, host=host, port=self.port,
                                 log_level="warning", access_log=False)  # fmt: skip
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None

@@ -32,10 +32,12 @@ from ..catalog import Reader
 from ..dicom import is_url
 from ..errors import ConfigError, DiskFullError
 from ..runtime import (
+    PROGRESS_FILE,
     Executor,
     InProcessExecutor,
     ProgressConsumer,
     ProgressEvent,
+    ProgressFile,
     as_consumer,
     fork_is_safe,
     make_executor,
@@ -363,6 +365,10 @@ class Pipeline:
         rows_out: list[dict[str, Any]] = []
         statuses: dict[str, int] = {}
         consumer = as_consumer(progress)
+        # the run's state beside its manifest, for another process (dicomflow serve) to show
+        shown = None
+        if folder and not dry_run and not is_url(folder):
+            shown = ProgressFile(os.path.join(folder, PROGRESS_FILE))
         total = len(self.source) if _is_table(self.source) else None  # type: ignore[arg-type]
 
         def _listed() -> int | None:  # a scan as the source: its file count, once listed
@@ -376,12 +382,22 @@ class Pipeline:
                 writer.append(rows)
 
         def report_progress(finished: bool = False) -> None:
+            if consumer is None and shown is None:
+                return
+            event = ProgressEvent(
+                "running",
+                unit="instances",
+                done=len(rows_out),
+                total=total or _listed(),
+                failed=statuses.get("failed", 0),
+                elapsed=time.perf_counter() - start,
+                detail=dict(statuses),
+                finished=finished,
+            )
+            if shown is not None:
+                shown(event, "stopped" if finished and halt else None)
             if consumer is not None:
-                consumer(ProgressEvent(
-                    "running", unit="instances", done=len(rows_out), total=total or _listed(),
-                    failed=statuses.get("failed", 0), elapsed=time.perf_counter() - start,
-                    detail=dict(statuses), finished=finished,
-                ))  # fmt: skip
+                consumer(event)
 
         if not dry_run:
             for sink in self.sinks:
@@ -430,6 +446,8 @@ class Pipeline:
         finally:
             if executor is not None:
                 executor.close()
+            if shown is not None:
+                shown.close("failed")  # ended by an exception (a finished run has said so)
             if isinstance(consumer, Progress) and progress is True:
                 consumer.__exit__(None, None, None)  # the bar made here, on an early end too
         stopped = halt[0] if halt else None

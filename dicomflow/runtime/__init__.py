@@ -16,16 +16,20 @@ from ._executors import (
 )
 from ._memory import peak_rss
 from ._progress import (
+    PROGRESS_FILE,
     Progress,
     ProgressCallback,
     ProgressConsumer,
     ProgressEvent,
+    ProgressFile,
     ProgressLog,
     as_consumer,
     progress_for,
+    read_progress,
 )
 
 __all__ = [
+    "PROGRESS_FILE",
     "DaskExecutor",
     "Executor",
     "InProcessExecutor",
@@ -34,10 +38,12 @@ __all__ = [
     "ProgressCallback",
     "ProgressConsumer",
     "ProgressEvent",
+    "ProgressFile",
     "ProgressLog",
     "as_consumer",
     "fork_is_safe",
     "make_executor",
     "peak_rss",
     "progress_for",
+    "read_progress",
 ]

@@ -8,7 +8,9 @@ consumer, any callable taking one event, as work completes, and once more at the
 * :class:`ProgressLog`: one line every N seconds (count, total, rate, ETA) to a stream or a
   logger, for cron jobs and containers where stderr is not a terminal;
 * :class:`ProgressCallback`: a plain function (a notebook widget's update), at most every N
-  seconds. A bare function is a consumer too: it gets every event.
+  seconds. A bare function is a consumer too: it gets every event;
+* :class:`ProgressFile`: the latest state as a small JSON file, replaced whole at most every
+  N seconds, for another process to read (``dicomflow serve`` shows it on its browse page).
 
 :func:`progress_for` is the command line's choice: the bar on a terminal, log lines otherwise.
 
@@ -21,6 +23,8 @@ consumer, any callable taking one event, as work completes, and once more at the
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import os
 import sys
@@ -34,10 +38,12 @@ from typing import IO, Any, Protocol
 from ..errors import ConfigError
 
 __all__ = [
+    "PROGRESS_FILE",
     "Progress",
     "ProgressCallback",
     "ProgressConsumer",
     "ProgressEvent",
+    "ProgressFile",
     "ProgressLog",
     "as_consumer",
     "progress_for",
@@ -298,6 +304,147 @@ class ProgressCallback:
                     return
                 self._last[event.task] = now
         self.fn(event)
+
+
+def _now_text() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+#: The name of a progress file in a lake's ``_lake/`` folder and in a run's manifest folder.
+PROGRESS_FILE = "progress.json"
+
+#: The states a progress file can say: running, finished, or ended early (stopped, failed).
+PROGRESS_STATES = ("running", "finished", "stopped", "failed")
+
+
+class ProgressFile:
+    """The latest event as a JSON file, replaced whole at most every ``every`` seconds.
+
+    The file holds one object: ``task``, ``unit``, ``done``, ``total`` (null when not known),
+    ``failed``, ``bytes``, ``rate`` (units per second), ``eta`` (seconds, null when not known),
+    ``elapsed``, ``state`` (one of :data:`PROGRESS_STATES`), ``started`` and ``updated``
+    (UTC, ISO 8601) and ``pid``. Counts only: no file name or UID, so it may sit inside a
+    shareable lake. Each write goes to a temporary file in the same folder, then replaces the
+    file (``os.replace``), so a reader sees the old state or the new one, never half of one.
+    It is not fsynced: it is a view of a run, rewritten every second, not a record.
+
+    Used as a context manager, a task that ends without a finished event is written as
+    ``failed`` (an exception) or ``stopped``.
+
+    >>> import json, os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "progress.json")
+    >>> with ProgressFile(path, every=0) as out:
+    ...     out(ProgressEvent("running", unit="instances", done=5, total=10, elapsed=1.0))
+    >>> doc = json.load(open(path))
+    >>> doc["state"], doc["done"], doc["total"], doc["rate"]
+    ('stopped', 5, 10, 5.0)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        every: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.path = os.fspath(path)
+        self.every = every
+        self.clock = clock
+        self._last: float | None = None
+        self._event: ProgressEvent | None = None
+        self._state = "running"
+        self._started = _now_text()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ProgressFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # an exception failed the task; an interrupt (Ctrl-C) or an early return stopped it
+        self.close("failed" if exc_type is not None and issubclass(exc_type, Exception)
+                   else "stopped")  # fmt: skip
+
+    def __call__(self, event: ProgressEvent, state: str | None = None) -> None:
+        """Keep ``event``; write it when ``every`` seconds have passed, when it is the last
+        one (``finished``), or when ``state`` is given (it then overrides the event's)."""
+        now = self.clock()
+        with self._lock:
+            self._event = event
+            if state is None:
+                state = "finished" if event.finished else "running"
+            due = self._last is None or now - self._last >= self.every
+            if state == "running" and not due:
+                return
+            self._last = now
+            self._state = state
+            self._write(event, state)
+
+    def close(self, state: str = "stopped") -> None:
+        """Write ``state`` (default ``stopped``) unless the file already says how it ended."""
+        with self._lock:
+            if self._state != "running":
+                return
+            self._state = state
+            event = self._event or ProgressEvent("")
+            self._write(event, state)
+
+    def _write(self, event: ProgressEvent, state: str) -> None:
+        if state not in PROGRESS_STATES:
+            raise ConfigError(f"progress state {state!r}: expected one of {PROGRESS_STATES}")
+        doc = {
+            "task": event.task,
+            "unit": event.unit,
+            "done": event.done,
+            "total": event.total,
+            "failed": event.failed,
+            "bytes": event.bytes,
+            "rate": round(event.rate, 3),
+            "eta": None if event.eta is None or state != "running" else round(event.eta, 1),
+            "elapsed": round(event.elapsed, 3),
+            "state": state,
+            "started": self._started,
+            "updated": _now_text(),
+            "pid": os.getpid(),
+        }
+        folder = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(folder, exist_ok=True)
+        temporary = os.path.join(folder, f".{os.path.basename(self.path)}.{os.getpid()}.tmp")
+        with open(temporary, "w", encoding="utf-8") as f:
+            json.dump(doc, f)
+        os.replace(temporary, self.path)
+
+
+def read_progress(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The object a :class:`ProgressFile` wrote at ``path``, with ``age`` (seconds since it
+    was updated) added; None when there is no such file.
+
+    Raises
+    ------
+    ConfigError
+        The file is not a progress file (not JSON, or no ``state``).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict) or doc.get("state") not in PROGRESS_STATES:
+        raise ConfigError(f"{os.fspath(path)!r} is not a dicomflow progress file")
+    try:
+        updated = dt.datetime.fromisoformat(str(doc.get("updated")))
+        doc["age"] = round((dt.datetime.now(dt.UTC) - updated).total_seconds(), 1)
+    except (TypeError, ValueError):
+        doc["age"] = None
+    return doc
 
 
 def as_consumer(progress: Any) -> ProgressConsumer | None:

@@ -18,6 +18,7 @@ import pytest
 from pydicom import dcmread
 
 from dicomflow.network import PullOptions, plan, pull, read_records, read_state
+from dicomflow.runtime import read_progress
 
 from .conftest import dataset_bytes, free_port, lake_files
 
@@ -175,9 +176,15 @@ def test_killed_pull_resumes(orthanc_synth, synth_sources, tmp_path):
         proc.wait(30)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
     assert landed < len(synth_sources), "the pull ended before it could be killed"
+    # the lake's progress file (what `dicomflow serve LAKE` shows) says where the pull was
+    killed = read_progress(lake / "_lake" / "progress.json")
+    assert killed["state"] == "running" and killed["task"] == "pulling"
+    assert killed["total"] and killed["done"] < killed["total"]
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert "series complete" in rerun.stderr
+    ended = read_progress(lake / "_lake" / "progress.json")
+    assert ended["state"] == "finished" and ended["done"] == ended["total"] == killed["total"]
     assert_same_instances(assert_once(lake, set(synth_sources)), synth_sources)
     report = read_state(str(lake), "pull").to_pylist()
     assert sum(r["fetched"] for r in report) < len(synth_sources)  # the rerun fetched the rest

@@ -445,3 +445,171 @@ def test_date_and_time_ranges_match_alike_whatever_the_column_type() -> None:
                                                         for s in stamps]})):  # fmt: skip
         assert hits(frame, "AcquisitionDateTime", "20190101-20200101") == 2
         assert hits(frame, "AcquisitionDateTime", "2020-01-01T08:00") == 1
+
+
+def test_handlers_run_off_the_event_loop(server, index, monkeypatch) -> None:
+    """Searches (polars), lookups and frame reads ran on the event loop: one slow request
+    held every other. Each now runs in the thread pool: no event loop in its thread."""
+    import asyncio
+
+    import dicomflow.network.serve as serve_module
+
+    on_loop: list[str] = []
+
+    def watch(name, fn):
+        def wrapped(*args, **kwargs):
+            try:
+                asyncio.get_running_loop()
+                on_loop.append(name)
+            except RuntimeError:
+                pass
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(index, "search_counted", watch("search", index.search_counted))
+    monkeypatch.setattr(index, "instance_row", watch("lookup", index.instance_row))
+    monkeypatch.setattr(serve_module, "stored_frame", watch("frame", serve_module.stored_frame))
+    row = next(r for r in _readable(index) if "dcm_qa_ct_ge" in r["uri"])
+    study, series, sop = _uids(row)
+    assert httpx.get(f"{server.url}/studies?PatientName=*").status_code == 200
+    base = f"{server.url}/studies/{study}/series/{series}/instances/{sop}"
+    assert httpx.get(f"{base}/frames/1").status_code == 200
+    assert httpx.get(f"{base}/metadata").status_code == 200
+    assert on_loop == []
+
+
+@pytest.mark.parametrize(
+    ("needle", "vr"),
+    [("rtdose_rle", "OB"), ("SC_jpeg", "OB"), ("IM00001.fragmented", "OB"),
+     ("dcm_qa_ct_ge", "OW")],
+)  # fmt: skip
+def test_metadata_pixel_data_vr_follows_the_transfer_syntax(client, index, needle, vr) -> None:
+    """RLE Lossless pixel data was given VR OW (only JPEG-family UIDs counted as
+    encapsulated); the transfer-syntax table decides now."""
+    row = next(r for r in _rows(index) if needle in r["uri"])
+    meta = client.retrieve_instance_metadata(*_uids(row))
+    assert meta["7FE00010"]["vr"] == vr
+    assert dcmread(row["uri"]).file_meta.TransferSyntaxUID.is_encapsulated == (vr == "OB")
+
+
+def test_metadata_without_a_transfer_syntax_in_the_catalog(archive: Path, tmp_path) -> None:
+    """A catalog whose transfer_syntax_uid is null made every metadata request a 500; the
+    VR then comes from the file's own File Meta."""
+    import polars as pl
+
+    catalog = pl.read_parquet(archive / "catalog.parquet")
+    nulled = catalog.with_columns(pl.lit(None, pl.String).alias("transfer_syntax_uid"))
+    nulled.write_parquet(tmp_path / "nulled.parquet")
+    index = load_index(tmp_path / "nulled.parquet")
+    rle = next(r for r in _rows(index) if "rtdose_rle" in r["uri"])
+    ct = next(r for r in _readable(index) if "dcm_qa_ct_ge" in r["uri"])
+    with DicomWebServer(index) as srv:
+        for row, vr in ((rle, "OB"), (ct, "OW")):
+            study, series, sop = _uids(row)
+            r = httpx.get(f"{srv.url}/studies/{study}/series/{series}/instances/{sop}/metadata")
+            assert r.status_code == 200, r.text
+            assert r.json()[0]["7FE00010"]["vr"] == vr
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["20200101120000%2B0100", "20200101120000-0500", "2020-01-01T12:00%2B01:00",
+     "2020-01-01T12:00Z"],
+)  # fmt: skip
+@pytest.mark.parametrize("level", ["studies", "series", "instances"])
+def test_a_date_time_with_a_utc_offset_is_refused(server, level, value) -> None:
+    """A DT with a UTC offset was either read as a range ending before it started (-0500)
+    or skipped where no column held the key; it is a 400 that says what is wrong."""
+    r = httpx.get(f"{server.url}/{level}?AcquisitionDateTime={value}")
+    assert r.status_code == 400
+    assert "UTC offset" in r.json()["error"]
+
+
+def test_facets_count_the_catalog(server, index, archive: Path) -> None:
+    """/facets: series per modality, body part and manufacturer under the other keys, the
+    study date range, and the rows with errors, all as the catalog counts them."""
+    import polars as pl
+
+    catalog = pl.read_parquet(archive / "catalog.parquet")
+    named = catalog.filter(pl.col("series_instance_uid").is_not_null()
+                           & pl.col("sop_instance_uid").is_not_null()
+                           & pl.col("study_instance_uid").is_not_null())  # fmt: skip
+    per_series = named.group_by("series_instance_uid").agg(
+        pl.col("Modality").first(), pl.col("BodyPartExamined").first(),
+        pl.col("study_instance_uid").first(), pl.col("StudyDate").first(),
+    )  # fmt: skip
+    every = httpx.get(f"{server.url}/facets").json()
+    assert every["series"] == per_series.height
+    assert every["studies"] == named["study_instance_uid"].n_unique()
+    assert every["instances"] == named.height
+    modality = {c["value"]: c["series"] for c in every["modality"]}
+    expected = per_series.group_by("Modality").len()
+    assert modality == dict(expected.iter_rows())
+    dates = per_series["StudyDate"].drop_nulls()
+    assert every["dates"]["first"] == f"{dates.min():%Y%m%d}"
+    assert every["dates"]["last"] == f"{dates.max():%Y%m%d}"
+    unlisted = catalog.height - named.height
+    assert every["errors"]["unlisted"] == unlisted > 0  # the sample's broken files
+    ct = httpx.get(f"{server.url}/facets?Modality=CT").json()
+    chosen = per_series.filter(pl.col("Modality") == "CT")
+    assert ct["series"] == chosen.height < every["series"]
+    body = {c["value"]: c["series"] for c in ct["body_part"]}
+    assert body == dict(chosen.group_by("BodyPartExamined").len().iter_rows())
+    # a facet is counted without its own key: the other modalities stay in view
+    assert {c["value"] for c in ct["modality"]} == set(modality)
+    assert httpx.get(f"{server.url}/facets?StudyDate=2024-13-01").status_code == 400
+
+
+def test_progress_files_are_served(index, tmp_path) -> None:
+    """/progress: what each progress file says now, behind the token like the data."""
+    from dicomflow.network.serve import progress_paths
+    from dicomflow.runtime import ProgressEvent, ProgressFile
+
+    lake, run = tmp_path / "lake", tmp_path / "out.manifests"
+    (lake / "_lake").mkdir(parents=True)
+    paths = progress_paths(lake, [str(run)])
+    assert paths == [str(run / "progress.json"), str(lake / "_lake" / "progress.json")]
+    with DicomWebServer(index, token="t", progress=paths) as srv:
+        auth = {"Authorization": "Bearer t"}
+        assert httpx.get(f"{srv.url}/progress").status_code == 401
+        assert httpx.get(f"{srv.url}/progress", headers=auth).json() == {"tasks": []}
+        ProgressFile(run / "progress.json")(
+            ProgressEvent("running", unit="instances", done=5, total=20, elapsed=2.0)
+        )
+        (lake / "_lake" / "progress.json").write_text("{not json")
+        tasks = httpx.get(f"{srv.url}/progress", headers=auth).json()["tasks"]
+        assert [t["where"] for t in tasks] == ["out.manifests", "lake"]
+        assert tasks[0]["state"] == "running" and tasks[0]["done"] == 5
+        assert tasks[0]["eta"] == 6.0 and tasks[0]["age"] >= 0
+        assert tasks[1]["state"] == "unreadable"
+        assert str(tmp_path) not in httpx.get(f"{srv.url}/progress", headers=auth).text
+
+
+def test_the_page_is_package_data_and_needs_no_token(index) -> None:
+    """The page and its files are served from the installed package without the token (they
+    hold no data), with a policy that lets it fetch from this server only."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["dicomflow"]
+    page_files = sorted((root / "dicomflow" / "network" / "browse").iterdir())
+    assert {p.name for p in page_files} == {"index.html", "app.js", "style.css", "icon.svg"}
+    for path in page_files:  # each is installed with the package
+        name = path.relative_to(root / "dicomflow").as_posix()
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
+    with DicomWebServer(index, token="t") as srv:
+        page = httpx.get(f"{srv.url}/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "connect-src 'self'" in policy
+        for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+            r = httpx.get(f"{srv.url}/browse/{name}")
+            assert r.status_code == 200 and r.headers["content-type"].startswith(kind)
+            assert f"/browse/{name}" in page.text
+        for other in ("/browse/..%2Fserve.py", "/browse/serve.py", "/facets"):
+            assert httpx.get(srv.url + other).status_code in (401, 404)
+        assert "http" not in httpx.get(f"{srv.url}/browse/app.js").text.replace("https://", "")
