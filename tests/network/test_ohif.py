@@ -205,10 +205,10 @@ def _keep(page, tmp_path: Path, name: str) -> None:
 
 
 def _shows_the_ct(page, watch: _Watch, tmp_path: Path, name: str) -> None:
-    page.wait_for_selector("canvas.cornerstone-canvas", timeout=90_000)
+    page.wait_for_selector("canvas.cornerstone-canvas", timeout=180_000)
     # a CT slice has dark air around bright bone: its pixels spread widely; an empty or
     # still-loading viewport is one flat colour
-    _wait(lambda: _viewport(page).std() > 20, 90, "the viewport to show the CT")
+    _wait(lambda: _viewport(page).std() > 20, 180, "the viewport to show the CT")
     first = _viewport(page)
     _keep(page, tmp_path, f"{name}-first")
     box = page.locator("canvas.cornerstone-canvas").first.bounding_box()
@@ -216,7 +216,7 @@ def _shows_the_ct(page, watch: _Watch, tmp_path: Path, name: str) -> None:
     for _ in range(8):
         page.mouse.wheel(0, 120)
         time.sleep(0.2)
-    _wait(lambda: np.abs(_viewport(page) - first).mean() > 2, 60, "scrolling to show another slice")
+    _wait(lambda: np.abs(_viewport(page) - first).mean() > 2, 120, "scrolling to show another slice")
     _keep(page, tmp_path, f"{name}-scrolled")
     assert not watch.failed(), watch.failed()
     assert not watch.errors, watch.errors
