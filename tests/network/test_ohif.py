@@ -216,7 +216,9 @@ def _shows_the_ct(page, watch: _Watch, tmp_path: Path, name: str) -> None:
     for _ in range(8):
         page.mouse.wheel(0, 120)
         time.sleep(0.2)
-    _wait(lambda: np.abs(_viewport(page) - first).mean() > 2, 120, "scrolling to show another slice")
+    _wait(
+        lambda: np.abs(_viewport(page) - first).mean() > 2, 120, "scrolling to show another slice"
+    )
     _keep(page, tmp_path, f"{name}-scrolled")
     assert not watch.failed(), watch.failed()
     assert not watch.errors, watch.errors
