@@ -10,7 +10,8 @@ table lacks adds them (additive schema evolution); a batch lacking some gets the
 Where the batch id is kept:
 
 - ``parquet``: part files ``part-<batch>-<n>.parquet`` under the folder, and an empty marker
-  ``_batches/<batch>`` written once every part file of the batch is in place;
+  ``_batches/<batch>`` written once every part file of the batch is in place (a batch id
+  with other characters than letters, digits, ``_`` and ``.`` is hashed for these names);
 - ``delta``: an application transaction ``dicomflow-<batch>`` (Delta's idempotent-write
   mechanism) and ``dicomflow.batch`` in the commit's metadata;
 - ``iceberg``: ``dicomflow.batch`` in the snapshot summary.
@@ -26,9 +27,10 @@ import hashlib
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,7 +38,13 @@ import pyarrow.compute as pc
 from ..dicom import is_url
 from ..errors import ConfigError, TableError
 
-__all__ = ["FORMATS", "TableWriter", "batch_id", "read_table", "rows_batch_id"]
+if TYPE_CHECKING:
+    from ..runtime import ProgressConsumer
+    from ._catalog import Catalog, ScanStats
+
+__all__ = [
+    "FORMATS", "TableWriter", "batch_id", "read_table", "rows_batch_id", "write_table",
+]  # fmt: skip
 
 FORMATS = ("parquet", "delta", "iceberg")
 BATCH_KEY = "dicomflow.batch"
@@ -218,8 +226,16 @@ class _Parquet:
         else:
             self.fs, self.root = None, os.path.abspath(uri)
 
+    @staticmethod
+    def token(batch: str) -> str:
+        """How a batch id names files: itself, or where it has other characters than
+        letters, digits, ``_`` and ``.``, its hash."""
+        if re.fullmatch(r"[0-9A-Za-z_.]{1,64}", batch):
+            return batch
+        return hashlib.sha256(batch.encode()).hexdigest()[:32]
+
     def _marker(self, batch: str) -> str:
-        return f"{self.root.rstrip('/')}/{_MARKERS}/{batch}"
+        return f"{self.root.rstrip('/')}/{_MARKERS}/{self.token(batch)}"
 
     def has_batch(self, batch: str) -> bool:
         marker = self._marker(batch)
@@ -235,7 +251,7 @@ class _Parquet:
 
     def _stale(self, batch: str) -> list[str]:
         """Part files of ``batch`` a crash left without their marker."""
-        pattern = f"{self.root.rstrip('/')}/**/part-{batch}-*.parquet"
+        pattern = f"{self.root.rstrip('/')}/**/part-{self.token(batch)}-*.parquet"
         if self.fs is not None:
             return list(self.fs.glob(pattern))
         import glob
@@ -250,7 +266,9 @@ class _Parquet:
         if self.fs is None:
             from ._parquet import write_dataset
 
-            write_dataset(table, self.root, partition_by=self.partition_by, token=batch)
+            write_dataset(
+                table, self.root, partition_by=self.partition_by, token=self.token(batch)
+            )
             os.makedirs(os.path.dirname(self._marker(batch)), exist_ok=True)
             with open(self._marker(batch), "wb"):
                 pass
@@ -265,11 +283,14 @@ class _Parquet:
                 format="parquet",
                 partitioning=list(self.partition_by) or None,
                 partitioning_flavor="hive" if self.partition_by else None,
-                basename_template=f"part-{batch}-{{i}}.parquet",
+                basename_template=f"part-{self.token(batch)}-{{i}}.parquet",
                 existing_data_behavior="overwrite_or_ignore",
             )
             self.fs.pipe_file(self._marker(batch), b"")
         return True
+
+    def delete_uris(self, uris: Sequence[str]) -> None:
+        raise ConfigError("an incremental update of changed files needs a delta or iceberg table")
 
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         import pyarrow.dataset as pads
@@ -367,6 +388,21 @@ class _Delta:
                 last = exc
                 _pause(attempt)
         raise TableError(f"appending to {self.uri} kept conflicting: {last}") from last
+
+    def delete_uris(self, uris: Sequence[str]) -> None:
+        quoted = ", ".join("'" + u.replace("'", "''") + "'" for u in uris)
+        last: BaseException | None = None
+        for attempt in range(self.retries):
+            dt = self._open()
+            if dt is None:
+                return
+            try:
+                dt.delete(f"uri IN ({quoted})")
+                return
+            except (self.dl.exceptions.CommitFailedError, self.dl.exceptions.DeltaError) as exc:
+                last = exc
+                _pause(attempt)
+        raise TableError(f"deleting from {self.uri} kept conflicting: {last}") from last
 
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         dt = self._open()
@@ -490,6 +526,22 @@ class _Iceberg:
                 raise TableError(f"batch {batch} does not fit {self.name}: {exc}") from exc
         raise TableError(f"appending to {self.name} kept conflicting: {last}") from last
 
+    def delete_uris(self, uris: Sequence[str]) -> None:
+        from pyiceberg.expressions import In
+
+        last: BaseException | None = None
+        for attempt in range(self.retries):
+            table = self._load()
+            if table is None:
+                return
+            try:
+                table.delete(In("uri", list(uris)))
+                return
+            except self.exc.CommitFailedException as exc:
+                last = exc
+                _pause(attempt)
+        raise TableError(f"deleting from {self.name} kept conflicting: {last}") from last
+
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         table = self._load()
         if table is None:
@@ -604,6 +656,11 @@ class TableWriter:
             return table.num_rows
         return 0
 
+    def delete_uris(self, uris: Sequence[str]) -> None:
+        """Remove the rows of these URIs (Delta and Iceberg: one commit)."""
+        if uris:
+            self._impl.delete_uris(uris)
+
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The whole table (``columns`` where it has them) as one ``pyarrow.Table``."""
         return self._impl.read(columns)
@@ -613,6 +670,48 @@ class TableWriter:
         if not isinstance(self._impl, _Iceberg):
             raise ConfigError(f"{self.uri} is a {self.format} table, not an Iceberg one")
         return self._impl.table()
+
+
+def write_table(
+    catalog: Catalog,
+    writer: TableWriter,
+    *,
+    incremental: bool = False,
+    progress: ProgressConsumer | None = None,
+) -> ScanStats:
+    """Append a scan to a lake table, one commit per scan batch (its id from the batch's
+    URIs, sizes and modification times, so a rerun skips what a killed run committed).
+
+    ``incremental``: read only the files the table lacks or holds with another size or
+    modification time (see :meth:`Catalog.update`); the rows of changed files are deleted
+    first (a run killed in between leaves them out, and the next run finds them new).
+    """
+    from ._incremental import Known
+
+    if incremental:
+        held = writer.read(columns=("uri", "size", "modified"))
+        files: dict[str, tuple[int | None, int | None]] = {}
+        if held.num_rows:
+            uris = held.column("uri").to_pylist()
+            sizes = held.column("size").to_pylist()
+            times = held.column("modified").cast(pa.timestamp("us", tz="UTC"))
+            files = dict(zip(uris, zip(sizes, times.cast(pa.int64()).to_pylist())))
+        known = Known(files)
+        narrowed = catalog.only(known.new_or_changed)
+        first = True
+        for batch in narrowed.iter_batches(progress):
+            if first and known.changed:
+                writer.delete_uris(sorted(known.changed))
+            first = False
+            writer.append(batch)
+        stats = narrowed.stats
+        stats.unchanged = known.unchanged
+        stats.replaced = len(known.changed)
+        catalog.stats = stats
+        return stats
+    for batch in catalog.iter_batches(progress):
+        writer.append(batch)
+    return catalog.stats
 
 
 def read_table(
