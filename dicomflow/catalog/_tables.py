@@ -641,20 +641,28 @@ class TableWriter:
                 skipped += batch.num_rows
         return added, skipped
 
-    def append_new(self, table: pa.Table, keys: Sequence[str]) -> int:
-        """Append the rows of ``table`` whose ``keys`` the table does not hold yet (one
-        batch, its id from those keys); the rows appended."""
-        if table.num_rows == 0:
-            return 0
+    def append_new(
+        self, batches: Iterable[pa.Table | pa.RecordBatch], keys: Sequence[str]
+    ) -> tuple[int, int]:
+        """Append the rows whose ``keys`` the table does not hold yet, a batch at a time
+        (each batch's id from those keys): however a rerun batches the same rows, none is
+        appended twice. Returns (rows appended, rows held already)."""
         held = self.read(columns=keys)
+        have: set[tuple[Any, ...]] = set()
         if held.num_rows and all(k in held.column_names for k in keys):
-            key = lambda t: list(zip(*(t.column(k).to_pylist() for k in keys)))  # noqa: E731
-            have = set(key(held))
-            mask = pa.array([k not in have for k in key(table)])
-            table = table.filter(mask)
-        if table.num_rows and self.append(table, rows_batch_id(table, keys)):
-            return table.num_rows
-        return 0
+            have = set(zip(*(held.column(k).to_pylist() for k in keys)))
+        added = skipped = 0
+        for batch in batches:
+            table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+            if have:
+                rows = zip(*(table.column(k).to_pylist() for k in keys))
+                table = table.filter(pa.array([r not in have for r in rows], pa.bool_()))
+            skipped += batch.num_rows - table.num_rows
+            if table.num_rows and self.append(table, rows_batch_id(table, keys)):
+                added += table.num_rows
+            else:
+                skipped += table.num_rows
+        return added, skipped
 
     def delete_uris(self, uris: Sequence[str]) -> None:
         """Remove the rows of these URIs (Delta and Iceberg: one commit)."""
