@@ -81,7 +81,6 @@ _LAZY = {
             "read_measurements",
             "read_rtstruct",
             "read_seg",
-    "read_table",
             "write_measurement_report",
             "write_seg",
         )
@@ -157,6 +156,7 @@ __all__ = [
     "read_mediaset",
     "read_rtstruct",
     "read_seg",
+    "read_table",
     "scan",
     "volumes",
     "write_measurement_report",

@@ -10,8 +10,8 @@ from ._mediaset import DIR_KEYS, read_mediaset
 from ._parquet import write_catalog, write_dataset
 from ._reader import Reader
 from ._sources import iter_sources, read_headers
-from ._tables import FORMATS, TableWriter, batch_id, read_table, rows_batch_id
 from ._summary import error_kind, errors_by_reason, modality_counts, totals
+from ._tables import FORMATS, TableWriter, batch_id, read_table, rows_batch_id
 
 __all__ = [
     "DIR_KEYS",

@@ -540,7 +540,6 @@ class Catalog:
             return self.stats
         return write_catalog(self, path, **kwargs)
 
-
     def to_table(
         self,
         uri: str | os.PathLike[str],

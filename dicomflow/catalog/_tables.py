@@ -266,9 +266,7 @@ class _Parquet:
         if self.fs is None:
             from ._parquet import write_dataset
 
-            write_dataset(
-                table, self.root, partition_by=self.partition_by, token=self.token(batch)
-            )
+            write_dataset(table, self.root, partition_by=self.partition_by, token=self.token(batch))
             os.makedirs(os.path.dirname(self._marker(batch)), exist_ok=True)
             with open(self._marker(batch), "wb"):
                 pass
@@ -408,9 +406,20 @@ class _Delta:
         dt = self._open()
         if dt is None:
             return pa.table({})
-        dataset = dt.to_pyarrow_dataset()
-        names = [c for c in columns if c in dataset.schema.names] if columns else None
-        return dataset.to_table(columns=names)
+        # deltalake's own engine (DataFusion), not its pyarrow dataset: that one reads
+        # through a Python file system whose reads ahead can outlive the call, and abort the
+        # interpreter as it exits (arrow's threads then take the GIL of a finished Python)
+        schema = pa.schema(dt.schema().to_arrow())
+        names = [c for c in columns if c in schema.names] if columns else schema.names
+        if not names:
+            return pa.table({})
+        query = "SELECT " + ", ".join('"' + n.replace('"', '""') + '"' for n in names)
+        reader = self.dl.QueryBuilder().register("t", dt).execute(query + " FROM t")
+        batches = [pa.record_batch(b) for b in reader]
+        wanted = pa.schema([schema.field(n) for n in names])
+        if not batches:
+            return wanted.empty_table()
+        return pa.Table.from_batches(batches).cast(wanted)
 
 
 class _Iceberg:
@@ -717,8 +726,10 @@ def write_table(
         stats.replaced = len(known.changed)
         catalog.stats = stats
         return stats
+    committed = writer.batches()  # a rerun skips these without a look at the table each
     for batch in catalog.iter_batches(progress):
-        writer.append(batch)
+        if rows_batch_id(batch) not in committed:
+            writer.append(batch)
     return catalog.stats
 
 
@@ -732,7 +743,5 @@ def read_table(
     table: str = "dicomflow.catalog",
 ) -> pa.Table:
     """A lake table written by :class:`TableWriter`, as one ``pyarrow.Table``."""
-    writer = TableWriter(
-        uri, format, storage_options=storage_options, catalog=catalog, table=table
-    )
+    writer = TableWriter(uri, format, storage_options=storage_options, catalog=catalog, table=table)
     return writer.read(columns)
