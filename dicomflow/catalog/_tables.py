@@ -536,15 +536,16 @@ class _Iceberg:
         raise TableError(f"appending to {self.name} kept conflicting: {last}") from last
 
     def delete_uris(self, uris: Sequence[str]) -> None:
-        from pyiceberg.expressions import In
+        from pyiceberg import expressions
 
+        within: Any = expressions.In  # a pydantic model: its signature is not what mypy sees
         last: BaseException | None = None
         for attempt in range(self.retries):
             table = self._load()
             if table is None:
                 return
             try:
-                table.delete(In("uri", list(uris)))
+                table.delete(within("uri", list(uris)))
                 return
             except self.exc.CommitFailedException as exc:
                 last = exc
