@@ -300,7 +300,7 @@ class _Parquet:
             self.root,
             filesystem=self.fs,
             format="parquet",
-            partitioning="hive" if self.partition_by else None,
+            partitioning="hive",
             exclude_invalid_files=True,
             ignore_prefixes=[".", "_"],
         )
@@ -313,7 +313,7 @@ class _Parquet:
             keep,
             filesystem=self.fs,
             format="parquet",
-            partitioning=pads.partitioning(flavor="hive") if self.partition_by else None,
+            partitioning=pads.partitioning(flavor="hive"),
             partition_base_dir=self.root,
         )
         names = [c for c in columns if c in dataset.schema.names] if columns else None
@@ -383,6 +383,8 @@ class _Delta:
             except dl.exceptions.SchemaMismatchError as exc:
                 raise TableError(f"batch {batch} does not fit {self.uri}: {exc}") from exc
             except conflicts as exc:  # a concurrent commit (or the table created meanwhile)
+                if not isinstance(exc, dl.exceptions.CommitFailedError) and attempt >= 4:
+                    raise TableError(f"appending to {self.uri} failed: {exc}") from exc
                 last = exc
                 _pause(attempt)
         raise TableError(f"appending to {self.uri} kept conflicting: {last}") from last
@@ -578,7 +580,7 @@ class TableWriter:
         ``"parquet"``, ``"delta"`` or ``"iceberg"``.
     storage_options
         fsspec-style options (``key``, ``secret``, ``endpoint_url``); turned into Delta's
-        and pyiceberg's own (see :func:`object_store_options`, :func:`iceberg_properties`).
+        and pyiceberg's own (``AWS_ACCESS_KEY_ID``..., ``s3.endpoint``...).
     partition_by
         Columns to partition by (hive folders; Delta partitions; Iceberg identity partitions).
     catalog
@@ -633,7 +635,8 @@ class TableWriter:
 
     def append(self, table: pa.Table | pa.RecordBatch, batch: str | None = None) -> bool:
         """Commit ``table`` as one batch; False where a batch with this id is committed
-        already (nothing written). ``batch`` defaults to :func:`rows_batch_id`."""
+        already (nothing written). ``batch`` defaults to
+        :func:`~dicomflow.catalog.rows_batch_id`."""
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
         if table.num_rows == 0:
@@ -641,8 +644,8 @@ class TableWriter:
         return self._impl.append(table, batch or rows_batch_id(table))
 
     def append_all(self, batches: Iterable[pa.Table | pa.RecordBatch]) -> tuple[int, int]:
-        """Append each batch under its :func:`rows_batch_id`; (rows appended, rows of
-        batches committed before, skipped)."""
+        """Append each batch under its :func:`~dicomflow.catalog.rows_batch_id`; (rows
+        appended, rows of batches committed before, skipped)."""
         added = skipped = 0
         for batch in batches:
             if self.append(batch):

@@ -956,7 +956,10 @@ class Lake:
             self.compact(min_parts=2)
         except Exception as exc:  # noqa: BLE001 - the parts stay readable as they are
             warnings.warn(f"compacting the lake's records failed: {exc}", stacklevel=2)
-        self.catch_up_table()
+        try:
+            self.catch_up_table()
+        except Exception as exc:  # noqa: BLE001 - the records hold it: the next close retries
+            warnings.warn(f"the lake's table could not catch up: {exc}", stacklevel=2)
 
     def __enter__(self) -> Lake:
         return self
