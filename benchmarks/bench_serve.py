@@ -15,11 +15,18 @@ Two measurements, one run:
   (WADO-RS ``.../frames/1``, ``application/octet-stream``) of random instances for
   ``--seconds`` seconds from each server in turn; every frame's size is checked, and first
   that both send the stored frame's bytes. Target: >= 3x Orthanc.
+* **Delta appends**: 2 writer processes append ``--delta-batches`` batches of
+  ``--delta-rows`` catalog rows each (the generated catalog's columns) at once to one Delta
+  Lake table through :class:`dicomflow.TableWriter` (batch ids checked, conflicts retried),
+  against the baseline: the same 2 writers appending Parquet part files to one folder
+  (``format="parquet"``, the same batch ids). Rows/s from the moment both writers start to
+  the moment both finish, ``--delta-rounds`` rounds alternating the two; the range is shown.
 
 Usage (from the repository root)::
 
     .venv/bin/python benchmarks/bench_serve.py                 # 1,000,000 rows, 200 files
     .venv/bin/python benchmarks/bench_serve.py --rows 200000 --files 50 --seconds 3
+    .venv/bin/python benchmarks/bench_serve.py --delta-only        # the Delta appends only
 """
 
 from __future__ import annotations
@@ -223,6 +230,58 @@ def frames(files: int, clients: int, seconds: float, workdir: Path) -> dict[str,
     return result
 
 
+def _append_writer(fmt: str, uri: str, who: int, batches: int, rows: int, ready, go) -> None:
+    """One writer process: its batches made first, then appended when ``go`` is set."""
+    import pyarrow as pa
+
+    from dicomflow import TableWriter
+
+    table = synthetic_catalog(batches * rows, seed=who).to_arrow()
+    uris = pa.array([f"/w{who}{u}" for u in table.column("uri").to_pylist()])
+    table = table.set_column(table.schema.get_field_index("uri"), "uri", uris)
+    parts = [table.slice(i * rows, rows) for i in range(batches)]
+    writer = TableWriter(uri, fmt)
+    ready.set()
+    go.wait()
+    for i, part in enumerate(parts):
+        writer.append(part, f"w{who}-{i}")
+
+
+def delta_appends(batches: int, rows: int, rounds: int, workdir: Path) -> dict[str, list[float]]:
+    """Rows/s of 2 concurrent writers, Delta vs Parquet part files, rounds alternating."""
+    import multiprocessing as mp
+
+    from dicomflow import read_table
+
+    ctx = mp.get_context("spawn")
+    rates: dict[str, list[float]] = {"delta": [], "parquet": []}
+    for r in range(rounds):
+        for fmt in ("delta", "parquet") if r % 2 == 0 else ("parquet", "delta"):
+            uri = str(workdir / f"append-{fmt}-{r}")
+            go = ctx.Event()
+            ready = [ctx.Event() for _ in range(2)]
+            procs = [
+                ctx.Process(target=_append_writer, args=(fmt, uri, w, batches, rows, ready[w], go))
+                for w in range(2)
+            ]
+            for proc in procs:
+                proc.start()
+            for event in ready:
+                event.wait(300)
+            start = time.perf_counter()
+            go.set()
+            for proc in procs:
+                proc.join()
+            seconds = time.perf_counter() - start
+            if any(proc.exitcode for proc in procs):
+                raise SystemExit(f"a {fmt} writer failed")
+            held = read_table(uri, fmt, columns=["uri"]).num_rows
+            if held != 2 * batches * rows:
+                raise SystemExit(f"{fmt}: {held:,} rows, expected {2 * batches * rows:,}")
+            rates[fmt].append(2 * batches * rows / seconds)
+    return rates
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -231,9 +290,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--skip-frames", action="store_true", help="QIDO latency only")
+    parser.add_argument("--delta-batches", type=int, default=20, help="batches per writer")
+    parser.add_argument("--delta-rows", type=int, default=5000, help="rows per batch")
+    parser.add_argument("--delta-rounds", type=int, default=4)
+    parser.add_argument("--skip-delta", action="store_true", help="no Delta appends")
+    parser.add_argument("--delta-only", action="store_true", help="the Delta appends only")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
+        if not args.skip_delta:
+            print(f"== Delta appends, 2 writers x {args.delta_batches} batches x "
+                  f"{args.delta_rows:,} rows, vs Parquet part files ({args.delta_rounds} rounds, "
+                  "alternating)")  # fmt: skip
+            rates = delta_appends(args.delta_batches, args.delta_rows, args.delta_rounds, workdir)
+            for fmt, values in rates.items():
+                print(f"  {fmt:8s} {min(values):10,.0f} .. {max(values):10,.0f} rows/s  "
+                      f"(median {statistics.median(values):,.0f})")  # fmt: skip
+            ratios = [d / p for d, p in zip(rates["delta"], rates["parquet"], strict=True)]
+            print(f"  ratio delta / parquet: {min(ratios):.2f}x .. {max(ratios):.2f}x "
+                  f"(median {statistics.median(ratios):.2f}x)")  # fmt: skip
+        if args.delta_only:
+            return 0
         print(f"== QIDO-RS over {args.rows:,} rows (median of {args.repeat}, over HTTP)")
         for label, found, ms in qido(args.rows, args.repeat, workdir):
             verdict = "ok" if ms < 100 else "OVER TARGET"

@@ -18,7 +18,7 @@ from typing import Any
 from . import writers  # dfl.writers.Part10Folder(...)
 from ._version import __version__
 from .anonymize import Deidentify, DeidOptions, Recipe
-from .catalog import Catalog, Reader, ScanStats, read_mediaset, scan
+from .catalog import Catalog, Reader, ScanStats, TableWriter, read_mediaset, read_table, scan
 from .dicom import DEFAULT_COLUMNS, private_column
 from .errors import (
     AssociationAbortedError,
@@ -47,6 +47,7 @@ from .errors import (
     SourceError,
     SourceNotFoundError,
     SubOperationsFailedError,
+    TableError,
     TextDetectionError,
     TLSError,
     TranscodeError,
@@ -133,6 +134,8 @@ __all__ = [
     "Stage",
     "SubOperationsFailedError",
     "TLSError",
+    "TableError",
+    "TableWriter",
     "TextDetectionError",
     "Transcode",
     "TranscodeError",
@@ -153,6 +156,7 @@ __all__ = [
     "read_mediaset",
     "read_rtstruct",
     "read_seg",
+    "read_table",
     "scan",
     "volumes",
     "write_measurement_report",

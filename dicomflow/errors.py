@@ -23,6 +23,8 @@
     +-- DeidentificationError(ValueError)            an instance not de-identifiable with certainty
     |   +-- TextDetectionError                       burned-in text cannot be searched for (OCR)
     +-- MediaSetError(ValueError)                    an instance that cannot join a media set
+    +-- TableError(ValueError)                       a batch a lake table (Delta, Iceberg) cannot
+    |                                                take, or commits that kept conflicting
     +-- NetworkError(OSError)                        a DICOM peer could not do what was asked
     |   +-- AssociationRejectedError(ConnectionRefusedError)  no connection, A-ASSOCIATE-RJ,
     |   |                                                     or no accepted context
@@ -79,6 +81,7 @@ __all__ = [
     "SourceNotFoundError",
     "SubOperationsFailedError",
     "TLSError",
+    "TableError",
     "TextDetectionError",
     "TranscodeError",
     "TruncatedError",
@@ -206,6 +209,11 @@ class TextDetectionError(DeidentificationError):
 
 class MediaSetError(DicomflowError, ValueError):
     """An instance that cannot be put in a media set (no record type, a UID or key missing)."""
+
+
+class TableError(DicomflowError, ValueError):
+    """A batch a lake table cannot take (a column of another type than the table's), or a
+    commit that kept conflicting with other writers past its retries."""
 
 
 class Skip(DicomflowError):

@@ -17,6 +17,8 @@ PUBLIC = {
     "DEFAULT_COLUMNS", "__version__",
     # reading
     "scan", "Catalog", "ScanStats", "Reader", "read_mediaset", "private_column",
+    # lake tables
+    "TableWriter", "read_table",
     # pipelines
     "pipeline", "Pipeline", "RunReport", "Instance", "Output", "Stage", "Sink", "Skip",
     "filter", "map", "Filter", "Map", "Transcode", "Deidentify", "DeidOptions", "Recipe",
@@ -36,7 +38,7 @@ PUBLIC = {
     "DeidentificationError", "MediaSetError", "NetworkError", "AssociationRejectedError",
     "AssociationAbortedError", "NetworkTimeoutError", "DimseStatusError",
     "MoveDestinationError", "SubOperationsFailedError", "DicomWebError", "NetworkConfigError",
-    "TLSError", "TextDetectionError",
+    "TLSError", "TextDetectionError", "TableError",
 }  # fmt: skip
 
 #: Exceptions deriving from DicomflowError that are internal signals, never raised to a user.

@@ -11,11 +11,15 @@ from ._parquet import write_catalog, write_dataset
 from ._reader import Reader
 from ._sources import iter_sources, read_headers
 from ._summary import error_kind, errors_by_reason, modality_counts, totals
+from ._tables import FORMATS, TableWriter, batch_id, read_table, rows_batch_id
 
 __all__ = [
     "DIR_KEYS",
+    "FORMATS",
     "Catalog",
     "Reader",
+    "TableWriter",
+    "batch_id",
     "ScanEvent",
     "ScanOptions",
     "ScanStats",
@@ -25,6 +29,8 @@ __all__ = [
     "read_headers",
     "modality_counts",
     "read_mediaset",
+    "read_table",
+    "rows_batch_id",
     "scan",
     "scan_batch",
     "totals",

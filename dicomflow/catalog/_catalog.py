@@ -540,6 +540,29 @@ class Catalog:
             return self.stats
         return write_catalog(self, path, **kwargs)
 
+    def to_table(
+        self,
+        uri: str | os.PathLike[str],
+        format: str = "delta",
+        *,
+        incremental: bool = False,
+        progress: ProgressConsumer | None = None,
+        **options: Any,
+    ) -> ScanStats:
+        """Append the catalog to a lake table (``"delta"``, ``"iceberg"`` or ``"parquet"``
+        part files), one commit per batch; a rerun skips the batches committed already.
+        ``options`` go to :class:`~dicomflow.TableWriter` (``storage_options``,
+        ``partition_by``, ``catalog``, ``table``).
+
+        Examples
+        --------
+        >>> dfl.scan("archive/").to_table("catalog.delta", "delta")  # doctest: +SKIP
+        """
+        from ._tables import TableWriter, write_table
+
+        writer = TableWriter(uri, format, **options)
+        return write_table(self, writer, incremental=incremental, progress=progress)
+
 
 def _scan_frame(batch: list[FileRef], options: ScanOptions) -> Any:
     return pa.Table.from_batches([scan_batch(batch, options)[0]]).to_pandas()

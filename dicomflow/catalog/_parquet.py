@@ -96,13 +96,15 @@ def write_dataset(
     *,
     partition_by: tuple[str, ...] | list[str] = (),
     compression: str = "zstd",
+    token: str | None = None,
 ) -> list[str]:
     """Append a catalog to a (hive-)partitioned Parquet dataset under ``root``.
 
     Each call adds new files (named by a fresh id), never rewriting existing ones, so
     appending is safe while readers read; files are written under temporary names and renamed.
     Read it back with ``polars.scan_parquet(f"{root}/**/*.parquet", hive_partitioning=True)``,
-    ``pyarrow.dataset.dataset(root, partitioning="hive")`` or DuckDB.
+    ``pyarrow.dataset.dataset(root, partitioning="hive")`` or DuckDB. The files are named
+    ``part-<token>-<n>.parquet`` (``token``: a fresh id unless given).
     """
     import pyarrow.dataset as pads
 
@@ -111,7 +113,7 @@ def write_dataset(
     table = source.to_arrow() if isinstance(source, Catalog) else source
     root = os.fspath(root)
     os.makedirs(root, exist_ok=True)
-    token = uuid.uuid4().hex[:12]
+    token = token or uuid.uuid4().hex[:12]
     staging = os.path.join(root, f".staging-{token}")
     written: list[str] = []
 

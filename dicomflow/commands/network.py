@@ -261,6 +261,7 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     _add_web_auth(p)
     _add_stages(p)
+    _add_table(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run_pull)
 
@@ -313,6 +314,7 @@ def register(subparsers: Any) -> None:
                    help="accept only associations whose user identity matches a 'name:password' "
                    "line of FILE")  # fmt: skip
     _add_stages(p)
+    _add_table(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no running counts")
     p.add_argument(
         "--log-every", type=float, default=10.0, metavar="SECONDS",
@@ -320,6 +322,39 @@ def register(subparsers: Any) -> None:
         "stderr is not a terminal",
     )  # fmt: skip
     p.set_defaults(func=run_receive)
+
+
+def _add_table(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--table-format", choices=["delta", "iceberg", "parquet"],
+        help="also keep the lake's records and catalog in a lake table: one commit per "
+        "record part (default: the record parts only)",
+    )  # fmt: skip
+    p.add_argument(
+        "--table", metavar="URI",
+        help="with --table-format: where the table goes (default DST/_lake/table.FORMAT)",
+    )  # fmt: skip
+    p.add_argument(
+        "--iceberg-catalog", metavar="DB",
+        help="--table-format iceberg: the catalog, a SQLite file or SQLAlchemy URL (default: "
+        "catalog.db in the table's folder; required for a URL lake)",
+    )  # fmt: skip
+
+
+def _table(args: argparse.Namespace) -> Any:
+    """The lake table of ``--table-format``, or None."""
+    fmt = getattr(args, "table_format", None)
+    if fmt is None:
+        if getattr(args, "table", None) or getattr(args, "iceberg_catalog", None):
+            raise ConfigError("--table and --iceberg-catalog need --table-format")
+        return None
+    from ..catalog import TableWriter
+    from ..dicom import join
+
+    uri = args.table or join(args.lake, "_lake", f"table.{fmt}")
+    options = getattr(args, "storage_options", None) or {}
+    return TableWriter(uri, fmt, storage_options=options, catalog=args.iceberg_catalog,
+                       table="dicomflow.lake")  # fmt: skip
 
 
 def _add_stages(p: argparse.ArgumentParser) -> None:
@@ -383,19 +418,24 @@ def _landing(args: argparse.Namespace, fsync: str) -> tuple[Any, list[Any], Any]
     With ``--deid`` it is a shareable lake opened here (close it with :func:`_finish`):
     nothing written inside it holds an original's value."""
     stages = _stages(args)
-    if not args.deid:
+    table = _table(args)
+    if not args.deid and table is None:
         return args.lake, stages, None
     from ..network import Lake
 
-    deid = stages[-1]
-    return Lake(args.lake, fsync=fsync, stages=stages, deidentified=deid.uid), [], deid
+    deid = stages[-1] if args.deid else None
+    uid = deid.uid if deid is not None else None
+    lake = Lake(args.lake, fsync=fsync, stages=stages, deidentified=uid, table=table)
+    return lake, [], deid
 
 
 def _finish(lake: Any, deid: Any) -> None:
     """Close a lake :func:`_landing` opened, and fold the crosswalk's parts into its file."""
-    if deid is None:
+    if isinstance(lake, str):
         return
     lake.close()
+    if deid is None:
+        return
     if deid.crosswalk is not None:
         pairs = deid.merge_crosswalk()
         print(f"crosswalk: {pairs:,} pairs in {deid.crosswalk} (keep it private)", file=sys.stderr)

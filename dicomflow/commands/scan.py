@@ -27,7 +27,28 @@ def register(sub: Any) -> None:
         "--output",
         required=True,
         metavar="OUT.parquet",
-        help="the catalog: a .parquet file, or a dataset folder with --partition-by",
+        help="the catalog: a .parquet file, or a dataset folder with --partition-by; "
+        "with --format delta|iceberg a table folder or URL",
+    )
+    p.add_argument(
+        "--format",
+        choices=["parquet", "delta", "iceberg"],
+        default="parquet",
+        help="parquet (default): one file or a dataset folder; delta: a Delta Lake table; "
+        "iceberg: an Iceberg table in a SQL catalog. Delta and Iceberg get one commit per "
+        "batch, and a rerun skips the batches a killed run committed",
+    )
+    p.add_argument(
+        "--iceberg-catalog",
+        metavar="DB",
+        help="--format iceberg: the catalog, a SQLite file or SQLAlchemy URL (default: "
+        "OUT/catalog.db; required when OUT is a URL)",
+    )
+    p.add_argument(
+        "--iceberg-table",
+        default="dicomflow.catalog",
+        metavar="NAMESPACE.NAME",
+        help="--format iceberg: the table's name in the catalog (default dicomflow.catalog)",
     )
     p.add_argument(
         "--incremental",
@@ -85,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    _check_output(args.output, args.partition_by)
+    _check_output(args.output, args.partition_by, args.format)
     catalog = scan(
         args.sources,
         columns=args.columns,
@@ -105,7 +126,13 @@ def run(args: argparse.Namespace) -> int:
                 raise _TooManyErrors(event.failed)
 
         try:
-            if args.incremental:
+            if args.format != "parquet":
+                stats = catalog.to_table(
+                    args.output, args.format, incremental=args.incremental, progress=progress,
+                    storage_options=args.storage_options, partition_by=args.partition_by,
+                    catalog=args.iceberg_catalog, table=args.iceberg_table,
+                )  # fmt: skip
+            elif args.incremental:
                 stats = catalog.update(args.output, partition_by=args.partition_by,
                                        progress=progress)  # fmt: skip
             else:
@@ -118,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_STOPPED
+    if args.format != "parquet":
+        print(_summary(stats, args), file=sys.stderr)
+        return _table_exit(args)
     print(
         f"{stats.files:,} files: {stats.instances:,} instances, {stats.errors:,} errors "
         f"(see the error column) in {stats.seconds:.1f} s, {stats.files_per_second:,.0f} files/s"
@@ -142,8 +172,38 @@ _PARQUET = (".parquet", ".pq")
 _NOT_PARQUET = (".csv", ".tsv", ".json", ".ndjson", ".jsonl", ".xlsx", ".txt", ".arrow", ".feather")
 
 
-def _check_output(output: str, partition_by: list[str]) -> None:
+def _summary(stats: Any, args: argparse.Namespace) -> str:
+    line = (
+        f"{stats.files:,} files: {stats.instances:,} instances, {stats.errors:,} errors "
+        f"(see the error column) in {stats.seconds:.1f} s -> {args.format} table {args.output}"
+    )
+    if args.incremental:
+        line += f"; {stats.unchanged:,} files unchanged (not read), {stats.replaced:,} changed"
+    return line
+
+
+def _table_exit(args: argparse.Namespace) -> int:
+    """A table holds earlier runs' rows too: the exit says whether it holds a readable one."""
+    from ..catalog import read_table
+
+    table = read_table(
+        args.output, args.format, storage_options=args.storage_options,
+        columns=("uri", "error"), catalog=args.iceberg_catalog, table=args.iceberg_table,
+    )  # fmt: skip
+    if table.num_rows and table.column("error").null_count:
+        return EXIT_OK
+    print(f"no readable DICOM instance in {' '.join(args.sources)}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _check_output(output: str, partition_by: list[str], fmt: str = "parquet") -> None:
     suffix = os.path.splitext(output.rstrip("/"))[1].lower()
+    if fmt != "parquet":
+        if suffix in _NOT_PARQUET or suffix in _PARQUET:
+            raise ConfigError(
+                f"--format {fmt} writes a table folder (or URL): name a folder, not {output!r}"
+            )
+        return
     if partition_by:
         if suffix in _NOT_PARQUET or suffix in _PARQUET:
             raise ConfigError(

@@ -210,6 +210,10 @@ class Lake:
     compact_parts, compact_rows
         Record parts are merged when ``compact_parts`` of them have fewer than
         ``compact_rows`` rows each, and on :meth:`close` (see :mod:`._records`).
+    table
+        A :class:`~dicomflow.TableWriter` (Delta, Iceberg) that gets every record part
+        too, one commit per part under the part's name as its batch id; on :meth:`close`
+        it is given the records it lacks (a crash between a part and its commit).
     """
 
     def __init__(
@@ -228,6 +232,7 @@ class Lake:
         spool_memory: int = SPOOL_MEMORY,
         compact_parts: int = 32,
         compact_rows: int = 100_000,
+        table: Any = None,
     ) -> None:
         if fsync not in _FSYNC:
             raise ConfigError(f"fsync={fsync!r}: expected one of {', '.join(_FSYNC)}")
@@ -246,6 +251,7 @@ class Lake:
         self.spool_memory = spool_memory
         self.compact_parts = compact_parts
         self.compact_rows = compact_rows
+        self.table = table
         self.stats = LakeStats()
         self._dirs: set[str] = set()
         self._lock = threading.Lock()
@@ -669,9 +675,29 @@ class Lake:
         if self.keeps_catalog:
             files = [(o.path, o.size, _modified(o.path, self.url)) for o in outputs]
             catalog = catalog_rows(files, self.storage_options)
-        self.write_state_table("received", part_table(columns, catalog))
+        part = part_table(columns, catalog)
+        path = self.write_state_table("received", part)
+        if self.table is not None:
+            self._mirror(part, path)
         if self._recorded is not None:
             self._recorded.update((r.source_sop, o.size) for r, o in zip(pending, outputs))
+
+    def _mirror(self, part: pa.Table, path: str) -> None:
+        """Commit a record part to the lake's table (a failure waits for :meth:`close`)."""
+        try:
+            self.table.append(part, path.replace("\\", "/").rsplit("/", 1)[-1])
+        except Exception as exc:  # noqa: BLE001 - the part is the record; close catches up
+            warnings.warn(f"the lake's table missed a record part: {exc}", stacklevel=2)
+
+    def catch_up_table(self) -> int:
+        """Give the lake's table the records it lacks (by SOP Instance UID and SHA-256);
+        how many rows it got."""
+        if self.table is None:
+            return 0
+        records = read_state(self.root, "received", self.storage_options)
+        if not records.num_rows:
+            return 0
+        return self.table.append_new([records], ("sop_instance_uid", "sha256"))[0]
 
     def write_state_table(self, kind: str, table: pa.Table) -> str:
         """Write ``table`` as ``_lake/<kind>-<time>-<id>.parquet``, atomically; returns the path."""
@@ -930,6 +956,10 @@ class Lake:
             self.compact(min_parts=2)
         except Exception as exc:  # noqa: BLE001 - the parts stay readable as they are
             warnings.warn(f"compacting the lake's records failed: {exc}", stacklevel=2)
+        try:
+            self.catch_up_table()
+        except Exception as exc:  # noqa: BLE001 - the records hold it: the next close retries
+            warnings.warn(f"the lake's table could not catch up: {exc}", stacklevel=2)
 
     def __enter__(self) -> Lake:
         return self
