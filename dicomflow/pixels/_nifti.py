@@ -30,6 +30,7 @@ import numpy as np
 
 from ..dicom import atomic_path
 from ..errors import ConfigError
+from ._bids import bids_sidecar
 
 if TYPE_CHECKING:
     from ._volume import Volume
@@ -130,48 +131,6 @@ def nifti_header(volume: Volume, dtype: np.dtype, scale: tuple[float, float] | N
     header["descrip"] = b"dicomflow"
     header["vox_offset"] = _VOX_OFFSET
     return header
-
-
-def bids_sidecar(volume: Volume) -> dict[str, Any]:
-    """BIDS-style metadata of a volume (seconds for times, as BIDS asks)."""
-    from .._version import __version__
-
-    info = volume.info
-    out: dict[str, Any] = {}
-    simple = (
-        "Modality", "Manufacturer", "MagneticFieldStrength", "SeriesDescription",
-        "ProtocolName", "BodyPartExamined", "PatientPosition", "ImageType", "SeriesNumber",
-        "AcquisitionNumber", "SliceThickness", "SpacingBetweenSlices", "FlipAngle",
-        "ConvolutionKernel", "KVP",
-    )  # fmt: skip
-    for key in simple:
-        if info.get(key) is not None:
-            out[key] = info[key]
-    if info.get("ManufacturerModelName"):
-        out["ManufacturersModelName"] = info["ManufacturerModelName"]
-    if info.get("EchoTime") is not None:
-        out["EchoTime"] = float(info["EchoTime"]) / 1000.0
-    if info.get("RepetitionTime") is not None:
-        out["RepetitionTime"] = float(info["RepetitionTime"]) / 1000.0
-    if info.get("SliceTiming"):
-        out["SliceTiming"] = info["SliceTiming"]
-    if info.get("GantryDetectorTilt") is not None:
-        out["GantryDetectorTilt"] = info["GantryDetectorTilt"]
-    out["ImageOrientationPatientDICOM"] = info.get("orientation")
-    out["SeriesInstanceUID"] = info.get("SeriesInstanceUID")
-    out["SourceSOPInstanceUIDs"] = volume.sop_instance_uids
-    out["GeometryWarnings"] = list(volume.warnings)
-    out["ConversionSoftware"] = "dicomflow"
-    out["ConversionSoftwareVersion"] = __version__
-    return {k: _jsonable(v) for k, v in out.items() if v is not None}
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _sidecar_path(path: Path) -> Path:
