@@ -38,6 +38,13 @@ from ._frames import (
 )
 from ._geometry import Grid, analyse_stack, normal_of
 from ._locate import FrameRef, unwrap_fragments
+from ._bids import (
+    diffusion_table,
+    name_from_template,
+    template_fields,
+    unique_names,
+    write_diffusion,
+)
 from ._montage import montage
 from ._nifti import RGB24, bids_sidecar, nifti_bytes, write_nifti
 from ._preview import PRESETS, apply_window, display_frame, write_png
@@ -67,11 +74,13 @@ __all__ = [
     "apply_window",
     "available_backends",
     "bids_sidecar",
+    "diffusion_table",
     "display_frame",
     "frames",
     "load_frame",
     "locate_frames",
     "montage",
+    "name_from_template",
     "nifti_bytes",
     "normal_of",
     "palette_of",
@@ -81,8 +90,11 @@ __all__ = [
     "read_header",
     "row_refs",
     "shift_image",
+    "template_fields",
+    "unique_names",
     "unwrap_fragments",
     "volumes",
+    "write_diffusion",
     "write_nifti",
     "write_png",
     "write_zarr",

@@ -753,13 +753,11 @@ def _to_voxel_axes(volume: Volume, g: np.ndarray, space: str) -> np.ndarray:
     """Directions in the NIfTI file's voxel axes, as dcm2niix writes them (FSL convention)."""
     from ._nifti import nifti_layout
 
+    if space == "image":  # GE: along the image's axes already; dcm2niix negates x
+        voxel = np.array([-g[0], g[1], g[2]], float)
+        voxel[np.abs(voxel) < 1e-7] = 0.0
+        return voxel + 0.0
     _, affine = nifti_layout(volume)
-    if space == "image":  # GE: already along (row, column, slice) of the DICOM image
-        grid = volume.grid
-        assert grid is not None
-        axes = np.stack([grid.row_direction, grid.column_direction, grid.normal], axis=1)
-        g = axes @ g  # to LPS
-        space = "lps"
     if space == "philips":  # Philips' (RL, AP, FH): fitted against dcm2niix below
         space = "lps"
     ras = np.array([-g[0], -g[1], g[2]])
@@ -877,3 +875,38 @@ def template_fields(volume: Volume) -> dict[str, Any]:
     fields["SOPInstanceUID"] = row.get("sop_instance_uid")
     return fields
 
+
+
+# -- data type and scaling -------------------------------------------------------------------
+def nifti_storage(volume: Volume, dtype: np.dtype, scale: tuple[float, float] | None):
+    """The stored data type and ``(scl_slope, scl_inter)`` dcm2niix chooses for stored values.
+
+    * Unsigned 16-bit values with at most 15 bits stored (Bits Stored) always fit ``int16``,
+      which dcm2niix writes (its ``-l o`` default converts ``uint16`` to ``int16`` whenever the
+      values allow it); dicomflow decides from Bits Stored, without reading the voxels first.
+    * Philips: dcm2niix's default ``-p y`` stores the precise floating-point value, not the
+      displayed one: ``scl_slope = 1 / SS`` and ``scl_inter = RI / (RS * SS)`` from the scale
+      slope SS (2005,100E) and the display slope RS and intercept RI.
+    """
+    dtype = np.dtype(dtype)
+    fmt = volume.planes[0].ref.fmt
+    if dtype == np.uint16 and 0 < int(getattr(fmt, "bits_stored", 16) or 16) <= 15:
+        dtype = np.dtype(np.int16)
+    if dtype.kind in "iu" and volume.rescale is not None:
+        precise = _philips_precise(volume)
+        if precise is not None:
+            scale = precise
+    return dtype, scale
+
+
+def _philips_precise(volume: Volume) -> tuple[float, float] | None:
+    header = _first_header(volume)
+    if header is None:
+        return None
+    found = philips_scaling(header.ds, header)
+    if found is None:
+        return None
+    rs, ri, ss = found
+    if (rs, ri) != tuple(volume.rescale or ()):
+        return None  # the volume is not scaled as the first image says: leave it
+    return 1.0 / ss, ri / (rs * ss)

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..dicom import atomic_path
 from ..errors import ConfigError
-from ._bids import bids_sidecar
+from ._bids import bids_sidecar, nifti_storage, write_diffusion
 
 if TYPE_CHECKING:
     from ._volume import Volume
@@ -190,6 +190,8 @@ def _voxels(volume: Volume):
             dtype = np.dtype(np.float32)
         elif rescale != (1.0, 0.0):
             scale = rescale
+        if dtype.kind in "iu":
+            dtype, scale = nifti_storage(volume, dtype, scale)  # as dcm2niix: int16, Philips
     return arr, dtype, scale
 
 
@@ -262,8 +264,10 @@ def _frames_directly(volume: Volume, reorient: bool | str, stored: np.dtype) -> 
         reorient = wants_reorientation(volume)
     if reorient and volume.grid is not None:
         return False
-    # not rescaled to float32 plane by plane on the way
-    return stored == RGB24 or stored == volume.array.dtype.newbyteorder("<")
+    # not rescaled to float32 plane by plane on the way (an integer of the same size is a cast)
+    source = volume.array.dtype
+    same_size = stored.kind in "iu" and source.kind in "iu" and stored.itemsize == source.itemsize
+    return stored == RGB24 or stored == source.newbyteorder("<") or same_size
 
 
 def _threads(compute: dict[str, Any]) -> int:
@@ -383,6 +387,7 @@ def write_nifti(
         if sidecar:
             with atomic_path(_sidecar_path(path)) as side_tmp:
                 Path(side_tmp).write_text(json.dumps(bids_sidecar(volume), indent=2))
+            write_diffusion(volume, path)  # .bval/.bvec beside a diffusion series
     return path
 
 
