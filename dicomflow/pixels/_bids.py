@@ -228,6 +228,10 @@ def _siemens(header: _Header, out: dict[str, Any], facts: dict[str, Any]) -> Non
 
     sdi = "SIEMENS MR SDI 02"
     _put(out, "ImageTypeText", _image_type(header.private(0x0021, sdi, 0x75)))
+    sds = "SIEMENS MR SDS 01"  # XA enhanced: the classic sequence attributes, privately
+    for key, offset in (("ScanningSequence", 0x5A), ("SequenceVariant", 0x5B), ("ScanOptions", 0x5C)):
+        if key not in out:
+            _put(out, key, _text(header.private(0x0021, sds, offset)))
     fourier = _asc_number(asc, "sKSpace.ucPhasePartialFourier")
     fractions = {1: 0.5, 2: 0.625, 4: 0.75, 8: 0.875, 16: 1}
     _put(out, "PartialFourier", fractions.get(int(fourier)) if fourier else None)
@@ -401,8 +405,9 @@ def _enhanced_slice_times(volume: Volume) -> list[float] | None:
     """Frame acquisition times of the first volume's slices (enhanced objects), from 0."""
     from ._slices import read_header
 
-    planes = volume.planes
-    if len(planes) < 2 or len({p.ref.uri for p in planes}) != 1 or not planes[0].ref.fmt:
+    slices = int(volume.info.get("slices") or 0)
+    planes = volume.planes[:slices]  # the first time point
+    if len(planes) < 2 or len({p.ref.uri for p in planes}) != 1:
         return None
     if planes[0].ref.fmt.number_of_frames <= 1:
         return None
@@ -410,7 +415,6 @@ def _enhanced_slice_times(volume: Volume) -> list[float] | None:
     per = ds.get("PerFrameFunctionalGroupsSequence")
     if per is None:
         return None
-    slices = int(volume.info.get("slices") or 0)
     stamps = []
     for plane in planes[:slices]:
         content = _Header(ds, plane.ref.index).get("FrameAcquisitionDateTime")
@@ -551,6 +555,8 @@ def bids_sidecar(volume: Volume) -> dict[str, Any]:
             _ge(header, out, facts)
         elif manufacturer == "Philips":
             _philips(header, out, facts)
+        elif _text(header.get("Modality")) == "MR":
+            _put(out, "CoilString", _text(header.get("ReceiveCoilName")))
         _enhanced(header, out)
         _derived_timing(volume, header, out, facts)
     else:
@@ -842,8 +848,8 @@ def unique_names(names: Iterable[str]) -> list[str]:
         count = seen.get(name, 0)
         seen[name] = count + 1
         candidate = name
-        while candidate in taken:
-            candidate = name + _letters(count)
+        while candidate in taken:  # the 2nd of a name gets "a", the 3rd "b"...
+            candidate = name + _letters(count - 1)
             count += 1
         taken.add(candidate)
         out.append(candidate)
