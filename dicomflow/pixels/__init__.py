@@ -25,6 +25,13 @@ file and frame), ``GeometryError`` (no consistent geometry).
 from __future__ import annotations
 
 from ..codecs import PixelFormat, available_backends
+from ._bids import (
+    diffusion_table,
+    name_from_template,
+    template_fields,
+    unique_names,
+    write_diffusion,
+)
 from ._errors import FrameDecodeError, GeometryError, PixelDataError, PixelSizeError
 from ._frames import (
     FrameTransform,
@@ -38,13 +45,6 @@ from ._frames import (
 )
 from ._geometry import Grid, analyse_stack, normal_of
 from ._locate import FrameRef, unwrap_fragments
-from ._bids import (
-    diffusion_table,
-    name_from_template,
-    template_fields,
-    unique_names,
-    write_diffusion,
-)
 from ._montage import montage
 from ._nifti import RGB24, bids_sidecar, nifti_bytes, write_nifti
 from ._preview import PRESETS, apply_window, display_frame, write_png

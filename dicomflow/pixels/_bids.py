@@ -97,7 +97,7 @@ def _number(value: Any) -> float | int | None:
     if isinstance(value, bytes):
         value = value.decode("latin-1", "replace").strip("\x00 ")
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
     except (TypeError, ValueError):
         return None
     if not math.isfinite(number):
@@ -229,7 +229,11 @@ def _siemens(header: _Header, out: dict[str, Any], facts: dict[str, Any]) -> Non
     sdi = "SIEMENS MR SDI 02"
     _put(out, "ImageTypeText", _image_type(header.private(0x0021, sdi, 0x75)))
     sds = "SIEMENS MR SDS 01"  # XA enhanced: the classic sequence attributes, privately
-    for key, offset in (("ScanningSequence", 0x5A), ("SequenceVariant", 0x5B), ("ScanOptions", 0x5C)):
+    for key, offset in (
+        ("ScanningSequence", 0x5A),
+        ("SequenceVariant", 0x5B),
+        ("ScanOptions", 0x5C),
+    ):
         if key not in out:
             _put(out, key, _text(header.private(0x0021, sds, offset)))
     fourier = _asc_number(asc, "sKSpace.ucPhasePartialFourier")
@@ -703,8 +707,8 @@ def _frame_diffusion(ds: Any, frame: int) -> tuple[float | None, np.ndarray | No
         if slop:
             gb = float(slop[0]) % 1e9 if slop[0] >= 1e9 else float(slop[0])
             parts = [_number(header.private(0x0019, "GEMS_ACQU_01", e)) for e in (0xBB, 0xBC, 0xBD)]
-            g = None if any(p is None for p in parts) else np.asarray(parts, float)
-            return gb, g, "image"
+            gradient = None if any(p is None for p in parts) else np.asarray(parts, float)
+            return gb, gradient, "image"
     if maker == "Philips":
         pb = _number(header.private(0x2001, "Philips Imaging DD 001", 0x03))
         parts = [
@@ -880,7 +884,6 @@ def template_fields(volume: Volume) -> dict[str, Any]:
     fields["StudyInstanceUID"] = row.get("study_instance_uid") or fields.get("StudyInstanceUID")
     fields["SOPInstanceUID"] = row.get("sop_instance_uid")
     return fields
-
 
 
 # -- data type and scaling -------------------------------------------------------------------

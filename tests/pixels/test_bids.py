@@ -58,6 +58,7 @@ ALLOWED_IN = {
 
 def _same(key: str, ours, theirs) -> bool:
     if key == "AcquisitionTime":  # dcm2niix writes 15:25:9.02 for 15:25:09.02
+
         def seconds(text: str) -> float:
             hh, mm, ss = str(text).split(":")
             return int(hh) * 3600 + int(mm) * 60 + float(ss)
@@ -131,10 +132,19 @@ def test_sidecar_matches_dcm2niix_on_every_corpus_mr_and_ct_series(tmp_path):
 
 def test_siemens_sidecar_has_the_epi_timing_keys(corpus):
     """The keys the issue found missing, with dcm2niix's values for the mosaic series."""
-    vol = volumes(catalog_table(sorted((corpus / "series/dcm_qa_nih_siemens_mr_0003").glob("*.dcm"))))[0]
+    vol = volumes(
+        catalog_table(sorted((corpus / "series/dcm_qa_nih_siemens_mr_0003").glob("*.dcm")))
+    )[0]
     car = bids_sidecar(vol)
-    reference = json.loads(next((corpus / "series/dcm_qa_nih_siemens_mr_0003/reference").glob("*.json")).read_text())
-    for key in ("SliceTiming", "PhaseEncodingDirection", "EffectiveEchoSpacing", "TotalReadoutTime"):
+    reference = json.loads(
+        next((corpus / "series/dcm_qa_nih_siemens_mr_0003/reference").glob("*.json")).read_text()
+    )
+    for key in (
+        "SliceTiming",
+        "PhaseEncodingDirection",
+        "EffectiveEchoSpacing",
+        "TotalReadoutTime",
+    ):
         assert key in reference
         assert _same(key, car[key], reference[key]), key
 
@@ -171,29 +181,52 @@ def test_bval_bvec_match_dcm2niix(vendor, corpus, tmp_path):
 
 @pytest.mark.parametrize(
     "folder",
-    ["series/dcm_qa_nih_ge_mr_0004", "multiframe/enhanced-mr-philips", "transfer-syntax/jpeg2000-lossless"],
+    [
+        "series/dcm_qa_nih_ge_mr_0004",
+        "multiframe/enhanced-mr-philips",
+        "transfer-syntax/jpeg2000-lossless",
+    ],
 )
 def test_data_type_and_scaling_as_dcm2niix(folder, corpus, tmp_path):
     """int16 where dcm2niix writes int16 (not uint16), and Philips' precise scaling
     (scl_slope = 1/SS, ~92,000 times the display slope for the enhanced Philips file)."""
-    files = [p for p in (corpus / folder).iterdir() if p.is_file() and p.suffix not in (".json", ".txt", ".md")]
+    files = [
+        p
+        for p in (corpus / folder).iterdir()
+        if p.is_file() and p.suffix not in (".json", ".txt", ".md")
+    ]
     src = tmp_path / "src"
     src.mkdir()
     for p in files:
-        if "Philips" in p.name or "GH064" in p.name or folder.startswith("series") or folder.startswith("multi"):
+        if (
+            "Philips" in p.name
+            or "GH064" in p.name
+            or folder.startswith("series")
+            or folder.startswith("multi")
+        ):
             (src / p.name).symlink_to(p)
     refs = {json.loads(j.read_text()).get("SeriesNumber"): j.with_suffix(".nii")
             for j in _dcm2niix(src, tmp_path / "ref", "%s_%e")}  # fmt: skip
     for vol in volumes(catalog_table(sorted(src.iterdir()))):
-        if "FIELDMAPHZ" in str(vol.info.get("ImageType")) or vol.info.get("Manufacturer", "").startswith("TOSHIBA"):
+        if "FIELDMAPHZ" in str(vol.info.get("ImageType")) or vol.info.get(
+            "Manufacturer", ""
+        ).startswith("TOSHIBA"):
             continue
         ours = nib.load(vol.to_nifti(tmp_path / f"v{id(vol)}.nii"))
-        ref = nib.load(refs[vol.info["SeriesNumber"]] if len(refs) == 1 else next(iter(refs.values())))
+        ref = nib.load(
+            refs[vol.info["SeriesNumber"]] if len(refs) == 1 else next(iter(refs.values()))
+        )
         assert ours.get_data_dtype() == ref.get_data_dtype()
         got = [float(ours.header["scl_slope"]), float(ours.header["scl_inter"])]
         want = [float(ref.header["scl_slope"]), float(ref.header["scl_inter"])]
-        got = [1.0 if np.isnan(v) and i == 0 else (0.0 if np.isnan(v) else v) for i, v in enumerate(got)]
-        want = [1.0 if np.isnan(v) and i == 0 else (0.0 if np.isnan(v) else v) for i, v in enumerate(want)]
+        got = [
+            1.0 if np.isnan(v) and i == 0 else (0.0 if np.isnan(v) else v)
+            for i, v in enumerate(got)
+        ]
+        want = [
+            1.0 if np.isnan(v) and i == 0 else (0.0 if np.isnan(v) else v)
+            for i, v in enumerate(want)
+        ]
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
@@ -212,17 +245,22 @@ def test_export_name_template_end_to_end(corpus, tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    patient = __import__("pydicom").dcmread(next(src.glob("*.dcm")), stop_before_pixels=True).PatientID
+    patient = (
+        __import__("pydicom").dcmread(next(src.glob("*.dcm")), stop_before_pixels=True).PatientID
+    )
     names = sorted(p.name for p in tmp_path.glob("*.nii.gz"))
     assert names[0] == f"{patient}_ax_asc_35sl.nii.gz"
     assert f"{patient}_ax_asc_35sla.nii.gz" in names  # the repeats get a, b... as dcm2niix
     assert len(names) == len(set(names)) > 1
-    assert all(p.with_name(p.name.replace(".nii.gz", ".json")).exists() for p in tmp_path.glob("*.nii.gz"))
+    assert all(
+        p.with_name(p.name.replace(".nii.gz", ".json")).exists() for p in tmp_path.glob("*.nii.gz")
+    )
 
 
 def test_name_template_with_an_unknown_field_is_a_clear_error(corpus, tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "dicomflow", "export", str(corpus / "series/dcm_qa_nih_siemens_mr_0003"), str(tmp_path),
+        [sys.executable, "-m", "dicomflow", "export",
+         str(corpus / "series/dcm_qa_nih_siemens_mr_0003"), str(tmp_path),
          "--name", "{NoSuchKeyword}"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
