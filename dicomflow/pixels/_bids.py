@@ -5,7 +5,7 @@ names, units (seconds for times) and vendor readings: the standard attributes of
 image (for enhanced objects, its functional groups), Siemens' CSA headers and protocol
 (``ASCCONV``), GE's and Philips' private attributes. Keys dcm2niix does not write (provenance,
 geometry warnings) are added after them. The differences that remain are listed, each with its
-reason, in ``docs/guides/volumes.md`` (BIDS sidecars).
+reason, in ``docs/volumes.md``.
 
 Diffusion (b-values and gradient directions) is read per volume of a 4-D series from the
 vendor's attributes: Siemens CSA ``B_value``/``DiffusionGradientDirection``, GE
@@ -307,11 +307,52 @@ def _ge(header: _Header, out: dict[str, Any], facts: dict[str, Any]) -> None:
         _put(out, "ShimSetting", shim)
     _put(out, "PrescanReuseString", _text(header.private(0x0043, "GEMS_PARM_01", 0x95)))
     _put(out, "CoilString", _text(header.get("ReceiveCoilName")))
+    facts["ge_protocol"] = _ge_protocol(header.private(0x0025, "GEMS_SERS_01", 0x1B))
     spacing = _number(header.private(0x0043, "GEMS_PARM_01", 0x2C))
     if spacing:
         asset = _numbers(header.private(0x0043, "GEMS_PARM_01", 0x83))
         factor = asset[0] if asset and asset[0] > 0 else 1.0
         facts["ees"] = spacing * 1e-6 * factor
+
+
+def _ge_protocol(raw: Any) -> dict[str, str]:
+    """GE's protocol data block (0025,101B): a gzip stream of ``KEY "value"`` lines."""
+    import gzip
+    import zlib
+
+    if not isinstance(raw, bytes) or b"\x1f\x8b" not in raw[:16]:
+        return {}
+    try:
+        text = gzip.decompress(raw[raw.find(b"\x1f\x8b") :]).decode("latin-1")
+    except (OSError, EOFError, zlib.error):
+        return {}
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key:
+            out[key] = value.strip().strip('"')
+    return out
+
+
+def _ge_slice_times(volume: Volume, protocol: Mapping[str, str]) -> list[float] | None:
+    """GE 2-D slice times from the protocol's slice order (0 sequential, 1 interleaved) and TR,
+    the slices acquired in prescription order (their Instance Numbers), evenly over the TR."""
+    order = protocol.get("SLICEORDER")
+    tr = _number(protocol.get("TR")) or _number(volume.info.get("RepetitionTime"))
+    slices = int(volume.info.get("slices") or 0)
+    if order not in ("0", "1") or not tr or slices < 2 or protocol.get("DELACQ", "0") != "0":
+        return None
+    if volume.planes[0].mosaic is not None or len(volume.planes) < slices:
+        return None
+    numbers = [_number(p.row.get("InstanceNumber")) for p in volume.planes[:slices]]
+    if any(n is None for n in numbers) or len(set(numbers)) != slices:
+        return None
+    rank = {n: i for i, n in enumerate(sorted(numbers))}  # type: ignore[type-var]
+    prescribed = list(range(slices))
+    acquired = prescribed[0::2] + prescribed[1::2] if order == "1" else prescribed
+    when = {p: k for k, p in enumerate(acquired)}
+    step = float(tr) / 1000.0 / slices
+    return [round(when[rank[n]] * step, 6) for n in numbers]
 
 
 def _philips(header: _Header, out: dict[str, Any], facts: dict[str, Any]) -> None:
@@ -402,6 +443,8 @@ def _slice_timing(volume: Volume, header: _Header, facts: Mapping[str, Any]) -> 
     times = facts.get("slice_times") or volume.info.get("SliceTiming")
     if times:
         return [round(float(t), 6) for t in times]
+    if facts.get("ge_protocol"):
+        return _ge_slice_times(volume, facts["ge_protocol"])
     return _enhanced_slice_times(volume)
 
 
@@ -634,8 +677,14 @@ def _derived_timing(
     wfs = facts.get("wfs")
     if facts.get("duration"):
         out["AcquisitionDuration"] = facts["duration"]
-    if wfs and recon and out.get("ImagingFrequency") and out.get("EchoTrainLength"):
-        pass  # Philips' estimate: see the guide (its formula is dcm2niix's own, not applied)
+    frequency, train = out.get("ImagingFrequency"), out.get("EchoTrainLength")
+    if wfs and recon and recon > 1 and frequency and train:
+        # Philips: the water-fat shift (pixels) over the water-fat frequency difference
+        # (3.4 ppm of the imaging frequency) is the readout across the echo train (+1 echo)
+        echo_spacing = float(wfs) / (3.4 * float(frequency) * (float(train) + 1))
+        readout = echo_spacing * float(train)
+        out["EstimatedEffectiveEchoSpacing"] = round(readout / (float(recon) - 1), 12)
+        out["EstimatedTotalReadoutTime"] = round(readout, 12)
     _put(out, "DwellTime", facts.get("dwell"))
     if rc is not None and volume.grid is not None:
         grid = volume.grid
