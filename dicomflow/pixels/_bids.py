@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,16 @@ from ._siemens import parse_csa
 if TYPE_CHECKING:
     from ._volume import Volume
 
-__all__ = ["bids_sidecar", "diffusion_table", "name_from_template", "write_diffusion"]
+__all__ = [
+    "bids_sidecar",
+    "diffusion_table",
+    "name_from_template",
+    "nifti_storage",
+    "philips_scaling",
+    "template_fields",
+    "unique_names",
+    "write_diffusion",
+]
 
 _MANUFACTURERS = (
     ("SIEMENS", "Siemens"), ("GE", "GE"), ("PHILIPS", "Philips"), ("TOSHIBA", "Toshiba"),
@@ -38,8 +48,25 @@ _MANUFACTURERS = (
 
 
 # -- reading the header ----------------------------------------------------------------------
+#: headers read for a volume (sidecar, slice times, diffusion, scaling read the same files)
+_HEADERS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _dataset(volume: Volume, uri: str) -> Any:
+    """The header (pydicom, no pixels) of one of the volume's files, read once per volume."""
+    from ._slices import read_header
+
+    cache = _HEADERS.setdefault(volume, {})
+    if uri not in cache:
+        if len(cache) > 64:  # a long 4-D series: keep memory bounded
+            cache.clear()
+        cache[uri] = read_header(uri, volume.storage_options)
+    return cache[uri]
+
+
 class _Header:
-    """One frame's view of a header: top level first, then its functional groups."""
+    """One frame's view of a header: its functional groups (which override), then the top
+    level, then the items of private sequences (Philips keeps a classic copy there)."""
 
     def __init__(self, ds: Any, frame: int = 0) -> None:
         self.ds = ds
@@ -450,7 +477,6 @@ def _slice_timing(volume: Volume, header: _Header, facts: Mapping[str, Any]) -> 
 
 def _enhanced_slice_times(volume: Volume) -> list[float] | None:
     """Frame acquisition times of the first volume's slices (enhanced objects), from 0."""
-    from ._slices import read_header
 
     slices = int(volume.info.get("slices") or 0)
     planes = volume.planes[:slices]  # the first time point
@@ -458,7 +484,7 @@ def _enhanced_slice_times(volume: Volume) -> list[float] | None:
         return None
     if planes[0].ref.fmt.number_of_frames <= 1:
         return None
-    ds = read_header(planes[0].ref.uri, volume.storage_options)
+    ds = _dataset(volume, planes[0].ref.uri)
     per = ds.get("PerFrameFunctionalGroupsSequence")
     if per is None:
         return None
@@ -555,11 +581,10 @@ _ORDER = (
 
 
 def _first_header(volume: Volume) -> _Header | None:
-    from ._slices import read_header
 
     ref = volume.planes[0].ref
     try:
-        ds = read_header(ref.uri, volume.storage_options)
+        ds = _dataset(volume, ref.uri)
     except Exception:  # noqa: BLE001 - the catalog row then is all there is
         return None
     return _Header(ds, ref.index)
@@ -781,7 +806,6 @@ def diffusion_table(volume: Volume) -> tuple[list[float], np.ndarray] | None:
     The first slice of each time point is read (header only). A b-value of 0 has the
     direction ``(0, 0, 0)``.
     """
-    from ._slices import read_header
 
     if volume.grid is None:
         return None
@@ -795,14 +819,14 @@ def diffusion_table(volume: Volume) -> tuple[list[float], np.ndarray] | None:
     for plane in points:
         uri = plane.ref.uri
         if uri not in cache:
-            cache[uri] = read_header(uri, volume.storage_options)
+            cache[uri] = _dataset(volume, uri)
         b, vector, space = _frame_diffusion(cache[uri], plane.ref.index)
         if b is None:
             return None
         bvals.append(b)
         spaces.add(space)
         vectors.append(np.zeros(3) if vector is None or b == 0 else vector)
-    if not any(bvals) and len(bvals) < 2:
+    if not any(bvals):  # every b-value 0 (GE writes (0043,1039) on every series): no diffusion
         return None
     patient = np.array(vectors, float).T  # (3, n)
     return bvals, _to_voxel_axes(volume, patient, spaces.pop() if spaces else "lps")

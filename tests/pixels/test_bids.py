@@ -256,3 +256,15 @@ def test_name_template_with_an_unknown_field_is_a_clear_error(corpus, tmp_path):
     assert done.returncode != 0
     assert "{NoSuchKeyword} is not a DICOM keyword" in done.stderr
     assert "Traceback" not in done.stderr and not list(tmp_path.glob("*.nii*"))
+
+
+@pytest.mark.parametrize("folder", ["series/dcm_qa_nih_ge_mr_0007", "series/dcm_qa_ts"])
+def test_no_bval_for_a_series_without_diffusion(folder, corpus, tmp_path):
+    """GE writes (0043,1039) on every series and Siemens a CSA B_value field without items:
+    neither makes an fMRI series a diffusion one (dcm2niix writes no .bval for them)."""
+    src = corpus / folder
+    files = [p for p in sorted(src.iterdir()) if p.is_file() and p.suffix in ("", ".dcm")]
+    assert not list(_dcm2niix(src, tmp_path / "ref")[0].parent.glob("*.bval"))
+    vol = volumes(catalog_table(files))[0]
+    vol.to_nifti(tmp_path / "ours.nii")
+    assert (tmp_path / "ours.json").exists() and not list(tmp_path.glob("ours.bv*"))
