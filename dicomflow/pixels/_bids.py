@@ -452,13 +452,13 @@ def _matrices(header: _Header, volume: Volume, out: dict[str, Any]) -> str | Non
     return rc if known else None
 
 
-def _nifti_axis(volume: Volume, direction_lps: np.ndarray) -> str | None:
+def _nifti_axis(volume: Volume, direction_lps: np.ndarray, reorient: Any) -> str | None:
     """The NIfTI axis (``i``, ``j``, ``k`` with ``-`` when opposite) along an LPS direction."""
     from ._nifti import nifti_layout
 
     if volume.grid is None:
         return None
-    _, affine = nifti_layout(volume)
+    _, affine = nifti_layout(volume, reorient)
     ras = np.array([-direction_lps[0], -direction_lps[1], direction_lps[2]])
     columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
     dots = columns.T @ ras
@@ -590,12 +590,29 @@ def _first_header(volume: Volume) -> _Header | None:
     return _Header(ds, ref.index)
 
 
-def bids_sidecar(volume: Volume) -> dict[str, Any]:
+def bids_sidecar(volume: Volume, *, reorient: bool | str = "auto") -> dict[str, Any]:
     """BIDS metadata of a volume, with the keys, units and readings dcm2niix writes.
 
     The first image's header is read (header only). Times are in seconds. After dcm2niix's keys
     come dicomflow's own: the series UID, every slice's SOP Instance UID and the geometry
-    warnings. Differences from dcm2niix are listed in the volumes guide.
+    warnings. Differences from dcm2niix are listed in ``docs/volumes.md``.
+
+    Parameters
+    ----------
+    volume : Volume
+        The volume.
+    reorient : bool or "auto"
+        As given to :func:`write_nifti`: phase encoding and slice axes refer to that layout.
+
+    Returns
+    -------
+    dict
+        JSON-ready metadata.
+
+    Examples
+    --------
+    >>> bids_sidecar(vol)["PhaseEncodingDirection"]    # doctest: +SKIP
+    'j-'
     """
     from .._version import __version__
 
@@ -630,7 +647,7 @@ def bids_sidecar(volume: Volume) -> dict[str, Any]:
         elif _text(header.get("Modality")) == "MR":
             _put(out, "CoilString", _text(header.get("ReceiveCoilName")))
         _enhanced(header, out)
-        _derived_timing(volume, header, out, facts)
+        _derived_timing(volume, header, out, facts, reorient)
     else:
         _fallback(info, out)
     orientation = info.get("orientation")
@@ -680,7 +697,7 @@ def _enhanced(header: _Header, out: dict[str, Any]) -> None:
 
 
 def _derived_timing(
-    volume: Volume, header: _Header, out: dict[str, Any], facts: dict[str, Any]
+    volume: Volume, header: _Header, out: dict[str, Any], facts: dict[str, Any], reorient: Any
 ) -> None:
     """Matrices, echo spacing, readout time, phase encoding direction and slice timing."""
     rc = _matrices(header, volume, out)
@@ -715,7 +732,7 @@ def _derived_timing(
         grid = volume.grid
         along = grid.row_direction if rc == "ROW" else grid.column_direction
         positive = facts.get("pe_positive")
-        axis = _nifti_axis(volume, np.asarray(along, float))
+        axis = _nifti_axis(volume, np.asarray(along, float), reorient)
         if axis is not None:
             if positive is None:
                 out["PhaseEncodingAxis"] = axis[0]
@@ -799,7 +816,9 @@ def _frame_diffusion(ds: Any, frame: int) -> tuple[float | None, np.ndarray | No
     return None, None, ""
 
 
-def diffusion_table(volume: Volume) -> tuple[list[float], np.ndarray] | None:
+def diffusion_table(
+    volume: Volume, *, reorient: bool | str = "auto"
+) -> tuple[list[float], np.ndarray] | None:
     """b-values and gradient directions (``(3, n)``, NIfTI voxel axes, dcm2niix's convention)
     of each volume of a diffusion series, or None when the series has none.
 
@@ -829,10 +848,11 @@ def diffusion_table(volume: Volume) -> tuple[list[float], np.ndarray] | None:
     if not any(bvals):  # every b-value 0 (GE writes (0043,1039) on every series): no diffusion
         return None
     patient = np.array(vectors, float).T  # (3, n)
-    return bvals, _to_voxel_axes(volume, patient, spaces.pop() if spaces else "lps")
+    space = spaces.pop() if spaces else "lps"
+    return bvals, _to_voxel_axes(volume, patient, space, reorient)
 
 
-def _to_voxel_axes(volume: Volume, g: np.ndarray, space: str) -> np.ndarray:
+def _to_voxel_axes(volume: Volume, g: np.ndarray, space: str, reorient: Any) -> np.ndarray:
     """Directions in the NIfTI file's voxel axes, as dcm2niix writes them (FSL convention)."""
     from ._nifti import nifti_layout
 
@@ -840,7 +860,7 @@ def _to_voxel_axes(volume: Volume, g: np.ndarray, space: str) -> np.ndarray:
         voxel = np.array([-g[0], g[1], g[2]], float)
         voxel[np.abs(voxel) < 1e-7] = 0.0
         return voxel + 0.0
-    _, affine = nifti_layout(volume)
+    _, affine = nifti_layout(volume, reorient)
     if space == "philips":  # Philips' (RL, AP, FH): fitted against dcm2niix below
         space = "lps"
     ras = np.array([-g[0], -g[1], g[2]])
@@ -852,7 +872,7 @@ def _to_voxel_axes(volume: Volume, g: np.ndarray, space: str) -> np.ndarray:
     return voxel + 0.0
 
 
-def write_diffusion(volume: Volume, nifti_path: Any) -> list[Any]:
+def write_diffusion(volume: Volume, nifti_path: Any, *, reorient: bool | str = "auto") -> list[Any]:
     """Write ``.bval`` and ``.bvec`` beside ``nifti_path`` for a diffusion series.
 
     Returns the paths written (none when the volume has no diffusion attributes).
@@ -861,7 +881,7 @@ def write_diffusion(volume: Volume, nifti_path: Any) -> list[Any]:
 
     from ..dicom import atomic_path
 
-    table = diffusion_table(volume)
+    table = diffusion_table(volume, reorient=reorient)
     if table is None:
         return []
     bvals, bvecs = table

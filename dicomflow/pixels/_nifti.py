@@ -386,8 +386,9 @@ def write_nifti(
             _write_uncompressed(volume, tmp, reorient, compute)
         if sidecar:
             with atomic_path(_sidecar_path(path)) as side_tmp:
-                Path(side_tmp).write_text(json.dumps(bids_sidecar(volume), indent=2))
-            write_diffusion(volume, path)  # .bval/.bvec beside a diffusion series
+                car = bids_sidecar(volume, reorient=reorient)
+                Path(side_tmp).write_text(json.dumps(car, indent=2))
+            write_diffusion(volume, path, reorient=reorient)  # .bval/.bvec of diffusion data
     return path
 
 
