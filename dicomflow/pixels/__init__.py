@@ -14,7 +14,8 @@ decoded by :mod:`dicomflow.codecs`, which also holds the ``PixelFormat`` descrip
 ``_slices`` (rows to image planes: functional groups, mosaics), ``_geometry`` (sorting,
 spacing, tilt, affines), ``_stacks`` (grouping into volumes), ``_volume`` (the ``Volume`` and
 its report), ``_resample`` (tilt and spacing correction), ``_siemens`` (CSA header, mosaics).
-The volume formats (``_nifti``, ``_zarr``, ``_preview``: NIfTI-1, OME-Zarr, PNG) live here;
+The volume formats (``_nifti``, ``_zarr``, ``_preview``: NIfTI-1, OME-Zarr, PNG) live here, with
+``_bids`` (dcm2niix's sidecar keys, ``.bval``/``.bvec``, data type and scaling, output names);
 the per-instance sinks built on them live in ``dicomflow.writers``.
 
 Errors (all ``DicomflowError`` and ``ValueError``): ``PixelDataError`` at the root,
