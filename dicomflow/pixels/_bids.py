@@ -243,6 +243,13 @@ def _put(out: dict[str, Any], key: str, value: Any) -> None:
         out[key] = value
 
 
+#: keys dcm2niix leaves out at these values (a single average, no echo train, no inversion...)
+_OMIT = {
+    "NumberOfAverages": (1,), "EchoTrainLength": (1, 0), "AcquisitionNumber": (0,),
+    "InversionTime": (0,), "EchoTime": (0,), "EchoNumber": (1, 0),
+}  # fmt: skip
+
+
 def _siemens(header: _Header, out: dict[str, Any], facts: dict[str, Any]) -> None:
     image = _csa(header, 0x10)
     series = _csa(header, 0x20)
@@ -315,7 +322,6 @@ def _siemens(header: _Header, out: dict[str, Any], facts: dict[str, Any]) -> Non
     if positive is None:
         positive = _text(header.private(0x0021, sdi, 0x1C))
     facts["pe_positive"] = None if positive is None else positive.strip() == "1"
-    _put(out, "SequenceName", _text(header.private(0x0021, sdi, 0x77)))
     _put(out, "ImageOrientationText", _text(header.private(0x0051, "SIEMENS MR HEADER", 0x0E)))
     times = [float(v) for v in image.get("MosaicRefAcqTimes", [])]
     facts["slice_times"] = [t / 1000.0 for t in times] or None
@@ -398,6 +404,7 @@ def _philips(header: _Header, out: dict[str, Any], facts: dict[str, Any]) -> Non
     _put(out, "CoilString", _text(header.get("ReceiveCoilName")))
     wfs = _number(header.private(0x2001, "Philips Imaging DD 001", 0x22))
     facts["wfs"] = wfs
+    facts["train"] = _number(header.get("EchoTrainLength"))  # 1 too (not in the sidecar)
     _put(out, "WaterFatShift", wfs)
     duration = _number(header.private(0x2005, "Philips MR Imaging DD 001", 0x33))
     facts["duration"] = duration
@@ -635,6 +642,12 @@ def bids_sidecar(volume: Volume, *, reorient: bool | str = "auto") -> dict[str, 
         if "SP" in str(out.get("SequenceVariant") or "").split("\\"):
             out["SpoilingState"] = True
         _put(out, "AcquisitionDuration", _number(header.get("AcquisitionDuration")))
+        for key, values in _OMIT.items():
+            if key in out and out[key] in values:
+                if key != "EchoNumber" or not any("series split" in w for w in volume.warnings):
+                    del out[key]
+        if out.get("Manufacturer") not in {name for _, name in _MANUFACTURERS}:
+            out.pop("Manufacturer", None)  # dcm2niix names only the makers it knows
         manufacturer = out.get("Manufacturer")
         if manufacturer == "Siemens":
             _siemens(header, out, facts)
@@ -719,7 +732,7 @@ def _derived_timing(
     wfs = facts.get("wfs")
     if facts.get("duration"):
         out["AcquisitionDuration"] = facts["duration"]
-    frequency, train = out.get("ImagingFrequency"), out.get("EchoTrainLength")
+    frequency, train = out.get("ImagingFrequency"), facts.get("train")
     if wfs and recon and recon > 1 and frequency and train:
         # Philips: the water-fat shift (pixels) over the water-fat frequency difference
         # (3.4 ppm of the imaging frequency) is the readout across the echo train (+1 echo)
