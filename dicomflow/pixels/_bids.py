@@ -993,20 +993,37 @@ def template_fields(volume: Volume) -> dict[str, Any]:
 
 
 # -- data type and scaling -------------------------------------------------------------------
+def int16_mask(volume: Volume, stored: np.dtype) -> int | None:
+    """The mask of the Bits Stored when unsigned 16-bit data is stored as int16, else None.
+
+    Bits above Bits Stored are no pixel data (PS3.5 8.1.1; old files keep overlays there):
+    dcm2niix clears them, and so does the NIfTI writer, so that the values fit int16."""
+    if np.dtype(stored) != np.int16 or volume.array.dtype != np.uint16:
+        return None
+    bits = max(int(p.ref.fmt.bits_stored or 16) for p in volume.planes)
+    return (1 << bits) - 1 if bits <= 15 else None
+
+
+def masked(frame: np.ndarray, mask: int | None) -> np.ndarray:
+    """``frame`` with the bits outside ``mask`` cleared (unchanged when ``mask`` is None)."""
+    return frame if mask is None else np.bitwise_and(frame, np.asarray(mask, frame.dtype))
+
+
 def nifti_storage(volume: Volume, dtype: np.dtype, scale: tuple[float, float] | None):
     """The stored data type and ``(scl_slope, scl_inter)`` dcm2niix chooses for stored values.
 
-    * Unsigned 16-bit values with at most 15 bits stored (Bits Stored) always fit ``int16``,
-      which dcm2niix writes (its ``-l o`` default converts ``uint16`` to ``int16`` whenever the
-      values allow it); dicomflow decides from Bits Stored, without reading the voxels first.
+    * Unsigned 16-bit values with at most 15 bits stored (Bits Stored) fit ``int16``, which
+      dcm2niix writes (its ``-l o`` default converts ``uint16`` to ``int16`` whenever the
+      values allow it); dicomflow decides from Bits Stored, without reading the voxels first,
+      and clears the bits above Bits Stored on the way, as dcm2niix does.
     * Philips: dcm2niix's default ``-p y`` stores the precise floating-point value, not the
       displayed one: ``scl_slope = 1 / SS`` and ``scl_inter = RI / (RS * SS)`` from the scale
       slope SS (2005,100E) and the display slope RS and intercept RI.
     """
     dtype = np.dtype(dtype)
-    fmt = volume.planes[0].ref.fmt
-    if dtype == np.uint16 and 0 < int(getattr(fmt, "bits_stored", 16) or 16) <= 15:
-        dtype = np.dtype(np.int16)
+    bits = {int(p.ref.fmt.bits_stored or 16) for p in volume.planes}  # every file of the stack
+    if dtype == np.uint16 and max(bits) <= 15:
+        dtype = np.dtype(np.int16)  # the bits above Bits Stored cleared: see int16_mask
     if dtype.kind in "iu" and volume.rescale is not None:
         precise = _philips_precise(volume)
         if precise is not None:
@@ -1022,6 +1039,9 @@ def _philips_precise(volume: Volume) -> tuple[float, float] | None:
     if found is None:
         return None
     rs, ri, ss = found
-    if (rs, ri) != tuple(volume.rescale or ()):
+    private = header.get("RescaleSlope") is None  # RS, RI from (2005,140A), (2005,1409)
+    if private and volume.rescale != (1.0, 0.0):
+        return None
+    if not private and (rs, ri) != tuple(volume.rescale or ()):
         return None  # the volume is not scaled as the first image says: leave it
     return 1.0 / ss, ri / (rs * ss)

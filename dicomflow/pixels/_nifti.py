@@ -30,7 +30,7 @@ import numpy as np
 
 from ..dicom import atomic_path
 from ..errors import ConfigError
-from ._bids import bids_sidecar, nifti_storage, write_diffusion
+from ._bids import bids_sidecar, int16_mask, masked, nifti_storage, write_diffusion
 
 if TYPE_CHECKING:
     from ._volume import Volume
@@ -192,6 +192,9 @@ def _voxels(volume: Volume):
             scale = rescale
         if dtype.kind in "iu":
             dtype, scale = nifti_storage(volume, dtype, scale)  # as dcm2niix: int16, Philips
+            mask = int16_mask(volume, dtype)  # int16: the bits above Bits Stored cleared
+            if mask is not None:
+                arr = arr.map_blocks(masked, mask, dtype=arr.dtype)  # type: ignore[arg-type]
     return arr, dtype, scale
 
 
@@ -281,12 +284,13 @@ def _write_frames(volume: Volume, target: _SlabWriter, threads: int) -> None:
 
     options, planes, dtype = volume.options, volume.planes, volume.array.dtype
     colour = target.dtype == RGB24
+    mask = int16_mask(volume, target.dtype)  # as in _voxels
 
     def one(index: int) -> None:
         plane = planes[index]
         frame = load_frame(plane.ref, options, plane.transform(options), volume.storage_options)
         frame = frame.astype(dtype, copy=False)[::-1]  # NIfTI rows run the other way
-        block = _rgb24_block(frame) if colour else frame
+        block = _rgb24_block(frame) if colour else masked(frame, mask)
         target[(slice(index, index + 1),)] = block[np.newaxis]
 
     with ThreadPoolExecutor(threads) as pool:
