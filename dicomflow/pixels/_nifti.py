@@ -3,9 +3,11 @@
 The voxel array is ``[column, rows - 1 - row, slice(, time)]`` with a RAS affine in both the
 sform and, when the grid is not sheared, the qform. Stored values are written as they are in
 DICOM, with Rescale Slope/Intercept in ``scl_slope``/``scl_inter`` when every slice shares them,
-else rescaled to float32. Because NIfTI's x-fastest order is the C order of the volume's
-``[(time,) slice, row, column]`` array, every block of slices a dask task decodes is written
-straight to its own place in the file (``.nii``), or streamed in order through gzip level 1
+else rescaled to float32; as dcm2niix, unsigned data of at most 15 bits is stored as int16 and
+Philips data with its precise scaling (``_bids.nifti_storage``). Because NIfTI's x-fastest
+order is the C order of the volume's ``[(time,) slice, row, column]`` array, every block of
+slices a dask task decodes is written straight to its own place in the file (``.nii``), or
+streamed in order through gzip level 1
 (``.nii.gz``, the next batch decoded while this one is compressed). The file is written under a
 temporary name and renamed, so a reader never sees a partial one.
 
