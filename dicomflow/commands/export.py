@@ -57,6 +57,14 @@ def register(subparsers: Any) -> None:
         help="DICOM folder: path template of {Keyword} fields (default "
         "{PatientID}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm)",
     )
+    parser.add_argument(
+        "--name",
+        default=None,
+        metavar="TEMPLATE",
+        help="NIfTI/Zarr/PNG: output name template of {Keyword} fields, e.g. "
+        '"{PatientID}_{SeriesNumber}_{ProtocolName}" (values made safe for file names; a '
+        "repeated name gets a, b... as dcm2niix does; default NNN_sSSS_description)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="DICOM: show the plan only")
     parser.add_argument(
         "--uncompressed", action="store_true", help="NIfTI: write .nii instead of .nii.gz"
@@ -126,6 +134,15 @@ def _name(index: int, volume) -> str:
     return f"{index:03d}{number}_{desc}"
 
 
+def _names(vols: Any, template: str | None) -> list[str]:
+    """Every volume's output name: ``--name``'s template, or the default numbered one."""
+    if template is None:
+        return [_name(i, v) for i, v in enumerate(vols)]
+    from ..pixels import name_from_template, template_fields, unique_names
+
+    return unique_names([name_from_template(template, template_fields(v)) for v in vols])
+
+
 def _window(text: str | None):
     if text is None:
         return None
@@ -161,8 +178,9 @@ def run(args: argparse.Namespace) -> int:
     errors: list[str | None] = []
     suffix = ".nii" if args.format == "nifti" and args.uncompressed else _SUFFIX[args.format]
     compute = {"num_workers": args.workers} if args.workers else {}
+    names = _names(vols, args.name)
     for i, volume in enumerate(vols):
-        target = dst / (_name(i, volume) + suffix)
+        target = dst / (names[i] + suffix)
         try:
             if args.format == "nifti":
                 reorient = {"auto": "auto", "yes": True, "no": False}[args.reorient]
@@ -278,7 +296,8 @@ def _label_maps(
                     where = got.to_zarr(outputs[i], f"{modality.lower()}-{count}")
                     print(f"    labels: {where} ({modality} {uri})", file=sys.stderr)
                     continue
-                stem = f"{_name(i, volume)}_{modality.lower()}-{count}"
+                volume_name = Path(str(outputs[i])).name[: -len(suffix)]  # as --name made it
+                stem = f"{volume_name}_{modality.lower()}-{count}"
                 written: Any = nib.load(str(outputs[i]))
                 turned = not np.allclose(written.affine, volume.nifti_affine, atol=1e-4)
                 got.to_nifti(dst / (stem + suffix), reorient=turned)

@@ -16,7 +16,8 @@ decoded by :mod:`dicomflow.codecs`, which also holds the ``PixelFormat`` descrip
 spacing, tilt, affines), ``_stacks`` (grouping into volumes), ``_volume`` (the ``Volume`` and
 its report), ``_report`` (the report per series), ``_resample`` (tilt and spacing correction),
 ``_siemens`` (CSA header, mosaics).
-The volume formats (``_nifti``, ``_zarr``, ``_preview``: NIfTI-1, OME-Zarr, PNG) live here;
+The volume formats (``_nifti``, ``_zarr``, ``_preview``: NIfTI-1, OME-Zarr, PNG) live here, with
+``_bids`` (dcm2niix's sidecar keys, ``.bval``/``.bvec``, data type and scaling, output names);
 the per-instance sinks built on them live in ``dicomflow.writers``.
 
 Errors (all ``DicomflowError`` and ``ValueError``): ``PixelDataError`` at the root,
@@ -27,6 +28,13 @@ file and frame), ``GeometryError`` (no consistent geometry).
 from __future__ import annotations
 
 from ..codecs import PixelFormat, available_backends
+from ._bids import (
+    diffusion_table,
+    name_from_template,
+    template_fields,
+    unique_names,
+    write_diffusion,
+)
 from ._errors import FrameDecodeError, GeometryError, PixelDataError, PixelSizeError
 from ._frames import (
     FrameTransform,
@@ -72,11 +80,13 @@ __all__ = [
     "apply_window",
     "available_backends",
     "bids_sidecar",
+    "diffusion_table",
     "display_frame",
     "frames",
     "load_frame",
     "locate_frames",
     "montage",
+    "name_from_template",
     "nifti_bytes",
     "normal_of",
     "palette_of",
@@ -86,8 +96,11 @@ __all__ = [
     "read_header",
     "row_refs",
     "shift_image",
+    "template_fields",
+    "unique_names",
     "unwrap_fragments",
     "volumes",
+    "write_diffusion",
     "write_nifti",
     "write_png",
     "write_zarr",

@@ -3,9 +3,11 @@
 The voxel array is ``[column, rows - 1 - row, slice(, time)]`` with a RAS affine in both the
 sform and, when the grid is not sheared, the qform. Stored values are written as they are in
 DICOM, with Rescale Slope/Intercept in ``scl_slope``/``scl_inter`` when every slice shares them,
-else rescaled to float32. Because NIfTI's x-fastest order is the C order of the volume's
-``[(time,) slice, row, column]`` array, every block of slices a dask task decodes is written
-straight to its own place in the file (``.nii``), or streamed in order through gzip level 1
+else rescaled to float32; as dcm2niix, unsigned data of at most 15 bits is stored as int16 and
+Philips data with its precise scaling (``_bids.nifti_storage``). Because NIfTI's x-fastest
+order is the C order of the volume's ``[(time,) slice, row, column]`` array, every block of
+slices a dask task decodes is written straight to its own place in the file (``.nii``), or
+streamed in order through gzip level 1
 (``.nii.gz``, the next batch decoded while this one is compressed). The file is written under a
 temporary name and renamed, so a reader never sees a partial one.
 
@@ -30,6 +32,7 @@ import numpy as np
 
 from ..dicom import atomic_path
 from ..errors import ConfigError
+from ._bids import bids_sidecar, int16_mask, masked, nifti_storage, write_diffusion
 
 if TYPE_CHECKING:
     from ._volume import Volume
@@ -132,48 +135,6 @@ def nifti_header(volume: Volume, dtype: np.dtype, scale: tuple[float, float] | N
     return header
 
 
-def bids_sidecar(volume: Volume) -> dict[str, Any]:
-    """BIDS-style metadata of a volume (seconds for times, as BIDS asks)."""
-    from .._version import __version__
-
-    info = volume.info
-    out: dict[str, Any] = {}
-    simple = (
-        "Modality", "Manufacturer", "MagneticFieldStrength", "SeriesDescription",
-        "ProtocolName", "BodyPartExamined", "PatientPosition", "ImageType", "SeriesNumber",
-        "AcquisitionNumber", "SliceThickness", "SpacingBetweenSlices", "FlipAngle",
-        "ConvolutionKernel", "KVP",
-    )  # fmt: skip
-    for key in simple:
-        if info.get(key) is not None:
-            out[key] = info[key]
-    if info.get("ManufacturerModelName"):
-        out["ManufacturersModelName"] = info["ManufacturerModelName"]
-    if info.get("EchoTime") is not None:
-        out["EchoTime"] = float(info["EchoTime"]) / 1000.0
-    if info.get("RepetitionTime") is not None:
-        out["RepetitionTime"] = float(info["RepetitionTime"]) / 1000.0
-    if info.get("SliceTiming"):
-        out["SliceTiming"] = info["SliceTiming"]
-    if info.get("GantryDetectorTilt") is not None:
-        out["GantryDetectorTilt"] = info["GantryDetectorTilt"]
-    out["ImageOrientationPatientDICOM"] = info.get("orientation")
-    out["SeriesInstanceUID"] = info.get("SeriesInstanceUID")
-    out["SourceSOPInstanceUIDs"] = volume.sop_instance_uids
-    out["GeometryWarnings"] = list(volume.warnings)
-    out["ConversionSoftware"] = "dicomflow"
-    out["ConversionSoftwareVersion"] = __version__
-    return {k: _jsonable(v) for k, v in out.items() if v is not None}
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def _sidecar_path(path: Path) -> Path:
     name = path.name
     for suffix in (".nii.gz", ".nii"):
@@ -231,6 +192,11 @@ def _voxels(volume: Volume):
             dtype = np.dtype(np.float32)
         elif rescale != (1.0, 0.0):
             scale = rescale
+        if dtype.kind in "iu":
+            dtype, scale = nifti_storage(volume, dtype, scale)  # as dcm2niix: int16, Philips
+            mask = int16_mask(volume, dtype)  # int16: the bits above Bits Stored cleared
+            if mask is not None:
+                arr = arr.map_blocks(masked, mask, dtype=arr.dtype)  # type: ignore[arg-type]
     return arr, dtype, scale
 
 
@@ -303,8 +269,10 @@ def _frames_directly(volume: Volume, reorient: bool | str, stored: np.dtype) -> 
         reorient = wants_reorientation(volume)
     if reorient and volume.grid is not None:
         return False
-    # not rescaled to float32 plane by plane on the way
-    return stored == RGB24 or stored == volume.array.dtype.newbyteorder("<")
+    # not rescaled to float32 plane by plane on the way (an integer of the same size is a cast)
+    source = volume.array.dtype
+    same_size = stored.kind in "iu" and source.kind in "iu" and stored.itemsize == source.itemsize
+    return stored == RGB24 or stored == source.newbyteorder("<") or same_size
 
 
 def _threads(compute: dict[str, Any]) -> int:
@@ -318,12 +286,13 @@ def _write_frames(volume: Volume, target: _SlabWriter, threads: int) -> None:
 
     options, planes, dtype = volume.options, volume.planes, volume.array.dtype
     colour = target.dtype == RGB24
+    mask = int16_mask(volume, target.dtype)  # as in _voxels
 
     def one(index: int) -> None:
         plane = planes[index]
         frame = load_frame(plane.ref, options, plane.transform(options), volume.storage_options)
         frame = frame.astype(dtype, copy=False)[::-1]  # NIfTI rows run the other way
-        block = _rgb24_block(frame) if colour else frame
+        block = _rgb24_block(frame) if colour else masked(frame, mask)
         target[(slice(index, index + 1),)] = block[np.newaxis]
 
     with ThreadPoolExecutor(threads) as pool:
@@ -423,7 +392,9 @@ def write_nifti(
             _write_uncompressed(volume, tmp, reorient, compute)
         if sidecar:
             with atomic_path(_sidecar_path(path)) as side_tmp:
-                Path(side_tmp).write_text(json.dumps(bids_sidecar(volume), indent=2))
+                car = bids_sidecar(volume, reorient=reorient)
+                Path(side_tmp).write_text(json.dumps(car, indent=2))
+            write_diffusion(volume, path, reorient=reorient)  # .bval/.bvec of diffusion data
     return path
 
 
