@@ -40,6 +40,7 @@ the UID the stages give it. The lake does not hide *when* it received: file time
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -57,6 +58,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..dicom import (
+    TMP_SUFFIX,
     encode_part10,
     file_meta_bytes,
     header_uids,
@@ -88,7 +90,7 @@ from ._records import (
     state_parts,
     write_part,
 )
-from ._spool import SPOOL_MEMORY, Spool, remove_stale
+from ._spool import SPOOL_MEMORY, Spool, process_alive, remove_stale
 
 __all__ = ["RECORD_SCHEMA", "Lake", "Landed", "read_catalog", "read_records", "read_state"]
 
@@ -505,7 +507,9 @@ class Lake:
             self._write_url(path, b"".join(bytes(p) for p in parts))
             return
         folder = self._folder_of(path)
-        tmp = f"{folder}/.{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp"
+        tmp = (
+            f"{folder}/.{os.path.basename(path)}.{os.getpid()}-{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
+        )
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             total = sum(len(p) for p in parts)
@@ -771,7 +775,9 @@ class Lake:
         adopted again.
 
         Only ``<study>/<series>/<sop>.dcm`` files are looked at, never hidden ones (the
-        lake's temporary files start with a dot). A file whose path and size match a record
+        lake's temporary files start with a dot); a temporary file of a series write whose
+        process no longer runs (``.<sop>.dcm.<pid>-<id>.dfltmp``, a kill in the middle of a
+        write) is removed. A file whose path and size match a record
         is not read. Any other is adopted (``source="adopted"``) when it is a whole Part 10
         file whose UIDs are valid and are its path; otherwise it is left where it is,
         counted in ``stats.not_adopted``, and a warning names the first.
@@ -836,7 +842,10 @@ class Lake:
             for series in _subfolders(study.path):
                 with os.scandir(series.path) as files:
                     for f in files:
-                        if _visible([f.name]) and f.is_file(follow_symlinks=False):
+                        if _stale_temporary(f.name):  # a write a killed receiver left
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(f.path)
+                        elif _visible([f.name]) and f.is_file(follow_symlinks=False):
                             names = (study.name, series.name, f.name)
                             yield names, f.stat().st_size, f.path
 
@@ -990,6 +999,15 @@ def _tail(uri: str) -> tuple[str, str, str]:
     """A recorded file's study, series and file names (the lake may have moved since)."""
     study, series, name = (["", "", ""] + uri.replace("\\", "/").split("/"))[-3:]
     return study, series, name
+
+
+def _stale_temporary(name: str) -> bool:
+    """Whether ``name`` is the temporary file of a series write (``.<sop>.dcm.<pid>-<id>``
+    + ``TMP_SUFFIX``) by a process that no longer runs."""
+    if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+        return False
+    pid = name[: -len(TMP_SUFFIX)].rsplit(".", 1)[-1].partition("-")[0]
+    return pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid))
 
 
 def _visible(names: Sequence[str]) -> bool:
