@@ -211,7 +211,9 @@ class Lake:
         ``_lake/incoming`` as it arrives (local lakes without stages; see :mod:`._spool`).
     compact_parts, compact_rows
         Record parts are merged when ``compact_parts`` of them have fewer than
-        ``compact_rows`` rows each, and on :meth:`close` (see :mod:`._records`).
+        ``compact_rows`` rows each, and on :meth:`close` (see :mod:`._records`);
+        ``compact_parts=0``: never by itself (another process compacts: the receiving
+        workers' parent).
     """
 
     def __init__(
@@ -649,7 +651,7 @@ class Lake:
             if pending:
                 self._write_pending(pending)
                 self._parts_written += 1
-        if pending and self._parts_written >= self.compact_parts:
+        if pending and self.compact_parts and self._parts_written >= self.compact_parts:
             self._maybe_compact()
 
     def _write_pending(self, pending: list[_Record]) -> None:
@@ -935,6 +937,8 @@ class Lake:
             self._queue.put(None)
         for thread in self._threads:
             thread.join()
+        if not self.compact_parts:
+            return
         try:
             self.compact(min_parts=2)
         except Exception as exc:  # noqa: BLE001 - the parts stay readable as they are
