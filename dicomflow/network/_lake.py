@@ -91,6 +91,7 @@ from ._records import (
     write_part,
 )
 from ._spool import SPOOL_MEMORY, Spool, process_alive, remove_stale
+from ._staged import SpooledInstance, write_dataset
 
 __all__ = ["RECORD_SCHEMA", "Lake", "Landed", "read_catalog", "read_records", "read_state"]
 
@@ -165,7 +166,8 @@ class Spooler:
             )  # fmt: skip
         except UnicodeError:  # not even ASCII: refused by receive(), from memory
             return None
-        self._last = Spool(self.lake._incoming, meta, memory=self.lake.spool_memory)
+        folder = self.lake._stage_incoming if self.lake.stages else self.lake._incoming
+        self._last = Spool(folder, meta, memory=self.lake.spool_memory)
         return self._last
 
     def close(self) -> None:
@@ -267,6 +269,12 @@ class Lake:
         # a URL lake spools to a local folder, then uploads the finished file
         self._incoming = _local_incoming() if self.url else join(self.root, STATE_DIR, INCOMING)
         remove_stale(self._incoming)
+        # where a data set waits for the stages: never inside a shareable lake (it is the
+        # original), so beside it, in DST.private
+        self._stage_incoming = self._incoming
+        if self.stages and self.shareable and not self.url:
+            self._stage_incoming = join(self.private_root, INCOMING)
+            remove_stale(self._stage_incoming)
         finish_compactions(self.root, self.storage_options)
         self._threads = [
             threading.Thread(target=self._work, name=f"dicomflow-lake-{i}", daemon=True)
@@ -333,12 +341,10 @@ class Lake:
     # -- receiving -------------------------------------------------------------------------
     def spooler(self, syntaxes: Mapping[int, str], calling_ae: str) -> Spooler | None:
         """For one association's :attr:`._ul.Connection.spool`: a spool for each C-STORE's
-        data set (its presentation context's transfer syntax from ``syntaxes``); None where
-        this lake takes data sets in memory (stages need them there). A URL lake spools to a
-        local temporary folder and uploads the finished file. Close it when the association
-        ends."""
-        if self.stages:
-            return None
+        data set (its presentation context's transfer syntax from ``syntaxes``). A URL lake
+        spools to a local temporary folder and uploads the finished file; a lake with stages
+        runs them on the spool file (:mod:`._staged`), which for a shareable lake is in
+        ``DST.private/incoming``, outside the lake. Close it when the association ends."""
         return Spooler(self, syntaxes, calling_ae)
 
     def receive(
@@ -370,6 +376,10 @@ class Lake:
         valid UID, never hidden, and two different instances never share a file.
         """
         if isinstance(dataset, Spool):
+            if self.stages and (dataset.spilled or dataset.error is not None):
+                return self._receive_staged(
+                    dataset, sop_class, sop_instance, transfer_syntax, calling_ae, source
+                )
             if dataset.spilled or dataset.error is not None:
                 return self._receive_spooled(
                     dataset, sop_class, sop_instance, transfer_syntax, calling_ae, source
@@ -465,6 +475,112 @@ class Lake:
                 self.stats.failed += 1
             return Landed("failed", None, sop_instance, f"{type(exc).__name__}: {exc}")
 
+    def _receive_staged(
+        self,
+        spool: Spool,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        calling_ae: str,
+        source: str,
+    ) -> Landed:
+        """Land a data set that went to its spool file through the stages, reading it from
+        there and writing the result by streaming (:mod:`._staged`): memory stays bounded."""
+        inst: SpooledInstance | None = None
+        try:
+            refused = _check_sent(sop_class, sop_instance, transfer_syntax)
+            if refused is None:
+                spool.finish(fsync=False)
+                with spool.mapped() as data:
+                    study, series, sop = header_uids(spool.meta, data)
+                refused = _check_dataset(study, series, sop, sop_instance)
+            if refused is not None:
+                with self._lock:
+                    self.stats.failed += 1
+                return refused
+            assert spool.path is not None
+            uri = f"dicom://{calling_ae or 'peer'}/received/{sop_instance}"
+            inst = SpooledInstance(uri=uri, file=spool.path)
+            outcome = run_stages(self.stages, inst)
+            staged = _not_landed(outcome)
+            if staged is not None:
+                with self._lock:
+                    if staged.status == "failed":
+                        self.stats.failed += 1
+                    else:
+                        self.stats.dropped += 1
+                if staged.status == "failed":
+                    return replace(staged, sop_instance_uid=sop_instance)
+                return staged
+            assert outcome.instance is not None
+            if not outcome.instance.parsed:  # no stage looked inside: it lands as received
+                inst.close()
+                return self._receive_spooled(
+                    spool, sop_class, sop_instance, transfer_syntax, calling_ae, source
+                )
+            ds = outcome.instance.dataset
+            meta = getattr(ds, "file_meta", None)
+            sop = str(ds.get("SOPInstanceUID", "") or "")
+            study = str(ds.get("StudyInstanceUID", "") or "")
+            series = str(ds.get("SeriesInstanceUID", "") or "")
+            changed = _check_dataset(study, series, sop, None)
+            if changed is not None:  # a stage gave it UIDs that cannot name a file
+                raise InvalidDicomError(f"after the stages, {changed.reason}")
+            ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+            sop_class = str(ds.get("SOPClassUID", "") or sop_class)
+            source_sop = sop_instance
+            if self.shareable:  # only what the landed data set says
+                source_sop = sop
+                calling_ae = str(meta.get("SourceApplicationEntityTitle", "") or "") if (
+                    meta is not None) else ""  # fmt: skip
+            path = self.path_for(study, series, sop)
+            uids = (sop_class, sop, study, series, ts or transfer_syntax, source_sop)
+            return self._write_staged(ds, path, uids, calling_ae, source)
+        except Exception as exc:  # noqa: BLE001 - one bad instance is a failed status
+            with self._lock:
+                self.stats.failed += 1
+            return Landed("failed", None, sop_instance, f"{type(exc).__name__}: {exc}")
+        finally:
+            if inst is not None:
+                inst.close()
+            spool.discard()
+
+    def _write_staged(
+        self, ds: Any, path: str, uids: tuple[str, ...], calling_ae: str, source: str
+    ) -> Landed:
+        """Write a staged data set by streaming: into its series folder (then linked), or
+        for a URL lake into a local file that is hashed and uploaded."""
+        sop_class, sop, study, series, ts, source_sop = uids
+        when = dt.datetime.now(dt.UTC)
+        if self.url:
+            local = os.path.join(_local_incoming(), f"{os.getpid()}-{uuid.uuid4().hex}.part")
+            try:
+                write_dataset(ds, local, fsync=False)
+                output = _output_of_file(local)
+                put_url(local, path, self.storage_options)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(local)
+            record = _Record(
+                path, (), sop_class, sop, study, series, ts, source_sop, calling_ae, source,
+                when, output=Output("lake", path, output.sha256, output.size),
+            )  # fmt: skip
+        else:
+            tmp = self._temporary(path)
+            try:
+                write_dataset(ds, tmp, fsync=self.fsync == "each")
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            self._link(tmp, path)
+            record = _Record(
+                path, (), sop_class, sop, study, series, ts, source_sop, calling_ae, source,
+                when, in_file=True,
+            )  # fmt: skip
+        self._submit(record)
+        return Landed("landed", path, sop)
+
     def _upload_spooled(
         self, spool: Spool, path: str, uids: tuple[str, ...], calling_ae: str, source: str
     ) -> Landed:
@@ -493,11 +609,9 @@ class Lake:
         inst = Instance(uri=f"dicom://{calling_ae or 'peer'}/received/{sop_instance}")
         inst._raw = meta + bytes(dataset)
         outcome = run_stages(self.stages, inst)
-        if outcome.status == "skipped":
-            reason = outcome.reason if outcome.dropped else f"{outcome.stage}: {outcome.reason}"
-            return Landed("dropped", None, None, reason, outcome.stage)
-        if outcome.status == "failed":
-            return Landed("failed", None, None, outcome.reason, outcome.stage)
+        refused = _not_landed(outcome)
+        if refused is not None:
+            return refused
         assert outcome.instance is not None
         inst = outcome.instance
         if inst._dataset is None:
@@ -508,10 +622,7 @@ class Lake:
         if self.url:
             self._write_url(path, b"".join(bytes(p) for p in parts))
             return
-        folder = self._folder_of(path)
-        tmp = (
-            f"{folder}/.{os.path.basename(path)}.{os.getpid()}-{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
-        )
+        tmp = self._temporary(path)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             total = sum(len(p) for p in parts)
@@ -525,6 +636,13 @@ class Lake:
         finally:
             os.close(fd)
         self._link(tmp, path)
+
+    def _temporary(self, path: str) -> str:
+        """A temporary name beside ``path`` (its folder made): hidden, naming this process,
+        ending in ``TMP_SUFFIX`` (a killed writer's is removed when the lake is opened)."""
+        folder = self._folder_of(path)
+        name = f".{os.path.basename(path)}.{os.getpid()}-{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
+        return f"{folder}/{name}"
 
     def _folder_of(self, path: str) -> str:
         folder = os.path.dirname(path)
@@ -975,6 +1093,17 @@ _NAMING = (
     ("StudyInstanceUID", "Study Instance UID"),
     ("SeriesInstanceUID", "Series Instance UID"),
 )
+
+
+def _not_landed(outcome: Any) -> Landed | None:
+    """Why the stages' outcome does not land (dropped: the reason names the stage; failed:
+    the pipeline's reason text), or None when it lands."""
+    if outcome.status == "skipped":
+        reason = outcome.reason if outcome.dropped else f"{outcome.stage}: {outcome.reason}"
+        return Landed("dropped", None, None, reason, outcome.stage)
+    if outcome.status == "failed":
+        return Landed("failed", None, None, outcome.reason, outcome.stage)
+    return None
 
 
 def _check_sent(sop_class: str, sop_instance: str, transfer_syntax: str) -> Landed | None:

@@ -150,11 +150,20 @@ class AssociationLog:
 Serve = Callable[[Connection, Accepted, AssociationLog], None]
 
 
-def bind(options: SCPOptions) -> socket.socket:
-    """The listening socket of ``options.host:options.port``; a clear error when it cannot be."""
+def bind(options: SCPOptions, *, listen: bool = True) -> socket.socket:
+    """The socket bound to ``options.host:options.port``, listening (``listen=False``: call
+    its ``listen(64)`` when ready to take connections); a clear error when it cannot be."""
+    server = None
     try:
-        server = socket.create_server((options.host, options.port), backlog=64, reuse_port=False)
+        family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+        server = socket.socket(family, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((options.host, options.port))
+        if listen:
+            server.listen(64)
     except OSError as exc:
+        if server is not None:
+            server.close()
         where = f"{options.host}:{options.port}"
         fixes = {
             errno.EADDRINUSE: "another program listens there: stop it or choose another "

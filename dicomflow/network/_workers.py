@@ -26,8 +26,9 @@ concurrent senders share one interpreter. :class:`ReceivingWorkers` runs ``N`` o
   and tells each worker to stop; a worker lets its associations finish, writes its records and
   exits; one that does not within the timeout is terminated.
 
-Workers are started with ``spawn``: stages and the ``authenticate`` callback travel to them
-pickled, as to a process pool.
+Workers are forked before the parent starts a thread (they start at once, with what the
+parent imported); a worker replacing a dead one is started with ``spawn`` (the parent runs
+threads by then), its stages and ``authenticate`` callback pickled, as for a process pool.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import select
 import selectors
 import signal
 import socket
@@ -48,6 +50,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..pipeline import Instance
+from ._errors import NetworkError
 from ._lake import Lake, LakeStats
 from ._server import AssociationLog, SCPOptions, bind
 from .scp import StorageSCP
@@ -98,8 +101,7 @@ class ReceivingWorkers:
             "root": root, "fsync": options.fsync, "stages": tuple(stages),
             "deidentified": deidentified, "storage_options": dict(storage_options or {}),
         }  # fmt: skip
-        self._context = mp.get_context("spawn")
-        self._slots = self._context.Array("i", workers)  # associations per worker, one lock
+        self._slots = mp.get_context("spawn").Array("i", workers)  # per worker, one lock
         self._workers: list[_Worker] = []
         self._waiting: OrderedDict[tuple[int, int], socket.socket] = OrderedDict()
         self._next_id = 0
@@ -129,17 +131,21 @@ class ReceivingWorkers:
         return int(self._server.getsockname()[1])
 
     def start(self) -> ReceivingWorkers:
-        """Adopt what a crash left, bind, start the workers; returns at once."""
+        """Bind, start the workers, adopt what a crash left, listen; returns once every
+        worker serves."""
         spec = self._lake_spec
-        # the parent's lake: adoption now, compaction later; it never receives
-        self.lake = Lake(
-            spec["root"], fsync=spec["fsync"], deidentified=spec["deidentified"],
-            storage_options=spec["storage_options"], writers=1,
-        )  # fmt: skip
         try:
-            self._server = bind(self.options)
-            for index in range(self.workers):
+            self._server = bind(self.options, listen=False)  # a port in use fails here, first
+            for index in range(self.workers):  # before this process has threads: forked
                 self._workers.append(self._spawn(index))
+            # the parent's lake: adoption now, compaction later; it never receives
+            self.lake = Lake(
+                spec["root"], fsync=spec["fsync"], deidentified=spec["deidentified"],
+                storage_options=spec["storage_options"], writers=1,
+            )  # fmt: skip
+            for worker in self._workers:  # connections are taken once every worker serves
+                self._wait_ready(worker)
+            self._server.listen(64)
         except BaseException:
             self._close_all()
             raise
@@ -153,10 +159,19 @@ class ReceivingWorkers:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         blocked = {signal.SIGINT, signal.SIGTERM}
         old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)  # until the worker handles them
+        # a forked worker closes what it inherited of the parent's: the port, the other
+        # workers' channels (else a parent's death would not end their channels)
+        inherited = [w.channel.fileno() for w in self._workers if w.alive and w.index != index]
+        if self._server is not None:
+            inherited.append(self._server.fileno())
+        inherited.append(ours.fileno())
+        context = self._context()
+        if context.get_start_method() != "fork":
+            inherited = []  # a spawned worker inherits only what it is given
         try:
-            process = self._context.Process(
+            process = context.Process(
                 target=_worker_main, name=f"dicomflow-receive-{index}",
-                args=(theirs, self._lake_spec, self.options, self._slots, index),
+                args=(theirs, self._lake_spec, self.options, self._slots, index, inherited),
             )  # fmt: skip
             process.start()
         finally:
@@ -166,6 +181,26 @@ class ReceivingWorkers:
         worker = _Worker(index, process, ours)
         self._selector.register(ours, selectors.EVENT_READ, worker)
         return worker
+
+    @staticmethod
+    def _context() -> Any:
+        """Fork while this process has one thread (a worker starts at once, with what is
+        imported); else spawn (a worker replacing a dead one: the parent runs threads)."""
+        one = threading.active_count() == 1
+        return mp.get_context("fork" if one and os.name == "posix" else "spawn")
+
+    def _wait_ready(self, worker: _Worker, timeout: float = 120.0) -> None:
+        """Wait for a new worker's first message ("ready": its listener runs)."""
+        worker.channel.settimeout(timeout)
+        try:
+            data = worker.channel.recv(_MESSAGE)
+        except TimeoutError:
+            data = b""
+        finally:
+            worker.channel.settimeout(None)
+        if not data or not json.loads(data).get("ready"):
+            code = worker.process.exitcode
+            raise NetworkError(f"receiving worker {worker.index} did not start (exit code {code})")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting; each worker finishes its associations (up to ``timeout``) and
@@ -361,10 +396,11 @@ class _Handoff:
     def take(self) -> tuple[socket.socket, str] | None:
         """The next connection (None: none within 0.2 s); sets :attr:`stop` at the end."""
         try:
+            readable, _, _ = select.select([self.channel], [], [], 0.2)
+            if not readable:
+                return None
             data, fds, _, _ = socket.recv_fds(self.channel, _MESSAGE, 1)
-        except TimeoutError:
-            return None
-        except OSError:
+        except (OSError, ValueError):
             data, fds = b"", []
         if not data:
             self.stop.set()
@@ -405,14 +441,21 @@ class _Handoff:
 
 
 def _worker_main(
-    channel: socket.socket, spec: dict[str, Any], options: SCPOptions, slots: Any, index: int
+    channel: socket.socket,
+    spec: dict[str, Any],
+    options: SCPOptions,
+    slots: Any,
+    index: int,
+    inherited: Sequence[int] = (),
 ) -> None:
     """One worker process: a Storage SCP fed by the parent until it says stop."""
+    for fd in inherited:  # forked: the parent's sockets are not ours
+        with contextlib.suppress(OSError):
+            os.close(fd)
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides (a Ctrl-C hits the group)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    channel.settimeout(0.2)
     handoff = _Handoff(channel, slots, index, options.max_associations)
     lake = Lake(
         spec["root"], fsync=spec["fsync"], stages=spec["stages"],
@@ -425,6 +468,7 @@ def _worker_main(
 
     scp = StorageSCP(lake, options, on_association=on_association, handoff=handoff)
     scp.start()
+    handoff.send({"ready": True})
     last: dict[str, Any] = {}
     try:
         while not (stop.is_set() or handoff.stop.is_set()):
