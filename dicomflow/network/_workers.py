@@ -20,8 +20,9 @@ concurrent senders share one interpreter. :class:`ReceivingWorkers` runs ``N`` o
   it starts, before any worker runs. What a worker acknowledged is durable when it was
   acknowledged (``fsync``); a worker killed before writing its records leaves files that the
   next start adopts, and is started again.
-* **Logging**: each worker sends its association lines and its counts to the parent, which
-  logs the lines on ``dicomflow.network.scp`` and sums the counts (:attr:`stats`).
+* **Logging**: each worker sends its records of the ``dicomflow.network.scp`` logger (the
+  association lines, refusals) and its counts to the parent, which logs the records on that
+  logger and sums the counts (:attr:`stats`).
 * **Stopping** (:meth:`stop`, SIGTERM or SIGINT in the command): the parent stops accepting
   and tells each worker to stop; a worker lets its associations finish, writes its records and
   exits; one that does not within the timeout is terminated.
@@ -100,6 +101,7 @@ class ReceivingWorkers:
         self._lake_spec: dict[str, Any] = {
             "root": root, "fsync": options.fsync, "stages": tuple(stages),
             "deidentified": deidentified, "storage_options": dict(storage_options or {}),
+            "log_level": LOGGER.getEffectiveLevel(),
         }  # fmt: skip
         self._slots = mp.get_context("spawn").Array("i", workers)  # per worker, one lock
         self._workers: list[_Worker] = []
@@ -335,9 +337,11 @@ class ReceivingWorkers:
                 sock.close()
             if "closed" in message:
                 worker.connections -= 1
+        if "log" in message:  # a worker's log record, as its logger would have logged it
+            level, text = message["log"]
+            LOGGER.log(int(level), "%s", text)
         if "line" in message:
             self.lines.append(message["line"])
-            LOGGER.info(message["line"])
             if self.on_line is not None:
                 self.on_line(message["line"])
         if "stats" in message:
@@ -440,6 +444,20 @@ class _Handoff:
             self.slots[self.index] = max(0, self.slots[self.index] - 1)
 
 
+class _ToParent(logging.Handler):
+    """A worker's log records, sent to the parent as text."""
+
+    def __init__(self, handoff: _Handoff) -> None:
+        super().__init__()
+        self.handoff = handoff
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.handoff.send({"log": [record.levelno, self.format(record)]})
+        except Exception:  # noqa: BLE001 - logging never fails the worker
+            self.handleError(record)
+
+
 def _worker_main(
     channel: socket.socket,
     spec: dict[str, Any],
@@ -457,6 +475,12 @@ def _worker_main(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     handoff = _Handoff(channel, slots, index, options.max_associations)
+    logger = logging.getLogger(LOGGER.name)  # its records go to the parent, which logs them
+    for handler in list(logger.handlers):  # a forked worker has the parent's
+        logger.removeHandler(handler)
+    logger.addHandler(_ToParent(handoff))
+    logger.setLevel(spec.get("log_level", logging.INFO))
+    logger.propagate = False
     lake = Lake(
         spec["root"], fsync=spec["fsync"], stages=spec["stages"],
         deidentified=spec["deidentified"], storage_options=spec["storage_options"],
