@@ -215,7 +215,9 @@ class ReceivingWorkers:
                 worker.channel.send(b'{"stop": true}')
         deadline = time.monotonic() + timeout + 30.0  # + writing the last records
         for worker in self._workers:
-            worker.process.join(max(0.1, deadline - time.monotonic()))
+            while worker.process.is_alive() and time.monotonic() < deadline:
+                self._drain(worker)  # read as it stops: it never waits on a full channel
+                worker.process.join(0.1)
             if worker.process.is_alive():
                 LOGGER.warning("worker %d did not stop in time: terminated", worker.index)
                 worker.process.terminate()
@@ -279,7 +281,11 @@ class ReceivingWorkers:
                     self._read(key.data)
             for worker in self._workers:
                 if worker.alive and not worker.process.is_alive():
-                    self._replace(worker)
+                    if worker.process.exitcode == 0:  # it was told to stop (SIGTERM): no more
+                        worker.alive = False
+                        self._drain(worker)
+                    else:
+                        self._replace(worker)
             if time.monotonic() - last_compact >= _COMPACT_EVERY and self.lake is not None:
                 last_compact = time.monotonic()
                 try:
@@ -349,12 +355,11 @@ class ReceivingWorkers:
                 worker.stats = message["stats"]
 
     def _drain(self, worker: _Worker) -> None:
-        """Read what a stopped worker left on its channel."""
-        worker.channel.setblocking(False)
+        """Read what a worker left on its channel, without waiting."""
         while True:
             try:
-                data = worker.channel.recv(_MESSAGE)
-            except (BlockingIOError, OSError):
+                data = worker.channel.recv(_MESSAGE, socket.MSG_DONTWAIT)
+            except OSError:  # nothing more now (BlockingIOError), or closed
                 return
             if not data:
                 return

@@ -255,3 +255,40 @@ def test_receive_deid_of_a_large_instance_keeps_memory_bounded(keyfile, tmp_path
     print(f"receiver peak RSS grew by {grown / 2**20:.0f} MiB for a "
           f"{sent.stat().st_size / 2**20:.0f} MiB instance with --deid")  # fmt: skip
     assert grown < 100 * 2**20, f"the receiver held the instance: +{grown / 2**20:.0f} MiB"
+
+
+def test_staged_from_the_spool_file_lands_the_bytes_staged_in_memory(
+    round_trip_files, keyfile, tmp_path, peers_available
+):
+    """The same instances into two de-identifying lakes, one keeping every data set in memory,
+    one sending each to its spool file (``spool_memory`` of 1 KiB): the landed files and
+    their records are the same, byte for byte."""
+    from dicomflow.anonymize import Deidentify
+    from dicomflow.network import Lake, SCPOptions, StorageSCP
+
+    files = of_modality(round_trip_files, "CT", "MR", "SR")
+    landed = {}
+    for name, memory in (("memory", 1 << 30), ("file", 1024)):
+        deid = Deidentify(secret_file=str(keyfile))
+        lake = Lake(tmp_path / name, fsync="none", stages=[deid], deidentified=deid.uid,
+                    spool_memory=memory)  # fmt: skip
+        port = free_port()
+        options = SCPOptions(ae_title="LAKE", host="127.0.0.1", port=port, calling_aes=("*",))
+        with StorageSCP(lake, options):
+            sent = subprocess.run(
+                ["/usr/bin/storescu", "-aet", "MODALITY", "-aec", "LAKE", "-xy", "127.0.0.1",
+                 str(port), *map(str, files)],
+                env=PEER_ENV, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert sent.returncode == 0, sent.stderr
+        lake.close()
+        root = tmp_path / name
+        landed[name] = {p.relative_to(root): p.read_bytes() for p in lake_files(root)}
+        records = read_records(str(root)).sort_by("sop_instance_uid")
+        landed[name + " records"] = records.select(["sop_instance_uid", "sha256", "size"])
+    assert len(landed["memory"]) == len(files)
+    assert landed["file"] == landed["memory"]
+    assert landed["file records"].equals(landed["memory records"])
+    spooled = tmp_path / "file.private" / "incoming"
+    assert spooled.is_dir() and not list(spooled.glob("*.part"))  # they went there, then left
+    assert not (tmp_path / "memory.private").exists()
