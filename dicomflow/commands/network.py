@@ -713,7 +713,7 @@ def _receive_with_workers(
             print(f"{opts.ae_title} listening on {opts.host}:{pool.port}{over} for {who} -> "
                   f"{args.lake} ({workers} workers)", file=sys.stderr, flush=True)  # fmt: skip
             meter = ReceiveMeter(pool)
-            while not stop.wait(1.0):
+            while not stop.wait(1.0) and not pool.failed.is_set():
                 shown(meter.event())
         shown(meter.event(finished=True))  # the workers' last counts came as they stopped
     stats = pool.stats
@@ -722,4 +722,8 @@ def _receive_with_workers(
         print(f"crosswalk: {pairs:,} pairs in {deid.crosswalk} (keep it private)", file=sys.stderr)
     print(f"stopped: {stats.landed:,} instances landed ({stats.bytes / 1e6:,.1f} MB), "
           f"{stats.failed} failed, {stats.dropped} dropped", file=sys.stderr)  # fmt: skip
+    if pool.failed.is_set():
+        print("every receiving worker died (killed?): start the receiver again; what was "
+              "acknowledged is in the lake", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
     return 0

@@ -19,7 +19,8 @@ concurrent senders share one interpreter. :class:`ReceivingWorkers` runs ``N`` o
   parts, every while and when it stops; only the parent adopts files without a record, when
   it starts, before any worker runs. What a worker acknowledged is durable when it was
   acknowledged (``fsync``); a worker killed before writing its records leaves files that the
-  next start adopts, and is started again.
+  next start adopts. The other workers go on; when none is left, :attr:`failed` is set (the
+  command then stops with an error, for its supervisor to start it again).
 * **Logging**: each worker sends its records of the ``dicomflow.network.scp`` logger (the
   association lines, refusals) and its counts to the parent, which logs the records on that
   logger and sums the counts (:attr:`stats`).
@@ -28,8 +29,8 @@ concurrent senders share one interpreter. :class:`ReceivingWorkers` runs ``N`` o
   exits; one that does not within the timeout is terminated.
 
 Workers are forked before the parent starts a thread (they start at once, with what the
-parent imported); a worker replacing a dead one is started with ``spawn`` (the parent runs
-threads by then), its stages and ``authenticate`` callback pickled, as for a process pool.
+parent imported); a program that already runs threads gets them by ``spawn``, their stages
+and ``authenticate`` callback pickled, as for a process pool.
 """
 
 from __future__ import annotations
@@ -115,8 +116,8 @@ class ReceivingWorkers:
         self.lake: Lake | None = None
         #: association lines received from the workers, in order
         self.lines: list[str] = []
-        self.restarted = 0
-        self._dead: dict[str, int] = {}  # the counts of workers that died
+        #: set when every worker has died (killed): the receiver cannot go on
+        self.failed = threading.Event()
 
     @staticmethod
     def default_workers() -> int:
@@ -187,7 +188,8 @@ class ReceivingWorkers:
     @staticmethod
     def _context() -> Any:
         """Fork while this process has one thread (a worker starts at once, with what is
-        imported); else spawn (a worker replacing a dead one: the parent runs threads)."""
+        imported); else spawn (a program with threads: its main module must be importable
+        without side effects, as for any process pool)."""
         one = threading.active_count() == 1
         return mp.get_context("fork" if one and os.name == "posix" else "spawn")
 
@@ -255,7 +257,7 @@ class ReceivingWorkers:
             total.adopted = self.lake.stats.adopted
             total.not_adopted = self.lake.stats.not_adopted
         with self._lock:
-            for s in [self._dead, *(w.stats for w in self._workers)]:
+            for s in [w.stats for w in self._workers]:
                 total.landed += s.get("landed", 0)
                 total.dropped += s.get("dropped", 0)
                 total.failed += s.get("failed", 0)
@@ -281,11 +283,11 @@ class ReceivingWorkers:
                     self._read(key.data)
             for worker in self._workers:
                 if worker.alive and not worker.process.is_alive():
-                    if worker.process.exitcode == 0:  # it was told to stop (SIGTERM): no more
+                    if worker.process.exitcode == 0:  # it was told to stop (SIGTERM)
                         worker.alive = False
                         self._drain(worker)
                     else:
-                        self._replace(worker)
+                        self._lost(worker)
             if time.monotonic() - last_compact >= _COMPACT_EVERY and self.lake is not None:
                 last_compact = time.monotonic()
                 try:
@@ -365,26 +367,23 @@ class ReceivingWorkers:
                 return
             self._handle(worker, json.loads(data))
 
-    def _replace(self, worker: _Worker) -> None:
-        """A worker died (killed): free its slots, drop its connections, start another."""
-        code = worker.process.exitcode
-        LOGGER.warning("worker %d ended (exit code %s): starting another; files it "
-                       "acknowledged without a record are adopted at the next start",
-                       worker.index, code)  # fmt: skip
+    def _lost(self, worker: _Worker) -> None:
+        """A worker died (killed): free its slots, drop its connections, keep its counts; the
+        others go on. With none left the receiver has failed (:attr:`failed`)."""
+        LOGGER.warning("worker %d ended (exit code %s); files it acknowledged without a "
+                       "record are adopted at the next start", worker.index,
+                       worker.process.exitcode)  # fmt: skip
         worker.alive = False
         self._drain(worker)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(worker.channel)
-        worker.channel.close()
         with self._slots.get_lock():
             self._slots[worker.index] = 0
         for key in [k for k in self._waiting if k[0] == worker.index]:
             self._waiting.pop(key).close()
-        with self._lock:  # the dead worker's counts stay counted
-            for name in ("landed", "dropped", "failed", "bytes", "adopted"):
-                self._dead[name] = self._dead.get(name, 0) + worker.stats.get(name, 0)
-        self._workers[worker.index] = self._spawn(worker.index)
-        self.restarted += 1
+        if not any(w.alive for w in self._workers):
+            LOGGER.error("no receiving worker is left: stopping")
+            self.failed.set()
 
 
 # -- a worker --------------------------------------------------------------------------------

@@ -199,3 +199,31 @@ def test_each_association_is_logged_once_and_the_counts_are_summed(
     assert f"stopped: {len(files)} instances landed" in err
     assert "(2 workers)" in err
     assert len(list((lake / "_lake").glob("received-*.parquet"))) == 1  # compacted at the stop
+
+
+def test_a_killed_worker_leaves_the_others_serving_and_none_left_stops_the_receiver(
+    tmp_path: Path, round_trip_files: list[Path]
+) -> None:
+    """SIGKILL one of two workers: the other serves the next sender; SIGKILL it too: the
+    receiver stops by itself with an error (for a supervisor to start it again) and what was
+    acknowledged is in the lake, recorded at the next start."""
+    files = _sendable(round_trip_files)[:4]
+    lake = tmp_path / "lake"
+    port = free_port()
+    proc = _receive(lake, port, "--workers", "2")
+    try:
+        first, second = _workers_of(proc.pid)
+        os.kill(first, signal.SIGKILL)
+        time.sleep(1.0)
+        _storescu(port, files)
+        os.kill(second, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            _stop(proc)
+    assert proc.returncode not in (0, None), err
+    assert "every receiving worker died" in err
+    assert {p.stem for p in lake_files(lake)} == {_sop_of(p) for p in files}
+    proc = _receive(lake, free_port(), "--workers", "2")
+    assert _stop(proc) and proc.returncode == 0
+    assert read_records(str(lake)).num_rows == len(files)
