@@ -51,6 +51,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import ConfigError
 from ..pipeline import Instance
 from ._errors import NetworkError
 from ._lake import Lake, LakeStats
@@ -94,7 +95,7 @@ class ReceivingWorkers:
         on_line: Callable[[str], None] | None = None,
     ) -> None:
         if workers < 2:
-            raise ValueError("ReceivingWorkers needs 2 workers or more (1: a StorageSCP)")
+            raise ConfigError("ReceivingWorkers needs 2 workers or more (1: a StorageSCP)")
         self.root = root
         self.options = options
         self.workers = workers
