@@ -7,11 +7,13 @@ files dealt round robin, one association each) to, in turn:
 * ``storescp``: DCMTK's ``storescp -od DIR`` (``--fork`` when M > 1, so it serves the senders
   at once, as the others do); it writes each file without fsync;
 * ``orthanc``: Orthanc storing into its own storage area and SQLite index;
-* ``dicomflow-none``: ``dicomflow receive --fsync none`` (no fsync, like storescp: the headline);
+* ``dicomflow-none``: ``dicomflow receive --fsync none`` (no fsync, like storescp: the headline),
+  with its default ``--workers`` (the number of cores; ``--workers`` here sets it);
+* ``dicomflow-1w``: the same with ``--workers 1`` (every association in one process);
 * ``dicomflow-each``: ``dicomflow receive`` with its default durability (every file and its
   folder fsync'ed before the acknowledgement);
-* ``dicomflow-nocat``: ``--fsync none`` without the lake's catalog (``Lake(catalog=False)``,
-  what the catalog costs).
+* ``dicomflow-nocat``: ``--fsync none --workers 1`` without the lake's catalog
+  (``Lake(catalog=False)``: what the catalog costs, against ``dicomflow-1w``).
 
 A run is timed from the start of the first sender to the exit of the last (every instance
 acknowledged), then checked: every instance is on the receiver's disk (and in the lake's
@@ -51,7 +53,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BENCH = ROOT / ".bench"
 ENV = {**os.environ, "TCP_NODELAY": "1"}
-RECEIVERS = ("storescp", "orthanc", "dicomflow-none", "dicomflow-each", "dicomflow-nocat")
+RECEIVERS = (
+    "storescp", "orthanc", "dicomflow-none", "dicomflow-1w", "dicomflow-each", "dicomflow-nocat"
+)  # fmt: skip
+WORKERS: list[str] = []  # --workers N for the dicomflow receivers but dicomflow-1w
 STORESCU = "/usr/bin/storescu"  # pynetdicom's console scripts shadow DCMTK's in a venv
 STORESCP = "/usr/bin/storescp"
 
@@ -68,12 +73,19 @@ def listening(port: int) -> bool:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of a process and its threads so far."""
+    """User + system CPU of a process, its threads and its running children so far."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        total += cpu_seconds(int(child)) or 0.0
+    return total
 
 
 # -- the receivers --------------------------------------------------------------------------------
@@ -125,6 +137,8 @@ class Receiver:
             cmd = [*head, "receive", "--ae", self.ae, "--port", str(self.port), "--bind",
                    "127.0.0.1", "--lake", str(self.out), "--allow-any", "--fsync", fsync,
                    "-q"]  # fmt: skip
+            one = self.kind in ("dicomflow-1w", "dicomflow-nocat")  # the switch is this process's
+            cmd += ["--workers", "1"] if one else WORKERS
         return subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
 
@@ -207,7 +221,15 @@ def main() -> None:
     parser.add_argument("--pixels", default="small", choices=["small", "ct512", "none"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--receivers", default=",".join(RECEIVERS))
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="dicomflow receive --workers (default: the command's, the cores)",
+    )
     args = parser.parse_args()
+    if args.workers is not None:
+        WORKERS[:] = ["--workers", str(args.workers)]
     sys.path.insert(0, str(HERE))
     from synth import ensure_archive
 
@@ -251,6 +273,18 @@ def print_table(results: dict[str, list[dict]], m: int, n: int, size: int) -> No
         vs = [f"{rate / rates[b][0]:.2f}" if b in rates else "-" for b in ("storescp", "orthanc")]
         cpu_text = f"{cpu:.2f}" if cpu is not None else "-"
         print(f"{kind:<17}{rate:8.0f}{mbs:8.1f}{cpu_text:>13}{vs[0]:>12}{vs[1]:>11}")
+    # the same ratios round by round (each round's runs are neighbours in time: the load
+    # other programs put on the machine moves less between them than over the session)
+    for kind in results:
+        for base in ("storescp", "orthanc"):
+            if kind == base or base not in results or not kind.startswith("dicomflow"):
+                continue
+            pairs = zip(results[kind], results[base])
+            ratios = sorted(b["seconds"] / r["seconds"] for r, b in pairs)
+            print(
+                f"  {kind} / {base} by round: {ratios[0]:.2f} .. {ratios[-1]:.2f} "
+                f"(median {statistics.median(ratios):.2f})"
+            )
     if "dicomflow-none" in rates:
         head = rates["dicomflow-none"][0]
         for base, target in (("storescp", 1.0), ("orthanc", 1.0)):

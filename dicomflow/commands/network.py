@@ -298,7 +298,14 @@ def register(subparsers: Any) -> None:
         "--fsync", default="each", choices=["each", "batch", "none"],
         help="durability: acknowledged once durable (each), in batches, or left to the system",
     )  # fmt: skip
-    p.add_argument("--max-associations", type=int, default=16, help="associations served at once")
+    p.add_argument("--max-associations", type=int, default=16,
+                   help="associations served at once (by all the workers together)")  # fmt: skip
+    p.add_argument(
+        "--workers", type=int, default=None, metavar="N",
+        help="receiving processes behind the port, each connection served by one; limits hold "
+        "for all of them together, memory is per worker (default: the number of cores; 1: one "
+        "process)",
+    )  # fmt: skip
     p.add_argument(
         "--max-instance-bytes", type=int, default=None, metavar="N",
         help="largest data set one C-STORE may carry; a sender going past it is aborted "
@@ -695,11 +702,21 @@ def run_receive(args: argparse.Namespace) -> int:
         fsync=args.fsync, max_associations=args.max_associations, **limits,
         tls=_receive_tls(args), authenticate=_Users(args.users) if args.users else None,
     )  # fmt: skip
+    from ..network import ReceivingWorkers
+
+    workers = ReceivingWorkers.default_workers() if args.workers is None else args.workers
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: expected 1 or more")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     handler = _log_associations()
     shown = progress_for(quiet=args.quiet, interval=args.log_every)  # a bar on a terminal
+    if workers > 1:
+        try:
+            return _receive_with_workers(args, opts, workers, stop, shown)
+        finally:
+            logging.getLogger("dicomflow.network.scp").removeHandler(handler)
     lake, stages, deid = _landing(args, args.fsync)
     try:
         with StorageSCP(lake, opts, stages=stages) as scp, shown:
@@ -720,4 +737,43 @@ def run_receive(args: argparse.Namespace) -> int:
         logging.getLogger("dicomflow.network.scp").removeHandler(handler)
     print(f"stopped: {stats.landed:,} instances landed ({stats.bytes / 1e6:,.1f} MB), "
           f"{stats.failed} failed, {stats.dropped} dropped", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _receive_with_workers(
+    args: argparse.Namespace, opts: Any, workers: int, stop: threading.Event, shown: Any
+) -> int:
+    """``receive --workers N`` (N > 1): the parent accepts, the workers land."""
+    from ..network import ReceivingWorkers
+    from ..network.scp import ReceiveMeter
+
+    stages = _stages(args)
+    deid = stages[-1] if args.deid else None
+    pool = ReceivingWorkers(
+        args.lake, opts, workers=workers, stages=stages,
+        deidentified=deid.uid if deid is not None else None,
+    )  # fmt: skip
+    with shown:
+        with pool:
+            who = "any AE" if args.allow_any else ", ".join(args.allow)
+            if pool.stats.adopted:
+                print(f"adopted {pool.stats.adopted:,} file(s) without a record (a crash "
+                      "before their records were written)", file=sys.stderr)  # fmt: skip
+            over = " over TLS" if opts.tls else ""
+            print(f"{opts.ae_title} listening on {opts.host}:{pool.port}{over} for {who} -> "
+                  f"{args.lake} ({workers} workers)", file=sys.stderr, flush=True)  # fmt: skip
+            meter = ReceiveMeter(pool)
+            while not stop.wait(1.0) and not pool.failed.is_set():
+                shown(meter.event())
+        shown(meter.event(finished=True))  # the workers' last counts came as they stopped
+    stats = pool.stats
+    if deid is not None and deid.crosswalk is not None:
+        pairs = deid.merge_crosswalk()
+        print(f"crosswalk: {pairs:,} pairs in {deid.crosswalk} (keep it private)", file=sys.stderr)
+    print(f"stopped: {stats.landed:,} instances landed ({stats.bytes / 1e6:,.1f} MB), "
+          f"{stats.failed} failed, {stats.dropped} dropped", file=sys.stderr)  # fmt: skip
+    if pool.failed.is_set():
+        print("every receiving worker died (killed?): start the receiver again; what was "
+              "acknowledged is in the lake", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
     return 0

@@ -36,6 +36,7 @@ from ._qr import QueryRetrieveSCP
 from ._schedule import Gate, OutsideWindow, TokenBucket, Window
 from ._webindex import CatalogIndex, load_index
 from ._webstatic import export_dicomweb
+from ._workers import ReceivingWorkers
 from .dicomweb import DicomWeb, DicomWebOptions, StowSink, retrieve_frames
 from .pull import PullEvent, PullOptions, PullReport, plan, pull
 from .scp import SCPOptions, StorageSCP
@@ -64,6 +65,7 @@ __all__ = [
     "PullOptions",
     "PullReport",
     "QueryRetrieveSCP",
+    "ReceivingWorkers",
     "RetrieveResult",
     "SCPOptions",
     "StorageSCP",

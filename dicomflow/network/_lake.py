@@ -40,6 +40,7 @@ the UID the stages give it. The lake does not hide *when* it received: file time
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -57,6 +58,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..dicom import (
+    TMP_SUFFIX,
     encode_part10,
     file_meta_bytes,
     header_uids,
@@ -88,7 +90,8 @@ from ._records import (
     state_parts,
     write_part,
 )
-from ._spool import SPOOL_MEMORY, Spool, remove_stale
+from ._spool import SPOOL_MEMORY, Spool, process_alive, remove_stale
+from ._staged import SpooledInstance, write_dataset
 
 __all__ = ["RECORD_SCHEMA", "Lake", "Landed", "read_catalog", "read_records", "read_state"]
 
@@ -163,7 +166,8 @@ class Spooler:
             )  # fmt: skip
         except UnicodeError:  # not even ASCII: refused by receive(), from memory
             return None
-        self._last = Spool(self.lake._incoming, meta, memory=self.lake.spool_memory)
+        folder = self.lake._stage_incoming if self.lake.stages else self.lake._incoming
+        self._last = Spool(folder, meta, memory=self.lake.spool_memory)
         return self._last
 
     def close(self) -> None:
@@ -209,7 +213,9 @@ class Lake:
         ``_lake/incoming`` as it arrives (local lakes without stages; see :mod:`._spool`).
     compact_parts, compact_rows
         Record parts are merged when ``compact_parts`` of them have fewer than
-        ``compact_rows`` rows each, and on :meth:`close` (see :mod:`._records`).
+        ``compact_rows`` rows each, and on :meth:`close` (see :mod:`._records`);
+        ``compact_parts=0``: never by itself (another process compacts: the receiving
+        workers' parent).
     table
         A :class:`~dicomflow.TableWriter` (Delta, Iceberg) that gets every record part
         too, one commit per part under the part's name as its batch id; on :meth:`close`
@@ -269,6 +275,12 @@ class Lake:
         # a URL lake spools to a local folder, then uploads the finished file
         self._incoming = _local_incoming() if self.url else join(self.root, STATE_DIR, INCOMING)
         remove_stale(self._incoming)
+        # where a data set waits for the stages: never inside a shareable lake (it is the
+        # original), so beside it, in DST.private
+        self._stage_incoming = self._incoming
+        if self.stages and self.shareable and not self.url:
+            self._stage_incoming = join(self.private_root, INCOMING)
+            remove_stale(self._stage_incoming)
         finish_compactions(self.root, self.storage_options)
         self._threads = [
             threading.Thread(target=self._work, name=f"dicomflow-lake-{i}", daemon=True)
@@ -335,12 +347,10 @@ class Lake:
     # -- receiving -------------------------------------------------------------------------
     def spooler(self, syntaxes: Mapping[int, str], calling_ae: str) -> Spooler | None:
         """For one association's :attr:`._ul.Connection.spool`: a spool for each C-STORE's
-        data set (its presentation context's transfer syntax from ``syntaxes``); None where
-        this lake takes data sets in memory (stages need them there). A URL lake spools to a
-        local temporary folder and uploads the finished file. Close it when the association
-        ends."""
-        if self.stages:
-            return None
+        data set (its presentation context's transfer syntax from ``syntaxes``). A URL lake
+        spools to a local temporary folder and uploads the finished file; a lake with stages
+        runs them on the spool file (:mod:`._staged`), which for a shareable lake is in
+        ``DST.private/incoming``, outside the lake. Close it when the association ends."""
         return Spooler(self, syntaxes, calling_ae)
 
     def receive(
@@ -372,6 +382,10 @@ class Lake:
         valid UID, never hidden, and two different instances never share a file.
         """
         if isinstance(dataset, Spool):
+            if self.stages and (dataset.spilled or dataset.error is not None):
+                return self._receive_staged(
+                    dataset, sop_class, sop_instance, transfer_syntax, calling_ae, source
+                )
             if dataset.spilled or dataset.error is not None:
                 return self._receive_spooled(
                     dataset, sop_class, sop_instance, transfer_syntax, calling_ae, source
@@ -467,6 +481,112 @@ class Lake:
                 self.stats.failed += 1
             return Landed("failed", None, sop_instance, f"{type(exc).__name__}: {exc}")
 
+    def _receive_staged(
+        self,
+        spool: Spool,
+        sop_class: str,
+        sop_instance: str,
+        transfer_syntax: str,
+        calling_ae: str,
+        source: str,
+    ) -> Landed:
+        """Land a data set that went to its spool file through the stages, reading it from
+        there and writing the result by streaming (:mod:`._staged`): memory stays bounded."""
+        inst: SpooledInstance | None = None
+        try:
+            refused = _check_sent(sop_class, sop_instance, transfer_syntax)
+            if refused is None:
+                spool.finish(fsync=False)
+                with spool.mapped() as data:
+                    study, series, sop = header_uids(spool.meta, data)
+                refused = _check_dataset(study, series, sop, sop_instance)
+            if refused is not None:
+                with self._lock:
+                    self.stats.failed += 1
+                return refused
+            assert spool.path is not None
+            uri = f"dicom://{calling_ae or 'peer'}/received/{sop_instance}"
+            inst = SpooledInstance(uri=uri, file=spool.path)
+            outcome = run_stages(self.stages, inst)
+            staged = _not_landed(outcome)
+            if staged is not None:
+                with self._lock:
+                    if staged.status == "failed":
+                        self.stats.failed += 1
+                    else:
+                        self.stats.dropped += 1
+                if staged.status == "failed":
+                    return replace(staged, sop_instance_uid=sop_instance)
+                return staged
+            assert outcome.instance is not None
+            if not outcome.instance.parsed:  # no stage looked inside: it lands as received
+                inst.close()
+                return self._receive_spooled(
+                    spool, sop_class, sop_instance, transfer_syntax, calling_ae, source
+                )
+            ds = outcome.instance.dataset
+            meta = getattr(ds, "file_meta", None)
+            sop = str(ds.get("SOPInstanceUID", "") or "")
+            study = str(ds.get("StudyInstanceUID", "") or "")
+            series = str(ds.get("SeriesInstanceUID", "") or "")
+            changed = _check_dataset(study, series, sop, None)
+            if changed is not None:  # a stage gave it UIDs that cannot name a file
+                raise InvalidDicomError(f"after the stages, {changed.reason}")
+            ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+            sop_class = str(ds.get("SOPClassUID", "") or sop_class)
+            source_sop = sop_instance
+            if self.shareable:  # only what the landed data set says
+                source_sop = sop
+                calling_ae = str(meta.get("SourceApplicationEntityTitle", "") or "") if (
+                    meta is not None) else ""  # fmt: skip
+            path = self.path_for(study, series, sop)
+            uids = (sop_class, sop, study, series, ts or transfer_syntax, source_sop)
+            return self._write_staged(ds, path, uids, calling_ae, source)
+        except Exception as exc:  # noqa: BLE001 - one bad instance is a failed status
+            with self._lock:
+                self.stats.failed += 1
+            return Landed("failed", None, sop_instance, f"{type(exc).__name__}: {exc}")
+        finally:
+            if inst is not None:
+                inst.close()
+            spool.discard()
+
+    def _write_staged(
+        self, ds: Any, path: str, uids: tuple[str, ...], calling_ae: str, source: str
+    ) -> Landed:
+        """Write a staged data set by streaming: into its series folder (then linked), or
+        for a URL lake into a local file that is hashed and uploaded."""
+        sop_class, sop, study, series, ts, source_sop = uids
+        when = dt.datetime.now(dt.UTC)
+        if self.url:
+            local = os.path.join(_local_incoming(), f"{os.getpid()}-{uuid.uuid4().hex}.part")
+            try:
+                write_dataset(ds, local, fsync=False)
+                output = _output_of_file(local)
+                put_url(local, path, self.storage_options)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(local)
+            record = _Record(
+                path, (), sop_class, sop, study, series, ts, source_sop, calling_ae, source,
+                when, output=Output("lake", path, output.sha256, output.size),
+            )  # fmt: skip
+        else:
+            tmp = self._temporary(path)
+            try:
+                write_dataset(ds, tmp, fsync=self.fsync == "each")
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            self._link(tmp, path)
+            record = _Record(
+                path, (), sop_class, sop, study, series, ts, source_sop, calling_ae, source,
+                when, in_file=True,
+            )  # fmt: skip
+        self._submit(record)
+        return Landed("landed", path, sop)
+
     def _upload_spooled(
         self, spool: Spool, path: str, uids: tuple[str, ...], calling_ae: str, source: str
     ) -> Landed:
@@ -495,11 +615,9 @@ class Lake:
         inst = Instance(uri=f"dicom://{calling_ae or 'peer'}/received/{sop_instance}")
         inst._raw = meta + bytes(dataset)
         outcome = run_stages(self.stages, inst)
-        if outcome.status == "skipped":
-            reason = outcome.reason if outcome.dropped else f"{outcome.stage}: {outcome.reason}"
-            return Landed("dropped", None, None, reason, outcome.stage)
-        if outcome.status == "failed":
-            return Landed("failed", None, None, outcome.reason, outcome.stage)
+        refused = _not_landed(outcome)
+        if refused is not None:
+            return refused
         assert outcome.instance is not None
         inst = outcome.instance
         if inst._dataset is None:
@@ -510,8 +628,7 @@ class Lake:
         if self.url:
             self._write_url(path, b"".join(bytes(p) for p in parts))
             return
-        folder = self._folder_of(path)
-        tmp = f"{folder}/.{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp"
+        tmp = self._temporary(path)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             total = sum(len(p) for p in parts)
@@ -525,6 +642,13 @@ class Lake:
         finally:
             os.close(fd)
         self._link(tmp, path)
+
+    def _temporary(self, path: str) -> str:
+        """A temporary name beside ``path`` (its folder made): hidden, naming this process,
+        ending in ``TMP_SUFFIX`` (a killed writer's is removed when the lake is opened)."""
+        folder = self._folder_of(path)
+        name = f".{os.path.basename(path)}.{os.getpid()}-{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
+        return f"{folder}/{name}"
 
     def _folder_of(self, path: str) -> str:
         folder = os.path.dirname(path)
@@ -651,7 +775,7 @@ class Lake:
             if pending:
                 self._write_pending(pending)
                 self._parts_written += 1
-        if pending and self._parts_written >= self.compact_parts:
+        if pending and self.compact_parts and self._parts_written >= self.compact_parts:
             self._maybe_compact()
 
     def _write_pending(self, pending: list[_Record]) -> None:
@@ -797,7 +921,9 @@ class Lake:
         adopted again.
 
         Only ``<study>/<series>/<sop>.dcm`` files are looked at, never hidden ones (the
-        lake's temporary files start with a dot). A file whose path and size match a record
+        lake's temporary files start with a dot); a temporary file of a series write whose
+        process no longer runs (``.<sop>.dcm.<pid>-<id>.dfltmp``, a kill in the middle of a
+        write) is removed. A file whose path and size match a record
         is not read. Any other is adopted (``source="adopted"``) when it is a whole Part 10
         file whose UIDs are valid and are its path; otherwise it is left where it is,
         counted in ``stats.not_adopted``, and a warning names the first.
@@ -862,7 +988,10 @@ class Lake:
             for series in _subfolders(study.path):
                 with os.scandir(series.path) as files:
                     for f in files:
-                        if _visible([f.name]) and f.is_file(follow_symlinks=False):
+                        if _stale_temporary(f.name):  # a write a killed receiver left
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(f.path)
+                        elif _visible([f.name]) and f.is_file(follow_symlinks=False):
                             names = (study.name, series.name, f.name)
                             yield names, f.stat().st_size, f.path
 
@@ -952,6 +1081,8 @@ class Lake:
             self._queue.put(None)
         for thread in self._threads:
             thread.join()
+        if not self.compact_parts:
+            return
         try:
             self.compact(min_parts=2)
         except Exception as exc:  # noqa: BLE001 - the parts stay readable as they are
@@ -994,6 +1125,17 @@ _NAMING = (
 )
 
 
+def _not_landed(outcome: Any) -> Landed | None:
+    """Why the stages' outcome does not land (dropped: the reason names the stage; failed:
+    the pipeline's reason text), or None when it lands."""
+    if outcome.status == "skipped":
+        reason = outcome.reason if outcome.dropped else f"{outcome.stage}: {outcome.reason}"
+        return Landed("dropped", None, None, reason, outcome.stage)
+    if outcome.status == "failed":
+        return Landed("failed", None, None, outcome.reason, outcome.stage)
+    return None
+
+
 def _check_sent(sop_class: str, sop_instance: str, transfer_syntax: str) -> Landed | None:
     """The refusal of an instance whose UIDs as sent are not UIDs (None: they are)."""
     for (keyword, label), value in zip(_SENT, (sop_class, sop_instance, transfer_syntax)):
@@ -1020,6 +1162,15 @@ def _tail(uri: str) -> tuple[str, str, str]:
     """A recorded file's study, series and file names (the lake may have moved since)."""
     study, series, name = (["", "", ""] + uri.replace("\\", "/").split("/"))[-3:]
     return study, series, name
+
+
+def _stale_temporary(name: str) -> bool:
+    """Whether ``name`` is the temporary file of a series write (``.<sop>.dcm.<pid>-<id>``
+    + ``TMP_SUFFIX``) by a process that no longer runs."""
+    if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+        return False
+    pid = name[: -len(TMP_SUFFIX)].rsplit(".", 1)[-1].partition("-")[0]
+    return pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid))
 
 
 def _visible(names: Sequence[str]) -> bool:

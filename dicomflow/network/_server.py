@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Self
+from typing import Protocol, Self
 
 from ..errors import ConfigError
 from ._errors import AssociationRejectedError, NetworkConfigError, NetworkError
@@ -150,6 +150,49 @@ class AssociationLog:
 Serve = Callable[[Connection, Accepted, AssociationLog], None]
 
 
+def bind(options: SCPOptions, *, listen: bool = True) -> socket.socket:
+    """The socket bound to ``options.host:options.port``, listening (``listen=False``: call
+    its ``listen(64)`` when ready to take connections); a clear error when it cannot be."""
+    server = None
+    try:
+        family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+        server = socket.socket(family, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((options.host, options.port))
+        if listen:
+            server.listen(64)
+    except OSError as exc:
+        if server is not None:
+            server.close()
+        where = f"{options.host}:{options.port}"
+        fixes = {
+            errno.EADDRINUSE: "another program listens there: stop it or choose another "
+            "port (--port)",
+            errno.EACCES: "ports below 1024 need privileges: choose a port above 1023 (--port)",
+            errno.EADDRNOTAVAIL: "no interface of this machine has that address: bind to "
+            "one it has, or 0.0.0.0 (--bind)",
+        }
+        fix = fixes.get(exc.errno or 0)
+        if fix is None:
+            raise NetworkError(f"cannot listen on {where}: {exc}") from exc
+        raise NetworkConfigError(f"cannot listen on {where} ({exc.strerror}): {fix}") from exc
+    return server
+
+
+class Handoff(Protocol):
+    """Where a worker process's :class:`Listener` gets its connections (see :mod:`._workers`):
+    the next accepted socket and its peer's address (None: none yet; ``stop`` set: no more),
+    notes to the parent when one is judged or closed, and the association slots it shares."""
+
+    stop: threading.Event
+
+    def take(self) -> tuple[socket.socket, str] | None: ...
+    def judged(self, client: socket.socket) -> None: ...
+    def closed(self, client: socket.socket) -> None: ...
+    def take_slot(self) -> bool: ...
+    def free_slot(self) -> None: ...
+
+
 class Listener:
     """Accept associations on ``options.host:options.port``, each served in its own thread.
 
@@ -168,8 +211,11 @@ class Listener:
         choose_ts: Callable[[str, list[str]], str | None] | None = None,
         scp_roles: Callable[[str], bool] | None = None,
         name: str = "dicomflow-scp",
+        handoff: Handoff | None = None,
     ) -> None:
         self.options = options
+        #: a worker process's source of connections (None: this listener binds and accepts)
+        self.handoff = handoff
         self.serve = serve
         self.accept_abstract = accept_abstract
         self.choose_ts = choose_ts
@@ -192,7 +238,7 @@ class Listener:
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        if self._server is None:  # not started, or a worker fed by its parent
             return self.options.port
         return self._server.getsockname()[1]
 
@@ -201,23 +247,13 @@ class Listener:
             return
         if self.options.tls is not None:  # a bad certificate fails here, not per connection
             self._tls = tls_context(self.options.tls, server=True)
-        try:
-            server = socket.create_server(
-                (self.options.host, self.options.port), backlog=64, reuse_port=False
+        if self.handoff is not None:  # connections come from a parent process
+            self._thread = threading.Thread(
+                target=self._accept_loop, name=f"{self.name}-handoff", daemon=True
             )
-        except OSError as exc:
-            where = f"{self.options.host}:{self.options.port}"
-            fixes = {
-                errno.EADDRINUSE: "another program listens there: stop it or choose another "
-                "port (--port)",
-                errno.EACCES: "ports below 1024 need privileges: choose a port above 1023 (--port)",
-                errno.EADDRNOTAVAIL: "no interface of this machine has that address: bind to "
-                "one it has, or 0.0.0.0 (--bind)",
-            }
-            fix = fixes.get(exc.errno or 0)
-            if fix is None:
-                raise NetworkError(f"cannot listen on {where}: {exc}") from exc
-            raise NetworkConfigError(f"cannot listen on {where} ({exc.strerror}): {fix}") from exc
+            self._thread.start()
+            return
+        server = bind(self.options)
         server.settimeout(0.2)
         self._server = server
         self._thread = threading.Thread(
@@ -251,18 +287,29 @@ class Listener:
                 return False
             time.sleep(0.05)
 
-    def _accept_loop(self) -> None:
+    def _next(self) -> tuple[socket.socket, str] | None:
+        """The next connection and its peer's address (None: none within 0.2 s)."""
+        if self.handoff is not None:
+            return self.handoff.take()
         assert self._server is not None
-        while not self._stopping.is_set():
-            try:
-                client, address = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._stopping.is_set():
-                    return
+        try:
+            client, address = self._server.accept()
+        except TimeoutError:
+            return None
+        except OSError:
+            if not self._stopping.is_set():
                 time.sleep(0.05)
+            return None
+        return client, address[0]
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            taken = self._next()
+            if taken is None:
+                if self.handoff is not None and self.handoff.stop.is_set():
+                    return
                 continue
+            client, host = taken
             with self._lock:
                 oldest = None
                 if len(self._waiting) >= self.options.max_negotiating:
@@ -276,7 +323,7 @@ class Listener:
                 except OSError:
                     pass
             thread = threading.Thread(
-                target=self._serve, args=(client, address[0]), name=f"{self.name}-assoc",
+                target=self._serve, args=(client, host), name=f"{self.name}-assoc",
                 daemon=True,
             )  # fmt: skip
             with self._lock:
@@ -321,6 +368,10 @@ class Listener:
             self._active.discard(threading.current_thread())
             self._associated -= associated
             self._waiting.pop(client, None)
+        if self.handoff is not None:
+            if associated:
+                self.handoff.free_slot()
+            self.handoff.closed(client)
         self.last_activity = time.monotonic()
 
     def _handshake(
@@ -374,6 +425,8 @@ class Listener:
                 if refusal is None:
                     self._associated += 1
                     state["associated"] = True
+            if self.handoff is not None:
+                self.handoff.judged(client)
             return refusal
 
         def identity_response(rq: AssociateRequest) -> bytes | None:
@@ -414,13 +467,20 @@ class Listener:
             if rq.identity is not None and log.username is None:
                 who = f"a user identity of type {rq.identity.kind}"
             refusal = Refusal(f"{who}: not authenticated", 1, 1, 1)
-        elif self._associated >= opts.max_associations:
+        elif not self._slot():
             refusal = Refusal("too many associations", 2, 3, 2)
         if refusal is not None:
             log.reason = refusal.reason
             LOGGER.warning("refused association from %s@%s: %s", rq.calling_ae, host,
                            refusal.reason)  # fmt: skip
         return refusal
+
+    def _slot(self) -> bool:
+        """Whether an association may take a slot (taken in a worker's shared count: all of
+        the workers together stay within ``max_associations``)."""
+        if self.handoff is not None:
+            return self.handoff.take_slot()
+        return self._associated < self.options.max_associations
 
 
 def _authenticated(check: Callable[[UserIdentity | None], bool], rq: AssociateRequest) -> bool:

@@ -20,7 +20,7 @@ import os
 import uuid
 from collections.abc import Iterator
 
-__all__ = ["SPOOL_MEMORY", "Spool", "remove_stale"]
+__all__ = ["SPOOL_MEMORY", "Spool", "process_alive", "remove_stale"]
 
 #: Data set bytes kept in memory before a spool moves to its file (a 512 x 512 CT image is
 #: about 0.5 MB: the usual instance never touches the disk before it is whole).
@@ -160,7 +160,7 @@ def remove_stale(folder: str) -> int:
         pid, sep, _ = name.partition("-")
         if not (sep and name.endswith(".part") and pid.isdigit()):
             continue
-        if int(pid) == os.getpid() or _alive(int(pid)):
+        if int(pid) == os.getpid() or process_alive(int(pid)):
             continue  # a receiver still running (this one, or another on the same lake)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(folder, name))
@@ -168,7 +168,8 @@ def remove_stale(folder: str) -> int:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

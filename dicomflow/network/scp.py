@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..pipeline import Instance
@@ -42,7 +43,7 @@ from ._dimse import (
 )
 from ._errors import AssociationAbortedError, NetworkError, NetworkTimeoutError
 from ._lake import Lake, Landed
-from ._server import AssociationLog, Listener, ListeningService, SCPOptions
+from ._server import AssociationLog, Handoff, Listener, ListeningService, SCPOptions
 from ._store import VERIFICATION, is_storage_class, land_and_answer
 from ._ul import Accepted, Connection
 
@@ -54,6 +55,9 @@ __all__ = [
     "StorageSCP",
     "association_line",
 ]
+
+if TYPE_CHECKING:
+    from ._workers import ReceivingWorkers
 
 LOGGER = logging.getLogger("dicomflow.network.scp")
 
@@ -89,10 +93,11 @@ class ReceiveEvent(ProgressEvent):
 
 
 class ReceiveMeter:
-    """Makes a :class:`ReceiveEvent` of a lake's counters each time it is asked (every second
-    or so), its rates over the last ``window`` seconds."""
+    """Makes a :class:`ReceiveEvent` of a lake's counters (or the summed counters of
+    receiving workers) each time it is asked (every second or so), its rates over the last
+    ``window`` seconds."""
 
-    def __init__(self, lake: Lake, window: float = 10.0) -> None:
+    def __init__(self, lake: Lake | ReceivingWorkers, window: float = 10.0) -> None:
         self.lake = lake
         self.window = window
         self.started = time.monotonic()
@@ -131,6 +136,9 @@ class StorageSCP(ListeningService):
     on_association
         Called with the association's :class:`AssociationLog` and the logged line when an
         accepted association ends (in its thread).
+    handoff
+        Take connections from a parent process instead of binding the port (a worker of
+        :class:`~dicomflow.network.ReceivingWorkers`).
     """
 
     def __init__(
@@ -141,6 +149,7 @@ class StorageSCP(ListeningService):
         stages: Sequence[Callable[[Instance], Instance | None]] = (),
         on_instance: Callable[[Landed, str], None] | None = None,
         on_association: Callable[[AssociationLog, str], None] | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
         self.options = options or SCPOptions()
         self._own_lake = not isinstance(lake, Lake)
@@ -154,7 +163,7 @@ class StorageSCP(ListeningService):
         self._listener = Listener(
             self.options, self._serve,
             lambda uid: uid == VERIFICATION or is_storage_class(uid),
-            name="dicomflow-scp",
+            name="dicomflow-scp", handoff=handoff,
         )  # fmt: skip
 
     # -- lifetime (the rest from ListeningService) ---------------------------------------

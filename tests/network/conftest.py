@@ -337,3 +337,26 @@ def originals_by_uid(paths: Iterable[Path]) -> dict[str, bytes]:
 
 def lake_files(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("*.dcm") if "_lake" not in p.parts)
+
+
+def tree_rss(pid: int) -> dict[int, int]:
+    """The peak resident memory (VmHWM) of a process and of each of its descendants: a
+    receiver's workers included."""
+    from dicomflow.runtime import peak_rss
+
+    out: dict[int, int] = {}
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            out[p] = peak_rss(p)
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def rss_growth(before: dict[int, int], after: dict[int, int]) -> int:
+    """The most any one process of a tree grew between two :func:`tree_rss` (a process that
+    was not there before counts whole)."""
+    return max(peak - before.get(p, 0) for p, peak in after.items())

@@ -208,3 +208,87 @@ def _listening(port: int) -> bool:
 
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_receive_deid_of_a_large_instance_keeps_memory_bounded(keyfile, tmp_path, peers_available):
+    """A 320 MiB CT sent by storescu into ``receive --deid``: it lands de-identified with its
+    pixels as sent, and no receiving process grows by more than a fraction of the instance
+    (the stages read it from its spool file, beside the lake, and the result is streamed to
+    its file); the spool file is gone afterwards."""
+    from .conftest import rss_growth, tree_rss
+    from .test_url_lake_spool import _large_ct
+
+    sent = tmp_path / "large.dcm"
+    _large_ct(sent)
+    original = dcmread(sent, stop_before_pixels=True)
+    lake = tmp_path / "lake"
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dicomflow.cli", "receive", "--ae", "LAKE", "--port", str(port),
+         "--bind", "127.0.0.1", "--lake", str(lake), "--allow", "MODALITY", "--deid",
+         str(keyfile), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: _listening(port), 60, "receive", proc)
+        before = tree_rss(proc.pid)  # the parent and its workers
+        result = subprocess.run(
+            ["/usr/bin/storescu", "-aet", "MODALITY", "-aec", "LAKE", "127.0.0.1", str(port),
+             str(sent)],
+            env=PEER_ENV, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        wait_until(lambda: read_records(str(lake)).num_rows == 1, 60, "the record")
+        grown = rss_growth(before, tree_rss(proc.pid))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    (landed,) = lake_files(lake)
+    ds = dcmread(landed, stop_before_pixels=True)
+    assert ds.PatientID != original.PatientID and ds.SOPInstanceUID != original.SOPInstanceUID
+    assert landed.read_bytes()[-(1 << 20) :] == sent.read_bytes()[-(1 << 20) :]  # pixels as sent
+    (row,) = read_records(str(lake)).to_pylist()
+    assert row["size"] == landed.stat().st_size and row["sop_instance_uid"] == ds.SOPInstanceUID
+    assert not list((tmp_path / "lake.private" / "incoming").glob("*.part"))
+    assert not list((lake / "_lake").rglob("*.part"))  # the original never went inside the lake
+    print(f"receiver peak RSS grew by {grown / 2**20:.0f} MiB for a "
+          f"{sent.stat().st_size / 2**20:.0f} MiB instance with --deid")  # fmt: skip
+    assert grown < 100 * 2**20, f"the receiver held the instance: +{grown / 2**20:.0f} MiB"
+
+
+def test_staged_from_the_spool_file_lands_the_bytes_staged_in_memory(
+    round_trip_files, keyfile, tmp_path, peers_available
+):
+    """The same instances into two de-identifying lakes, one keeping every data set in memory,
+    one sending each to its spool file (``spool_memory`` of 1 KiB): the landed files and
+    their records are the same, byte for byte."""
+    from dicomflow.anonymize import Deidentify
+    from dicomflow.network import Lake, SCPOptions, StorageSCP
+
+    files = of_modality(round_trip_files, "CT", "MR", "SR")
+    landed = {}
+    for name, memory in (("memory", 1 << 30), ("file", 1024)):
+        deid = Deidentify(secret_file=str(keyfile))
+        lake = Lake(tmp_path / name, fsync="none", stages=[deid], deidentified=deid.uid,
+                    spool_memory=memory)  # fmt: skip
+        port = free_port()
+        options = SCPOptions(ae_title="LAKE", host="127.0.0.1", port=port, calling_aes=("*",))
+        with StorageSCP(lake, options):
+            sent = subprocess.run(
+                ["/usr/bin/storescu", "-aet", "MODALITY", "-aec", "LAKE", "-xy", "127.0.0.1",
+                 str(port), *map(str, files)],
+                env=PEER_ENV, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert sent.returncode == 0, sent.stderr
+        lake.close()
+        root = tmp_path / name
+        landed[name] = {p.relative_to(root): p.read_bytes() for p in lake_files(root)}
+        records = read_records(str(root)).sort_by("sop_instance_uid")
+        landed[name + " records"] = records.select(["sop_instance_uid", "sha256", "size"])
+    assert len(landed["memory"]) == len(files)
+    assert landed["file"] == landed["memory"]
+    assert landed["file records"].equals(landed["memory records"])
+    spooled = tmp_path / "file.private" / "incoming"
+    assert spooled.is_dir() and not list(spooled.glob("*.part"))  # they went there, then left
+    assert not (tmp_path / "memory.private").exists()

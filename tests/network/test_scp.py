@@ -15,7 +15,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicomflow.dicom import split_part10
+from dicomflow.dicom import TMP_SUFFIX, split_part10
 from dicomflow.network import (
     AssociationOptions,
     AssociationRejectedError,
@@ -428,8 +428,8 @@ def run_receive_once(lake: Path) -> str:
 @pytest.mark.parametrize("damage", ["deleted", "truncated"])
 def test_receiver_start_records_files_whose_records_were_lost(tmp_path, round_trip_files, damage):
     """A crash after the acknowledgement and before the records' flush, or a record part torn:
-    the next start adopts the files without a record, each exactly once; a temporary file and
-    a torn file are not adopted."""
+    the next start adopts the files without a record, each exactly once; a torn file is not
+    adopted, and the temporary file of a killed writer is removed."""
     lake = tmp_path / "lake"
     files = [p for p in round_trip_files if "SEG" not in str(p) and "BigEnd" not in str(p)][:6]
     port = free_port()
@@ -461,7 +461,9 @@ def test_receiver_start_records_files_whose_records_were_lost(tmp_path, round_tr
     placed.parent.mkdir(parents=True, exist_ok=True)
     placed.write_bytes(extra.read_bytes())
     some = next(iter(landed.values()))
-    temp = some.parent / f".{some.stem}9.dcm.0123456789ab.tmp"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    temp = some.parent / f".{some.stem}9.dcm.{gone.stdout.strip()}-0123456789ab{TMP_SUFFIX}"
     temp.write_bytes(some.read_bytes()[:3000])
     torn = some.parent / f"{some.stem}9.dcm"
     torn.write_bytes(some.read_bytes()[:3000])
@@ -475,7 +477,8 @@ def test_receiver_start_records_files_whose_records_were_lost(tmp_path, round_tr
     records = read_records(str(lake))
     adopted = {r["sop_instance_uid"] for r in records.to_pylist() if r["source"] == "adopted"}
     assert adopted == lost | {sop}
-    assert temp.exists() and torn.exists()  # left as they are, not recorded
+    assert torn.exists()  # left as it is, not recorded
+    assert not temp.exists()  # the killed writer's temporary file is swept
     assert sorted((lake / "_lake").glob("*.unreadable")) == (
         [last.with_name(last.name + ".unreadable")] if damage == "truncated" else []
     )

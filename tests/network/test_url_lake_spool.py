@@ -15,9 +15,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from dicomflow.runtime import peak_rss
-
-from .conftest import PEER_ENV, free_port, wait_until
+from .conftest import PEER_ENV, free_port, rss_growth, tree_rss, wait_until
 from .test_attacks import _listening
 
 #: Pixel bytes of the large instance: far above the spool's 4 MiB and the upload's pieces.
@@ -73,13 +71,13 @@ def test_a_large_instance_into_an_s3_lake_is_spooled(s3, tmp_path: Path, peers_a
     )  # fmt: skip
     try:
         wait_until(lambda: _listening(port), 30, "receive", proc)
-        before = peak_rss(proc.pid)
+        before = tree_rss(proc.pid)  # the parent and its workers
         result = subprocess.run(
             ["storescu", "-aet", "MODALITY", "-aec", "LAKE", "127.0.0.1", str(port), str(sent)],
             env=PEER_ENV, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
-        grown = peak_rss(proc.pid) - before
+        grown = rss_growth(before, tree_rss(proc.pid))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
