@@ -751,7 +751,7 @@ def _receive_with_workers(
     deid = stages[-1] if args.deid else None
     pool = ReceivingWorkers(
         args.lake, opts, workers=workers, stages=stages,
-        deidentified=deid.uid if deid is not None else None,
+        deidentified=deid.uid if deid is not None else None, table=_table(args),
     )  # fmt: skip
     with shown:
         with pool:

@@ -93,6 +93,7 @@ class ReceivingWorkers:
         deidentified: Callable[[str], str] | None = None,
         storage_options: Mapping[str, Any] | None = None,
         on_line: Callable[[str], None] | None = None,
+        table: Any = None,
     ) -> None:
         if workers < 2:
             raise ConfigError("ReceivingWorkers needs 2 workers or more (1: a StorageSCP)")
@@ -100,6 +101,9 @@ class ReceivingWorkers:
         self.options = options
         self.workers = workers
         self.on_line = on_line
+        #: a TableWriter the parent brings up to date at each compaction and at the stop (the
+        #: workers never touch it: one writer, and no table client before the fork)
+        self.table = table
         self._lake_spec: dict[str, Any] = {
             "root": root, "fsync": options.fsync, "stages": tuple(stages),
             "deidentified": deidentified, "storage_options": dict(storage_options or {}),
@@ -145,7 +149,7 @@ class ReceivingWorkers:
             # the parent's lake: adoption now, compaction later; it never receives
             self.lake = Lake(
                 spec["root"], fsync=spec["fsync"], deidentified=spec["deidentified"],
-                storage_options=spec["storage_options"], writers=1,
+                storage_options=spec["storage_options"], writers=1, table=self.table,
             )  # fmt: skip
             for worker in self._workers:  # connections are taken once every worker serves
                 self._wait_ready(worker)
@@ -295,6 +299,10 @@ class ReceivingWorkers:
                     self.lake.compact()
                 except Exception as exc:  # noqa: BLE001 - the parts stay readable
                     LOGGER.warning("compacting the lake's records failed: %s", exc)
+                try:
+                    self.lake.catch_up_table()
+                except Exception as exc:  # noqa: BLE001 - the records hold it: retried later
+                    LOGGER.warning("the lake's table could not catch up: %s", exc)
 
     def _accept(self) -> None:
         assert self._server is not None

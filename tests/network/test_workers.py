@@ -227,3 +227,24 @@ def test_a_killed_worker_leaves_the_others_serving_and_none_left_stops_the_recei
     proc = _receive(lake, free_port(), "--workers", "2")
     assert _stop(proc) and proc.returncode == 0
     assert read_records(str(lake)).num_rows == len(files)
+
+
+def test_workers_keep_the_lake_table(tmp_path: Path, round_trip_files: list[Path]) -> None:
+    """``--workers 2 --table-format delta``: the parent brings the Delta table up to date (the
+    workers never write it); after the stop it holds every instance sent, each once."""
+    from dicomflow import read_table
+
+    files = _sendable(round_trip_files)
+    lake = tmp_path / "lake"
+    port = free_port()
+    proc = _receive(lake, port, "--workers", "2", "--table-format", "delta")
+    try:
+        _storescu(port, files[: len(files) // 2])
+        _storescu(port, files[len(files) // 2 :])
+    finally:
+        err = _stop(proc)
+    assert proc.returncode == 0, err
+    table = read_table(str(lake / "_lake" / "table.delta"), "delta", table="dicomflow.lake")
+    rows = collections.Counter(table.column("sop_instance_uid").to_pylist())
+    assert set(rows) == {_sop_of(p) for p in files}
+    assert max(rows.values()) == 1
