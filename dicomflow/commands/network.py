@@ -343,7 +343,7 @@ def _add_table(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--iceberg-catalog", metavar="DB",
-        help="--table-format iceberg: the catalog, a SQLite file or SQLAlchemy URL (default: "
+        help="an Iceberg table's catalog, a SQLite file or SQLAlchemy URL (default: "
         "catalog.db in the table's folder; required for a URL lake)",
     )  # fmt: skip
 

@@ -57,6 +57,8 @@ def _bench():
     """benchmarks/bench_ocr.py, imported by path (benchmarks/ is not a package)."""
     name = "dicomflow_benchmarks_ocr"
     if name not in sys.modules:
+        if str(REPO / "benchmarks") not in sys.path:  # it imports its neighbours (_summary)
+            sys.path.append(str(REPO / "benchmarks"))
         spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / "bench_ocr.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)

@@ -379,9 +379,10 @@ def test_a_filtered_study_list_over_a_million_rows(tmp_path) -> None:
     from dicomflow.network import CatalogIndex
     from dicomflow.network.serve import Query
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_serve", Path(__file__).resolve().parents[2] / "benchmarks" / "bench_serve.py"
-    )
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
+    if str(folder) not in sys.path:  # the script imports its neighbours (_summary), as a script
+        sys.path.append(str(folder))
+    spec = importlib.util.spec_from_file_location("bench_serve", folder / "bench_serve.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     index = CatalogIndex(bench.synthetic_catalog(1_000_000))
