@@ -341,6 +341,7 @@ class FastDeidentifier:
         run.types = types
         run.present = types.present_modules(set(values)) if types is not None else frozenset()
         run.patient_key = self._patient_key(data, values)
+        self._converted = self._read_before(data, values)
         found: set[str] = set()
         self._identifying(data, top, found)
         run.scrubber = Scrubber({v.strip() for v in found if _searchable(v.strip())})
@@ -352,6 +353,11 @@ class FastDeidentifier:
                     node = values[tag]
                     out[tag] = self._header(tag, node[1], 0)
         self._record(out, run)
+        for tag in (_SOP_CLASS, _SOP_INSTANCE):
+            # the engine reads these two from its output (the File Meta is made from them),
+            # which converts them: they are written again from their value, padding included
+            if tag in out:
+                out[tag] = self._rewritten_uid(tag, out[tag])
         sop_instance = self._output_uid(out, _SOP_INSTANCE)
         if not sop_instance:
             media = meta.get(0x00020003)
@@ -455,6 +461,19 @@ class FastDeidentifier:
         study = self._single(data, values.get(STUDY_UID), uid=True)
         return "study:" + study if study else ""
 
+    def _read_before(self, data: bytes, values: dict) -> frozenset[int]:
+        """Where the top-level elements are that the engine reads before its walk (the
+        burned-in check, the SOP Class, the patient key): pydicom converts them in place, so
+        the engine writes them again from their value when it keeps them (`_kept`)."""
+        tags = [_SOP_CLASS, PATIENT_ID]
+        if any(tag in values for tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)):
+            tags += [0x00280301, 0x00080060]
+        if not self._text(data, values.get(PATIENT_ID)).strip():
+            tags.append(PATIENT_NAME)
+            if not self._text(data, values.get(PATIENT_NAME)).strip():
+                tags.append(STUDY_UID)
+        return frozenset(values[t][2] for t in tags if t in values)
+
     def _identifying(self, data: bytes, nodes: list, found: set[str]) -> None:
         """`identifying_values` on the tree: every name, and the identifying attributes."""
         codec = self._codec
@@ -552,6 +571,8 @@ class FastDeidentifier:
     def _kept(self, data: bytes, node: Any, run: _Run) -> bytes:
         """A kept element's bytes, identifying text typed into it masked."""
         tag, vr, start, vpos, length, end, _ = node
+        if start in self._converted:  # written from the value pydicom converted it to
+            return self._string(tag, vr, self._values(node), run)
         element = data[start:end]
         scrubber = run.scrubber
         if (
@@ -850,6 +871,16 @@ class FastDeidentifier:
         counts["K" if code == KEEP_REFS else code if code in "KCDU" else "K"] += 1
 
     # -- around the walk ------------------------------------------------------------------------
+
+    def _rewritten_uid(self, tag: int, element: bytes) -> bytes:
+        if not self._implicit and element[4:6] != b"UI":
+            raise _Fallback
+        try:
+            text = element[8:].decode("ascii")
+        except UnicodeDecodeError:
+            raise _Fallback from None
+        values = text.rstrip("\0 ").rstrip(" \0").split("\\")
+        return self._string(tag, "UI", [] if values == [""] else values, None)
 
     def _output_uid(self, out: dict[int, bytes], tag: int) -> str:
         element = out.get(tag)
