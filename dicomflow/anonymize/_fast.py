@@ -23,6 +23,7 @@ are the engine's to report: such an instance falls back too, and the engine rais
 
 from __future__ import annotations
 
+import copy
 import struct
 from dataclasses import dataclass
 from functools import cache
@@ -32,7 +33,8 @@ from pydicom.datadict import DicomDictionary, dictionary_VR
 from pydicom.uid import UID
 
 from .._version import __version__
-from ..dicom import LONG_VRS, file_meta_bytes
+from ..dicom import LONG_VRS, checked_uid, file_meta_bytes
+from ..errors import FileMetaError
 from ._engine import (
     MEASURED_VALUE_SEQUENCE,
     PATIENT_ID,
@@ -172,6 +174,8 @@ class _Walker:
             tag = group << 16 | elem
             if tag <= last:
                 raise _Fallback  # out of order or repeated: pydicom keeps one, sorted
+            if tag == _CHARSET and depth:
+                raise _Fallback  # an item's own character set
             last = tag
             if implicit:
                 vr = _dictionary_vr(tag) if not group & 1 else None
@@ -205,7 +209,7 @@ class _Walker:
         if depth > _MAX_DEPTH:
             raise _Fallback
         buf = self.buf
-        items = []
+        items: list[list] = []
         limit = len(buf) if end is None else end
         while True:
             if end is not None and pos == end:
@@ -274,9 +278,7 @@ class FastDeidentifier:
         self.engine = engine
         options = engine.options
         self.usable = (
-            engine._plan is None
-            and not engine._keys.lookup
-            and not options.clean_pixel_data
+            engine._plan is None and not engine._keys.lookup and not options.clean_pixel_data
         )
         self._policy = engine._policy
         self._keys = engine._keys
@@ -284,6 +286,8 @@ class FastDeidentifier:
         self._safe = bool(engine._safe)
         self._structured = options.clean_structured_content
         self._uids: dict[str, str] = {}
+        self._pseudonyms: dict[str, str] = {}
+        self._scrubbers: dict[frozenset[str], Scrubber] = {}
         codes = [BASIC_PROFILE_CODE] + [s.code_value for s in options.selected]
         self._method_texts = [f"dicomflow {__version__} PS3.15 Annex E"] + [
             method_codes()[c].meaning for c in codes
@@ -309,10 +313,16 @@ class FastDeidentifier:
         """The de-identified Part 10 object of ``data``, or ``None`` (use the engine)."""
         if not self.usable:
             return None
+        job = copy.copy(self)  # the state of this call is the copy's: calls may be concurrent
         try:
-            return self._deidentify(data)
+            return job._deidentify(data)
         except (_Fallback, struct.error):  # struct: an element runs past the end
             return None
+
+    def __copy__(self) -> FastDeidentifier:
+        job = object.__new__(FastDeidentifier)
+        job.__dict__.update(self.__dict__)  # the tables and caches are shared
+        return job
 
     def __reduce__(self) -> tuple:
         return (FastDeidentifier, (self.engine,))
@@ -331,8 +341,8 @@ class FastDeidentifier:
         walker = _Walker(data, implicit)
         top, _ = walker.level(start, len(data), False, 0)
         values = {node[0]: node for node in top}
-        if any(tag >> 16 in (0, 2) for tag in values):
-            raise _Fallback
+        if top and top[0][0] < 0x00030000:
+            raise _Fallback  # Command or File Meta elements in the data set (sorted: first)
         self._codec = self._charset(data, values)
         run = _Run()
         self._check_pixels(data, values)
@@ -344,7 +354,7 @@ class FastDeidentifier:
         self._converted = self._read_before(data, values)
         found: set[str] = set()
         self._identifying(data, top, found)
-        run.scrubber = Scrubber({v.strip() for v in found if _searchable(v.strip())})
+        run.scrubber = self._scrubber(frozenset(found))
         self._data, self._implicit, self._compressed = data, implicit, compressed
         out = self._level(top, run, (), False, top_level=True)
         if 0x00102201 in out or 0x00102202 in out:  # see _engine._keep_animal_type_2c
@@ -367,9 +377,6 @@ class FastDeidentifier:
         out_class = self._output_uid(out, _SOP_CLASS) or meta.get(0x00020002)
         if not out_class:
             raise _Fallback
-        from ..dicom import checked_uid
-        from ..errors import FileMetaError
-
         try:
             head = file_meta_bytes(
                 checked_uid(out_class, "SOP Class UID"),
@@ -382,7 +389,10 @@ class FastDeidentifier:
         counts = run.counts
         scrubber = run.scrubber
         masked = tuple(sorted(scrubber.masked.items())) if scrubber is not None else ()
-        result = ActionCounts(**{c: counts[c] for c in "XZDKCU"}, masked=masked)
+        result = ActionCounts(
+            X=counts["X"], Z=counts["Z"], D=counts["D"], K=counts["K"], C=counts["C"],
+            U=counts["U"], masked=masked,
+        )  # fmt: skip
         return FastResult(head + body, result)
 
     # -- the instance -------------------------------------------------------------------------
@@ -530,6 +540,7 @@ class FastDeidentifier:
         codes = policy.codes
         max_bytes = policy.max_bytes
         data = self._data
+        converted = self._converted
         for node in nodes:
             tag = node[0]
             if tag < 0x00030000:
@@ -562,7 +573,10 @@ class FastDeidentifier:
                     ):
                         if node[4] > max_bytes.get(tag, 0xFFFFFFFF):
                             raise _Fallback  # the engine refuses it
-                        out[tag] = self._kept(data, node, run)
+                        if vr in SEARCHED_VRS or (top_level and node[2] in converted):
+                            out[tag] = self._kept(data, node, run)
+                        else:  # nothing to mask: the element's bytes as they are
+                            out[tag] = data[node[2] : node[5]]
                         counts["K"] += 1
                         continue
             self._apply(node, code, out, run, path, dummies)
@@ -790,7 +804,25 @@ class FastDeidentifier:
         return self._element(tag, vr, dummy)
 
     def _pseudonym(self, key: str) -> str:
-        return self._keys.pseudonym(key)
+        found = self._pseudonyms.get(key)
+        if found is None:
+            if len(self._pseudonyms) > 10_000:
+                self._pseudonyms.clear()
+            found = self._pseudonyms[key] = self._keys.pseudonym(key)
+        return found
+
+    def _scrubber(self, values: frozenset[str]) -> Scrubber:
+        """A scrubber for these values: the instances of a series share theirs, and compiling
+        its patterns costs more than the search."""
+        compiled = self._scrubbers.get(values)
+        if compiled is None:  # the values identifying_values keeps
+            if len(self._scrubbers) > 256:
+                self._scrubbers.clear()
+            kept = {v.strip() for v in values if _searchable(v.strip())}
+            compiled = self._scrubbers[values] = Scrubber(kept)
+        scrubber = Scrubber(set())
+        scrubber._text, scrubber._bytes = compiled._text, compiled._bytes
+        return scrubber
 
     def _shift(self, run: _Run) -> int:
         if run.shift is None:

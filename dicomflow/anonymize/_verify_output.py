@@ -15,6 +15,7 @@ import io
 import warnings
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, AnyStr
 
@@ -66,6 +67,7 @@ class Place:
     meta: bool = False
 
 
+@lru_cache(maxsize=16384)
 def keyword_of(tag: int) -> str:
     """The keyword of a public attribute ('' for private ones and unknown tags)."""
     return "" if tag >> 16 & 1 else keyword_for_tag(tag)

@@ -113,7 +113,7 @@ def test_settings_the_byte_path_leaves_to_the_engine(shared: Path, tmp_path: Pat
     plain = Instance("", _raw=data)
     Deidentify(secret=SECRET)(plain)
     assert plain.encoded is not None
-    recipe = Recipe.from_toml("[recipe]\nremove = [\"PatientAge\"]\n")
+    recipe = Recipe.from_toml('[recipe]\nremove = ["PatientAge"]\n')
     for stage in (
         Deidentify(secret=SECRET, recipe=recipe),
         Deidentify(secret=SECRET, crosswalk=str(tmp_path / "private" / "crosswalk.parquet")),
