@@ -73,6 +73,7 @@ def keyword_of(tag: int) -> str:
     return "" if tag >> 16 & 1 else keyword_for_tag(tag)
 
 
+@lru_cache(maxsize=65536)
 def label(prefix: str, tag: int, keyword: str) -> str:
     """``prefix(gggg,eeee) Keyword``."""
     return f"{prefix}({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}".strip()
@@ -162,8 +163,12 @@ class _Level:
 
     def __init__(self, elements: list[Element], low: int, high: int) -> None:
         self.elements = elements
-        self.starts: list[int] = []
-        self.ends: list[int] = []
+        self.items: dict[int, list[_Level]] = {}
+        self.starts: list[int] = [e.start for e in elements]
+        self.ends: list[int] = [e.end for e in elements]
+        if UNKNOWN not in self.starts:  # every offset known: the spans as they are
+            return
+        self.starts, self.ends = [], []
         previous = low
         for i, elem in enumerate(elements):
             start, end = elem.start, elem.end
@@ -173,7 +178,6 @@ class _Level:
             previous = max(previous, end)
             self.starts.append(start)
             self.ends.append(end)
-        self.items: dict[int, list[_Level]] = {}
 
     def find(self, offset: int) -> int:
         """The index of the element whose span holds ``offset``, or -1."""
@@ -245,6 +249,18 @@ class Output:
                     values = text_values(self.tree, inner, ["iso8859"])
                     codes.append(str(values[0]).strip() if values else "")
         return codes
+
+    def may_hold(self, form: bytes) -> bool:
+        """Whether `search` can find ``form`` at all (its bytes are somewhere it looks, whatever
+        the match rule): most values of a clean output are nowhere, and are settled so."""
+        start, end = self.pixels
+        low = self.low
+        if low.find(form, 0, start) != -1 or low.find(form, end) != -1:
+            return True
+        if len(form) < BULK_MIN_BYTES:
+            return False
+        found = self._bulk.get(form)
+        return low.find(form, start, end) != -1 if found is None else bool(found)
 
     def search(self, form: bytes, match: str) -> Iterator[int]:
         """Offsets of ``form`` (lowered) in the output; inside pixel data only when it is at
