@@ -289,7 +289,7 @@ def verify(
         for text, value in collector.values.items()
         if not _trivial(text) and text.casefold() not in fixed
     ]
-    output.index_pixels({form for text, _ in searched for form in _forms(text, codecs)})
+    output.index_pixels(form for text, _ in searched for form in _forms(text, codecs))
     findings: list[Finding] = []
     names: list[frozenset[int]] = []
     for text, value in searched:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import io
 import warnings
-from collections.abc import Collection, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -84,14 +84,18 @@ def text_values(tree: Tree, elem: Element, codecs: list[str]) -> list[Any]:
     for the others."""
     if elem.decoded is not None:
         return elem.decoded
-    raw = tree.raw(elem)
+    return raw_values(tree.raw(elem), elem.vr, codecs)
+
+
+def raw_values(raw: bytes | None, vr: str, codecs: list[str] | tuple[str, ...]) -> list[Any]:
+    """`text_values` of an element's value bytes."""
     if not raw:
         return []
-    if elem.vr in _STRING_VRS or elem.vr == "UR":
-        text = to_text(raw, elem.vr, codecs)
+    if vr in _STRING_VRS or vr == "UR":
+        text = to_text(raw, vr, codecs)
         if not text:
             return []
-        return [text] if elem.vr in _SINGLE_VRS else text.split("\\")
+        return [text] if vr in _SINGLE_VRS else text.split("\\")
     return [raw]
 
 
@@ -275,13 +279,15 @@ class Output:
                 yield from (at for at in found if _allowed(self.low, at, at + len(form), match))
         yield from hits(self.low, form, match, end)
 
-    def index_pixels(self, forms: Collection[bytes]) -> None:
+    def index_pixels(self, forms: Iterable[bytes]) -> None:
         """Find every long form inside the pixel data in one pass (a search per form would read
         megabytes each time): the positions whose first two bytes begin some form are found
         with numpy, then each is compared with the forms that begin so."""
         start, end = self.pixels
-        forms = [f for f in forms if len(f) >= BULK_MIN_BYTES]
-        if end - start < _PIXELS_SCANNED or not forms:
+        if end - start < _PIXELS_SCANNED:
+            return  # small pixel data: searched with the rest (``forms`` is not even read)
+        forms = [f for f in dict.fromkeys(forms) if len(f) >= BULK_MIN_BYTES]
+        if not forms:
             return
         import numpy as np
 
