@@ -346,7 +346,7 @@ class FastDeidentifier:
         self._codec = self._charset(data, values)
         run = _Run()
         self._check_pixels(data, values)
-        sop_class = self._single(data, values.get(_SOP_CLASS), uid=True) or meta.get(0x00020002)
+        sop_class = self._single(data, values.get(_SOP_CLASS)) or meta.get(0x00020002)
         types = iod_types(iod_for_sop_class(sop_class)) if sop_class else None
         run.types = types
         run.present = types.present_modules(set(values)) if types is not None else frozenset()
@@ -419,7 +419,7 @@ class FastDeidentifier:
     def _raw(self, data: bytes, node: Any) -> bytes:
         return data[node[3] : node[3] + node[4]]
 
-    def _single(self, data: bytes, node: Any, uid: bool = False) -> str:
+    def _single(self, data: bytes, node: Any) -> str:
         """A one-valued ASCII text as pydicom reads it (trailing padding removed)."""
         if node is None:
             return ""
@@ -468,7 +468,7 @@ class FastDeidentifier:
         name = self._text(data, values.get(PATIENT_NAME)).strip()
         if name:
             return "name:" + name
-        study = self._single(data, values.get(STUDY_UID), uid=True)
+        study = self._single(data, values.get(STUDY_UID))
         return "study:" + study if study else ""
 
     def _read_before(self, data: bytes, values: dict) -> frozenset[int]:
@@ -657,12 +657,6 @@ class FastDeidentifier:
             and run.scrubber is not None
             and bool(run.scrubber)
         )
-
-    def _vr(self, node: Any) -> str:
-        vr = node[1]
-        if vr is None or vr == "UN":
-            raise _Fallback
-        return vr
 
     def _apply(
         self,
@@ -918,7 +912,7 @@ class FastDeidentifier:
         element = out.get(tag)
         if element is None:
             return ""
-        value = element[8:] if self._implicit else element[8:]
+        value = element[8:]  # a UI element's header is 8 bytes in either encoding
         try:
             text = value.decode("ascii")
         except UnicodeDecodeError:
@@ -939,7 +933,7 @@ class FastDeidentifier:
         old = out.get(0x00120063)
         if old is not None:  # the method texts are appended to those already there
             try:
-                text = old[8 if self._implicit else 8 :].decode("ascii")
+                text = old[8:].decode("ascii")  # an LO header is 8 bytes in either encoding
             except UnicodeDecodeError:
                 raise _Fallback from None
             values = [v.rstrip("\0 ") for v in text.split("\\")]
