@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Mapping
@@ -48,20 +49,20 @@ _PLAIN_VRS = frozenset({"UI", "LO", "SH", "CS", "DA", "TM", "DT", "PN"})
 def _encoded_path(root: str, template: str, data: bytes) -> str | None:
     """`render_path` for an encoded object, from its first elements; None where a value is
     not plain one-valued text (read from the dataset then)."""
-    fields = {name: tag_for_keyword(name) for name in _FIELD.findall(template)}
-    if any(tag is None for tag in fields.values()):
+    fields = _template_tags(template)
+    if fields is None:
         return None
-    found = top_values(data, frozenset(t for t in fields.values() if t is not None))
+    found = top_values(data, frozenset(fields.values()))
     if found is None:
         return None
     texts: dict[str, str] = {}
     for name, tag in fields.items():
-        entry = found.get(tag)  # type: ignore[arg-type]
+        entry = found.get(tag)
         if entry is None:
             texts[name] = ""
             continue
         vr_bytes, raw = entry
-        vr = vr_bytes.decode("ascii", "replace") if vr_bytes else _dictionary_vr(tag)  # type: ignore[arg-type]
+        vr = vr_bytes.decode("ascii", "replace") if vr_bytes else _dictionary_vr(tag)
         if vr not in _PLAIN_VRS or b"\\" in raw or not raw.isascii():
             return None
         texts[name] = raw.decode("ascii").rstrip("\0 ")
@@ -70,6 +71,15 @@ def _encoded_path(root: str, template: str, data: bytes) -> str | None:
         for piece in template.split("/")
     ]
     return join(str(root), *parts)
+
+
+@functools.lru_cache(maxsize=64)
+def _template_tags(template: str) -> dict[str, int] | None:
+    """``keyword -> tag`` of a template's fields; None when one is not a keyword."""
+    fields = {name: tag_for_keyword(name) for name in _FIELD.findall(template)}
+    if any(tag is None for tag in fields.values()):
+        return None
+    return {name: tag for name, tag in fields.items() if tag is not None}
 
 
 def _dictionary_vr(tag: int) -> str:

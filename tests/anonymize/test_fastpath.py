@@ -23,6 +23,7 @@ from dicomflow.anonymize import Deidentify, Recipe
 from dicomflow.cli import main
 from dicomflow.dicom import encode_part10
 from dicomflow.pipeline import Instance, read_manifests
+from dicomflow.writers import Part10Folder
 
 from .conftest import SECRET
 
@@ -159,3 +160,26 @@ def test_a_malformed_file_fails_as_the_engine_fails(shared: Path) -> None:
     cut = data[: len(data) // 3]
     got, want, ran = _both(Deidentify(secret=SECRET), cut)
     assert not ran and got == want
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{PatientID}/{StudyInstanceUID}/{SeriesInstanceUID}/{SOPInstanceUID}.dcm",
+        "{Modality}/{StudyDate}-{InstanceNumber}/{SOPInstanceUID}.dcm",  # IS: from the data set
+        "{ImageType}/{SOPInstanceUID}.dcm",  # several values: read from the data set
+        "{NoSuchKeyword}{PatientName}/{SOPInstanceUID}.dcm",
+    ],
+)
+def test_part10_folder_names_encoded_bytes_as_the_dataset(shared, tmp_path, template) -> None:
+    data = (shared / "corpus" / "series" / "dcm_qa_ct_ge" / "01.dcm").read_bytes()
+    stage = Deidentify(secret=SECRET)
+    fast = stage(Instance("", _raw=data))
+    assert fast.encoded is not None
+    slow = stage(Instance.from_dataset(pydicom.dcmread(io.BytesIO(data))))
+    written = []
+    for name, instance in (("fast", fast), ("slow", slow)):
+        root = tmp_path / name
+        [output] = Part10Folder(str(root), template=template).write(instance)
+        written.append((Path(output.path).relative_to(root), Path(output.path).read_bytes()))
+    assert written[0] == written[1]
