@@ -288,6 +288,7 @@ class FastDeidentifier:
         self._uids: dict[str, str] = {}
         self._pseudonyms: dict[str, str] = {}
         self._scrubbers: dict[frozenset[str], Scrubber] = {}
+        self._records: dict[bool, tuple[bytes, bytes, bytes]] = {}
         codes = [BASIC_PROFILE_CODE] + [s.code_value for s in options.selected]
         self._method_texts = [f"dicomflow {__version__} PS3.15 Annex E"] + [
             method_codes()[c].meaning for c in codes
@@ -939,19 +940,32 @@ class FastDeidentifier:
             values = [v.rstrip("\0 ") for v in text.split("\\")]
             if values != [""]:
                 previous = values
-        out[0x00120062] = self._string(0x00120062, "CS", "YES", None)
         out[0x00120063] = self._string(
             0x00120063, "LO", previous + self._method_texts + notes, None
         )
+        removed, items, flag = self._constants()
+        out[0x00120062] = removed
         old = out.get(0x00120064)
-        parts = [old[8 if self._implicit else 12 :]] if old is not None else []
-        for item in self._method_items:
-            content = b"".join(self._string(t, vr, v, None) for t, vr, v in item)
-            parts.append(_PACK_IMPLICIT(0xFFFE, 0xE000, len(content)))
-            parts.append(content)
-        value = b"".join(parts)
+        value = old[8 if self._implicit else 12 :] + items if old is not None else items
         out[0x00120064] = self._header(0x00120064, "SQ", len(value)) + value
-        out[0x00280303] = self._string(0x00280303, "CS", self._flag, None)
+        out[0x00280303] = flag
+
+    def _constants(self) -> tuple[bytes, bytes, bytes]:
+        """Patient Identity Removed, the method code items and the longitudinal flag, encoded
+        (the same in every output of one encoding)."""
+        found = self._records.get(self._implicit)
+        if found is None:
+            parts = []
+            for item in self._method_items:
+                content = b"".join(self._string(t, vr, v, None) for t, vr, v in item)
+                parts.append(_PACK_IMPLICIT(0xFFFE, 0xE000, len(content)))
+                parts.append(content)
+            found = self._records[self._implicit] = (
+                self._string(0x00120062, "CS", "YES", None),
+                b"".join(parts),
+                self._string(0x00280303, "CS", self._flag, None),
+            )
+        return found
 
 
 def _read_meta(data: bytes) -> tuple[dict[int, str], int]:
