@@ -23,6 +23,7 @@ from ..pipeline import Instance
 from ._burned import PixelReport
 from ._crosswalk import merge_crosswalk, output_root_above, write_part
 from ._engine import Deidentifier
+from ._fast import FastDeidentifier
 from ._keys import Crosswalk, load_lookup
 from ._options import DeidOptions
 from ._pixels import PixelRules
@@ -166,6 +167,7 @@ class Deidentify:
     _engine: Deidentifier = field(init=False, compare=False)
     _secret: bytes = field(init=False, compare=False)
     _state: dict[str, Any] = field(init=False, compare=False)
+    _fast: FastDeidentifier = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         secret = read_secret(self.secret, self.secret_file, self.secret_env)
@@ -207,6 +209,7 @@ class Deidentify:
         object.__setattr__(self, "_engine", engine)
         object.__setattr__(self, "_secret", secret)
         object.__setattr__(self, "_state", {})
+        object.__setattr__(self, "_fast", FastDeidentifier(engine))
 
     # -- description --------------------------------------------------------------------------
 
@@ -304,9 +307,16 @@ class Deidentify:
         if pairs is not None:
             self._check_crosswalk_location()
         pixels = PixelReport() if self.deid_options.clean_pixel_data else None
-        out, counts = self._engine.deidentify(instance.dataset, crosswalk=pairs,
-                                              pixel_report=pixels)  # fmt: skip
-        instance.dataset = out
+        fast = None
+        if pairs is None and pixels is None and not instance.parsed:
+            fast = self._fast.deidentify(instance.raw)  # None: not for the byte path
+        if fast is not None:  # the bytes the engine's output encodes to, without a Dataset
+            instance.replace_bytes(fast.data)
+            counts = fast.counts
+        else:
+            out, counts = self._engine.deidentify(instance.dataset, crosswalk=pairs,
+                                                  pixel_report=pixels)  # fmt: skip
+            instance.dataset = out
         instance.counts.update({f"deid.{k}": v for k, v in counts.as_dict().items()})
         instance.counts.update({f"deid.retained.{k}": v for k, v in counts.retained})
         instance.counts.update({f"deid.masked.{k}": v for k, v in counts.masked})

@@ -244,31 +244,45 @@ class IodTypes:
 
 
 @cache
-def _all_iod_types() -> Mapping[str, IodTypes]:
-    compound: dict[str, dict[tuple[int, ...], list[tuple[str, str, int]]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    for r in _rows("iod-compound-types.csv.gz"):
+def _lines_by_iod(name: str) -> Mapping[str, tuple[str, ...]]:
+    """The data lines of one per-IOD table, grouped by their first column (the IOD name):
+    an IOD's rows are parsed only when an instance of it is first seen."""
+    lines = _text(name).splitlines()
+    found: dict[str, list[str]] = defaultdict(list)
+    header = lines[0]
+    for line in lines[1:]:
+        if line.startswith('"'):  # a quoted IOD name (none today): parsed as CSV
+            ciod = next(csv.reader([line]))[0]
+        else:
+            ciod = line[: line.index(",")]
+        found[ciod].append(line)
+    return MappingProxyType({k: (header, *v) for k, v in found.items()})
+
+
+def _iod_rows(name: str, ciod: str) -> list[dict[str, str]]:
+    lines = _lines_by_iod(name).get(ciod)
+    return list(csv.DictReader(lines)) if lines else []
+
+
+@cache
+def _iod_types(ciod: str) -> IodTypes | None:
+    compound: dict[tuple[int, ...], list[tuple[str, str, int]]] = defaultdict(list)
+    for r in _iod_rows("iod-compound-types.csv.gz", ciod):
         path = tuple(parse_tag(t) for t in r["path"].split(">"))
-        compound[r["ciod"]][path].append((r["module"], r["usage"], int(r["type"])))
-    evidence: dict[str, dict[str, frozenset[int]]] = defaultdict(dict)
-    for r in _rows("iod-module-evidence.csv.gz"):
-        tags = frozenset(parse_tag(t) for t in r["evidence"].split(" ") if t)
-        evidence[r["ciod"]][r["module"]] = tags
-    unlisted: dict[str, dict[int, int]] = defaultdict(dict)
-    for r in _rows("iod-unlisted-types.csv.gz"):
-        unlisted[r["ciod"]][parse_tag(r["tag"])] = int(r["type"])
-    names = set(compound) | set(evidence) | set(unlisted)
-    return MappingProxyType(
-        {
-            ciod: IodTypes(
-                ciod=ciod,
-                compound=MappingProxyType({p: tuple(v) for p, v in compound.get(ciod, {}).items()}),
-                evidence=MappingProxyType(dict(evidence.get(ciod, {}))),
-                unlisted=MappingProxyType(dict(unlisted.get(ciod, {}))),
-            )
-            for ciod in names
-        }
+        compound[path].append((r["module"], r["usage"], int(r["type"])))
+    evidence: dict[str, frozenset[int]] = {}
+    for r in _iod_rows("iod-module-evidence.csv.gz", ciod):
+        evidence[r["module"]] = frozenset(parse_tag(t) for t in r["evidence"].split(" ") if t)
+    unlisted: dict[int, int] = {}
+    for r in _iod_rows("iod-unlisted-types.csv.gz", ciod):
+        unlisted[parse_tag(r["tag"])] = int(r["type"])
+    if not (compound or evidence or unlisted):
+        return None
+    return IodTypes(
+        ciod=ciod,
+        compound=MappingProxyType({p: tuple(v) for p, v in compound.items()}),
+        evidence=MappingProxyType(evidence),
+        unlisted=MappingProxyType(unlisted),
     )
 
 
@@ -276,4 +290,4 @@ def iod_types(ciod: str | None) -> IodTypes | None:
     """The Types of IOD ``ciod``; ``None`` when the IOD is unknown."""
     if ciod is None:
         return None
-    return _all_iod_types().get(ciod)
+    return _iod_types(ciod)

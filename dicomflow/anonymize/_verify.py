@@ -187,7 +187,11 @@ class _Search:
 
         output = self.output
         seen = 0
-        for form in forms:
+        if not any(output.may_hold(form) for form in forms):
+            forms_found: list[bytes] = []  # nowhere in the output: nothing to place
+        else:
+            forms_found = forms
+        for form in forms_found:
             for at in output.search(form, value.match):
                 place = output.place_at(at)
                 where = place.label if place is not None else output.outside(at)
@@ -285,7 +289,7 @@ def verify(
         for text, value in collector.values.items()
         if not _trivial(text) and text.casefold() not in fixed
     ]
-    output.index_pixels({form for text, _ in searched for form in _forms(text, codecs)})
+    output.index_pixels(form for text, _ in searched for form in _forms(text, codecs))
     findings: list[Finding] = []
     names: list[frozenset[int]] = []
     for text, value in searched:

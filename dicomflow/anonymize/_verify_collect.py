@@ -31,7 +31,7 @@ from ._options import DeidOptions
 from ._policy import CURVE_GROUPS, DATE_VRS, KEEP_REFS, TEXT_VRS, policy_for, resolve
 from ._structured import STRUCTURED_SEQUENCES, content_overrides
 from ._tables import iod_for_sop_class, iod_types, safe_private
-from ._verify_output import keyword_of, label, text_values
+from ._verify_output import keyword_of, label, raw_values, text_values
 from ._verify_tree import Element, Tree, read_tree, tree_of
 
 __all__ = ["DEFAULT_CODECS", "Collector", "Searched", "codecs_of", "extended", "source_tree"]
@@ -133,6 +133,17 @@ def _strings(vr: str, values: list[Any], private: bool) -> Iterator[tuple[str, s
             yield from (_kind(p.strip()) for p in re.split(r"[\^=]", text))
         elif vr == "DT" and text[:8].isdigit():
             yield text[:8], "date"
+
+
+#: Values up to this long have their searchable forms cached (a series repeats most of them).
+_CACHED_BYTES = 1024
+
+
+@lru_cache(maxsize=32768)
+def _cached_strings(
+    vr: str, raw: bytes, codecs: tuple[str, ...], private: bool
+) -> tuple[tuple[str, str], ...]:
+    return tuple(_strings(vr, raw_values(raw, vr, codecs), private))
 
 
 @lru_cache(maxsize=4096)
@@ -298,8 +309,15 @@ class Collector:
         if elem.vr == "PN":
             self.names += 1
             name = frozenset((self.names,))
-        values = text_values(self.tree, elem, list(codecs))
-        for text, match in _strings(elem.vr, values, private or any_vr):
+        raw = self.tree.raw(elem) if elem.decoded is None else None
+        if raw is not None and len(raw) <= _CACHED_BYTES:
+            strings: Iterator[tuple[str, str]] | tuple[tuple[str, str], ...] = _cached_strings(
+                elem.vr, raw, codecs, private or any_vr
+            )
+        else:
+            values = text_values(self.tree, elem, list(codecs))
+            strings = _strings(elem.vr, values, private or any_vr)
+        for text, match in strings:
             if not text or text.startswith(DICOM_UID_ROOT):
                 continue  # registered DICOM UIDs (SOP Classes, palettes...) identify no one
             word = strong and _word(text, elem.vr, keywords)

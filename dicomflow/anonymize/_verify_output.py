@@ -13,8 +13,9 @@ from __future__ import annotations
 import bisect
 import io
 import warnings
-from collections.abc import Collection, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, AnyStr
 
@@ -66,11 +67,13 @@ class Place:
     meta: bool = False
 
 
+@lru_cache(maxsize=16384)
 def keyword_of(tag: int) -> str:
     """The keyword of a public attribute ('' for private ones and unknown tags)."""
     return "" if tag >> 16 & 1 else keyword_for_tag(tag)
 
 
+@lru_cache(maxsize=65536)
 def label(prefix: str, tag: int, keyword: str) -> str:
     """``prefix(gggg,eeee) Keyword``."""
     return f"{prefix}({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}".strip()
@@ -81,14 +84,18 @@ def text_values(tree: Tree, elem: Element, codecs: list[str]) -> list[Any]:
     for the others."""
     if elem.decoded is not None:
         return elem.decoded
-    raw = tree.raw(elem)
+    return raw_values(tree.raw(elem), elem.vr, codecs)
+
+
+def raw_values(raw: bytes | None, vr: str, codecs: list[str] | tuple[str, ...]) -> list[Any]:
+    """`text_values` of an element's value bytes."""
     if not raw:
         return []
-    if elem.vr in _STRING_VRS or elem.vr == "UR":
-        text = to_text(raw, elem.vr, codecs)
+    if vr in _STRING_VRS or vr == "UR":
+        text = to_text(raw, vr, codecs)
         if not text:
             return []
-        return [text] if elem.vr in _SINGLE_VRS else text.split("\\")
+        return [text] if vr in _SINGLE_VRS else text.split("\\")
     return [raw]
 
 
@@ -160,8 +167,12 @@ class _Level:
 
     def __init__(self, elements: list[Element], low: int, high: int) -> None:
         self.elements = elements
-        self.starts: list[int] = []
-        self.ends: list[int] = []
+        self.items: dict[int, list[_Level]] = {}
+        self.starts: list[int] = [e.start for e in elements]
+        self.ends: list[int] = [e.end for e in elements]
+        if UNKNOWN not in self.starts:  # every offset known: the spans as they are
+            return
+        self.starts, self.ends = [], []
         previous = low
         for i, elem in enumerate(elements):
             start, end = elem.start, elem.end
@@ -171,7 +182,6 @@ class _Level:
             previous = max(previous, end)
             self.starts.append(start)
             self.ends.append(end)
-        self.items: dict[int, list[_Level]] = {}
 
     def find(self, offset: int) -> int:
         """The index of the element whose span holds ``offset``, or -1."""
@@ -244,6 +254,18 @@ class Output:
                     codes.append(str(values[0]).strip() if values else "")
         return codes
 
+    def may_hold(self, form: bytes) -> bool:
+        """Whether `search` can find ``form`` at all (its bytes are somewhere it looks, whatever
+        the match rule): most values of a clean output are nowhere, and are settled so."""
+        start, end = self.pixels
+        low = self.low
+        if low.find(form, 0, start) != -1 or low.find(form, end) != -1:
+            return True
+        if len(form) < BULK_MIN_BYTES:
+            return False
+        found = self._bulk.get(form)
+        return low.find(form, start, end) != -1 if found is None else bool(found)
+
     def search(self, form: bytes, match: str) -> Iterator[int]:
         """Offsets of ``form`` (lowered) in the output; inside pixel data only when it is at
         least `BULK_MIN_BYTES` long (from `index_pixels`, when it was given the form)."""
@@ -257,13 +279,15 @@ class Output:
                 yield from (at for at in found if _allowed(self.low, at, at + len(form), match))
         yield from hits(self.low, form, match, end)
 
-    def index_pixels(self, forms: Collection[bytes]) -> None:
+    def index_pixels(self, forms: Iterable[bytes]) -> None:
         """Find every long form inside the pixel data in one pass (a search per form would read
         megabytes each time): the positions whose first two bytes begin some form are found
         with numpy, then each is compared with the forms that begin so."""
         start, end = self.pixels
-        forms = [f for f in forms if len(f) >= BULK_MIN_BYTES]
-        if end - start < _PIXELS_SCANNED or not forms:
+        if end - start < _PIXELS_SCANNED:
+            return  # small pixel data: searched with the rest (``forms`` is not even read)
+        forms = [f for f in dict.fromkeys(forms) if len(f) >= BULK_MIN_BYTES]
+        if not forms:
             return
         import numpy as np
 

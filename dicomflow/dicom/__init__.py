@@ -42,6 +42,7 @@ from ._header import (
     ParsedHeader,
     Unsupported,
     parse_header,
+    top_values,
     walk,
     walk_to_end,
 )
@@ -142,6 +143,7 @@ __all__ = [
     "specs_for_tags",
     "split_part10",
     "to_text",
+    "top_values",
     "transfer_syntax",
     "uid_of",
     "uid_problem",

@@ -30,6 +30,7 @@ __all__ = [
     "ParsedHeader",
     "Unsupported",
     "parse_header",
+    "top_values",
     "walk",
     "walk_to_end",
 ]
@@ -400,3 +401,51 @@ def _parse(buf: bytes, complete: bool, partial: list[ParsedHeader]) -> ParsedHea
         buf, little, implicit, ts, meta, elements, 0, end, pixel,
         pixel[2] if pixel else None, preamble, notes,
     )  # fmt: skip
+
+
+def top_values(buf: bytes, tags: frozenset[int]) -> dict[int, tuple[bytes | None, bytes]] | None:
+    """``tag -> (VR or None, value bytes)`` of the top-level ``tags`` of a whole Part 10 object
+    with File Meta Information (implicit or explicit VR little endian), walking only as far as
+    the largest of them; absent tags are left out. ``None`` for any other object.
+
+    For a sink that names a file after a few attributes of an object it writes as it is.
+    """
+    if buf[128:132] != b"DICM" or not tags:
+        return None
+    last = max(tags)
+    try:
+        pos, meta = _parse_meta(buf, 132)
+        ts_raw = meta.get(0x00020010)
+        ts = ts_raw.decode("ascii", "replace").rstrip("\x00 ") if ts_raw else None
+        syntax = TRANSFER_SYNTAXES.get(ts) if ts is not None else None
+        if syntax is None or syntax.deflated or not syntax.is_little_endian:
+            return None
+        implicit = syntax.is_implicit_vr
+        found: dict[int, tuple[bytes | None, bytes]] = {}
+        n = len(buf)
+        while pos + 8 <= n:
+            if implicit:
+                group, elem, length = _LE_IMPLICIT(buf, pos)
+                vr = None
+                vpos = pos + 8
+            else:
+                group, elem, vr, length = _LE_EXPLICIT(buf, pos)
+                if vr in LONG_VRS:
+                    length = _LE_U32(buf, pos + 8)[0]
+                    vpos = pos + 12
+                elif vr in _SHORT_VRS:
+                    vpos = pos + 8
+                else:
+                    return None
+            tag = group << 16 | elem
+            if tag > last:
+                break
+            if length == _UNDEFINED:
+                pos = _skip_sequence(buf, vpos, True, implicit or vr == b"UN", 1)
+                continue
+            if tag in tags:
+                found[tag] = (vr, buf[vpos : vpos + length])
+            pos = vpos + length
+        return found
+    except (_OutOfData, Unsupported, InvalidDicomError):
+        return None

@@ -98,6 +98,7 @@ class Instance:
     counts: dict[str, Any] = field(default_factory=dict)  # JSON values; numbers count things
     _dataset: Dataset | None = None
     _raw: bytes | None = None
+    _encoded: bool = False
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, uri: str = "", **kwargs: Any) -> Instance:
@@ -107,7 +108,8 @@ class Instance:
 
     @property
     def raw(self) -> bytes:
-        """The source object's bytes, read once."""
+        """The source object's bytes, read once (or those a stage replaced them by, see
+        `replace_bytes`)."""
         if self._raw is None:
             self._raw = read_bytes(self.uri, self.storage_options)
         return self._raw
@@ -125,15 +127,32 @@ class Instance:
     def dataset(self, value: Dataset) -> None:
         self._dataset = value
 
+    def replace_bytes(self, data: bytes) -> None:
+        """Replace the object by ``data``: a Part 10 object exactly as
+        :func:`~dicomflow.dicom.encode_part10` writes it, made by a stage that works on the
+        encoded bytes (de-identification). `raw` is then ``data``, `dataset` is parsed from it on
+        first use, and a Part 10 sink writes it as it is (`encoded`)."""
+        self._raw = data
+        self._dataset = None
+        self._encoded = True
+
+    @property
+    def encoded(self) -> bytes | None:
+        """The object's Part 10 bytes as :func:`~dicomflow.dicom.encode_part10` would write its
+        dataset, when a stage gave them (`replace_bytes`) and nothing parsed them since (a stage
+        holding the dataset may change it); else ``None``."""
+        return self._raw if self._encoded and self._dataset is None else None
+
     @property
     def parsed(self) -> bool:
-        """Whether the dataset was parsed (or set): a stage may have changed it since the source."""
-        return self._dataset is not None
+        """Whether the dataset was parsed (or set), or its bytes replaced: a stage may have
+        changed it since the source."""
+        return self._dataset is not None or self._encoded
 
     @property
     def sop_instance_uid(self) -> str | None:
-        if self._dataset is not None:
-            return str(self._dataset.get("SOPInstanceUID", "")) or None
+        if self._dataset is not None or self._encoded:
+            return str(self.dataset.get("SOPInstanceUID", "")) or None
         return self.row.get("sop_instance_uid")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Mapping
@@ -9,8 +10,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom import Dataset
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from ..dicom import atomic_write, encode_part10, join, remove_stale_temporaries, safe_component
+from ..dicom import (
+    atomic_write,
+    encode_part10,
+    join,
+    remove_stale_temporaries,
+    safe_component,
+    top_values,
+)
 from ..errors import ConfigError
 from ..pipeline import Instance, Output, RunContext
 
@@ -31,6 +40,53 @@ def render_path(template: str, ds: Dataset) -> list[str]:
 
         parts.append(safe_component(_FIELD.sub(value, piece) or "_"))
     return parts
+
+
+#: VRs whose one-valued ASCII text pydicom reads as the text without its padding.
+_PLAIN_VRS = frozenset({"UI", "LO", "SH", "CS", "DA", "TM", "DT", "PN"})
+
+
+def _encoded_path(root: str, template: str, data: bytes) -> str | None:
+    """`render_path` for an encoded object, from its first elements; None where a value is
+    not plain one-valued text (read from the dataset then)."""
+    fields = _template_tags(template)
+    if fields is None:
+        return None
+    found = top_values(data, frozenset(fields.values()))
+    if found is None:
+        return None
+    texts: dict[str, str] = {}
+    for name, tag in fields.items():
+        entry = found.get(tag)
+        if entry is None:
+            texts[name] = ""
+            continue
+        vr_bytes, raw = entry
+        vr = vr_bytes.decode("ascii", "replace") if vr_bytes else _dictionary_vr(tag)
+        if vr not in _PLAIN_VRS or b"\\" in raw or not raw.isascii():
+            return None
+        texts[name] = raw.decode("ascii").rstrip("\0 ")
+    parts = [
+        safe_component(_FIELD.sub(lambda m: texts[m[1]], piece) or "_")
+        for piece in template.split("/")
+    ]
+    return join(str(root), *parts)
+
+
+@functools.lru_cache(maxsize=64)
+def _template_tags(template: str) -> dict[str, int] | None:
+    """``keyword -> tag`` of a template's fields; None when one is not a keyword."""
+    fields = {name: tag_for_keyword(name) for name in _FIELD.findall(template)}
+    if any(tag is None for tag in fields.values()):
+        return None
+    return {name: tag for name, tag in fields.items() if tag is not None}
+
+
+def _dictionary_vr(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -70,9 +126,12 @@ class Part10Folder:
         return join(str(self.root), *render_path(self.template, ds))
 
     def write(self, instance: Instance) -> list[Output]:
-        ds = instance.dataset
-        data = encode_part10(ds)
-        path = self.path_for(ds)
+        data = instance.encoded  # bytes a stage made as encode_part10 writes them
+        path = None if data is None else _encoded_path(self.root, self.template, data)
+        if data is None or path is None:
+            ds = instance.dataset
+            data = encode_part10(ds)
+            path = self.path_for(ds)
         atomic_write(path, data, storage_options=self.storage_options, fsync=self.fsync)
         return [Output.of_bytes(self.name, path, data)]
 
