@@ -13,9 +13,12 @@ many bytes it needs (:class:`NeedMore`) and the caller fetches a longer prefix.
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass, field
 from struct import Struct
+from types import ModuleType
+from typing import Protocol
 
 from ..errors import InvalidDicomError, TruncatedError
 from ._syntaxes import TRANSFER_SYNTAXES
@@ -26,6 +29,7 @@ __all__ = [
     "LONG_VRS",
     "MAX_INFLATED",
     "MAX_NESTING",
+    "SCANNER_CORE",
     "NeedMore",
     "ParsedHeader",
     "Unsupported",
@@ -118,7 +122,7 @@ class _OutOfData(Exception):
         self.needed = needed
 
 
-def walk(
+def _walk_python(
     buf: bytes,
     pos: int,
     little: bool,
@@ -127,7 +131,7 @@ def walk(
     top: bool,
     depth: int = 0,
 ) -> tuple[int, tuple[int, bytes | None, int, int] | None]:
-    """Walk elements from ``pos``.
+    """Walk elements from ``pos`` (the pure-Python :func:`walk`).
 
     Returns at the end of ``buf`` (top level), after an Item Delimitation Item (inside an
     undefined-length item), or at a Pixel Data element (top level), which it returns.
@@ -187,6 +191,39 @@ def walk(
             pos = vpos + length
             if pos > n:
                 raise _OutOfData(pos)
+
+
+class _Walk(Protocol):
+    def __call__(
+        self,
+        buf: bytes,
+        pos: int,
+        little: bool,
+        implicit: bool,
+        out: Elements | None,
+        top: bool,
+        depth: int = 0,
+    ) -> tuple[int, tuple[int, bytes | None, int, int] | None]: ...
+
+
+def _load_core() -> ModuleType | None:
+    """The compiled core (``_cheader``), unless it is missing or ``DICOMFLOW_PURE_PYTHON`` is set."""
+    if os.environ.get("DICOMFLOW_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from . import _cheader
+    except ImportError:  # not built (no compiler at install time): the pure-Python scanner
+        return None
+    _cheader.init(_OutOfData, Unsupported, InvalidDicomError, MAX_NESTING)
+    return _cheader
+
+
+#: the compiled core of the scanner, or None where the pure-Python code runs
+_compiled = _load_core()
+#: which scanner core this process runs: "c" (the compiled ``_cheader``) or "python"
+SCANNER_CORE = "c" if _compiled is not None else "python"
+#: Walk elements from ``pos``; see :func:`_walk_python`, which the compiled core equals.
+walk: _Walk = _compiled.walk if _compiled is not None else _walk_python
 
 
 def _bomb(stored: int, limit: int) -> InvalidDicomError:
@@ -274,7 +311,7 @@ def _skip_sequence(buf: bytes, pos: int, little: bool, implicit: bool, depth: in
         if elem != 0xE000:
             raise Unsupported(f"({group:04X},{elem:04X}) where a sequence item should be")
         if length == _UNDEFINED:
-            pos, _ = walk(buf, pos, little, implicit, None, False, depth)
+            pos, _ = _walk_python(buf, pos, little, implicit, None, False, depth)
         else:
             pos += length
 

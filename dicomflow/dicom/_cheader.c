@@ -1,0 +1,560 @@
+/* The compiled core of the header scanner: dicomflow.dicom._header's walk and _skip_sequence,
+ * and the common cases of dicomflow.dicom._values.column_array, with the same results.
+ *
+ * The pure-Python code in _header.py and _values.py is the reference; this file does exactly
+ * what it does (same values, same exception classes, messages and `needed` offsets) for the
+ * cases it handles, and hands every other case back to it. Every read is bounds-checked
+ * against the buffer length first: hostile input raises, it never reads outside the buffer.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <datetime.h>
+#include <stdint.h>
+#include <string.h>
+
+#define UNDEFINED 0xFFFFFFFFu
+
+/* set by init() from _header.py: the exception classes and the nesting bound */
+static PyObject *OutOfData = NULL;
+static PyObject *UnsupportedError = NULL;
+static PyObject *InvalidError = NULL;
+static long max_nesting = 64;
+
+/* VR kinds over the 26 x 26 upper-case pairs: 1 a 16-bit length, 2 reserved + 32-bit */
+static unsigned char vr_kind[26][26];
+/* 2-byte VR objects, made once each (any 2 bytes may be a VR field: 65536 slots) */
+static PyObject **vr_cache = NULL;
+
+static const char *SHORT_VRS[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL",
+                                  "IS", "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM",
+                                  "UI", "UL", "US", NULL};
+static const char *LONG_VRS[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC",
+                                 "UN", "UR", "UT", "UV", NULL};
+
+static inline int kind_of(unsigned char a, unsigned char b) {
+    if (a < 'A' || a > 'Z' || b < 'A' || b > 'Z') return 0;
+    return vr_kind[a - 'A'][b - 'A'];
+}
+
+static PyObject *vr_object(unsigned char a, unsigned char b) {
+    unsigned idx = (unsigned)a << 8 | b;
+    PyObject *o = vr_cache[idx];
+    if (o == NULL) {
+        char s[2] = {(char)a, (char)b};
+        o = PyBytes_FromStringAndSize(s, 2);
+        if (o == NULL) return NULL;
+        vr_cache[idx] = o; /* kept for the life of the process */
+    }
+    Py_INCREF(o);
+    return o;
+}
+
+static inline uint16_t u16(const unsigned char *p, int little) {
+    return little ? (uint16_t)(p[0] | p[1] << 8) : (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static inline uint32_t u32(const unsigned char *p, int little) {
+    return little ? ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                     (uint32_t)p[3] << 24)
+                  : ((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+                     (uint32_t)p[3]);
+}
+
+static void out_of_data(long long needed) {
+    PyObject *exc = PyObject_CallFunction(OutOfData, "L", needed);
+    if (exc != NULL) {
+        PyErr_SetObject(OutOfData, exc);
+        Py_DECREF(exc);
+    }
+}
+
+static void raise_message(PyObject *cls, const char *message) {
+    PyObject *exc = PyObject_CallFunction(cls, "s", message);
+    if (exc != NULL) {
+        PyErr_SetObject(cls, exc);
+        Py_DECREF(exc);
+    }
+}
+
+typedef struct {
+    const unsigned char *buf;
+    long long n;
+    int little;
+} Buffer;
+
+/* returns the offset after the sequence delimiter, or -1 with an exception set */
+static long long skip_sequence(const Buffer *b, long long pos, int implicit, long depth);
+
+/* walk(): returns 0 and sets *end_pos (and *pixel on a Pixel Data stop) or -1 on error */
+static int walk_impl(const Buffer *b, long long pos, int implicit, PyObject *out, int top,
+                     long depth, long long *end_pos, PyObject **pixel) {
+    const unsigned char *buf = b->buf;
+    const long long n = b->n;
+    const int little = b->little;
+    char message[160];
+    for (;;) {
+        if (pos + 8 > n) {
+            out_of_data(top && pos == n ? n + 1 : pos + 8);
+            return -1;
+        }
+        const unsigned char *p = buf + pos;
+        uint16_t group = u16(p, little), elem = u16(p + 2, little);
+        long long length, vpos;
+        int has_vr = 0, un = 0;
+        unsigned char va = 0, vb = 0;
+        if (implicit) {
+            length = u32(p + 4, little);
+            vpos = pos + 8;
+        } else {
+            va = p[4];
+            vb = p[5];
+            int kind = kind_of(va, vb);
+            length = u16(p + 6, little);
+            has_vr = 1;
+            if (kind == 1) {
+                vpos = pos + 8;
+            } else if (kind == 2) {
+                if (pos + 12 > n) {
+                    out_of_data(pos + 12);
+                    return -1;
+                }
+                length = u32(p + 8, little);
+                vpos = pos + 12;
+                un = va == 'U' && vb == 'N';
+            } else if (!((va > 'A' || (va == 'A' && vb >= 'A')) &&
+                         (va < 'Z' || (va == 'Z' && vb <= 'Z')))) {
+                /* no VR: an item tag or an implicit VR element inside explicit VR */
+                length = u32(p + 4, little);
+                has_vr = 0;
+                vpos = pos + 8;
+            } else {
+                vpos = pos + 8; /* an unknown VR: a 2-byte length */
+            }
+        }
+        if (group == 0xFFFE) {
+            if (elem == 0xE00D && !top) {
+                *end_pos = vpos;
+                return 0;
+            }
+            if (elem == 0xE000 && length != UNDEFINED && vpos + length <= n) {
+                pos = vpos + length;
+                continue;
+            }
+            snprintf(message, sizeof message, "delimiter (%04X,%04X) out of place at byte %lld",
+                     group, elem, pos);
+            raise_message(UnsupportedError, message);
+            return -1;
+        }
+        uint32_t tag = (uint32_t)group << 16 | elem;
+        if (top && (tag == 0x7FE00010u || tag == 0x7FE00008u || tag == 0x7FE00009u)) {
+            PyObject *vr = has_vr ? vr_object(va, vb) : (Py_INCREF(Py_None), Py_None);
+            if (vr == NULL) return -1;
+            *pixel = Py_BuildValue("(kNLL)", (unsigned long)tag, vr, vpos, length);
+            if (*pixel == NULL) return -1;
+            *end_pos = pos;
+            return 0;
+        }
+        long long recorded;
+        if (length == UNDEFINED) {
+            long long end = skip_sequence(b, vpos, implicit || un, depth + 1);
+            if (end < 0) return -1;
+            recorded = end - 8 - vpos;
+            pos = end;
+        } else {
+            recorded = length;
+            pos = vpos + length;
+        }
+        if (out != Py_None) {
+            PyObject *vr = has_vr ? vr_object(va, vb) : (Py_INCREF(Py_None), Py_None);
+            if (vr == NULL) return -1;
+            PyObject *entry = Py_BuildValue("(NLL)", vr, vpos, recorded);
+            if (entry == NULL) return -1;
+            PyObject *key = PyLong_FromUnsignedLong(tag);
+            if (key == NULL) {
+                Py_DECREF(entry);
+                return -1;
+            }
+            int rc = PyDict_CheckExact(out) ? PyDict_SetItem(out, key, entry)
+                                            : PyObject_SetItem(out, key, entry);
+            Py_DECREF(key);
+            Py_DECREF(entry);
+            if (rc < 0) return -1;
+        }
+        if (length != UNDEFINED && pos > n) {
+            out_of_data(pos);
+            return -1;
+        }
+    }
+}
+
+static long long skip_sequence(const Buffer *b, long long pos, int implicit, long depth) {
+    char message[160];
+    if (depth > max_nesting) {
+        snprintf(message, sizeof message,
+                 "sequences nested more than %ld levels deep at byte %lld: refused", max_nesting,
+                 pos);
+        raise_message(InvalidError, message);
+        return -1;
+    }
+    const long long n = b->n;
+    for (;;) {
+        if (pos + 8 > n) {
+            out_of_data(pos + 8);
+            return -1;
+        }
+        const unsigned char *p = b->buf + pos;
+        uint16_t group = u16(p, b->little), elem = u16(p + 2, b->little);
+        uint32_t length = u32(p + 4, b->little);
+        pos += 8;
+        if (group != 0xFFFE) {
+            snprintf(message, sizeof message, "expected an item in a sequence at byte %lld",
+                     pos - 8);
+            raise_message(UnsupportedError, message);
+            return -1;
+        }
+        if (elem == 0xE0DD) return pos;
+        if (elem != 0xE000) {
+            snprintf(message, sizeof message, "(%04X,%04X) where a sequence item should be",
+                     group, elem);
+            raise_message(UnsupportedError, message);
+            return -1;
+        }
+        if (length == UNDEFINED) {
+            long long end;
+            PyObject *none = NULL;
+            if (walk_impl(b, pos, implicit, Py_None, 0, depth, &end, &none) < 0) return -1;
+            pos = end;
+        } else {
+            pos += length;
+        }
+    }
+}
+
+static int ready(void) {
+    if (OutOfData == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "dicomflow.dicom._cheader: init() not called");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *py_walk(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos;
+    int little, implicit, top;
+    PyObject *out;
+    long depth = 0;
+    if (!PyArg_ParseTuple(args, "y*nppOp|l:walk", &view, &pos, &little, &implicit, &out, &top,
+                          &depth))
+        return NULL;
+    if (!ready() || pos < 0) {
+        if (pos < 0) PyErr_SetString(PyExc_ValueError, "walk: a negative offset");
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Buffer b = {(const unsigned char *)view.buf, (long long)view.len, little};
+    long long end = 0;
+    PyObject *pixel = NULL;
+    int rc = walk_impl(&b, pos, implicit, out, top, depth, &end, &pixel);
+    PyBuffer_Release(&view);
+    if (rc < 0) {
+        Py_XDECREF(pixel);
+        return NULL;
+    }
+    if (pixel == NULL) {
+        Py_INCREF(Py_None);
+        pixel = Py_None;
+    }
+    return Py_BuildValue("(LN)", end, pixel);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* column conversion: the fast cases of column_array */
+
+enum {
+    K_TEXT = 0,   /* SH LO UC ST LT UT: ASCII, no ESC, no backslash; rstrip NUL/space */
+    K_PN = 1,     /* ASCII, no ESC, no '='; rstrip NUL/space */
+    K_CODE = 2,   /* CS UI AS: latin-1, rstrip NUL/space */
+    K_CODES = 3,  /* multi CS: the same, split on backslash (an empty value: None) */
+    K_DS = 4,     /* float(raw); a backslash: None */
+    K_IS = 5,     /* int(raw); a backslash: None */
+    K_DS_MULTI = 6,
+    K_IS_MULTI = 7,
+    K_DA = 8,     /* YYYYMMDD */
+    K_CALL = 9,   /* fn(raw) */
+    K_UNSIGNED = 10,
+    K_SIGNED = 11,
+};
+
+static Py_ssize_t rstrip_len(const unsigned char *s, Py_ssize_t len) {
+    while (len > 0 && (s[len - 1] == 0 || s[len - 1] == ' ')) len--;
+    return len;
+}
+
+/* the general path's marker, set per call by convert_column */
+static PyObject *Slow = NULL;
+
+/* a new reference to Slow: take the general path */
+static PyObject *slow(void) {
+    Py_INCREF(Slow);
+    return Slow;
+}
+
+static PyObject *parse_number(const unsigned char *s, Py_ssize_t len, int is_float) {
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)s, len);
+    if (raw == NULL) return NULL;
+    PyObject *value = is_float ? PyFloat_FromString(raw) : PyNumber_Long(raw);
+    Py_DECREF(raw);
+    return value;
+}
+
+static PyObject *convert(int kind, const unsigned char *s, Py_ssize_t len, PyObject *fn) {
+    Py_ssize_t i;
+    switch (kind) {
+    case K_TEXT:
+    case K_PN: {
+        unsigned char banned = kind == K_TEXT ? 0x5C : 0x3D;
+        for (i = 0; i < len; i++)
+            if (s[i] >= 0x80 || s[i] == 0x1B || s[i] == banned) return slow();
+        return PyUnicode_DecodeASCII((const char *)s, rstrip_len(s, len), NULL);
+    }
+    case K_CODE:
+        return PyUnicode_DecodeLatin1((const char *)s, rstrip_len(s, len), NULL);
+    case K_CODES: {
+        Py_ssize_t end = rstrip_len(s, len);
+        if (end == 0) Py_RETURN_NONE;
+        PyObject *list = PyList_New(0);
+        if (list == NULL) return NULL;
+        Py_ssize_t start = 0;
+        for (i = 0; i <= end; i++) {
+            if (i == end || s[i] == 0x5C) {
+                PyObject *part = PyUnicode_DecodeLatin1((const char *)s + start, i - start, NULL);
+                if (part == NULL || PyList_Append(list, part) < 0) {
+                    Py_XDECREF(part);
+                    Py_DECREF(list);
+                    return NULL;
+                }
+                Py_DECREF(part);
+                start = i + 1;
+            }
+        }
+        return list;
+    }
+    case K_DS:
+    case K_IS: {
+        if (memchr(s, 0x5C, (size_t)len) != NULL) Py_RETURN_NONE;
+        PyObject *value = parse_number(s, len, kind == K_DS);
+        if (value == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Clear();
+            return slow();
+        }
+        return value;
+    }
+    case K_DS_MULTI:
+    case K_IS_MULTI: {
+        PyObject *list = PyList_New(0);
+        if (list == NULL) return NULL;
+        Py_ssize_t start = 0;
+        for (i = 0; i <= len; i++) {
+            if (i == len || s[i] == 0x5C) {
+                PyObject *value = parse_number(s + start, i - start, kind == K_DS_MULTI);
+                if (value == NULL) {
+                    Py_DECREF(list);
+                    if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+                        PyErr_Clear();
+                        return slow();
+                    }
+                    return NULL;
+                }
+                int rc = PyList_Append(list, value);
+                Py_DECREF(value);
+                if (rc < 0) {
+                    Py_DECREF(list);
+                    return NULL;
+                }
+                start = i + 1;
+            }
+        }
+        return list;
+    }
+    case K_DA: {
+        if (len != 8) return slow();
+        for (i = 0; i < 8; i++)
+            if (s[i] < '0' || s[i] > '9') return slow();
+        int year = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
+        int month = (s[4] - '0') * 10 + (s[5] - '0');
+        int day = (s[6] - '0') * 10 + (s[7] - '0');
+        PyObject *value = PyDate_FromDate(year, month, day);
+        if (value == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        return value;
+    }
+    case K_CALL: {
+        PyObject *raw = PyBytes_FromStringAndSize((const char *)s, len);
+        if (raw == NULL) return NULL;
+        PyObject *value = PyObject_CallOneArg(fn, raw);
+        Py_DECREF(raw);
+        return value;
+    }
+    case K_UNSIGNED:
+    case K_SIGNED: {
+        /* int.from_bytes(raw, "little", signed=...), raw at most 8 bytes here */
+        if (len > 8) return slow();
+        uint64_t v = 0;
+        for (i = len - 1; i >= 0; i--) v = v << 8 | s[i];
+        if (kind == K_SIGNED && len > 0 && len < 8 && (s[len - 1] & 0x80))
+            v |= ~(uint64_t)0 << (8 * len);
+        if (kind == K_SIGNED) return PyLong_FromLongLong((long long)v);
+        return PyLong_FromUnsignedLongLong(v);
+    }
+    }
+    PyErr_SetString(PyExc_ValueError, "convert_column: unknown kind");
+    return NULL;
+}
+
+static PyObject *s_elements, *s_data, *s_little;
+
+/* convert_column(kind, tag, expected, size, headers, fn, slow) -> list; `slow` where the
+ * general path must decide (the caller runs _python_value there) */
+static PyObject *py_convert_column(PyObject *self, PyObject *args) {
+    int kind;
+    unsigned long tag;
+    PyObject *expected, *headers, *fn;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "ikSnOOO:convert_column", &kind, &tag, &expected, &size,
+                          &headers, &fn, &Slow))
+        return NULL;
+    PyObject *seq = PySequence_Fast(headers, "headers must be a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    PyObject *key = PyLong_FromUnsignedLong(tag);
+    PyObject *result = key ? PyList_New(count) : NULL;
+    if (result == NULL) goto fail;
+    const char *exp = PyBytes_AS_STRING(expected);
+    Py_ssize_t exp_len = PyBytes_GET_SIZE(expected);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *header = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *value = NULL, *elements = NULL, *data = NULL, *little = NULL;
+        if (header == Py_None) {
+            Py_INCREF(Py_None);
+            PyList_SET_ITEM(result, i, Py_None);
+            continue;
+        }
+        elements = PyObject_GetAttr(header, s_elements);
+        if (elements == NULL) goto fail;
+        PyObject *entry = PyDict_CheckExact(elements) ? PyDict_GetItemWithError(elements, key)
+                                                      : NULL;
+        if (!PyDict_CheckExact(elements)) { /* not a dict: the general path */
+            value = slow();
+        } else if (entry == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(elements);
+                goto fail;
+            }
+            Py_INCREF(Py_None);
+            value = Py_None;
+        } else if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) {
+            value = slow();
+        } else {
+            little = PyObject_GetAttr(header, s_little);
+            if (little == NULL) {
+                Py_DECREF(elements);
+                goto fail;
+            }
+            int is_little = PyObject_IsTrue(little);
+            Py_DECREF(little);
+            if (is_little < 0) {
+                Py_DECREF(elements);
+                goto fail;
+            }
+            PyObject *vr = PyTuple_GET_ITEM(entry, 0);
+            PyObject *opos = PyTuple_GET_ITEM(entry, 1), *olen = PyTuple_GET_ITEM(entry, 2);
+            int vr_ok = vr == Py_None ||
+                        (PyBytes_CheckExact(vr) && PyBytes_GET_SIZE(vr) == exp_len &&
+                         memcmp(PyBytes_AS_STRING(vr), exp, (size_t)exp_len) == 0);
+            long long pos = PyLong_CheckExact(opos) ? PyLong_AsLongLong(opos) : -1;
+            long long length = PyLong_CheckExact(olen) ? PyLong_AsLongLong(olen) : -1;
+            if (PyErr_Occurred()) PyErr_Clear(); /* an overflow: the general path */
+            if (!is_little || !vr_ok || pos < 0 || length <= 0 || (size && length != size)) {
+                value = slow();
+            } else {
+                data = PyObject_GetAttr(header, s_data);
+                if (data == NULL) {
+                    Py_DECREF(elements);
+                    goto fail;
+                }
+                if (!PyBytes_CheckExact(data)) {
+                    value = slow();
+                } else {
+                    /* data[pos : pos + length], clipped to the buffer as a slice is */
+                    long long n = PyBytes_GET_SIZE(data);
+                    long long start = pos < n ? pos : n;
+                    long long stop = pos + length < n ? pos + length : n;
+                    if (stop < start) stop = start;
+                    value = convert(kind, (const unsigned char *)PyBytes_AS_STRING(data) + start,
+                                    (Py_ssize_t)(stop - start), fn);
+                }
+                Py_DECREF(data);
+            }
+        }
+        Py_DECREF(elements);
+        if (value == NULL) goto fail;
+        PyList_SET_ITEM(result, i, value);
+    }
+    Py_DECREF(key);
+    Py_DECREF(seq);
+    return result;
+fail:
+    Py_XDECREF(result);
+    Py_XDECREF(key);
+    Py_DECREF(seq);
+    return NULL;
+}
+
+static PyObject *py_init(PyObject *self, PyObject *args) {
+    PyObject *ood, *unsupported, *invalid;
+    long nesting;
+    if (!PyArg_ParseTuple(args, "OOOl:init", &ood, &unsupported, &invalid, &nesting))
+        return NULL;
+    Py_INCREF(ood);
+    Py_INCREF(unsupported);
+    Py_INCREF(invalid);
+    Py_XSETREF(OutOfData, ood);
+    Py_XSETREF(UnsupportedError, unsupported);
+    Py_XSETREF(InvalidError, invalid);
+    max_nesting = nesting;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"init", py_init, METH_VARARGS,
+     "init(out_of_data, unsupported, invalid, max_nesting): the Python side's classes"},
+    {"walk", py_walk, METH_VARARGS,
+     "walk(buf, pos, little, implicit, out, top, depth=0): dicomflow.dicom._header.walk"},
+    {"convert_column", py_convert_column, METH_VARARGS,
+     "convert_column(kind, tag, expected, size, headers, fn, slow): column_array's fast cases"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_cheader", "The compiled core of dicomflow's header scanner.", -1,
+    methods,
+};
+
+PyMODINIT_FUNC PyInit__cheader(void) {
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL) return NULL;
+    for (int i = 0; SHORT_VRS[i]; i++) vr_kind[SHORT_VRS[i][0] - 'A'][SHORT_VRS[i][1] - 'A'] = 1;
+    for (int i = 0; LONG_VRS[i]; i++) vr_kind[LONG_VRS[i][0] - 'A'][LONG_VRS[i][1] - 'A'] = 2;
+    if (vr_cache == NULL) {
+        vr_cache = (PyObject **)PyMem_Calloc(65536, sizeof(PyObject *));
+        if (vr_cache == NULL) return PyErr_NoMemory();
+    }
+    s_elements = PyUnicode_InternFromString("elements");
+    s_data = PyUnicode_InternFromString("data");
+    s_little = PyUnicode_InternFromString("little");
+    if (!s_elements || !s_data || !s_little) return NULL;
+    return PyModule_Create(&module);
+}
