@@ -230,6 +230,62 @@ static long long skip_sequence(const Buffer *b, long long pos, int implicit, lon
     }
 }
 
+/* _parse_meta(buf, pos) -> (pos, meta): File Meta Information, explicit VR little endian */
+static PyObject *py_parse_meta(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t start;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*n:parse_meta", &view, &start)) return NULL;
+    if (OutOfData == NULL || start < 0) {
+        PyErr_SetString(PyExc_ValueError, "parse_meta: not initialised, or a negative offset");
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    const unsigned char *buf = (const unsigned char *)view.buf;
+    long long n = (long long)view.len, pos = start;
+    PyObject *meta = PyDict_New();
+    if (meta == NULL) goto fail;
+    while (pos + 8 <= n) {
+        const unsigned char *p = buf + pos;
+        uint16_t group = u16(p, 1), elem = u16(p + 2, 1);
+        long long length = u16(p + 6, 1), vpos;
+        if (group != 0x0002) {
+            PyBuffer_Release(&view);
+            return Py_BuildValue("(LN)", pos, meta);
+        }
+        int kind = kind_of(p[4], p[5]);
+        if (kind == 2) {
+            if (pos + 12 > n) {
+                out_of_data(pos + 12);
+                goto fail;
+            }
+            length = u32(p + 8, 1);
+            vpos = pos + 12;
+        } else if (kind == 1) {
+            vpos = pos + 8;
+        } else {
+            raise_message(UnsupportedError, "File Meta Information is not explicit VR little endian");
+            goto fail;
+        }
+        if (vpos + length > n) {
+            out_of_data(vpos + length);
+            goto fail;
+        }
+        PyObject *value = PyBytes_FromStringAndSize((const char *)buf + vpos, (Py_ssize_t)length);
+        PyObject *key = value ? PyLong_FromUnsignedLong(0x00020000u | elem) : NULL;
+        int rc = key ? PyDict_SetItem(meta, key, value) : -1;
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+        if (rc < 0) goto fail;
+        pos = vpos + length;
+    }
+    out_of_data(pos + 8);
+fail:
+    Py_XDECREF(meta);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 static int ready(void) {
     if (OutOfData == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "dicomflow.dicom._cheader: init() not called");
@@ -281,14 +337,104 @@ enum {
     K_DS_MULTI = 6,
     K_IS_MULTI = 7,
     K_DA = 8,     /* YYYYMMDD */
-    K_CALL = 9,   /* fn(raw) */
+    K_TM = 9,     /* TM: parse_tm, in C for digits, '.' and spaces, else fn(raw) */
     K_UNSIGNED = 10,
     K_SIGNED = 11,
+    K_TEXTS = 12, /* multi SH LO UC: ASCII, no ESC; each value rstripped; empty: None */
+    K_DT = 13,    /* DT: parse_dt of the NUL/space-stripped text; a backslash: None */
 };
 
 static Py_ssize_t rstrip_len(const unsigned char *s, Py_ssize_t len) {
     while (len > 0 && (s[len - 1] == 0 || s[len - 1] == ' ')) len--;
     return len;
+}
+
+static int all_digits(const unsigned char *s, Py_ssize_t len) {
+    for (Py_ssize_t i = 0; i < len; i++)
+        if (s[i] < '0' || s[i] > '9') return 0;
+    return 1;
+}
+
+static int digits_value(const unsigned char *s, Py_ssize_t len) {
+    int v = 0;
+    for (Py_ssize_t i = 0; i < len; i++) v = v * 10 + (s[i] - '0');
+    return v;
+}
+
+/* the fraction of a second: int(frac[:6].ljust(6, "0")) */
+static int micro_of(const unsigned char *s, Py_ssize_t len) {
+    int v = 0;
+    for (Py_ssize_t i = 0; i < 6; i++) v = v * 10 + (i < len ? s[i] - '0' : 0);
+    return v;
+}
+
+static PyObject *none_on_value_error(PyObject *value) {
+    if (value == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return value;
+}
+
+/* parse_tm(raw.decode("latin-1")) where raw holds only digits, '.' and spaces; else NULL with
+ * no exception set (the caller runs the Python function) */
+static PyObject *plain_tm(const unsigned char *s, Py_ssize_t len, int *handled) {
+    Py_ssize_t i, a = 0, b = len;
+    *handled = 0;
+    for (i = 0; i < len; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == ' ')) return NULL;
+    *handled = 1;
+    while (a < b && s[a] == ' ') a++; /* text.strip() */
+    while (b > a && s[b - 1] == ' ') b--;
+    Py_ssize_t dot = a;
+    while (dot < b && s[dot] != '.') dot++;
+    const unsigned char *whole = s + a, *frac = s + dot + 1;
+    Py_ssize_t wlen = dot - a, flen = dot < b ? b - dot - 1 : 0;
+    if (wlen == 0 || !all_digits(whole, wlen) || (wlen != 2 && wlen != 4 && wlen != 6) ||
+        (flen && !all_digits(frac, flen)))
+        Py_RETURN_NONE;
+    int hour = digits_value(whole, 2);
+    int minute = wlen >= 4 ? digits_value(whole + 2, 2) : 0;
+    int second = wlen >= 6 ? digits_value(whole + 4, 2) : 0;
+    if (second > 59) second = 59;
+    return none_on_value_error(PyTime_FromTime(hour, minute, second, flen ? micro_of(frac, flen) : 0));
+}
+
+/* parse_dt(latin-1 text of raw, NUL/space-stripped) where raw holds only digits, '.', '+', '-'
+ * and spaces (NULs at the end); else NULL with handled = 0 */
+static PyObject *plain_dt(const unsigned char *s, Py_ssize_t len, int *handled) {
+    Py_ssize_t i, a = 0, b = rstrip_len(s, len);
+    *handled = 0;
+    for (i = 0; i < b; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || s[i] == '.' || s[i] == ' ' || s[i] == '+' ||
+              s[i] == '-'))
+            return NULL;
+    *handled = 1;
+    while (a < b && s[a] == ' ') a++; /* text.strip() */
+    while (b > a && s[b - 1] == ' ') b--;
+    const char signs[2] = {'+', '-'};
+    for (int k = 0; k < 2; k++) /* a UTC offset after the year is cut off */
+        for (i = a + 4; i < b; i++)
+            if (s[i] == signs[k]) {
+                b = i;
+                break;
+            }
+    Py_ssize_t dot = a;
+    while (dot < b && s[dot] != '.') dot++;
+    const unsigned char *whole = s + a, *frac = s + dot + 1;
+    Py_ssize_t wlen = dot - a, flen = dot < b ? b - dot - 1 : 0;
+    if (wlen == 0 || !all_digits(whole, wlen) || wlen % 2 || wlen < 4 || wlen > 14)
+        Py_RETURN_NONE;
+    int year = digits_value(whole, 4);
+    int month = wlen >= 6 ? digits_value(whole + 4, 2) : 1;
+    int day = wlen >= 8 ? digits_value(whole + 6, 2) : 1;
+    int hour = wlen >= 10 ? digits_value(whole + 8, 2) : 0;
+    int minute = wlen >= 12 ? digits_value(whole + 10, 2) : 0;
+    int second = wlen >= 14 ? digits_value(whole + 12, 2) : 0;
+    if (second > 59) second = 59;
+    int micro = flen && all_digits(frac, flen) ? micro_of(frac, flen) : 0;
+    return none_on_value_error(
+        PyDateTime_FromDateAndTime(year, month, day, hour, minute, second, micro));
 }
 
 /* the general path's marker, set per call by convert_column */
@@ -300,7 +446,40 @@ static PyObject *slow(void) {
     return Slow;
 }
 
+/* float(raw) or int(raw) of bytes; the plain spellings without a bytes object */
 static PyObject *parse_number(const unsigned char *s, Py_ssize_t len, int is_float) {
+    Py_ssize_t i;
+    if (is_float && len > 0 && len < 64) {
+        /* only [0-9+-.eE]: float() hands such a string to PyOS_string_to_double as it is */
+        char copy[64];
+        for (i = 0; i < len; i++) {
+            unsigned char c = s[i];
+            if (!((c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.' || c == 'e' ||
+                  c == 'E'))
+                break;
+            copy[i] = (char)c;
+        }
+        if (i == len) {
+            copy[len] = 0;
+            char *end = NULL;
+            double v = PyOS_string_to_double(copy, &end, NULL);
+            if (!(v == -1.0 && PyErr_Occurred()) && end == copy + len)
+                return PyFloat_FromDouble(v);
+            PyErr_Clear(); /* not a float after all: float() itself says why, below */
+        }
+    } else if (!is_float && len > 0 && len <= 18) {
+        /* an optional sign and up to 17 digits */
+        i = 0;
+        int negative = 0;
+        if (s[0] == '+' || s[0] == '-') {
+            negative = s[0] == '-';
+            i = 1;
+        }
+        long long v = 0;
+        Py_ssize_t first = i;
+        for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) v = v * 10 + (s[i] - '0');
+        if (i == len && i > first) return PyLong_FromLongLong(negative ? -v : v);
+    }
     PyObject *raw = PyBytes_FromStringAndSize((const char *)s, len);
     if (raw == NULL) return NULL;
     PyObject *value = is_float ? PyFloat_FromString(raw) : PyNumber_Long(raw);
@@ -391,10 +570,38 @@ static PyObject *convert(int kind, const unsigned char *s, Py_ssize_t len, PyObj
         }
         return value;
     }
-    case K_CALL: {
+    case K_TEXTS: {
+        for (i = 0; i < len; i++)
+            if (s[i] >= 0x80 || s[i] == 0x1B) return slow();
+        if (memchr(s, 0x5C, (size_t)len) == NULL && rstrip_len(s, len) == 0) Py_RETURN_NONE;
+        PyObject *list = PyList_New(0);
+        if (list == NULL) return NULL;
+        Py_ssize_t start = 0;
+        for (i = 0; i <= len; i++) {
+            if (i == len || s[i] == 0x5C) {
+                PyObject *part =
+                    PyUnicode_DecodeASCII((const char *)s + start, rstrip_len(s + start, i - start), NULL);
+                if (part == NULL || PyList_Append(list, part) < 0) {
+                    Py_XDECREF(part);
+                    Py_DECREF(list);
+                    return NULL;
+                }
+                Py_DECREF(part);
+                start = i + 1;
+            }
+        }
+        return list;
+    }
+    case K_DT:
+    case K_TM: {
+        int handled = 0;
+        PyObject *value;
+        if (kind == K_DT && memchr(s, 0x5C, (size_t)len) != NULL) Py_RETURN_NONE;
+        value = kind == K_DT ? plain_dt(s, len, &handled) : plain_tm(s, len, &handled);
+        if (handled) return value;
         PyObject *raw = PyBytes_FromStringAndSize((const char *)s, len);
         if (raw == NULL) return NULL;
-        PyObject *value = PyObject_CallOneArg(fn, raw);
+        value = PyObject_CallOneArg(fn, raw);
         Py_DECREF(raw);
         return value;
     }
@@ -533,6 +740,8 @@ static PyMethodDef methods[] = {
      "init(out_of_data, unsupported, invalid, max_nesting): the Python side's classes"},
     {"walk", py_walk, METH_VARARGS,
      "walk(buf, pos, little, implicit, out, top, depth=0): dicomflow.dicom._header.walk"},
+    {"parse_meta", py_parse_meta, METH_VARARGS,
+     "parse_meta(buf, pos) -> (pos, meta): dicomflow.dicom._header._parse_meta"},
     {"convert_column", py_convert_column, METH_VARARGS,
      "convert_column(kind, tag, expected, size, headers, fn, slow): column_array's fast cases"},
     {NULL, NULL, 0, NULL},

@@ -193,39 +193,6 @@ def _walk_python(
                 raise _OutOfData(pos)
 
 
-class _Walk(Protocol):
-    def __call__(
-        self,
-        buf: bytes,
-        pos: int,
-        little: bool,
-        implicit: bool,
-        out: Elements | None,
-        top: bool,
-        depth: int = 0,
-    ) -> tuple[int, tuple[int, bytes | None, int, int] | None]: ...
-
-
-def _load_core() -> ModuleType | None:
-    """The compiled core (``_cheader``), unless it is missing or ``DICOMFLOW_PURE_PYTHON`` is set."""
-    if os.environ.get("DICOMFLOW_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        from . import _cheader
-    except ImportError:  # not built (no compiler at install time): the pure-Python scanner
-        return None
-    _cheader.init(_OutOfData, Unsupported, InvalidDicomError, MAX_NESTING)
-    return _cheader
-
-
-#: the compiled core of the scanner, or None where the pure-Python code runs
-_compiled = _load_core()
-#: which scanner core this process runs: "c" (the compiled ``_cheader``) or "python"
-SCANNER_CORE = "c" if _compiled is not None else "python"
-#: Walk elements from ``pos``; see :func:`_walk_python`, which the compiled core equals.
-walk: _Walk = _compiled.walk if _compiled is not None else _walk_python
-
-
 def _bomb(stored: int, limit: int) -> InvalidDicomError:
     return InvalidDicomError(
         f"deflated dataset inflates past {limit // 2**20} MiB ({stored:,} bytes stored): "
@@ -316,7 +283,7 @@ def _skip_sequence(buf: bytes, pos: int, little: bool, implicit: bool, depth: in
             pos += length
 
 
-def _parse_meta(buf: bytes, pos: int) -> tuple[int, dict[int, bytes]]:
+def _parse_meta_python(buf: bytes, pos: int) -> tuple[int, dict[int, bytes]]:
     """File Meta Information: group 0002, always explicit VR little endian."""
     meta: dict[int, bytes] = {}
     n = len(buf)
@@ -437,3 +404,45 @@ def _parse(buf: bytes, complete: bool, partial: list[ParsedHeader]) -> ParsedHea
         buf, little, implicit, ts, meta, elements, 0, end, pixel,
         pixel[2] if pixel else None, preamble, notes,
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# the scanner core: compiled where it is built, else the pure-Python functions above
+
+
+class _Walk(Protocol):
+    def __call__(
+        self,
+        buf: bytes,
+        pos: int,
+        little: bool,
+        implicit: bool,
+        out: Elements | None,
+        top: bool,
+        depth: int = 0,
+    ) -> tuple[int, tuple[int, bytes | None, int, int] | None]: ...
+
+
+class _ParseMeta(Protocol):
+    def __call__(self, buf: bytes, pos: int) -> tuple[int, dict[int, bytes]]: ...
+
+
+def _load_core() -> ModuleType | None:
+    """The compiled core (``_cheader``), unless it is missing or ``DICOMFLOW_PURE_PYTHON`` is set."""
+    if os.environ.get("DICOMFLOW_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from . import _cheader
+    except ImportError:  # not built (no compiler at install time): the pure-Python scanner
+        return None
+    _cheader.init(_OutOfData, Unsupported, InvalidDicomError, MAX_NESTING)
+    return _cheader
+
+
+#: the compiled core of the scanner, or None where the pure-Python code runs
+_compiled = _load_core()
+#: which scanner core this process runs: "c" (the compiled ``_cheader``) or "python"
+SCANNER_CORE = "c" if _compiled is not None else "python"
+#: Walk elements from ``pos``; see :func:`_walk_python`, which the compiled core equals.
+walk: _Walk = _compiled.walk if _compiled is not None else _walk_python
+_parse_meta: _ParseMeta = _compiled.parse_meta if _compiled is not None else _parse_meta_python

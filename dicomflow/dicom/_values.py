@@ -352,6 +352,22 @@ def _fast_tm(raw: bytes) -> Any:
     return parse_tm(raw.decode("latin-1"))
 
 
+def _fast_dt(raw: bytes) -> Any:
+    if 0x5C in raw:
+        return None
+    return parse_dt(raw.decode("latin-1").rstrip("\x00 "))
+
+
+def _fast_texts(raw: bytes) -> Any:
+    """Multi-valued SH, LO, UC: each value loses its trailing NULs and spaces (as to_text)."""
+    if not raw.isascii() or _ESC in raw:
+        return _SLOW
+    if 0x5C not in raw:
+        text = raw.decode("ascii").rstrip("\x00 ")
+        return [text] if text else None
+    return [v.rstrip("\x00 ") for v in raw.decode("ascii").split("\\")]
+
+
 def _fast_unsigned(raw: bytes) -> Any:
     return int.from_bytes(raw, "little")
 
@@ -363,18 +379,21 @@ def _fast_signed(raw: bytes) -> Any:
 _FAST_SCALAR: dict[str, Callable[[bytes], Any]] = {
     "SH": _fast_text, "LO": _fast_text, "UC": _fast_text, "ST": _fast_text, "LT": _fast_text,
     "UT": _fast_text, "PN": _fast_pn, "CS": _fast_code, "UI": _fast_code, "AS": _fast_code,
-    "DS": _fast_ds, "IS": _fast_is, "DA": _fast_da, "TM": _fast_tm,
+    "DS": _fast_ds, "IS": _fast_is, "DA": _fast_da, "TM": _fast_tm, "DT": _fast_dt,
 }  # fmt: skip
 _FAST_MULTI: dict[str, Callable[[bytes], Any]] = {
     "CS": _fast_codes,
     "DS": _fast_numbers(float),
     "IS": _fast_numbers(int),
+    "SH": _fast_texts,
+    "LO": _fast_texts,
+    "UC": _fast_texts,
 }
 #: the compiled core's converter of each fast converter (dicomflow/dicom/_cheader.c, K_*)
 _KINDS: dict[Callable[[bytes], Any], int] = {
     _fast_text: 0, _fast_pn: 1, _fast_code: 2, _fast_codes: 3, _fast_ds: 4, _fast_is: 5,
     _FAST_MULTI["DS"]: 6, _FAST_MULTI["IS"]: 7, _fast_da: 8, _fast_tm: 9,
-    _fast_unsigned: 10, _fast_signed: 11,
+    _fast_unsigned: 10, _fast_signed: 11, _fast_texts: 12, _fast_dt: 13,
 }  # fmt: skip
 _INT_SIZES = {"US": 2, "UL": 4, "UV": 8, "SS": 2, "SL": 4, "SV": 8}
 
