@@ -169,6 +169,10 @@ static int walk_impl(const Buffer *b, long long pos, int implicit, PyObject *out
             if (vr == NULL) return -1;
             PyObject *entry = Py_BuildValue("(NLL)", vr, vpos, recorded);
             if (entry == NULL) return -1;
+            /* bytes or None and two ints: no cycle can go through it, so the cyclic GC need
+             * not track it (CPython untracks such tuples itself, at its next collection), and
+             * the elements dict stays untracked too: a batch of headers costs the GC nothing */
+            PyObject_GC_UnTrack(entry);
             PyObject *key = PyLong_FromUnsignedLong(tag);
             if (key == NULL) {
                 Py_DECREF(entry);

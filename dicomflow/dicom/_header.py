@@ -428,7 +428,8 @@ class _ParseMeta(Protocol):
 
 
 def _load_core() -> ModuleType | None:
-    """The compiled core (``_cheader``), unless it is missing or ``DICOMFLOW_PURE_PYTHON`` is set."""
+    """The compiled core (``_cheader``), unless it is not built or ``DICOMFLOW_PURE_PYTHON`` is
+    set (to anything but ``0``)."""
     if os.environ.get("DICOMFLOW_PURE_PYTHON", "") not in ("", "0"):
         return None
     try:

@@ -27,10 +27,11 @@ from dicomflow.dicom import (
     MAX_NESTING,
     ColumnSpec,
     ParsedHeader,
+    _header,
+    _values,
     column_array,
     parse_header,
 )
-from dicomflow.dicom import _header, _values
 from dicomflow.sample import mutants
 
 compiled = _header._compiled
@@ -204,14 +205,19 @@ CRAFTED = {
     "nested": _nested(5),
     "nested to the bound": _nested(MAX_NESTING),
     "nested past the bound": _nested(MAX_NESTING + 1),
-    "UN sequence": _el(0x00091010, b"UN", b"", length=0xFFFFFFFF) + _ITEM
-    + _el(0x00100010, None, b"Doe^J ") + _ITEM_END + _SEQ_END + _el(0x00100020, b"LO", b"ID"),
+    "UN sequence": _el(0x00091010, b"UN", b"", length=0xFFFFFFFF)
+    + _ITEM
+    + _el(0x00100010, None, b"Doe^J ")
+    + _ITEM_END
+    + _SEQ_END
+    + _el(0x00100020, b"LO", b"ID"),
     "defined items in undefined sequence": _el(0x00081115, b"SQ", b"", length=0xFFFFFFFF)
-    + struct.pack("<HHL", 0xFFFE, 0xE000, 4) + b"wxyz" + _SEQ_END,
+    + struct.pack("<HHL", 0xFFFE, 0xE000, 4)
+    + b"wxyz"
+    + _SEQ_END,
     "not an item in a sequence": _el(0x00081115, b"SQ", b"", length=0xFFFFFFFF)
     + _el(0x00100010, b"PN", b"x "),
-    "item end where an item should be": _el(0x00081115, b"SQ", b"", length=0xFFFFFFFF)
-    + _ITEM_END,
+    "item end where an item should be": _el(0x00081115, b"SQ", b"", length=0xFFFFFFFF) + _ITEM_END,
     "value past the end": _el(0x00100010, b"PN", b"Doe", length=400),
     "long VR header cut": _el(0x00080060, b"CS", b"CT") + b"\x10\x00\x10\x00OB\0\0",
     "huge length": _el(0x00100010, b"UT", b"x", length=0xFFFFFFFE),
@@ -370,14 +376,13 @@ def test_file_meta_parsing_equals_on_real_files_cut_at_every_byte(corpus: Path) 
     assert files
     for data in files:
         for cut in range(128, 700):
+            results = []
             for fn in (_header._parse_meta_python, compiled.parse_meta):
                 try:
-                    result: Any = fn(data[:cut], 132)
+                    results.append(fn(data[:cut], 132))
                 except Exception as exc:  # noqa: BLE001 - the exception is what is compared
-                    result = (type(exc), str(exc), getattr(exc, "needed", None))
-                if fn is compiled.parse_meta:
-                    assert result == expected, cut
-                expected = result
+                    results.append((type(exc), str(exc), getattr(exc, "needed", None)))
+            assert results[0] == results[1], cut
         assert compiled.parse_meta(data, 132) == _header._parse_meta_python(data, 132)
     bad = bytearray(files[0])
     bad[136:138] = b"\x00\x01"  # not a VR
