@@ -307,8 +307,8 @@ static PyObject *py_walk(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*nppOp|l:walk", &view, &pos, &little, &implicit, &out, &top,
                           &depth))
         return NULL;
-    if (!ready() || pos < 0) {
-        if (pos < 0) PyErr_SetString(PyExc_ValueError, "walk: a negative offset");
+    if (!ready() || pos < 0 || depth < 0) {
+        if (pos < 0 || depth < 0) PyErr_SetString(PyExc_ValueError, "walk: a negative offset or depth");
         PyBuffer_Release(&view);
         return NULL;
     }
@@ -451,8 +451,17 @@ static PyObject *slow(void) {
 }
 
 /* float(raw) or int(raw) of bytes; the plain spellings without a bytes object */
-static PyObject *parse_number(const unsigned char *s, Py_ssize_t len, int is_float) {
+static PyObject *parse_number(const unsigned char *raw, Py_ssize_t raw_len, int is_float) {
     Py_ssize_t i;
+    /* float() and int() strip surrounding whitespace first; here only spaces (DS and IS pad
+     * with them), anything else goes to them as it is */
+    const unsigned char *s = raw;
+    Py_ssize_t len = raw_len;
+    while (len > 0 && s[0] == ' ') {
+        s++;
+        len--;
+    }
+    while (len > 0 && s[len - 1] == ' ') len--;
     if (is_float && len > 0 && len < 64) {
         /* only [0-9+-.eE]: float() hands such a string to PyOS_string_to_double as it is */
         char copy[64];
@@ -484,15 +493,16 @@ static PyObject *parse_number(const unsigned char *s, Py_ssize_t len, int is_flo
         for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) v = v * 10 + (s[i] - '0');
         if (i == len && i > first) return PyLong_FromLongLong(negative ? -v : v);
     }
-    PyObject *raw = PyBytes_FromStringAndSize((const char *)s, len);
-    if (raw == NULL) return NULL;
-    PyObject *value = is_float ? PyFloat_FromString(raw) : PyNumber_Long(raw);
-    Py_DECREF(raw);
+    PyObject *bytes = PyBytes_FromStringAndSize((const char *)raw, raw_len);
+    if (bytes == NULL) return NULL;
+    PyObject *value = is_float ? PyFloat_FromString(bytes) : PyNumber_Long(bytes);
+    Py_DECREF(bytes);
     return value;
 }
 
 static PyObject *convert(int kind, const unsigned char *s, Py_ssize_t len, PyObject *fn) {
     Py_ssize_t i;
+    if (len < 0) len = 0; /* never: the caller clips the slice */
     switch (kind) {
     case K_TEXT:
     case K_PN: {
