@@ -163,6 +163,37 @@ def test_walk_equals_on_real_headers_cut_at_every_byte(corpus: Path) -> None:
     assert True in needed  # NeedMore offsets were compared, not only complete walks
 
 
+def _parse_outcome(data: bytes, complete: bool) -> tuple:
+    try:
+        h = parse_header(data, complete=complete)
+    except Exception as exc:  # noqa: BLE001 - the exception is what is compared
+        return ("raised", type(exc), str(exc), getattr(exc, "needed", None))
+    return ("parsed", h.elements, h.meta, h.pixel, h.header_end, h.error, h.notes, h.implicit)
+
+
+def test_parse_header_says_the_same_on_every_prefix_of_real_files(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a scan sees while it reads a file prefix by prefix: NeedMore and its ``needed``."""
+    rng = random.Random(11)
+    files = rng.sample(_corpus_files(corpus, 60_000), 8)
+    outcomes: dict[str, list] = {"c": [], "python": []}
+    for core in ("c", "python"):
+        if core == "python":
+            monkeypatch.setattr(_header, "walk", _header._walk_python)
+            monkeypatch.setattr(_header, "_parse_meta", _header._parse_meta_python)
+        for data in files:
+            end = min(_dataset_start(data)[3] + 40, len(data))  # type: ignore[index]
+            for cut in range(0, end + 1, 3):
+                outcomes[core].append(_parse_outcome(data[:cut], cut == len(data)))
+            outcomes[core].append(_parse_outcome(data, True))
+    assert outcomes["c"] == outcomes["python"]
+    kinds = {o[0] for o in outcomes["c"]} | {
+        o[1].__name__ for o in outcomes["c"] if o[0] == "raised"
+    }
+    assert {"parsed", "raised", "NeedMore"} <= kinds
+
+
 def _el(tag: int, vr: bytes | None, value: bytes, little: bool = True,
         length: int | None = None) -> bytes:  # fmt: skip
     e = "<" if little else ">"
