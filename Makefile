@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup system-deps demo test test-assets lint typecheck bench docs notebooks clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py dicomflow/dicom/_cheader.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	  || { echo "dicomflow needs Python 3.11 or newer: set PYTHON=python3.11 (or later)" >&2; exit 1; }
 	@# Debian's own Python has no venv/ensurepip until python3-venv is installed

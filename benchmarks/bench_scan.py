@@ -625,7 +625,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"  python {platform.python_version()}, pydicom {pydicom.__version__}, "
         f"pyarrow {pyarrow.__version__}, dicomflow {dicomflow.__version__}, "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs, scanner core: {dicomflow.dicom.SCANNER_CORE}"
     )
     print(f"  load average at start: {_load()}")
     paths, how = ensure_archive(archive, n, seed=args.seed, pixels=args.pixels)

@@ -195,6 +195,7 @@ TEST_PRIVATE_SEAMS = {
     "tests/codecs/test_registry.py": "monkeypatches which JPEG plugin pydicom would use",
     "tests/pipeline/test_pipeline.py": "counts the process pools a run starts (monkeypatch)",
     "tests/pipeline/test_transcode.py": "white-box: the native fast path, the offset-table limit",
+    "tests/dicom/test_cheader.py": "the compiled scanner core against the pure-Python functions",
 }
 
 

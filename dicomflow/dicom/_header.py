@@ -13,9 +13,12 @@ many bytes it needs (:class:`NeedMore`) and the caller fetches a longer prefix.
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass, field
 from struct import Struct
+from types import ModuleType
+from typing import Protocol
 
 from ..errors import InvalidDicomError, TruncatedError
 from ._syntaxes import TRANSFER_SYNTAXES
@@ -26,6 +29,7 @@ __all__ = [
     "LONG_VRS",
     "MAX_INFLATED",
     "MAX_NESTING",
+    "SCANNER_CORE",
     "NeedMore",
     "ParsedHeader",
     "Unsupported",
@@ -119,7 +123,7 @@ class _OutOfData(Exception):
         self.needed = needed
 
 
-def walk(
+def _walk_python(
     buf: bytes,
     pos: int,
     little: bool,
@@ -128,7 +132,7 @@ def walk(
     top: bool,
     depth: int = 0,
 ) -> tuple[int, tuple[int, bytes | None, int, int] | None]:
-    """Walk elements from ``pos``.
+    """Walk elements from ``pos`` (the pure-Python :func:`walk`).
 
     Returns at the end of ``buf`` (top level), after an Item Delimitation Item (inside an
     undefined-length item), or at a Pixel Data element (top level), which it returns.
@@ -275,12 +279,12 @@ def _skip_sequence(buf: bytes, pos: int, little: bool, implicit: bool, depth: in
         if elem != 0xE000:
             raise Unsupported(f"({group:04X},{elem:04X}) where a sequence item should be")
         if length == _UNDEFINED:
-            pos, _ = walk(buf, pos, little, implicit, None, False, depth)
+            pos, _ = _walk_python(buf, pos, little, implicit, None, False, depth)
         else:
             pos += length
 
 
-def _parse_meta(buf: bytes, pos: int) -> tuple[int, dict[int, bytes]]:
+def _parse_meta_python(buf: bytes, pos: int) -> tuple[int, dict[int, bytes]]:
     """File Meta Information: group 0002, always explicit VR little endian."""
     meta: dict[int, bytes] = {}
     n = len(buf)
@@ -449,3 +453,46 @@ def top_values(buf: bytes, tags: frozenset[int]) -> dict[int, tuple[bytes | None
         return found
     except (_OutOfData, Unsupported, InvalidDicomError):
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# the scanner core: compiled where it is built, else the pure-Python functions above
+
+
+class _Walk(Protocol):
+    def __call__(
+        self,
+        buf: bytes,
+        pos: int,
+        little: bool,
+        implicit: bool,
+        out: Elements | None,
+        top: bool,
+        depth: int = 0,
+    ) -> tuple[int, tuple[int, bytes | None, int, int] | None]: ...
+
+
+class _ParseMeta(Protocol):
+    def __call__(self, buf: bytes, pos: int) -> tuple[int, dict[int, bytes]]: ...
+
+
+def _load_core() -> ModuleType | None:
+    """The compiled core (``_cheader``), unless it is not built or ``DICOMFLOW_PURE_PYTHON`` is
+    set (to anything but ``0``)."""
+    if os.environ.get("DICOMFLOW_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from . import _cheader
+    except ImportError:  # not built (no compiler at install time): the pure-Python scanner
+        return None
+    _cheader.init(_OutOfData, Unsupported, InvalidDicomError, MAX_NESTING)
+    return _cheader
+
+
+#: the compiled core of the scanner, or None where the pure-Python code runs
+_compiled = _load_core()
+#: which scanner core this process runs: "c" (the compiled ``_cheader``) or "python"
+SCANNER_CORE = "c" if _compiled is not None else "python"
+#: Walk elements from ``pos``; see :func:`_walk_python`, which the compiled core equals.
+walk: _Walk = _compiled.walk if _compiled is not None else _walk_python
+_parse_meta: _ParseMeta = _compiled.parse_meta if _compiled is not None else _parse_meta_python

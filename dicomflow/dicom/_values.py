@@ -19,7 +19,7 @@ import pyarrow as pa
 from pydicom.charset import convert_encodings as _convert_encodings
 from pydicom.charset import decode_bytes, default_encoding
 
-from ._header import ALL_VRS, ParsedHeader
+from ._header import ALL_VRS, ParsedHeader, _compiled
 from ._schema import ColumnSpec
 
 __all__ = [
@@ -352,6 +352,22 @@ def _fast_tm(raw: bytes) -> Any:
     return parse_tm(raw.decode("latin-1"))
 
 
+def _fast_dt(raw: bytes) -> Any:
+    if 0x5C in raw:
+        return None
+    return parse_dt(raw.decode("latin-1").rstrip("\x00 "))
+
+
+def _fast_texts(raw: bytes) -> Any:
+    """Multi-valued SH, LO, UC: each value loses its trailing NULs and spaces (as to_text)."""
+    if not raw.isascii() or _ESC in raw:
+        return _SLOW
+    if 0x5C not in raw:
+        text = raw.decode("ascii").rstrip("\x00 ")
+        return [text] if text else None
+    return [v.rstrip("\x00 ") for v in raw.decode("ascii").split("\\")]
+
+
 def _fast_unsigned(raw: bytes) -> Any:
     return int.from_bytes(raw, "little")
 
@@ -363,13 +379,22 @@ def _fast_signed(raw: bytes) -> Any:
 _FAST_SCALAR: dict[str, Callable[[bytes], Any]] = {
     "SH": _fast_text, "LO": _fast_text, "UC": _fast_text, "ST": _fast_text, "LT": _fast_text,
     "UT": _fast_text, "PN": _fast_pn, "CS": _fast_code, "UI": _fast_code, "AS": _fast_code,
-    "DS": _fast_ds, "IS": _fast_is, "DA": _fast_da, "TM": _fast_tm,
+    "DS": _fast_ds, "IS": _fast_is, "DA": _fast_da, "TM": _fast_tm, "DT": _fast_dt,
 }  # fmt: skip
 _FAST_MULTI: dict[str, Callable[[bytes], Any]] = {
     "CS": _fast_codes,
     "DS": _fast_numbers(float),
     "IS": _fast_numbers(int),
+    "SH": _fast_texts,
+    "LO": _fast_texts,
+    "UC": _fast_texts,
 }
+#: the compiled core's converter of each fast converter (dicomflow/dicom/_cheader.c, K_*)
+_KINDS: dict[Callable[[bytes], Any], int] = {
+    _fast_text: 0, _fast_pn: 1, _fast_code: 2, _fast_codes: 3, _fast_ds: 4, _fast_is: 5,
+    _FAST_MULTI["DS"]: 6, _FAST_MULTI["IS"]: 7, _fast_da: 8, _fast_tm: 9,
+    _fast_unsigned: 10, _fast_signed: 11, _fast_texts: 12, _fast_dt: 13,
+}  # fmt: skip
 _INT_SIZES = {"US": 2, "UL": 4, "UV": 8, "SS": 2, "SL": 4, "SV": 8}
 
 
@@ -389,10 +414,51 @@ def column_array(
     encodings: Sequence[Sequence[str]],
 ) -> pa.Array:
     """The Arrow array of one attribute column over a batch of parsed headers."""
+    fast, size = _fast_converter(spec) if spec.creator is None else (None, 0)
+    kind = _KINDS.get(fast) if fast is not None and _compiled is not None else None
+    if kind is not None and fast is not None and _compiled is not None:
+        out = _compiled_values(spec, headers, encodings, kind, fast, size)
+    else:
+        out = _python_values(spec, headers, encodings, fast, size)
+    try:
+        return pa.array(out, type=spec.arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([_coerce(v, spec.arrow_type) for v in out], type=spec.arrow_type)
+
+
+def _compiled_values(
+    spec: ColumnSpec,
+    headers: Sequence[ParsedHeader | None],
+    encodings: Sequence[Sequence[str]],
+    kind: int,
+    fast: Callable[[bytes], Any],
+    size: int,
+) -> list[Any]:
+    """:func:`_python_values`'s loop in C; what C hands back (``_SLOW``) is done here."""
+    assert _compiled is not None
+    tag = spec.tag
+    out = _compiled.convert_column(kind, tag, spec.vr.encode(), size, headers, fast, _SLOW)
+    for i, value in enumerate(out):
+        if value is _SLOW:
+            header = headers[i]
+            assert header is not None
+            try:
+                out[i] = _python_value(spec, header, tag, encodings[i])
+            except Exception:  # noqa: BLE001 - a value that does not convert is null
+                out[i] = None
+    return out
+
+
+def _python_values(
+    spec: ColumnSpec,
+    headers: Sequence[ParsedHeader | None],
+    encodings: Sequence[Sequence[str]],
+    fast: Callable[[bytes], Any] | None,
+    size: int,
+) -> list[Any]:
     out: list[Any] = []
     append = out.append
     tag = spec.tag
-    fast, size = _fast_converter(spec) if spec.creator is None else (None, 0)
     expected = spec.vr.encode()
     for header, enc in zip(headers, encodings):
         if header is None:
@@ -417,10 +483,7 @@ def column_array(
             append(_python_value(spec, header, tag, enc))
         except Exception:  # noqa: BLE001 - a value that does not convert is null
             append(None)
-    try:
-        return pa.array(out, type=spec.arrow_type)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return pa.array([_coerce(v, spec.arrow_type) for v in out], type=spec.arrow_type)
+    return out
 
 
 def _coerce(value: Any, type_: pa.DataType) -> Any:
