@@ -359,15 +359,25 @@ class TextDetector:
             return []
         seeds, everything = self._search(views)
         lines = _merge_lines([self._grow(views, seed) for seed in seeds])
-        kept = []
+        kept, rest = [], []
         for line in lines:
             strong = [w for w in line.words if self.strong(w, everything)]
-            if not strong or (_textured(line.words) and not any(map(_sure, strong))):
-                continue
             text = " ".join(dict.fromkeys(w.text for w in line.words if _ALNUM.search(w.text)))
             confidence = max(w.confidence for w in line.words)
-            kept.append(_Word(0, line.x0, line.y0, line.x1 - line.x0, line.y1 - line.y0,
-                              confidence, text, (0, 0, 0, 0)))  # fmt: skip
+            box = _Word(0, line.x0, line.y0, line.x1 - line.x0, line.y1 - line.y0, confidence,
+                        text, (0, 0, 0, 0))  # fmt: skip
+            if not strong and not _corroborated(line.words, everything):
+                rest.append(box)
+            elif _textured(line.words) and not any(map(_sure, strong)):
+                continue
+            else:
+                kept.append(box)
+        grown = True
+        while grown and kept:  # the rest of a kept line: pieces read beside it, of its height
+            beside = [b for b in rest if any(_continues(k, b) for k in kept)]
+            kept += beside
+            rest = [b for b in rest if b not in beside]
+            grown = bool(beside)
         return _lines(kept, views[0].shape[:2], self.margin)
 
     def _search(self, views: list[np.ndarray]) -> tuple[list[_Line], list[_Word]]:
@@ -558,6 +568,34 @@ def _textured(words: tuple[_Word, ...]) -> bool:
         return False
     solid = [w for w in words if len(_ALNUM.findall(w.text)) >= 3 and w.confidence >= 50]
     return len(solid) < 0.3 * len(words)
+
+
+def _corroborated(words: tuple[_Word, ...], everything: list[_Word]) -> bool:
+    """Whether a line holds two or more words side by side, each read with confidence 40 or
+    more and alike on another page, with five or more letters and digits in all (a line cut
+    by tile edges, none of whose pieces is text on its own)."""
+    pieces: list[tuple[int, int, int]] = []  # left, right, letters and digits
+    for word in words:
+        found = _ALNUM.findall(word.text)
+        if word.confidence < 40 or len(found) < 2:
+            continue
+        if len({c.lower() for c in found}) == 1 and found[0].isalpha():
+            continue
+        if _agreeing(word, everything) < 1:
+            continue
+        right = word.left + word.width
+        if any(left < right and word.left < end for left, end, _ in pieces):
+            continue  # the same place read again
+        pieces.append((word.left, right, len(found)))
+    return len(pieces) >= 2 and sum(count for *_, count in pieces) >= 5
+
+
+def _continues(line: _Word, piece: _Word) -> bool:
+    """Whether ``piece`` (a line not kept on its own) continues a kept ``line``: of about its
+    height, on its row, at most a height away."""
+    if not 0.6 * line.height <= piece.height <= 1.6 * line.height:
+        return False
+    return _near(line, piece)
 
 
 def _sure(word: _Word) -> bool:
