@@ -9,8 +9,9 @@ colour frames also as `chroma_frame`, where coloured text on a grey image stands
    tile stretched to its own range (faint text on a dark margin gets the full contrast) and
    to the range of each neighbourhood (`_local_range`: dim text beside bright anatomy),
    enlarged 2x (text from about 7 pixels high reaches the size Tesseract reads), and shown to
-   Tesseract (the stretched tile in both polarities), all as pages of one multi-page TIFF read
-   in sparse-text mode (``--psm 11``) with local (Sauvola) thresholding.
+   Tesseract (the stretched tile in both polarities); a frame larger than a tile is also shown
+   whole (lines wider than the overlap are cut on every tile). All are pages of one multi-page
+   TIFF read in sparse-text mode (``--psm 11``) with local (Sauvola) thresholding.
 2. **Lines.** Each word read confidently, or alike on other pages, becomes a seed with the grey
    level of its ink (`_ink`: text is drawn in one flat colour); the seed grows left and right
    over pixels of that ink, across gaps up to its height, so that the rest of a line Tesseract
@@ -250,6 +251,9 @@ class TextDetector:
     local : bool
         Also search tiles stretched to the range of each neighbourhood (`_local_range`: dim
         text next to bright anatomy).
+    whole : int
+        Frames larger than a tile are also read whole, at most this many pixels on their longer
+        side (lines wider than the tiles' overlap are cut on every tile); 0: not.
     language : str
         Tesseract's language data (``eng``, from ``tesseract-ocr-eng``).
     program : str
@@ -263,7 +267,7 @@ class TextDetector:
     2.0
     """
 
-    min_confidence: float = 60.0
+    min_confidence: float = 80.0
     margin: float = 0.3
     min_height: int = 7
     search_height: int = 14
@@ -275,6 +279,7 @@ class TextDetector:
     long_word: int = 7
     equalise: bool = False
     local: bool = True
+    whole: int = 1024
     language: str = "eng"
     program: str = "tesseract"
 
@@ -386,23 +391,30 @@ class TextDetector:
         scale = self.scale(views[0].shape)
         rows = views[0].shape[0]
         pages: list[np.ndarray] = []
-        sources: list[tuple[int, int, int]] = []
+        sources: list[tuple[int, int, int, float]] = []
         for index, view in enumerate(views):
             for top, left, tile in _tiles(view, self.tile, self.overlap):
                 grey = _resize(_stretch(tile), scale)
                 pages += [255 - grey, grey]
-                sources += [(index, top, left)] * 2
+                sources += [(index, top, left, scale)] * 2
                 if self.equalise:
                     pages.append(255 - _resize(_equalise(tile), scale))
-                    sources.append((index, top, left))
+                    sources.append((index, top, left, scale))
                 if self.local:
                     pages.append(255 - _resize(_local_range(tile, self.min_height), scale))
-                    sources.append((index, top, left))
+                    sources.append((index, top, left, scale))
+        for index, view in enumerate(views):  # lines wider than a tile's overlap: whole frames
+            if max(view.shape) <= self.tile or not self.whole:
+                continue
+            shrink = min(1.0, self.whole / max(view.shape))
+            grey = _resize(view, shrink)
+            pages += [255 - grey, grey]
+            sources += [(index, 0, 0, shrink)] * 2
         everything, views_of = _Reads(), []
         for word in self.read(pages, psm=11):
             if not _ALNUM.search(word.text):
                 continue
-            index, top, left = sources[word.page - 1]
+            index, top, left, scale = sources[word.page - 1]
             x0, y0 = left + int(word.left / scale), top + int(word.top / scale)
             x1 = left + int(np.ceil((word.left + word.width) / scale))
             y1 = top + int(np.ceil((word.top + word.height) / scale))
