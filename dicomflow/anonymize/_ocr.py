@@ -369,8 +369,9 @@ class TextDetector:
             strong = [w for w in line.words if self.strong(w, everything)]
             text = " ".join(dict.fromkeys(w.text for w in line.words if _ALNUM.search(w.text)))
             confidence = max(w.confidence for w in line.words)
-            box = _Word(0, line.x0, line.y0, line.x1 - line.x0, line.y1 - line.y0, confidence,
-                        text, (0, 0, 0, 0))  # fmt: skip
+            y0, y1 = _inked_rows(views[line.view], line)
+            box = _Word(0, line.x0, y0, line.x1 - line.x0, y1 - y0, confidence, text,
+                        (0, 0, 0, 0))  # fmt: skip
             if not strong and not _corroborated(line.words, everything):
                 rest.append(box)
             elif _textured(line.words) and not any(map(_sure, strong)):
@@ -483,6 +484,16 @@ class _Line:
         return _Line(min(self.x0, other.x0), min(self.y0, other.y0), max(self.x1, other.x1),
                      max(self.y1, other.y1), self.view, self.level, self.tolerance,
                      self.words + other.words)  # fmt: skip
+
+
+def _inked_rows(view: np.ndarray, line: _Line) -> tuple[int, int]:
+    """The first and past-the-last row of a line's box, cut back to the rows that hold its
+    ink when those are under half of it (a word box read far taller than its text)."""
+    band = view[line.y0 : line.y1, line.x0 : line.x1].astype(np.int16)
+    rows = np.flatnonzero((np.abs(band - line.level) <= line.tolerance).any(axis=1))
+    if rows.size == 0 or rows[-1] + 1 - rows[0] >= 0.5 * (line.y1 - line.y0):
+        return line.y0, line.y1
+    return line.y0 + int(rows[0]), line.y0 + int(rows[-1]) + 1
 
 
 def _merge_lines(lines: list[_Line]) -> list[_Line]:
