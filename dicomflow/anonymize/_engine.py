@@ -177,6 +177,9 @@ class Deidentifier:
     recipe : Recipe, optional
         Per-attribute rules above the Options (see `Recipe` for the precedence); its
         ``date_shift_days``, when set, replaces the options' range.
+    date_shift_days : (int, int), optional
+        The caller's per-patient shift range: wins over the recipe's and the options' (the
+        one place this precedence is decided; the recipe is kept as given).
     allow_identifying : bool
         Let the recipe keep attributes the profile does not keep (recorded in each output's
         De-identification Method and in ``ActionCounts.retained``); without it, or the
@@ -211,12 +214,15 @@ class Deidentifier:
         allow_identifying: bool = False,
         text_detector: TextDetector | None = None,
         burned_in_text: str = "blank",
+        date_shift_days: tuple[int, int] | None = None,
     ) -> None:
         if options is None:
             options = DeidOptions()
         elif not isinstance(options, DeidOptions):
             options = DeidOptions.from_names(options)
-        if recipe is not None and recipe.date_shift_days is not None:
+        if date_shift_days is not None:  # the caller's, then the recipe's, then the options'
+            options = _replace(options, date_shift_days=date_shift_days)
+        elif recipe is not None and recipe.date_shift_days is not None:
             options = _replace(options, date_shift_days=recipe.date_shift_days)
         self._options = options
         self._recipe = recipe

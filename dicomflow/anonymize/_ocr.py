@@ -7,17 +7,22 @@ colour frames also as `chroma_frame`, where coloured text on a grey image stands
 
 1. **Search.** Each rendering is cut into overlapping tiles (192 pixels, 48 overlapping), each
    tile stretched to its own range (faint text on a dark margin gets the full contrast) and
-   histogram-equalised, enlarged 2x (text from about 7 pixels high reaches the size Tesseract
-   reads), and shown to Tesseract in both polarities, all as pages of one multi-page TIFF read
-   in sparse-text mode (``--psm 11``) with local (Sauvola) thresholding.
-2. **Lines.** Each word read becomes a seed with the grey level of its ink (`_ink`: text is
-   drawn in one flat colour); the seed grows left and right over pixels of that ink, across
-   gaps up to its height, so that the rest of a line Tesseract read only in part is covered.
+   to the range of each neighbourhood (`_local_range`: dim text beside bright anatomy),
+   enlarged 2x (text from about 7 pixels high reaches the size Tesseract reads), and shown to
+   Tesseract (the stretched tile in both polarities); a frame larger than a tile is also shown
+   whole (lines wider than the overlap are cut on every tile). All are pages of one multi-page
+   TIFF read in sparse-text mode (``--psm 11``) with local (Sauvola) thresholding.
+2. **Lines.** Each word read confidently, or alike on other pages, becomes a seed with the grey
+   level of its ink (`_ink`: text is drawn in one flat colour); the seed grows left and right
+   over pixels of that ink, across gaps up to its height, so that the rest of a line Tesseract
+   read only in part is covered; pieces read beside a kept line, of its height, join it.
 3. **Plausibility.** A line is kept only when one of its words is text on its own
    (`TextDetector.strong`): not one repeated letter (``SSS``, ``ee``: how ultrasound speckle
    reads), shaped like a word, and, the shorter it is, read with more confidence and alike on
-   more other pages (tiles, polarities, renderings) at the same place. Lines of many fragments
-   (noise read as text) are dropped. What is kept is blanked with a margin.
+   more other pages (tiles, polarities, renderings) at the same place, or it holds two words
+   side by side read alike elsewhere (a line cut by tile edges). Lines of many fragments
+   (noise read as text) are dropped unless one of their words is read surely (`_sure`). What
+   is kept is blanked with a margin.
 
 Tesseract is the Debian ``tesseract-ocr`` program with ``tesseract-ocr-eng``, run as a process
 per frame (``OMP_THREAD_LIMIT=1``: one core; the pipeline's process pool gives the
@@ -235,9 +240,20 @@ class TextDetector:
     reach : float
         How far (in line heights) a seed may grow along its line.
     candidate_confidence : float
-        Words read with less confidence are no seeds (they still count as agreeing reads).
+        Words read with less confidence are no seeds unless other pages read them alike (they
+        still count as agreeing reads).
+    long_word : int
+        Words of this many letters and digits or more are text with confidence 50, or 30 and
+        one agreeing page (noise seldom reads as a long word).
     equalise : bool
-        Also search histogram-equalised tiles (faint text on a flat background).
+        Also search histogram-equalised tiles (off: the local-range tiles find what they
+        found, at a quarter fewer pages).
+    local : bool
+        Also search tiles stretched to the range of each neighbourhood (`_local_range`: dim
+        text next to bright anatomy).
+    whole : int
+        Frames larger than a tile are also read whole, at most this many pixels on their longer
+        side (lines wider than the tiles' overlap are cut on every tile); 0: not.
     language : str
         Tesseract's language data (``eng``, from ``tesseract-ocr-eng``).
     program : str
@@ -251,7 +267,7 @@ class TextDetector:
     2.0
     """
 
-    min_confidence: float = 60.0
+    min_confidence: float = 80.0
     margin: float = 0.3
     min_height: int = 7
     search_height: int = 14
@@ -260,7 +276,10 @@ class TextDetector:
     overlap: int = 48
     reach: float = 12.0
     candidate_confidence: float = 20.0
-    equalise: bool = True
+    long_word: int = 7
+    equalise: bool = False
+    local: bool = True
+    whole: int = 1024
     language: str = "eng"
     program: str = "tesseract"
 
@@ -311,7 +330,8 @@ class TextDetector:
         the surer Tesseract must be and the more other pages must read it alike at the same
         place (`_agreeing`): two characters with confidence 90 and three agreeing pages; three
         with 90, or 75 and one agreeing page; four or more with `min_confidence` or two
-        agreeing pages; five or more also with 40 and one agreeing page.
+        agreeing pages; five or more also with 40 and one agreeing page; `long_word` or more
+        also with 50, or 30 and one agreeing page.
         """
         found = _ALNUM.findall(word.text)
         if len(found) < 2 or (len({c.lower() for c in found}) == 1 and found[0].isalpha()):
@@ -325,6 +345,8 @@ class TextDetector:
         if len(found) == 3:
             return word.confidence >= 90 or (word.confidence >= 75 and agree >= 1)
         if len(found) >= 5 and word.confidence >= 40 and agree >= 1:
+            return True
+        if len(found) >= self.long_word and word.confidence >= (30 if agree >= 1 else 50):
             return True
         return word.confidence >= self.min_confidence or agree >= 2
 
@@ -342,14 +364,26 @@ class TextDetector:
             return []
         seeds, everything = self._search(views)
         lines = _merge_lines([self._grow(views, seed) for seed in seeds])
-        kept = []
+        kept, rest = [], []
         for line in lines:
-            if _textured(line.words) or not any(self.strong(w, everything) for w in line.words):
-                continue
+            strong = [w for w in line.words if self.strong(w, everything)]
             text = " ".join(dict.fromkeys(w.text for w in line.words if _ALNUM.search(w.text)))
             confidence = max(w.confidence for w in line.words)
-            kept.append(_Word(0, line.x0, line.y0, line.x1 - line.x0, line.y1 - line.y0,
-                              confidence, text, (0, 0, 0, 0)))  # fmt: skip
+            y0, y1 = _inked_rows(views[line.view], line)
+            box = _Word(0, line.x0, y0, line.x1 - line.x0, y1 - y0, confidence, text,
+                        (0, 0, 0, 0))  # fmt: skip
+            if not strong and not _corroborated(line.words, everything):
+                rest.append(box)
+            elif _textured(line.words) and not any(map(_sure, strong)):
+                continue
+            else:
+                kept.append(box)
+        grown = True
+        while grown and kept:  # the rest of a kept line: pieces read beside it, of its height
+            beside = [b for b in rest if any(_continues(k, b) for k in kept)]
+            kept += beside
+            rest = [b for b in rest if b not in beside]
+            grown = bool(beside)
         return _lines(kept, views[0].shape[:2], self.margin)
 
     def _search(self, views: list[np.ndarray]) -> tuple[list[_Line], list[_Word]]:
@@ -358,33 +392,47 @@ class TextDetector:
         scale = self.scale(views[0].shape)
         rows = views[0].shape[0]
         pages: list[np.ndarray] = []
-        sources: list[tuple[int, int, int]] = []
+        sources: list[tuple[int, int, int, float]] = []
         for index, view in enumerate(views):
             for top, left, tile in _tiles(view, self.tile, self.overlap):
                 grey = _resize(_stretch(tile), scale)
                 pages += [255 - grey, grey]
-                sources += [(index, top, left)] * 2
+                sources += [(index, top, left, scale)] * 2
                 if self.equalise:
                     pages.append(255 - _resize(_equalise(tile), scale))
-                    sources.append((index, top, left))
-        seeds, everything = [], []
+                    sources.append((index, top, left, scale))
+                if self.local:
+                    pages.append(255 - _resize(_local_range(tile, self.min_height), scale))
+                    sources.append((index, top, left, scale))
+        for index, view in enumerate(views):  # lines wider than a tile's overlap: whole frames
+            if max(view.shape) <= self.tile or not self.whole:
+                continue
+            shrink = min(1.0, self.whole / max(view.shape))
+            grey = _resize(view, shrink)
+            pages += [255 - grey, grey]
+            sources += [(index, 0, 0, shrink)] * 2
+        everything, views_of = _Reads(), []
         for word in self.read(pages, psm=11):
             if not _ALNUM.search(word.text):
                 continue
-            index, top, left = sources[word.page - 1]
+            index, top, left, scale = sources[word.page - 1]
             x0, y0 = left + int(word.left / scale), top + int(word.top / scale)
             x1 = left + int(np.ceil((word.left + word.width) / scale))
             y1 = top + int(np.ceil((word.top + word.height) / scale))
-            found = _Word(word.page, x0, y0, x1 - x0, y1 - y0, word.confidence, word.text,
-                          word.line)  # fmt: skip
-            everything.append(found)
-            if word.confidence < self.candidate_confidence:
+            everything.append(_Word(word.page, x0, y0, x1 - x0, y1 - y0, word.confidence,
+                                    word.text, word.line))  # fmt: skip
+            views_of.append(index)
+        seeds = []
+        for found, index in zip(everything, views_of, strict=True):
+            if found.height < self.min_height * 0.5 or found.height > rows / 2:
                 continue
-            if y1 - y0 < self.min_height * 0.5 or y1 - y0 > rows / 2:
-                continue
-            ink = _ink(views[index][y0:y1, x0:x1])
+            if found.confidence < self.candidate_confidence and not self.strong(found, everything):
+                continue  # an unsure read seeds a line only when other pages read it alike
+            x0, y0 = found.left, found.top
+            ink = _ink(views[index][y0 : y0 + found.height, x0 : x0 + found.width])
             if ink is not None:
-                seeds.append(_Line(x0, y0, x1, y1, index, ink[0], ink[1], (found,)))
+                seeds.append(_Line(x0, y0, x0 + found.width, y0 + found.height, index, ink[0],
+                                   ink[1], (found,)))  # fmt: skip
         return seeds, everything
 
     def _grow(self, views: list[np.ndarray], seed: _Line) -> _Line:
@@ -438,6 +486,16 @@ class _Line:
                      self.words + other.words)  # fmt: skip
 
 
+def _inked_rows(view: np.ndarray, line: _Line) -> tuple[int, int]:
+    """The first and past-the-last row of a line's box, cut back to the rows that hold its
+    ink when those are under half of it (a word box read far taller than its text)."""
+    band = view[line.y0 : line.y1, line.x0 : line.x1].astype(np.int16)
+    rows = np.flatnonzero((np.abs(band - line.level) <= line.tolerance).any(axis=1))
+    if rows.size == 0 or rows[-1] + 1 - rows[0] >= 0.5 * (line.y1 - line.y0):
+        return line.y0, line.y1
+    return line.y0 + int(rows[0]), line.y0 + int(rows[-1]) + 1
+
+
 def _merge_lines(lines: list[_Line]) -> list[_Line]:
     """Lines that overlap on the same view with the same ink joined into one."""
     merged: list[_Line] = []
@@ -454,21 +512,24 @@ def _merge_lines(lines: list[_Line]) -> list[_Line]:
 def _ink(box: np.ndarray) -> tuple[int, int] | None:
     """The grey level of the text in a word's box and a tolerance around it (None: no ink).
 
-    Text is drawn in one flat colour, brighter or darker than what is around it: its level is
-    the commonest value on one side of the box's median (the background), the side where
-    more pixels lie far from the background, and never a level covering most of the box; the
-    tolerance is half that distance."""
+    Text is drawn in one flat colour, brighter or darker than what is around it (the box's
+    median): its level is where the pixels on one side of the background end (the 90th
+    percentile of those brighter, the 10th of those darker: thin text is mostly its
+    anti-aliased edge), taken on the side where more pixels lie far from the background, and
+    never a level covering most of the box; the tolerance is a third of that distance."""
     if box.size == 0:
         return None
     values = box.ravel().astype(np.int16)
     background = int(np.median(values))
     best: tuple[float, int, int] | None = None
-    for side in (values[values > background], values[values < background]):
-        if side.size == 0:
+    for side, end in ((values[values > background], 90), (values[values < background], 10)):
+        if side.size < 3:
             continue
-        level = int(np.argmax(np.bincount(side // 4, minlength=64))) * 4 + 2
+        level = int(np.percentile(side, end))
         distance = abs(level - background)
-        tolerance = max(6, distance // 2)
+        if distance < 8:
+            continue
+        tolerance = max(6, distance // 3)
         covered = np.count_nonzero(np.abs(values - level) <= tolerance)
         if covered > 0.6 * values.size:
             continue  # that is the background (a box mostly of bold text): not the ink
@@ -478,12 +539,36 @@ def _ink(box: np.ndarray) -> tuple[int, int] | None:
     return None if best is None or best[0] == 0 else (best[1], best[2])
 
 
+class _Reads(list[_Word]):
+    """The words of a search, with their boxes as arrays (to find those overlapping a word
+    without a loop over all of them)."""
+
+    def boxes(self) -> np.ndarray:
+        cached = self.__dict__.get("_boxes")
+        if cached is None or len(cached) != len(self):
+            cached = np.array([(w.left, w.top, w.left + w.width, w.top + w.height, w.page)
+                               for w in self], dtype=np.int64).reshape(-1, 5)  # fmt: skip
+            self.__dict__["_boxes"] = cached
+        return cached
+
+
 def _agreeing(word: _Word, words: list[_Word]) -> int:
     """On how many other pages a word overlapping ``word`` reads three or more of its
     letters and digits in a row (all of them if it has fewer)."""
     text = "".join(_ALNUM.findall(word.text)).upper()
+    if isinstance(words, _Reads) and len(words):
+        box = words.boxes()
+        width = np.minimum(box[:, 2], word.left + word.width) - np.maximum(box[:, 0], word.left)
+        height = np.minimum(box[:, 3], word.top + word.height) - np.maximum(box[:, 1], word.top)
+        area = np.minimum((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]),
+                          word.width * word.height)  # fmt: skip
+        near = (width > 0) & (height > 0) & (box[:, 4] != word.page)
+        near &= width * height >= 0.3 * area
+        candidates = [words[i] for i in np.flatnonzero(near)]
+    else:
+        candidates = words
     pages: set[int] = set()
-    for other in words:
+    for other in candidates:
         if other.page == word.page or other.page in pages:
             continue
         width = min(word.left + word.width, other.left + other.width) - max(word.left, other.left)
@@ -506,6 +591,40 @@ def _textured(words: tuple[_Word, ...]) -> bool:
         return False
     solid = [w for w in words if len(_ALNUM.findall(w.text)) >= 3 and w.confidence >= 50]
     return len(solid) < 0.3 * len(words)
+
+
+def _corroborated(words: tuple[_Word, ...], everything: list[_Word]) -> bool:
+    """Whether a line holds two or more words side by side, each read with confidence 40 or
+    more and alike on another page, with five or more letters and digits in all (a line cut
+    by tile edges, none of whose pieces is text on its own)."""
+    pieces: list[tuple[int, int, int]] = []  # left, right, letters and digits
+    for word in words:
+        found = _ALNUM.findall(word.text)
+        if word.confidence < 40 or len(found) < 2:
+            continue
+        if len({c.lower() for c in found}) == 1 and found[0].isalpha():
+            continue
+        if _agreeing(word, everything) < 1:
+            continue
+        right = word.left + word.width
+        if any(left < right and word.left < end for left, end, _ in pieces):
+            continue  # the same place read again
+        pieces.append((word.left, right, len(found)))
+    return len(pieces) >= 2 and sum(count for *_, count in pieces) >= 5
+
+
+def _continues(line: _Word, piece: _Word) -> bool:
+    """Whether ``piece`` (a line not kept on its own) continues a kept ``line``: of about its
+    height, on its row, at most a height away."""
+    if not 0.6 * line.height <= piece.height <= 1.6 * line.height:
+        return False
+    return _near(line, piece)
+
+
+def _sure(word: _Word) -> bool:
+    """Whether a word is read surely enough to outweigh the noise around it: four or more
+    letters and digits read with confidence 80 or more."""
+    return word.confidence >= 80 and len(_ALNUM.findall(word.text)) >= 4
 
 
 def _near(a: _Word, b: _Word) -> bool:
@@ -581,6 +700,36 @@ def _equalise(tile: np.ndarray) -> np.ndarray:
         return tile
     table = np.clip(np.rint((cumulative - first) * (255.0 / span)), 0, 255).astype(np.uint8)
     return table[tile]
+
+
+def _local_range(tile: np.ndarray, height: int, floor: int = 40) -> np.ndarray:
+    """A tile with each pixel stretched between the darkest and the brightest pixel near it
+    (within about three text heights; blocks of ``2 * height``, and the eight blocks around).
+
+    Dim text on a dark background next to bright anatomy comes out as bright as white text;
+    a flat area whose range is under ``floor`` grey levels (noise) stays dark."""
+    rows, columns = tile.shape
+    block = max(4, 2 * height)
+    down, across = -(-rows // block), -(-columns // block)
+    padded = np.pad(tile, ((0, down * block - rows), (0, across * block - columns)), mode="edge")
+    blocks = padded.reshape(down, block, across, block)
+    high, low = blocks.max(axis=(1, 3)), blocks.min(axis=(1, 3))
+    high, low = _spread(high, np.maximum), _spread(low, np.minimum)
+    high = np.repeat(np.repeat(high, block, axis=0), block, axis=1)[:rows, :columns]
+    low = np.repeat(np.repeat(low, block, axis=0), block, axis=1)[:rows, :columns]
+    span = np.maximum(high.astype(np.float32) - low, floor)
+    shown = (tile.astype(np.float32) - low) * (255.0 / span)
+    return np.clip(np.rint(shown), 0, 255).astype(np.uint8)
+
+
+def _spread(grid: np.ndarray, pick: np.ufunc) -> np.ndarray:
+    """Each cell of ``grid`` replaced by ``pick`` (max or min) of it and its eight neighbours."""
+    padded = np.pad(grid, 1, mode="edge")
+    out = grid.copy()
+    for dy in range(3):
+        for dx in range(3):
+            out = pick(out, padded[dy : dy + grid.shape[0], dx : dx + grid.shape[1]])
+    return out
 
 
 def _resize(image: np.ndarray, scale: float) -> np.ndarray:

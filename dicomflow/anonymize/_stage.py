@@ -14,7 +14,7 @@ import hmac
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -179,17 +179,10 @@ class Deidentify:
             if isinstance(self.options, str):
                 raise ConfigError("options must be a list of option names, not one string")
             options = DeidOptions.from_names(self.options)
-        if explicit is not None:  # the caller's range wins over the recipe's
-            options = replace(options, date_shift_days=explicit)
-            if recipe is not None and recipe.date_shift_days not in (None, options.date_shift_days):
-                recipe = replace(recipe, date_shift_days=None)
-        elif recipe is not None and recipe.date_shift_days is not None:
-            options = replace(options, date_shift_days=recipe.date_shift_days)
         if not isinstance(self.allow_identifying, bool):
             raise ConfigError("allow_identifying must be True or False")
         object.__setattr__(self, "recipe", recipe)
         object.__setattr__(self, "options", options.names)
-        object.__setattr__(self, "date_shift_days", options.date_shift_days)
         if self.secret_file is not None:
             object.__setattr__(self, "secret_file", os.fspath(self.secret_file))
         if self.crosswalk is not None:
@@ -205,8 +198,11 @@ class Deidentify:
         engine = Deidentifier(
             secret, options, lookup=lookup, pixel_rules=rules, recipe=recipe,
             allow_identifying=self.allow_identifying, burned_in_text=self.burned_in_text,
+            date_shift_days=explicit,
         )  # fmt: skip
         object.__setattr__(self, "_engine", engine)
+        # the range in force, as the engine settles it (the recipe is kept as the user wrote it)
+        object.__setattr__(self, "date_shift_days", engine.options.date_shift_days)
         object.__setattr__(self, "_secret", secret)
         object.__setattr__(self, "_state", {})
         object.__setattr__(self, "_fast", FastDeidentifier(engine))

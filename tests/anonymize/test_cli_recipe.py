@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pydicom
 import pytest
 
+from dicomflow.anonymize import Recipe
 from dicomflow.cli import main
 
 from .test_recipe import MR
@@ -230,3 +232,27 @@ def test_verify_deid_reads_the_recipes_keeps_from_the_manifest(
     assert main(["verify-deid", str(src), str(dst), "--manifest", str(manifest), "-q"]) == 1
     out = capsys.readouterr()
     assert "ImageComments" in out.out.split("kept (listed")[0] and "2 findings" in out.err
+
+
+def test_the_recorded_recipe_is_the_users_file_when_the_flag_sets_the_shift(
+    tmp_path, export, secret_file, capsys
+) -> None:
+    recipe = tmp_path / "site.toml"
+    recipe.write_text(SITE.replace("[recipe]\n", '[recipe]\ndate-shift-days = [-30, -30]\n'
+                                   'shift = ["StudyDate"]\n', 1))  # fmt: skip
+    written = Recipe.load(recipe)  # the recipe as the user wrote it, read by the public API
+    assert written.date_shift_days == (-30, -30)
+    dst = tmp_path / "share"
+    rc = _deid(export, dst, secret_file, "--recipe", str(recipe), "--allow-identifying",
+               "--date-shift-days", "-2", "-2")  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    [original] = {ds.StudyDate for ds in map(pydicom.dcmread, export.iterdir())}
+    expected = (date.fromisoformat(original) - timedelta(days=2)).strftime("%Y%m%d")
+    for out in _outputs(dst):
+        assert out.StudyDate == expected  # the flag's range wins over the file's
+        assert f"recipe site-a sha256:{written.fingerprint} (4 rules)" in out.DeidentificationMethod
+    manifest = next((tmp_path / "share.manifests").glob("run-*.parquet"))
+    config = json.loads(pq.read_schema(manifest).metadata[b"dicomflow.pipeline"])
+    stage = next(s for s in config["stages"] if s["type"] == "deidentify")
+    assert Recipe.from_config(stage["recipe"]).fingerprint == written.fingerprint
+    assert stage["date_shift_days"] == [-2, -2]
