@@ -304,7 +304,7 @@ class Deidentify:
             self._check_crosswalk_location()
         pixels = PixelReport() if self.deid_options.clean_pixel_data else None
         fast = None
-        if pairs is None and pixels is None and not instance.parsed:
+        if pairs is None and pixels is None and not instance.parsed and instance.bytes_in_memory:
             fast = self._fast.deidentify(instance.raw)  # None: not for the byte path
         if fast is not None:  # the bytes the engine's output encodes to, without a Dataset
             instance.replace_bytes(fast.data)

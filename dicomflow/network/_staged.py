@@ -23,7 +23,7 @@ import io
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from pydicom import Dataset, dcmread, dcmwrite
 from pydicom.dataelem import DataElement, RawDataElement
@@ -84,6 +84,8 @@ class SpooledInstance(Instance):
     (File Meta included): its dataset is read from there with large values left on disk."""
 
     file: str = ""
+    #: its dataset is read with large values left on disk: a stage must not load it all
+    bytes_in_memory: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         self._windows: list[Any] = []  # io.BufferedReader over a _Window
@@ -97,6 +99,8 @@ class SpooledInstance(Instance):
 
     @property
     def dataset(self) -> Dataset:
+        if self._encoded:  # a stage replaced the bytes: the spool file is the original now
+            return super().dataset
         if self._dataset is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

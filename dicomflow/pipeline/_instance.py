@@ -20,7 +20,7 @@ import io
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydicom import Dataset, dcmread
 
@@ -99,6 +99,9 @@ class Instance:
     _dataset: Dataset | None = None
     _raw: bytes | None = None
     _encoded: bool = False
+    #: whether a stage may work on the whole object's bytes (`raw`, then `replace_bytes`) in
+    #: place of its dataset; an instance whose dataset leaves large values on disk says no
+    bytes_in_memory: ClassVar[bool] = True
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, uri: str = "", **kwargs: Any) -> Instance:
