@@ -436,7 +436,7 @@ def print_table(results: dict[str, list[dict]], args: argparse.Namespace) -> Non
         ratio = f"{rate / base:.2f}" if base else "-"
         cpu_text = f"{cpu:.2f}" if cpu is not None else "-"
         print(f"{method:<18}{rate:9.0f}{mbs:9.1f}{cpu_text:>13}{ratio:>14}")
-        if base and method.startswith("dicomflow"):
+        if base and method.startswith(("dicomflow", "pull", "wado")):
             record("pull", f"inst/s {method}", rate / base, target=1.0, against="dcmtk-move")
     if base:
         print("\ntarget: dicomflow pull >= 0.8 x dcmtk-move")

@@ -55,7 +55,8 @@ N_KEYWORDS = 45
 USER_CHUNK = 256
 #: other processes using more CPU than this (in cores, averaged over a run) make it redone
 NOISE_CORES = 0.2
-TARGETS = {"dicomflow-1w / pydicom-1w": 5.0, "dicomflow-2w / dicomflow-1w": 1.7}
+#: issue 17, item 1 (issue 2 asked for 5x and 1.7x)
+TARGETS = {"dicomflow-1w / pydicom-1w": 12.0, "dicomflow-2w / dicomflow-1w": 1.8}
 
 
 def check(condition: object, message: object) -> None:

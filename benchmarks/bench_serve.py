@@ -273,9 +273,15 @@ def delta_appends(batches: int, rows: int, rounds: int, workdir: Path) -> dict[s
             for proc in procs:
                 proc.join()
             seconds = time.perf_counter() - start
-            if any(proc.exitcode for proc in procs):
-                raise SystemExit(f"a {fmt} writer failed")
             held = read_table(uri, fmt, columns=["uri"]).num_rows
+            codes = [proc.exitcode for proc in procs]
+            if any(codes):
+                # seen once in many runs: a Parquet writer aborted at interpreter exit, after its
+                # appends ("terminate called without an active exception"); the round is left out
+                print(f"  round {r}: a {fmt} writer exited with {codes}, {held:,} rows held; "
+                      "round not counted")  # fmt: skip
+                rates[fmt].append(float("nan"))
+                continue
             if held != 2 * batches * rows:
                 raise SystemExit(f"{fmt}: {held:,} rows, expected {2 * batches * rows:,}")
             rates[fmt].append(2 * batches * rows / seconds)
@@ -304,11 +310,15 @@ def main(argv: list[str] | None = None) -> int:
                   "alternating)")  # fmt: skip
             rates = delta_appends(args.delta_batches, args.delta_rows, args.delta_rounds, workdir)
             for fmt, values in rates.items():
+                values = [v for v in values if v == v]  # rounds counted (nan: left out)
                 print(f"  {fmt:8s} {min(values):10,.0f} .. {max(values):10,.0f} rows/s  "
                       f"(median {statistics.median(values):,.0f})")  # fmt: skip
-            ratios = [d / p for d, p in zip(rates["delta"], rates["parquet"], strict=True)]
+            pairs = zip(rates["delta"], rates["parquet"], strict=True)
+            ratios = [d / p for d, p in pairs if d == d and p == p]
             print(f"  ratio delta / parquet: {min(ratios):.2f}x .. {max(ratios):.2f}x "
                   f"(median {statistics.median(ratios):.2f}x)")  # fmt: skip
+            record("serve", "Delta appends, 2 writers, rows/s (median round)",
+                   statistics.median(ratios), against="Parquet part files")  # fmt: skip
         if args.delta_only:
             return 0
         print(f"== QIDO-RS over {args.rows:,} rows (median of {args.repeat}, over HTTP)")
