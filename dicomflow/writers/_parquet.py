@@ -13,6 +13,14 @@ if TYPE_CHECKING:
 __all__ = ["ParquetDataset"]
 
 
+def written_paths(manifest: pa.Table, sink: str) -> list[str]:
+    """What a run's catalog sink catalogs: the files the run's other sinks wrote for its done
+    instances, or their sources when no other sink wrote any."""
+    done = [r for r in manifest.to_pylist() if r["status"] == "done"]
+    paths = [o["path"] for r in done for o in r["outputs"] if o["sink"] != sink]
+    return paths or [r["source_uri"] for r in done]
+
+
 class ParquetDataset:
     """Sink: a partitioned Parquet catalog of what the pipeline wrote (appended per run).
 
@@ -42,10 +50,7 @@ class ParquetDataset:
         return []
 
     def close(self, context: Any, manifest: pa.Table) -> None:
-        done = [r for r in manifest.to_pylist() if r["status"] == "done"]
-        paths = [o["path"] for r in done for o in r["outputs"] if o["sink"] != self.name]
-        if not paths:
-            paths = [r["source_uri"] for r in done]
+        paths = written_paths(manifest, self.name)
         if paths:
             write_dataset(
                 scan(paths, columns=self.columns), self.root, partition_by=self.partition_by

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..catalog import TableWriter, scan
+from ._parquet import written_paths
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -71,10 +72,7 @@ class TableSink:
         return []
 
     def close(self, context: Any, manifest: pa.Table) -> None:
-        done = [r for r in manifest.to_pylist() if r["status"] == "done"]
-        paths = [o["path"] for r in done for o in r["outputs"] if o["sink"] != self.name]
-        if not paths:
-            paths = [r["source_uri"] for r in done]
+        paths = written_paths(manifest, self.name)
         if paths:
             batches = scan(paths, columns=self.columns, storage_options=self.storage_options)
             self.writer().append_new(batches.iter_batches(), _KEYS)
