@@ -276,8 +276,8 @@ def delta_appends(batches: int, rows: int, rounds: int, workdir: Path) -> dict[s
             held = read_table(uri, fmt, columns=["uri"]).num_rows
             codes = [proc.exitcode for proc in procs]
             if any(codes):
-                # seen once in many runs: a Parquet writer aborted at interpreter exit, after its
-                # appends ("terminate called without an active exception"); the round is left out
+                # a writer that fails is reported and its round left out (pyarrow's dataset
+                # writer once aborted some at exit, after their appends: see performance.md)
                 print(f"  round {r}: a {fmt} writer exited with {codes}, {held:,} rows held; "
                       "round not counted")  # fmt: skip
                 rates[fmt].append(float("nan"))

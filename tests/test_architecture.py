@@ -185,6 +185,7 @@ def test_every_built_in_name_resolves(kind: str) -> None:
 
 #: Tests that reach a private module, and why no public seam serves them.
 TEST_PRIVATE_SEAMS = {
+    "tests/test_scan_incremental.py": "fault injection: a kill during the dataset append",
     "tests/test_scan_bad_input.py": "fault injection: a scan converter that raises",
     "tests/pixels/test_frames.py": "monkeypatches the frame locator and the backend list; "
     "the frame array's keys (frames_array, white-box)",

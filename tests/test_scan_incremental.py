@@ -14,6 +14,7 @@ import pydicom
 import pytest
 
 import dicomflow as dfl
+from dicomflow.catalog import _parquet
 from dicomflow.cli import main
 
 SERIES = "modality"  # 17 modality folders of real files
@@ -111,7 +112,7 @@ def test_killed_between_drop_and_append_the_rerun_completes(archive, tmp_path, m
         raise KeyboardInterrupt  # the process dies after the old row left, before the append
 
     with monkeypatch.context() as m:
-        m.setattr(pads, "write_dataset", killed)  # the append of the new rows
+        m.setattr(_parquet, "write_dataset", killed)  # the append of the new rows
         with pytest.raises(KeyboardInterrupt):
             dfl.scan(archive, workers=1).update(out, partition_by=["Modality"])
     assert str(target) not in _dataset(out).column("uri").to_pylist()  # out, not doubled

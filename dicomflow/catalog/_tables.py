@@ -271,19 +271,17 @@ class _Parquet:
             with open(self._marker(batch), "wb"):
                 pass
         else:
-            import pyarrow.dataset as pads
-            from pyarrow.fs import FSSpecHandler, PyFileSystem
+            import pyarrow.parquet as pq
 
-            pads.write_dataset(
-                table,
-                self.root,
-                filesystem=PyFileSystem(FSSpecHandler(self.fs)),
-                format="parquet",
-                partitioning=list(self.partition_by) or None,
-                partitioning_flavor="hive" if self.partition_by else None,
-                basename_template=f"part-{self.token(batch)}-{{i}}.parquet",
-                existing_data_behavior="overwrite_or_ignore",
-            )
+            from ._parquet import partitions
+
+            root = self.root.rstrip("/")
+            for i, (folder, rows) in enumerate(partitions(table, self.partition_by)):
+                name = "/".join(
+                    p for p in (root, folder, f"part-{self.token(batch)}-{i}.parquet") if p
+                )
+                with self.fs.open(name, "wb") as f:  # an object's put is whole or nothing
+                    pq.write_table(rows, f, compression="zstd")
             self.fs.pipe_file(self._marker(batch), b"")
         return True
 
