@@ -57,6 +57,7 @@ BENCHES = (
     Bench("serve", "bench_serve.py", ("--rows", "200000", "--files", "50", "--seconds", "3")),
     Bench("ocr", "bench_ocr.py", ("--planted", "40", "--clean", "20")),
     Bench("cluster", "bench_cluster.py", ("--n", "1000", "--tasks", "2000")),
+    Bench("gpu", "bench_gpu.py", ("--batch", "64", "--repeat", "2")),  # exits 2 without a GPU
 )
 
 

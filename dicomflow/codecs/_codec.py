@@ -20,6 +20,7 @@ __all__ = [
     "available_backends",
     "check_encodable",
     "decode_frame",
+    "decode_frames",
     "decode_stored",
     "decoders_for",
     "encode_frame",
@@ -73,7 +74,7 @@ def decoders_for(
         if backend is not None:
             raise PixelDataError(f"backend {backend!r} cannot decode {syntax}: unknown syntax")
         return ()
-    return check_backend(registry.decoder_chain(ts.uid, exact), backend, ts)
+    return check_backend(registry.decoder_chain(ts.uid, exact, backend), backend, ts)
 
 
 def decode_stored(
@@ -94,10 +95,10 @@ def decode_stored(
         ts = _syntax(registry, syntax, PixelDataError)
     if fmt.transfer_syntax_uid != ts.uid:
         fmt = replace(fmt, transfer_syntax_uid=ts.uid)
-    chain = check_backend(registry.decoder_chain(ts.uid, exact), backend, ts)
+    chain = check_backend(registry.decoder_chain(ts.uid, exact, backend), backend, ts)
     check_frame(data, fmt, ts, max_frame_bytes)  # before any decoder allocates anything
     if not chain:
-        wanted = [d.name for d in registry.decoders if ts.uid in d.syntaxes]
+        wanted = [d.name for d in registry.decoders if ts.uid in d.syntaxes and not d.opt_in]
         if not wanted:
             raise PixelDataError(f"dicomflow has no decoder for {ts.name} ({ts.uid})")
         raise PixelDataError(
@@ -185,6 +186,74 @@ def decode_frame(
         registry=registry,
     )
     return to_rgb(arr, photometric) if as_rgb else arr
+
+
+def decode_frames(
+    frames: Sequence[bytes | bytearray | np.ndarray],
+    fmt: PixelFormat,
+    syntax: str | TransferSyntax,
+    *,
+    backend: str | None = None,
+    exact: bool = True,
+    as_rgb: bool = True,
+    max_frame_bytes: int | None = None,
+    registry: Registry | None = None,
+) -> list[np.ndarray | PixelDataError]:
+    """Decode frames of one format together: in one call where the backend decodes batches
+    (``backend="nvimgcodec"``: one GPU batch), else one by one as :func:`decode_frame`.
+
+    Returns each frame's array (as :func:`decode_frame` gives it) or the
+    :class:`~dicomflow.errors.PixelDataError` that refused it, in order: one bad frame does
+    not lose the others. A batch backend is used alone, never silently replaced; without
+    ``backend``, the usual chain decodes each frame.
+    """
+    registry = registry or default_registry()
+    ts = _syntax(registry, syntax, PixelDataError)
+    if fmt.transfer_syntax_uid != ts.uid:
+        fmt = replace(fmt, transfer_syntax_uid=ts.uid)
+    chain = check_backend(registry.decoder_chain(ts.uid, exact, backend), backend, ts)
+    batcher = next((d for d in chain if d.batch), None) if backend is not None else None
+    results: list[np.ndarray | PixelDataError] = []
+    if batcher is None:
+        for data in frames:
+            try:
+                results.append(
+                    decode_frame(
+                        data,
+                        fmt,
+                        ts,
+                        backend=backend,
+                        exact=exact,
+                        as_rgb=as_rgb,
+                        max_frame_bytes=max_frame_bytes,
+                        registry=registry,
+                    )
+                )
+            except PixelDataError as exc:
+                results.append(exc)
+        return results
+    checked: list[bytes] = []
+    where: list[int] = []
+    results = [PixelDataError("not decoded")] * len(frames)
+    for i, data in enumerate(frames):
+        try:
+            check_frame(data, fmt, ts, max_frame_bytes)  # before the batch allocates anything
+        except PixelDataError as exc:
+            results[i] = exc
+            continue
+        checked.append(bytes(data))
+        where.append(i)
+    decoded = batcher.decode_batch(checked, fmt) if checked else []
+    for i, item in zip(where, decoded, strict=True):
+        if isinstance(item, BaseException):
+            results[i] = PixelDataError(f"{batcher.name}: {item}")
+        elif item[0].shape != fmt.frame_shape:
+            results[i] = PixelDataError(
+                f"{batcher.name}: decoded shape {item[0].shape}, expected {fmt.frame_shape}"
+            )
+        else:
+            results[i] = to_rgb(item[0], item[1]) if as_rgb else item[0]
+    return results
 
 
 # -- encoding ----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from ._headers import j2k_header
 from ._registry import Decoder, Encoder
 from ._samples import as_dataset_dtype, shift, storable
 
-__all__ = ["decode_imagecodecs", "encode_htj2k", "encode_imagecodecs", "storable"]
+__all__ = ["as_stored", "decode_imagecodecs", "encode_htj2k", "encode_imagecodecs", "storable"]
 
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
 J2K = "1.2.840.10008.1.2.4.91"
@@ -58,8 +58,14 @@ ENCODERS = (
 def decode_imagecodecs(src: bytes, fmt: PixelFormat) -> tuple[np.ndarray, str]:
     import imagecodecs
 
+    return as_stored(np.ascontiguousarray(imagecodecs.jpeg2k_decode(src)), src, fmt)
+
+
+def as_stored(decoded: np.ndarray, src: bytes, fmt: PixelFormat) -> tuple[np.ndarray, str]:
+    """A JPEG 2000 decoder's samples as pydicom gives them (the data set's dtype, signed samples
+    of an unsigned codestream sign-extended) and their photometric interpretation (the codec
+    inverts the component transform)."""
     info = j2k_header(src)
-    decoded = np.ascontiguousarray(imagecodecs.jpeg2k_decode(src))
     arr = as_dataset_dtype(decoded.reshape(fmt.frame_shape), fmt)
     photometric = fmt.photometric_interpretation
     if photometric in ("MONOCHROME1", "MONOCHROME2"):

@@ -101,13 +101,34 @@ class Decoder(_Codec):
     exact_only : bool
         Tried only when exact values are asked for: a restricted variant of another decoder
         whose one use is being exact (libjpeg-turbo on 8-bit grey JPEG).
+    opt_in : bool
+        Used only when asked for by name (``backend=...``), never as a default or fallback
+        (the GPU decoder: a device is a choice the caller makes).
+    batch : str
+        Name of a module function ``(frames: list[bytes], fmt) -> list[(ndarray, str) |
+        Exception]`` that decodes many frames of one format in one call (a GPU batch);
+        :func:`~dicomflow.codecs.decode_frames` uses it when this backend is chosen.
     """
 
     exact: bool = True
     exact_only: bool = False
+    opt_in: bool = False
+    batch: str = ""
 
     def decode(self, data: bytes, fmt: PixelFormat) -> tuple[np.ndarray, str]:
         return _function(self.module, self.function)(data, fmt)
+
+    def decode_batch(self, frames: list[bytes], fmt: PixelFormat) -> list[Any]:
+        """Each frame's ``(array, photometric)``, or the exception that refused it."""
+        if not self.batch:
+            results: list[Any] = []
+            for data in frames:
+                try:
+                    results.append(self.decode(data, fmt))
+                except Exception as exc:  # noqa: BLE001 - handed back per frame, as the batch does
+                    results.append(exc)
+            return results
+        return list(_function(self.module, self.batch)(frames, fmt))
 
 
 @dataclass(frozen=True)
@@ -192,12 +213,19 @@ class Registry:
         return found
 
     # -- decoders ------------------------------------------------------------------------------
-    def decoder_chain(self, uid: str, exact: bool = True) -> tuple[Decoder, ...]:
-        """The available decoders for ``uid``, in the order they are tried."""
-        key = ("decode", uid, exact)
+    def decoder_chain(
+        self, uid: str, exact: bool = True, backend: str | None = None
+    ) -> tuple[Decoder, ...]:
+        """The available decoders for ``uid``, in the order they are tried (opt-in ones only
+        when ``backend`` names them)."""
+        key = ("decode", uid, exact, backend)
         chain = self._chains.get(key)
         if chain is None:
-            usable = [d for d in self.decoders if uid in d.syntaxes and d.available(uid)]
+            usable = [
+                d
+                for d in self.decoders
+                if uid in d.syntaxes and (not d.opt_in or d.name == backend) and d.available(uid)
+            ]
             if exact:
                 usable.sort(key=lambda d: (not d.exact, -d.priority))
             else:

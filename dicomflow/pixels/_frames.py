@@ -17,6 +17,7 @@ from ..codecs import (
     DEFAULT_MAX_FRAME_BYTES,
     PixelFormat,
     decode_frame,
+    decode_frames,
     decoders_for,
     stored_frames,
 )
@@ -248,11 +249,56 @@ def _load_chunk(
     storage_options: Mapping[str, Any] | None,
     dtype: np.dtype,
 ) -> np.ndarray:
-    out = [
-        load_frame(ref, options, t, storage_options).astype(dtype, copy=False)
-        for ref, t in zip(refs, transforms, strict=True)
-    ]
+    batched = _batched(refs, options, storage_options)
+    out = []
+    for i, (ref, t) in enumerate(zip(refs, transforms, strict=True)):
+        if batched is None:
+            arr = load_frame(ref, options, t, storage_options)
+        else:
+            arr = batched[i]
+            if t is not None:
+                arr = t.apply(arr)
+        out.append(arr.astype(dtype, copy=False))
     return out[0][np.newaxis] if len(out) == 1 else np.stack(out)
+
+
+def _batched(
+    refs: tuple[FrameRef, ...], options: PixelOptions, storage_options: Mapping[str, Any] | None
+) -> list[np.ndarray] | None:
+    """A chunk's frames decoded in one call, where the chosen backend decodes batches (the
+    GPU's) and they share one encapsulated format; ``None``: decode them one by one."""
+    if options.backend is None or len(refs) < 2:
+        return None
+    fmt = refs[0].fmt
+    if not fmt.is_encapsulated or any(r.whole_file or r.fmt != fmt for r in refs):
+        return None
+    chain = decoders_for(fmt.transfer_syntax_uid, options.backend, exact=options.exact)
+    if not any(d.batch for d in chain):
+        return None
+    from ._locate import unwrap_fragments
+
+    encoded = []
+    for ref in refs:
+        try:
+            data = read_range(ref.uri, ref.start, ref.stop, storage_options)
+            encoded.append(unwrap_fragments(data, ref.uri, ref.index))
+        except FrameDecodeError:
+            raise
+        except Exception as exc:
+            raise FrameDecodeError(ref.uri, ref.index, f"{type(exc).__name__}: {exc}") from exc
+    decoded = decode_frames(
+        encoded,
+        fmt,
+        fmt.transfer_syntax_uid,
+        backend=options.backend,
+        exact=options.exact,
+        as_rgb=options.as_rgb,
+        max_frame_bytes=options.max_frame_bytes,
+    )
+    for ref, arr in zip(refs, decoded, strict=True):
+        if not isinstance(arr, np.ndarray):
+            raise FrameDecodeError(ref.uri, ref.index, f"{type(arr).__name__}: {arr}")
+    return decoded  # type: ignore[return-value]
 
 
 def _frames_token(
