@@ -71,11 +71,18 @@ class ManifestWriter:
             pq.write_table(table, tmp)
         self._count += 1
 
-    def finish(self) -> str:
-        """Merge the parts into ``run-<id>.parquet`` (atomically) and return its path."""
+    def finish(self, rows: pa.Table | None = None) -> str:
+        """Merge the parts into ``run-<id>.parquet`` (atomically) and return its path.
+
+        ``rows``: every row appended, in order, as the caller already holds them (what the
+        parts hold: they are then not read back).
+        """
         parts = sorted(glob.glob(os.path.join(self.parts_dir, "part-*.parquet")))
-        tables = [pq.read_table(p) for p in parts]
-        table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
+        if rows is not None:
+            table = rows
+        else:
+            tables = [pq.read_table(p) for p in parts]
+            table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
         final = os.path.join(self.folder, f"run-{self.run_id}.parquet")
         with atomic_path(final) as tmp:
             pq.write_table(table.replace_schema_metadata(self.metadata), tmp)

@@ -451,9 +451,9 @@ class Pipeline:
             if isinstance(consumer, Progress) and progress is True:
                 consumer.__exit__(None, None, None)  # the bar made here, on an early end too
         stopped = halt[0] if halt else None
-        table = manifest_table(rows_out)
+        table = manifest_table(rows_out)  # the rows the parts hold, in the same order
+        path = writer.finish(table) if writer is not None else None
         table = table.take(pa.compute.sort_indices(table, [("source_uri", "ascending")]))
-        path = writer.finish() if writer is not None else None
         if not dry_run and stopped is None:
             for sink in self.sinks:
                 sink.close(context, table)
