@@ -24,6 +24,7 @@ are the engine's to report: such an instance falls back too, and the engine rais
 from __future__ import annotations
 
 import copy
+import re
 import struct
 from dataclasses import dataclass
 from functools import cache
@@ -253,8 +254,14 @@ def _strip(text: str) -> str:
     return text.rstrip(" \0")
 
 
+def _mask_bytes(match: re.Match[bytes]) -> bytes:
+    return b"X" * len(match.group(0))
+
+
 class _Run:
-    __slots__ = ("counts", "patient_key", "present", "quiet", "scrubber", "shift", "types")
+    __slots__ = (
+        "counts", "memo", "patient_key", "present", "quiet", "scrubber", "shift", "types"
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.counts = dict.fromkeys("XZDKCU", 0)
@@ -264,6 +271,8 @@ class _Run:
         self.types: Any = None
         self.present: frozenset[str] = frozenset()
         self.scrubber: Scrubber | None = None
+        #: a kept text's bytes -> (masked bytes, occurrences), for the scrubber's patterns
+        self.memo: dict[bytes, tuple[bytes, int]] = {}
 
 
 class FastDeidentifier:
@@ -287,7 +296,7 @@ class FastDeidentifier:
         self._structured = options.clean_structured_content
         self._uids: dict[str, str] = {}
         self._pseudonyms: dict[str, str] = {}
-        self._scrubbers: dict[frozenset[str], Scrubber] = {}
+        self._scrubbers: dict[frozenset[str], tuple[Scrubber, dict]] = {}
         self._records: dict[bool, tuple[bytes, bytes, bytes]] = {}
         codes = [BASIC_PROFILE_CODE] + [s.code_value for s in options.selected]
         self._method_texts = [f"dicomflow {__version__} PS3.15 Annex E"] + [
@@ -355,7 +364,7 @@ class FastDeidentifier:
         self._converted = self._read_before(data, values)
         found: set[str] = set()
         self._identifying(data, top, found)
-        run.scrubber = self._scrubber(frozenset(found))
+        run.scrubber, run.memo = self._scrubber(frozenset(found))
         self._data, self._implicit, self._compressed = data, implicit, compressed
         out = self._level(top, run, (), False, top_level=True)
         if 0x00102201 in out or 0x00102202 in out:  # see _engine._keep_animal_type_2c
@@ -598,7 +607,15 @@ class FastDeidentifier:
             and not run.quiet
         ):
             value = data[vpos:end]
-            new, n = scrubber._bytes.subn(lambda m: b"X" * len(m.group(0)), value)
+            memo = run.memo  # the instances of a series keep the same short texts, mostly
+            found = memo.get(value)
+            if found is None:
+                found = scrubber._bytes.subn(_mask_bytes, value)
+                if len(value) <= 128:
+                    if len(memo) >= 512:
+                        memo.clear()
+                    memo[value] = found
+            new, n = found
             if n:
                 scrubber._count(tag, n)
                 return data[start:vpos] + new
@@ -806,18 +823,19 @@ class FastDeidentifier:
             found = self._pseudonyms[key] = self._keys.pseudonym(key)
         return found
 
-    def _scrubber(self, values: frozenset[str]) -> Scrubber:
-        """A scrubber for these values: the instances of a series share theirs, and compiling
-        its patterns costs more than the search."""
+    def _scrubber(self, values: frozenset[str]) -> tuple[Scrubber, dict]:
+        """A scrubber for these values, and what its byte patterns made of the kept texts
+        seen so far: the instances of a series share both, and compiling the patterns costs
+        more than the search (a search, more than a look-up)."""
         compiled = self._scrubbers.get(values)
         if compiled is None:  # the values identifying_values keeps
             if len(self._scrubbers) > 256:
                 self._scrubbers.clear()
             kept = {v.strip() for v in values if _searchable(v.strip())}
-            compiled = self._scrubbers[values] = Scrubber(kept)
+            compiled = self._scrubbers[values] = (Scrubber(kept), {})
         scrubber = Scrubber(set())
-        scrubber._text, scrubber._bytes = compiled._text, compiled._bytes
-        return scrubber
+        scrubber._text, scrubber._bytes = compiled[0]._text, compiled[0]._bytes
+        return scrubber, compiled[1]
 
     def _shift(self, run: _Run) -> int:
         if run.shift is None:

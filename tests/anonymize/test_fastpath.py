@@ -91,13 +91,18 @@ def test_planted_values_in_kept_attributes_are_masked_the_same(shared: Path) -> 
     ds.AnatomicRegionSequence = [item]
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
-    got, want, ran = _both(Deidentify(secret=SECRET), buffer.getvalue())
-    assert ran and got == want
-    data, counts = got  # type: ignore[misc]
-    for value in (b"DOE JOHNATHAN", b"4711235", b"MERCY WEST", b"Johnathan Doe"):
-        assert value not in data
-    assert counts["deid.masked.ImageType"] == 1
-    assert counts["deid.masked.CodeMeaning"] == 1
+    stage = Deidentify(secret=SECRET)
+    first = None
+    for _ in range(2):  # again through the same stage: what it remembers of the first
+        got, want, ran = _both(stage, buffer.getvalue())
+        assert ran and got == want
+        data, counts = got  # type: ignore[misc]
+        for value in (b"DOE JOHNATHAN", b"4711235", b"MERCY WEST", b"Johnathan Doe"):
+            assert value not in data
+        assert counts["deid.masked.ImageType"] == 1
+        assert counts["deid.masked.CodeMeaning"] == 1
+        assert first is None or got == first
+        first = got
 
 
 def test_sample_archive_with_private_blocks(sample_archive) -> None:
