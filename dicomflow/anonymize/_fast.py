@@ -24,6 +24,7 @@ are the engine's to report: such an instance falls back too, and the engine rais
 from __future__ import annotations
 
 import copy
+import functools
 import re
 import struct
 from dataclasses import dataclass
@@ -256,6 +257,40 @@ def _strip(text: str) -> str:
 
 def _mask_bytes(match: re.Match[bytes]) -> bytes:
     return b"X" * len(match.group(0))
+
+
+# the values `_identifying` reads, by their bytes: the instances of a series repeat them
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_texts(raw: bytes, codec: str) -> tuple[str, ...] | None:
+    """The forms of the names in a PN value (``_name_forms``); None: not for this path."""
+    raw = raw.rstrip(b"\0 ")
+    if not raw:
+        return ()
+    if b"=" in raw:
+        return None
+    try:
+        decoded = raw.decode(codec)
+    except UnicodeDecodeError:
+        return None
+    forms: set[str] = set()
+    for text in decoded.split("\\"):
+        text = text.strip(" \0")
+        if text:
+            forms.update(_name_forms(text))
+    return tuple(forms)
+
+
+@functools.lru_cache(maxsize=4096)
+def _identifying_texts(raw: bytes, codec: str, single: bool) -> tuple[str, ...] | None:
+    """The values of an identifying attribute's value; None: not for this path."""
+    try:
+        decoded = raw.decode(codec)
+    except UnicodeDecodeError:
+        return None
+    parts = [decoded] if single else decoded.split("\\")
+    return tuple(t for t in (p.strip(" \0") for p in parts) if t)
 
 
 class _Run:
@@ -505,30 +540,18 @@ class FastDeidentifier:
             if vr == "UN" and not tag >> 16 & 1:
                 raise _Fallback  # pydicom reads it by the dictionary's VR
             if vr == "PN":
-                raw = data[vpos : vpos + length].rstrip(b"\0 ")
-                if not raw:
-                    continue
-                if b"=" in raw:
-                    raise _Fallback
-                try:
-                    decoded = raw.decode(codec)
-                except UnicodeDecodeError:
-                    raise _Fallback from None
-                for text in decoded.split("\\"):
-                    text = text.strip(" \0")
-                    if text:
-                        found.update(_name_forms(text))
+                texts = _name_texts(data[vpos : vpos + length], codec)
             elif tag in _IDENTIFYING_TAGS:
-                raw = data[vpos : vpos + length]
-                try:
-                    decoded = raw.decode(codec if vr in _CHARSET_VRS else "latin_1")
-                except UnicodeDecodeError:
-                    raise _Fallback from None
-                parts = [decoded] if vr in _SINGLE_VRS else decoded.split("\\")
-                for text in parts:
-                    text = text.strip(" \0")
-                    if text:
-                        found.add(text)
+                texts = _identifying_texts(
+                    data[vpos : vpos + length],
+                    codec if vr in _CHARSET_VRS else "latin_1",
+                    vr in _SINGLE_VRS,
+                )
+            else:
+                continue
+            if texts is None:
+                raise _Fallback
+            found.update(texts)
 
     # -- the walk -----------------------------------------------------------------------------
 
