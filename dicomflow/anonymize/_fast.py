@@ -104,6 +104,8 @@ class FastResult:
 
     data: bytes
     counts: ActionCounts
+    #: ``top_values(data, tags)``, from the elements ``data`` was joined from
+    top: Any = None
 
 
 # A node of the tree: (tag, VR or None, element start, value start, value length, end, items);
@@ -438,7 +440,7 @@ class FastDeidentifier:
             X=counts["X"], Z=counts["Z"], D=counts["D"], K=counts["K"], C=counts["C"],
             U=counts["U"], masked=masked,
         )  # fmt: skip
-        return FastResult(head + body, result)
+        return FastResult(head + body, result, functools.partial(_top_values, out, implicit))
 
     # -- the instance -------------------------------------------------------------------------
 
@@ -1007,6 +1009,28 @@ class FastDeidentifier:
                 self._string(0x00280303, "CS", self._flag, None),
             )
         return found
+
+
+def _top_values(
+    out: dict[int, bytes], implicit: bool, tags: frozenset[int]
+) -> dict[int, tuple[bytes | None, bytes]]:
+    """What `top_values` reads for ``tags`` from the output joined from ``out`` (its File
+    Meta comes from `file_meta_bytes`, its elements are sorted and each has a VR this path
+    knows: that function's walk would find just these; it leaves undefined lengths out)."""
+    found: dict[int, tuple[bytes | None, bytes]] = {}
+    for tag in tags:
+        element = out.get(tag)
+        if element is None:
+            continue
+        if implicit:
+            vr, length, value = None, _U32(element, 4)[0], element[8:]
+        elif element[4:6] in LONG_VRS:
+            vr, length, value = element[4:6], _U32(element, 8)[0], element[12:]
+        else:
+            vr, length, value = element[4:6], 0, element[8:]
+        if length != _UNDEFINED:
+            found[tag] = (vr, value)
+    return found
 
 
 def _read_meta(data: bytes) -> tuple[dict[int, str], int]:
