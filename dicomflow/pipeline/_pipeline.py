@@ -456,7 +456,8 @@ class Pipeline:
             if isinstance(consumer, Progress) and progress is True:
                 consumer.__exit__(None, None, None)  # the bar made here, on an early end too
         stopped = halt[0] if halt else None
-        table = manifest_table(rows_out)  # the rows the parts hold, in the same order
+        # the rows the parts hold, in the same order (converted once, as they were appended)
+        table = writer.rows() if writer is not None else manifest_table(rows_out)
         path = writer.finish(table) if writer is not None else None
         table = table.take(pa.compute.sort_indices(table, [("source_uri", "ascending")]))
         if not dry_run and stopped is None:
