@@ -197,6 +197,8 @@ TEST_PRIVATE_SEAMS = {
     "tests/pipeline/test_pipeline.py": "counts the process pools a run starts (monkeypatch)",
     "tests/pipeline/test_transcode.py": "white-box: the native fast path, the offset-table limit",
     "tests/dicom/test_cheader.py": "the compiled scanner core against the pure-Python functions",
+    "tests/anonymize/test_tables.py": "the per-IOD rows, searched or grouped, against the file",
+    "tests/dicom/test_files.py": "atomic_write's temporary names: a name in use, a forked child",
 }
 
 

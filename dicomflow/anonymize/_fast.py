@@ -24,6 +24,8 @@ are the engine's to report: such an instance falls back too, and the engine rais
 from __future__ import annotations
 
 import copy
+import functools
+import re
 import struct
 from dataclasses import dataclass
 from functools import cache
@@ -102,6 +104,8 @@ class FastResult:
 
     data: bytes
     counts: ActionCounts
+    #: ``top_values(data, tags)``, from the elements ``data`` was joined from
+    top: Any = None
 
 
 # A node of the tree: (tag, VR or None, element start, value start, value length, end, items);
@@ -253,8 +257,48 @@ def _strip(text: str) -> str:
     return text.rstrip(" \0")
 
 
+def _mask_bytes(match: re.Match[bytes]) -> bytes:
+    return b"X" * len(match.group(0))
+
+
+# the values `_identifying` reads, by their bytes: the instances of a series repeat them
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_texts(raw: bytes, codec: str) -> tuple[str, ...] | None:
+    """The forms of the names in a PN value (``_name_forms``); None: not for this path."""
+    raw = raw.rstrip(b"\0 ")
+    if not raw:
+        return ()
+    if b"=" in raw:
+        return None
+    try:
+        decoded = raw.decode(codec)
+    except UnicodeDecodeError:
+        return None
+    forms: set[str] = set()
+    for text in decoded.split("\\"):
+        text = text.strip(" \0")
+        if text:
+            forms.update(_name_forms(text))
+    return tuple(forms)
+
+
+@functools.lru_cache(maxsize=4096)
+def _identifying_texts(raw: bytes, codec: str, single: bool) -> tuple[str, ...] | None:
+    """The values of an identifying attribute's value; None: not for this path."""
+    try:
+        decoded = raw.decode(codec)
+    except UnicodeDecodeError:
+        return None
+    parts = [decoded] if single else decoded.split("\\")
+    return tuple(t for t in (p.strip(" \0") for p in parts) if t)
+
+
 class _Run:
-    __slots__ = ("counts", "patient_key", "present", "quiet", "scrubber", "shift", "types")
+    __slots__ = (
+        "counts", "memo", "patient_key", "present", "quiet", "scrubber", "shift", "types"
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.counts = dict.fromkeys("XZDKCU", 0)
@@ -264,6 +308,8 @@ class _Run:
         self.types: Any = None
         self.present: frozenset[str] = frozenset()
         self.scrubber: Scrubber | None = None
+        #: a kept text's bytes -> (masked bytes, occurrences), for the scrubber's patterns
+        self.memo: dict[bytes, tuple[bytes, int]] = {}
 
 
 class FastDeidentifier:
@@ -287,7 +333,7 @@ class FastDeidentifier:
         self._structured = options.clean_structured_content
         self._uids: dict[str, str] = {}
         self._pseudonyms: dict[str, str] = {}
-        self._scrubbers: dict[frozenset[str], Scrubber] = {}
+        self._scrubbers: dict[frozenset[str], tuple[Scrubber, dict]] = {}
         self._records: dict[bool, tuple[bytes, bytes, bytes]] = {}
         codes = [BASIC_PROFILE_CODE] + [s.code_value for s in options.selected]
         self._method_texts = [f"dicomflow {__version__} PS3.15 Annex E"] + [
@@ -355,7 +401,7 @@ class FastDeidentifier:
         self._converted = self._read_before(data, values)
         found: set[str] = set()
         self._identifying(data, top, found)
-        run.scrubber = self._scrubber(frozenset(found))
+        run.scrubber, run.memo = self._scrubber(frozenset(found))
         self._data, self._implicit, self._compressed = data, implicit, compressed
         out = self._level(top, run, (), False, top_level=True)
         if 0x00102201 in out or 0x00102202 in out:  # see _engine._keep_animal_type_2c
@@ -394,7 +440,7 @@ class FastDeidentifier:
             X=counts["X"], Z=counts["Z"], D=counts["D"], K=counts["K"], C=counts["C"],
             U=counts["U"], masked=masked,
         )  # fmt: skip
-        return FastResult(head + body, result)
+        return FastResult(head + body, result, functools.partial(_top_values, out, implicit))
 
     # -- the instance -------------------------------------------------------------------------
 
@@ -496,30 +542,18 @@ class FastDeidentifier:
             if vr == "UN" and not tag >> 16 & 1:
                 raise _Fallback  # pydicom reads it by the dictionary's VR
             if vr == "PN":
-                raw = data[vpos : vpos + length].rstrip(b"\0 ")
-                if not raw:
-                    continue
-                if b"=" in raw:
-                    raise _Fallback
-                try:
-                    decoded = raw.decode(codec)
-                except UnicodeDecodeError:
-                    raise _Fallback from None
-                for text in decoded.split("\\"):
-                    text = text.strip(" \0")
-                    if text:
-                        found.update(_name_forms(text))
+                texts = _name_texts(data[vpos : vpos + length], codec)
             elif tag in _IDENTIFYING_TAGS:
-                raw = data[vpos : vpos + length]
-                try:
-                    decoded = raw.decode(codec if vr in _CHARSET_VRS else "latin_1")
-                except UnicodeDecodeError:
-                    raise _Fallback from None
-                parts = [decoded] if vr in _SINGLE_VRS else decoded.split("\\")
-                for text in parts:
-                    text = text.strip(" \0")
-                    if text:
-                        found.add(text)
+                texts = _identifying_texts(
+                    data[vpos : vpos + length],
+                    codec if vr in _CHARSET_VRS else "latin_1",
+                    vr in _SINGLE_VRS,
+                )
+            else:
+                continue
+            if texts is None:
+                raise _Fallback
+            found.update(texts)
 
     # -- the walk -----------------------------------------------------------------------------
 
@@ -598,7 +632,15 @@ class FastDeidentifier:
             and not run.quiet
         ):
             value = data[vpos:end]
-            new, n = scrubber._bytes.subn(lambda m: b"X" * len(m.group(0)), value)
+            memo = run.memo  # the instances of a series keep the same short texts, mostly
+            found = memo.get(value)
+            if found is None:
+                found = scrubber._bytes.subn(_mask_bytes, value)
+                if len(value) <= 128:
+                    if len(memo) >= 512:
+                        memo.clear()
+                    memo[value] = found
+            new, n = found
             if n:
                 scrubber._count(tag, n)
                 return data[start:vpos] + new
@@ -806,18 +848,19 @@ class FastDeidentifier:
             found = self._pseudonyms[key] = self._keys.pseudonym(key)
         return found
 
-    def _scrubber(self, values: frozenset[str]) -> Scrubber:
-        """A scrubber for these values: the instances of a series share theirs, and compiling
-        its patterns costs more than the search."""
+    def _scrubber(self, values: frozenset[str]) -> tuple[Scrubber, dict]:
+        """A scrubber for these values, and what its byte patterns made of the kept texts
+        seen so far: the instances of a series share both, and compiling the patterns costs
+        more than the search (a search, more than a look-up)."""
         compiled = self._scrubbers.get(values)
         if compiled is None:  # the values identifying_values keeps
             if len(self._scrubbers) > 256:
                 self._scrubbers.clear()
             kept = {v.strip() for v in values if _searchable(v.strip())}
-            compiled = self._scrubbers[values] = Scrubber(kept)
+            compiled = self._scrubbers[values] = (Scrubber(kept), {})
         scrubber = Scrubber(set())
-        scrubber._text, scrubber._bytes = compiled._text, compiled._bytes
-        return scrubber
+        scrubber._text, scrubber._bytes = compiled[0]._text, compiled[0]._bytes
+        return scrubber, compiled[1]
 
     def _shift(self, run: _Run) -> int:
         if run.shift is None:
@@ -966,6 +1009,28 @@ class FastDeidentifier:
                 self._string(0x00280303, "CS", self._flag, None),
             )
         return found
+
+
+def _top_values(
+    out: dict[int, bytes], implicit: bool, tags: frozenset[int]
+) -> dict[int, tuple[bytes | None, bytes]]:
+    """What `top_values` reads for ``tags`` from the output joined from ``out`` (its File
+    Meta comes from `file_meta_bytes`, its elements are sorted and each has a VR this path
+    knows: that function's walk would find just these; it leaves undefined lengths out)."""
+    found: dict[int, tuple[bytes | None, bytes]] = {}
+    for tag in tags:
+        element = out.get(tag)
+        if element is None:
+            continue
+        if implicit:
+            vr, length, value = None, _U32(element, 4)[0], element[8:]
+        elif element[4:6] in LONG_VRS:
+            vr, length, value = element[4:6], _U32(element, 8)[0], element[12:]
+        else:
+            vr, length, value = element[4:6], 0, element[8:]
+        if length != _UNDEFINED:
+            found[tag] = (vr, value)
+    return found
 
 
 def _read_meta(data: bytes) -> tuple[dict[int, str], int]:

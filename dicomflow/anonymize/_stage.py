@@ -307,7 +307,7 @@ class Deidentify:
         if pairs is None and pixels is None and not instance.parsed and instance.bytes_in_memory:
             fast = self._fast.deidentify(instance.raw)  # None: not for the byte path
         if fast is not None:  # the bytes the engine's output encodes to, without a Dataset
-            instance.replace_bytes(fast.data)
+            instance.replace_bytes(fast.data, fast.top)
             counts = fast.counts
         else:
             out, counts = self._engine.deidentify(instance.dataset, crosswalk=pairs,

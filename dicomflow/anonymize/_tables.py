@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -259,8 +260,27 @@ def _lines_by_iod(name: str) -> Mapping[str, tuple[str, ...]]:
     return MappingProxyType({k: (header, *v) for k, v in found.items()})
 
 
+@cache
+def _table_text(name: str) -> tuple[str, bool]:
+    """A per-IOD table's text, and whether some IOD name in it is quoted."""
+    text = _text(name)
+    return text, '\n"' in text
+
+
+#: per table, the IODs looked up by a search of its text: past a few, grouping every line
+#: once (`_lines_by_iod`) costs less than searching again
+_searched: dict[str, int] = defaultdict(int)
+
+
 def _iod_rows(name: str, ciod: str) -> list[dict[str, str]]:
-    lines = _lines_by_iod(name).get(ciod)
+    text, quoted = _table_text(name)
+    if quoted or '"' in ciod or _searched[name] >= 4:  # (no quoted name today)
+        lines = _lines_by_iod(name).get(ciod)
+    else:  # the lines whose first column is this IOD, found by one search of the text
+        _searched[name] += 1
+        header = text[: text.index("\n")].rstrip("\r")
+        found = re.findall(rf"^{re.escape(ciod)},.*?(?=\r?$)", text, re.M)
+        lines = (header, *found) if found else None
     return list(csv.DictReader(lines)) if lines else []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import uuid
@@ -85,14 +86,25 @@ def atomic_write(
         _atomic_write_fsspec(path, data, dict(storage_options or {}))
         return
     folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}{TMP_SUFFIX}")
+    # the fewest system calls a file costs (this runs once per output: thousands a second):
+    # the folder is made only when the temporary file cannot be created without it, and the
+    # temporary name is unique to this process without asking the kernel for randomness
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{_tmp_token()}{TMP_SUFFIX}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        fd = os.open(tmp, _CREATE, 0o666)
+    except (FileNotFoundError, FileExistsError):  # no folder yet; a name in use (see below)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+        fd = os.open(tmp, _CREATE, 0o666)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if fsync:
-                f.flush()
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -103,8 +115,32 @@ def atomic_write(
                     f"{path} already holds different content; refusing to overwrite it"
                 ) from None
     finally:
-        if os.path.exists(tmp):
+        try:
             os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+#: a new file only (never one another writer made under the same name), not inherited by
+#: processes this one starts
+_CREATE = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
+_tmp_state: list[Any] = []  # [prefix, counter] of this process; emptied in a forked child
+
+
+def _tmp_token() -> str:
+    """A temporary-name part no other writer uses: this process's id and 48 random bits,
+    drawn once per process (a reused id, another host on a shared folder), and a counter.
+    (Two threads making their first file at once might draw the same one: the second's
+    exclusive create then fails, and it takes a fully random name.)"""
+    if not _tmp_state:
+        _tmp_state[:] = [f"{os.getpid():x}{uuid.uuid4().hex[:12]}", itertools.count()]
+    return f"{_tmp_state[0]}{next(_tmp_state[1]):x}"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_tmp_state.clear)
 
 
 @contextmanager

@@ -18,12 +18,13 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydicom import Dataset, dcmread
 
+from ..dicom import top_values
 from ..errors import Skip
 
 __all__ = ["Instance", "Output", "RunContext", "Sink", "Skip", "Stage", "read_bytes"]
@@ -99,6 +100,8 @@ class Instance:
     _dataset: Dataset | None = None
     _raw: bytes | None = None
     _encoded: bool = False
+    #: the top-level elements of the replaced bytes, where the stage that made them knows them
+    _top: Callable[[frozenset[int]], dict[int, tuple[bytes | None, bytes]]] | None = None
     #: whether a stage may work on the whole object's bytes (`raw`, then `replace_bytes`) in
     #: place of its dataset; an instance whose dataset leaves large values on disk says no
     bytes_in_memory: ClassVar[bool] = True
@@ -130,14 +133,32 @@ class Instance:
     def dataset(self, value: Dataset) -> None:
         self._dataset = value
 
-    def replace_bytes(self, data: bytes) -> None:
+    def replace_bytes(
+        self,
+        data: bytes,
+        top: Callable[[frozenset[int]], dict[int, tuple[bytes | None, bytes]]] | None = None,
+    ) -> None:
         """Replace the object by ``data``: a Part 10 object exactly as
         :func:`~dicomflow.dicom.encode_part10` writes it, made by a stage that works on the
         encoded bytes (de-identification). `raw` is then ``data``, `dataset` is parsed from it on
-        first use, and a Part 10 sink writes it as it is (`encoded`)."""
+        first use, and a Part 10 sink writes it as it is (`encoded`).
+
+        ``top``: what :func:`~dicomflow.dicom.top_values` reads from ``data`` for some tags,
+        from the stage that built ``data`` element by element (so that a sink naming the file
+        need not walk it again); see `top_values`."""
         self._raw = data
         self._dataset = None
         self._encoded = True
+        self._top = top
+
+    def top_values(self, tags: frozenset[int]) -> dict[int, tuple[bytes | None, bytes]] | None:
+        """:func:`~dicomflow.dicom.top_values` of `encoded` (``None`` without it)."""
+        data = self.encoded
+        if data is None:
+            return None
+        if self._top is not None:
+            return self._top(tags)
+        return top_values(data, tags)
 
     @property
     def encoded(self) -> bytes | None:

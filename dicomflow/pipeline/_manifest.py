@@ -60,22 +60,35 @@ class ManifestWriter:
         self.parts_dir = os.path.join(folder, f"run-{run_id}")
         self.metadata = {b"dicomflow.pipeline": json.dumps(config, sort_keys=True).encode()}
         self._count = 0
+        self._tables: list[pa.Table] = []  # what the parts hold, in order
         os.makedirs(self.parts_dir, exist_ok=True)
 
     def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        table = manifest_table(rows).replace_schema_metadata(self.metadata)
+        table = manifest_table(rows)
         path = os.path.join(self.parts_dir, f"part-{self._count:06d}.parquet")
         with atomic_path(path) as tmp:
-            pq.write_table(table, tmp)
+            pq.write_table(table.replace_schema_metadata(self.metadata), tmp)
+        self._tables.append(table)
         self._count += 1
 
-    def finish(self) -> str:
-        """Merge the parts into ``run-<id>.parquet`` (atomically) and return its path."""
+    def rows(self) -> pa.Table:
+        """Every row appended so far, in order (``manifest_table`` of them all)."""
+        return pa.concat_tables(self._tables) if self._tables else MANIFEST_SCHEMA.empty_table()
+
+    def finish(self, rows: pa.Table | None = None) -> str:
+        """Merge the parts into ``run-<id>.parquet`` (atomically) and return its path.
+
+        ``rows``: every row appended, in order, as the caller already holds them (what the
+        parts hold: they are then not read back).
+        """
         parts = sorted(glob.glob(os.path.join(self.parts_dir, "part-*.parquet")))
-        tables = [pq.read_table(p) for p in parts]
-        table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
+        if rows is not None:
+            table = rows
+        else:
+            tables = [pq.read_table(p) for p in parts]
+            table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
         final = os.path.join(self.folder, f"run-{self.run_id}.parquet")
         with atomic_path(final) as tmp:
             pq.write_table(table.replace_schema_metadata(self.metadata), tmp)

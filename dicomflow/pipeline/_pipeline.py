@@ -35,6 +35,7 @@ from ..runtime import (
     PROGRESS_FILE,
     Executor,
     InProcessExecutor,
+    ProcessExecutor,
     ProgressConsumer,
     ProgressEvent,
     ProgressFile,
@@ -102,7 +103,8 @@ class _Task:
     sinks: tuple[Any, ...]
     storage_options: Mapping[str, Any]
     context: RunContext
-    #: the stages and sinks by value (cloudpickle), when some are defined in ``__main__``
+    #: the stages and sinks pickled once for the run (by value with cloudpickle, when some are
+    #: defined in ``__main__``), unpacked once per worker process
     packed: bytes | None = None
 
 
@@ -133,9 +135,7 @@ def _by_value(stages: tuple[Any, ...], sinks: tuple[Any, ...]) -> bytes | None:
 
 @functools.lru_cache(maxsize=4)
 def _unpacked(packed: bytes) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    import cloudpickle
-
-    return cloudpickle.loads(packed)
+    return pickle.loads(packed)  # cloudpickle's output too (it imports what it needs)
 
 
 def _run_one(row: dict[str, Any], task: _Task) -> tuple[dict[str, Any], bool]:
@@ -418,6 +418,11 @@ class Pipeline:
         # (a run in this process has none, and leaves the scan its own choice)
         pool = None if isinstance(executor, InProcessExecutor) else executor
         packed = _by_value(stages, self.sinks) if pool is not None else None
+        if packed is None and isinstance(pool, ProcessExecutor):
+            # a worker process runs one task at a time: the stages it unpacks once serve all
+            # its tasks, with what they cache (a de-identifier's compiled scrubbers and UIDs),
+            # as in a run in this process (a dask worker's threads would share them: not there)
+            packed = pickle.dumps((stages, self.sinks))
 
         def tasks() -> Iterator[_Task]:
             planned = self._plan(filters, done, context, record, dry_run, pool)
@@ -451,9 +456,10 @@ class Pipeline:
             if isinstance(consumer, Progress) and progress is True:
                 consumer.__exit__(None, None, None)  # the bar made here, on an early end too
         stopped = halt[0] if halt else None
-        table = manifest_table(rows_out)
+        # the rows the parts hold, in the same order (converted once, as they were appended)
+        table = writer.rows() if writer is not None else manifest_table(rows_out)
+        path = writer.finish(table) if writer is not None else None
         table = table.take(pa.compute.sort_indices(table, [("source_uri", "ascending")]))
-        path = writer.finish() if writer is not None else None
         if not dry_run and stopped is None:
             for sink in self.sinks:
                 sink.close(context, table)

@@ -18,7 +18,6 @@ from ..dicom import (
     join,
     remove_stale_temporaries,
     safe_component,
-    top_values,
 )
 from ..errors import ConfigError
 from ..pipeline import Instance, Output, RunContext
@@ -46,13 +45,13 @@ def render_path(template: str, ds: Dataset) -> list[str]:
 _PLAIN_VRS = frozenset({"UI", "LO", "SH", "CS", "DA", "TM", "DT", "PN"})
 
 
-def _encoded_path(root: str, template: str, data: bytes) -> str | None:
+def _encoded_path(root: str, template: str, instance: Instance) -> str | None:
     """`render_path` for an encoded object, from its first elements; None where a value is
     not plain one-valued text (read from the dataset then)."""
     fields = _template_tags(template)
     if fields is None:
         return None
-    found = top_values(data, frozenset(fields.values()))
+    found = instance.top_values(frozenset(fields.values()))
     if found is None:
         return None
     texts: dict[str, str] = {}
@@ -127,7 +126,7 @@ class Part10Folder:
 
     def write(self, instance: Instance) -> list[Output]:
         data = instance.encoded  # bytes a stage made as encode_part10 writes them
-        path = None if data is None else _encoded_path(self.root, self.template, data)
+        path = None if data is None else _encoded_path(self.root, self.template, instance)
         if data is None or path is None:
             ds = instance.dataset
             data = encode_part10(ds)

@@ -70,3 +70,20 @@ def test_sop_class_table_maps_ct() -> None:
     assert tables.iod_for_sop_class("1.2.840.10008.5.1.4.1.1.2") == "CT Image"
     rows = list(csv.DictReader(io.StringIO((DATA / "sop-class-to-iod.csv").read_text())))
     assert len(rows) == 180
+
+
+def test_each_iods_rows_are_the_lines_of_that_iod() -> None:
+    """The per-IOD tables are searched for one IOD's lines (the first few IODs of a run) or
+    grouped once: either way the rows of each IOD are its lines of the file, in order."""
+    from dicomflow.anonymize import _tables
+
+    for name in ("iod-compound-types.csv.gz", "iod-module-evidence.csv.gz",
+                 "iod-unlisted-types.csv.gz"):  # fmt: skip
+        rows = list(csv.DictReader(io.StringIO(gzip.decompress((DATA / name).read_bytes())
+                                               .decode("utf-8"), newline="")))  # fmt: skip
+        by_iod: dict[str, list[dict[str, str]]] = {}
+        for row in rows:
+            by_iod.setdefault(next(iter(row.values())), []).append(row)
+        assert len(by_iod) > 10
+        for ciod in [*sorted(by_iod), "No Such IOD", "CT Image"]:
+            assert _tables._iod_rows(name, ciod) == by_iod.get(ciod, []), (name, ciod)

@@ -44,3 +44,21 @@ def note_pid(instance: Instance) -> Instance:
     """Records which process ran the stage (the manifest's ``counts``)."""
     instance.counts["worker_pid"] = os.getpid()
     return instance
+
+
+class CountsUnpickling:
+    """A stage that records how many copies of it its process has unpickled so far."""
+
+    unpickled = 0  # in this process
+
+    def __init__(self) -> None:
+        self.name = "counts_unpickling"  # (a state to unpickle: pickle skips an empty one)
+
+    def __setstate__(self, state: dict) -> None:
+        type(self).unpickled += 1
+        self.__dict__.update(state)
+
+    def __call__(self, instance: Instance) -> Instance:
+        instance.counts["copies"] = type(self).unpickled
+        instance.counts["pid"] = os.getpid()
+        return instance

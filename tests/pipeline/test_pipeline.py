@@ -147,6 +147,17 @@ def test_a_run_has_one_pool_its_scan_included(sample: Path, tmp_path: Path, monk
     assert _tree(tmp_path / "pool") == _tree(tmp_path / "inproc")
 
 
+def test_a_worker_unpacks_the_stages_once(sample: Path, tmp_path: Path) -> None:
+    """Each worker process unpickles the stages once for all its tasks: what they cache (a
+    de-identifier's compiled scrubbers and UIDs) lasts the run, as in one process."""
+    report = _pipeline(sample, tmp_path / "pool", st.CountsUnpickling()).execute(
+        workers=2, batch_size=4
+    )
+    counts = [json.loads(r["counts"]) for r in report.manifest.to_pylist() if r["counts"]]
+    assert len(counts) == 129 and len({c["pid"] for c in counts}) >= 1
+    assert {c["copies"] for c in counts} == {1}  # 33 tasks, one copy per worker
+
+
 _FORKED_RUN = """
 import json, os, sys
 sys.path.insert(0, sys.argv[3])
