@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -114,11 +115,22 @@ def _trivial(text: str) -> bool:
     return False
 
 
-def _forms(text: str, codecs: list[str]) -> list[bytes]:
+@lru_cache(maxsize=65536)
+def _ignored(text: str, fixed: str) -> bool:
+    """Whether a value is not searched: trivial, or part of one of the engine's fixed texts."""
+    return _trivial(text) or text.casefold() in fixed
+
+
+def _forms(text: str, codecs: list[str] | tuple[str, ...]) -> list[bytes]:
     """The value's encodings in the output's and original's character sets, UTF-8 and
     Latin-1, with ASCII letters lowered (as the searched bytes are)."""
     if text.isascii():
         return [text.lower().encode("ascii")]  # the same bytes in every DICOM character set
+    return list(_coded_forms(text, tuple(codecs)))
+
+
+@lru_cache(maxsize=4096)
+def _coded_forms(text: str, codecs: tuple[str, ...]) -> tuple[bytes, ...]:
     variants = {text, text.lower(), text.upper()}
     forms: set[bytes] = set()
     for variant in variants:
@@ -127,7 +139,7 @@ def _forms(text: str, codecs: list[str]) -> list[bytes]:
                 forms.add(variant.encode(codec).lower())
             except (UnicodeEncodeError, LookupError):
                 continue
-    return sorted(f for f in forms if f)
+    return tuple(sorted(f for f in forms if f))
 
 
 def _recorded_options(codes: list[str]) -> DeidOptions:
@@ -137,6 +149,7 @@ def _recorded_options(codes: list[str]) -> DeidOptions:
     return DeidOptions.from_codes(codes)
 
 
+@lru_cache(maxsize=1)
 def _fixed() -> str:
     return "\0".join(
         [
@@ -175,9 +188,21 @@ class _Search:
             return LEAK
         return _WORD_KEPT if value.strong and value.word else KEPT
 
-    def run(self, text: str, value: Searched) -> list[Finding]:
+    def may_find(self, text: str, forms: list[bytes]) -> bool:
+        """Whether `run` can find anything for the value: some form in the bytes it searches,
+        a non-ASCII value in decoded texts, or the value in the output path (a clean output
+        holds most values nowhere, settled so without more work)."""
+        output = self.output
+        if any(output.may_hold(form) for form in forms):
+            return True
+        if self.decode and not text.isascii():
+            return True
+        return bool(self.path) and text.casefold() in self.path
+
+    def run(self, text: str, value: Searched, forms: list[bytes] | None = None) -> list[Finding]:
         folded = text.casefold()
-        forms = _forms(text, self.codecs)
+        if forms is None:
+            forms = _forms(text, self.codecs)
         found: dict[str, Finding] = {}
 
         def record(where: str, kind: str, offset: int | None) -> None:
@@ -285,15 +310,17 @@ def verify(
     codecs = codecs_of(output.tree) + codecs_of(source)
     search = _Search(output, collector, codecs, path, extended(output.tree, source))
     searched = [
-        (text, value)
+        (text, value, _forms(text, codecs))
         for text, value in collector.values.items()
-        if not _trivial(text) and text.casefold() not in fixed
+        if not _ignored(text, fixed)
     ]
-    output.index_pixels(form for text, _ in searched for form in _forms(text, codecs))
+    output.index_pixels(form for _, _, forms in searched for form in forms)
     findings: list[Finding] = []
     names: list[frozenset[int]] = []
-    for text, value in searched:
-        for finding in search.run(text, value):
+    for text, value, forms in searched:
+        if not search.may_find(text, forms):
+            continue
+        for finding in search.run(text, value, forms):
             findings.append(finding)
             names.append(value.names)
     return _settle_words(findings, names)

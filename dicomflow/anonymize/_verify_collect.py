@@ -261,6 +261,7 @@ class Collector:
         # Station Name...): kept by the user's choice, like a recipe's
         self.basic = policy_for(DeidOptions()) if options != DeidOptions() else None
         self.chosen: set[tuple[int, ...]] = set()
+        self.decisions = _decisions(self.policy, self.types, self.present)
 
     def deliberate(self, key: tuple[int, ...], keywords: tuple[str, ...]) -> bool:
         """Whether the attribute (or a sequence around it) is kept on purpose."""
@@ -365,19 +366,30 @@ class Collector:
     ) -> None:
         codecs = _level_codecs(self.tree, elements, codecs)
         creators: dict[tuple[int, int], str] = {}
-        codes, policy = self.policy.codes, self.policy
+        decisions = None if overrides else self.decisions
+        held, basic = self.held, self.basic
         for elem in elements:
             tag = elem.tag
             key = (*path, tag)
             if tag >> 16 & 1:
                 self._private(elem, key, prefix, names, creators, codecs)
                 continue
-            code = (overrides and overrides.get(tag)) or codes.get(tag) or policy.code(tag)
-            if len(code) > 1 or code == "T":
-                code = resolve(code, tag, path, self.types, self.present)
-            if elem.items is None and self._keeps(code, tag, elem.vr):
-                self.hold(elem, key, codecs)  # kept: decoded only if a value is found in it
-                self._by_option(tag, path, elem.vr)
+            decided = decisions.get((key, elem.vr)) if decisions is not None else None
+            if decided is None:
+                decided = self._decide(tag, path, elem.vr, overrides)
+                if decisions is not None and len(decisions) < _MAX_DECISIONS:
+                    decisions[(key, elem.vr)] = decided
+            code, keeps = decided
+            if keeps and elem.items is None:
+                # kept: decoded only if a value is found in it
+                entry = (elem, codecs)
+                found = held.get(key)
+                if found is None:
+                    held[key] = [entry]
+                else:
+                    found.append(entry)
+                if basic is not None:
+                    self._by_option(tag, path, elem.vr)
                 if self.kept and self.deliberate(key, (*names, keyword_of(tag))):
                     keyword = keyword_of(tag)
                     self.add(elem, label(prefix, tag, keyword), key, (*names, keyword), codecs)
@@ -430,6 +442,17 @@ class Collector:
             self.everything_in(elem, where, key, keywords, codecs)
         else:
             self.add(elem, where, key, keywords, codecs, private=True)
+
+    def _decide(
+        self, tag: int, path: tuple[int, ...], vr: str, overrides: dict[int, str] | None
+    ) -> tuple[str, bool]:
+        """The code of a public attribute at ``path`` (resolved), and whether the profile
+        keeps its value as it is."""
+        policy = self.policy
+        code = (overrides and overrides.get(tag)) or policy.codes.get(tag) or policy.code(tag)
+        if len(code) > 1 or code == "T":
+            code = resolve(code, tag, path, self.types, self.present)
+        return code, self._keeps(code, tag, vr)
 
     def _keeps(self, code: str, tag: int, vr: str) -> bool:
         return code in ("K", KEEP_REFS) or self._clean_keeps(code, tag, vr)
@@ -491,6 +514,24 @@ class Collector:
             where = f"File Meta {label('', elem.tag, keyword)}"
             any_vr = elem.vr in ("OB", "UN")
             self.add(elem, where, (elem.tag,), (keyword,), DEFAULT_CODECS, any_vr=any_vr)
+
+
+#: The `Collector._decide` results of each (policy, IOD, modules present), by (key, VR).
+_DECISION_TABLES: dict[tuple[int, int, frozenset[str]], tuple[Any, Any, dict[Any, Any]]] = {}
+_MAX_DECISIONS = 65536
+
+
+def _decisions(
+    policy: Any, types: Any, present: frozenset[str]
+) -> dict[tuple[tuple[int, ...], str], tuple[str, bool]]:
+    """The table of decisions shared by the originals with the same rules (a series)."""
+    key = (id(policy), id(types), present)
+    found = _DECISION_TABLES.get(key)
+    if found is None or found[0] is not policy or found[1] is not types:
+        if len(_DECISION_TABLES) >= 64:
+            _DECISION_TABLES.clear()
+        found = _DECISION_TABLES[key] = (policy, types, {})  # the objects kept alive: ids stay
+    return found[2]
 
 
 def source_tree(original: Dataset | str | Path) -> Tree:
