@@ -192,9 +192,10 @@ class _Search:
         """Whether `run` can find anything for the value: some form in the bytes it searches,
         a non-ASCII value in decoded texts, or the value in the output path (a clean output
         holds most values nowhere, settled so without more work)."""
-        output = self.output
-        if any(output.may_hold(form) for form in forms):
-            return True
+        may_hold = self.output.may_hold
+        for form in forms:
+            if may_hold(form):
+                return True
         if self.decode and not text.isascii():
             return True
         return bool(self.path) and text.casefold() in self.path

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +32,7 @@ from ._policy import CURVE_GROUPS, DATE_VRS, KEEP_REFS, TEXT_VRS, policy_for, re
 from ._structured import STRUCTURED_SEQUENCES, content_overrides
 from ._tables import iod_for_sop_class, iod_types, safe_private
 from ._verify_output import keyword_of, label, raw_values, text_values
-from ._verify_tree import Element, Tree, read_tree, tree_of
+from ._verify_tree import UNKNOWN, Element, Tree, read_tree, tree_of
 
 __all__ = ["DEFAULT_CODECS", "Collector", "Searched", "codecs_of", "extended", "source_tree"]
 
@@ -142,8 +142,18 @@ _CACHED_BYTES = 1024
 @lru_cache(maxsize=32768)
 def _cached_strings(
     vr: str, raw: bytes, codecs: tuple[str, ...], private: bool
-) -> tuple[tuple[str, str], ...]:
-    return tuple(_strings(vr, raw_values(raw, vr, codecs), private))
+) -> tuple[tuple[str, str, bool], ...]:
+    return _searchable(_strings(vr, raw_values(raw, vr, codecs), private))
+
+
+def _searchable(strings: Iterable[tuple[str, str]]) -> tuple[tuple[str, str, bool], ...]:
+    """The strings searched (empty ones and registered DICOM UIDs, which identify no one,
+    left out), with whether each has the shape of a single word (see `_word`)."""
+    return tuple(
+        (text, match, _WORD.fullmatch(text) is not None)
+        for text, match in strings
+        if text and not text.startswith(DICOM_UID_ROOT)
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -170,6 +180,9 @@ def _word(text: str, vr: str, keywords: tuple[str, ...]) -> bool:
 @lru_cache(maxsize=4096)
 def _wordy(vr: str, keywords: tuple[str, ...]) -> bool:
     return vr == "PN" or any(w in k for k in keywords if k for w in _WORDY)
+
+
+_NO_NAME: frozenset[int] = frozenset()
 
 
 def _tag_text(tag: int) -> str:
@@ -300,31 +313,31 @@ class Collector:
         """Search the values of ``elem``: ``private`` (a private attribute: weak, its bytes
         read as text when they are text) or ``any_vr`` (inside a removed sequence: text bytes
         too). Binary numbers are never searched: they are not text."""
-        if elem.vr in _BINARY_NUMBERS:
+        vr = elem.vr
+        if vr in _BINARY_NUMBERS:
             return
-        strong = not private and _strong(elem.vr, keywords)
-        deliberate = self.deliberate(key, keywords)
+        strong = not private and _strong(vr, keywords)
+        deliberate = bool(self.kept) and self.deliberate(key, keywords)
         if deliberate:
             self.hold(elem, key, codecs)
-        name: frozenset[int] = frozenset()
-        if elem.vr == "PN":
+        name = _NO_NAME
+        if vr == "PN":
             self.names += 1
             name = frozenset((self.names,))
-        raw = self.tree.raw(elem) if elem.decoded is None else None
-        if raw is not None and len(raw) <= _CACHED_BYTES:
-            strings: Iterator[tuple[str, str]] | tuple[tuple[str, str], ...] = _cached_strings(
-                elem.vr, raw, codecs, private or any_vr
-            )
+        start = elem.start
+        if elem.decoded is None and start != UNKNOWN and elem.end - start <= _CACHED_BYTES:
+            raw = self.tree.data[start : elem.end]
+            strings = _cached_strings(vr, raw, codecs, private or any_vr)
         else:
             values = text_values(self.tree, elem, list(codecs))
-            strings = _strings(elem.vr, values, private or any_vr)
-        for text, match in strings:
-            if not text or text.startswith(DICOM_UID_ROOT):
-                continue  # registered DICOM UIDs (SOP Classes, palettes...) identify no one
-            word = strong and _word(text, elem.vr, keywords)
-            found = self.values.get(text)
+            strings = _searchable(_strings(vr, values, private or any_vr))
+        wordy = strong and _wordy(vr, keywords)  # see `_word`
+        values_found = self.values
+        for text, match, one_word in strings:
+            word = wordy and one_word
+            found = values_found.get(text)
             if found is None:
-                self.values[text] = Searched(where, match, strong, deliberate, word, name)
+                values_found[text] = Searched(where, match, strong, deliberate, word, name)
                 continue
             if strong and not found.strong:
                 found.strong, found.attribute, found.word = True, where, word

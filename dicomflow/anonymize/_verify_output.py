@@ -257,8 +257,10 @@ class Output:
     def may_hold(self, form: bytes) -> bool:
         """Whether `search` can find ``form`` at all (its bytes are somewhere it looks, whatever
         the match rule): most values of a clean output are nowhere, and are settled so."""
-        start, end = self.pixels
         low = self.low
+        if form not in low:  # nowhere at all (one pass over the bytes): most values
+            return False
+        start, end = self.pixels
         if low.find(form, 0, start) != -1 or low.find(form, end) != -1:
             return True
         if len(form) < BULK_MIN_BYTES:
