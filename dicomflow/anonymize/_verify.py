@@ -116,6 +116,12 @@ def _trivial(text: str) -> bool:
 
 
 @lru_cache(maxsize=65536)
+def _prepared(text: str, codecs: tuple[str, ...], fixed: str) -> list[bytes] | None:
+    """The forms searched for a value (`_forms`), ``None`` for a value not searched."""
+    return None if _ignored(text, fixed) else _forms(text, codecs)
+
+
+@lru_cache(maxsize=65536)
 def _ignored(text: str, fixed: str) -> bool:
     """Whether a value is not searched: trivial, or part of one of the engine's fixed texts."""
     return _trivial(text) or text.casefold() in fixed
@@ -144,6 +150,12 @@ def _coded_forms(text: str, codecs: tuple[str, ...]) -> tuple[bytes, ...]:
 
 def _recorded_options(codes: list[str]) -> DeidOptions:
     """The options of the last de-identification, from its CID 7050 codes."""
+    return _options_of(tuple(codes))
+
+
+@lru_cache(maxsize=256)
+def _options_of(codes_seen: tuple[str, ...]) -> DeidOptions:
+    codes = list(codes_seen)
     if BASIC_PROFILE_CODE in codes:  # the last de-identification's codes start there
         codes = codes[len(codes) - 1 - codes[::-1].index(BASIC_PROFILE_CODE) :]
     return DeidOptions.from_codes(codes)
@@ -310,15 +322,20 @@ def verify(
     path = str(output_path).casefold() if output_path is not None else ""
     codecs = codecs_of(output.tree) + codecs_of(source)
     search = _Search(output, collector, codecs, path, extended(output.tree, source))
-    searched = [
-        (text, value, _forms(text, codecs))
-        for text, value in collector.values.items()
-        if not _ignored(text, fixed)
-    ]
+    key = tuple(codecs)
+    searched = []
+    for text, value in collector.values.items():
+        forms = _prepared(text, key, fixed)
+        if forms is not None:
+            searched.append((text, value, forms))
     output.index_pixels(form for _, _, forms in searched for form in forms)
     findings: list[Finding] = []
     names: list[frozenset[int]] = []
+    low, decode = output.low, search.decode
     for text, value, forms in searched:
+        if len(forms) == 1 and forms[0] not in low and (not decode or text.isascii()):
+            if not path or text.casefold() not in path:
+                continue  # nowhere in the output (`Search.may_find`, its common case inline)
         if not search.may_find(text, forms):
             continue
         for finding in search.run(text, value, forms):

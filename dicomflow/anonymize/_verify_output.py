@@ -223,8 +223,7 @@ class Output:
             if elem.tag in _PIXEL_TAGS and elem.start != UNKNOWN:
                 self.pixels = elem.start, elem.end
                 break
-        self._meta = _Level(tree.meta, 132 if tree.preamble else 0, tree.start)
-        self._top = _Level(tree.elements, tree.start, len(self.data))
+        self._levels: tuple[_Level, _Level] | None = None  # made on the first `place_at`
         self._texts: list[tuple[Place, str]] | None = None
         self._bulk: dict[bytes, list[int]] = {}
 
@@ -321,7 +320,13 @@ class Output:
     def place_at(self, offset: int) -> Place | None:
         """The element whose value holds byte ``offset``; ``None`` outside every value."""
         meta = offset < self.start
-        level = self._meta if meta else self._top
+        if self._levels is None:
+            tree = self.tree
+            self._levels = (
+                _Level(tree.meta, 132 if tree.preamble else 0, tree.start),
+                _Level(tree.elements, tree.start, len(self.data)),
+            )
+        level = self._levels[0] if meta else self._levels[1]
         prefix = "File Meta " if meta else ""
         key: tuple[int, ...] = ()
         keywords: tuple[str, ...] = ()
