@@ -148,17 +148,21 @@ class _Reader:
     def level(
         self, found: dict[int, tuple[bytes | None, int, int]], shift: int, implicit: bool
     ) -> list[Element]:
-        elements: list[Element] = []
-        append, vrs = elements.append, _VRS
-        for tag, (raw_vr, vpos, length) in found.items():
-            start = vpos + shift
-            vr = vrs.get((tag, raw_vr)) or element_vr(tag, raw_vr)
-            elem = Element(tag, vr, start, start + length)
-            if vr == "SQ" or vr == "UN":
-                undefined_un = raw_vr in (None, b"UN") and vr == "UN" and self._undefined(start)
-                if (vr == "SQ" or undefined_un) and tag not in _PIXEL_TAGS:
-                    elem.items = self.items(start, start + length, implicit or vr == "UN")
-            append(elem)
+        vrs = _VRS
+        elements = [
+            Element(tag, vrs.get((tag, raw_vr)) or element_vr(tag, raw_vr), vpos + shift,
+                    vpos + shift + length)
+            for tag, (raw_vr, vpos, length) in found.items()
+        ]  # fmt: skip
+        for elem in elements:
+            vr = elem.vr
+            if vr != "SQ" and vr != "UN":
+                continue
+            start, tag = elem.start, elem.tag
+            raw_vr = found[tag][0]
+            undefined_un = raw_vr in (None, b"UN") and vr == "UN" and self._undefined(start)
+            if (vr == "SQ" or undefined_un) and tag not in _PIXEL_TAGS:
+                elem.items = self.items(start, elem.end, implicit or vr == "UN")
         return elements
 
     def _undefined(self, start: int) -> bool:
