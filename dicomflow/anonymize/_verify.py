@@ -331,9 +331,9 @@ def verify(
     output.index_pixels(form for _, _, forms in searched for form in forms)
     findings: list[Finding] = []
     names: list[frozenset[int]] = []
-    low, decode = output.low, search.decode
+    may_hold, decode = output.may_hold, search.decode
     for text, value, forms in searched:
-        if len(forms) == 1 and forms[0] not in low and (not decode or text.isascii()):
+        if len(forms) == 1 and not may_hold(forms[0]) and (not decode or text.isascii()):
             if not path or text.casefold() not in path:
                 continue  # nowhere in the output (`Search.may_find`, its common case inline)
         if not search.may_find(text, forms):

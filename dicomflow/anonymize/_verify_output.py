@@ -37,8 +37,9 @@ BULK_MIN_BYTES = 6
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _STRING_VRS = TEXT_VRS | DATE_VRS | {"CS", "UI", "DS", "IS"}
 _SINGLE_VRS = frozenset({"LT", "ST", "UT", "UR"})
-#: Pixel data shorter than this is searched form by form; longer, by `Output.index_pixels`.
-_PIXELS_SCANNED = 16384
+#: Pixel data shorter than this is searched form by form; longer, by `Output.index_pixels`
+#: (one pass for all forms: from a few kilobytes on, faster than a search per form).
+_PIXELS_SCANNED = 4096
 #: More candidate positions than this: pixel data full of text-like bytes, searched form by form.
 _MAX_CANDIDATES = 50000
 
@@ -257,8 +258,6 @@ class Output:
         """Whether `search` can find ``form`` at all (its bytes are somewhere it looks, whatever
         the match rule): most values of a clean output are nowhere, and are settled so."""
         low = self.low
-        if form not in low:  # nowhere at all (one pass over the bytes): most values
-            return False
         start, end = self.pixels
         if low.find(form, 0, start) != -1 or low.find(form, end) != -1:
             return True

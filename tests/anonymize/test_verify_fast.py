@@ -113,20 +113,29 @@ def test_shortcuts_find_what_the_exhaustive_search_finds_on_the_corpus(shared, t
 
 
 def test_output_may_hold_is_the_search_over_each_region(shared) -> None:
-    """`Output.may_hold`'s one pass over the bytes answers as the three searches did."""
+    """`Output.may_hold` answers as the three searches did (before the pixel data, inside it
+    for long forms, after it), with the pixel data indexed in one pass or not."""
     for path in _corpus(shared)[:20]:
         out = O.Output.of(path)
         start, end = out.pixels
         low = out.low
         forms = {low[at : at + size] for at in range(0, len(low), 997) for size in (3, 6, 9)}
         forms |= {b"zz-not-there", low[start - 3 : start + 4], low[end - 4 : end + 3]}
+        forms |= {low[at : at + 7] for at in range(start, end, max((end - start) // 50, 1))}
+        forms.discard(b"")
+        expected = {}
         for form in forms:
-            if not form:
-                continue
             before = low.find(form, 0, start) != -1 or low.find(form, end) != -1
             if not before and len(form) >= O.BULK_MIN_BYTES:
                 before = low.find(form, start, end) != -1
-            assert out.may_hold(form) == before, (path.name, form)
+            expected[form] = before
+        assert {form: out.may_hold(form) for form in forms} == expected, path.name
+        out.index_pixels(forms)  # the pixel data's positions of every long form, in one pass
+        assert {form: out.may_hold(form) for form in forms} == expected, path.name
+        for form in forms:
+            matches = [at for at in O.hits(low, form, "text", start, end)]
+            if len(form) >= O.BULK_MIN_BYTES:
+                assert [at for at in out.search(form, "text") if start <= at < end] == matches
 
 
 def test_planted_values_are_found_alike(shared, tmp_path) -> None:
