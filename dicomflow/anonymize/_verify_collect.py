@@ -168,6 +168,12 @@ def _strong(vr: str, keywords: tuple[str, ...]) -> bool:
     return any(w in k for k in keywords if k for w in _STRONG_WORDS)
 
 
+@lru_cache(maxsize=4096)
+def _classes(vr: str, keywords: tuple[str, ...]) -> tuple[bool, bool]:
+    """`_strong` and `_wordy` of one attribute, in one look-up."""
+    return _strong(vr, keywords), _wordy(vr, keywords)
+
+
 def _word(text: str, vr: str, keywords: tuple[str, ...]) -> bool:
     """Whether a strong value is a single word that is also an ordinary word: a part of a
     person name, or a one-word institution, department or station name. Such a value found
@@ -183,6 +189,8 @@ def _wordy(vr: str, keywords: tuple[str, ...]) -> bool:
 
 
 _NO_NAME: frozenset[int] = frozenset()
+#: The Basic Profile without Options (made once: the options of most outputs).
+_BASIC = DeidOptions()
 
 
 def _tag_text(tag: int) -> str:
@@ -272,7 +280,7 @@ class Collector:
         self.names = 0  # person names seen: their parts share the number
         # attributes an Option keeps that the Basic Profile would not (Retain Device Identity's
         # Station Name...): kept by the user's choice, like a recipe's
-        self.basic = policy_for(DeidOptions()) if options != DeidOptions() else None
+        self.basic = policy_for(_BASIC) if options != _BASIC else None
         self.chosen: set[tuple[int, ...]] = set()
         self.decisions = _decisions(self.policy, self.types, self.present)
 
@@ -316,7 +324,8 @@ class Collector:
         vr = elem.vr
         if vr in _BINARY_NUMBERS:
             return
-        strong = not private and _strong(vr, keywords)
+        strong_vr, wordy_vr = _classes(vr, keywords)
+        strong = not private and strong_vr
         deliberate = bool(self.kept) and self.deliberate(key, keywords)
         if deliberate:
             self.hold(elem, key, codecs)
@@ -331,7 +340,7 @@ class Collector:
         else:
             values = text_values(self.tree, elem, list(codecs))
             strings = _searchable(_strings(vr, values, private or any_vr))
-        wordy = strong and _wordy(vr, keywords)  # see `_word`
+        wordy = strong and wordy_vr  # see `_word`
         values_found = self.values
         for text, match, one_word in strings:
             word = wordy and one_word

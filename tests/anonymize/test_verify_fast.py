@@ -34,6 +34,7 @@ FOLDERS = {"charsets": 40, "modality": 3, "multiframe": 3, "encapsulation": 4, "
 
 def _clear_caches() -> None:
     C._cached_strings.cache_clear()
+    C._classes.cache_clear()
     C._DECISION_TABLES.clear()
     T._VRS.clear()
     V._prepared.cache_clear()
