@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -114,11 +115,28 @@ def _trivial(text: str) -> bool:
     return False
 
 
-def _forms(text: str, codecs: list[str]) -> list[bytes]:
+@lru_cache(maxsize=65536)
+def _prepared(text: str, codecs: tuple[str, ...], fixed: str) -> list[bytes] | None:
+    """The forms searched for a value (`_forms`), ``None`` for a value not searched."""
+    return None if _ignored(text, fixed) else _forms(text, codecs)
+
+
+@lru_cache(maxsize=65536)
+def _ignored(text: str, fixed: str) -> bool:
+    """Whether a value is not searched: trivial, or part of one of the engine's fixed texts."""
+    return _trivial(text) or text.casefold() in fixed
+
+
+def _forms(text: str, codecs: list[str] | tuple[str, ...]) -> list[bytes]:
     """The value's encodings in the output's and original's character sets, UTF-8 and
     Latin-1, with ASCII letters lowered (as the searched bytes are)."""
     if text.isascii():
         return [text.lower().encode("ascii")]  # the same bytes in every DICOM character set
+    return list(_coded_forms(text, tuple(codecs)))
+
+
+@lru_cache(maxsize=4096)
+def _coded_forms(text: str, codecs: tuple[str, ...]) -> tuple[bytes, ...]:
     variants = {text, text.lower(), text.upper()}
     forms: set[bytes] = set()
     for variant in variants:
@@ -127,16 +145,23 @@ def _forms(text: str, codecs: list[str]) -> list[bytes]:
                 forms.add(variant.encode(codec).lower())
             except (UnicodeEncodeError, LookupError):
                 continue
-    return sorted(f for f in forms if f)
+    return tuple(sorted(f for f in forms if f))
 
 
 def _recorded_options(codes: list[str]) -> DeidOptions:
     """The options of the last de-identification, from its CID 7050 codes."""
+    return _options_of(tuple(codes))
+
+
+@lru_cache(maxsize=256)
+def _options_of(codes_seen: tuple[str, ...]) -> DeidOptions:
+    codes = list(codes_seen)
     if BASIC_PROFILE_CODE in codes:  # the last de-identification's codes start there
         codes = codes[len(codes) - 1 - codes[::-1].index(BASIC_PROFILE_CODE) :]
     return DeidOptions.from_codes(codes)
 
 
+@lru_cache(maxsize=1)
 def _fixed() -> str:
     return "\0".join(
         [
@@ -175,9 +200,22 @@ class _Search:
             return LEAK
         return _WORD_KEPT if value.strong and value.word else KEPT
 
-    def run(self, text: str, value: Searched) -> list[Finding]:
+    def may_find(self, text: str, forms: list[bytes]) -> bool:
+        """Whether `run` can find anything for the value: some form in the bytes it searches,
+        a non-ASCII value in decoded texts, or the value in the output path (a clean output
+        holds most values nowhere, settled so without more work)."""
+        may_hold = self.output.may_hold
+        for form in forms:
+            if may_hold(form):
+                return True
+        if self.decode and not text.isascii():
+            return True
+        return bool(self.path) and text.casefold() in self.path
+
+    def run(self, text: str, value: Searched, forms: list[bytes] | None = None) -> list[Finding]:
         folded = text.casefold()
-        forms = _forms(text, self.codecs)
+        if forms is None:
+            forms = _forms(text, self.codecs)
         found: dict[str, Finding] = {}
 
         def record(where: str, kind: str, offset: int | None) -> None:
@@ -284,16 +322,23 @@ def verify(
     path = str(output_path).casefold() if output_path is not None else ""
     codecs = codecs_of(output.tree) + codecs_of(source)
     search = _Search(output, collector, codecs, path, extended(output.tree, source))
-    searched = [
-        (text, value)
-        for text, value in collector.values.items()
-        if not _trivial(text) and text.casefold() not in fixed
-    ]
-    output.index_pixels(form for text, _ in searched for form in _forms(text, codecs))
+    key = tuple(codecs)
+    searched = []
+    for text, value in collector.values.items():
+        forms = _prepared(text, key, fixed)
+        if forms is not None:
+            searched.append((text, value, forms))
+    output.index_pixels(form for _, _, forms in searched for form in forms)
     findings: list[Finding] = []
     names: list[frozenset[int]] = []
-    for text, value in searched:
-        for finding in search.run(text, value):
+    may_hold, decode = output.may_hold, search.decode
+    for text, value, forms in searched:
+        if len(forms) == 1 and not may_hold(forms[0]) and (not decode or text.isascii()):
+            if not path or text.casefold() not in path:
+                continue  # nowhere in the output (`Search.may_find`, its common case inline)
+        if not search.may_find(text, forms):
+            continue
+        for finding in search.run(text, value, forms):
             findings.append(finding)
             names.append(value.names)
     return _settle_words(findings, names)

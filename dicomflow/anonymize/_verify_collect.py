@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +32,7 @@ from ._policy import CURVE_GROUPS, DATE_VRS, KEEP_REFS, TEXT_VRS, policy_for, re
 from ._structured import STRUCTURED_SEQUENCES, content_overrides
 from ._tables import iod_for_sop_class, iod_types, safe_private
 from ._verify_output import keyword_of, label, raw_values, text_values
-from ._verify_tree import Element, Tree, read_tree, tree_of
+from ._verify_tree import UNKNOWN, Element, Tree, read_tree, tree_of
 
 __all__ = ["DEFAULT_CODECS", "Collector", "Searched", "codecs_of", "extended", "source_tree"]
 
@@ -142,8 +142,18 @@ _CACHED_BYTES = 1024
 @lru_cache(maxsize=32768)
 def _cached_strings(
     vr: str, raw: bytes, codecs: tuple[str, ...], private: bool
-) -> tuple[tuple[str, str], ...]:
-    return tuple(_strings(vr, raw_values(raw, vr, codecs), private))
+) -> tuple[tuple[str, str, bool], ...]:
+    return _searchable(_strings(vr, raw_values(raw, vr, codecs), private))
+
+
+def _searchable(strings: Iterable[tuple[str, str]]) -> tuple[tuple[str, str, bool], ...]:
+    """The strings searched (empty ones and registered DICOM UIDs, which identify no one,
+    left out), with whether each has the shape of a single word (see `_word`)."""
+    return tuple(
+        (text, match, _WORD.fullmatch(text) is not None)
+        for text, match in strings
+        if text and not text.startswith(DICOM_UID_ROOT)
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -158,6 +168,12 @@ def _strong(vr: str, keywords: tuple[str, ...]) -> bool:
     return any(w in k for k in keywords if k for w in _STRONG_WORDS)
 
 
+@lru_cache(maxsize=4096)
+def _classes(vr: str, keywords: tuple[str, ...]) -> tuple[bool, bool]:
+    """`_strong` and `_wordy` of one attribute, in one look-up."""
+    return _strong(vr, keywords), _wordy(vr, keywords)
+
+
 def _word(text: str, vr: str, keywords: tuple[str, ...]) -> bool:
     """Whether a strong value is a single word that is also an ordinary word: a part of a
     person name, or a one-word institution, department or station name. Such a value found
@@ -170,6 +186,11 @@ def _word(text: str, vr: str, keywords: tuple[str, ...]) -> bool:
 @lru_cache(maxsize=4096)
 def _wordy(vr: str, keywords: tuple[str, ...]) -> bool:
     return vr == "PN" or any(w in k for k in keywords if k for w in _WORDY)
+
+
+_NO_NAME: frozenset[int] = frozenset()
+#: The Basic Profile without Options (made once: the options of most outputs).
+_BASIC = DeidOptions()
 
 
 def _tag_text(tag: int) -> str:
@@ -259,8 +280,9 @@ class Collector:
         self.names = 0  # person names seen: their parts share the number
         # attributes an Option keeps that the Basic Profile would not (Retain Device Identity's
         # Station Name...): kept by the user's choice, like a recipe's
-        self.basic = policy_for(DeidOptions()) if options != DeidOptions() else None
+        self.basic = policy_for(_BASIC) if options != _BASIC else None
         self.chosen: set[tuple[int, ...]] = set()
+        self.decisions = _decisions(self.policy, self.types, self.present)
 
     def deliberate(self, key: tuple[int, ...], keywords: tuple[str, ...]) -> bool:
         """Whether the attribute (or a sequence around it) is kept on purpose."""
@@ -299,31 +321,32 @@ class Collector:
         """Search the values of ``elem``: ``private`` (a private attribute: weak, its bytes
         read as text when they are text) or ``any_vr`` (inside a removed sequence: text bytes
         too). Binary numbers are never searched: they are not text."""
-        if elem.vr in _BINARY_NUMBERS:
+        vr = elem.vr
+        if vr in _BINARY_NUMBERS:
             return
-        strong = not private and _strong(elem.vr, keywords)
-        deliberate = self.deliberate(key, keywords)
+        strong_vr, wordy_vr = _classes(vr, keywords)
+        strong = not private and strong_vr
+        deliberate = bool(self.kept) and self.deliberate(key, keywords)
         if deliberate:
             self.hold(elem, key, codecs)
-        name: frozenset[int] = frozenset()
-        if elem.vr == "PN":
+        name = _NO_NAME
+        if vr == "PN":
             self.names += 1
             name = frozenset((self.names,))
-        raw = self.tree.raw(elem) if elem.decoded is None else None
-        if raw is not None and len(raw) <= _CACHED_BYTES:
-            strings: Iterator[tuple[str, str]] | tuple[tuple[str, str], ...] = _cached_strings(
-                elem.vr, raw, codecs, private or any_vr
-            )
+        start = elem.start
+        if elem.decoded is None and start != UNKNOWN and elem.end - start <= _CACHED_BYTES:
+            raw = self.tree.data[start : elem.end]
+            strings = _cached_strings(vr, raw, codecs, private or any_vr)
         else:
             values = text_values(self.tree, elem, list(codecs))
-            strings = _strings(elem.vr, values, private or any_vr)
-        for text, match in strings:
-            if not text or text.startswith(DICOM_UID_ROOT):
-                continue  # registered DICOM UIDs (SOP Classes, palettes...) identify no one
-            word = strong and _word(text, elem.vr, keywords)
-            found = self.values.get(text)
+            strings = _searchable(_strings(vr, values, private or any_vr))
+        wordy = strong and wordy_vr  # see `_word`
+        values_found = self.values
+        for text, match, one_word in strings:
+            word = wordy and one_word
+            found = values_found.get(text)
             if found is None:
-                self.values[text] = Searched(where, match, strong, deliberate, word, name)
+                values_found[text] = Searched(where, match, strong, deliberate, word, name)
                 continue
             if strong and not found.strong:
                 found.strong, found.attribute, found.word = True, where, word
@@ -365,19 +388,30 @@ class Collector:
     ) -> None:
         codecs = _level_codecs(self.tree, elements, codecs)
         creators: dict[tuple[int, int], str] = {}
-        codes, policy = self.policy.codes, self.policy
+        decisions = None if overrides else self.decisions
+        held, basic = self.held, self.basic
         for elem in elements:
             tag = elem.tag
             key = (*path, tag)
             if tag >> 16 & 1:
                 self._private(elem, key, prefix, names, creators, codecs)
                 continue
-            code = (overrides and overrides.get(tag)) or codes.get(tag) or policy.code(tag)
-            if len(code) > 1 or code == "T":
-                code = resolve(code, tag, path, self.types, self.present)
-            if elem.items is None and self._keeps(code, tag, elem.vr):
-                self.hold(elem, key, codecs)  # kept: decoded only if a value is found in it
-                self._by_option(tag, path, elem.vr)
+            decided = decisions.get((key, elem.vr)) if decisions is not None else None
+            if decided is None:
+                decided = self._decide(tag, path, elem.vr, overrides)
+                if decisions is not None and len(decisions) < _MAX_DECISIONS:
+                    decisions[(key, elem.vr)] = decided
+            code, keeps = decided
+            if keeps and elem.items is None:
+                # kept: decoded only if a value is found in it
+                entry = (elem, codecs)
+                found = held.get(key)
+                if found is None:
+                    held[key] = [entry]
+                else:
+                    found.append(entry)
+                if basic is not None:
+                    self._by_option(tag, path, elem.vr)
                 if self.kept and self.deliberate(key, (*names, keyword_of(tag))):
                     keyword = keyword_of(tag)
                     self.add(elem, label(prefix, tag, keyword), key, (*names, keyword), codecs)
@@ -430,6 +464,17 @@ class Collector:
             self.everything_in(elem, where, key, keywords, codecs)
         else:
             self.add(elem, where, key, keywords, codecs, private=True)
+
+    def _decide(
+        self, tag: int, path: tuple[int, ...], vr: str, overrides: dict[int, str] | None
+    ) -> tuple[str, bool]:
+        """The code of a public attribute at ``path`` (resolved), and whether the profile
+        keeps its value as it is."""
+        policy = self.policy
+        code = (overrides and overrides.get(tag)) or policy.codes.get(tag) or policy.code(tag)
+        if len(code) > 1 or code == "T":
+            code = resolve(code, tag, path, self.types, self.present)
+        return code, self._keeps(code, tag, vr)
 
     def _keeps(self, code: str, tag: int, vr: str) -> bool:
         return code in ("K", KEEP_REFS) or self._clean_keeps(code, tag, vr)
@@ -491,6 +536,24 @@ class Collector:
             where = f"File Meta {label('', elem.tag, keyword)}"
             any_vr = elem.vr in ("OB", "UN")
             self.add(elem, where, (elem.tag,), (keyword,), DEFAULT_CODECS, any_vr=any_vr)
+
+
+#: The `Collector._decide` results of each (policy, IOD, modules present), by (key, VR).
+_DECISION_TABLES: dict[tuple[int, int, frozenset[str]], tuple[Any, Any, dict[Any, Any]]] = {}
+_MAX_DECISIONS = 65536
+
+
+def _decisions(
+    policy: Any, types: Any, present: frozenset[str]
+) -> dict[tuple[tuple[int, ...], str], tuple[str, bool]]:
+    """The table of decisions shared by the originals with the same rules (a series)."""
+    key = (id(policy), id(types), present)
+    found = _DECISION_TABLES.get(key)
+    if found is None or found[0] is not policy or found[1] is not types:
+        if len(_DECISION_TABLES) >= 64:
+            _DECISION_TABLES.clear()
+        found = _DECISION_TABLES[key] = (policy, types, {})  # the objects kept alive: ids stay
+    return found[2]
 
 
 def source_tree(original: Dataset | str | Path) -> Tree:

@@ -248,17 +248,17 @@ def _verify_batch(
     """Verify a batch of pairs (in a worker): each pair's findings, or why it was not verified."""
     pairs, kept = task
     done: list[tuple[list[FolderFinding], str | None]] = []
-    for pair in pairs:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for pair in pairs:
             try:
                 found = verify(pair.source, pair.output, output_path=pair.shown, kept=kept)
             except Exception as exc:  # noqa: BLE001 - unverifiable is reported, not raised
                 problem = f"{pair.shown}: cannot be verified: {type(exc).__name__}: {exc}"
                 done.append(([], problem))
                 continue
-        done.append(([FolderFinding(pair.name, pair.shown, f.attribute, f.value, f.where, f.kind)
-                      for f in found], None))  # fmt: skip
+            done.append(([FolderFinding(pair.name, pair.shown, f.attribute, f.value, f.where,
+                                        f.kind) for f in found], None))  # fmt: skip
     return done
 
 

@@ -37,8 +37,9 @@ BULK_MIN_BYTES = 6
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 _STRING_VRS = TEXT_VRS | DATE_VRS | {"CS", "UI", "DS", "IS"}
 _SINGLE_VRS = frozenset({"LT", "ST", "UT", "UR"})
-#: Pixel data shorter than this is searched form by form; longer, by `Output.index_pixels`.
-_PIXELS_SCANNED = 16384
+#: Pixel data shorter than this is searched form by form; longer, by `Output.index_pixels`
+#: (one pass for all forms: from a few kilobytes on, faster than a search per form).
+_PIXELS_SCANNED = 4096
 #: More candidate positions than this: pixel data full of text-like bytes, searched form by form.
 _MAX_CANDIDATES = 50000
 
@@ -223,8 +224,7 @@ class Output:
             if elem.tag in _PIXEL_TAGS and elem.start != UNKNOWN:
                 self.pixels = elem.start, elem.end
                 break
-        self._meta = _Level(tree.meta, 132 if tree.preamble else 0, tree.start)
-        self._top = _Level(tree.elements, tree.start, len(self.data))
+        self._levels: tuple[_Level, _Level] | None = None  # made on the first `place_at`
         self._texts: list[tuple[Place, str]] | None = None
         self._bulk: dict[bytes, list[int]] = {}
 
@@ -257,8 +257,8 @@ class Output:
     def may_hold(self, form: bytes) -> bool:
         """Whether `search` can find ``form`` at all (its bytes are somewhere it looks, whatever
         the match rule): most values of a clean output are nowhere, and are settled so."""
-        start, end = self.pixels
         low = self.low
+        start, end = self.pixels
         if low.find(form, 0, start) != -1 or low.find(form, end) != -1:
             return True
         if len(form) < BULK_MIN_BYTES:
@@ -319,7 +319,13 @@ class Output:
     def place_at(self, offset: int) -> Place | None:
         """The element whose value holds byte ``offset``; ``None`` outside every value."""
         meta = offset < self.start
-        level = self._meta if meta else self._top
+        if self._levels is None:
+            tree = self.tree
+            self._levels = (
+                _Level(tree.meta, 132 if tree.preamble else 0, tree.start),
+                _Level(tree.elements, tree.start, len(self.data)),
+            )
+        level = self._levels[0] if meta else self._levels[1]
         prefix = "File Meta " if meta else ""
         key: tuple[int, ...] = ()
         keywords: tuple[str, ...] = ()

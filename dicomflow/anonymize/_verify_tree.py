@@ -82,9 +82,23 @@ def _dictionary_vr(tag: int) -> str | None:
         return None
 
 
+#: `element_vr` of the (tag, VR bytes) pairs seen so far (a series repeats them all).
+_VRS: dict[tuple[int, bytes | str | None], str] = {}
+_MAX_VRS = 65536
+
+
 def element_vr(tag: int, vr: bytes | str | None) -> str:
     """The VR of an element as pydicom reads it: its own, or for implicit VR and UN (public
     attributes) the dictionary's; private attributes without one are UN."""
+    found = _VRS.get((tag, vr))
+    if found is None:
+        found = _element_vr(tag, vr)
+        if len(_VRS) < _MAX_VRS:
+            _VRS[(tag, vr)] = found
+    return found
+
+
+def _element_vr(tag: int, vr: bytes | str | None) -> str:
     text = vr.decode("ascii", "replace") if isinstance(vr, bytes) else vr
     if text and text != "UN":
         return text
@@ -134,15 +148,21 @@ class _Reader:
     def level(
         self, found: dict[int, tuple[bytes | None, int, int]], shift: int, implicit: bool
     ) -> list[Element]:
-        elements = []
-        for tag, (raw_vr, vpos, length) in found.items():
-            start = vpos + shift
-            vr = element_vr(tag, raw_vr)
-            elem = Element(tag, vr, start, start + length)
+        vrs = _VRS
+        elements = [
+            Element(tag, vrs.get((tag, raw_vr)) or element_vr(tag, raw_vr), vpos + shift,
+                    vpos + shift + length)
+            for tag, (raw_vr, vpos, length) in found.items()
+        ]  # fmt: skip
+        for elem in elements:
+            vr = elem.vr
+            if vr != "SQ" and vr != "UN":
+                continue
+            start, tag = elem.start, elem.tag
+            raw_vr = found[tag][0]
             undefined_un = raw_vr in (None, b"UN") and vr == "UN" and self._undefined(start)
             if (vr == "SQ" or undefined_un) and tag not in _PIXEL_TAGS:
-                elem.items = self.items(start, start + length, implicit or vr == "UN")
-            elements.append(elem)
+                elem.items = self.items(start, elem.end, implicit or vr == "UN")
         return elements
 
     def _undefined(self, start: int) -> bool:
