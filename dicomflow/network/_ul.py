@@ -294,8 +294,12 @@ class Connection:
         self._deadline: float | None = None
         #: the longest data set (one instance) accepted in a message
         self.max_dataset = max_dataset
+        # what was received: PDUs are read from it, and each recv takes as much as the peer
+        # has sent (a C-STORE's command and data set PDUs in one system call, usually)
         self._buf = bytearray(max(max_pdu, 65536) + 6)
         self._view = memoryview(self._buf)
+        self._start = 0  # the first byte not read as a PDU yet
+        self._end = 0  # the end of what was received
         self.closed = False
         #: where received data sets go: None keeps each in memory (``Message.dataset``); an
         #: SCP landing data sets in files sets a function that gives a message its spool (or
@@ -310,7 +314,9 @@ class Connection:
         peer may send lives here. The 6-byte header is checked before anything else is read: a
         known PDU type, and a length of at most :attr:`limit` (our announced maximum, at least
         64 KiB for the A-ASSOCIATE PDUs, :data:`HARD_PDU_LIMIT` when we announce none). A
-        larger PDU aborts the association at once, before a byte of it is buffered.
+        larger PDU aborts the association at once, before the buffer grows for it. The socket
+        is read in blocks as large as the buffer's free space: a PDU is read with those that
+        came before it, usually, not by two system calls of its own.
 
         Raises
         ------
@@ -319,9 +325,9 @@ class Connection:
         NetworkTimeoutError
             Nothing arrived within the socket's timeout.
         """
-        view = self._view
-        self._recv_exact(view, 6)
-        pdu_type, length = _HEADER.unpack_from(self._buf, 0)
+        self._fill(6)
+        start = self._start
+        pdu_type, length = _HEADER.unpack_from(self._buf, start)
         if not ASSOCIATE_RQ <= pdu_type <= ABORT:
             self.abort()
             raise AssociationAbortedError(f"unknown PDU type 0x{pdu_type:02X}: aborted")
@@ -331,11 +337,16 @@ class Connection:
                 f"the peer announced a PDU of {length:,} bytes, more than the {self.limit:,} "
                 "this side accepts: aborted"
             )
-        if length > len(self._buf):
-            self._buf = bytearray(length + 6)
-            self._view = view = memoryview(self._buf)
-        self._recv_exact(view, length)
-        return pdu_type, view[:length]
+        size = 6 + length
+        if size > len(self._buf):  # a larger buffer, what is received moved to it
+            buf = bytearray(size)
+            buf[: self._end - start] = self._view[start : self._end]
+            self._buf, self._view = buf, memoryview(buf)
+            self._start, self._end = 0, self._end - start
+        self._fill(size)
+        start = self._start  # _fill may have moved the PDU to the front of the buffer
+        self._start = start + size
+        return pdu_type, self._view[start + 6 : start + size]
 
     def _protocol_error(self, what: str) -> NoReturn:
         self.abort()
@@ -350,20 +361,29 @@ class Connection:
         """
         self._deadline = None if seconds is None else time.monotonic() + seconds
 
-    def _recv_exact(self, view: memoryview, n: int) -> None:
-        got = 0
+    def _fill(self, n: int) -> None:
+        """Receive until ``n`` bytes from :attr:`_start` are in the buffer (which holds them)."""
+        if self._end - self._start >= n:
+            return
+        if self._start + n > len(self._buf):  # what is left of the buffer is too short
+            left = self._view[self._start : self._end].tobytes()
+            self._buf[: len(left)] = left
+            self._start, self._end = 0, len(left)
+        elif self._start == self._end:
+            self._start = self._end = 0
+        view, size = self._view, len(self._buf)
         recv_into = self.sock.recv_into
         try:
-            while got < n:
+            while self._end - self._start < n:
                 if self._deadline is not None:
-                    left = self._deadline - time.monotonic()
-                    if left <= 0:
+                    left_s = self._deadline - time.monotonic()
+                    if left_s <= 0:
                         raise TimeoutError
-                    self.sock.settimeout(left)
-                k = recv_into(view[got:n], n - got)
+                    self.sock.settimeout(left_s)
+                k = recv_into(view[self._end :], size - self._end)
                 if not k:
                     raise AssociationAbortedError("the peer closed the connection")
-                got += k
+                self._end += k
         except TimeoutError as exc:
             if self._deadline is not None:
                 raise NetworkTimeoutError(
@@ -377,6 +397,8 @@ class Connection:
 
     def pending(self) -> bool:
         """Whether the peer has sent bytes not read yet (a look at the socket: reads nothing)."""
+        if self._end > self._start:
+            return True  # received already, not read as a PDU yet
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return True  # decrypted already, so select() would not see it
         try:

@@ -186,6 +186,47 @@ def test_association_pdus_round_trip():
     assert again.results == ac.results and again.max_pdu == 16384
 
 
+def test_pdus_are_read_whatever_the_reads_bring():
+    """A Connection reads the socket in blocks: PDUs that arrive together, one split over
+    many reads, and one larger than its buffer are each returned whole, in order; bytes
+    received but not read as a PDU yet count as pending."""
+    import socket
+    import struct
+    import threading
+
+    from dicomflow.network.protocol import P_DATA, RELEASE_RQ, Connection
+
+    def pdu(kind: int, body: bytes) -> bytes:
+        return struct.pack(">BxL", kind, len(body)) + body
+
+    bodies = [bytes([i]) * n for i, n in enumerate([10, 17000, 3, 200_000, 65536, 1])]
+    wire = b"".join(pdu(P_DATA, b) for b in bodies) + pdu(RELEASE_RQ, b"\0\0\0\0")
+    ours, theirs = socket.socketpair()
+    conn = Connection(ours, max_pdu=0, timeout=10)  # no maximum: a 64 KiB buffer that grows
+
+    def send() -> None:  # the first three at once, then in pieces of every size
+        theirs.sendall(wire[: 6 * 3 + 17013])
+        pos, step = 6 * 3 + 17013, 1
+        while pos < len(wire):
+            theirs.sendall(wire[pos : pos + step])
+            pos, step = pos + step, step * 3 + 1
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        first = conn.recv_pdu()
+        assert first[0] == P_DATA and bytes(first[1]) == bodies[0]
+        assert conn.pending()  # the next two are in the buffer already
+        for body in bodies[1:]:
+            kind, got = conn.recv_pdu()
+            assert (kind, bytes(got)) == (P_DATA, body)
+        assert conn.recv_pdu()[0] == RELEASE_RQ
+    finally:
+        sender.join()
+        conn.close()
+        theirs.close()
+
+
 def test_file_meta_is_valid_part10():
     meta = file_meta_bytes(
         "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4.5", "1.2.840.10008.1.2.1", "ORTHANC"
