@@ -24,6 +24,7 @@ import select
 import socket
 import ssl
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -361,6 +362,32 @@ class Connection:
         """
         self._deadline = None if seconds is None else time.monotonic() + seconds
 
+    def set_timeout(self, seconds: float | None) -> None:
+        """The network timeout from now on: a read or a write that waits longer fails
+        (None: none).
+
+        On Linux, for a plain TCP socket, the kernel keeps it (``SO_RCVTIMEO``,
+        ``SO_SNDTIMEO``) on a blocking socket: a read is one system call, where Python's own
+        timeout polls before every read and write. A TLS socket keeps Python's timeout.
+        """
+        if (
+            not sys.platform.startswith("linux")
+            or isinstance(self.sock, ssl.SSLSocket)
+            or self.sock.family not in (socket.AF_INET, socket.AF_INET6)
+            or (seconds is not None and seconds <= 0)
+        ):
+            self.sock.settimeout(seconds)
+            return
+        micro = 0 if seconds is None else max(1, round(seconds * 1e6))  # 0: no timeout
+        timeval = struct.pack("@ll", micro // 1_000_000, micro % 1_000_000)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        except OSError:
+            self.sock.settimeout(seconds)
+            return
+        self.sock.settimeout(None)  # blocking: the kernel's timeouts end a wait (EAGAIN)
+
     def _fill(self, n: int) -> None:
         """Receive until ``n`` bytes from :attr:`_start` are in the buffer (which holds them)."""
         if self._end - self._start >= n:
@@ -384,7 +411,7 @@ class Connection:
                 if not k:
                     raise AssociationAbortedError("the peer closed the connection")
                 self._end += k
-        except TimeoutError as exc:
+        except (TimeoutError, BlockingIOError) as exc:  # BlockingIOError: SO_RCVTIMEO
             if self._deadline is not None:
                 raise NetworkTimeoutError(
                     "the association request did not arrive within the ARTIM timeout"
@@ -416,7 +443,7 @@ class Connection:
             self.sock.sendall(_HEADER.pack(pdu_type, length) + bytes(parts[0]))
             for part in parts[1:]:
                 self.sock.sendall(part)
-        except TimeoutError as exc:
+        except (TimeoutError, BlockingIOError) as exc:  # BlockingIOError: SO_SNDTIMEO
             raise NetworkTimeoutError("the peer did not take our data in time") from exc
         except ssl.SSLError as exc:
             raise TLSError(f"TLS: {ssl_reason(exc)}") from exc
@@ -647,7 +674,7 @@ def request_association(
             f"{identity.username!r} (a positive response was requested): aborted"
         )
     conn.peer_max_pdu = accept.max_pdu
-    conn.sock.settimeout(network_timeout)
+    conn.set_timeout(network_timeout)
     return conn, accept
 
 
@@ -817,5 +844,5 @@ def accept_association(
     conn.send_pdu(ASSOCIATE_AC, accept.encode())
     conn.peer_max_pdu = rq.max_pdu
     conn.set_deadline(None)
-    conn.sock.settimeout(network_timeout)
+    conn.set_timeout(network_timeout)
     return Accepted(rq, accepted)

@@ -227,6 +227,36 @@ def test_pdus_are_read_whatever_the_reads_bring():
         theirs.close()
 
 
+def test_the_network_timeout_ends_a_read_and_a_write_that_wait_too_long():
+    """After negotiation the network timeout holds for every read and write (on Linux the
+    kernel's, on a blocking socket: no poll before each read); a peer that sends nothing, or
+    takes nothing, fails the wait with NetworkTimeoutError, not a socket error."""
+    import socket
+    import sys
+    import time
+
+    from dicomflow.network.protocol import P_DATA, Connection
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        peer = socket.create_connection(server.getsockname())
+        ours, _ = server.accept()
+    conn = Connection(ours, max_pdu=0, timeout=30)
+    try:
+        conn.set_timeout(0.3)
+        if sys.platform.startswith("linux"):
+            assert ours.gettimeout() is None  # the kernel keeps the timeout
+        started = time.monotonic()
+        with pytest.raises(NetworkTimeoutError, match="no data from the peer"):
+            conn.recv_pdu()
+        assert 0.2 < time.monotonic() - started < 10
+        with pytest.raises(NetworkTimeoutError, match="did not take our data"):
+            for _ in range(10_000):  # the peer reads nothing: the buffers fill, then a wait
+                conn.send_pdu(P_DATA, bytes(1 << 20))
+    finally:
+        conn.close()
+        peer.close()
+
+
 def test_file_meta_is_valid_part10():
     meta = file_meta_bytes(
         "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4.5", "1.2.840.10008.1.2.1", "ORTHANC"
