@@ -66,6 +66,7 @@ HARD_PDU_LIMIT = 64 * 2**20
 _MIN_PDU_LIMIT = 64 * 1024
 
 _HEADER = struct.Struct(">BxL")
+_READ_AHEAD = 64 * 1024  # bytes a read asks for beyond the PDU it completes
 _PDV = struct.Struct(">LBB")
 
 
@@ -315,9 +316,9 @@ class Connection:
         peer may send lives here. The 6-byte header is checked before anything else is read: a
         known PDU type, and a length of at most :attr:`limit` (our announced maximum, at least
         64 KiB for the A-ASSOCIATE PDUs, :data:`HARD_PDU_LIMIT` when we announce none). A
-        larger PDU aborts the association at once, before the buffer grows for it. The socket
-        is read in blocks as large as the buffer's free space: a PDU is read with those that
-        came before it, usually, not by two system calls of its own.
+        larger PDU aborts the association at once, before the buffer grows for it. Each read
+        asks for the rest of the PDU and up to 64 KiB more: small PDUs come with those before
+        them, usually, not by two system calls of their own.
 
         Raises
         ------
@@ -407,7 +408,10 @@ class Connection:
                     if left_s <= 0:
                         raise TimeoutError
                     self.sock.settimeout(left_s)
-                k = recv_into(view[self._end :], size - self._end)
+                # what is still needed, and up to _READ_AHEAD more (the next small PDUs):
+                # never much of the next large PDU, which would be moved to the front
+                want = max(n - (self._end - self._start), _READ_AHEAD)
+                k = recv_into(view[self._end :], min(size - self._end, want))
                 if not k:
                     raise AssociationAbortedError("the peer closed the connection")
                 self._end += k
