@@ -14,6 +14,9 @@ files dealt round robin, one association each) to, in turn:
   folder fsync'ed before the acknowledgement);
 * ``dicomflow-nocat``: ``--fsync none --workers 1`` without the lake's catalog
   (``Lake(catalog=False)``: what the catalog costs, against ``dicomflow-1w``).
+* ``dicomflow-base`` (with ``--base TREE``): ``dicomflow-none`` run from another checkout
+  (``PYTHONPATH=TREE``, e.g. a worktree of an earlier commit): before and after, alternating
+  in the same rounds.
 
 A run is timed from the start of the first sender to the exit of the last (every instance
 acknowledged), then checked: every instance is on the receiver's disk (and in the lake's
@@ -57,6 +60,7 @@ RECEIVERS = (
     "storescp", "orthanc", "dicomflow-none", "dicomflow-1w", "dicomflow-each", "dicomflow-nocat"
 )  # fmt: skip
 WORKERS: list[str] = []  # --workers N for the dicomflow receivers but dicomflow-1w
+BASE: list[str] = []  # --base TREE: the checkout dicomflow-base runs from
 STORESCU = "/usr/bin/storescu"  # pynetdicom's console scripts shadow DCMTK's in a venv
 STORESCP = "/usr/bin/storescp"
 
@@ -139,7 +143,8 @@ class Receiver:
                    "-q"]  # fmt: skip
             one = self.kind in ("dicomflow-1w", "dicomflow-nocat")  # the switch is this process's
             cmd += ["--workers", "1"] if one else WORKERS
-        return subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT,
+        env = {**ENV, "PYTHONPATH": BASE[0]} if self.kind == "dicomflow-base" else ENV
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
 
     def count(self) -> int:
@@ -227,7 +232,17 @@ def main() -> None:
         default=None,
         help="dicomflow receive --workers (default: the command's, the cores)",
     )
+    parser.add_argument(
+        "--base",
+        default=None,
+        metavar="TREE",
+        help="another checkout (an earlier commit's worktree): adds dicomflow-base, run from it",
+    )
     args = parser.parse_args()
+    if args.base is not None:
+        BASE[:] = [str(Path(args.base).resolve())]
+        if "dicomflow-base" not in args.receivers:
+            args.receivers += ",dicomflow-base"
     if args.workers is not None:
         WORKERS[:] = ["--workers", str(args.workers)]
     sys.path.insert(0, str(HERE))

@@ -194,6 +194,8 @@ TEST_PRIVATE_SEAMS = {
     "tests/anonymize/test_verify_folders.py": "which recipe rules win, read from a manifest",
     "tests/anonymize/test_verify_fast.py": "the exhaustive search the shortcuts are compared with",
     "tests/network/test_serve.py": "QIDO matching and DICOM JSON values per column type",
+    "tests/network/test_lake.py": "holds the lake's writer threads off (their batch interval) "
+    "to see the receiving thread hash",
     "tests/codecs/test_registry.py": "monkeypatches which JPEG plugin pydicom would use",
     "tests/pipeline/test_pipeline.py": "counts the process pools a run starts (monkeypatch)",
     "tests/pipeline/test_transcode.py": "white-box: the native fast path, the offset-table limit",

@@ -18,7 +18,9 @@ space and streams the file up in 8 MiB blocks: memory stays bounded there too). 
   SCP acknowledges only what is durable (the default);
 * ``"batch"``: written files are fsync'ed together by :meth:`Lake.sync` (a pull calls it at the
   end of every series, before recording the series); records are written only after it;
-* ``"none"``: left to the operating system.
+* ``"none"``: written and linked before :meth:`Lake.receive` returns, as with ``"each"``
+  (a killed receiver never loses what it acknowledged), but never fsync'ed: after a power
+  loss, what the operating system had not written yet is lost.
 
 Records (path, UIDs, SHA-256, size, calling AE, time), with the scan's columns of each
 landed file (the lake's catalog), are hashed and written by background threads, so hashing
@@ -43,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import itertools
 import os
 import queue
 import threading
@@ -96,6 +99,12 @@ from ._staged import SpooledInstance, write_dataset
 __all__ = ["RECORD_SCHEMA", "Lake", "Landed", "read_catalog", "read_records", "read_state"]
 
 _FSYNC = ("each", "batch", "none")
+#: names the temporary files of this process after its pid: a random prefix (a process of a
+#: later start may have the pid of a killed one) and a count (no random bytes per file)
+_HASH_EVERY = 0.05  # seconds between a writer thread's looks at the written instances
+_HASH_BATCH = 64  # written instances waiting for a writer: the receiving thread hashes them
+_TEMPORARY_PREFIX = uuid.uuid4().hex[:8]
+_TEMPORARIES = itertools.count()
 INCOMING = "incoming"
 
 
@@ -265,7 +274,11 @@ class Lake:
         self._unsynced: list[str] = []
         self._pending: list[_Record] = []
         self._queue: queue.Queue[_Record | None] = queue.Queue(maxsize=64)
-        self._outstanding = 0
+        # written instances waiting to be hashed, in batches (by a writer thread, every
+        # _HASH_EVERY seconds, or by the thread that finds _HASH_BATCH of them waiting):
+        # nothing wakes a thread per instance
+        self._landed: list[_Record] = []
+        self._outstanding = 0  # instances queued or being hashed: guarded by _idle
         self._idle = threading.Condition()
         self._last_flush = time.monotonic()
         self._recorded: dict[str, int] | None = None
@@ -365,10 +378,12 @@ class Lake:
     ) -> Landed:
         """Land one received data set (without its meta); returns where, or why not.
 
-        With ``fsync="each"`` the file is written, fsync'ed and linked before this returns.
-        Otherwise it is handed to the lake's writer thread and this returns at once (status
-        ``"queued"``): a pull acknowledges while the previous instance is still being written,
-        and proves completeness from the files afterwards (:meth:`sync`, :meth:`reconcile`).
+        With ``fsync="each"`` the file is written, fsync'ed and linked before this returns;
+        with ``"none"`` written and linked, not fsync'ed. With ``"batch"`` it is handed to the
+        lake's writer thread and this returns at once (status ``"queued"``): a pull
+        acknowledges while the previous instance is still being written, and proves
+        completeness from the files afterwards (:meth:`sync`, :meth:`reconcile`). Hashing and
+        the record always happen later, in the writer threads.
         The caller must not modify ``dataset`` afterwards. A :class:`~._spool.Spool` (from
         :meth:`spooler`) whose data set went to its file lands by linking that file into
         place, durably as ``fsync`` says, before this returns.
@@ -427,7 +442,7 @@ class Lake:
                 path, parts, sop_class, sop, study, series, transfer_syntax, source_sop,
                 calling_ae, source, dt.datetime.now(dt.UTC),
             )  # fmt: skip
-            if self.fsync == "each":
+            if self.fsync != "batch":
                 self._write(path, parts)
                 self._submit(record)
                 return Landed("landed", path, sop)
@@ -647,7 +662,8 @@ class Lake:
         """A temporary name beside ``path`` (its folder made): hidden, naming this process,
         ending in ``TMP_SUFFIX`` (a killed writer's is removed when the lake is opened)."""
         folder = self._folder_of(path)
-        name = f".{os.path.basename(path)}.{os.getpid()}-{uuid.uuid4().hex[:12]}{TMP_SUFFIX}"
+        unique = f"{os.getpid()}-{_TEMPORARY_PREFIX}{next(_TEMPORARIES)}"
+        name = f".{os.path.basename(path)}.{unique}{TMP_SUFFIX}"
         return f"{folder}/{name}"
 
     def _folder_of(self, path: str) -> str:
@@ -661,13 +677,11 @@ class Lake:
         """Put the written file ``tmp`` at ``path`` (its folder made durable, per ``fsync``)."""
         folder = self._folder_of(path)
         try:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                os.replace(tmp, path)  # the same instance again (a rerun): the newest wins
-        finally:
-            if os.path.exists(tmp):
+            os.replace(tmp, path)  # the same instance again (a rerun): the newest wins
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            raise
         if self.fsync == "each":
             fsync_dir(folder)
         elif self.fsync == "batch":
@@ -700,19 +714,46 @@ class Lake:
         self._write_records()
 
     def _submit(self, record: _Record) -> None:
+        if record.write:  # to be written: now, by a writer thread
+            with self._idle:
+                self._outstanding += 1
+            self._queue.put(record)  # blocks when the writers are 64 instances behind
+            return
+        with self._idle:  # written: hashed with others, later
+            self._landed.append(record)
+            behind = len(self._landed) >= _HASH_BATCH
+        if behind:  # the writers are behind (busy cores): this thread hashes them
+            self._hash_landed()
+
+    def _hash_landed(self) -> None:
+        """Hash and keep the records of the written instances waiting (see ``_landed``)."""
         with self._idle:
+            batch, self._landed = self._landed, []
+            if not batch:
+                return
             self._outstanding += 1
-        self._queue.put(record)  # blocks when the writers are 64 instances behind
+        try:
+            for item in batch:
+                self._complete(item)
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        with self._idle:
+            self._outstanding -= 1
+            if self._outstanding == 0:
+                self._idle.notify_all()
 
     def _drain(self) -> None:
         """Wait until every submitted instance is written and hashed."""
+        self._hash_landed()
         with self._idle:
             self._idle.wait_for(lambda: self._outstanding == 0)
 
     def _work(self) -> None:
         while True:
             try:
-                item = self._queue.get(timeout=0.25)
+                item = self._queue.get(timeout=_HASH_EVERY)
             except queue.Empty:
                 item = False  # type: ignore[assignment]
             if item is None:
@@ -721,10 +762,9 @@ class Lake:
                 try:
                     self._complete(item)
                 finally:
-                    with self._idle:
-                        self._outstanding -= 1
-                        if self._outstanding == 0:
-                            self._idle.notify_all()
+                    self._done()
+            if self._landed:
+                self._hash_landed()
             if self.fsync != "batch":
                 with self._lock:
                     due = len(self._pending) >= self.flush_every or (

@@ -24,6 +24,7 @@ import select
 import socket
 import ssl
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ HARD_PDU_LIMIT = 64 * 2**20
 _MIN_PDU_LIMIT = 64 * 1024
 
 _HEADER = struct.Struct(">BxL")
+_READ_AHEAD = 64 * 1024  # bytes a read asks for beyond the PDU it completes
 _PDV = struct.Struct(">LBB")
 
 
@@ -294,8 +296,12 @@ class Connection:
         self._deadline: float | None = None
         #: the longest data set (one instance) accepted in a message
         self.max_dataset = max_dataset
+        # what was received: PDUs are read from it, and each recv takes as much as the peer
+        # has sent (a C-STORE's command and data set PDUs in one system call, usually)
         self._buf = bytearray(max(max_pdu, 65536) + 6)
         self._view = memoryview(self._buf)
+        self._start = 0  # the first byte not read as a PDU yet
+        self._end = 0  # the end of what was received
         self.closed = False
         #: where received data sets go: None keeps each in memory (``Message.dataset``); an
         #: SCP landing data sets in files sets a function that gives a message its spool (or
@@ -310,7 +316,9 @@ class Connection:
         peer may send lives here. The 6-byte header is checked before anything else is read: a
         known PDU type, and a length of at most :attr:`limit` (our announced maximum, at least
         64 KiB for the A-ASSOCIATE PDUs, :data:`HARD_PDU_LIMIT` when we announce none). A
-        larger PDU aborts the association at once, before a byte of it is buffered.
+        larger PDU aborts the association at once, before the buffer grows for it. Each read
+        asks for the rest of the PDU and up to 64 KiB more: small PDUs come with those before
+        them, usually, not by two system calls of their own.
 
         Raises
         ------
@@ -319,9 +327,9 @@ class Connection:
         NetworkTimeoutError
             Nothing arrived within the socket's timeout.
         """
-        view = self._view
-        self._recv_exact(view, 6)
-        pdu_type, length = _HEADER.unpack_from(self._buf, 0)
+        self._fill(6)
+        start = self._start
+        pdu_type, length = _HEADER.unpack_from(self._buf, start)
         if not ASSOCIATE_RQ <= pdu_type <= ABORT:
             self.abort()
             raise AssociationAbortedError(f"unknown PDU type 0x{pdu_type:02X}: aborted")
@@ -331,11 +339,16 @@ class Connection:
                 f"the peer announced a PDU of {length:,} bytes, more than the {self.limit:,} "
                 "this side accepts: aborted"
             )
-        if length > len(self._buf):
-            self._buf = bytearray(length + 6)
-            self._view = view = memoryview(self._buf)
-        self._recv_exact(view, length)
-        return pdu_type, view[:length]
+        size = 6 + length
+        if size > len(self._buf):  # a larger buffer, what is received moved to it
+            buf = bytearray(size)
+            buf[: self._end - start] = self._view[start : self._end]
+            self._buf, self._view = buf, memoryview(buf)
+            self._start, self._end = 0, self._end - start
+        self._fill(size)
+        start = self._start  # _fill may have moved the PDU to the front of the buffer
+        self._start = start + size
+        return pdu_type, self._view[start + 6 : start + size]
 
     def _protocol_error(self, what: str) -> NoReturn:
         self.abort()
@@ -350,21 +363,59 @@ class Connection:
         """
         self._deadline = None if seconds is None else time.monotonic() + seconds
 
-    def _recv_exact(self, view: memoryview, n: int) -> None:
-        got = 0
+    def set_timeout(self, seconds: float | None) -> None:
+        """The network timeout from now on: a read or a write that waits longer fails
+        (None: none).
+
+        On Linux, for a plain TCP socket, the kernel keeps it (``SO_RCVTIMEO``,
+        ``SO_SNDTIMEO``) on a blocking socket: a read is one system call, where Python's own
+        timeout polls before every read and write. A TLS socket keeps Python's timeout.
+        """
+        if (
+            not sys.platform.startswith("linux")
+            or isinstance(self.sock, ssl.SSLSocket)
+            or self.sock.family not in (socket.AF_INET, socket.AF_INET6)
+            or (seconds is not None and seconds <= 0)
+        ):
+            self.sock.settimeout(seconds)
+            return
+        micro = 0 if seconds is None else max(1, round(seconds * 1e6))  # 0: no timeout
+        timeval = struct.pack("@ll", micro // 1_000_000, micro % 1_000_000)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        except OSError:
+            self.sock.settimeout(seconds)
+            return
+        self.sock.settimeout(None)  # blocking: the kernel's timeouts end a wait (EAGAIN)
+
+    def _fill(self, n: int) -> None:
+        """Receive until ``n`` bytes from :attr:`_start` are in the buffer (which holds them)."""
+        if self._end - self._start >= n:
+            return
+        if self._start + n > len(self._buf):  # what is left of the buffer is too short
+            left = self._view[self._start : self._end].tobytes()
+            self._buf[: len(left)] = left
+            self._start, self._end = 0, len(left)
+        elif self._start == self._end:
+            self._start = self._end = 0
+        view, size = self._view, len(self._buf)
         recv_into = self.sock.recv_into
         try:
-            while got < n:
+            while self._end - self._start < n:
                 if self._deadline is not None:
-                    left = self._deadline - time.monotonic()
-                    if left <= 0:
+                    left_s = self._deadline - time.monotonic()
+                    if left_s <= 0:
                         raise TimeoutError
-                    self.sock.settimeout(left)
-                k = recv_into(view[got:n], n - got)
+                    self.sock.settimeout(left_s)
+                # what is still needed, and up to _READ_AHEAD more (the next small PDUs):
+                # never much of the next large PDU, which would be moved to the front
+                want = max(n - (self._end - self._start), _READ_AHEAD)
+                k = recv_into(view[self._end :], min(size - self._end, want))
                 if not k:
                     raise AssociationAbortedError("the peer closed the connection")
-                got += k
-        except TimeoutError as exc:
+                self._end += k
+        except (TimeoutError, BlockingIOError) as exc:  # BlockingIOError: SO_RCVTIMEO
             if self._deadline is not None:
                 raise NetworkTimeoutError(
                     "the association request did not arrive within the ARTIM timeout"
@@ -377,6 +428,8 @@ class Connection:
 
     def pending(self) -> bool:
         """Whether the peer has sent bytes not read yet (a look at the socket: reads nothing)."""
+        if self._end > self._start:
+            return True  # received already, not read as a PDU yet
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return True  # decrypted already, so select() would not see it
         try:
@@ -394,7 +447,7 @@ class Connection:
             self.sock.sendall(_HEADER.pack(pdu_type, length) + bytes(parts[0]))
             for part in parts[1:]:
                 self.sock.sendall(part)
-        except TimeoutError as exc:
+        except (TimeoutError, BlockingIOError) as exc:  # BlockingIOError: SO_SNDTIMEO
             raise NetworkTimeoutError("the peer did not take our data in time") from exc
         except ssl.SSLError as exc:
             raise TLSError(f"TLS: {ssl_reason(exc)}") from exc
@@ -625,7 +678,7 @@ def request_association(
             f"{identity.username!r} (a positive response was requested): aborted"
         )
     conn.peer_max_pdu = accept.max_pdu
-    conn.sock.settimeout(network_timeout)
+    conn.set_timeout(network_timeout)
     return conn, accept
 
 
@@ -795,5 +848,5 @@ def accept_association(
     conn.send_pdu(ASSOCIATE_AC, accept.encode())
     conn.peer_max_pdu = rq.max_pdu
     conn.set_deadline(None)
-    conn.sock.settimeout(network_timeout)
+    conn.set_timeout(network_timeout)
     return Accepted(rq, accepted)

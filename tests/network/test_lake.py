@@ -169,6 +169,66 @@ def test_readers_see_every_row_once_while_parts_are_compacted(tmp_path, round_tr
     assert sorted(read_records(str(root))["sop_instance_uid"].to_pylist()) == sorted(landed)
 
 
+# -- landing and hashing --------------------------------------------------------------------------
+
+
+def small_instance(study: str, series: str) -> tuple[str, str, str, bytes]:
+    """A small CT data set (no meta) with a new SOP Instance UID: its UIDs and bytes."""
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = CT_IMAGE, generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+    ds.PatientID, ds.Modality = "SMALL", "CT"
+    body = io.BytesIO()
+    ds.save_as(body, implicit_vr=False, little_endian=True)
+    return CT_IMAGE, str(ds.SOPInstanceUID), ExplicitVRLittleEndian, body.getvalue()
+
+
+def test_fsync_none_writes_the_file_before_the_acknowledgement(tmp_path):
+    """``fsync="none"`` lands the file before ``receive`` returns (as ``"each"`` does, without
+    the fsync): a receiver killed right after its acknowledgement has the file. It used to
+    queue the write to a writer thread and return ``"queued"``."""
+    with Lake(tmp_path / "lake", fsync="none", flush_seconds=3600) as lake:
+        study, series = generate_uid(), generate_uid()
+        for _ in range(20):
+            sop_class, sop, ts, body = small_instance(study, series)
+            landed = lake.receive(sop_class=sop_class, sop_instance=sop, transfer_syntax=ts,
+                                  dataset=body)  # fmt: skip
+            assert landed.status == "landed"
+            data = Path(landed.path).read_bytes()  # there, whole, at once
+            assert split_part10(data) == (sop_class, sop, ts, body)
+        assert not [p.name for p in Path(landed.path).parent.iterdir() if p.name.startswith(".")]
+
+
+def test_records_are_hashed_in_batches_by_whichever_thread_is_free(tmp_path, monkeypatch):
+    """Written instances wait for a writer thread to hash them in a batch; when the writers
+    do not come (a busy machine: here they never look), the receiving thread hashes once 64
+    are waiting, so memory stays bounded, and ``flush`` hashes the rest. Every record has
+    the SHA-256 and size of its file."""
+    import hashlib
+
+    import dicomflow.network._lake as lake_module
+
+    monkeypatch.setattr(lake_module, "_HASH_EVERY", 3600.0)
+    root = tmp_path / "lake"
+    lake = Lake(root, fsync="none", flush_seconds=3600)
+    try:
+        study, series = generate_uid(), generate_uid()
+        paths = {}
+        for _ in range(70):
+            sop_class, sop, ts, body = small_instance(study, series)
+            landed = lake.receive(sop_class=sop_class, sop_instance=sop, transfer_syntax=ts,
+                                  dataset=body)  # fmt: skip
+            paths[sop] = landed.path
+        assert lake.stats.landed == 64  # the receiving thread hashed the first 64
+        records = lake.records()  # flush: the other 6 too
+    finally:
+        lake.close()
+    assert sorted(records.column("sop_instance_uid").to_pylist()) == sorted(paths)
+    for row in records.to_pylist():
+        data = Path(paths[row["sop_instance_uid"]]).read_bytes()
+        assert (row["sha256"], row["size"]) == (hashlib.sha256(data).hexdigest(), len(data))
+
+
 # -- instances larger than memory -----------------------------------------------------------------
 
 

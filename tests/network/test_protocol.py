@@ -186,6 +186,77 @@ def test_association_pdus_round_trip():
     assert again.results == ac.results and again.max_pdu == 16384
 
 
+def test_pdus_are_read_whatever_the_reads_bring():
+    """A Connection reads the socket in blocks: PDUs that arrive together, one split over
+    many reads, and one larger than its buffer are each returned whole, in order; bytes
+    received but not read as a PDU yet count as pending."""
+    import socket
+    import struct
+    import threading
+
+    from dicomflow.network.protocol import P_DATA, RELEASE_RQ, Connection
+
+    def pdu(kind: int, body: bytes) -> bytes:
+        return struct.pack(">BxL", kind, len(body)) + body
+
+    bodies = [bytes([i]) * n for i, n in enumerate([10, 17000, 3, 200_000, 65536, 1])]
+    wire = b"".join(pdu(P_DATA, b) for b in bodies) + pdu(RELEASE_RQ, b"\0\0\0\0")
+    ours, theirs = socket.socketpair()
+    conn = Connection(ours, max_pdu=0, timeout=10)  # no maximum: a 64 KiB buffer that grows
+
+    def send() -> None:  # the first three at once, then in pieces of every size
+        theirs.sendall(wire[: 6 * 3 + 17013])
+        pos, step = 6 * 3 + 17013, 1
+        while pos < len(wire):
+            theirs.sendall(wire[pos : pos + step])
+            pos, step = pos + step, step * 3 + 1
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        first = conn.recv_pdu()
+        assert first[0] == P_DATA and bytes(first[1]) == bodies[0]
+        assert conn.pending()  # the next two are in the buffer already
+        for body in bodies[1:]:
+            kind, got = conn.recv_pdu()
+            assert (kind, bytes(got)) == (P_DATA, body)
+        assert conn.recv_pdu()[0] == RELEASE_RQ
+    finally:
+        sender.join()
+        conn.close()
+        theirs.close()
+
+
+def test_the_network_timeout_ends_a_read_and_a_write_that_wait_too_long():
+    """After negotiation the network timeout holds for every read and write (on Linux the
+    kernel's, on a blocking socket: no poll before each read); a peer that sends nothing, or
+    takes nothing, fails the wait with NetworkTimeoutError, not a socket error."""
+    import socket
+    import sys
+    import time
+
+    from dicomflow.network.protocol import P_DATA, Connection
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        peer = socket.create_connection(server.getsockname())
+        ours, _ = server.accept()
+    conn = Connection(ours, max_pdu=0, timeout=30)
+    try:
+        conn.set_timeout(0.3)
+        if sys.platform.startswith("linux"):
+            assert ours.gettimeout() is None  # the kernel keeps the timeout
+        started = time.monotonic()
+        with pytest.raises(NetworkTimeoutError, match="no data from the peer"):
+            conn.recv_pdu()
+        assert 0.2 < time.monotonic() - started < 10
+        with pytest.raises(NetworkTimeoutError, match="did not take our data"):
+            for _ in range(10_000):  # the peer reads nothing: the buffers fill, then a wait
+                conn.send_pdu(P_DATA, bytes(1 << 20))
+    finally:
+        conn.close()
+        peer.close()
+
+
 def test_file_meta_is_valid_part10():
     meta = file_meta_bytes(
         "1.2.840.10008.5.1.4.1.1.7", "1.2.3.4.5", "1.2.840.10008.1.2.1", "ORTHANC"
