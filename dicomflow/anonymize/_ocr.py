@@ -10,8 +10,14 @@ colour frames also as `chroma_frame`, where coloured text on a grey image stands
    to the range of each neighbourhood (`_local_range`: dim text beside bright anatomy),
    enlarged 2x (text from about 7 pixels high reaches the size Tesseract reads), and shown to
    Tesseract (the stretched tile in both polarities); a frame larger than a tile is also shown
-   whole (lines wider than the overlap are cut on every tile). All are pages of one multi-page
-   TIFF read in sparse-text mode (``--psm 11``) with local (Sauvola) thresholding.
+   whole (lines wider than the overlap are cut on every tile), also stretched to the range of
+   each neighbourhood of large text (faint large text). Text is drawn in one flat colour,
+   which stands out of the smooth histogram of anatomy and speckle (`_flat_levels`): the
+   pixels of each such grey level are also shown alone, black on white, as they are and
+   with a 3 x 3 median filter (speckle of that level gone), at the size of the frame (large
+   text over textured anatomy or ultrasound speckle, which Tesseract cannot tell from the
+   strokes otherwise). All are pages of one multi-page TIFF read in sparse-text mode
+   (``--psm 11``) with local (Sauvola) thresholding.
 2. **Lines.** Each word read confidently, or alike on other pages, becomes a seed with the grey
    level of its ink (`_ink`: text is drawn in one flat colour); the seed grows left and right
    over pixels of that ink, across gaps up to its height, so that the rest of a line Tesseract
@@ -253,7 +259,13 @@ class TextDetector:
         text next to bright anatomy).
     whole : int
         Frames larger than a tile are also read whole, at most this many pixels on their longer
-        side (lines wider than the tiles' overlap are cut on every tile); 0: not.
+        side (lines wider than the tiles' overlap are cut on every tile), also stretched to
+        the range of each neighbourhood when `local` is on; 0: not. Pages of flat grey levels
+        are shrunk to this size too.
+    levels : int
+        Up to this many grey levels of each rendering that its histogram shows as a flat
+        colour (`_flat_levels`) are also read alone, as a black-on-white page of the frame's
+        size and that page median-filtered; 0: not.
     language : str
         Tesseract's language data (``eng``, from ``tesseract-ocr-eng``).
     program : str
@@ -280,6 +292,7 @@ class TextDetector:
     equalise: bool = False
     local: bool = True
     whole: int = 1024
+    levels: int = 4
     language: str = "eng"
     program: str = "tesseract"
 
@@ -411,6 +424,16 @@ class TextDetector:
             grey = _resize(view, shrink)
             pages += [255 - grey, grey]
             sources += [(index, 0, 0, shrink)] * 2
+            if self.local:
+                pages.append(255 - _local_range(grey, 16))
+                sources.append((index, 0, 0, shrink))
+        for index, view in enumerate(views):  # text of one flat colour, over anatomy or speckle
+            shrink = min(1.0, self.whole / max(view.shape)) if self.whole else 1.0
+            for level in _flat_levels(view, self.levels):
+                inked = np.abs(view.astype(np.int16) - level) <= 1
+                page = _resize(np.where(inked, 0, 255).astype(np.uint8), shrink)
+                pages += [page, _median(page)]
+                sources += [(index, 0, 0, shrink)] * 2
         everything, views_of = _Reads(), []
         for word in self.read(pages, psm=11):
             if not _ALNUM.search(word.text):
@@ -777,6 +800,29 @@ def _local_range(tile: np.ndarray, height: int, floor: int = 40) -> np.ndarray:
     span = np.maximum(high.astype(np.float32) - low, floor)
     shown = (tile.astype(np.float32) - low) * (255.0 / span)
     return np.clip(np.rint(shown), 0, 255).astype(np.uint8)
+
+
+def _flat_levels(view: np.ndarray, count: int, least: int = 40) -> list[int]:
+    """Up to ``count`` grey levels that many more pixels of ``view`` hold exactly than the
+    levels two and three away (at least ``least`` more): the flat colour burned-in text is
+    drawn in, which stands out of the smooth histogram of anatomy and speckle. Levels holding
+    more than 30 % of the view (its background) are left out."""
+    if count <= 0:
+        return []
+    counts = np.bincount(view.ravel(), minlength=256).astype(np.int64)
+    padded = np.pad(counts, 3)
+    near = np.maximum.reduce([padded[3 + d : 259 + d] for d in (-3, -2, 2, 3)])
+    excess = counts - near
+    excess[counts > 0.3 * view.size] = 0
+    order = np.argsort(excess, kind="stable")[::-1][:count]
+    return [int(level) for level in order if excess[level] >= least]
+
+
+def _median(page: np.ndarray) -> np.ndarray:
+    """A page with a 3 x 3 median filter (isolated pixels of speckle gone, strokes kept)."""
+    from PIL import Image, ImageFilter
+
+    return np.asarray(Image.fromarray(page).filter(ImageFilter.MedianFilter(3)))
 
 
 def _spread(grid: np.ndarray, pick: np.ufunc) -> np.ndarray:
