@@ -191,6 +191,8 @@ TEST_PRIVATE_SEAMS = {
     "tests/pixels/test_writers.py": "the NIfTI writer's choice of its direct path, white-box",
     "tests/derived/test_seg.py": "read_seg's direct 1-bit unpacking against pydicom, white-box",
     "tests/anonymize/test_verify_folders.py": "which recipe rules win, read from a manifest",
+    "tests/anonymize/test_ocr_parts.py": "the OCR detector's ink, flat levels and noisy "
+    "lines, white-box",
     "tests/network/test_serve.py": "QIDO matching and DICOM JSON values per column type",
     "tests/codecs/test_registry.py": "monkeypatches which JPEG plugin pydicom would use",
     "tests/pipeline/test_pipeline.py": "counts the process pools a run starts (monkeypatch)",
