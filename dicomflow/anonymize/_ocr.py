@@ -10,8 +10,14 @@ colour frames also as `chroma_frame`, where coloured text on a grey image stands
    to the range of each neighbourhood (`_local_range`: dim text beside bright anatomy),
    enlarged 2x (text from about 7 pixels high reaches the size Tesseract reads), and shown to
    Tesseract (the stretched tile in both polarities); a frame larger than a tile is also shown
-   whole (lines wider than the overlap are cut on every tile). All are pages of one multi-page
-   TIFF read in sparse-text mode (``--psm 11``) with local (Sauvola) thresholding.
+   whole (lines wider than the overlap are cut on every tile), also stretched to the range of
+   each neighbourhood of large text (faint large text). Text is drawn in one flat colour,
+   which stands out of the smooth histogram of anatomy and speckle (`_flat_levels`): the
+   pixels of each such grey level are also shown alone, black on white, as they are and
+   with a 3 x 3 median filter (speckle of that level gone), at the size of the frame (large
+   text over textured anatomy or ultrasound speckle, which Tesseract cannot tell from the
+   strokes otherwise). All are pages of one multi-page TIFF read in sparse-text mode
+   (``--psm 11``) with local (Sauvola) thresholding.
 2. **Lines.** Each word read confidently, or alike on other pages, becomes a seed with the grey
    level of its ink (`_ink`: text is drawn in one flat colour); the seed grows left and right
    over pixels of that ink, across gaps up to its height, so that the rest of a line Tesseract
@@ -253,7 +259,13 @@ class TextDetector:
         text next to bright anatomy).
     whole : int
         Frames larger than a tile are also read whole, at most this many pixels on their longer
-        side (lines wider than the tiles' overlap are cut on every tile); 0: not.
+        side (lines wider than the tiles' overlap are cut on every tile), also stretched to
+        the range of each neighbourhood when `local` is on; 0: not. Pages of flat grey levels
+        are shrunk to this size too.
+    levels : int
+        Up to this many grey levels of each rendering that its histogram shows as a flat
+        colour (`_flat_levels`) are also read alone, as a black-on-white page of the frame's
+        size and that page median-filtered; 0: not.
     language : str
         Tesseract's language data (``eng``, from ``tesseract-ocr-eng``).
     program : str
@@ -280,6 +292,7 @@ class TextDetector:
     equalise: bool = False
     local: bool = True
     whole: int = 1024
+    levels: int = 4
     language: str = "eng"
     program: str = "tesseract"
 
@@ -374,7 +387,7 @@ class TextDetector:
                         (0, 0, 0, 0))  # fmt: skip
             if not strong and not _corroborated(line.words, everything):
                 rest.append(box)
-            elif _textured(line.words) and not any(map(_sure, strong)):
+            elif _textured(line.words, _height(strong)) and not any(map(_sure, strong)):
                 continue
             else:
                 kept.append(box)
@@ -411,6 +424,16 @@ class TextDetector:
             grey = _resize(view, shrink)
             pages += [255 - grey, grey]
             sources += [(index, 0, 0, shrink)] * 2
+            if self.local:
+                pages.append(255 - _local_range(grey, 16))
+                sources.append((index, 0, 0, shrink))
+        for index, view in enumerate(views):  # text of one flat colour, over anatomy or speckle
+            shrink = min(1.0, self.whole / max(view.shape)) if self.whole else 1.0
+            for level in _flat_levels(view, self.levels):
+                inked = np.abs(view.astype(np.int16) - level) <= 1
+                page = _resize(np.where(inked, 0, 255).astype(np.uint8), shrink)
+                pages += [page, _median(page)]
+                sources += [(index, 0, 0, shrink)] * 2
         everything, views_of = _Reads(), []
         for word in self.read(pages, psm=11):
             if not _ALNUM.search(word.text):
@@ -429,10 +452,11 @@ class TextDetector:
             if found.confidence < self.candidate_confidence and not self.strong(found, everything):
                 continue  # an unsure read seeds a line only when other pages read it alike
             x0, y0 = found.left, found.top
-            ink = _ink(views[index][y0 : y0 + found.height, x0 : x0 + found.width])
+            x1, y1 = x0 + found.width, y0 + found.height
+            low, gain = _contrast(views[index][y0:y1, x0:x1])
+            ink = _ink(views[index], (x0, y0, x1, y1), low, gain)
             if ink is not None:
-                seeds.append(_Line(x0, y0, x0 + found.width, y0 + found.height, index, ink[0],
-                                   ink[1], (found,)))  # fmt: skip
+                seeds.append(_Line(x0, y0, x1, y1, index, ink[0], ink[1], (found,), low, gain))
         return seeds, everything
 
     def _grow(self, views: list[np.ndarray], seed: _Line) -> _Line:
@@ -440,8 +464,7 @@ class TextDetector:
         height (the rest of a line Tesseract read in part), at most `reach` heights."""
         view = views[seed.view]
         h = seed.y1 - seed.y0
-        band = view[seed.y0 : seed.y1].astype(np.int16)
-        inked = np.abs(band - seed.level) <= seed.tolerance
+        inked = np.abs(seed.shown(view[seed.y0 : seed.y1]) - seed.level) <= seed.tolerance
         columns = np.count_nonzero(inked, axis=0) > 0
         gap, limit = max(2, int(1.2 * h)), int(self.reach * h)
         last, x = seed.x1 - 1, seed.x1
@@ -455,13 +478,14 @@ class TextDetector:
                 first = x
             x -= 1
         return _Line(first, seed.y0, last + 1, seed.y1, seed.view, seed.level, seed.tolerance,
-                     seed.words)  # fmt: skip
+                     seed.words, seed.low, seed.gain)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class _Line:
     """A box of a view that may hold a line of text whose ink is ``level`` +- ``tolerance``,
-    and the words the search read in it."""
+    and the words the search read in it. Levels are of the view as `shown`: stretched from
+    ``low`` by ``gain`` where the seed's word box spans few grey levels (`_contrast`)."""
 
     x0: int
     y0: int
@@ -471,9 +495,20 @@ class _Line:
     level: int
     tolerance: int
     words: tuple[_Word, ...]
+    low: int = 0
+    gain: float = 1.0
+
+    def shown(self, pixels: np.ndarray) -> np.ndarray:
+        """``pixels`` of the line's view on the scale of its levels (int16)."""
+        if self.gain == 1.0 and self.low == 0:
+            return pixels.astype(np.int16)
+        stretched = (pixels.astype(np.float32) - self.low) * self.gain
+        return np.clip(np.rint(stretched), -255, 510).astype(np.int16)
 
     def joins(self, other: _Line) -> bool:
         if self.view != other.view or abs(self.level - other.level) > self.tolerance:
+            return False
+        if (self.low, self.gain) != (other.low, other.gain):
             return False
         if self.x1 < other.x0 or other.x1 < self.x0:
             return False
@@ -483,13 +518,13 @@ class _Line:
     def union(self, other: _Line) -> _Line:
         return _Line(min(self.x0, other.x0), min(self.y0, other.y0), max(self.x1, other.x1),
                      max(self.y1, other.y1), self.view, self.level, self.tolerance,
-                     self.words + other.words)  # fmt: skip
+                     self.words + other.words, self.low, self.gain)  # fmt: skip
 
 
 def _inked_rows(view: np.ndarray, line: _Line) -> tuple[int, int]:
     """The first and past-the-last row of a line's box, cut back to the rows that hold its
     ink when those are under half of it (a word box read far taller than its text)."""
-    band = view[line.y0 : line.y1, line.x0 : line.x1].astype(np.int16)
+    band = line.shown(view[line.y0 : line.y1, line.x0 : line.x1])
     rows = np.flatnonzero((np.abs(band - line.level) <= line.tolerance).any(axis=1))
     if rows.size == 0 or rows[-1] + 1 - rows[0] >= 0.5 * (line.y1 - line.y0):
         return line.y0, line.y1
@@ -509,18 +544,41 @@ def _merge_lines(lines: list[_Line]) -> list[_Line]:
     return merged
 
 
-def _ink(box: np.ndarray) -> tuple[int, int] | None:
+def _ink(
+    view: np.ndarray, box: Rectangle, low: int = 0, gain: float = 1.0
+) -> tuple[int, int] | None:
     """The grey level of the text in a word's box and a tolerance around it (None: no ink).
 
-    Text is drawn in one flat colour, brighter or darker than what is around it (the box's
-    median): its level is where the pixels on one side of the background end (the 90th
-    percentile of those brighter, the 10th of those darker: thin text is mostly its
-    anti-aliased edge), taken on the side where more pixels lie far from the background, and
-    never a level covering most of the box; the tolerance is a third of that distance."""
-    if box.size == 0:
+    ``box`` is ``(x0, y0, x1, y1)`` in ``view``, whose levels are taken stretched from ``low``
+    by ``gain`` (`_contrast`). Text is drawn in one flat colour, brighter or darker than what
+    is around it (the box's median): its level is where the pixels on one side of the
+    background end (the 90th percentile of those brighter, the 10th of those darker: thin text
+    is mostly its anti-aliased edge), taken on the side where more pixels lie far from the
+    background, and never a level covering most of the box. A level that covers most of a
+    ring two pixels wide around the box is the background (bold text filling most of its
+    box): then the ring's median is taken as the background instead."""
+    x0, y0, x1, y1 = box
+    pixels = view[y0:y1, x0:x1]
+    if pixels.size == 0:
         return None
-    values = box.ravel().astype(np.int16)
-    background = int(np.median(values))
+    line = _Line(x0, y0, x1, y1, 0, 0, 0, (), low, gain)
+    values = line.shown(pixels).ravel()
+    found = _ink_from(values, int(np.median(values)))
+    top, left = max(0, y0 - 2), max(0, x0 - 2)
+    around = view[top : y1 + 2, left : x1 + 2]
+    ring = np.ones(around.shape, bool)
+    ring[y0 - top : y1 - top, x0 - left : x1 - left] = False
+    if found is None or np.count_nonzero(ring) < 8:
+        return found
+    outside = line.shown(around[ring])
+    if np.count_nonzero(np.abs(outside - found[0]) <= found[1]) <= 0.5 * outside.size:
+        return found
+    return _ink_from(values, int(np.median(outside)), bold=True)
+
+
+def _ink_from(values: np.ndarray, background: int, bold: bool = False) -> tuple[int, int] | None:
+    """`_ink` of a box's ``values`` against ``background``; ``bold``: the ink may cover most
+    of the box."""
     best: tuple[float, int, int] | None = None
     for side, end in ((values[values > background], 90), (values[values < background], 10)):
         if side.size < 3:
@@ -531,12 +589,25 @@ def _ink(box: np.ndarray) -> tuple[int, int] | None:
             continue
         tolerance = max(6, distance // 3)
         covered = np.count_nonzero(np.abs(values - level) <= tolerance)
-        if covered > 0.6 * values.size:
+        if not bold and covered > 0.6 * values.size:
             continue  # that is the background (a box mostly of bold text): not the ink
         score = float(np.count_nonzero(np.abs(side - level) <= tolerance)) * distance
         if best is None or score > best[0]:
             best = (score, level, tolerance)
     return None if best is None or best[0] == 0 else (best[1], best[2])
+
+
+def _contrast(box: np.ndarray, few: int = 48) -> tuple[int, float]:
+    """How a word's box is shown to find its ink: ``(low, gain)``, stretched from its minimum to
+    its maximum when those are under ``few`` grey levels apart (faint text in a frame whose
+    range other, brighter text or anatomy sets: the search read it on a stretched tile), else
+    as it is ``(0, 1.0)``."""
+    if box.size == 0:
+        return 0, 1.0
+    low, high = int(box.min()), int(box.max())
+    if high - low >= few or high == low:
+        return 0, 1.0
+    return low, 255.0 / (high - low)
 
 
 class _Reads(list[_Word]):
@@ -584,13 +655,22 @@ def _agreeing(word: _Word, words: list[_Word]) -> int:
     return len(pages)
 
 
-def _textured(words: tuple[_Word, ...]) -> bool:
-    """Whether a line's words look like noise read as text: more than 12 different ones,
-    mostly fragments (fewer than three letters and digits, or read without confidence)."""
+def _textured(words: tuple[_Word, ...], height: float) -> bool:
+    """Whether a line's words look like noise read as text: more than 12 different ones of
+    about ``height`` (that of its strong words; large text read on enlarged tiles comes out
+    in fragments of other heights), mostly fragments (fewer than three letters and digits, or
+    read without confidence)."""
+    if height > 0:
+        words = tuple(w for w in words if 0.6 * height <= w.height <= 1.6 * height)
     if len({w.text for w in words}) <= 12:
         return False
     solid = [w for w in words if len(_ALNUM.findall(w.text)) >= 3 and w.confidence >= 50]
     return len(solid) < 0.3 * len(words)
+
+
+def _height(words: list[_Word]) -> float:
+    """The median height of ``words`` (0 for none: then every word counts)."""
+    return float(np.median([w.height for w in words])) if words else 0.0
 
 
 def _corroborated(words: tuple[_Word, ...], everything: list[_Word]) -> bool:
@@ -720,6 +800,29 @@ def _local_range(tile: np.ndarray, height: int, floor: int = 40) -> np.ndarray:
     span = np.maximum(high.astype(np.float32) - low, floor)
     shown = (tile.astype(np.float32) - low) * (255.0 / span)
     return np.clip(np.rint(shown), 0, 255).astype(np.uint8)
+
+
+def _flat_levels(view: np.ndarray, count: int, least: int = 40) -> list[int]:
+    """Up to ``count`` grey levels that many more pixels of ``view`` hold exactly than the
+    levels two and three away (at least ``least`` more): the flat colour burned-in text is
+    drawn in, which stands out of the smooth histogram of anatomy and speckle. Levels holding
+    more than 30 % of the view (its background) are left out."""
+    if count <= 0:
+        return []
+    counts = np.bincount(view.ravel(), minlength=256).astype(np.int64)
+    padded = np.pad(counts, 3)
+    near = np.maximum.reduce([padded[3 + d : 259 + d] for d in (-3, -2, 2, 3)])
+    excess = counts - near
+    excess[counts > 0.3 * view.size] = 0
+    order = np.argsort(excess, kind="stable")[::-1][:count]
+    return [int(level) for level in order if excess[level] >= least]
+
+
+def _median(page: np.ndarray) -> np.ndarray:
+    """A page with a 3 x 3 median filter (isolated pixels of speckle gone, strokes kept)."""
+    from PIL import Image, ImageFilter
+
+    return np.asarray(Image.fromarray(page).filter(ImageFilter.MedianFilter(3)))
 
 
 def _spread(grid: np.ndarray, pick: np.ufunc) -> np.ndarray:

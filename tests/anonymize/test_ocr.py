@@ -85,13 +85,14 @@ def test_planted_text_is_found_and_clean_frames_are_left_alone(measured) -> None
 
 
 def test_planted_text_recall_holds_what_the_detector_reached(measured) -> None:
-    """A floor under the detector's recall on this set (38 of its 40 lines found now, 36 by
-    the detector before, which this floor fails). The issue's target, 0.95 over the benchmark's
-    409 lines, is not met: 0.912 (docs/deidentification.md section 14); this set is too small
-    to stand for it."""
+    """A floor under the detector's recall on this set: 38 of its 40 lines found (the two
+    missed are 8- and 7-pixel-high text: DejaVu Sans 11 px, low contrast, on ultrasound; the
+    bitmap font on a test pattern), as the detector before the flat-level pages also found
+    here; the detector of before that found 36. Over the benchmark's 409 lines the issue's
+    target, 0.95, is met: 0.973 (docs/deidentification.md section 14)."""
     missed = [(s.texts[i], s.specs[i]) for s, i in measured.misses]
     assert measured.planted == 40
-    assert measured.found >= 37, missed
+    assert measured.found >= 38, missed
 
 
 def test_missing_tesseract_names_the_packages() -> None:
