@@ -461,12 +461,19 @@ class Catalog:
                 return InProcessExecutor(), batches
         if shared is not None:
             return shared, batches
-        if self.client is None and fork_is_safe():
+        if self.client is not None:
+            return make_executor(client=self.client), batches
+        # this process scans too (ProcessExecutor.map_sharing): W workers are W - 1 processes
+        # beside this one, so W processes scan
+        helpers = (self.workers or os.cpu_count() or 1) - 1
+        if helpers < 1:
+            return InProcessExecutor(), batches
+        if fork_is_safe():
             # pyarrow imports pandas on its first array from a list: once here, not per worker
             import pandas  # noqa: F401
 
-            return make_executor(self.workers, start_method="fork"), batches
-        return make_executor(self.workers, self.client), batches
+            return ProcessExecutor(helpers, start_method="fork"), batches
+        return ProcessExecutor(helpers), batches
 
     def iter_batches(
         self,
@@ -488,8 +495,14 @@ class Catalog:
         executor, batches = self._executor(batches, shared)
         try:
             tasks = ((batch, self.options) for batch in batches)
-            task = _scan_task_wired if isinstance(executor, ProcessExecutor) else _scan_task
-            for record_batch, counters in executor.map(task, tasks):
+            results: Iterator[tuple[pa.RecordBatch, dict]]
+            if isinstance(executor, ProcessExecutor) and executor is not shared:
+                results = executor.map_sharing(_scan_task_wired, tasks, _scan_task)
+            elif isinstance(executor, ProcessExecutor):
+                results = executor.map(_scan_task_wired, tasks)
+            else:
+                results = executor.map(_scan_task, tasks)
+            for record_batch, counters in results:
                 stats.files += record_batch.num_rows
                 stats.errors += counters["errors"]
                 stats.bytes_read += counters["bytes_read"]
@@ -658,6 +671,7 @@ def scan(
         Passed to fsspec for URLs (credentials, ``endpoint_url``, ...).
     workers
         ``None``: one process per core (in process for small inputs); ``1``: in this process.
+        ``W`` processes scan: this one and ``W - 1`` workers beside it.
     client
         A ``dask.distributed.Client``: batches run on its cluster instead.
     batch_size
