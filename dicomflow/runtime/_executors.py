@@ -115,7 +115,7 @@ class ProcessExecutor:
 
         def take() -> R:
             future, value = pending.popleft()
-            return value if future is None else future.result()  # type: ignore[no-any-return]
+            return value if future is None else future.result()
 
         for item in items:
             in_hand = sum(1 for f, _ in pending if f is not None and not f.done())
