@@ -39,6 +39,21 @@ def test_process_pool_keeps_schema_metadata_and_headers(files) -> None:
         assert two.column("header").null_count < two.num_rows
 
 
+def test_pools_start_only_for_three_batches_or_more(files, monkeypatch) -> None:
+    started = []
+    init = dfl.runtime.ProcessExecutor.__init__
+
+    def counted(self, *args, **kwargs):
+        started.append(args)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(dfl.runtime.ProcessExecutor, "__init__", counted)
+    small = dfl.scan(files[:32], workers=2, batch_size=16).to_arrow()  # two batches
+    assert started == [] and small.num_rows == 32
+    dfl.scan(files[:48], workers=2, batch_size=16).to_arrow()  # three
+    assert len(started) == 1
+
+
 def test_batching_does_not_change_the_result(files, in_process) -> None:
     assert dfl.scan(files, workers=1, batch_size=7).to_arrow().equals(in_process)
 

@@ -343,6 +343,8 @@ def _batched(items: Iterable[FileRef], size: int) -> Iterator[list[FileRef]]:
 
 #: batches below which ``workers=None`` scans in process
 POOL_THRESHOLD = 8
+#: batches below which an explicit ``workers=W`` scans in process (the pool forks, ~30 ms)
+EXPLICIT_POOL_THRESHOLD = 3
 #: files a catalog's notebook view reads by itself (a larger or remote source says how)
 REPR_READ_LIMIT = 5000
 
@@ -458,6 +460,13 @@ class Catalog:
             head = list(itertools.islice(batches, POOL_THRESHOLD))
             batches = itertools.chain(head, batches)
             if len(head) < POOL_THRESHOLD:
+                return InProcessExecutor(), batches
+        elif self.client is None:
+            # workers asked for, but an input of one or two batches: forking a worker (~30
+            # ms) costs what scanning one batch beside it (~30 ms for 256 files) would save
+            head = list(itertools.islice(batches, EXPLICIT_POOL_THRESHOLD))
+            batches = itertools.chain(head, batches)
+            if len(head) < EXPLICIT_POOL_THRESHOLD:
                 return InProcessExecutor(), batches
         if shared is not None:
             return shared, batches
@@ -671,7 +680,8 @@ def scan(
         Passed to fsspec for URLs (credentials, ``endpoint_url``, ...).
     workers
         ``None``: one process per core (in process for small inputs); ``1``: in this process.
-        ``W`` processes scan: this one and ``W - 1`` workers beside it.
+        ``W`` processes scan: this one and ``W - 1`` workers beside it (an input of one or
+        two batches is scanned in this process alone).
     client
         A ``dask.distributed.Client``: batches run on its cluster instead.
     batch_size
