@@ -465,7 +465,7 @@ TRACE_VARIANTS = {
     "in-process": "1 worker, in process (scan's)",
     "forkserver": "2 workers, forkserver, preload dicomflow.catalog",
     "forkserver+pandas": "2 workers, forkserver, preload dicomflow.catalog + pandas",
-    "fork": "2 workers, fork (scan's where fork is safe)",
+    "fork": "2 workers, fork (scan's pool; scan now forks 1 and scans here too)",
     "in-process-nopandas": "1 worker, in process, pandas import blocked",
     "fork-nopandas": "2 workers, fork, pandas import blocked",
 }
@@ -484,10 +484,11 @@ def traced_task(args):
     """``dicomflow.catalog._scan_task`` with the worker's pid and wall-clock start and end."""
     started = time.time()
     had_pandas = "pandas" in sys.modules
-    from dicomflow.catalog._catalog import _scan_task
+    from dicomflow.catalog._catalog import _scan_task, _WireBatch
 
     batch, counters = _scan_task(args)
-    return batch, counters, os.getpid(), started, time.time(), had_pandas
+    # the batch travels as the scan's workers send it: one Arrow IPC stream
+    return _WireBatch(batch), counters, os.getpid(), started, time.time(), had_pandas
 
 
 def run_trace(archive: str, out: str, variant: str) -> dict:
@@ -521,7 +522,7 @@ def run_trace(archive: str, out: str, variant: str) -> dict:
     batches, trace = [], []
     try:
         for batch, _, pid, began, ended, had_pandas in executor.map(traced_task, tasks):
-            batches.append(batch)
+            batches.append(getattr(batch, "batch", batch))  # in process: not unpickled
             trace.append((pid, began - start, ended - start, time.time() - start, had_pandas))
     finally:
         executor.close()
@@ -529,10 +530,12 @@ def run_trace(archive: str, out: str, variant: str) -> dict:
     with pq.ParquetWriter(out, cat.schema, compression="zstd") as writer:
         writer.write_table(pa.Table.from_batches(batches))
     end = time.time()
-    blob = pickle.dumps(batches[0], protocol=pickle.HIGHEST_PROTOCOL)
+    from dicomflow.catalog._catalog import _WireBatch
+
+    blob = pickle.dumps(_WireBatch(batches[0]), protocol=pickle.HIGHEST_PROTOCOL)
     clock = time.perf_counter()
-    for _ in range(10):
-        pickle.loads(pickle.dumps(batches[0], protocol=pickle.HIGHEST_PROTOCOL))
+    for _ in range(10):  # as a worker sends it (one IPC stream) and the parent reads it
+        pickle.loads(pickle.dumps(_WireBatch(batches[0]), protocol=pickle.HIGHEST_PROTOCOL))
     roundtrip = (time.perf_counter() - clock) / 10
     per_worker = {}
     for pid in sorted({t[0] for t in trace}):
