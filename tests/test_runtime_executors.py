@@ -9,7 +9,7 @@ from dicomflow.runtime import ProcessExecutor
 
 
 def _in_worker(x: int) -> tuple[str, int]:
-    time.sleep(0.02)  # long enough that the worker has one in hand when the next comes
+    time.sleep(0.02)  # long enough that the worker has two in hand when the next comes
     return "worker", x * x
 
 
