@@ -465,7 +465,7 @@ TRACE_VARIANTS = {
     "in-process": "1 worker, in process (scan's)",
     "forkserver": "2 workers, forkserver, preload dicomflow.catalog",
     "forkserver+pandas": "2 workers, forkserver, preload dicomflow.catalog + pandas",
-    "fork": "2 workers, fork (scan's pool; scan now forks 1 and scans here too)",
+    "fork": "2 workers, fork (scan's where fork is safe)",
     "in-process-nopandas": "1 worker, in process, pandas import blocked",
     "fork-nopandas": "2 workers, fork, pandas import blocked",
 }

@@ -97,42 +97,6 @@ class ProcessExecutor:
         # while the oldest task is still running (2 per worker left them idle at times)
         return _ordered(submit, items, 4 * self.workers)
 
-    def map_sharing(
-        self, fn: Callable[[T], Any], items: Iterable[T], local: Callable[[T], R]
-    ) -> Iterator[R]:
-        """Like :meth:`map`, the calling process working too: whenever every worker has two
-        tasks in hand (one running, one queued), the next item runs here, as ``local(item)``,
-        instead of waiting. So W workers and their caller keep W + 1 processes busy, and what
-        the caller computes is never pickled. (With one in hand, a worker idled from the end
-        of its task until the caller had finished its own and sent the next: it did ~30 % of
-        a 20,000-file scan. A short input of two batches goes both to the worker: the scan
-        runs those in process.)
-
-        For a caller that would otherwise mostly wait on the results (a scan): one worker
-        beside its caller keeps 2 cores busy for one worker's traffic. ``fn`` and ``local``
-        give the same results (``fn``'s may travel in another form that unpickles to it).
-        """
-        ahead = 2 * self.workers
-        # results in input order: a worker's future, or what the caller computed
-        pending: deque[tuple[Future[Any] | None, Any]] = deque()
-
-        def take() -> R:
-            future, value = pending.popleft()
-            return value if future is None else future.result()
-
-        for item in items:
-            in_hand = sum(1 for f, _ in pending if f is not None and not f.done())
-            if in_hand < ahead:
-                pending.append((self._pool.submit(fn, item), None))
-            else:
-                pending.append((None, local(item)))
-            while pending and (pending[0][0] is None or pending[0][0].done()):
-                yield take()
-            while len(pending) > 4 * ahead:  # a slow task at the head: bound what is held
-                yield take()
-        while pending:
-            yield take()
-
     def close(self) -> None:
         self._pool.shutdown(cancel_futures=True)
 
