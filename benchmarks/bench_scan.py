@@ -167,9 +167,11 @@ def child_main(spec: str, archive: str, out: str) -> None:
         # that is the same for 1 and 2 workers, so it happens before the clock too
         import pandas  # noqa: F401
 
+        cpu0 = _cpu_split()
         start = time.perf_counter()
         result = RUNNERS[method](archive, out, int(arg))
         result["seconds"] = time.perf_counter() - start
+        result["cpu_parent"] = _cpu_split()[0] - cpu0[0]
     result["load"] = load
     try:  # wait for the fork server, so its workers' CPU time reaches the parent's rusage
         from multiprocessing import forkserver
@@ -177,7 +179,18 @@ def child_main(spec: str, archive: str, out: str) -> None:
         forkserver._forkserver._stop()  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - a private API: only the CPU accounting would miss it
         pass
+    if method != "trace":
+        result["cpu_workers"] = _cpu_split()[1] - cpu0[1]
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def _cpu_split() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process, and of the children it has waited for."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
 def cpu_busy(interval: float = 0.5) -> float | None:
@@ -471,10 +484,11 @@ def traced_task(args):
     """``dicomflow.catalog._scan_task`` with the worker's pid and wall-clock start and end."""
     started = time.time()
     had_pandas = "pandas" in sys.modules
-    from dicomflow.catalog._catalog import _scan_task
+    from dicomflow.catalog._catalog import _scan_task, _WireBatch
 
     batch, counters = _scan_task(args)
-    return batch, counters, os.getpid(), started, time.time(), had_pandas
+    # the batch travels as the scan's workers send it: one Arrow IPC stream
+    return _WireBatch(batch), counters, os.getpid(), started, time.time(), had_pandas
 
 
 def run_trace(archive: str, out: str, variant: str) -> dict:
@@ -508,7 +522,7 @@ def run_trace(archive: str, out: str, variant: str) -> dict:
     batches, trace = [], []
     try:
         for batch, _, pid, began, ended, had_pandas in executor.map(traced_task, tasks):
-            batches.append(batch)
+            batches.append(getattr(batch, "batch", batch))  # in process: not unpickled
             trace.append((pid, began - start, ended - start, time.time() - start, had_pandas))
     finally:
         executor.close()
@@ -516,10 +530,12 @@ def run_trace(archive: str, out: str, variant: str) -> dict:
     with pq.ParquetWriter(out, cat.schema, compression="zstd") as writer:
         writer.write_table(pa.Table.from_batches(batches))
     end = time.time()
-    blob = pickle.dumps(batches[0], protocol=pickle.HIGHEST_PROTOCOL)
+    from dicomflow.catalog._catalog import _WireBatch
+
+    blob = pickle.dumps(_WireBatch(batches[0]), protocol=pickle.HIGHEST_PROTOCOL)
     clock = time.perf_counter()
-    for _ in range(10):
-        pickle.loads(pickle.dumps(batches[0], protocol=pickle.HIGHEST_PROTOCOL))
+    for _ in range(10):  # as a worker sends it (one IPC stream) and the parent reads it
+        pickle.loads(pickle.dumps(_WireBatch(batches[0]), protocol=pickle.HIGHEST_PROTOCOL))
     roundtrip = (time.perf_counter() - clock) / 10
     per_worker = {}
     for pid in sorted({t[0] for t in trace}):
@@ -705,6 +721,26 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"  {name:<28} {value:6.2f}x   {verdict}")
         record("scan", f"files/s {name}", value, target=target)
+    print()
+    print(
+        "CPU per file (load-independent, unlike the wall clock: user + system seconds of the "
+        "parent, and of the worker processes it waited for; median over runs)"
+    )
+    cpu_of = {}
+    for key, r in results.items():
+        parent = _median([x["cpu_parent"] / n for x in r["runs"]]) or 0.0
+        workers = _median([x["cpu_workers"] / n for x in r["runs"]]) or 0.0
+        cpu_of[key] = parent + workers
+        print(
+            f"  {key:<14} parent {1e6 * parent:7.1f} us   workers {1e6 * workers:7.1f} us   "
+            f"total {1e6 * (parent + workers):7.1f} us"
+        )
+    for tool in ("dicomflow", "pydicom"):
+        one, two = cpu_of[f"{tool}-1w"], cpu_of[f"{tool}-2w"]
+        print(
+            f"  {tool}: 2 workers spend {two / one:.2f}x the CPU of 1 per file; on 2 idle cores, "
+            f"with no serial part, 2w / 1w could reach at most {2 * one / two:.2f}x"
+        )
     print()
     fallbacks = ", ".join(
         f"{k}: {r['fallbacks']} of {n} files" for k, r in results.items() if "fallbacks" in r

@@ -79,6 +79,7 @@ def child(method: str, syntax: str, src: str, dst: str) -> None:
         import pydicom
 
         pydicom.dcmread(first).compress(uid)  # warm-up, untimed: pydicom loads its encoder
+        cpu0 = _cpu_split()
         start = time.perf_counter()
         os.makedirs(dst, exist_ok=True)
         for i, path in enumerate(list_dicom(Path(src))):
@@ -93,6 +94,7 @@ def child(method: str, syntax: str, src: str, dst: str) -> None:
 
         Transcode(syntax)(Instance(first))  # warm-up, untimed: the encoder is loaded
         workers = int(method.split("-")[1].rstrip("w"))
+        cpu0 = _cpu_split()
         start = time.perf_counter()
         catalog = dfl.scan(src, workers=workers).to_arrow()
         scanned = time.perf_counter()
@@ -101,9 +103,24 @@ def child(method: str, syntax: str, src: str, dst: str) -> None:
         seconds = time.perf_counter() - start
         if report.failed:
             raise SystemExit(f"{report.failed} instances failed: {report.manifest}")
-        print(json.dumps({"seconds": seconds, "scan": scanned - start}))
+        print(json.dumps({"seconds": seconds, "scan": scanned - start, **_cpu_since(cpu0)}))
         return
-    print(json.dumps({"seconds": seconds, "scan": 0.0}))
+    print(json.dumps({"seconds": seconds, "scan": 0.0, **_cpu_since(cpu0)}))
+
+
+def _cpu_split() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process, and of the children it has waited for."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def _cpu_since(cpu0: tuple[float, float]) -> dict[str, float]:
+    """The CPU seconds spent since ``cpu0``: load-independent, unlike the wall clock."""
+    own, children = _cpu_split()
+    return {"cpu_parent": own - cpu0[0], "cpu_workers": children - cpu0[1]}
 
 
 def timed(method: str, syntax: str, files: list[str], src: Path, dst: Path) -> dict[str, float]:
@@ -111,11 +128,14 @@ def timed(method: str, syntax: str, files: list[str], src: Path, dst: Path) -> d
     if method == "gdcmconv":
         option = SYNTAXES[syntax][1]
         dst.mkdir(parents=True)
+        cpu0 = _cpu_split()
         start = time.perf_counter()
         for i, path in enumerate(files):
             out = str(dst / f"{i:06d}.dcm")
             subprocess.run(["gdcmconv", option, path, out], check=True, capture_output=True)
-        return {"seconds": time.perf_counter() - start, "scan": 0.0}
+        seconds = time.perf_counter() - start
+        spent = _cpu_since(cpu0)  # this process's share is the loop and the process starts
+        return {"seconds": seconds, "scan": 0.0, **spent}
     command = [sys.executable, __file__, "--child", method, syntax, str(src), str(dst)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
@@ -161,12 +181,16 @@ def bench(args: argparse.Namespace) -> int:
     print(describe_machine(files))
     results: dict[tuple[str, str], float] = {}
     scans: dict[tuple[str, str], float] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}  # CPU seconds of each run
+    cpu_parent: dict[tuple[str, str], list[float]] = {}
     for syntax in args.syntax:
         for _ in range(args.repeat):
             for method in methods:
                 dst = archive.with_name(f"transcode-out-{method}")
                 run = timed(method, syntax, files, archive, dst)
                 key = (syntax, method)
+                cpu.setdefault(key, []).append(run["cpu_parent"] + run["cpu_workers"])
+                cpu_parent.setdefault(key, []).append(run["cpu_parent"])
                 if run["seconds"] < results.get(key, float("inf")):
                     results[key], scans[key] = run["seconds"], run["scan"]
         print(f"\n== {syntax} ({len(files)} files, best of {args.repeat})")
@@ -179,6 +203,21 @@ def bench(args: argparse.Namespace) -> int:
             mbps = len(files) * PIXEL_BYTES / seconds / 1e6
             scan = f"{scans[(syntax, method)]:7.2f}" if method.startswith("dicomflow") else " " * 7
             print(f"{method:14s} {seconds:8.2f} {scan} {rate:8.1f} {mbps:7.1f}  {check}")
+        print(
+            "CPU ms per file (load-independent: user + system of the process and the workers "
+            "it waited for; median over runs): "
+            + ", ".join(
+                f"{m} {1e3 * _mid(cpu[(syntax, m)]) / len(files):.2f}"
+                f" (parent {1e3 * _mid(cpu_parent[(syntax, m)]) / len(files):.2f})"
+                for m in methods
+            )
+        )
+        one, two = _mid(cpu[(syntax, "dicomflow-1w")]), _mid(cpu[(syntax, "dicomflow-2w")])
+        loop = _mid(cpu[(syntax, "pydicom")])
+        print(
+            f"  on 2 idle cores with no serial part, dicomflow-2w could reach at most "
+            f"{2 * one / two:.2f}x dicomflow-1w and {2 * loop / two:.2f}x the pydicom loop"
+        )
         print(where_time_goes(syntax, files[:50], archive.with_name("transcode-out-steps")))
     print(f"\n== ratios (files/s), targets: {TARGETS}")
     verdicts = []
@@ -201,6 +240,11 @@ def bench(args: argparse.Namespace) -> int:
         print(f"{syntax:18s} {'same, 2w without the scan':26s} {two:6.2f}x  (no target)")
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     return 0 if all(verdicts) else 1
+
+
+def _mid(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 
 
 def where_time_goes(syntax: str, files: list[str], dst: Path) -> str:

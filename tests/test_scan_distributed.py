@@ -28,6 +28,32 @@ def test_process_pool_gives_identical_table(files, in_process) -> None:
     assert pooled.equals(in_process)
 
 
+def test_process_pool_keeps_schema_metadata_and_headers(files) -> None:
+    # a worker's batch comes back as an Arrow IPC stream: types, field metadata and the
+    # header column arrive as they were built
+    for header in ("json", "raw"):
+        one = dfl.scan(files, workers=1, batch_size=16, header=header).to_arrow()
+        two = dfl.scan(files, workers=2, batch_size=16, header=header).to_arrow()
+        assert two.schema.equals(one.schema, check_metadata=True)
+        assert two.equals(one)
+        assert two.column("header").null_count < two.num_rows
+
+
+def test_pools_start_only_for_three_batches_or_more(files, monkeypatch) -> None:
+    started = []
+    init = dfl.runtime.ProcessExecutor.__init__
+
+    def counted(self, *args, **kwargs):
+        started.append(args)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(dfl.runtime.ProcessExecutor, "__init__", counted)
+    small = dfl.scan(files[:32], workers=2, batch_size=16).to_arrow()  # two batches
+    assert started == [] and small.num_rows == 32
+    dfl.scan(files[:48], workers=2, batch_size=16).to_arrow()  # three
+    assert len(started) == 1
+
+
 def test_batching_does_not_change_the_result(files, in_process) -> None:
     assert dfl.scan(files, workers=1, batch_size=7).to_arrow().equals(in_process)
 

@@ -30,6 +30,7 @@ from ..errors import ConfigError
 from ..runtime import (
     Executor,
     InProcessExecutor,
+    ProcessExecutor,
     ProgressConsumer,
     ProgressEvent,
     fork_is_safe,
@@ -291,6 +292,39 @@ def _scan_task(args: tuple[Sequence[FileRef], ScanOptions]) -> tuple[pa.RecordBa
     return scan_batch(*args)
 
 
+class _WireBatch:
+    """A record batch on its way back from a worker: pickled as one Arrow IPC stream (schema
+    and batch), unpickled as the ``pyarrow.RecordBatch`` itself, over the received buffer.
+
+    pyarrow pickles a batch array by array and buffer by buffer; for a catalog batch of 256
+    rows and ~80 columns that costs ~5 us per row to pickle and ~2.5 to unpickle, where the
+    IPC stream takes ~1 and ~0.3 (measured on the benchmarks' archive).
+    """
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: pa.RecordBatch):
+        self.batch = batch
+
+    def __reduce__(self) -> tuple[Callable[[bytes], pa.RecordBatch], tuple[bytes]]:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, self.batch.schema) as writer:
+            writer.write_batch(self.batch)
+        return _batch_from_ipc, (sink.getvalue().to_pybytes(),)
+
+
+def _batch_from_ipc(data: bytes) -> pa.RecordBatch:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_next_batch()
+
+
+def _scan_task_wired(args: tuple[Sequence[FileRef], ScanOptions]) -> tuple[Any, dict]:
+    """:func:`_scan_task` in a worker process: its batch travels as :class:`_WireBatch`
+    (only for a process pool: a dask cluster may run tasks in the caller's process, where the
+    result is not pickled)."""
+    batch, counters = scan_batch(*args)
+    return _WireBatch(batch), counters
+
+
 def _counted(refs: Iterable[FileRef], stats: ScanStats) -> Iterator[FileRef]:
     """The refs, setting ``stats.total`` when the listing ends (a pool or the look-ahead that
     decides on one usually takes the whole listing before the reads are done)."""
@@ -309,6 +343,8 @@ def _batched(items: Iterable[FileRef], size: int) -> Iterator[list[FileRef]]:
 
 #: batches below which ``workers=None`` scans in process
 POOL_THRESHOLD = 8
+#: batches below which an explicit ``workers=W`` scans in process (forking 2 takes ~50 ms)
+EXPLICIT_POOL_THRESHOLD = 3
 #: files a catalog's notebook view reads by itself (a larger or remote source says how)
 REPR_READ_LIMIT = 5000
 
@@ -425,6 +461,13 @@ class Catalog:
             batches = itertools.chain(head, batches)
             if len(head) < POOL_THRESHOLD:
                 return InProcessExecutor(), batches
+        elif self.client is None:
+            # workers asked for, but an input of one or two batches: forking the workers (~50
+            # ms for 2) costs what scanning a batch beside them (~30 ms for 256 files) saves
+            head = list(itertools.islice(batches, EXPLICIT_POOL_THRESHOLD))
+            batches = itertools.chain(head, batches)
+            if len(head) < EXPLICIT_POOL_THRESHOLD:
+                return InProcessExecutor(), batches
         if shared is not None:
             return shared, batches
         if self.client is None and fork_is_safe():
@@ -432,6 +475,8 @@ class Catalog:
             import pandas  # noqa: F401
 
             return make_executor(self.workers, start_method="fork"), batches
+        # (the caller scanning beside W - 1 workers was tried: on a quiet 2-core machine it
+        # took 1.13 s where 2 workers and a collecting caller took 1.01, 20,000 small files)
         return make_executor(self.workers, self.client), batches
 
     def iter_batches(
@@ -454,7 +499,8 @@ class Catalog:
         executor, batches = self._executor(batches, shared)
         try:
             tasks = ((batch, self.options) for batch in batches)
-            for record_batch, counters in executor.map(_scan_task, tasks):
+            task = _scan_task_wired if isinstance(executor, ProcessExecutor) else _scan_task
+            for record_batch, counters in executor.map(task, tasks):
                 stats.files += record_batch.num_rows
                 stats.errors += counters["errors"]
                 stats.bytes_read += counters["bytes_read"]
@@ -623,6 +669,7 @@ def scan(
         Passed to fsspec for URLs (credentials, ``endpoint_url``, ...).
     workers
         ``None``: one process per core (in process for small inputs); ``1``: in this process.
+        ``W`` worker processes (an input of one or two batches is scanned in this process).
     client
         A ``dask.distributed.Client``: batches run on its cluster instead.
     batch_size

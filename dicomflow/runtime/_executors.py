@@ -7,6 +7,7 @@ items there are. Stage and reader code never imports an executor: they only writ
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import re
@@ -75,8 +76,18 @@ class ProcessExecutor:
         self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
         if start_method == "fork":
             # fork every worker now, while this process is in the state fork_is_safe() saw
-            # (later, planning may start thread pools: polars', Arrow's)
-            self._pool.submit(int).result()
+            # (later, planning may start thread pools: polars', Arrow's): the first submit
+            # forks them all before it returns; its result is not waited for (the workers
+            # come up while the caller lists its input)
+            #
+            # gc.freeze(): the objects this process holds go to the collector's permanent
+            # generation for the fork, so a worker's collections never write to their
+            # headers, which would copy their pages one by one (copy-on-write)
+            gc.freeze()
+            try:
+                self._pool.submit(int)
+            finally:
+                gc.unfreeze()
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         def submit(item: T) -> Future[R]:

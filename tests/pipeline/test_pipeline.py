@@ -139,7 +139,7 @@ def test_a_run_has_one_pool_its_scan_included(sample: Path, tmp_path: Path, monk
     assert report.done == 129 and catalog.stats.files == 132
     assert len(pools) == 1, "one pool per run"
     (pool,) = pools
-    assert {"_scan_task", "_run_task"} <= pool.functions
+    assert {"_scan_task_wired", "_run_task"} <= pool.functions
     pids = {json.loads(r["counts"])["worker_pid"] for r in report.manifest.to_pylist()
             if r["counts"]}  # fmt: skip
     assert pids and pids <= pool.pids and len(pool.pids) == 2
