@@ -439,7 +439,7 @@ def print_table(results: dict[str, list[dict]], args: argparse.Namespace) -> Non
         if base and method.startswith(("dicomflow", "pull", "wado")):
             record("pull", f"inst/s {method}", rate / base, target=1.0, against="dcmtk-move")
     if base:
-        print("\ntarget: dicomflow pull >= 0.8 x dcmtk-move")
+        print("\ntarget: dicomflow pull >= 1.0 x dcmtk-move (issue 12)")
     if finds:
         print(
             f"\n{'method':<18}{'queries/s':>10}{'ms/query':>10}{'CPU ms/query':>14}{'answers':>9}"
