@@ -13,6 +13,11 @@ $(VENV)/.installed: pyproject.toml setup.py dicomflow/dicom/_cheader.c
 	  || { echo "dicomflow needs Python 3.11 or newer: set PYTHON=python3.11 (or later)" >&2; exit 1; }
 	@# Debian's own Python has no venv/ensurepip until python3-venv is installed
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || bash scripts/system-deps.sh python3-venv
+	@# the compiled scanner core needs a C compiler and this Python's headers (without them the
+	@# install still works, in pure Python, but the CI tests of the core then fail with the reason)
+	@command -v gcc >/dev/null || bash scripts/system-deps.sh gcc
+	@$(PYTHON) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	  || bash scripts/system-deps.sh python3-dev
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,docs]'
