@@ -389,7 +389,7 @@ class Collector:
         codecs = _level_codecs(self.tree, elements, codecs)
         creators: dict[tuple[int, int], str] = {}
         decisions = None if overrides else self.decisions
-        held, basic = self.held, self.basic
+        basic = self.basic
         for elem in elements:
             tag = elem.tag
             key = (*path, tag)
@@ -403,13 +403,7 @@ class Collector:
                     decisions[(key, elem.vr)] = decided
             code, keeps = decided
             if keeps and elem.items is None:
-                # kept: decoded only if a value is found in it
-                entry = (elem, codecs)
-                found = held.get(key)
-                if found is None:
-                    held[key] = [entry]
-                else:
-                    found.append(entry)
+                self.hold(elem, key, codecs)  # kept: decoded only if a value is found in it
                 if basic is not None:
                     self._by_option(tag, path, elem.vr)
                 if self.kept and self.deliberate(key, (*names, keyword_of(tag))):

@@ -148,12 +148,10 @@ class _Reader:
     def level(
         self, found: dict[int, tuple[bytes | None, int, int]], shift: int, implicit: bool
     ) -> list[Element]:
-        vrs = _VRS
         elements = [
-            Element(tag, vrs.get((tag, raw_vr)) or element_vr(tag, raw_vr), vpos + shift,
-                    vpos + shift + length)
+            Element(tag, element_vr(tag, raw_vr), vpos + shift, vpos + shift + length)
             for tag, (raw_vr, vpos, length) in found.items()
-        ]  # fmt: skip
+        ]
         for elem in elements:
             vr = elem.vr
             if vr != "SQ" and vr != "UN":

@@ -456,17 +456,13 @@ class Catalog:
         """
         if self.client is None and self.workers == 1:
             return InProcessExecutor(), batches
-        if self.client is None and self.workers is None:
-            head = list(itertools.islice(batches, POOL_THRESHOLD))
+        if self.client is None:
+            # with workers asked for, only an input of one or two batches stays here: forking
+            # the workers (~50 ms for 2) costs what scanning a batch beside them (~30 ms) saves
+            least = POOL_THRESHOLD if self.workers is None else EXPLICIT_POOL_THRESHOLD
+            head = list(itertools.islice(batches, least))
             batches = itertools.chain(head, batches)
-            if len(head) < POOL_THRESHOLD:
-                return InProcessExecutor(), batches
-        elif self.client is None:
-            # workers asked for, but an input of one or two batches: forking the workers (~50
-            # ms for 2) costs what scanning a batch beside them (~30 ms for 256 files) saves
-            head = list(itertools.islice(batches, EXPLICIT_POOL_THRESHOLD))
-            batches = itertools.chain(head, batches)
-            if len(head) < EXPLICIT_POOL_THRESHOLD:
+            if len(head) < least:
                 return InProcessExecutor(), batches
         if shared is not None:
             return shared, batches

@@ -144,8 +144,7 @@ def write_dataset(
     final = []
     for i, (folder, rows) in enumerate(partitions(table, partition_by)):
         target = os.path.join(root, folder, f"part-{token}-{i}.parquet")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with atomic_path(target) as tmp:
+        with atomic_path(target) as tmp:  # (its folder made)
             pq.write_table(rows, tmp, compression=compression)
         final.append(target)
     return final

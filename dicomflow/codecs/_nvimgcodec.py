@@ -97,7 +97,7 @@ def unusable(syntax: str) -> str | None:
     return None
 
 
-def _refuse(data: bytes, fmt: PixelFormat) -> str | None:
+def _refuse(fmt: PixelFormat) -> str | None:
     if fmt.transfer_syntax_uid == BASELINE and fmt.samples_per_pixel != 1:
         return "colour JPEG is left to the CPU decoders (their YCbCr conversion is pydicom's)"
     return None
@@ -114,27 +114,23 @@ def decode_batch(frames: list[bytes], fmt: PixelFormat) -> list[Any]:
     """Each frame's ``(array, photometric)`` or the exception that refused it: one call."""
     from nvidia import nvimgcodec
 
+    reason = _refuse(fmt)
+    if reason:
+        return [PixelDataError(reason) for _ in frames]
     decoder, params = _decoder(device())
-    results: list[Any] = [None] * len(frames)
-    todo = []
-    for i, data in enumerate(frames):
-        reason = _refuse(data, fmt)
-        if reason:
-            results[i] = PixelDataError(reason)
-        else:
-            todo.append(i)
-    streams = [nvimgcodec.CodeStream(frames[i]) for i in todo]
+    streams = [nvimgcodec.CodeStream(data) for data in frames]
     with _ONE_BATCH:
         images = decoder.decode(streams, params=params) if streams else []
         hosts = [None if image is None else np.asarray(image.cpu()) for image in images]
-    for i, host in zip(todo, hosts, strict=True):
+    results: list[Any] = []
+    for data, host in zip(frames, hosts, strict=True):
         if host is None:
-            results[i] = PixelDataError("nvImageCodec could not decode the frame")
+            results.append(PixelDataError("nvImageCodec could not decode the frame"))
             continue
         try:
-            results[i] = _stored(host, frames[i], fmt)
+            results.append(_stored(host, data, fmt))
         except Exception as exc:  # noqa: BLE001 - handed back for this frame alone
-            results[i] = exc
+            results.append(exc)
     return results
 
 

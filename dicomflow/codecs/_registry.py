@@ -119,15 +119,8 @@ class Decoder(_Codec):
         return _function(self.module, self.function)(data, fmt)
 
     def decode_batch(self, frames: list[bytes], fmt: PixelFormat) -> list[Any]:
-        """Each frame's ``(array, photometric)``, or the exception that refused it."""
-        if not self.batch:
-            results: list[Any] = []
-            for data in frames:
-                try:
-                    results.append(self.decode(data, fmt))
-                except Exception as exc:  # noqa: BLE001 - handed back per frame, as the batch does
-                    results.append(exc)
-            return results
+        """Each frame's ``(array, photometric)``, or the exception that refused it (a decoder
+        with a ``batch`` function only)."""
         return list(_function(self.module, self.batch)(frames, fmt))
 
 

@@ -31,6 +31,7 @@ from ._files import (
     remove_stale_temporaries,
     replace_url,
     safe_component,
+    temporary_token,
 )
 from ._header import (
     ALL_VRS,
@@ -141,6 +142,7 @@ __all__ = [
     "replace_url",
     "resolve_columns",
     "safe_component",
+    "temporary_token",
     "sop_uids",
     "specs_for_tags",
     "split_part10",

@@ -23,6 +23,7 @@ __all__ = [
     "remove_stale_temporaries",
     "replace_url",
     "safe_component",
+    "temporary_token",
 ]
 
 _RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
@@ -89,7 +90,7 @@ def atomic_write(
     # the fewest system calls a file costs (this runs once per output: thousands a second):
     # the folder is made only when the temporary file cannot be created without it, and the
     # temporary name is unique to this process without asking the kernel for randomness
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{_tmp_token()}{TMP_SUFFIX}")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{temporary_token()}{TMP_SUFFIX}")
     try:
         fd = os.open(tmp, _CREATE, 0o666)
     except (FileNotFoundError, FileExistsError):  # no folder yet; a name in use (see below)
@@ -129,7 +130,7 @@ _CREATE = (
 _tmp_state: list[Any] = []  # [prefix, counter] of this process; emptied in a forked child
 
 
-def _tmp_token() -> str:
+def temporary_token() -> str:
     """A temporary-name part no other writer uses: this process's id and 48 random bits,
     drawn once per process (a reused id, another host on a shared folder), and a counter.
     (Two threads making their first file at once might draw the same one: the second's

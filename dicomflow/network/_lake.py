@@ -45,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import itertools
 import os
 import queue
 import threading
@@ -73,6 +72,7 @@ from ..dicom import (
     read_meta,
     replace_url,
     safe_component,
+    temporary_token,
     uid_of,
     uid_problem,
 )
@@ -99,12 +99,8 @@ from ._staged import SpooledInstance, write_dataset
 __all__ = ["RECORD_SCHEMA", "Lake", "Landed", "read_catalog", "read_records", "read_state"]
 
 _FSYNC = ("each", "batch", "none")
-#: names the temporary files of this process after its pid: a random prefix (a process of a
-#: later start may have the pid of a killed one) and a count (no random bytes per file)
 _HASH_EVERY = 0.05  # seconds between a writer thread's looks at the written instances
 _HASH_BATCH = 64  # written instances waiting for a writer: the receiving thread hashes them
-_TEMPORARY_PREFIX = uuid.uuid4().hex[:8]
-_TEMPORARIES = itertools.count()
 INCOMING = "incoming"
 
 
@@ -662,8 +658,7 @@ class Lake:
         """A temporary name beside ``path`` (its folder made): hidden, naming this process,
         ending in ``TMP_SUFFIX`` (a killed writer's is removed when the lake is opened)."""
         folder = self._folder_of(path)
-        unique = f"{os.getpid()}-{_TEMPORARY_PREFIX}{next(_TEMPORARIES)}"
-        name = f".{os.path.basename(path)}.{unique}{TMP_SUFFIX}"
+        name = f".{os.path.basename(path)}.{temporary_token()}{TMP_SUFFIX}"
         return f"{folder}/{name}"
 
     def _folder_of(self, path: str) -> str:

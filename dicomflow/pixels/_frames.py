@@ -250,15 +250,11 @@ def _load_chunk(
     dtype: np.dtype,
 ) -> np.ndarray:
     batched = _batched(refs, options, storage_options)
-    out = []
-    for i, (ref, t) in enumerate(zip(refs, transforms, strict=True)):
-        if batched is None:
-            arr = load_frame(ref, options, t, storage_options)
-        else:
-            arr = batched[i]
-            if t is not None:
-                arr = t.apply(arr)
-        out.append(arr.astype(dtype, copy=False))
+    if batched is None:
+        decoded = [load_frame(r, options, t, storage_options) for r, t in zip(refs, transforms)]
+    else:
+        decoded = [a if t is None else t.apply(a) for a, t in zip(batched, transforms)]
+    out = [arr.astype(dtype, copy=False) for arr in decoded]
     return out[0][np.newaxis] if len(out) == 1 else np.stack(out)
 
 

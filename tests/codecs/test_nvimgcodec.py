@@ -140,7 +140,7 @@ def test_on_the_gpu_lossless_frames_equal_the_cpu_path(corpus):
     assert lossless and not [r for r in lossless if r["differ"] or r["refused"]]
 
 
-def test_naming_the_gpu_backend_where_it_cannot_run_says_why(monkeypatch):
+def test_naming_the_gpu_backend_where_it_cannot_run_says_why():
     if not INSTALLED:
         with pytest.raises(PixelDataError, match="backend 'nvimgcodec'"):
             decoders_for("jpeg2000-lossless", "nvimgcodec")

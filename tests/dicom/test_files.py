@@ -35,7 +35,7 @@ def test_the_same_bytes_again_are_fine_other_bytes_are_refused(tmp_path: Path) -
 
 def test_a_temporary_name_in_use_is_left_alone(tmp_path: Path, monkeypatch) -> None:
     """Another writer's temporary file under the name this one drew is never truncated."""
-    monkeypatch.setattr(_files, "_tmp_token", lambda: "same")
+    monkeypatch.setattr(_files, "temporary_token", lambda: "same")
     theirs = tmp_path / f".x.dcm.same{TMP_SUFFIX}"
     theirs.write_bytes(b"another writer's bytes")
     atomic_write(str(tmp_path / "x.dcm"), b"mine", fsync=False)
@@ -46,18 +46,18 @@ def test_a_temporary_name_in_use_is_left_alone(tmp_path: Path, monkeypatch) -> N
 
 @pytest.mark.skipif(not hasattr(os, "fork") or sys.platform != "linux", reason="fork")
 def test_a_forked_child_draws_other_temporary_names() -> None:
-    _files._tmp_token()  # this process has its prefix and counter
+    _files.temporary_token()  # this process has its prefix and counter
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its next name, to the parent
         try:
-            os.write(write, _files._tmp_token().encode())
+            os.write(write, _files.temporary_token().encode())
         finally:
             os._exit(0)
     os.close(write)
     os.waitpid(pid, 0)
     child = os.read(read, 200).decode()
     os.close(read)
-    mine = _files._tmp_token()
+    mine = _files.temporary_token()
     assert child.endswith("0")  # the child's first name: a counter of its own, from 0
     assert not mine.startswith(child[:-1])  # and a prefix of its own
