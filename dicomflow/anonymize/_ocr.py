@@ -500,10 +500,7 @@ class _Line:
 
     def shown(self, pixels: np.ndarray) -> np.ndarray:
         """``pixels`` of the line's view on the scale of its levels (int16)."""
-        if self.gain == 1.0 and self.low == 0:
-            return pixels.astype(np.int16)
-        stretched = (pixels.astype(np.float32) - self.low) * self.gain
-        return np.clip(np.rint(stretched), -255, 510).astype(np.int16)
+        return _shown(pixels, self.low, self.gain)
 
     def joins(self, other: _Line) -> bool:
         if self.view != other.view or abs(self.level - other.level) > self.tolerance:
@@ -544,6 +541,14 @@ def _merge_lines(lines: list[_Line]) -> list[_Line]:
     return merged
 
 
+def _shown(pixels: np.ndarray, low: int, gain: float) -> np.ndarray:
+    """``pixels`` stretched from ``low`` by ``gain`` (`_contrast`), as int16."""
+    if gain == 1.0 and low == 0:
+        return pixels.astype(np.int16)
+    stretched = (pixels.astype(np.float32) - low) * gain
+    return np.clip(np.rint(stretched), -255, 510).astype(np.int16)
+
+
 def _ink(
     view: np.ndarray, box: Rectangle, low: int = 0, gain: float = 1.0
 ) -> tuple[int, int] | None:
@@ -561,8 +566,7 @@ def _ink(
     pixels = view[y0:y1, x0:x1]
     if pixels.size == 0:
         return None
-    line = _Line(x0, y0, x1, y1, 0, 0, 0, (), low, gain)
-    values = line.shown(pixels).ravel()
+    values = _shown(pixels, low, gain).ravel()
     found = _ink_from(values, int(np.median(values)))
     top, left = max(0, y0 - 2), max(0, x0 - 2)
     around = view[top : y1 + 2, left : x1 + 2]
@@ -570,7 +574,7 @@ def _ink(
     ring[y0 - top : y1 - top, x0 - left : x1 - left] = False
     if found is None or np.count_nonzero(ring) < 8:
         return found
-    outside = line.shown(around[ring])
+    outside = _shown(around[ring], low, gain)
     if np.count_nonzero(np.abs(outside - found[0]) <= found[1]) <= 0.5 * outside.size:
         return found
     return _ink_from(values, int(np.median(outside)), bold=True)
