@@ -47,7 +47,6 @@ from ._record import INSERTED_TEXTS
 from ._tables import method_codes
 from ._values import FIXED_TEXTS
 from ._verify_collect import (
-    DEFAULT_CODECS,
     Collector,
     Searched,
     codecs_of,
@@ -55,6 +54,7 @@ from ._verify_collect import (
     source_tree,
 )
 from ._verify_output import Output, Place, find, hits
+from ._verify_tree import Tree, Unwalkable
 
 __all__ = ["KEPT", "LEAK", "Finding", "verify"]
 
@@ -194,7 +194,7 @@ class _Search:
             return KEPT
         if place is None or place.meta:
             return LEAK
-        keeps = not value.strong or value.word or place.key in self.collector.chosen
+        keeps = not value.strong or value.word or self.collector.chosen_by_option(place.key)
         keeps = keeps or self.collector.deliberate(place.key, place.keywords)
         if not keeps or not self.collector.holds(place.key, folded, forms):
             return LEAK
@@ -311,29 +311,44 @@ def verify(
     """
     if output_path is None and not isinstance(deidentified, Dataset):
         output_path = deidentified
-    source = source_tree(original)
-    output = Output.of(deidentified)
+    path = str(output_path).casefold() if output_path is not None else ""
+    source, output = source_tree(original), Output.of(deidentified)
+    for _ in range(3):
+        try:
+            return _verified(source, output, path, options, frozenset(kept))
+        except Unwalkable as exc:  # items the walker cannot follow: pydicom reads that side
+            if exc.tree is source:
+                source = source_tree(original, walker=False)
+            elif exc.tree is output.tree:
+                output = Output.of(deidentified, walker=False)
+            else:
+                raise
+    raise AssertionError("unreachable: both sides read by pydicom")
+
+
+def _verified(
+    source: Tree, output: Output, path: str, options: DeidOptions | None, kept: frozenset[str]
+) -> list[Finding]:
     if options is None:
         options = _recorded_options(output.method_codes())
-    collector = Collector(source, options, frozenset(kept))
-    collector.meta()
-    collector.walk(source.elements, (), "", (), DEFAULT_CODECS)
+    collector = Collector(source, options, kept)
+    collector.collect()
     fixed = _fixed()
-    path = str(output_path).casefold() if output_path is not None else ""
     codecs = codecs_of(output.tree) + codecs_of(source)
     search = _Search(output, collector, codecs, path, extended(output.tree, source))
     key = tuple(codecs)
     searched = []
-    for text, value in collector.values.items():
+    for text in collector.texts():
         forms = _prepared(text, key, fixed)
         if forms is not None:
-            searched.append((text, value, forms))
-    output.index_pixels(form for _, _, forms in searched for form in forms)
+            searched.append((text, forms))
+    output.index(form for _, forms in searched for form in forms)
     findings: list[Finding] = []
     names: list[frozenset[int]] = []
-    for text, value, forms in searched:
+    for text, forms in searched:
         if not search.may_find(text, forms):
             continue  # nowhere in the output: most values of a clean one
+        value = collector.searched(text)
         for finding in search.run(text, value, forms):
             findings.append(finding)
             names.append(value.names)

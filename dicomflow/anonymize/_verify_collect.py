@@ -12,9 +12,11 @@ checked against what the original held in the same attribute.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import warnings
 from collections.abc import Collection, Iterable, Iterator
+from copy import copy as _copy
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -197,6 +199,11 @@ def _tag_text(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
+#: What the verifier remembers of a kept original element: the bytes its value is in, its span
+#: there (`UNKNOWN` when not known), VR, values already decoded (or ``None``), and codecs.
+Held = tuple[bytes, int, int, str, list[Any] | None, tuple[str, ...]]
+
+
 @dataclass(slots=True)
 class Searched:
     """One identifying value of the original, and what it came from: ``strong`` or weak, kept
@@ -235,6 +242,19 @@ def _charset_terms(tree: Tree, elements: list[Element]) -> tuple[str, ...] | Non
     return None
 
 
+def _top_charset(tree: Tree) -> tuple[str, ...] | None:
+    """`_charset_terms` of the top level (building only the elements it reads)."""
+    if not tree.walked:
+        return _charset_terms(tree, tree.elements)
+    for tag in tree.entries():
+        if tag > 0x00080005:
+            break
+        if tag == 0x00080005:
+            elem = tree.get(tag)
+            return _charset_terms(tree, [elem]) if elem is not None else None
+    return None
+
+
 def _level_codecs(
     tree: Tree, elements: list[Element], inherited: tuple[str, ...]
 ) -> tuple[str, ...]:
@@ -270,14 +290,15 @@ class Collector:
         self.options = options
         self.policy = policy_for(options)
         self.safe = safe_private() if options.retain_safe_private else {}
-        sop_class = tree.top.get(0x00080016)
+        sop_class = tree.get(0x00080016)
         values = text_values(tree, sop_class, ["iso8859"]) if sop_class is not None else []
         self.types = iod_types(iod_for_sop_class(str(values[0]))) if values else None
-        self.present = self.types.present_modules(set(tree.top)) if self.types else frozenset()
+        self.present = self.types.present_modules(set(tree.tags())) if self.types else frozenset()
         self.kept = kept
         self.values: dict[str, Searched] = {}
-        self.held: dict[tuple[int, ...], list[tuple[Element, tuple[str, ...]]]] = {}
-        self.names = 0  # person names seen: their parts share the number
+        self.held: dict[tuple[int, ...], list[Held]] = {}
+        self.parts: list[_Part] | None = None  # `collect`'s parts, in order (`walk`: None)
+        self._index: dict[int, _Part] | None = None  # `_parts_of`
         # attributes an Option keeps that the Basic Profile would not (Retain Device Identity's
         # Station Name...): kept by the user's choice, like a recipe's
         self.basic = policy_for(_BASIC) if options != _BASIC else None
@@ -293,12 +314,20 @@ class Collector:
         )
 
     def hold(self, elem: Element, key: tuple[int, ...], codecs: tuple[str, ...]) -> None:
-        self.held.setdefault(key, []).append((elem, codecs))
+        held = (self.tree.data, elem.start, elem.end, elem.vr, elem.decoded, codecs)
+        self.held.setdefault(key, []).append(held)
 
     def holds(self, key: tuple[int, ...], folded: str, forms: Collection[bytes]) -> bool:
         """Whether a kept original element at ``key`` held the value."""
-        for elem, codecs in self.held.get(key, ()):
-            for value in text_values(self.tree, elem, list(codecs)):
+        entries: list[Held] = self.held.get(key, [])
+        if self.parts is not None and key:
+            for part in self._parts_of(key[0]):
+                entries = entries + part.held.get(key, [])
+        for data, start, end, vr, decoded, codecs in entries:
+            if decoded is None:
+                raw = data[start:end] if start != UNKNOWN else None
+                decoded = raw_values(raw, vr, codecs)
+            for value in decoded:
                 if isinstance(value, bytes):
                     low = value.lower()
                     if any(form in low for form in forms):
@@ -330,9 +359,8 @@ class Collector:
         if deliberate:
             self.hold(elem, key, codecs)
         name = _NO_NAME
-        if vr == "PN":
-            self.names += 1
-            name = frozenset((self.names,))
+        if vr == "PN":  # numbered for the whole process: parts of one name share the number
+            name = frozenset((next(_NAME_NUMBERS),))
         start = elem.start
         if elem.decoded is None and start != UNKNOWN and elem.end - start <= _CACHED_BYTES:
             raw = self.tree.data[start : elem.end]
@@ -341,19 +369,67 @@ class Collector:
             values = text_values(self.tree, elem, list(codecs))
             strings = _searchable(_strings(vr, values, private or any_vr))
         wordy = strong and wordy_vr  # see `_word`
-        values_found = self.values
+        merge = self._merge
         for text, match, one_word in strings:
-            word = wordy and one_word
-            found = values_found.get(text)
-            if found is None:
-                values_found[text] = Searched(where, match, strong, deliberate, word, name)
+            merge(text, where, match, strong, deliberate, wordy and one_word, name)
+
+    def _merge(
+        self,
+        text: str,
+        where: str,
+        match: str,
+        strong: bool,
+        deliberate: bool,
+        word: bool,
+        name: frozenset[int],
+    ) -> None:
+        found = self.values.get(text)
+        if found is None:
+            self.values[text] = Searched(where, match, strong, deliberate, word, name)
+        else:
+            _merged(found, where, strong, deliberate, word, name)
+
+    def texts(self) -> Iterable[str]:
+        """The values to search, in the order they were first seen."""
+        if self.parts is None:
+            return self.values
+        return dict.fromkeys(itertools.chain.from_iterable(p.values for p in self.parts))
+
+    def searched(self, text: str) -> Searched:
+        """What is known of a value (one of `texts`): its occurrences merged in order."""
+        found = self.values.get(text)
+        if found is not None or self.parts is None:
+            return self.values[text]
+        for part in self.parts:
+            value = part.values.get(text)
+            if value is None:
                 continue
-            if strong and not found.strong:
-                found.strong, found.attribute, found.word = True, where, word
-            elif strong:
-                found.word = found.word and word
-            found.deliberate = found.deliberate or deliberate
-            found.names = found.names | name
+            if found is None:
+                found = Searched(value.attribute, value.match, value.strong, value.deliberate,
+                                 value.word, value.names)  # fmt: skip
+            else:
+                _merged(found, value.attribute, value.strong, value.deliberate, value.word,
+                        value.names)  # fmt: skip
+        if found is None:
+            raise KeyError(text)
+        self.values[text] = found
+        return found
+
+    def chosen_by_option(self, key: tuple[int, ...]) -> bool:
+        """Whether only a chosen Option keeps the attribute at ``key`` (see ``chosen``)."""
+        if key in self.chosen:
+            return True
+        return bool(key) and any(key in part.chosen for part in self._parts_of(key[0]))
+
+    def _parts_of(self, tag: int) -> list[_Part]:
+        """The parts of the top-level elements with this tag (`collect`)."""
+        if self.parts is None:
+            return []
+        if self._index is None:  # parts[0] is the File Meta's, then one per entry, then the rest
+            self._index = dict(zip(self.tree.entries(), self.parts[1:], strict=False))
+        found = self._index.get(tag)
+        rest = [p for p in self.parts[1 + len(self._index) :] if p.tag == tag]
+        return [found, *rest] if found is not None else rest
 
     def everything(
         self,
@@ -389,41 +465,133 @@ class Collector:
         codecs = _level_codecs(self.tree, elements, codecs)
         creators: dict[tuple[int, int], str] = {}
         decisions = None if overrides else self.decisions
-        basic = self.basic
         for elem in elements:
-            tag = elem.tag
-            key = (*path, tag)
-            if tag >> 16 & 1:
-                self._private(elem, key, prefix, names, creators, codecs)
+            self._one(elem, path, prefix, names, codecs, creators, decisions, overrides)
+
+    def _one(
+        self,
+        elem: Element,
+        path: tuple[int, ...],
+        prefix: str,
+        names: tuple[str, ...],
+        codecs: tuple[str, ...],
+        creators: dict[tuple[int, int], str],
+        decisions: dict[tuple[tuple[int, ...], str], tuple[str, bool]] | None,
+        overrides: dict[int, str] | None,
+    ) -> None:
+        """One element of a level (`walk`)."""
+        tag = elem.tag
+        key = (*path, tag)
+        if tag >> 16 & 1:
+            self._private(elem, key, prefix, names, creators, codecs)
+            return
+        decided = decisions.get((key, elem.vr)) if decisions is not None else None
+        if decided is None:
+            decided = self._decide(tag, path, elem.vr, overrides)
+            if decisions is not None and len(decisions) < _MAX_DECISIONS:
+                decisions[(key, elem.vr)] = decided
+        code, keeps = decided
+        if keeps and elem.items is None:
+            self.hold(elem, key, codecs)  # kept: decoded only if a value is found in it
+            if self.basic is not None:
+                self._by_option(tag, path, elem.vr)
+            if self.kept and self.deliberate(key, (*names, keyword_of(tag))):
+                keyword = keyword_of(tag)
+                self.add(elem, label(prefix, tag, keyword), key, (*names, keyword), codecs)
+            return
+        keyword = keyword_of(tag)
+        where = label(prefix, tag, keyword)
+        keywords = (*names, keyword)
+        if elem.items is not None:
+            if code in ("X", "Z") or (
+                code == "D" and (keyword.endswith("CodeSequence") or tag == 0x0040A300)
+            ):
+                self.everything_in(elem, where, key, keywords, codecs)
+            else:
+                self._items(elem, key, where, keywords, codecs)
+            return
+        if code == "C" and elem.vr == "DT":  # a shifted DT keeps its time of day
+            self.hold(elem, key, codecs)
+        self.add(elem, where, key, keywords, codecs)
+
+    def collect(self) -> None:
+        """`meta`, then `walk` the original's top level, each element a `_Part` remembered
+        across the originals of a run (`_parts_memo`).
+
+        A series repeats most elements byte for byte: what an element contributes (its values
+        to search, the kept elements remembered, the attributes an Option keeps) depends only
+        on its tag, encoding and bytes, the private creator of its block, the level's character
+        set and the rules (options, IOD, the modules present, ``kept``). Each distinct element
+        is walked once, on a collector of its own; `texts`, `searched` and `holds` read the
+        parts in order, which gives what `walk` gives (tested on the corpus), and the elements
+        of a repeated one are not even built.
+        """
+        tree = self.tree
+        if not tree.walked:  # a tree from pydicom: walked as it is
+            self.meta()
+            self.walk(tree.elements, (), "", (), DEFAULT_CODECS)
+            return
+        meta = self._part(None, DEFAULT_CODECS, {}, copy=False)
+        terms = _top_charset(tree)
+        codecs = _python_codecs(terms) if terms else DEFAULT_CODECS
+        memo = _parts_memo(self, codecs, tree.encoding())
+        creators: dict[tuple[int, int], str] = {}
+        data, shift, build = tree.data, tree.shift, tree.build
+        parts = self.parts = [meta]
+        for tag, entry in tree.entries().items():
+            raw_vr, vpos, length = entry
+            if length > _MEMO_BYTES:
+                parts.append(self._part(build({tag: entry})[0], codecs, creators, copy=False))
                 continue
-            decided = decisions.get((key, elem.vr)) if decisions is not None else None
-            if decided is None:
-                decided = self._decide(tag, path, elem.vr, overrides)
-                if decisions is not None and len(decisions) < _MAX_DECISIONS:
-                    decisions[(key, elem.vr)] = decided
-            code, keeps = decided
-            if keeps and elem.items is None:
-                self.hold(elem, key, codecs)  # kept: decoded only if a value is found in it
-                if basic is not None:
-                    self._by_option(tag, path, elem.vr)
-                if self.kept and self.deliberate(key, (*names, keyword_of(tag))):
-                    keyword = keyword_of(tag)
-                    self.add(elem, label(prefix, tag, keyword), key, (*names, keyword), codecs)
-                continue
-            keyword = keyword_of(tag)
-            where = label(prefix, tag, keyword)
-            keywords = (*names, keyword)
-            if elem.items is not None:
-                if code in ("X", "Z") or (
-                    code == "D" and (keyword.endswith("CodeSequence") or tag == 0x0040A300)
-                ):
-                    self.everything_in(elem, where, key, keywords, codecs)
-                else:
-                    self._items(elem, key, where, keywords, codecs)
-                continue
-            if code == "C" and elem.vr == "DT":  # a shifted DT keeps its time of day
-                self.hold(elem, key, codecs)
-            self.add(elem, where, key, keywords, codecs)
+            group, number = tag >> 16, tag & 0xFFFF
+            creator = creators.get((group, number >> 8)) if group & 1 and number > 0xFF else None
+            start = vpos + shift
+            undefined = raw_vr in _UN_VRS and data[start - 4 : start] == b"\xff\xff\xff\xff"
+            key = (tag, raw_vr, undefined, creator, data[start : start + length])
+            part = memo.get(key)
+            if part is None:
+                part = self._part(build({tag: entry})[0], codecs, creators, copy=True)
+                if len(memo) >= _MAX_MEMO:
+                    memo.clear()
+                memo[key] = part
+            elif part.creator is not None:  # a private creator: names its block
+                creators[(group, number)] = part.creator
+            parts.append(part)
+        for elem in tree.rest():
+            parts.append(self._part(elem, codecs, creators, copy=False))
+
+    def _part(
+        self,
+        elem: Element | None,
+        codecs: tuple[str, ...],
+        creators: dict[tuple[int, int], str],
+        *,
+        copy: bool,
+    ) -> _Part:
+        """What one top-level element adds (``None``: the File Meta Information), found by a
+        collector of its own; ``copy``: its kept values copied out of this object's bytes (a
+        part remembered for other objects)."""
+        sub = _copy(self)
+        sub.values, sub.held, sub.chosen, sub.parts = {}, {}, set(), None
+        if elem is None:
+            sub.meta()
+            return _Part(None, sub.values, sub.held, frozenset())
+        sub._one(elem, (), "", (), codecs, creators, self.decisions, None)
+        held = sub.held
+        if copy and held:
+            held = {
+                key: [
+                    (data[start:end], 0, end - start, vr, decoded, held_codecs)
+                    if start != UNKNOWN
+                    else (b"", UNKNOWN, UNKNOWN, vr, decoded, held_codecs)
+                    for data, start, end, vr, decoded, held_codecs in entries
+                ]
+                for key, entries in held.items()
+            }
+        tag, creator = elem.tag, None
+        if tag >> 16 & 1 and 0x10 <= tag & 0xFFFF <= 0xFF:
+            creator = creators.get((tag >> 16, tag & 0xFFFF))
+        return _Part(tag, sub.values, held, frozenset(sub.chosen), creator)
 
     def _private(
         self,
@@ -550,18 +718,73 @@ def _decisions(
     return found[2]
 
 
-def source_tree(original: Dataset | str | Path) -> Tree:
+def _merged(
+    found: Searched, where: str, strong: bool, deliberate: bool, word: bool, name: frozenset[int]
+) -> None:
+    """Merge one more occurrence into a value seen before: it keeps its first attribute and
+    match, unless this is its first strong occurrence. Merging is associative: `Collector.searched`
+    merges the occurrences merged within each part."""
+    if strong and not found.strong:
+        found.strong, found.attribute, found.word = True, where, word
+    elif strong:
+        found.word = found.word and word
+    found.deliberate = found.deliberate or deliberate
+    found.names = found.names | name
+
+
+@dataclass(slots=True, eq=False)
+class _Part:
+    """What one top-level element contributes (its `Searched` values, held elements and
+    attributes only an Option keeps), or the File Meta Information (``tag`` None); for a
+    private creator, the creator it names. Not changed once made: shared by the objects of a
+    run that hold the same element."""
+
+    tag: int | None
+    values: dict[str, Searched]
+    held: dict[tuple[int, ...], list[Held]]
+    chosen: frozenset[tuple[int, ...]]
+    creator: str | None = None
+
+
+#: Person names are numbered for the whole process (a part shared by objects keeps its numbers).
+_NAME_NUMBERS = itertools.count(1)
+#: Elements longer than this are walked each time (their bytes would fill the memo).
+_MEMO_BYTES = 2048
+#: Contributions remembered per set of rules (then forgotten all at once).
+_MAX_MEMO = 16384
+_UN_VRS = (None, b"UN")
+_MEMOS: dict[tuple[Any, ...], tuple[Any, dict[Any, _Part]]] = {}
+
+
+def _parts_memo(
+    collector: Collector, codecs: tuple[str, ...], encoding: tuple[bool, bool]
+) -> dict[Any, _Part]:
+    """The parts of top-level elements under the collector's rules (a series shares them): by
+    (options, IOD, modules present, kept, codecs, encoding)."""
+    types = collector.types
+    key = (collector.options, id(types), collector.present, collector.kept, codecs, encoding)
+    found = _MEMOS.get(key)
+    if found is None or found[0] is not types:
+        if len(_MEMOS) >= 64:
+            _MEMOS.clear()
+        found = _MEMOS[key] = (types, {})  # the IOD kept alive: its id stays
+    return found[1]
+
+
+def source_tree(original: Dataset | str | Path, *, walker: bool = True) -> Tree:
     if isinstance(original, Dataset):
         return tree_of(original)
     raw = Path(original).read_bytes()
     try:
+        if not walker:
+            raise ValueError("pydicom's reading asked for")
         return read_tree(raw)
     except Exception:  # noqa: BLE001 - bytes the walker refuses: pydicom's reading
         return tree_of(pydicom.dcmread(io.BytesIO(raw), force=True))
 
 
 def _terms(tree: Tree) -> tuple[str, ...]:
-    return _charset_terms(tree, tree.elements) or ()
+    return _top_charset(tree) or ()
 
 
 def codecs_of(tree: Tree) -> list[str]:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, AnyStr
+from typing import Any, AnyStr, cast
 
 import pydicom
 from pydicom.datadict import keyword_for_tag
@@ -25,7 +25,7 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 
-from ..dicom import to_text
+from ..dicom import compiled_core, to_text
 from ._policy import DATE_VRS, TEXT_VRS
 from ._verify_tree import UNKNOWN, Element, Tree, read_tree, tree_of
 
@@ -42,6 +42,9 @@ _SINGLE_VRS = frozenset({"LT", "ST", "UT", "UR"})
 _PIXELS_SCANNED = 4096
 #: More candidate positions than this: pixel data full of text-like bytes, searched form by form.
 _MAX_CANDIDATES = 50000
+#: A form found more often than this by `Output.index` is searched again by `hits`.
+_MAX_OFFSETS = 256
+_find_forms = getattr(compiled_core(), "find_forms", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +165,57 @@ def _encode(ds: Dataset) -> bytes:
     return meta.getvalue() + body.getvalue()
 
 
+def _descend(level: _Level, offset: int, prefix: str, meta: bool) -> Place | None:
+    """The place of ``offset`` in ``level`` and the items below it (`Output.place_at`)."""
+    key: tuple[int, ...] = ()
+    keywords: tuple[str, ...] = ()
+    while True:
+        i = level.find(offset)
+        if i == -1:
+            return None
+        elem = level.elements[i]
+        keyword = keyword_of(elem.tag)
+        where = label(prefix, elem.tag, keyword)
+        key, keywords = (*key, elem.tag), (*keywords, keyword)
+        if elem.items is None:
+            return Place(where, key, keywords, meta)
+        items = level.item_levels(i)
+        lows = [item.starts[0] if item.starts else level.starts[i] for item in items]
+        j = bisect.bisect_right(lows, offset) - 1
+        if j < 0:
+            return None
+        level, prefix = items[j], f"{where}[{j}]>"
+
+
+#: The places of offsets in short top-level elements (`Output._top_key`), across outputs.
+_PLACES: dict[tuple[Any, ...], Place | None] = {}
+_MAX_PLACES = 16384
+_PLACED_BYTES = 2048
+_MISSING = object()
+
+
+class _Built:
+    """The top-level elements of a walked tree, built when first read (see `_Level.top`)."""
+
+    def __init__(self, tree: Tree) -> None:
+        self.tree, self.tags, self.rest = tree, list(tree.entries()), tree.rest()
+        self.built: dict[int, Element] = {}
+
+    def __getitem__(self, i: int) -> Element:
+        if i >= len(self.tags):
+            return self.rest[i - len(self.tags)]
+        elem = self.built.get(i)
+        if elem is None:
+            elem = self.built[i] = cast(Element, self.tree.get(self.tags[i]))
+        return elem
+
+
 class _Level:
     """The elements of one data set or item, by where their values start (an element whose
     offset is not known gets the bytes between its neighbours)."""
 
     def __init__(self, elements: list[Element], low: int, high: int) -> None:
-        self.elements = elements
+        self.elements: list[Element] | _Built = elements
         self.items: dict[int, list[_Level]] = {}
         self.starts: list[int] = [e.start for e in elements]
         self.ends: list[int] = [e.end for e in elements]
@@ -183,6 +231,20 @@ class _Level:
             previous = max(previous, end)
             self.starts.append(start)
             self.ends.append(end)
+
+    @classmethod
+    def top(cls, tree: Tree) -> _Level:
+        """The top level of a tree from the walker, its elements built one by one when a
+        value is placed in them (a clean output places few)."""
+        level = cls([], 0, 0)
+        shift, rest = tree.shift, tree.rest()
+        entries = tree.entries()
+        level.elements = _Built(tree)
+        level.starts = [vpos + shift for _, vpos, _ in entries.values()]
+        level.ends = [vpos + shift + length for _, vpos, length in entries.values()]
+        level.starts.extend(e.start for e in rest)
+        level.ends.extend(e.end for e in rest)
+        return level
 
     def find(self, offset: int) -> int:
         """The index of the element whose span holds ``offset``, or -1."""
@@ -207,8 +269,10 @@ class Output:
         Its Part 10 bytes.
     """
 
-    def __init__(self, raw: bytes) -> None:
+    def __init__(self, raw: bytes, *, walker: bool = True) -> None:
         try:
+            if not walker:
+                raise ValueError("pydicom's reading asked for")
             tree = read_tree(raw)
         except Exception:  # noqa: BLE001 - bytes the walker refuses: pydicom's reading
             with warnings.catch_warnings():
@@ -220,24 +284,27 @@ class Output:
         self.start = tree.start
         self.preamble = tree.preamble
         self.pixels = len(self.data), len(self.data)
-        for elem in tree.elements:
+        for elem in tree.rest() if tree.walked else tree.elements:
             if elem.tag in _PIXEL_TAGS and elem.start != UNKNOWN:
                 self.pixels = elem.start, elem.end
                 break
         self._levels: tuple[_Level, _Level] | None = None  # made on the first `place_at`
         self._texts: list[tuple[Place, str]] | None = None
         self._bulk: dict[bytes, list[int]] = {}
+        self._indexed: frozenset[bytes] = frozenset()  # the forms `index` was given
+        self._found: dict[bytes, list[int] | None] = {}
 
     @classmethod
-    def of(cls, deidentified: Dataset | str | Path) -> Output:
-        """The output of a file, or of a data set as it would be written."""
+    def of(cls, deidentified: Dataset | str | Path, *, walker: bool = True) -> Output:
+        """The output of a file, or of a data set as it would be written (``walker=False``:
+        its tree read by pydicom, not by the header walker)."""
         if isinstance(deidentified, Dataset):
-            return cls(_encode(deidentified))
-        return cls(Path(deidentified).read_bytes())
+            return cls(_encode(deidentified), walker=walker)
+        return cls(Path(deidentified).read_bytes(), walker=walker)
 
     def value(self, tag: int) -> str:
         """The text of a top-level element ('' when absent)."""
-        elem = self.tree.top.get(tag)
+        elem = self.tree.get(tag)
         if elem is None:
             return ""
         values = text_values(self.tree, elem, ["iso8859"])
@@ -245,7 +312,7 @@ class Output:
 
     def method_codes(self) -> list[str]:
         """The Code Values of the De-identification Method Code Sequence (0012,0064)."""
-        elem = self.tree.top.get(0x00120064)
+        elem = self.tree.get(0x00120064)
         codes = []
         for item in (elem.items or ()) if elem is not None else ():
             for inner in item:
@@ -257,6 +324,8 @@ class Output:
     def may_hold(self, form: bytes) -> bool:
         """Whether `search` can find ``form`` at all (its bytes are somewhere it looks, whatever
         the match rule): most values of a clean output are nowhere, and are settled so."""
+        if form in self._indexed:
+            return form in self._found
         low = self.low
         start, end = self.pixels
         if low.find(form, 0, start) != -1 or low.find(form, end) != -1:
@@ -269,6 +338,12 @@ class Output:
     def search(self, form: bytes, match: str) -> Iterator[int]:
         """Offsets of ``form`` (lowered) in the output; inside pixel data only when it is at
         least `BULK_MIN_BYTES` long (from `index_pixels`, when it was given the form)."""
+        if form in self._indexed:
+            offsets = self._found.get(form, [])
+            if offsets is not None:
+                low, size = self.low, len(form)
+                yield from (at for at in offsets if _allowed(low, at, at + size, match))
+                return
         start, end = self.pixels
         yield from hits(self.low, form, match, 0, start)
         if len(form) >= BULK_MIN_BYTES:
@@ -278,6 +353,17 @@ class Output:
             else:
                 yield from (at for at in found if _allowed(self.low, at, at + len(form), match))
         yield from hits(self.low, form, match, end)
+
+    def index(self, forms: Iterable[bytes]) -> None:
+        """Find every form everywhere `search` looks, in one pass over the bytes (the compiled
+        core's ``find_forms``); without the compiled core, `index_pixels`."""
+        if _find_forms is None:
+            self.index_pixels(forms)
+            return
+        given = list(dict.fromkeys(f for f in forms if len(f) >= 2))
+        start, end = self.pixels
+        self._found = _find_forms(self.low, given, start, end, BULK_MIN_BYTES, _MAX_OFFSETS)
+        self._indexed = frozenset(given)
 
     def index_pixels(self, forms: Iterable[bytes]) -> None:
         """Find every long form inside the pixel data in one pass (a search per form would read
@@ -323,28 +409,44 @@ class Output:
             tree = self.tree
             self._levels = (
                 _Level(tree.meta, 132 if tree.preamble else 0, tree.start),
-                _Level(tree.elements, tree.start, len(self.data)),
+                _Level.top(tree)
+                if tree.walked
+                else _Level(tree.elements, tree.start, len(self.data)),
             )
-        level = self._levels[0] if meta else self._levels[1]
-        prefix = "File Meta " if meta else ""
-        key: tuple[int, ...] = ()
-        keywords: tuple[str, ...] = ()
-        while True:
-            i = level.find(offset)
-            if i == -1:
-                return None
-            elem = level.elements[i]
-            keyword = keyword_of(elem.tag)
-            where = label(prefix, elem.tag, keyword)
-            key, keywords = (*key, elem.tag), (*keywords, keyword)
-            if elem.items is None:
-                return Place(where, key, keywords, meta)
-            items = level.item_levels(i)
-            lows = [item.starts[0] if item.starts else level.starts[i] for item in items]
-            j = bisect.bisect_right(lows, offset) - 1
-            if j < 0:
-                return None
-            level, prefix = items[j], f"{where}[{j}]>"
+        if meta:
+            return _descend(self._levels[0], offset, "File Meta ", True)
+        level = self._levels[1]
+        memo = self._top_key(level, offset)
+        if memo is None:
+            return _descend(level, offset, "", False)
+        place = _PLACES.get(memo, _MISSING)
+        if place is _MISSING:
+            place = _descend(level, offset, "", False)
+            if len(_PLACES) >= _MAX_PLACES:
+                _PLACES.clear()
+            _PLACES[memo] = place
+        return cast(Place | None, place)
+
+    def _top_key(self, level: _Level, offset: int) -> tuple[Any, ...] | None:
+        """What the place of ``offset`` depends on, when it is in a short top-level element
+        of a walked tree: the element's tag, encoding and bytes, and the offset in them (a
+        series repeats the elements, and the values kept in them are found at the same
+        offsets)."""
+        elements = level.elements
+        if not isinstance(elements, _Built):
+            return None
+        i = level.find(offset)
+        if not 0 <= i < len(elements.tags):
+            return None
+        tree = self.tree
+        tag = elements.tags[i]
+        raw_vr, vpos, length = tree.entries()[tag]
+        if length > _PLACED_BYTES:
+            return None
+        start = vpos + tree.shift
+        data = self.data
+        return (tag, raw_vr, data[start - 4 : start], data[start : start + length],
+                tree.encoding(), offset - start)  # fmt: skip
 
     def outside(self, offset: int) -> str:
         """Where a byte outside every element value is."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -25,7 +25,16 @@ from pydicom.multival import MultiValue
 
 from ..dicom import MAX_INFLATED, parse_header, walk, walk_to_end
 
-__all__ = ["UNKNOWN", "Element", "Tree", "element_vr", "read_tree", "tree_of", "walk_elements"]
+__all__ = [
+    "UNKNOWN",
+    "Element",
+    "Tree",
+    "Unwalkable",
+    "element_vr",
+    "read_tree",
+    "tree_of",
+    "walk_elements",
+]
 
 #: The offset of a value whose place in the bytes is not known.
 UNKNOWN = -1
@@ -52,20 +61,114 @@ class Element:
     decoded: list[Any] | None = None
 
 
-@dataclass(slots=True)
+class Unwalkable(ValueError):
+    """Items of a sequence that the header walker cannot follow, found when they are built
+    (``tree``: the tree being built)."""
+
+    def __init__(self, message: str, tree: Tree) -> None:
+        super().__init__(message)
+        self.tree = tree
+
+
 class Tree:
     """A parsed object. ``data`` holds the values (for a deflated data set: the File Meta
-    bytes followed by the inflated data set); ``start`` is where the data set begins in it."""
+    bytes followed by the inflated data set); ``start`` is where the data set begins in it.
 
-    data: bytes
-    start: int
-    preamble: bool
-    meta: list[Element]
-    elements: list[Element]
-    top: dict[int, Element] = field(default_factory=dict)
+    A tree from `read_tree` keeps the top level as the header walker found it (`entries`) and
+    builds `Element` s only when asked: all of them (`elements`), or one top-level element with
+    its items (`get`), so that a reader that needs a few of them does not pay for the rest.
+    """
 
-    def __post_init__(self) -> None:
-        self.top = {e.tag: e for e in self.elements}
+    __slots__ = ("_elements", "_found", "_reader", "_rest", "_shift", "_top", "data", "meta",
+                 "preamble", "start")  # fmt: skip
+
+    def __init__(
+        self,
+        data: bytes,
+        start: int,
+        preamble: bool,
+        meta: list[Element],
+        elements: list[Element] | None = None,
+        *,
+        walked: tuple[_Reader, dict[int, tuple[bytes | None, int, int]], int, list[Element]]
+        | None = None,
+    ) -> None:
+        self.data, self.start, self.preamble, self.meta = data, start, preamble, meta
+        self._elements = elements
+        self._top: dict[int, Element] | None = None
+        self._reader: _Reader | None = None
+        self._found: dict[int, tuple[bytes | None, int, int]] = {}
+        self._shift = 0
+        self._rest: list[Element] = []
+        if walked is not None:
+            self._reader, self._found, self._shift, self._rest = walked
+
+    @property
+    def elements(self) -> list[Element]:
+        """Every top-level element, in the order of the encoding, items built."""
+        if self._elements is None:
+            self._elements = self.build(self._found) + self._rest
+        return self._elements
+
+    @property
+    def top(self) -> dict[int, Element]:
+        """The top-level elements by tag (all built)."""
+        if self._top is None:
+            self._top = {e.tag: e for e in self.elements}
+        return self._top
+
+    def get(self, tag: int) -> Element | None:
+        """One top-level element (with its items), building no other."""
+        if self._elements is not None or self._reader is None:
+            return self.top.get(tag)
+        entry = self._found.get(tag)
+        if entry is None:
+            return next((e for e in self._rest if e.tag == tag), None)
+        return self.build({tag: entry})[0]
+
+    def tags(self) -> list[int]:
+        """The tags of the top-level elements."""
+        if self._elements is not None or self._reader is None:
+            return [e.tag for e in self.elements]
+        return [*self._found, *(e.tag for e in self._rest)]
+
+    @property
+    def walked(self) -> bool:
+        """Whether the top level is the walker's (`entries`, `encoding`, `rest` can be read)."""
+        return self._reader is not None
+
+    def entries(self) -> dict[int, tuple[bytes | None, int, int]]:
+        """The top-level elements before Pixel Data as the walker found them: tag -> (VR
+        bytes or None, value offset in ``data`` less `shift`, value length)."""
+        return self._found
+
+    @property
+    def shift(self) -> int:
+        return self._shift
+
+    def encoding(self) -> tuple[bool, bool]:
+        """(little endian, implicit VR) of the data set."""
+        assert self._reader is not None
+        return self._reader.little, self._reader.implicit
+
+    def build(self, entries: dict[int, tuple[bytes | None, int, int]]) -> list[Element]:
+        """The elements (with items) of some of `entries`.
+
+        Raises
+        ------
+        Unwalkable
+            For items the walker cannot follow (found only now: the items of a sequence are
+            read when its element is built); the caller then reads the object with pydicom.
+        """
+        assert self._reader is not None
+        try:
+            return self._reader.level(entries, self._shift, self._reader.implicit)
+        except Exception as exc:  # noqa: BLE001 - whatever the walker raises, as one error
+            raise Unwalkable(f"{type(exc).__name__}: {exc}", self) from exc
+
+    def rest(self) -> list[Element]:
+        """The Pixel Data element and what follows it (built)."""
+        return self._rest
 
     def raw(self, elem: Element) -> bytes | None:
         """The value bytes of an element whose span is known."""
@@ -210,11 +313,15 @@ class _Reader:
 def read_tree(raw: bytes) -> Tree:
     """The tree of a Part 10 object (or a bare data set) from its bytes.
 
+    The top level is walked now; the items of its sequences when their elements are built
+    (see `Tree`).
+
     Raises
     ------
     Exception
-        Whatever the walker raises for bytes it cannot follow (truncated, not DICOM, an
-        delimiter out of place): the caller then reads the object with pydicom.
+        Whatever the walker raises for bytes it cannot follow (truncated, not DICOM, a
+        delimiter out of place): the caller then reads the object with pydicom; and later,
+        `Unwalkable` from `Tree` for items it cannot follow.
     """
     header = parse_header(raw, complete=True)
     if header.error:
@@ -230,17 +337,17 @@ def read_tree(raw: bytes) -> Tree:
     else:
         data, found, pixel, shift = raw, dict(header.elements), header.pixel, 0
     reader = _Reader(data, little, implicit)
-    elements = reader.level(found, shift, implicit)
+    rest: list[Element] = []
     if pixel is not None:
         tag, vr, vpos, length = pixel
         begin = vpos + shift
         end = reader.pixel_end(begin, length)
-        elements.append(Element(tag, element_vr(tag, vr), begin, end))
+        rest.append(Element(tag, element_vr(tag, vr), begin, end))
         if end < len(data):  # what follows the pixel data (padding, signatures)
             trailing: dict[int, tuple[bytes | None, int, int]] = {}
             walk_to_end(data[end:], little, implicit, trailing, "the data after Pixel Data")
-            elements.extend(reader.level(trailing, end, implicit))
-    return Tree(data, start, preamble, meta, elements)
+            rest.extend(reader.level(trailing, end, implicit))
+    return Tree(data, start, preamble, meta, walked=(reader, found, shift, rest))
 
 
 def _decoded(value: Any) -> list[Any]:

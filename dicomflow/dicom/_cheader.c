@@ -734,6 +734,111 @@ fail:
     return NULL;
 }
 
+
+/* find_forms(buf, forms, start, end, bulk_min, cap) -> {form: [offsets] or None}
+ *
+ * Every offset where some form occurs in buf, in one pass: the verifier's search of a
+ * de-identified object for the values of its original (dicomflow.anonymize._verify_output,
+ * Output.index, whose pure-Python equivalent is a bytes.find per form and region). A match
+ * counts when it lies wholly before `start`, wholly in [start, end) for a form of at least
+ * `bulk_min` bytes (the pixel data), or wholly from `end` on. Forms found are keys of the
+ * result, with their offsets ascending (overlapping matches included); a form found more
+ * than `cap` times maps to None (the caller searches it again). Forms shorter than 2 bytes
+ * are never found here (the caller does not pass them). */
+#define FORM_BUCKETS 4096
+static PyObject *py_find_forms(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    PyObject *forms;
+    Py_ssize_t start, end, bulk_min, cap;
+    if (!PyArg_ParseTuple(args, "y*O!nnnn:find_forms", &view, &PyList_Type, &forms, &start,
+                          &end, &bulk_min, &cap))
+        return NULL;
+    const unsigned char *buf = (const unsigned char *)view.buf;
+    Py_ssize_t n = view.len, nforms = PyList_GET_SIZE(forms);
+    PyObject *result = PyDict_New();
+    uint8_t *bits = NULL;
+    int32_t *heads = NULL, *next = NULL;
+    Py_ssize_t *counts = NULL;
+    PyObject **found = NULL;
+    if (result == NULL) goto fail;
+    if (nforms == 0 || n < 2) goto done;
+    if (nforms > INT32_MAX - 1) {
+        PyErr_SetString(PyExc_OverflowError, "too many forms");
+        goto fail;
+    }
+    bits = PyMem_Calloc(65536 / 8, 1);
+    heads = PyMem_Malloc(FORM_BUCKETS * sizeof(int32_t));
+    next = PyMem_Malloc((size_t)nforms * sizeof(int32_t));
+    counts = PyMem_Calloc((size_t)nforms, sizeof(Py_ssize_t));
+    found = PyMem_Calloc((size_t)nforms, sizeof(PyObject *));
+    if (!bits || !heads || !next || !counts || !found) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (int b = 0; b < FORM_BUCKETS; b++) heads[b] = -1;
+    for (Py_ssize_t j = nforms - 1; j >= 0; j--) { /* chains in the order given */
+        PyObject *form = PyList_GET_ITEM(forms, j);
+        if (!PyBytes_Check(form)) {
+            PyErr_SetString(PyExc_TypeError, "find_forms: forms must be bytes");
+            goto fail;
+        }
+        next[j] = -1;
+        if (PyBytes_GET_SIZE(form) < 2) continue;
+        const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(form);
+        unsigned key = (unsigned)f[0] | (unsigned)f[1] << 8;
+        bits[key >> 3] |= (uint8_t)(1u << (key & 7));
+        unsigned bucket = (key * 40503u >> 4) & (FORM_BUCKETS - 1);
+        next[j] = heads[bucket];
+        heads[bucket] = (int32_t)j;
+    }
+    for (Py_ssize_t i = 0; i + 1 < n; i++) {
+        unsigned key = (unsigned)buf[i] | (unsigned)buf[i + 1] << 8;
+        if (!(bits[key >> 3] & (1u << (key & 7)))) continue;
+        unsigned bucket = (key * 40503u >> 4) & (FORM_BUCKETS - 1);
+        for (int32_t j = heads[bucket]; j >= 0; j = next[j]) {
+            PyObject *form = PyList_GET_ITEM(forms, j);
+            Py_ssize_t len = PyBytes_GET_SIZE(form);
+            const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(form);
+            if (f[0] != buf[i] || f[1] != buf[i + 1] || i + len > n) continue;
+            if (i < start ? i + len > start
+                          : (i < end && (len < bulk_min || i + len > end)))
+                continue;
+            if (memcmp(f, buf + i, (size_t)len) != 0) continue;
+            if (counts[j] < 0) continue; /* past the cap already */
+            if (++counts[j] > cap) {
+                counts[j] = -1;
+                continue;
+            }
+            if (found[j] == NULL && (found[j] = PyList_New(0)) == NULL) goto fail;
+            PyObject *at = PyLong_FromSsize_t(i);
+            if (at == NULL || PyList_Append(found[j], at) < 0) {
+                Py_XDECREF(at);
+                goto fail;
+            }
+            Py_DECREF(at);
+        }
+    }
+    for (Py_ssize_t j = 0; j < nforms; j++) {
+        if (counts[j] == 0) continue;
+        PyObject *value = counts[j] < 0 ? Py_None : found[j];
+        if (PyDict_SetItem(result, PyList_GET_ITEM(forms, j), value) < 0) goto fail;
+    }
+done:
+    if (found) {
+        for (Py_ssize_t j = 0; j < nforms; j++) Py_XDECREF(found[j]);
+    }
+    PyMem_Free(bits);
+    PyMem_Free(heads);
+    PyMem_Free(next);
+    PyMem_Free(counts);
+    PyMem_Free(found);
+    PyBuffer_Release(&view);
+    return result;
+fail:
+    Py_CLEAR(result);
+    goto done;
+}
+
 static PyObject *py_init(PyObject *self, PyObject *args) {
     PyObject *ood, *unsupported, *invalid;
     long nesting;
@@ -756,6 +861,8 @@ static PyMethodDef methods[] = {
      "walk(buf, pos, little, implicit, out, top, depth=0): dicomflow.dicom._header.walk"},
     {"parse_meta", py_parse_meta, METH_VARARGS,
      "parse_meta(buf, pos) -> (pos, meta): dicomflow.dicom._header._parse_meta"},
+    {"find_forms", py_find_forms, METH_VARARGS,
+     "find_forms(buf, forms, start, end, bulk_min, cap): every offset of each form, one pass"},
     {"convert_column", py_convert_column, METH_VARARGS,
      "convert_column(kind, tag, expected, size, headers, fn, slow): column_array's fast cases"},
     {NULL, NULL, 0, NULL},

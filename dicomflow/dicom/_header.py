@@ -30,6 +30,7 @@ __all__ = [
     "MAX_INFLATED",
     "MAX_NESTING",
     "SCANNER_CORE",
+    "compiled_core",
     "NeedMore",
     "ParsedHeader",
     "Unsupported",
@@ -493,6 +494,14 @@ def _load_core() -> ModuleType | None:
 _compiled = _load_core()
 #: which scanner core this process runs: "c" (the compiled ``_cheader``) or "python"
 SCANNER_CORE = "c" if _compiled is not None else "python"
+
+
+def compiled_core() -> ModuleType | None:
+    """The compiled core this process runs (``None``: the pure-Python code), for the other
+    layers' uses of its functions (the verifier's ``find_forms``)."""
+    return _compiled
+
+
 #: Walk elements from ``pos``; see :func:`_walk_python`, which the compiled core equals.
 walk: _Walk = _compiled.walk if _compiled is not None else _walk_python
 _parse_meta: _ParseMeta = _compiled.parse_meta if _compiled is not None else _parse_meta_python
