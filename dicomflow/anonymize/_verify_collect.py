@@ -16,11 +16,10 @@ import itertools
 import re
 import warnings
 from collections.abc import Collection, Iterable, Iterator
-from copy import copy as _copy
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pydicom
 from pydicom.charset import convert_encodings
@@ -28,13 +27,14 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
+from ..dicom import compiled_core
 from ._keys import DICOM_UID_ROOT
 from ._options import DeidOptions
 from ._policy import CURVE_GROUPS, DATE_VRS, KEEP_REFS, TEXT_VRS, policy_for, resolve
 from ._structured import STRUCTURED_SEQUENCES, content_overrides
 from ._tables import iod_for_sop_class, iod_types, safe_private
 from ._verify_output import keyword_of, label, raw_values, text_values
-from ._verify_tree import UNKNOWN, Element, Tree, read_tree, tree_of
+from ._verify_tree import UNKNOWN, Element, Tree, element_vr, read_tree, tree_of
 
 __all__ = ["DEFAULT_CODECS", "Collector", "Searched", "codecs_of", "extended", "source_tree"]
 
@@ -535,30 +535,43 @@ class Collector:
         terms = _top_charset(tree)
         codecs = _python_codecs(terms) if terms else DEFAULT_CODECS
         memo = _parts_memo(self, codecs, tree.encoding())
-        creators: dict[tuple[int, int], str] = {}
-        data, shift, build = tree.data, tree.shift, tree.build
-        parts = self.parts = [meta]
-        for tag, entry in tree.entries().items():
-            raw_vr, vpos, length = entry
-            if length > _MEMO_BYTES:
-                parts.append(self._part(build({tag: entry})[0], codecs, creators, copy=False))
-                continue
-            group, number = tag >> 16, tag & 0xFFFF
-            creator = creators.get((group, number >> 8)) if group & 1 and number > 0xFF else None
-            start = vpos + shift
-            undefined = raw_vr in _UN_VRS and data[start - 4 : start] == b"\xff\xff\xff\xff"
-            key = (tag, raw_vr, undefined, creator, data[start : start + length])
-            part = memo.get(key)
-            if part is None:
-                part = self._part(build({tag: entry})[0], codecs, creators, copy=True)
-                if len(memo) >= _MAX_MEMO:
-                    memo.clear()
-                memo[key] = part
-            elif part.creator is not None:  # a private creator: names its block
-                creators[(group, number)] = part.creator
-            parts.append(part)
+        entries = tree.entries()
+        keys = _element_keys(tree.data, entries, tree.shift, _MEMO_BYTES)
+        recent = memo.recent
+        found = [recent.get(key) if key is not None else None for key in keys]
+        if None in found:  # new elements (and long ones): walked, in order
+            creators: dict[tuple[int, int], str] = {}
+            for i, (tag, entry) in enumerate(entries.items()):
+                part, key = found[i], keys[i]
+                if part is None and key is not None:
+                    part = memo.older(key)
+                if part is None:
+                    part = self._part(
+                        self._built(tag, entry), codecs, creators, copy=key is not None
+                    )
+                    if key is not None:
+                        memo.put(key, part)
+                    found[i] = part
+                elif part.creator is not None:  # a private creator: names its block
+                    creators[(tag >> 16, tag & 0xFFFF)] = part.creator
+        else:  # every element seen before: the creators only for the elements after Pixel Data
+            creators = {
+                (p.tag >> 16, p.tag & 0xFFFF): p.creator
+                for p in found
+                if p is not None and p.tag is not None and p.creator is not None
+            }
+        parts = self.parts = [meta, *cast(list[_Part], found)]
         for elem in tree.rest():
             parts.append(self._part(elem, codecs, creators, copy=False))
+
+    def _built(self, tag: int, entry: tuple[bytes | None, int, int]) -> Element:
+        """The element of a top-level entry (items built for a sequence)."""
+        raw_vr, vpos, length = entry
+        vr = element_vr(tag, raw_vr)
+        if vr == "SQ" or vr == "UN":
+            return self.tree.build({tag: entry})[0]
+        start = vpos + self.tree.shift
+        return Element(tag, vr, start, start + length)
 
     def _part(
         self,
@@ -568,16 +581,22 @@ class Collector:
         *,
         copy: bool,
     ) -> _Part:
-        """What one top-level element adds (``None``: the File Meta Information), found by a
-        collector of its own; ``copy``: its kept values copied out of this object's bytes (a
-        part remembered for other objects)."""
-        sub = _copy(self)
-        sub.values, sub.held, sub.chosen, sub.parts = {}, {}, set(), None
+        """What one top-level element adds (``None``: the File Meta Information), found by
+        this collector with empty ``values``, ``held`` and ``chosen`` (put back after);
+        ``copy``: its kept values copied out of this object's bytes (a part remembered for
+        other objects)."""
+        saved = self.values, self.held, self.chosen
+        self.values, self.held, self.chosen = {}, {}, set()
+        try:
+            if elem is None:
+                self.meta()
+            else:
+                self._one(elem, (), "", (), codecs, creators, self.decisions, None)
+            values, held, chosen = self.values, self.held, self.chosen
+        finally:
+            self.values, self.held, self.chosen = saved
         if elem is None:
-            sub.meta()
-            return _Part(None, sub.values, sub.held, frozenset())
-        sub._one(elem, (), "", (), codecs, creators, self.decisions, None)
-        held = sub.held
+            return _Part(None, values, held, frozenset())
         if copy and held:
             held = {
                 key: [
@@ -591,7 +610,7 @@ class Collector:
         tag, creator = elem.tag, None
         if tag >> 16 & 1 and 0x10 <= tag & 0xFFFF <= 0xFF:
             creator = creators.get((tag >> 16, tag & 0xFFFF))
-        return _Part(tag, sub.values, held, frozenset(sub.chosen), creator)
+        return _Part(tag, values, held, frozenset(chosen), creator)
 
     def _private(
         self,
@@ -753,12 +772,69 @@ _MEMO_BYTES = 2048
 #: Contributions remembered per set of rules (then forgotten all at once).
 _MAX_MEMO = 16384
 _UN_VRS = (None, b"UN")
-_MEMOS: dict[tuple[Any, ...], tuple[Any, dict[Any, _Part]]] = {}
+
+
+def _element_keys_python(
+    data: bytes, entries: dict[int, tuple[bytes | None, int, int]], shift: int, max_bytes: int
+) -> list[tuple[int, bytes | None, bool, tuple[bytes | None, bytes] | None, bytes] | None]:
+    """What the parts of top-level elements are remembered by: (tag, VR, whether an implicit
+    or UN value has an undefined length, the (VR, value) of the private creator of its block
+    when that comes before it, the value bytes); ``None`` for a value longer than
+    ``max_bytes`` (walked each time). The compiled core's ``element_keys`` gives the same."""
+    keys: list[tuple[int, bytes | None, bool, tuple[bytes | None, bytes] | None, bytes] | None]
+    keys = []
+    n = len(data)
+    for tag, (raw_vr, vpos, length) in entries.items():
+        start = vpos + shift
+        if not (0 <= length <= max_bytes and 0 <= start <= n - length):
+            keys.append(None)
+            continue
+        undefined = raw_vr in _UN_VRS and start >= 4 and data[start - 4 : start] == _UNDEFINED
+        group, number = tag >> 16, tag & 0xFFFF
+        creator = None
+        if group & 1 and number > 0xFF:
+            found = entries.get(group << 16 | number >> 8)
+            if found is not None:
+                cpos, clen = found[1] + shift, found[2]
+                if 0 <= cpos < start and 0 <= clen and cpos <= n - clen:  # a creator before
+                    creator = (found[0], data[cpos : cpos + clen])
+        keys.append((tag, raw_vr, undefined, creator, data[start : start + length]))
+    return keys
+
+
+_UNDEFINED = b"\xff\xff\xff\xff"
+_element_keys = getattr(compiled_core(), "element_keys", _element_keys_python)
+
+
+class _Memo:
+    """Parts by element (`Collector.collect`), in two generations: when the recent one is full
+    it becomes the older one, whose parts move back to the recent one as they are met again (an
+    element of every object, such as its SOP Instance UID, fills the memo but does not stay)."""
+
+    __slots__ = ("older_parts", "recent")
+
+    def __init__(self) -> None:
+        self.recent: dict[Any, _Part] = {}
+        self.older_parts: dict[Any, _Part] = {}
+
+    def older(self, key: Any) -> _Part | None:
+        part = self.older_parts.pop(key, None)
+        if part is not None:
+            self.put(key, part)
+        return part
+
+    def put(self, key: Any, part: _Part) -> None:
+        if len(self.recent) >= _MAX_MEMO:
+            self.older_parts, self.recent = self.recent, {}
+        self.recent[key] = part
+
+
+_MEMOS: dict[tuple[Any, ...], tuple[Any, _Memo]] = {}
 
 
 def _parts_memo(
     collector: Collector, codecs: tuple[str, ...], encoding: tuple[bool, bool]
-) -> dict[Any, _Part]:
+) -> _Memo:
     """The parts of top-level elements under the collector's rules (a series shares them): by
     (options, IOD, modules present, kept, codecs, encoding)."""
     types = collector.types
@@ -767,14 +843,15 @@ def _parts_memo(
     if found is None or found[0] is not types:
         if len(_MEMOS) >= 64:
             _MEMOS.clear()
-        found = _MEMOS[key] = (types, {})  # the IOD kept alive: its id stays
+        found = _MEMOS[key] = (types, _Memo())  # the IOD kept alive: its id stays
     return found[1]
 
 
 def source_tree(original: Dataset | str | Path, *, walker: bool = True) -> Tree:
     if isinstance(original, Dataset):
         return tree_of(original)
-    raw = Path(original).read_bytes()
+    with open(original, "rb") as f:
+        raw = f.read()
     try:
         if not walker:
             raise ValueError("pydicom's reading asked for")

@@ -108,28 +108,31 @@ class FolderReport:
         )
 
 
-def _is_dicom(path: Path) -> bool:
+def _is_dicom(path: str) -> bool:
+    if path.lower().endswith(".dcm"):
+        return True
     try:
         with open(path, "rb") as f:
             head = f.read(132)
     except OSError:
         return False
-    return head[128:132] == b"DICM" or path.suffix.lower() == ".dcm"
+    return head[128:132] == b"DICM"
 
 
-def _files(root: Path) -> list[Path]:
+def _files(root: Path) -> list[str]:
+    """The DICOM files under ``root`` (absolute), as paths that start with it, sorted."""
     found = []
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
-            path = Path(folder) / name
+            path = os.path.join(folder, name)
             if name.startswith(".") or name in _SKIP_NAMES or not _is_dicom(path):
                 continue
             found.append(path)
     return found
 
 
-def _uid(path: Path) -> str | None:
+def _uid(path: str) -> str | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -150,19 +153,21 @@ def _manifest_folders(deidentified: Path, manifest: str | os.PathLike[str] | Non
     ]
 
 
-def _from_manifest(folders: list[Path], deidentified: Path) -> dict[Path, Path]:
+def _from_manifest(folders: list[Path], deidentified: Path) -> dict[str, str]:
+    """Output path -> source path, of the outputs under ``deidentified`` of every done row."""
     from ..pipeline import read_manifests
 
-    pairs: dict[Path, Path] = {}
-    root = deidentified
+    pairs: dict[str, str] = {}
+    inside = os.path.join(deidentified, "")
     for folder in folders:
-        for row in read_manifests(str(folder)).to_pylist():
+        rows = read_manifests(str(folder)).select(["status", "source_uri", "outputs"])
+        for row in rows.to_pylist():
             if row["status"] != "done":
                 continue
             for output in row["outputs"] or ():
-                out = Path(os.path.abspath(output["path"]))
-                if root in out.parents and out.name not in _SKIP_NAMES:
-                    pairs[out] = Path(row["source_uri"])
+                out = os.path.abspath(output["path"])
+                if out.startswith(inside) and os.path.basename(out) not in _SKIP_NAMES:
+                    pairs[out] = row["source_uri"]
     return pairs
 
 
@@ -213,10 +218,10 @@ def _kept_by(recipe: Any) -> set[str]:
 
 
 def _pair(
-    original: Path, deidentified: Path, outputs: list[Path], secret: bytes | None
-) -> tuple[dict[Path, Path], str]:
+    original: Path, deidentified: Path, outputs: list[str], secret: bytes | None
+) -> tuple[dict[str, str], str]:
     originals = _files(original)
-    by_uid: dict[str, Path] = {}
+    by_uid: dict[str, str] = {}
     for path in originals:
         uid = _uid(path)
         if uid:
@@ -332,20 +337,19 @@ def verify_folders(
     if not pairs:
         pairs, paired_by = _pair(original, deidentified, outputs, secret)
     jobs: list[_Pair] = []
+    below, within = os.path.join(deidentified, ""), os.path.join(original, "")
     for out in outputs:
         source = pairs.get(out)
-        shown = str(out.relative_to(deidentified))
+        shown = out[len(below) :]  # `_files` gives paths under the folder
         if source is None:
             problems.append(f"{shown}: not paired with an original, so not verified")
             continue
-        if not source.is_file():
+        if not os.path.isfile(source):
             problems.append(f"{shown}: its original {source} is missing, so not verified")
             continue
-        try:
-            name = str(Path(os.path.abspath(source)).relative_to(original))
-        except ValueError:
-            name = str(source)
-        jobs.append(_Pair(str(source), str(out), shown, name))
+        absolute = os.path.abspath(source)
+        name = absolute[len(within) :] if absolute.startswith(within) else source
+        jobs.append(_Pair(source, out, shown, name))
     leaks, kept_found, verified = _run(jobs, frozenset(kept), workers, progress, problems)
     if not jobs:
         problems.append(f"none of the {len(outputs)} outputs could be paired with an original")

@@ -191,6 +191,8 @@ def _descend(level: _Level, offset: int, prefix: str, meta: bool) -> Place | Non
 _PLACES: dict[tuple[Any, ...], Place | None] = {}
 _MAX_PLACES = 16384
 _PLACED_BYTES = 2048
+#: `Output.method_codes` by the encoding and bytes of the sequence.
+_CODES: dict[tuple[Any, ...], list[str]] = {}
 _MISSING = object()
 
 
@@ -300,7 +302,8 @@ class Output:
         its tree read by pydicom, not by the header walker)."""
         if isinstance(deidentified, Dataset):
             return cls(_encode(deidentified), walker=walker)
-        return cls(Path(deidentified).read_bytes(), walker=walker)
+        with open(deidentified, "rb") as f:
+            return cls(f.read(), walker=walker)
 
     def value(self, tag: int) -> str:
         """The text of a top-level element ('' when absent)."""
@@ -312,6 +315,22 @@ class Output:
 
     def method_codes(self) -> list[str]:
         """The Code Values of the De-identification Method Code Sequence (0012,0064)."""
+        tree = self.tree
+        if not tree.walked:
+            return self._method_codes()
+        entry = tree.entries().get(0x00120064)
+        if entry is None:
+            return []
+        start = entry[1] + tree.shift
+        key = (entry[0], self.data[start - 4 : start + entry[2]], tree.encoding())
+        codes = _CODES.get(key)  # the outputs of a run share their sequence
+        if codes is None:
+            if len(_CODES) >= 256:
+                _CODES.clear()
+            codes = _CODES[key] = self._method_codes()
+        return list(codes)
+
+    def _method_codes(self) -> list[str]:
         elem = self.tree.get(0x00120064)
         codes = []
         for item in (elem.items or ()) if elem is not None else ():

@@ -839,6 +839,102 @@ fail:
     goto done;
 }
 
+
+/* element_keys(data, entries, shift, max_bytes) -> [key or None]
+ *
+ * For each top-level entry of a walked object (tag -> (VR bytes or None, value offset less
+ * `shift`, length), in order): what the verifier remembers an element's findings by
+ * (dicomflow.anonymize._verify_collect, Collector.collect, whose pure-Python equivalent is
+ * _element_keys_python): (tag, VR, whether an implicit or UN value has an undefined length,
+ * the (VR, value) of the private creator of its block when that comes before it, or None, its
+ * value bytes); None for a value longer than `max_bytes` or outside `data`. */
+static PyObject *py_element_keys(PyObject *self, PyObject *args) {
+    PyObject *data, *entries;
+    Py_ssize_t shift, max_bytes;
+    if (!PyArg_ParseTuple(args, "O!O!nn:element_keys", &PyBytes_Type, &data, &PyDict_Type,
+                          &entries, &shift, &max_bytes))
+        return NULL;
+    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    PyObject *result = PyList_New(PyDict_GET_SIZE(entries));
+    if (result == NULL) return NULL;
+    PyObject *tag_obj, *entry;
+    Py_ssize_t it = 0, i = 0;
+    while (PyDict_Next(entries, &it, &tag_obj, &entry)) {
+        PyObject *key = Py_None;
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3) {
+            PyErr_SetString(PyExc_TypeError, "element_keys: entries are (vr, offset, length)");
+            goto fail;
+        }
+        PyObject *vr = PyTuple_GET_ITEM(entry, 0);
+        Py_ssize_t vpos = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 1));
+        Py_ssize_t length = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
+        unsigned long tag = PyLong_AsUnsignedLong(tag_obj);
+        if (PyErr_Occurred()) goto fail;
+        Py_ssize_t start = vpos + shift;
+        if (length <= max_bytes && length >= 0 && start >= 0 && start <= n - length) {
+            int un = vr == Py_None ||
+                     (PyBytes_Check(vr) && PyBytes_GET_SIZE(vr) == 2 &&
+                      memcmp(PyBytes_AS_STRING(vr), "UN", 2) == 0);
+            int undefined = un && start >= 4 && buf[start - 4] == 0xFF &&
+                            buf[start - 3] == 0xFF && buf[start - 2] == 0xFF &&
+                            buf[start - 1] == 0xFF;
+            unsigned long group = tag >> 16, number = tag & 0xFFFF;
+            PyObject *creator = Py_None;
+            Py_INCREF(creator);
+            if ((group & 1) && number > 0xFF) {
+                PyObject *ctag = PyLong_FromUnsignedLong(group << 16 | number >> 8);
+                if (ctag == NULL) {
+                    Py_DECREF(creator);
+                    goto fail;
+                }
+                PyObject *centry = PyDict_GetItemWithError(entries, ctag);
+                Py_DECREF(ctag);
+                if (centry == NULL && PyErr_Occurred()) {
+                    Py_DECREF(creator);
+                    goto fail;
+                }
+                if (centry != NULL && PyTuple_Check(centry) && PyTuple_GET_SIZE(centry) == 3) {
+                    Py_ssize_t cpos = PyLong_AsSsize_t(PyTuple_GET_ITEM(centry, 1)) + shift;
+                    Py_ssize_t clen = PyLong_AsSsize_t(PyTuple_GET_ITEM(centry, 2));
+                    if (PyErr_Occurred()) {
+                        Py_DECREF(creator);
+                        goto fail;
+                    }
+                    if (cpos >= 0 && cpos < start && clen >= 0 && cpos <= n - clen) {
+                        PyObject *cvalue =
+                            PyBytes_FromStringAndSize((const char *)buf + cpos, clen);
+                        if (cvalue == NULL) {
+                            Py_DECREF(creator);
+                            goto fail;
+                        }
+                        Py_DECREF(creator);
+                        creator = PyTuple_Pack(2, PyTuple_GET_ITEM(centry, 0), cvalue);
+                        Py_DECREF(cvalue);
+                        if (creator == NULL) goto fail;
+                    }
+                }
+            }
+            PyObject *value = PyBytes_FromStringAndSize((const char *)buf + start, length);
+            if (value == NULL) {
+                Py_DECREF(creator);
+                goto fail;
+            }
+            key = PyTuple_Pack(5, tag_obj, vr, undefined ? Py_True : Py_False, creator, value);
+            Py_DECREF(creator);
+            Py_DECREF(value);
+            if (key == NULL) goto fail;
+        } else {
+            Py_INCREF(key);
+        }
+        PyList_SET_ITEM(result, i++, key);
+    }
+    return result;
+fail:
+    Py_DECREF(result);
+    return NULL;
+}
+
 static PyObject *py_init(PyObject *self, PyObject *args) {
     PyObject *ood, *unsupported, *invalid;
     long nesting;
@@ -861,6 +957,8 @@ static PyMethodDef methods[] = {
      "walk(buf, pos, little, implicit, out, top, depth=0): dicomflow.dicom._header.walk"},
     {"parse_meta", py_parse_meta, METH_VARARGS,
      "parse_meta(buf, pos) -> (pos, meta): dicomflow.dicom._header._parse_meta"},
+    {"element_keys", py_element_keys, METH_VARARGS,
+     "element_keys(data, entries, shift, max_bytes): the verifier's keys of top-level elements"},
     {"find_forms", py_find_forms, METH_VARARGS,
      "find_forms(buf, forms, start, end, bulk_min, cap): every offset of each form, one pass"},
     {"convert_column", py_convert_column, METH_VARARGS,

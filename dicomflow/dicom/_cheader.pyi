@@ -34,3 +34,6 @@ def parse_meta(buf: bytes | bytearray, pos: int, /) -> tuple[int, dict[int, byte
 def find_forms(
     buf: bytes, forms: list[bytes], start: int, end: int, bulk_min: int, cap: int, /
 ) -> dict[bytes, list[int] | None]: ...
+def element_keys(
+    data: bytes, entries: dict[int, tuple[bytes | None, int, int]], shift: int, max_bytes: int, /
+) -> list[tuple[int, bytes | None, bool, tuple[bytes | None, bytes] | None, bytes] | None]: ...
