@@ -337,22 +337,44 @@ def _verified(
     codecs = codecs_of(output.tree) + codecs_of(source)
     search = _Search(output, collector, codecs, path, extended(output.tree, source))
     key = tuple(codecs)
-    searched = []
-    for text in collector.texts():
-        forms = _prepared(text, key, fixed)
-        if forms is not None:
-            searched.append((text, forms))
-    output.index(form for _, forms in searched for form in forms)
+    searched = [
+        (t, forms) for t, forms in _searched(collector, key, fixed).items() if forms is not None
+    ]
+    found = output.index([form for _, forms in searched for form in forms])
     findings: list[Finding] = []
     names: list[frozenset[int]] = []
     for text, forms in searched:
-        if not search.may_find(text, forms):
-            continue  # nowhere in the output: most values of a clean one
+        if found is None or search.decode:
+            if not search.may_find(text, forms):
+                continue
+        else:  # `may_find` on the index
+            for form in forms:
+                if form in found:
+                    break
+            else:
+                if not path or text.casefold() not in path:
+                    continue  # nowhere in the output: most values of a clean one
         value = collector.searched(text)
         for finding in search.run(text, value, forms):
             findings.append(finding)
             names.append(value.names)
     return _settle_words(findings, names)
+
+
+def _searched(
+    collector: Collector, codecs: tuple[str, ...], fixed: str
+) -> dict[str, list[bytes] | None]:
+    """The values of the original in the order first seen, with the forms searched for each
+    (`_prepared`; ``None``: not searched), made once per part of a run."""
+    if collector.parts is None:
+        return {text: _prepared(text, codecs, fixed) for text in collector.texts()}
+    found: dict[str, list[bytes] | None] = {}
+    for part in collector.parts:
+        forms = part.forms
+        if forms is None or forms[0] != codecs:
+            forms = part.forms = (codecs, {t: _prepared(t, codecs, fixed) for t in part.values})
+        found.update(forms[1])  # a value seen before keeps its place (its forms are the same)
+    return found
 
 
 def _settle_words(findings: list[Finding], names: list[frozenset[int]]) -> list[Finding]:

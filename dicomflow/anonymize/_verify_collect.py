@@ -195,6 +195,20 @@ _NO_NAME: frozenset[int] = frozenset()
 _BASIC = DeidOptions()
 
 
+#: `IodTypes.present_modules` by (IOD, top-level tags): a series has the same tags.
+_PRESENT: dict[tuple[int, tuple[int, ...]], tuple[Any, frozenset[str]]] = {}
+
+
+def _present(types: Any, tree: Tree) -> frozenset[str]:
+    tags = tuple(tree.tags())
+    found = _PRESENT.get((id(types), tags))
+    if found is None or found[0] is not types:
+        if len(_PRESENT) >= 1024:
+            _PRESENT.clear()
+        found = _PRESENT[(id(types), tags)] = (types, types.present_modules(set(tags)))
+    return found[1]
+
+
 def _tag_text(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
@@ -293,12 +307,13 @@ class Collector:
         sop_class = tree.get(0x00080016)
         values = text_values(tree, sop_class, ["iso8859"]) if sop_class is not None else []
         self.types = iod_types(iod_for_sop_class(str(values[0]))) if values else None
-        self.present = self.types.present_modules(set(tree.tags())) if self.types else frozenset()
+        self.present = _present(self.types, tree) if self.types else frozenset()
         self.kept = kept
         self.values: dict[str, Searched] = {}
         self.held: dict[tuple[int, ...], list[Held]] = {}
         self.parts: list[_Part] | None = None  # `collect`'s parts, in order (`walk`: None)
         self._index: dict[int, _Part] | None = None  # `_parts_of`
+        self._valued: list[dict[str, Searched]] | None = None  # `searched`
         # attributes an Option keeps that the Basic Profile would not (Retain Device Identity's
         # Station Name...): kept by the user's choice, like a recipe's
         self.basic = policy_for(_BASIC) if options != _BASIC else None
@@ -400,18 +415,17 @@ class Collector:
         found = self.values.get(text)
         if found is not None or self.parts is None:
             return self.values[text]
-        for part in self.parts:
-            value = part.values.get(text)
-            if value is None:
-                continue
-            if found is None:
-                found = Searched(value.attribute, value.match, value.strong, value.deliberate,
-                                 value.word, value.names)  # fmt: skip
-            else:
-                _merged(found, value.attribute, value.strong, value.deliberate, value.word,
-                        value.names)  # fmt: skip
-        if found is None:
+        if self._valued is None:
+            self._valued = [p.values for p in self.parts if p.values]
+        occurrences = [v for values in self._valued if (v := values.get(text)) is not None]
+        if not occurrences:
             raise KeyError(text)
+        first = occurrences[0]
+        found = Searched(first.attribute, first.match, first.strong, first.deliberate,
+                         first.word, first.names)  # fmt: skip
+        for value in occurrences[1:]:
+            _merged(found, value.attribute, value.strong, value.deliberate, value.word,
+                    value.names)  # fmt: skip
         self.values[text] = found
         return found
 
@@ -763,6 +777,9 @@ class _Part:
     held: dict[tuple[int, ...], list[Held]]
     chosen: frozenset[tuple[int, ...]]
     creator: str | None = None
+    #: The verifier's searched forms of ``values`` (None: not searched), made once per codecs
+    #: (``(codecs, forms)``; a cache of what ``values`` already say).
+    forms: tuple[tuple[str, ...], dict[str, list[bytes] | None]] | None = None
 
 
 #: Person names are numbered for the whole process (a part shared by objects keeps its numbers).

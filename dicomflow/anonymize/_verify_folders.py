@@ -33,7 +33,13 @@ from typing import Any
 import pydicom
 
 from ..errors import ConfigError
-from ..runtime import ProgressEvent, as_consumer, fork_is_safe, make_executor
+from ..runtime import (
+    ProgressEvent,
+    as_consumer,
+    fewer_collections,
+    fork_is_safe,
+    make_executor,
+)
 from ._keys import Keyring
 from ._verify import LEAK, verify
 
@@ -253,7 +259,7 @@ def _verify_batch(
     """Verify a batch of pairs (in a worker): each pair's findings, or why it was not verified."""
     pairs, kept = task
     done: list[tuple[list[FolderFinding], str | None]] = []
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), fewer_collections():
         warnings.simplefilter("ignore")
         for pair in pairs:
             try:

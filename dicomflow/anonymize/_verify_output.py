@@ -373,16 +373,18 @@ class Output:
                 yield from (at for at in found if _allowed(self.low, at, at + len(form), match))
         yield from hits(self.low, form, match, end)
 
-    def index(self, forms: Iterable[bytes]) -> None:
+    def index(self, forms: list[bytes]) -> dict[bytes, list[int] | None] | None:
         """Find every form everywhere `search` looks, in one pass over the bytes (the compiled
-        core's ``find_forms``); without the compiled core, `index_pixels`."""
+        core's ``find_forms``): the forms found (then `may_hold` is ``form in`` it); without
+        the compiled core, `index_pixels`, and ``None``."""
         if _find_forms is None:
             self.index_pixels(forms)
-            return
-        given = list(dict.fromkeys(f for f in forms if len(f) >= 2))
+            return None
+        given = [f for f in forms if len(f) >= 2]
         start, end = self.pixels
         self._found = _find_forms(self.low, given, start, end, BULK_MIN_BYTES, _MAX_OFFSETS)
         self._indexed = frozenset(given)
+        return self._found if len(given) == len(forms) else None
 
     def index_pixels(self, forms: Iterable[bytes]) -> None:
         """Find every long form inside the pixel data in one pass (a search per form would read

@@ -14,7 +14,7 @@ from ._executors import (
     fork_is_safe,
     make_executor,
 )
-from ._memory import peak_rss
+from ._memory import BULK_GC_THRESHOLD, fewer_collections, peak_rss
 from ._progress import (
     PROGRESS_FILE,
     Progress,
@@ -29,6 +29,7 @@ from ._progress import (
 )
 
 __all__ = [
+    "BULK_GC_THRESHOLD",
     "PROGRESS_FILE",
     "DaskExecutor",
     "Executor",
@@ -41,6 +42,7 @@ __all__ = [
     "ProgressFile",
     "ProgressLog",
     "as_consumer",
+    "fewer_collections",
     "fork_is_safe",
     "make_executor",
     "peak_rss",
