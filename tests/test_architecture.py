@@ -193,6 +193,8 @@ TEST_PRIVATE_SEAMS = {
     "tests/derived/test_seg.py": "read_seg's direct 1-bit unpacking against pydicom, white-box",
     "tests/anonymize/test_verify_folders.py": "which recipe rules win, read from a manifest",
     "tests/anonymize/test_verify_fast.py": "the exhaustive search the shortcuts are compared with",
+    "tests/anonymize/test_verify_memo.py": "the verifier's parts, keys and places against the "
+    "plain walk, and the compiled helpers against their pure-Python equivalents",
     "tests/anonymize/test_ocr_parts.py": "the OCR detector's ink, flat levels and noisy "
     "lines, white-box",
     "tests/network/test_serve.py": "QIDO matching and DICOM JSON values per column type",
