@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..dicom import atomic_path
@@ -117,10 +118,12 @@ def done_inputs(folder: str, config_hash: str) -> dict[tuple[str, str | None], d
     done: dict[tuple[str, str | None], dict[str, Any]] = {}
     if not table.num_rows:
         return done
-    for row in table.to_pylist():
-        if row["status"] == "done" and row["config_hash"] == config_hash:
-            if all(_present(o) for o in row["outputs"] or ()):
-                done[(row["source_uri"], row["sop_instance_uid"])] = row
+    # the rows of other configurations or not done are left in Arrow (every earlier run's rows
+    # are read: made Python objects, they cost a rerun its start, in this process)
+    ours = pc.and_(pc.equal(table["status"], "done"), pc.equal(table["config_hash"], config_hash))
+    for row in table.filter(ours).to_pylist():
+        if all(_present(o) for o in row["outputs"] or ()):
+            done[(row["source_uri"], row["sop_instance_uid"])] = row
     return done
 
 
