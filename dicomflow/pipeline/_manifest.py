@@ -1,8 +1,9 @@
 """The manifest: one row per input instance of a run, written as the run goes.
 
-Each finished task appends a Parquet part under ``<dir>/run-<id>/`` (written atomically), so a
-run killed at any moment leaves a manifest of everything it finished; a rerun reads every run's
-rows to skip what is done. When a run ends, its parts are merged into ``<dir>/run-<id>.parquet``.
+Finished rows are appended as Parquet parts under ``<dir>/run-<id>/`` (written atomically), a
+part once a task's worth (``batch_size`` rows) has finished, so a run killed at any moment
+leaves a manifest of all it finished but the last few rows; a rerun reads every run's rows to
+skip what is done. When a run ends, its parts are merged into ``<dir>/run-<id>.parquet``.
 """
 
 from __future__ import annotations

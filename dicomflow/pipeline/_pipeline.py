@@ -375,12 +375,20 @@ class Pipeline:
         def _listed() -> int | None:  # a scan as the source: its file count, once listed
             return None if _is_table(self.source) else _listed_files(self.source)
 
+        unwritten: list[dict[str, Any]] = []  # rows not yet in a manifest part
+
         def record(rows: list[dict[str, Any]]) -> None:
             rows_out.extend(rows)
             for row in rows:
                 statuses[row["status"]] = statuses.get(row["status"], 0) + 1
-            if writer is not None:
-                writer.append(rows)
+            unwritten.extend(rows)
+            if len(unwritten) >= batch_size:  # the small last tasks share parts
+                flush()
+
+        def flush() -> None:
+            if writer is not None and unwritten:
+                writer.append(unwritten)
+            unwritten.clear()
 
         def report_progress(finished: bool = False) -> None:
             if consumer is None and shown is None:
@@ -451,6 +459,7 @@ class Pipeline:
                     report_progress()
             report_progress(finished=True)
         finally:
+            flush()  # what finished is in the manifest, also on an early end
             if executor is not None:
                 executor.close()
             if shown is not None:

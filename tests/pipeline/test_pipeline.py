@@ -178,6 +178,30 @@ def test_the_last_tasks_shrink_so_that_workers_finish_together() -> None:
     assert list(_chunks(iter([]), 32, 2)) == []
 
 
+def test_the_small_last_tasks_share_manifest_parts(
+    sample: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A manifest part is written once a task's worth of rows has finished (each costs the
+    parent a Parquet write): the small last tasks do not add parts of their own. Every row
+    is in the manifest, in the order finished."""
+    from dicomflow.pipeline import _manifest
+
+    parts: list[int] = []
+    append = _manifest.ManifestWriter.append
+
+    def counted(self, rows) -> None:
+        parts.append(len(rows))
+        append(self, rows)
+
+    monkeypatch.setattr(_manifest.ManifestWriter, "append", counted)
+    report = _pipeline(sample, tmp_path / "out", dfl.map(st.stamp)).execute(
+        workers=2, batch_size=16
+    )
+    assert report.manifest.num_rows == 132 and sum(parts) == 132
+    assert all(n >= 16 for n in parts[:-1]), parts
+    assert len(parts) <= 132 // 16 + 1
+
+
 _FORKED_RUN = """
 import json, os, sys
 sys.path.insert(0, sys.argv[3])
