@@ -82,11 +82,12 @@ def steady_heap() -> bool:
 
     An instance's buffers (the file read whole, its pixels, the encoded output: a few hundred
     KB to MB each) are freed at its end; glibc hands the top of its heap back to the kernel
-    once more than twice its mmap threshold is free there, so each instance took it again, a
-    page fault per 4 KB: about 480 per 512 x 512 CT file, a quarter of a worker's CPU for RLE,
-    and dearer in two workers at once than in one process (3 against 1.9 us each here). Kept,
-    the faults are gone. Only in the worker processes this module starts: the calling
-    process's allocator is left as its user set it.
+    once more than twice its mmap threshold is free there, and where that threshold is still
+    low, each instance takes it again, a page fault per 4 KB. Seen in a script that ran a
+    transcode pipeline: ~480 faults per 512 x 512 CT file, a quarter of the CPU for RLE (the
+    benchmark's child, whose earlier frees had raised the threshold, had none). Kept, the
+    faults are gone whatever the process did before. Only in the worker processes this module
+    starts: the calling process's allocator is left as its user set it.
     """
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
