@@ -1,9 +1,10 @@
 """The manifest: one row per input instance of a run, written as the run goes.
 
 Finished rows are appended as Parquet parts under ``<dir>/run-<id>/`` (written atomically), a
-part once a task's worth (``batch_size`` rows) has finished, so a run killed at any moment
-leaves a manifest of all it finished but the last few rows; a rerun reads every run's rows to
-skip what is done. When a run ends, its parts are merged into ``<dir>/run-<id>.parquet``.
+part once a task's worth (``batch_size`` rows) has finished and half a second has passed since
+the last part, so a run killed at any moment leaves a manifest of all it finished but its last
+rows; a rerun reads every run's rows to skip what is done. When a run ends, its parts are
+merged into ``<dir>/run-<id>.parquet``.
 """
 
 from __future__ import annotations

@@ -178,13 +178,15 @@ def test_the_last_tasks_shrink_so_that_workers_finish_together() -> None:
     assert list(_chunks(iter([]), 32, 2)) == []
 
 
-def test_the_small_last_tasks_share_manifest_parts(
-    sample: Path, tmp_path: Path, monkeypatch
+@pytest.mark.parametrize("seconds", [0.0, 1e9], ids=["part-per-task", "one-part"])
+def test_manifest_parts_hold_a_task_and_half_a_second_at_least(
+    sample: Path, tmp_path: Path, monkeypatch, seconds: float
 ) -> None:
-    """A manifest part is written once a task's worth of rows has finished (each costs the
-    parent a Parquet write): the small last tasks do not add parts of their own. Every row
-    is in the manifest, in the order finished."""
+    """A manifest part is written once a task's worth of rows has finished and PART_SECONDS
+    have passed since the last (each costs the parent a Parquet write): the small last tasks
+    add no parts of their own, a fast run writes few. Every row is in the manifest."""
     from dicomflow.pipeline import _manifest
+    from dicomflow.pipeline import _pipeline as running
 
     parts: list[int] = []
     append = _manifest.ManifestWriter.append
@@ -194,12 +196,17 @@ def test_the_small_last_tasks_share_manifest_parts(
         append(self, rows)
 
     monkeypatch.setattr(_manifest.ManifestWriter, "append", counted)
+    monkeypatch.setattr(running, "PART_SECONDS", seconds)
     report = _pipeline(sample, tmp_path / "out", dfl.map(st.stamp)).execute(
         workers=2, batch_size=16
     )
     assert report.manifest.num_rows == 132 and sum(parts) == 132
-    assert all(n >= 16 for n in parts[:-1]), parts
-    assert len(parts) <= 132 // 16 + 1
+    written = pq.read_table(report.manifest_path)
+    assert sorted(written["source_uri"].to_pylist()) == report.manifest["source_uri"].to_pylist()
+    if seconds:
+        assert parts == [132]  # all at the end
+    else:
+        assert all(n >= 16 for n in parts[:-1]) and len(parts) <= 132 // 16 + 1, parts
 
 
 _FORKED_RUN = """
