@@ -201,7 +201,8 @@ TEST_PRIVATE_SEAMS = {
     "tests/network/test_lake.py": "holds the lake's writer threads off (their batch interval) "
     "to see the receiving thread hash",
     "tests/codecs/test_registry.py": "monkeypatches which JPEG plugin pydicom would use",
-    "tests/pipeline/test_pipeline.py": "counts the process pools a run starts (monkeypatch)",
+    "tests/pipeline/test_pipeline.py": "counts the process pools a run starts (monkeypatch); "
+    "how rows are cut into tasks (_chunks)",
     "tests/pipeline/test_transcode.py": "white-box: the native fast path, the offset-table limit",
     "tests/dicom/test_cheader.py": "the compiled scanner core against the pure-Python functions",
     "tests/anonymize/test_tables.py": "the per-IOD rows, searched or grouped, against the file",

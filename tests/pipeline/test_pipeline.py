@@ -155,7 +155,58 @@ def test_a_worker_unpacks_the_stages_once(sample: Path, tmp_path: Path) -> None:
     )
     counts = [json.loads(r["counts"]) for r in report.manifest.to_pylist() if r["counts"]]
     assert len(counts) == 129 and len({c["pid"] for c in counts}) >= 1
-    assert {c["copies"] for c in counts} == {1}  # 33 tasks, one copy per worker
+    assert {c["copies"] for c in counts} == {1}  # 30-odd tasks, one copy per worker
+
+
+def test_the_last_tasks_shrink_so_that_workers_finish_together() -> None:
+    """With several workers, the rows left once the input ends go out in smaller and smaller
+    tasks (a full last task left the other worker idle for half a task on average); in one
+    process tasks keep their size. Every row is sent once, in order."""
+    from dicomflow.pipeline._pipeline import _chunks
+
+    rows = [{"uri": str(i)} for i in range(500)]
+    one = [len(c) for c in _chunks(iter(rows), 32, 1)]
+    assert one == [32] * 15 + [20]
+    tasks = list(_chunks(iter(rows), 32, 2))
+    assert [r for task in tasks for r in task] == rows
+    sizes = [len(t) for t in tasks]
+    assert max(sizes) == 32 and sizes[:10] == [32] * 10
+    tail = sizes[sizes.index(min(s for s in sizes if s < 32)) - 1 :]
+    assert tail == sorted(tail, reverse=True)  # shrinking to the end
+    assert sum(sizes[-4:]) <= 32  # the last 4 tasks (2 per worker) hold less than one
+    assert [len(t) for t in _chunks(iter(rows[:10]), 32, 2)] == [4, 4, 2]
+    assert list(_chunks(iter([]), 32, 2)) == []
+
+
+@pytest.mark.parametrize("seconds", [0.0, 1e9], ids=["part-per-task", "one-part"])
+def test_manifest_parts_hold_a_task_and_half_a_second_at_least(
+    sample: Path, tmp_path: Path, monkeypatch, seconds: float
+) -> None:
+    """A manifest part is written once a task's worth of rows has finished and PART_SECONDS
+    have passed since the last (each costs the parent a Parquet write): the small last tasks
+    add no parts of their own, a fast run writes few. Every row is in the manifest."""
+    from dicomflow.pipeline import _manifest
+    from dicomflow.pipeline import _pipeline as running
+
+    parts: list[int] = []
+    append = _manifest.ManifestWriter.append
+
+    def counted(self, rows) -> None:
+        parts.append(len(rows))
+        append(self, rows)
+
+    monkeypatch.setattr(_manifest.ManifestWriter, "append", counted)
+    monkeypatch.setattr(running, "PART_SECONDS", seconds)
+    report = _pipeline(sample, tmp_path / "out", dfl.map(st.stamp)).execute(
+        workers=2, batch_size=16
+    )
+    assert report.manifest.num_rows == 132 and sum(parts) == 132
+    written = pq.read_table(report.manifest_path)
+    assert sorted(written["source_uri"].to_pylist()) == report.manifest["source_uri"].to_pylist()
+    if seconds:
+        assert parts == [132]  # all at the end
+    else:
+        assert all(n >= 16 for n in parts[:-1]) and len(parts) <= 132 // 16 + 1, parts
 
 
 _FORKED_RUN = """
