@@ -204,7 +204,7 @@ class _Search:
         """Whether `run` can find anything for the value: some form in the bytes it searches,
         a non-ASCII value in decoded texts, or the value in the output path (a clean output
         holds most values nowhere, settled so without more work)."""
-        may_hold = self.output.may_hold
+        may_hold = self.output.may_hold  # after `Output.index`: a look-up per form
         for form in forms:
             if may_hold(form):
                 return True
@@ -340,20 +340,13 @@ def _verified(
     searched = [
         (t, forms) for t, forms in _searched(collector, key, fixed).items() if forms is not None
     ]
-    found = output.index([form for _, forms in searched for form in forms])
+    output.index([form for _, forms in searched for form in forms])
     findings: list[Finding] = []
     names: list[frozenset[int]] = []
+    may_find = search.may_find
     for text, forms in searched:
-        if found is None or search.decode:
-            if not search.may_find(text, forms):
-                continue
-        else:  # `may_find` on the index
-            for form in forms:
-                if form in found:
-                    break
-            else:
-                if not path or text.casefold() not in path:
-                    continue  # nowhere in the output: most values of a clean one
+        if not may_find(text, forms):
+            continue  # nowhere in the output: most values of a clean one
         value = collector.searched(text)
         for finding in search.run(text, value, forms):
             findings.append(finding)

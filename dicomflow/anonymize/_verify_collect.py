@@ -196,17 +196,16 @@ _BASIC = DeidOptions()
 
 
 #: `IodTypes.present_modules` by (IOD, top-level tags): a series has the same tags.
-_PRESENT: dict[tuple[int, tuple[int, ...]], tuple[Any, frozenset[str]]] = {}
+_PRESENT: dict[tuple[int, tuple[int, ...]], tuple[tuple[Any, ...], frozenset[str]]] = {}
 
 
 def _present(types: Any, tree: Tree) -> frozenset[str]:
     tags = tuple(tree.tags())
-    found = _PRESENT.get((id(types), tags))
-    if found is None or found[0] is not types:
-        if len(_PRESENT) >= 1024:
-            _PRESENT.clear()
-        found = _PRESENT[(id(types), tags)] = (types, types.present_modules(set(tags)))
-    return found[1]
+
+    def make() -> frozenset[str]:
+        return cast(frozenset[str], types.present_modules(set(tags)))
+
+    return cast(frozenset[str], _by_rules(_PRESENT, (id(types), tags), (types,), make, 1024))
 
 
 def _tag_text(tag: int) -> str:
@@ -568,12 +567,14 @@ class Collector:
                     found[i] = part
                 elif part.creator is not None:  # a private creator: names its block
                     creators[(tag >> 16, tag & 0xFFFF)] = part.creator
-        else:  # every element seen before: the creators only for the elements after Pixel Data
-            creators = {
+        elif any(e.tag >> 16 & 1 for e in tree.rest()):  # all seen before: the creators only
+            creators = {  # for the private elements after Pixel Data
                 (p.tag >> 16, p.tag & 0xFFFF): p.creator
                 for p in found
                 if p is not None and p.tag is not None and p.creator is not None
             }
+        else:
+            creators = {}
         parts = self.parts = [meta, *cast(list[_Part], found)]
         for elem in tree.rest():
             parts.append(self._part(elem, codecs, creators, copy=False))
@@ -734,7 +735,7 @@ class Collector:
 
 
 #: The `Collector._decide` results of each (policy, IOD, modules present), by (key, VR).
-_DECISION_TABLES: dict[tuple[int, int, frozenset[str]], tuple[Any, Any, dict[Any, Any]]] = {}
+_DECISION_TABLES: dict[tuple[int, int, frozenset[str]], tuple[tuple[Any, ...], Any]] = {}
 _MAX_DECISIONS = 65536
 
 
@@ -743,12 +744,19 @@ def _decisions(
 ) -> dict[tuple[tuple[int, ...], str], tuple[str, bool]]:
     """The table of decisions shared by the originals with the same rules (a series)."""
     key = (id(policy), id(types), present)
-    found = _DECISION_TABLES.get(key)
-    if found is None or found[0] is not policy or found[1] is not types:
-        if len(_DECISION_TABLES) >= 64:
-            _DECISION_TABLES.clear()
-        found = _DECISION_TABLES[key] = (policy, types, {})  # the objects kept alive: ids stay
-    return found[2]
+    return _by_rules(_DECISION_TABLES, key, (policy, types), dict, 64)
+
+
+def _by_rules(table: dict[Any, Any], key: Any, alive: tuple[Any, ...], make: Any, most: int) -> Any:
+    """What ``table`` remembers for ``key`` (made by ``make()`` the first time), where ``key``
+    holds the ids of the objects ``alive``: they are kept with it, so their ids stay theirs. A
+    table of ``most`` entries is emptied before it grows."""
+    found = table.get(key)
+    if found is None or any(a is not b for a, b in zip(found[0], alive, strict=True)):
+        if len(table) >= most:
+            table.clear()
+        found = table[key] = (alive, make())
+    return found[1]
 
 
 def _merged(
@@ -786,7 +794,7 @@ class _Part:
 _NAME_NUMBERS = itertools.count(1)
 #: Elements longer than this are walked each time (their bytes would fill the memo).
 _MEMO_BYTES = 2048
-#: Contributions remembered per set of rules (then forgotten all at once).
+#: Parts in the recent generation of a `_Memo` (per set of rules).
 _MAX_MEMO = 16384
 _UN_VRS = (None, b"UN")
 
@@ -846,7 +854,7 @@ class _Memo:
         self.recent[key] = part
 
 
-_MEMOS: dict[tuple[Any, ...], tuple[Any, _Memo]] = {}
+_MEMOS: dict[tuple[Any, ...], tuple[tuple[Any, ...], _Memo]] = {}
 
 
 def _parts_memo(
@@ -856,12 +864,7 @@ def _parts_memo(
     (options, IOD, modules present, kept, codecs, encoding)."""
     types = collector.types
     key = (collector.options, id(types), collector.present, collector.kept, codecs, encoding)
-    found = _MEMOS.get(key)
-    if found is None or found[0] is not types:
-        if len(_MEMOS) >= 64:
-            _MEMOS.clear()
-        found = _MEMOS[key] = (types, _Memo())  # the IOD kept alive: its id stays
-    return found[1]
+    return cast(_Memo, _by_rules(_MEMOS, key, (types,), _Memo, 64))
 
 
 def source_tree(original: Dataset | str | Path, *, walker: bool = True) -> Tree:
@@ -869,12 +872,12 @@ def source_tree(original: Dataset | str | Path, *, walker: bool = True) -> Tree:
         return tree_of(original)
     with open(original, "rb") as f:
         raw = f.read()
-    try:
-        if not walker:
-            raise ValueError("pydicom's reading asked for")
-        return read_tree(raw)
-    except Exception:  # noqa: BLE001 - bytes the walker refuses: pydicom's reading
-        return tree_of(pydicom.dcmread(io.BytesIO(raw), force=True))
+    if walker:
+        try:
+            return read_tree(raw)
+        except Exception:  # noqa: BLE001 - bytes the walker refuses: pydicom's reading
+            pass
+    return tree_of(pydicom.dcmread(io.BytesIO(raw), force=True))
 
 
 def _terms(tree: Tree) -> tuple[str, ...]:

@@ -272,11 +272,13 @@ class Output:
     """
 
     def __init__(self, raw: bytes, *, walker: bool = True) -> None:
-        try:
-            if not walker:
-                raise ValueError("pydicom's reading asked for")
-            tree = read_tree(raw)
-        except Exception:  # noqa: BLE001 - bytes the walker refuses: pydicom's reading
+        tree = None
+        if walker:
+            try:
+                tree = read_tree(raw)
+            except Exception:  # noqa: BLE001 - bytes the walker refuses: pydicom's reading
+                pass
+        if tree is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 tree = tree_of(pydicom.dcmread(io.BytesIO(raw), force=True), raw)
@@ -373,18 +375,17 @@ class Output:
                 yield from (at for at in found if _allowed(self.low, at, at + len(form), match))
         yield from hits(self.low, form, match, end)
 
-    def index(self, forms: list[bytes]) -> dict[bytes, list[int] | None] | None:
+    def index(self, forms: list[bytes]) -> None:
         """Find every form everywhere `search` looks, in one pass over the bytes (the compiled
-        core's ``find_forms``): the forms found (then `may_hold` is ``form in`` it); without
-        the compiled core, `index_pixels`, and ``None``."""
+        core's ``find_forms``; `may_hold` and `search` then look the forms up); without the
+        compiled core, `index_pixels`."""
         if _find_forms is None:
             self.index_pixels(forms)
-            return None
+            return
         given = [f for f in forms if len(f) >= 2]
         start, end = self.pixels
         self._found = _find_forms(self.low, given, start, end, BULK_MIN_BYTES, _MAX_OFFSETS)
         self._indexed = frozenset(given)
-        return self._found if len(given) == len(forms) else None
 
     def index_pixels(self, forms: Iterable[bytes]) -> None:
         """Find every long form inside the pixel data in one pass (a search per form would read
